@@ -1,0 +1,580 @@
+//! Configuration: TOML file, then environment, then flags (flags win), checked into one
+//! typed [`Config`].
+//!
+//! Two phases, as in the config of any tool that must explain itself:
+//! 1. *merge* — the defaults, the file, `LIVESHARD_*` variables and `--set key=value` /
+//!    named flags are layered as a TOML tree. Every key is checked against the defaults'
+//!    tree: an unknown key or a value of the wrong type is reported with its dotted key and
+//!    where it came from. All such errors are collected, not just the first.
+//! 2. *validate* — the tree is deserialized into [`Config`] (a parse failure names its key)
+//!    and cross-field rules are checked ([`Config::validate`]).
+//!
+//! Environment names are derived from keys: `http.max_body_bytes` is
+//! `LIVESHARD_HTTP_MAX_BODY_BYTES`; a few short aliases exist (see [`ENV_ALIASES`]).
+//! Unset optional strings are empty strings, so every key has a default and a type.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub mesh: MeshConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP front (REST, WebSocket, HTTP-FLV, HLS, metrics).
+    pub http: SocketAddr,
+    /// Address of the RTMP listener.
+    pub rtmp: SocketAddr,
+    /// Number of shards; 0 means one per CPU this process may use.
+    pub shards: usize,
+    /// I/O driver: "auto" (io_uring, else epoll), "uring" or "epoll".
+    pub driver: DriverChoice,
+    /// Pin each shard to one CPU.
+    pub pin: bool,
+    /// Where the embedded store and uploads live.
+    pub data_dir: PathBuf,
+    /// Upper bound on a graceful shutdown before the process exits anyway.
+    pub shutdown_timeout_ms: u64,
+    /// Serve `/debug/*` routes (for drills and tests; never on a public port).
+    pub debug_endpoints: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverChoice {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Slots per cross-shard ring (one ring per ordered shard pair).
+    pub ring_capacity: usize,
+    /// Messages held back per destination when its ring is full; past it, refused.
+    pub backlog_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            mesh: MeshConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http: "127.0.0.1:8080".parse().expect("literal address"),
+            rtmp: "127.0.0.1:1935".parse().expect("literal address"),
+            shards: 0,
+            driver: DriverChoice::Auto,
+            pin: true,
+            data_dir: PathBuf::from("./data"),
+            shutdown_timeout_ms: 10_000,
+            debug_endpoints: false,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 1024 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            ring_capacity: 4096,
+            backlog_capacity: 65536,
+        }
+    }
+}
+
+/// Short environment names for the keys people set most.
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("LIVESHARD_HTTP", "server.http"),
+    ("LIVESHARD_RTMP", "server.rtmp"),
+    ("LIVESHARD_SHARDS", "server.shards"),
+    ("LIVESHARD_DATA_DIR", "server.data_dir"),
+    ("LIVESHARD_DRIVER", "server.driver"),
+    ("LIVESHARD_LOG", "log.level"),
+];
+
+/// Keys whose values are secrets: shown as "<redacted>" when the config is printed.
+pub const SECRET_KEYS: &[&str] = &[];
+
+/// One problem with the configuration, tied to its key and where the value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub source: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.message)
+        } else {
+            write!(f, "{} ({}): {}", self.key, self.source, self.message)
+        }
+    }
+}
+
+/// Where the layers come from.
+#[derive(Default)]
+pub struct Sources {
+    /// Path and contents of the config file, if one was given.
+    pub file: Option<(PathBuf, String)>,
+    /// Environment variables (only `LIVESHARD_*` are looked at).
+    pub env: Vec<(String, String)>,
+    /// Flag overrides as (dotted key, raw value), in command-line order.
+    pub flags: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// Reads the file (if any) and this process's environment.
+    pub fn gather(file: Option<PathBuf>, flags: Vec<(String, String)>) -> Result<Self, Vec<ConfigError>> {
+        let file = match file {
+            None => None,
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => Some((path, text)),
+                Err(e) => {
+                    return Err(vec![ConfigError {
+                        key: String::new(),
+                        source: path.display().to_string(),
+                        message: format!("cannot read config file: {e}"),
+                    }])
+                }
+            },
+        };
+        Ok(Self {
+            file,
+            env: std::env::vars().filter(|(k, _)| k.starts_with("LIVESHARD_")).collect(),
+            flags,
+        })
+    }
+}
+
+impl Config {
+    /// Merges the layers and validates the result; returns every error found.
+    pub fn load(sources: &Sources) -> Result<Config, Vec<ConfigError>> {
+        let defaults = Value::try_from(Config::default()).expect("defaults serialize");
+        let mut merged = defaults.clone();
+        let mut errors = Vec::new();
+
+        if let Some((path, text)) = &sources.file {
+            let origin = path.display().to_string();
+            match text.parse::<toml::Table>() {
+                Ok(table) => overlay(&defaults, &mut merged, "", &Value::Table(table), &origin, &mut errors),
+                Err(e) => errors.push(ConfigError {
+                    key: String::new(),
+                    source: origin,
+                    message: format!("not valid TOML: {}", e.message()),
+                }),
+            }
+        }
+
+        let mut leaves = Vec::new();
+        leaf_paths(&defaults, "", &mut leaves);
+        let mut env_layer: Vec<(String, String, String)> = Vec::new();
+        for (var, value) in &sources.env {
+            let key = ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| alias == var)
+                .map(|(_, key)| key.to_string())
+                .or_else(|| leaves.iter().find(|k| env_name(k) == *var).cloned());
+            if let Some(key) = key {
+                env_layer.push((key, value.clone(), format!("env {var}")));
+            }
+        }
+        // Aliases first, so the derived name of the same key (more specific) wins.
+        env_layer.sort_by_key(|(_, _, origin)| {
+            !ENV_ALIASES.iter().any(|(a, _)| origin == &format!("env {a}"))
+        });
+        let flag_layer = sources
+            .flags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), format!("flag {k}")));
+        for (key, raw, origin) in env_layer.into_iter().chain(flag_layer) {
+            match lookup(&defaults, &key) {
+                None => errors.push(ConfigError {
+                    key,
+                    source: origin,
+                    message: "unknown key".into(),
+                }),
+                Some(default) => match parse_as(default, &raw) {
+                    Ok(v) => set(&mut merged, &key, v),
+                    Err(message) => errors.push(ConfigError {
+                        key,
+                        source: origin,
+                        message,
+                    }),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let config: Config = match serde_path_to_error::deserialize(merged) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(vec![ConfigError {
+                    key: e.path().to_string(),
+                    source: "config".into(),
+                    message: e.inner().message().to_string(),
+                }])
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field and range rules that the types cannot express.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                errors.push(ConfigError {
+                    key: key.into(),
+                    source: "config".into(),
+                    message: message.into(),
+                });
+            }
+        };
+        check(self.server.shards <= 1024, "server.shards", "at most 1024 shards");
+        check(
+            self.server.shutdown_timeout_ms > 0,
+            "server.shutdown_timeout_ms",
+            "must be positive",
+        );
+        check(
+            (1024..=1024 * 1024).contains(&self.http.max_header_bytes),
+            "http.max_header_bytes",
+            "must be between 1024 and 1048576",
+        );
+        check(
+            (1..=crate::http::codec::HEADER_SLOTS).contains(&self.http.max_headers),
+            "http.max_headers",
+            &format!("must be between 1 and {}", crate::http::codec::HEADER_SLOTS),
+        );
+        for (key, v) in [
+            ("http.header_timeout_ms", self.http.header_timeout_ms),
+            ("http.body_timeout_ms", self.http.body_timeout_ms),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms),
+            ("http.write_timeout_ms", self.http.write_timeout_ms),
+        ] {
+            check(v > 0, key, "must be positive");
+        }
+        check(
+            matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"),
+            "log.level",
+            "must be one of error, warn, info, debug, trace",
+        );
+        check(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format",
+            "must be text or json",
+        );
+        check(
+            self.mesh.ring_capacity >= 16,
+            "mesh.ring_capacity",
+            "must be at least 16",
+        );
+        check(
+            self.mesh.backlog_capacity >= 1,
+            "mesh.backlog_capacity",
+            "must be at least 1",
+        );
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut v = Value::try_from(self).expect("config serializes");
+        for key in SECRET_KEYS {
+            if let Some(Value::String(s)) = lookup(&v, key) {
+                if !s.is_empty() {
+                    set(&mut v, key, Value::String("<redacted>".into()));
+                }
+            }
+        }
+        toml::to_string_pretty(&v).unwrap_or_default()
+    }
+
+    /// Shards to start: the configured number, or one per usable CPU.
+    pub fn shard_count(&self) -> usize {
+        if self.server.shards == 0 {
+            shards::engine::available_cpus().len()
+        } else {
+            self.server.shards
+        }
+    }
+}
+
+/// The environment variable derived from a dotted key.
+pub fn env_name(key: &str) -> String {
+    format!("LIVESHARD_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+fn leaf_paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Table(t) => {
+            for (k, child) in t {
+                leaf_paths(child, &join(prefix, k), out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn lookup<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(v, |v, part| v.as_table()?.get(part))
+}
+
+fn set(v: &mut Value, key: &str, value: Value) {
+    let mut parts = key.split('.').peekable();
+    let mut cur = v;
+    while let Some(part) = parts.next() {
+        let Some(table) = cur.as_table_mut() else { return };
+        if parts.peek().is_none() {
+            table.insert(part.to_string(), value);
+            return;
+        }
+        cur = table
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Table(Default::default()));
+    }
+}
+
+/// Lays `layer` over `merged`, checking each key and type against `defaults`.
+fn overlay(
+    defaults: &Value,
+    merged: &mut Value,
+    prefix: &str,
+    layer: &Value,
+    origin: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some(table) = layer.as_table() else { return };
+    for (k, v) in table {
+        let key = join(prefix, k);
+        match lookup(defaults, &key) {
+            None => errors.push(ConfigError {
+                key,
+                source: origin.into(),
+                message: "unknown key".into(),
+            }),
+            Some(Value::Table(_)) => {
+                if v.is_table() {
+                    overlay(defaults, merged, &key, v, origin, errors);
+                } else {
+                    errors.push(ConfigError {
+                        key,
+                        source: origin.into(),
+                        message: format!("expected a table, found {}", v.type_str()),
+                    });
+                }
+            }
+            Some(default) => {
+                if same_kind(default, v) {
+                    set(merged, &key, v.clone());
+                } else {
+                    errors.push(ConfigError {
+                        key,
+                        source: origin.into(),
+                        message: format!("expected {}, found {}", default.type_str(), v.type_str()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn same_kind(default: &Value, v: &Value) -> bool {
+    matches!(
+        (default, v),
+        (Value::String(_), Value::String(_))
+            | (Value::Integer(_), Value::Integer(_))
+            | (Value::Float(_), Value::Float(_) | Value::Integer(_))
+            | (Value::Boolean(_), Value::Boolean(_))
+            | (Value::Array(_), Value::Array(_))
+            | (Value::Datetime(_), Value::Datetime(_))
+    )
+}
+
+/// Parses a raw string (environment or flag) as the type of the key's default.
+fn parse_as(default: &Value, raw: &str) -> Result<Value, String> {
+    match default {
+        Value::String(_) => Ok(Value::String(raw.to_string())),
+        Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| format!("expected integer, found {raw:?}")),
+        Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(Value::Float)
+            .map_err(|_| format!("expected float, found {raw:?}")),
+        Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
+            _ => Err(format!("expected boolean, found {raw:?}")),
+        },
+        Value::Array(_) => {
+            let trimmed = raw.trim();
+            if trimmed.starts_with('[') {
+                format!("v = {trimmed}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .ok_or_else(|| format!("expected an array, found {raw:?}"))
+            } else {
+                Ok(Value::Array(
+                    trimmed
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Value::String(s.to_string()))
+                        .collect(),
+                ))
+            }
+        }
+        Value::Table(_) => Err("is a section, not a value".into()),
+        Value::Datetime(_) => raw
+            .parse()
+            .map(Value::Datetime)
+            .map_err(|_| format!("expected a datetime, found {raw:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
+        Config::load(&Sources {
+            file: Some((PathBuf::from("test.toml"), file.into())),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags: flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        })
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load("", &[], &[]).unwrap();
+        assert_eq!(c.server.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.http.max_headers, 64);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file = "[server]\nshards = 2\nhttp = \"127.0.0.1:1\"\n[http]\nmax_headers = 10\n";
+        let c = load(
+            file,
+            &[("LIVESHARD_SHARDS", "3"), ("LIVESHARD_HTTP_MAX_HEADERS", "20")],
+            &[("server.shards", "4")],
+        )
+        .unwrap();
+        assert_eq!(c.server.shards, 4);
+        assert_eq!(c.http.max_headers, 20);
+        assert_eq!(c.server.http.port(), 1);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let file = "[server]\nshardz = 2\n[http]\nmax_headers = \"ten\"\n[nope]\nx = 1\n";
+        let errors = load(file, &[("LIVESHARD_SERVER_PIN", "maybe")], &[("http.bogus", "1")]).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"server.shardz"), "{errors:?}");
+        assert!(keys.contains(&"http.max_headers"), "{errors:?}");
+        assert!(keys.contains(&"nope"), "{errors:?}");
+        assert!(keys.contains(&"server.pin"), "{errors:?}");
+        assert!(keys.contains(&"http.bogus"), "{errors:?}");
+        let shown = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        assert!(shown.contains("server.shardz (test.toml): unknown key"), "{shown}");
+        assert!(shown.contains("expected integer, found string"), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load("[server]\nhttp = \"not an address\"\n", &[], &[]).unwrap_err();
+        assert_eq!(e[0].key, "server.http");
+        let e = load("[server]\ndriver = \"kqueue\"\n", &[], &[]).unwrap_err();
+        assert_eq!(e[0].key, "server.driver");
+        let e = load("[http]\nmax_headers = 0\n[log]\nlevel = \"loud\"\n", &[], &[]).unwrap_err();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].key, "http.max_headers");
+        assert_eq!(e[1].key, "log.level");
+    }
+}

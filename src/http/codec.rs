@@ -1,0 +1,653 @@
+//! HTTP/1.1 request parsing and response encoding, sans-IO.
+//!
+//! Bytes in, requests out; nothing here touches a socket or a clock. The connection driver
+//! ([`super::conn`]) feeds the buffer, applies the timeouts and writes what we encode.
+//!
+//! Parsing is in two steps, as a request is read: [`parse_head`] returns the request line and
+//! headers once the whole header block is buffered (or says it needs more, or why it is
+//! bad); the router then picks the body limit for that route, and [`BodyDecoder`] collects a
+//! `Content-Length` or chunked body within that limit. Errors separate "need more bytes"
+//! (`Ok(None)`) from bad input (`Err`), and each bad input maps to one status.
+
+use std::fmt::Write as _;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Limits on the request head. Exceeding them is a 431; malformed input is a 400.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// The largest header count httparse is asked to parse into (the stack array); the
+/// configured `max_headers` may be lower, never higher.
+pub const HEADER_SLOTS: usize = 128;
+
+/// Why a request cannot be served; each maps to one status and a stable message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// Header block larger than the limit (431).
+    HeadersTooLarge,
+    /// More header fields than the limit (431).
+    TooManyHeaders,
+    /// Body larger than the route allows (413).
+    BodyTooLarge,
+    /// Malformed request line, header or chunked framing (400).
+    Malformed(&'static str),
+    /// Only HTTP/1.0 and 1.1 are spoken here (505).
+    UnsupportedVersion,
+    /// A transfer coding other than chunked (501).
+    UnsupportedTransferEncoding,
+    /// Headers or body not received in time (408).
+    Timeout,
+}
+
+impl HttpError {
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::HeadersTooLarge | HttpError::TooManyHeaders => 431,
+            HttpError::BodyTooLarge => 413,
+            HttpError::Malformed(_) => 400,
+            HttpError::UnsupportedVersion => 505,
+            HttpError::UnsupportedTransferEncoding => 501,
+            HttpError::Timeout => 408,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            HttpError::HeadersTooLarge => "request header block too large".into(),
+            HttpError::TooManyHeaders => "too many request headers".into(),
+            HttpError::BodyTooLarge => "request body too large".into(),
+            HttpError::Malformed(why) => format!("malformed request: {why}"),
+            HttpError::UnsupportedVersion => "HTTP version not supported".into(),
+            HttpError::UnsupportedTransferEncoding => "transfer encoding not supported".into(),
+            HttpError::Timeout => "request not received in time".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+        }
+    }
+}
+
+/// How the body is framed, decided from the headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request line and header block.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// `None` for a method we do not serve (the router answers 405 or 501).
+    pub method: Option<Method>,
+    pub method_raw: String,
+    /// The path, still percent-encoded, without the query.
+    pub path: String,
+    pub query: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Header names lower-cased; values as sent (trimmed by httparse).
+    pub headers: Vec<(String, Bytes)>,
+    pub framing: BodyFraming,
+    /// Whether the client wants the connection kept open after this request.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+}
+
+impl RequestHead {
+    /// The first value of a header (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether a comma-separated header (e.g. `Connection`) contains `token`.
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers.iter().filter(|(n, _)| n == name).any(|(_, v)| {
+            std::str::from_utf8(v).is_ok_and(|v| {
+                v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    }
+}
+
+/// Parses a request head from the start of `buf`.
+///
+/// `Ok(None)`: the head is incomplete (read more). `Ok(Some((head, n)))`: the head took the
+/// first `n` bytes. The 16 KiB limit is checked on what is buffered, so an endless header
+/// block is refused as soon as it passes the limit, not when it ends.
+pub fn parse_head(
+    buf: &[u8],
+    limits: HeadLimits,
+) -> Result<Option<(RequestHead, usize)>, HttpError> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut slots);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(HttpError::UnsupportedVersion),
+        Err(e) => return Err(HttpError::Malformed(httparse_reason(e))),
+    };
+    let len = match status {
+        httparse::Status::Partial => {
+            if buf.len() > limits.max_header_bytes {
+                return Err(HttpError::HeadersTooLarge);
+            }
+            return Ok(None);
+        }
+        httparse::Status::Complete(len) => len,
+    };
+    if len > limits.max_header_bytes {
+        return Err(HttpError::HeadersTooLarge);
+    }
+    if req.headers.len() > limits.max_headers {
+        return Err(HttpError::TooManyHeaders);
+    }
+    let method_raw = req.method.unwrap_or_default().to_string();
+    let target = req.path.unwrap_or_default();
+    let minor_version = req.version.unwrap_or(1);
+    if !target.starts_with('/') {
+        // Absolute-form and authority-form targets are for proxies; we are an origin.
+        return Err(HttpError::Malformed("request target must be a path"));
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (target.to_string(), None),
+    };
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        headers.push((
+            h.name.to_ascii_lowercase(),
+            Bytes::copy_from_slice(h.value),
+        ));
+    }
+    let mut head = RequestHead {
+        method: Method::parse(&method_raw),
+        method_raw,
+        path,
+        query,
+        minor_version,
+        headers,
+        framing: BodyFraming::None,
+        keep_alive: false,
+        expect_continue: false,
+    };
+    head.framing = framing(&head)?;
+    head.keep_alive = if minor_version == 0 {
+        head.header_has_token("connection", "keep-alive")
+    } else {
+        !head.header_has_token("connection", "close")
+    };
+    head.expect_continue = head
+        .header_str("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    Ok(Some((head, len)))
+}
+
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in request line",
+        _ => "invalid request",
+    }
+}
+
+/// Decides the body framing (RFC 9112 §6.3), refusing the ambiguous cases that enable
+/// request smuggling: both Transfer-Encoding and Content-Length, or conflicting lengths.
+fn framing(head: &RequestHead) -> Result<BodyFraming, HttpError> {
+    let te: Vec<&Bytes> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "transfer-encoding")
+        .map(|(_, v)| v)
+        .collect();
+    let cl: Vec<&Bytes> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| v)
+        .collect();
+    if !te.is_empty() {
+        if !cl.is_empty() {
+            return Err(HttpError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        if head.minor_version == 0 {
+            return Err(HttpError::Malformed("Transfer-Encoding in HTTP/1.0"));
+        }
+        // Only a single "chunked" coding is supported; anything else cannot be framed.
+        let joined: Vec<String> = te
+            .iter()
+            .flat_map(|v| String::from_utf8_lossy(v).into_owned().split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .filter(|t| !t.is_empty())
+            .collect();
+        return match joined.as_slice() {
+            [only] if only == "chunked" => Ok(BodyFraming::Chunked),
+            _ => Err(HttpError::UnsupportedTransferEncoding),
+        };
+    }
+    let mut length: Option<u64> = None;
+    for v in cl {
+        for part in v.split(|&b| b == b',') {
+            let s = std::str::from_utf8(part)
+                .map_err(|_| HttpError::Malformed("invalid Content-Length"))?
+                .trim();
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 19 {
+                return Err(HttpError::Malformed("invalid Content-Length"));
+            }
+            let n: u64 = s
+                .parse()
+                .map_err(|_| HttpError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HttpError::Malformed("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) | None => BodyFraming::None,
+        Some(n) => BodyFraming::Length(n),
+    })
+}
+
+/// Collects a request body from the connection's buffer within a byte limit.
+#[derive(Debug)]
+pub struct BodyDecoder {
+    state: BodyState,
+    limit: u64,
+    body: BytesMut,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum BodyState {
+    Length { remaining: u64 },
+    ChunkSize,
+    ChunkData { remaining: u64 },
+    ChunkDataEnd,
+    Trailers,
+    Done,
+}
+
+/// Longest chunk-size line we accept (hex digits, extensions, CRLF).
+const MAX_CHUNK_LINE: usize = 1024;
+/// Longest trailer section we accept (we read and discard trailers).
+const MAX_TRAILERS: usize = 8 * 1024;
+
+impl BodyDecoder {
+    /// A decoder for `framing`, or an error if a declared length is already over `limit`.
+    pub fn new(framing: BodyFraming, limit: u64) -> Result<Self, HttpError> {
+        let state = match framing {
+            BodyFraming::None => BodyState::Done,
+            BodyFraming::Length(n) if n > limit => return Err(HttpError::BodyTooLarge),
+            BodyFraming::Length(n) => BodyState::Length { remaining: n },
+            BodyFraming::Chunked => BodyState::ChunkSize,
+        };
+        let cap = match framing {
+            BodyFraming::Length(n) => n as usize,
+            _ => 0,
+        };
+        Ok(Self {
+            state,
+            limit,
+            body: BytesMut::with_capacity(cap),
+        })
+    }
+
+    /// Consumes what it can from `buf`. `Ok(Some(body))` once the body is complete.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
+        loop {
+            match self.state {
+                BodyState::Done => return Ok(Some(std::mem::take(&mut self.body).freeze())),
+                BodyState::Length { remaining } => {
+                    let take = (remaining as usize).min(buf.len());
+                    self.body.extend_from_slice(&buf[..take]);
+                    buf.advance(take);
+                    let remaining = remaining - take as u64;
+                    if remaining > 0 {
+                        self.state = BodyState::Length { remaining };
+                        return Ok(None);
+                    }
+                    self.state = BodyState::Done;
+                }
+                BodyState::ChunkSize => {
+                    let Some(line_end) = find_crlf(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(None);
+                    };
+                    let size = parse_chunk_size(&buf[..line_end])?;
+                    buf.advance(line_end + 2);
+                    if size == 0 {
+                        self.state = BodyState::Trailers;
+                    } else {
+                        if self.body.len() as u64 + size > self.limit {
+                            return Err(HttpError::BodyTooLarge);
+                        }
+                        self.state = BodyState::ChunkData { remaining: size };
+                    }
+                }
+                BodyState::ChunkData { remaining } => {
+                    let take = (remaining as usize).min(buf.len());
+                    self.body.extend_from_slice(&buf[..take]);
+                    buf.advance(take);
+                    let remaining = remaining - take as u64;
+                    if remaining > 0 {
+                        self.state = BodyState::ChunkData { remaining };
+                        return Ok(None);
+                    }
+                    self.state = BodyState::ChunkDataEnd;
+                }
+                BodyState::ChunkDataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(HttpError::Malformed("chunk not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = BodyState::ChunkSize;
+                }
+                BodyState::Trailers => {
+                    // Trailer fields until an empty line; read and ignored.
+                    let Some(line_end) = find_crlf(buf, MAX_TRAILERS)? else {
+                        return Ok(None);
+                    };
+                    buf.advance(line_end + 2);
+                    if line_end == 0 {
+                        self.state = BodyState::Done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Position of the first CRLF in `buf`, refusing lines longer than `max`.
+fn find_crlf(buf: &[u8], max: usize) -> Result<Option<usize>, HttpError> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(p) if p <= max => Ok(Some(p)),
+        Some(_) => Err(HttpError::Malformed("chunk line too long")),
+        None if buf.len() > max => Err(HttpError::Malformed("chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+/// Parses `hex-size [;ext...]` (without the CRLF).
+fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let hex = line.split(|&b| b == b';').next().unwrap_or_default();
+    let hex = hex.trim_ascii();
+    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return Err(HttpError::Malformed("invalid chunk size"));
+    }
+    // ≤ 15 hex digits always fits in u64.
+    Ok(u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("0"), 16).unwrap_or(0))
+}
+
+/// The reason phrase for the statuses we send.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// Writes a status line and headers (with the blank line) into `out`.
+/// `content_length` adds the header when known; streaming responses pass `None`
+/// and set their own framing header.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    content_length: Option<usize>,
+    keep_alive: bool,
+) {
+    let mut s = String::with_capacity(128);
+    let _ = write!(s, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    for (name, value) in headers {
+        s.push_str(name);
+        s.push_str(": ");
+        s.push_str(value);
+        s.push_str("\r\n");
+    }
+    if let Some(n) = content_length {
+        let _ = write!(s, "Content-Length: {n}\r\n");
+    }
+    if !keep_alive {
+        s.push_str("Connection: close\r\n");
+    }
+    s.push_str("\r\n");
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_header_bytes: 16 * 1024,
+        max_headers: 64,
+    };
+
+    fn head(raw: &str) -> Result<Option<(RequestHead, usize)>, HttpError> {
+        parse_head(raw.as_bytes(), LIMITS)
+    }
+
+    #[test]
+    fn parses_a_simple_get_with_query() {
+        let (h, n) = head("GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: h\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: h\r\n\r\n".len());
+        assert_eq!(h.method, Some(Method::Get));
+        assert_eq!(h.path, "/a/b");
+        assert_eq!(h.query.as_deref(), Some("x=1&y=2"));
+        assert_eq!(h.header_str("host"), Some("h"));
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn partial_head_needs_more() {
+        assert!(head("GET / HTTP/1.1\r\nHost:").unwrap().is_none());
+    }
+
+    #[test]
+    fn keep_alive_rules_per_version() {
+        let (h, _) = head("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let (h, _) = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+        let (h, _) = head("GET / HTTP/1.1\r\nConnection: Upgrade, close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn oversized_header_block_is_431_before_it_ends() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(17 * 1024));
+        assert_eq!(head(&big).unwrap_err(), HttpError::HeadersTooLarge);
+        assert_eq!(HttpError::HeadersTooLarge.status(), 431);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..65 {
+            raw.push_str(&format!("X-{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(head(&raw).unwrap_err(), HttpError::TooManyHeaders);
+        let mut raw = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..(HEADER_SLOTS + 5) {
+            raw.push_str(&format!("X-{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(head(&raw).unwrap_err(), HttpError::TooManyHeaders);
+    }
+
+    #[test]
+    fn malformed_inputs_are_400() {
+        for raw in [
+            "GET\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        ] {
+            let e = head(raw).unwrap_err();
+            assert_eq!(e.status(), 400, "{raw:?} → {e:?}");
+        }
+        assert_eq!(head("GET / HTTP/2.0\r\n\r\n").unwrap_err().status(), 505);
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap_err(),
+            HttpError::UnsupportedTransferEncoding
+        );
+    }
+
+    #[test]
+    fn same_content_length_twice_is_fine() {
+        let (h, _) = head("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, BodyFraming::Length(3));
+    }
+
+    #[test]
+    fn length_body_in_pieces() {
+        let mut d = BodyDecoder::new(BodyFraming::Length(5), 10).unwrap();
+        let mut buf = BytesMut::from(&b"he"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"lloGET");
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap(), "hello");
+        assert_eq!(&buf[..], b"GET", "the next pipelined request stays buffered");
+        assert_eq!(
+            BodyDecoder::new(BodyFraming::Length(11), 10).unwrap_err(),
+            HttpError::BodyTooLarge
+        );
+    }
+
+    #[test]
+    fn chunked_body_with_extensions_and_trailers() {
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
+        let raw = b"4;name=x\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        // Byte by byte: every split point must work.
+        let mut buf = BytesMut::new();
+        let mut out = None;
+        for &b in raw.iter() {
+            buf.extend_from_slice(&[b]);
+            if out.is_none() {
+                out = d.decode(&mut buf).unwrap();
+            }
+        }
+        assert_eq!(out.unwrap(), "Wikipedia");
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn chunked_body_over_limit_and_bad_framing() {
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 4).unwrap();
+        let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap_err(), HttpError::BodyTooLarge);
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
+        let mut buf = BytesMut::from(&b"zz\r\n"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
+        let mut buf = BytesMut::from(&b"2\r\nabXX"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
+        let mut buf = BytesMut::from(vec![b'1'; 2000].as_slice());
+        assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn encodes_a_head() {
+        let mut out = Vec::new();
+        encode_head(&mut out, 404, &[("Content-Type", "application/json")], Some(2), false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! The per-connection HTTP/1.1 driver.
+//!
+//! One task per connection, on the shard that accepted it. The loop reads until a request
+//! head parses, routes it, collects its body within the route's limit, runs the handler and
+//! queues the response. Requests are handled one after another, so pipelined requests are
+//! answered in order; responses to pipelined requests that are already buffered are
+//! written together in one write.
+//!
+//! Time limits (all from [`HttpLimits`]):
+//! - idle: no byte of a next request within `idle_timeout` → close quietly;
+//! - head: the head not complete within `header_timeout` of its first byte (slowloris)
+//!   → 408 and close;
+//! - body: the body not complete within `body_timeout` → 408 and close;
+//! - write: a response not accepted by the peer within `write_timeout` → close.
+//!
+//! Which errors close: any error response to a request whose body was not read (we cannot
+//! find the next request), every 408/413/431/400 from the parser, and any I/O error. Errors
+//! never leave this task: a connection's failure is its own.
+//!
+//! On shutdown an idle connection is closed at once; a request in flight finishes and its
+//! response carries `Connection: close`.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use shards::local::Signal;
+
+use super::codec::{self, BodyDecoder, BodyFraming, HeadLimits, HttpError, Method};
+use super::router::{Lookup, Router};
+use super::{code, Reply, Request, Response};
+
+/// Limits and timeouts of the HTTP front.
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    pub head: HeadLimits,
+    /// Body limit for routes that do not set their own.
+    pub max_body: u64,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+/// What the driver needs from the application's per-shard state.
+pub trait Service: Sized + 'static {
+    fn router(&self) -> &Router<Self>;
+    fn limits(&self) -> &HttpLimits;
+    /// Raised when the shard begins its graceful shutdown.
+    fn shutdown(&self) -> &Signal;
+    /// Called once per response written (for metrics).
+    fn observe(&self, status: u16);
+}
+
+/// Bytes reserved per read when the buffer runs short. Small on purpose: most requests
+/// fit, and an idle keep-alive connection holds no more than this.
+const READ_CHUNK: usize = 4096;
+/// Responses queued for pipelined requests are flushed at least this often.
+const MAX_PENDING_OUT: usize = 64 * 1024;
+/// Bodies up to this size are copied next to their head (one write); larger ones are
+/// written as their own buffer.
+const INLINE_BODY: usize = 16 * 1024;
+
+enum ReadOutcome {
+    Data,
+    Eof,
+    Timeout,
+    Shutdown,
+    Failed,
+}
+
+/// Serves one connection until it closes.
+pub async fn serve<S: Service>(state: Rc<S>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::new();
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        // 1. A request head.
+        let mut started = (!buf.is_empty()).then(Instant::now);
+        let (head, head_len) = loop {
+            if !buf.is_empty() {
+                match codec::parse_head(&buf, state.limits().head) {
+                    Ok(Some(parsed)) => break parsed,
+                    Ok(None) => {}
+                    Err(e) => return fail(&state, stream, out, e).await,
+                }
+            }
+            if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
+                return;
+            }
+            let limits = state.limits();
+            let (deadline, shutdown) = match started {
+                None => (Instant::now() + limits.idle_timeout, Some(state.shutdown())),
+                Some(t) => (t + limits.header_timeout, None),
+            };
+            if shutdown.is_some_and(|s| s.is_raised()) {
+                return close_gracefully(stream).await;
+            }
+            let (outcome, b) = read_some(&mut stream, buf, deadline, shutdown).await;
+            buf = b;
+            match outcome {
+                ReadOutcome::Data => {
+                    started.get_or_insert_with(Instant::now);
+                }
+                ReadOutcome::Timeout if started.is_some() => {
+                    return fail(&state, stream, out, HttpError::Timeout).await
+                }
+                ReadOutcome::Shutdown | ReadOutcome::Timeout => {
+                    return close_gracefully(stream).await
+                }
+                ReadOutcome::Eof | ReadOutcome::Failed => return,
+            }
+        };
+        buf.advance(head_len);
+
+        // 2. Route it.
+        let has_body = head.framing != BodyFraming::None;
+        let (handler, params, body_limit) = match head.method {
+            None => {
+                let r = Response::error(501, code::NOT_IMPLEMENTED, "method not implemented");
+                if !respond(&state, &mut stream, &mut out, r, false, false).await {
+                    return;
+                }
+                return close_gracefully(stream).await;
+            }
+            Some(method) => match state.router().lookup(method, &head.path) {
+                Lookup::Found {
+                    handler,
+                    params,
+                    body_limit,
+                    ..
+                } => (handler, params, body_limit.unwrap_or(state.limits().max_body)),
+                Lookup::MethodNotAllowed(methods) => {
+                    let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+                    let r = Response::error(405, code::METHOD_NOT_ALLOWED, "method not allowed")
+                        .header("Allow", allow.join(", "));
+                    let keep = head.keep_alive && !has_body;
+                    if !respond(&state, &mut stream, &mut out, r, keep, method == Method::Head).await {
+                        return;
+                    }
+                    if keep {
+                        continue;
+                    }
+                    return close_gracefully(stream).await;
+                }
+                Lookup::NotFound => {
+                    let r = Response::error(404, code::NOT_FOUND, "not found");
+                    let keep = head.keep_alive && !has_body;
+                    if !respond(&state, &mut stream, &mut out, r, keep, method == Method::Head).await {
+                        return;
+                    }
+                    if keep {
+                        continue;
+                    }
+                    return close_gracefully(stream).await;
+                }
+            },
+        };
+
+        // 3. Its body.
+        let mut decoder = match BodyDecoder::new(head.framing, body_limit) {
+            Ok(d) => d,
+            Err(e) => return fail(&state, stream, out, e).await,
+        };
+        if has_body && head.expect_continue {
+            out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let body_deadline = Instant::now() + state.limits().body_timeout;
+        let body = loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(body)) => break body,
+                Ok(None) => {}
+                Err(e) => return fail(&state, stream, out, e).await,
+            }
+            if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
+                return;
+            }
+            let (outcome, b) = read_some(&mut stream, buf, body_deadline, None).await;
+            buf = b;
+            match outcome {
+                ReadOutcome::Data => {}
+                ReadOutcome::Timeout => return fail(&state, stream, out, HttpError::Timeout).await,
+                _ => return,
+            }
+        };
+
+        // 4. The handler, and its answer.
+        let is_head = head.method == Some(Method::Head);
+        let wants_keep_alive = head.keep_alive;
+        let request = Request {
+            head,
+            body,
+            params,
+            peer,
+        };
+        match handler(state.clone(), request).await {
+            Reply::Response(r) => {
+                let keep = wants_keep_alive && !state.shutdown().is_raised();
+                if !respond(&state, &mut stream, &mut out, r, keep, is_head).await {
+                    return;
+                }
+                if !keep {
+                    if !flush(&state, &mut stream, &mut out).await {
+                        return;
+                    }
+                    return close_gracefully(stream).await;
+                }
+                // More pipelined bytes already here: answer them before writing.
+                if (buf.is_empty() || out.len() >= MAX_PENDING_OUT)
+                    && !flush(&state, &mut stream, &mut out).await
+                {
+                    return;
+                }
+            }
+            Reply::Takeover(takeover) => {
+                if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
+                    return;
+                }
+                return takeover(stream, buf).await;
+            }
+        }
+    }
+}
+
+/// Queues `r` (head + body) into `out`; large bodies are written straight away.
+/// Returns false if the connection failed.
+async fn respond<S: Service>(
+    state: &Rc<S>,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    r: Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> bool {
+    state.observe(r.status);
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let has_length = !(100..200).contains(&r.status) && r.status != 204;
+    codec::encode_head(
+        out,
+        r.status,
+        &headers,
+        has_length.then_some(r.body.len()),
+        keep_alive,
+    );
+    if head_only || r.body.is_empty() {
+        return true;
+    }
+    if r.body.len() <= INLINE_BODY {
+        out.extend_from_slice(&r.body);
+        return true;
+    }
+    if !flush(state, stream, out).await {
+        return false;
+    }
+    let write = stream.write_all(r.body);
+    matches!(
+        monoio::time::timeout(state.limits().write_timeout, write).await,
+        Ok((Ok(_), _))
+    )
+}
+
+/// Answers a request that cannot be served and closes.
+async fn fail<S: Service>(state: &Rc<S>, mut stream: TcpStream, mut out: Vec<u8>, e: HttpError) {
+    let code = match &e {
+        HttpError::HeadersTooLarge | HttpError::TooManyHeaders => code::HEADERS_TOO_LARGE,
+        HttpError::BodyTooLarge => code::BODY_TOO_LARGE,
+        HttpError::Malformed(_) => code::BAD_REQUEST,
+        HttpError::UnsupportedVersion => code::VERSION,
+        HttpError::UnsupportedTransferEncoding => code::NOT_IMPLEMENTED,
+        HttpError::Timeout => code::TIMEOUT,
+    };
+    tracing::debug!(error = ?e, "refusing request");
+    let r = Response::error(e.status(), code, e.message());
+    if respond(state, &mut stream, &mut out, r, false, false).await
+        && flush(state, &mut stream, &mut out).await
+    {
+        close_gracefully(stream).await;
+    }
+}
+
+/// Writes everything in `out`. Returns false if the peer is gone or too slow.
+async fn flush<S: Service>(state: &Rc<S>, stream: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    let pending = std::mem::take(out);
+    let write = stream.write_all(pending);
+    match monoio::time::timeout(state.limits().write_timeout, write).await {
+        Ok((Ok(_), mut buf)) => {
+            buf.clear();
+            *out = buf;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Reads once into `buf`, bounded by `deadline` and, if given, the shutdown signal.
+/// A read that loses the race is cancelled; its buffer is dropped with it, which is why
+/// every outcome but `Data` ends the connection.
+async fn read_some(
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+    deadline: Instant,
+    shutdown: Option<&Signal>,
+) -> (ReadOutcome, BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let read = stream.read(buf);
+    let result = match shutdown {
+        Some(signal) => monoio::select! {
+            r = monoio::time::timeout(wait, read) => Some(r),
+            _ = signal.wait() => None,
+        },
+        None => Some(monoio::time::timeout(wait, read).await),
+    };
+    match result {
+        None => (ReadOutcome::Shutdown, BytesMut::new()),
+        Some(Err(_)) => (ReadOutcome::Timeout, BytesMut::new()),
+        Some(Ok((Ok(0), buf))) => (ReadOutcome::Eof, buf),
+        Some(Ok((Ok(_), buf))) => (ReadOutcome::Data, buf),
+        Some(Ok((Err(_), buf))) => (ReadOutcome::Failed, buf),
+    }
+}
+
+/// Closes so that the peer sees our last response: shut down our side, then read and
+/// discard briefly, so unread request bytes do not turn the close into a reset that would
+/// destroy the response in flight.
+pub async fn close_gracefully(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut drained = 0usize;
+    // monoio reads into `[len..capacity]`: the buffer is emptied before each read.
+    let mut buf = Vec::with_capacity(4096);
+    while drained < 256 * 1024 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(wait, stream.read(buf)).await {
+            Ok((Ok(n), mut b)) if n > 0 => {
+                drained += n;
+                b.clear();
+                buf = b;
+            }
+            _ => break,
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! liveshard — a thread-per-core live-streaming backend.
+//!
+//! The binary (`src/main.rs`) is glue over this library. Where things live:
+//! - [`config`]  — TOML + environment + flags → one validated [`config::Config`].
+//! - [`server`]  — `serve`: bind listener groups, start the shards, signals, drain.
+//! - [`shard`]   — one shard's state ([`shard::Shard`]), its accept loop and main future,
+//!   and [`shard::ShardMsg`], everything that crosses shards.
+//! - [`routes`]  — the HTTP route table and the operational routes (health, metrics).
+//! - [`http`]    — HTTP/1.1: sans-IO codec, router, connection driver.
+//! - [`metrics`] — per-shard counters and the Prometheus rendering.
+//! - [`logging`] — structured logs.
+//!
+//! The thread-per-core engine itself (shards, pinning, the SPSC ring mesh, SO_REUSEPORT
+//! groups) is the `shards` crate.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod shard;

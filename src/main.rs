@@ -1,0 +1,130 @@
+//! The `liveshard` command: `serve`, `config check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use liveshard::config::{Config, ConfigError, Sources};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "liveshard", version, about = "Thread-per-core live-streaming backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ConfigArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, or every error with its key.
+    Check(ConfigArgs),
+}
+
+/// Where the configuration comes from. Flags win over `LIVESHARD_*` variables, which win
+/// over the file.
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP listen address (server.http).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// RTMP listen address (server.rtmp).
+    #[arg(long, value_name = "ADDR")]
+    rtmp: Option<String>,
+    /// Number of shards, 0 = one per CPU (server.shards).
+    #[arg(long, value_name = "N")]
+    shards: Option<String>,
+    /// Data directory (server.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// I/O driver: auto, uring or epoll (server.driver).
+    #[arg(long, value_name = "DRIVER")]
+    driver: Option<String>,
+    /// Log level (log.level).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Any other key: --set http.idle_timeout_ms=5000 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, Vec<ConfigError>> {
+        let mut flags: Vec<(String, String)> = [
+            ("server.http", &self.http),
+            ("server.rtmp", &self.rtmp),
+            ("server.shards", &self.shards),
+            ("server.data_dir", &self.data_dir),
+            ("server.driver", &self.driver),
+            ("log.level", &self.log_level),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+        .collect();
+        for kv in &self.set {
+            match kv.split_once('=') {
+                Some((k, v)) => flags.push((k.trim().to_string(), v.to_string())),
+                None => {
+                    return Err(vec![ConfigError {
+                        key: kv.clone(),
+                        source: "flag --set".into(),
+                        message: "expected KEY=VALUE".into(),
+                    }])
+                }
+            }
+        }
+        Config::load(&Sources::gather(self.config.clone(), flags)?)
+    }
+}
+
+fn report(errors: &[ConfigError]) -> ExitCode {
+    for e in errors {
+        eprintln!("config error: {e}");
+    }
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => match args.load() {
+            Ok(config) => {
+                print!("{}", config.to_toml_redacted());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => report(&errors),
+        },
+        Command::Serve(args) => {
+            let config = match args.load() {
+                Ok(c) => c,
+                Err(errors) => return report(&errors),
+            };
+            liveshard::logging::init(&config.log.level, &config.log.format);
+            match liveshard::server::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("liveshard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Counters and the Prometheus text rendering of `/metrics`.
+//!
+//! Each shard writes only its own [`ShardMetrics`] (Relaxed atomics on its own cache lines:
+//! no contention, no lock); whichever shard serves `/metrics` reads them all. Counters are
+//! statistics, so Relaxed is enough: a scrape may see one counter a few increments ahead of
+//! another, never a torn value.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use shards::{DriverInUse, MeshStats};
+
+/// One shard's counters. Padded so neighbours never share a cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct ShardMetrics {
+    pub conns_open: AtomicI64,
+    pub conns_accepted: AtomicU64,
+    pub conns_refused: AtomicU64,
+    /// Responses by status class: index 0 = 1xx … 4 = 5xx.
+    pub http_responses: [AtomicU64; 5],
+    /// Event-loop lag: how late the shard's 100 ms tick woke, last value and maximum (µs).
+    pub loop_lag_us: AtomicU64,
+    pub loop_lag_max_us: AtomicU64,
+}
+
+impl ShardMetrics {
+    pub fn observe_status(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.http_responses[class].fetch_add(1, Relaxed);
+    }
+
+    pub fn observe_lag(&self, lag_us: u64) {
+        self.loop_lag_us.store(lag_us, Relaxed);
+        self.loop_lag_max_us.fetch_max(lag_us, Relaxed);
+    }
+}
+
+/// The process-wide registry: one slot per shard, created before the shards start.
+pub struct Metrics {
+    pub shards: Box<[ShardMetrics]>,
+    pub driver: DriverInUse,
+    pub started: Instant,
+}
+
+impl Metrics {
+    pub fn new(shards: usize, driver: DriverInUse) -> Self {
+        Self {
+            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            driver,
+            started: Instant::now(),
+        }
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, mesh: &[MeshStats]) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut w = Writer { out: &mut out };
+        w.family("liveshard_info", "gauge", "Build and runtime facts (value is always 1).");
+        w.sample(
+            "liveshard_info",
+            &format!(
+                "version=\"{}\",driver=\"{}\",shards=\"{}\"",
+                env!("CARGO_PKG_VERSION"),
+                self.driver,
+                self.shards.len()
+            ),
+            1,
+        );
+        w.family("liveshard_driver", "gauge", "I/O driver in use (1 for the active one).");
+        for d in ["io_uring", "epoll"] {
+            w.sample(
+                "liveshard_driver",
+                &format!("driver=\"{d}\""),
+                u64::from(self.driver.as_str() == d),
+            );
+        }
+        w.family("liveshard_uptime_seconds", "gauge", "Seconds since the server started.");
+        w.sample("liveshard_uptime_seconds", "", self.started.elapsed().as_secs());
+        w.family("liveshard_process_resident_memory_bytes", "gauge", "Resident set size of the process.");
+        w.sample("liveshard_process_resident_memory_bytes", "", rss_bytes());
+
+        self.per_shard(&mut w, "liveshard_connections_open", "gauge", "Open client connections.", |s| {
+            s.conns_open.load(Relaxed).max(0) as u64
+        });
+        self.per_shard(&mut w, "liveshard_connections_accepted_total", "counter", "Connections accepted.", |s| {
+            s.conns_accepted.load(Relaxed)
+        });
+        self.per_shard(&mut w, "liveshard_connections_refused_total", "counter", "Connections refused at accept (limits, shutdown).", |s| {
+            s.conns_refused.load(Relaxed)
+        });
+        w.family("liveshard_http_responses_total", "counter", "HTTP responses by status class.");
+        for (i, s) in self.shards.iter().enumerate() {
+            for (c, n) in s.http_responses.iter().enumerate() {
+                w.sample(
+                    "liveshard_http_responses_total",
+                    &format!("shard=\"{i}\",class=\"{}xx\"", c + 1),
+                    n.load(Relaxed),
+                );
+            }
+        }
+        w.family("liveshard_loop_lag_seconds", "gauge", "How late the shard's event loop ran its last 100 ms tick.");
+        for (i, s) in self.shards.iter().enumerate() {
+            w.sample_f("liveshard_loop_lag_seconds", &format!("shard=\"{i}\""), s.loop_lag_us.load(Relaxed) as f64 / 1e6);
+        }
+        w.family("liveshard_loop_lag_max_seconds", "gauge", "Largest event-loop lag seen since start.");
+        for (i, s) in self.shards.iter().enumerate() {
+            w.sample_f("liveshard_loop_lag_max_seconds", &format!("shard=\"{i}\""), s.loop_lag_max_us.load(Relaxed) as f64 / 1e6);
+        }
+
+        let mesh_counter = |w: &mut Writer, name: &str, kind: &str, help: &str, f: &dyn Fn(&MeshStats) -> u64| {
+            w.family(name, kind, help);
+            for (i, m) in mesh.iter().enumerate() {
+                w.sample(name, &format!("shard=\"{i}\""), f(m));
+            }
+        };
+        mesh_counter(&mut w, "liveshard_mesh_sent_total", "counter", "Messages a shard submitted to the mesh.", &|m| m.sent.load(Relaxed));
+        mesh_counter(&mut w, "liveshard_mesh_received_total", "counter", "Messages a shard received from the mesh.", &|m| m.received.load(Relaxed));
+        mesh_counter(&mut w, "liveshard_mesh_overflow_total", "counter", "Messages refused because a ring and its backlog were full.", &|m| m.overflow.load(Relaxed));
+        mesh_counter(&mut w, "liveshard_mesh_wakeups_total", "counter", "Doorbells a shard rang (one per batch).", &|m| m.wakeups.load(Relaxed));
+        mesh_counter(&mut w, "liveshard_mesh_backlog", "gauge", "Messages held back because a ring was full.", &|m| m.backlog.load(Relaxed));
+        w.family("liveshard_mesh_ring_depth", "gauge", "Slots in use in the ring from one shard to another (at its last flush).");
+        for (from, m) in mesh.iter().enumerate() {
+            for (to, d) in m.ring_depth.iter().enumerate() {
+                if from != to {
+                    w.sample("liveshard_mesh_ring_depth", &format!("from=\"{from}\",to=\"{to}\""), d.load(Relaxed));
+                }
+            }
+        }
+        out
+    }
+
+    fn per_shard(&self, w: &mut Writer, name: &str, kind: &str, help: &str, f: impl Fn(&ShardMetrics) -> u64) {
+        w.family(name, kind, help);
+        for (i, s) in self.shards.iter().enumerate() {
+            w.sample(name, &format!("shard=\"{i}\""), f(s));
+        }
+    }
+}
+
+struct Writer<'a> {
+    out: &'a mut String,
+}
+
+impl Writer<'_> {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, v: u64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {v}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
+        }
+    }
+
+    fn sample_f(&mut self, name: &str, labels: &str, v: f64) {
+        let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
+    }
+}
+
+/// Resident set size from /proc/self/statm (0 where unavailable).
+pub fn rss_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}

@@ -1,0 +1,54 @@
+//! The route table of the HTTP front, and the operational routes themselves.
+//!
+//! Capabilities register their routes here, in one place, so the whole surface is visible
+//! at a glance (and the OpenAPI document can be checked against it).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::config::Config;
+use crate::http::{code, handler, Method, Reply, Request, Response, Router};
+use crate::shard::Shard;
+
+pub fn router(cfg: &Config) -> Router<Shard> {
+    let mut r = Router::new();
+    r.add(Method::Get, "/healthz", handler(healthz));
+    r.add(Method::Get, "/readyz", handler(readyz));
+    r.add(Method::Get, "/metrics", handler(metrics));
+    if cfg.server.debug_endpoints {
+        r.add(Method::Get, "/debug/sleep", handler(debug_sleep));
+    }
+    r
+}
+
+/// Liveness: the shard's loop answers.
+async fn healthz(shard: Rc<Shard>, _req: Request) -> Reply {
+    Response::ok(&json!({"status": "ok", "shard": shard.id()})).into()
+}
+
+/// Readiness: ready to take new work (false while shutting down).
+async fn readyz(shard: Rc<Shard>, _req: Request) -> Reply {
+    if shard.shutting_down() {
+        Response::error(503, code::UNAVAILABLE, "shutting down").into()
+    } else {
+        Response::ok(&json!({"status": "ready"})).into()
+    }
+}
+
+async fn metrics(shard: Rc<Shard>, _req: Request) -> Reply {
+    let text = shard.common.metrics.render(shard.ctx.mesh.all_stats());
+    Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text).into()
+}
+
+/// `GET /debug/sleep?ms=N` answers after N ms (at most 60 s): a request that is in flight
+/// for as long as a drill needs (graceful shutdown, slow-client handling).
+async fn debug_sleep(_shard: Rc<Shard>, req: Request) -> Reply {
+    let Some(ms) = req.query("ms").and_then(|v| v.parse::<u64>().ok()) else {
+        return Response::error(400, code::BAD_REQUEST, "ms must be a number").into();
+    };
+    let ms = ms.min(60_000);
+    monoio::time::sleep(Duration::from_millis(ms)).await;
+    Response::ok(&json!({"slept_ms": ms})).into()
+}

@@ -1,0 +1,107 @@
+//! `liveshard serve`: bind, start the shards, wait for a signal, drain, exit.
+//!
+//! Runs on the main thread, which never touches a connection: it binds the listener groups
+//! (so a bad address is an error before any thread starts), starts the engine, prints one
+//! ready line on stdout, then blocks on SIGINT/SIGTERM. On the first signal it asks every
+//! shard to stop and waits up to `server.shutdown_timeout_ms`; a second signal, or the
+//! bound running out, ends the process at once.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::{Config, DriverChoice};
+use crate::metrics::Metrics;
+use crate::shard::{self, Common, Seed, ShardMsg};
+
+pub fn run(config: Config) -> Result<(), String> {
+    let shard_count = config.shard_count();
+    std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
+        format!(
+            "cannot create data dir {}: {e}",
+            config.server.data_dir.display()
+        )
+    })?;
+    // Registered before any shard runs, so an early signal is a clean stop, not a kill.
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    let wanted = match config.server.driver {
+        DriverChoice::Auto => shards::Driver::Auto,
+        DriverChoice::Uring => shards::Driver::Uring,
+        DriverChoice::Epoll => shards::Driver::Epoll,
+    };
+    let engine_cfg = shards::EngineConfig {
+        shards: shard_count,
+        driver: wanted,
+        pin: config.server.pin,
+        ring_capacity: config.mesh.ring_capacity,
+        backlog_capacity: config.mesh.backlog_capacity,
+        ..shards::EngineConfig::default()
+    };
+    let driver = shards::engine::resolve_driver(wanted, engine_cfg.uring_entries)
+        .map_err(|e| e.to_string())?;
+    if wanted == shards::Driver::Auto && driver == shards::DriverInUse::Epoll {
+        tracing::warn!("io_uring is not available here; falling back to epoll");
+    }
+
+    let http = shards::listener::bind_group(config.server.http, shard_count, shards::listener::DEFAULT_BACKLOG)
+        .map_err(|e| format!("HTTP listener: {e}"))?;
+    let http_addr = http[0].local_addr().map_err(|e| e.to_string())?;
+    let seeds: Vec<Seed> = http.into_iter().map(|http| Seed { http }).collect();
+
+    let common = Arc::new(Common {
+        metrics: Arc::new(Metrics::new(shard_count, driver)),
+        config: Arc::new(config),
+    });
+    let engine = {
+        let common = common.clone();
+        shards::start::<ShardMsg, Seed, _, _>(
+            shards::EngineConfig {
+                driver: match driver {
+                    shards::DriverInUse::Uring => shards::Driver::Uring,
+                    shards::DriverInUse::Epoll => shards::Driver::Epoll,
+                },
+                ..engine_cfg
+            },
+            seeds,
+            move |ctx, seed| shard::run(ctx, seed, common.clone()),
+        )
+        .map_err(|e| e.to_string())?
+    };
+
+    tracing::info!(%http_addr, shards = shard_count, driver = %driver, "liveshard started");
+    // One machine-readable line for scripts and tests that start us on port 0.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "liveshard ready http={http_addr} shards={shard_count} driver={driver}"
+    );
+    let _ = stdout.flush();
+
+    let first = signals.forever().next();
+    tracing::info!(signal = ?first, "shutting down");
+    engine.stop();
+    let bound = Duration::from_millis(common.config.server.shutdown_timeout_ms);
+    let deadline = Instant::now() + bound;
+    while !engine.is_finished() {
+        if signals.pending().next().is_some() {
+            tracing::warn!("second signal: exiting without waiting for connections");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                bound_ms = bound.as_millis() as u64,
+                "shutdown bound reached; exiting with connections still open"
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    engine.join(Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(())
+}

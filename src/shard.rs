@@ -1,0 +1,212 @@
+//! One shard's application state and its main future.
+//!
+//! A [`Shard`] lives on its thread behind an `Rc`: the connections it accepted, its router,
+//! its slot of the metrics registry and its mesh endpoint. [`Common`] is what every shard
+//! reads and nobody writes after start (config, the metrics registry).
+//!
+//! [`run`] is the shard's life: accept on its own SO_REUSEPORT listener, serve the mesh,
+//! measure loop lag; on stop, raise the shutdown signal (connections finish what they are
+//! doing and close), stop accepting and wait until the last connection is gone.
+
+use std::cell::Cell;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+use shards::local::{Notify, Signal};
+use shards::ShardCtx;
+
+use crate::config::Config;
+use crate::http::conn::{HttpLimits, Service};
+use crate::http::codec::HeadLimits;
+use crate::http::Router;
+use crate::metrics::{Metrics, ShardMetrics};
+
+/// Messages between shards. Each capability adds its variants; every variant carries
+/// owned data or refcounted `Bytes`, never a reference into another shard.
+#[derive(Debug)]
+pub enum ShardMsg {}
+
+/// Read-only state shared by all shards.
+pub struct Common {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What each shard owns from birth.
+pub struct Seed {
+    pub http: StdTcpListener,
+}
+
+pub struct Shard {
+    pub ctx: ShardCtx<ShardMsg>,
+    pub common: Arc<Common>,
+    router: Router<Shard>,
+    limits: HttpLimits,
+    shutdown: Rc<Signal>,
+    conns: Cell<usize>,
+    all_closed: Notify,
+}
+
+impl Shard {
+    pub fn id(&self) -> usize {
+        self.ctx.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.common.config
+    }
+
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.common.metrics.shards[self.ctx.id]
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_raised()
+    }
+
+    fn handle_msg(&self, _from: usize, msg: ShardMsg) {
+        match msg {}
+    }
+}
+
+impl Service for Shard {
+    fn router(&self) -> &Router<Self> {
+        &self.router
+    }
+
+    fn limits(&self) -> &HttpLimits {
+        &self.limits
+    }
+
+    fn shutdown(&self) -> &Signal {
+        &self.shutdown
+    }
+
+    fn observe(&self, status: u16) {
+        self.metrics().observe_status(status);
+    }
+}
+
+/// Counts a connection open for as long as it lives.
+struct ConnGuard(Rc<Shard>);
+
+impl ConnGuard {
+    fn new(shard: Rc<Shard>) -> Self {
+        shard.conns.set(shard.conns.get() + 1);
+        shard.metrics().conns_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(shard)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let s = &self.0;
+        s.conns.set(s.conns.get() - 1);
+        s.metrics().conns_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if s.conns.get() == 0 {
+            s.all_closed.notify();
+        }
+    }
+}
+
+/// The shard's main future.
+pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
+    let cfg = &common.config;
+    let limits = HttpLimits {
+        head: HeadLimits {
+            max_header_bytes: cfg.http.max_header_bytes,
+            max_headers: cfg.http.max_headers,
+        },
+        max_body: cfg.http.max_body_bytes,
+        header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
+        body_timeout: Duration::from_millis(cfg.http.body_timeout_ms),
+        idle_timeout: Duration::from_millis(cfg.http.idle_timeout_ms),
+        write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
+    };
+    let shard = Rc::new(Shard {
+        router: crate::routes::router(cfg),
+        limits,
+        shutdown: Signal::new(),
+        conns: Cell::new(0),
+        all_closed: Notify::new(),
+        common: common.clone(),
+        ctx,
+    });
+
+    {
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            let mesh = shard.ctx.mesh.clone();
+            mesh.serve(|from, msg| shard.handle_msg(from, msg)).await
+        });
+    }
+    monoio::spawn(measure_loop_lag(shard.clone()));
+
+    let http = match TcpListener::from_std(seed.http) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = shard.id(), error = %e, "cannot register the HTTP listener");
+            return;
+        }
+    };
+    monoio::spawn(accept_loop(shard.clone(), http, |shard, stream, peer| {
+        crate::http::conn::serve(shard, stream, peer)
+    }));
+
+    shard.ctx.stop_signal().wait().await;
+    tracing::debug!(shard = shard.id(), open = shard.conns.get(), "shard draining");
+    shard.shutdown.raise();
+    while shard.conns.get() > 0 {
+        shard.all_closed.notified().await;
+    }
+    tracing::debug!(shard = shard.id(), "shard stopped");
+}
+
+/// Accepts until shutdown; each connection becomes a task counted by a [`ConnGuard`].
+/// The listener is dropped when the loop ends, so the shard stops accepting at once.
+async fn accept_loop<F, Fut>(shard: Rc<Shard>, listener: TcpListener, serve: F)
+where
+    F: Fn(Rc<Shard>, TcpStream, SocketAddr) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = shard.shutdown.wait() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                shard
+                    .metrics()
+                    .conns_accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let guard = ConnGuard::new(shard.clone());
+                let conn = serve(shard.clone(), stream, peer);
+                monoio::spawn(async move {
+                    conn.await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on accept.
+                tracing::warn!(shard = shard.id(), error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Every 100 ms, records how much later than asked the shard's timer fired: the time the
+/// loop spent on other work first.
+async fn measure_loop_lag(shard: Rc<Shard>) {
+    const TICK: Duration = Duration::from_millis(100);
+    while !shard.shutting_down() {
+        let asked = Instant::now();
+        monoio::time::sleep(TICK).await;
+        let lag = asked.elapsed().saturating_sub(TICK);
+        shard.metrics().observe_lag(lag.as_micros() as u64);
+    }
+}

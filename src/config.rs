@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -86,17 +86,6 @@ pub struct MeshConfig {
     pub ring_capacity: usize,
     /// Messages held back per destination when its ring is full; past it, refused.
     pub backlog_capacity: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-            mesh: MeshConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -190,7 +179,10 @@ pub struct Sources {
 
 impl Sources {
     /// Reads the file (if any) and this process's environment.
-    pub fn gather(file: Option<PathBuf>, flags: Vec<(String, String)>) -> Result<Self, Vec<ConfigError>> {
+    pub fn gather(
+        file: Option<PathBuf>,
+        flags: Vec<(String, String)>,
+    ) -> Result<Self, Vec<ConfigError>> {
         let file = match file {
             None => None,
             Some(path) => match std::fs::read_to_string(&path) {
@@ -206,7 +198,9 @@ impl Sources {
         };
         Ok(Self {
             file,
-            env: std::env::vars().filter(|(k, _)| k.starts_with("LIVESHARD_")).collect(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("LIVESHARD_"))
+                .collect(),
             flags,
         })
     }
@@ -222,7 +216,14 @@ impl Config {
         if let Some((path, text)) = &sources.file {
             let origin = path.display().to_string();
             match text.parse::<toml::Table>() {
-                Ok(table) => overlay(&defaults, &mut merged, "", &Value::Table(table), &origin, &mut errors),
+                Ok(table) => overlay(
+                    &defaults,
+                    &mut merged,
+                    "",
+                    &Value::Table(table),
+                    &origin,
+                    &mut errors,
+                ),
                 Err(e) => errors.push(ConfigError {
                     key: String::new(),
                     source: origin,
@@ -246,7 +247,9 @@ impl Config {
         }
         // Aliases first, so the derived name of the same key (more specific) wins.
         env_layer.sort_by_key(|(_, _, origin)| {
-            !ENV_ALIASES.iter().any(|(a, _)| origin == &format!("env {a}"))
+            !ENV_ALIASES
+                .iter()
+                .any(|(a, _)| origin == &format!("env {a}"))
         });
         let flag_layer = sources
             .flags
@@ -299,7 +302,11 @@ impl Config {
                 });
             }
         };
-        check(self.server.shards <= 1024, "server.shards", "at most 1024 shards");
+        check(
+            self.server.shards <= 1024,
+            "server.shards",
+            "at most 1024 shards",
+        );
         check(
             self.server.shutdown_timeout_ms > 0,
             "server.shutdown_timeout_ms",
@@ -324,7 +331,10 @@ impl Config {
             check(v > 0, key, "must be positive");
         }
         check(
-            matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"),
+            matches!(
+                self.log.level.as_str(),
+                "error" | "warn" | "info" | "debug" | "trace"
+            ),
             "log.level",
             "must be one of error, warn, info, debug, trace",
         );
@@ -398,14 +408,17 @@ fn join(prefix: &str, key: &str) -> String {
 }
 
 fn lookup<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    key.split('.').try_fold(v, |v, part| v.as_table()?.get(part))
+    key.split('.')
+        .try_fold(v, |v, part| v.as_table()?.get(part))
 }
 
 fn set(v: &mut Value, key: &str, value: Value) {
     let mut parts = key.split('.').peekable();
     let mut cur = v;
     while let Some(part) = parts.next() {
-        let Some(table) = cur.as_table_mut() else { return };
+        let Some(table) = cur.as_table_mut() else {
+            return;
+        };
         if parts.peek().is_none() {
             table.insert(part.to_string(), value);
             return;
@@ -425,7 +438,9 @@ fn overlay(
     origin: &str,
     errors: &mut Vec<ConfigError>,
 ) {
-    let Some(table) = layer.as_table() else { return };
+    let Some(table) = layer.as_table() else {
+        return;
+    };
     for (k, v) in table {
         let key = join(prefix, k);
         match lookup(defaults, &key) {
@@ -522,11 +537,21 @@ fn parse_as(default: &Value, raw: &str) -> Result<Value, String> {
 mod tests {
     use super::*;
 
-    fn load(file: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
+    fn load(
+        file: &str,
+        env: &[(&str, &str)],
+        flags: &[(&str, &str)],
+    ) -> Result<Config, Vec<ConfigError>> {
         Config::load(&Sources {
             file: Some((PathBuf::from("test.toml"), file.into())),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            flags: flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: flags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     }
 
@@ -542,7 +567,10 @@ mod tests {
         let file = "[server]\nshards = 2\nhttp = \"127.0.0.1:1\"\n[http]\nmax_headers = 10\n";
         let c = load(
             file,
-            &[("LIVESHARD_SHARDS", "3"), ("LIVESHARD_HTTP_MAX_HEADERS", "20")],
+            &[
+                ("LIVESHARD_SHARDS", "3"),
+                ("LIVESHARD_HTTP_MAX_HEADERS", "20"),
+            ],
             &[("server.shards", "4")],
         )
         .unwrap();
@@ -554,15 +582,27 @@ mod tests {
     #[test]
     fn every_error_is_reported_with_its_key() {
         let file = "[server]\nshardz = 2\n[http]\nmax_headers = \"ten\"\n[nope]\nx = 1\n";
-        let errors = load(file, &[("LIVESHARD_SERVER_PIN", "maybe")], &[("http.bogus", "1")]).unwrap_err();
+        let errors = load(
+            file,
+            &[("LIVESHARD_SERVER_PIN", "maybe")],
+            &[("http.bogus", "1")],
+        )
+        .unwrap_err();
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
         assert!(keys.contains(&"server.shardz"), "{errors:?}");
         assert!(keys.contains(&"http.max_headers"), "{errors:?}");
         assert!(keys.contains(&"nope"), "{errors:?}");
         assert!(keys.contains(&"server.pin"), "{errors:?}");
         assert!(keys.contains(&"http.bogus"), "{errors:?}");
-        let shown = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
-        assert!(shown.contains("server.shardz (test.toml): unknown key"), "{shown}");
+        let shown = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            shown.contains("server.shardz (test.toml): unknown key"),
+            "{shown}"
+        );
         assert!(shown.contains("expected integer, found string"), "{shown}");
     }
 
@@ -572,7 +612,12 @@ mod tests {
         assert_eq!(e[0].key, "server.http");
         let e = load("[server]\ndriver = \"kqueue\"\n", &[], &[]).unwrap_err();
         assert_eq!(e[0].key, "server.driver");
-        let e = load("[http]\nmax_headers = 0\n[log]\nlevel = \"loud\"\n", &[], &[]).unwrap_err();
+        let e = load(
+            "[http]\nmax_headers = 0\n[log]\nlevel = \"loud\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].key, "http.max_headers");
         assert_eq!(e[1].key, "log.level");

@@ -9,6 +9,7 @@
 //! - [`http`]    — HTTP/1.1: sans-IO codec, router, connection driver.
 //! - [`metrics`] — per-shard counters and the Prometheus rendering.
 //! - [`logging`] — structured logs.
+//! - [`sockio`]  — socket helpers shared by the connection drivers.
 //!
 //! The thread-per-core engine itself (shards, pinning, the SPSC ring mesh, SO_REUSEPORT
 //! groups) is the `shards` crate.
@@ -20,3 +21,4 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod shard;
+pub mod sockio;

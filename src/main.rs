@@ -10,7 +10,11 @@ use liveshard::config::{Config, ConfigError, Sources};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "liveshard", version, about = "Thread-per-core live-streaming backend")]
+#[command(
+    name = "liveshard",
+    version,
+    about = "Thread-per-core live-streaming backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -57,7 +57,11 @@ impl Metrics {
     pub fn render(&self, mesh: &[MeshStats]) -> String {
         let mut out = String::with_capacity(4096);
         let mut w = Writer { out: &mut out };
-        w.family("liveshard_info", "gauge", "Build and runtime facts (value is always 1).");
+        w.family(
+            "liveshard_info",
+            "gauge",
+            "Build and runtime facts (value is always 1).",
+        );
         w.sample(
             "liveshard_info",
             &format!(
@@ -68,7 +72,11 @@ impl Metrics {
             ),
             1,
         );
-        w.family("liveshard_driver", "gauge", "I/O driver in use (1 for the active one).");
+        w.family(
+            "liveshard_driver",
+            "gauge",
+            "I/O driver in use (1 for the active one).",
+        );
         for d in ["io_uring", "epoll"] {
             w.sample(
                 "liveshard_driver",
@@ -76,21 +84,49 @@ impl Metrics {
                 u64::from(self.driver.as_str() == d),
             );
         }
-        w.family("liveshard_uptime_seconds", "gauge", "Seconds since the server started.");
-        w.sample("liveshard_uptime_seconds", "", self.started.elapsed().as_secs());
-        w.family("liveshard_process_resident_memory_bytes", "gauge", "Resident set size of the process.");
+        w.family(
+            "liveshard_uptime_seconds",
+            "gauge",
+            "Seconds since the server started.",
+        );
+        w.sample(
+            "liveshard_uptime_seconds",
+            "",
+            self.started.elapsed().as_secs(),
+        );
+        w.family(
+            "liveshard_process_resident_memory_bytes",
+            "gauge",
+            "Resident set size of the process.",
+        );
         w.sample("liveshard_process_resident_memory_bytes", "", rss_bytes());
 
-        self.per_shard(&mut w, "liveshard_connections_open", "gauge", "Open client connections.", |s| {
-            s.conns_open.load(Relaxed).max(0) as u64
-        });
-        self.per_shard(&mut w, "liveshard_connections_accepted_total", "counter", "Connections accepted.", |s| {
-            s.conns_accepted.load(Relaxed)
-        });
-        self.per_shard(&mut w, "liveshard_connections_refused_total", "counter", "Connections refused at accept (limits, shutdown).", |s| {
-            s.conns_refused.load(Relaxed)
-        });
-        w.family("liveshard_http_responses_total", "counter", "HTTP responses by status class.");
+        self.per_shard(
+            &mut w,
+            "liveshard_connections_open",
+            "gauge",
+            "Open client connections.",
+            |s| s.conns_open.load(Relaxed).max(0) as u64,
+        );
+        self.per_shard(
+            &mut w,
+            "liveshard_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            |s| s.conns_accepted.load(Relaxed),
+        );
+        self.per_shard(
+            &mut w,
+            "liveshard_connections_refused_total",
+            "counter",
+            "Connections refused at accept (limits, shutdown).",
+            |s| s.conns_refused.load(Relaxed),
+        );
+        w.family(
+            "liveshard_http_responses_total",
+            "counter",
+            "HTTP responses by status class.",
+        );
         for (i, s) in self.shards.iter().enumerate() {
             for (c, n) in s.http_responses.iter().enumerate() {
                 w.sample(
@@ -100,38 +136,100 @@ impl Metrics {
                 );
             }
         }
-        w.family("liveshard_loop_lag_seconds", "gauge", "How late the shard's event loop ran its last 100 ms tick.");
+        w.family(
+            "liveshard_loop_lag_seconds",
+            "gauge",
+            "How late the shard's event loop ran its last 100 ms tick.",
+        );
         for (i, s) in self.shards.iter().enumerate() {
-            w.sample_f("liveshard_loop_lag_seconds", &format!("shard=\"{i}\""), s.loop_lag_us.load(Relaxed) as f64 / 1e6);
+            w.sample_f(
+                "liveshard_loop_lag_seconds",
+                &format!("shard=\"{i}\""),
+                s.loop_lag_us.load(Relaxed) as f64 / 1e6,
+            );
         }
-        w.family("liveshard_loop_lag_max_seconds", "gauge", "Largest event-loop lag seen since start.");
+        w.family(
+            "liveshard_loop_lag_max_seconds",
+            "gauge",
+            "Largest event-loop lag seen since start.",
+        );
         for (i, s) in self.shards.iter().enumerate() {
-            w.sample_f("liveshard_loop_lag_max_seconds", &format!("shard=\"{i}\""), s.loop_lag_max_us.load(Relaxed) as f64 / 1e6);
+            w.sample_f(
+                "liveshard_loop_lag_max_seconds",
+                &format!("shard=\"{i}\""),
+                s.loop_lag_max_us.load(Relaxed) as f64 / 1e6,
+            );
         }
 
-        let mesh_counter = |w: &mut Writer, name: &str, kind: &str, help: &str, f: &dyn Fn(&MeshStats) -> u64| {
-            w.family(name, kind, help);
-            for (i, m) in mesh.iter().enumerate() {
-                w.sample(name, &format!("shard=\"{i}\""), f(m));
-            }
-        };
-        mesh_counter(&mut w, "liveshard_mesh_sent_total", "counter", "Messages a shard submitted to the mesh.", &|m| m.sent.load(Relaxed));
-        mesh_counter(&mut w, "liveshard_mesh_received_total", "counter", "Messages a shard received from the mesh.", &|m| m.received.load(Relaxed));
-        mesh_counter(&mut w, "liveshard_mesh_overflow_total", "counter", "Messages refused because a ring and its backlog were full.", &|m| m.overflow.load(Relaxed));
-        mesh_counter(&mut w, "liveshard_mesh_wakeups_total", "counter", "Doorbells a shard rang (one per batch).", &|m| m.wakeups.load(Relaxed));
-        mesh_counter(&mut w, "liveshard_mesh_backlog", "gauge", "Messages held back because a ring was full.", &|m| m.backlog.load(Relaxed));
-        w.family("liveshard_mesh_ring_depth", "gauge", "Slots in use in the ring from one shard to another (at its last flush).");
+        let mesh_counter =
+            |w: &mut Writer, name: &str, kind: &str, help: &str, f: &dyn Fn(&MeshStats) -> u64| {
+                w.family(name, kind, help);
+                for (i, m) in mesh.iter().enumerate() {
+                    w.sample(name, &format!("shard=\"{i}\""), f(m));
+                }
+            };
+        mesh_counter(
+            &mut w,
+            "liveshard_mesh_sent_total",
+            "counter",
+            "Messages a shard submitted to the mesh.",
+            &|m| m.sent.load(Relaxed),
+        );
+        mesh_counter(
+            &mut w,
+            "liveshard_mesh_received_total",
+            "counter",
+            "Messages a shard received from the mesh.",
+            &|m| m.received.load(Relaxed),
+        );
+        mesh_counter(
+            &mut w,
+            "liveshard_mesh_overflow_total",
+            "counter",
+            "Messages refused because a ring and its backlog were full.",
+            &|m| m.overflow.load(Relaxed),
+        );
+        mesh_counter(
+            &mut w,
+            "liveshard_mesh_wakeups_total",
+            "counter",
+            "Doorbells a shard rang (one per batch).",
+            &|m| m.wakeups.load(Relaxed),
+        );
+        mesh_counter(
+            &mut w,
+            "liveshard_mesh_backlog",
+            "gauge",
+            "Messages held back because a ring was full.",
+            &|m| m.backlog.load(Relaxed),
+        );
+        w.family(
+            "liveshard_mesh_ring_depth",
+            "gauge",
+            "Slots in use in the ring from one shard to another (at its last flush).",
+        );
         for (from, m) in mesh.iter().enumerate() {
             for (to, d) in m.ring_depth.iter().enumerate() {
                 if from != to {
-                    w.sample("liveshard_mesh_ring_depth", &format!("from=\"{from}\",to=\"{to}\""), d.load(Relaxed));
+                    w.sample(
+                        "liveshard_mesh_ring_depth",
+                        &format!("from=\"{from}\",to=\"{to}\""),
+                        d.load(Relaxed),
+                    );
                 }
             }
         }
         out
     }
 
-    fn per_shard(&self, w: &mut Writer, name: &str, kind: &str, help: &str, f: impl Fn(&ShardMetrics) -> u64) {
+    fn per_shard(
+        &self,
+        w: &mut Writer,
+        name: &str,
+        kind: &str,
+        help: &str,
+        f: impl Fn(&ShardMetrics) -> u64,
+    ) {
         w.family(name, kind, help);
         for (i, s) in self.shards.iter().enumerate() {
             w.sample(name, &format!("shard=\"{i}\""), f(s));

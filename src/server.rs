@@ -26,8 +26,8 @@ pub fn run(config: Config) -> Result<(), String> {
         )
     })?;
     // Registered before any shard runs, so an early signal is a clean stop, not a kill.
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let wanted = match config.server.driver {
         DriverChoice::Auto => shards::Driver::Auto,
@@ -48,8 +48,12 @@ pub fn run(config: Config) -> Result<(), String> {
         tracing::warn!("io_uring is not available here; falling back to epoll");
     }
 
-    let http = shards::listener::bind_group(config.server.http, shard_count, shards::listener::DEFAULT_BACKLOG)
-        .map_err(|e| format!("HTTP listener: {e}"))?;
+    let http = shards::listener::bind_group(
+        config.server.http,
+        shard_count,
+        shards::listener::DEFAULT_BACKLOG,
+    )
+    .map_err(|e| format!("HTTP listener: {e}"))?;
     let http_addr = http[0].local_addr().map_err(|e| e.to_string())?;
     let seeds: Vec<Seed> = http.into_iter().map(|http| Seed { http }).collect();
 

@@ -19,8 +19,8 @@ use shards::local::{Notify, Signal};
 use shards::ShardCtx;
 
 use crate::config::Config;
-use crate::http::conn::{HttpLimits, Service};
 use crate::http::codec::HeadLimits;
+use crate::http::conn::{HttpLimits, Service};
 use crate::http::Router;
 use crate::metrics::{Metrics, ShardMetrics};
 
@@ -96,7 +96,10 @@ struct ConnGuard(Rc<Shard>);
 impl ConnGuard {
     fn new(shard: Rc<Shard>) -> Self {
         shard.conns.set(shard.conns.get() + 1);
-        shard.metrics().conns_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shard
+            .metrics()
+            .conns_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self(shard)
     }
 }
@@ -105,7 +108,9 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         let s = &self.0;
         s.conns.set(s.conns.get() - 1);
-        s.metrics().conns_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        s.metrics()
+            .conns_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if s.conns.get() == 0 {
             s.all_closed.notify();
         }
@@ -157,7 +162,11 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
     }));
 
     shard.ctx.stop_signal().wait().await;
-    tracing::debug!(shard = shard.id(), open = shard.conns.get(), "shard draining");
+    tracing::debug!(
+        shard = shard.id(),
+        open = shard.conns.get(),
+        "shard draining"
+    );
     shard.shutdown.raise();
     while shard.conns.get() > 0 {
         shard.all_closed.notified().await;

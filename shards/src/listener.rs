@@ -31,9 +31,9 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into()).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))
-    })?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
     socket.listen(backlog)?;
     Ok(socket.into())
 }
@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn port_zero_binds_one_group_on_one_port() {
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 3, 16).unwrap();
-        let ports: Vec<u16> = group.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
         assert_ne!(ports[0], 0);
         assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
     }

@@ -152,10 +152,7 @@ pub struct Mesh<M> {
 }
 
 /// Builds the whole mesh: returns the per-shard endpoints' parts, in shard order.
-pub(crate) fn build<M>(
-    shards: usize,
-    ring_capacity: usize,
-) -> (Arc<Shared>, Vec<MeshParts<M>>) {
+pub(crate) fn build<M>(shards: usize, ring_capacity: usize) -> (Arc<Shared>, Vec<MeshParts<M>>) {
     let mut producers: Vec<Vec<Option<Producer<M>>>> = (0..shards)
         .map(|_| (0..shards).map(|_| None).collect())
         .collect();
@@ -178,7 +175,10 @@ pub(crate) fn build<M>(
     let parts = producers
         .into_iter()
         .zip(consumers)
-        .map(|(producers, consumers)| MeshParts { producers, consumers })
+        .map(|(producers, consumers)| MeshParts {
+            producers,
+            consumers,
+        })
         .collect();
     (shared, parts)
 }
@@ -259,7 +259,9 @@ impl<M> Mesh<M> {
             q.push_back(msg);
             self.local_dirty.set(true);
         } else {
-            let lane = self.lanes[to].as_ref().expect("a lane to every other shard");
+            let lane = self.lanes[to]
+                .as_ref()
+                .expect("a lane to every other shard");
             let mut backlog = lane.backlog.borrow_mut();
             let msg = if backlog.is_empty() {
                 match lane.ring.borrow_mut().push(msg) {

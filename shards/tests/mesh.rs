@@ -70,7 +70,9 @@ fn run_all_to_all(driver: Driver) {
     )
     .unwrap();
     for _ in 0..SHARDS {
-        let (id, next) = rx.recv_timeout(Duration::from_secs(60)).expect("every shard finishes");
+        let (id, next) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every shard finishes");
         for (from, n) in next.iter().enumerate() {
             let want = if from == id { 0 } else { PER_PEER };
             assert_eq!(*n, want, "shard {id} from {from}");
@@ -79,10 +81,16 @@ fn run_all_to_all(driver: Driver) {
     let stats = engine.mesh_stats();
     for s in stats.iter() {
         assert_eq!(s.overflow.load(Ordering::Relaxed), 0);
-        assert_eq!(s.received.load(Ordering::Relaxed), PER_PEER * (SHARDS as u64 - 1));
+        assert_eq!(
+            s.received.load(Ordering::Relaxed),
+            PER_PEER * (SHARDS as u64 - 1)
+        );
     }
     engine.stop();
-    assert!(engine.join(Duration::from_secs(5)), "shards stop when asked");
+    assert!(
+        engine.join(Duration::from_secs(5)),
+        "shards stop when asked"
+    );
 }
 
 #[test]

@@ -149,11 +149,13 @@ impl RequestHead {
 
     /// Whether a comma-separated header (e.g. `Connection`) contains `token`.
     pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.headers.iter().filter(|(n, _)| n == name).any(|(_, v)| {
-            std::str::from_utf8(v).is_ok_and(|v| {
-                v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .any(|(_, v)| {
+                std::str::from_utf8(v)
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             })
-        })
     }
 }
 
@@ -202,10 +204,7 @@ pub fn parse_head(
     };
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        headers.push((
-            h.name.to_ascii_lowercase(),
-            Bytes::copy_from_slice(h.value),
-        ));
+        headers.push((h.name.to_ascii_lowercase(), Bytes::copy_from_slice(h.value)));
     }
     let mut head = RequestHead {
         method: Method::parse(&method_raw),
@@ -268,7 +267,12 @@ fn framing(head: &RequestHead) -> Result<BodyFraming, HttpError> {
         // Only a single "chunked" coding is supported; anything else cannot be framed.
         let joined: Vec<String> = te
             .iter()
-            .flat_map(|v| String::from_utf8_lossy(v).into_owned().split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .flat_map(|v| {
+                String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
             .filter(|t| !t.is_empty())
             .collect();
         return match joined.as_slice() {
@@ -601,7 +605,11 @@ mod tests {
         assert_eq!(d.decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(b"lloGET");
         assert_eq!(d.decode(&mut buf).unwrap().unwrap(), "hello");
-        assert_eq!(&buf[..], b"GET", "the next pipelined request stays buffered");
+        assert_eq!(
+            &buf[..],
+            b"GET",
+            "the next pipelined request stays buffered"
+        );
         assert_eq!(
             BodyDecoder::new(BodyFraming::Length(11), 10).unwrap_err(),
             HttpError::BodyTooLarge
@@ -644,7 +652,13 @@ mod tests {
     #[test]
     fn encodes_a_head() {
         let mut out = Vec::new();
-        encode_head(&mut out, 404, &[("Content-Type", "application/json")], Some(2), false);
+        encode_head(
+            &mut out,
+            404,
+            &[("Content-Type", "application/json")],
+            Some(2),
+            false,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"

@@ -29,6 +29,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use shards::local::Signal;
 
+use crate::sockio::read_append;
+
 use super::codec::{self, BodyDecoder, BodyFraming, HeadLimits, HttpError, Method};
 use super::router::{Lookup, Router};
 use super::{code, Reply, Request, Response};
@@ -121,10 +123,10 @@ pub async fn serve<S: Service>(state: Rc<S>, mut stream: TcpStream, peer: Socket
         let (handler, params, body_limit) = match head.method {
             None => {
                 let r = Response::error(501, code::NOT_IMPLEMENTED, "method not implemented");
-                if !respond(&state, &mut stream, &mut out, r, false, false).await {
-                    return;
+                if respond(&state, &mut stream, &mut out, r, false, false).await {
+                    finish(&state, stream, out).await;
                 }
-                return close_gracefully(stream).await;
+                return;
             }
             Some(method) => match state.router().lookup(method, &head.path) {
                 Lookup::Found {
@@ -132,30 +134,52 @@ pub async fn serve<S: Service>(state: Rc<S>, mut stream: TcpStream, peer: Socket
                     params,
                     body_limit,
                     ..
-                } => (handler, params, body_limit.unwrap_or(state.limits().max_body)),
+                } => (
+                    handler,
+                    params,
+                    body_limit.unwrap_or(state.limits().max_body),
+                ),
                 Lookup::MethodNotAllowed(methods) => {
                     let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
                     let r = Response::error(405, code::METHOD_NOT_ALLOWED, "method not allowed")
                         .header("Allow", allow.join(", "));
                     let keep = head.keep_alive && !has_body;
-                    if !respond(&state, &mut stream, &mut out, r, keep, method == Method::Head).await {
+                    if !respond(
+                        &state,
+                        &mut stream,
+                        &mut out,
+                        r,
+                        keep,
+                        method == Method::Head,
+                    )
+                    .await
+                    {
                         return;
                     }
                     if keep {
                         continue;
                     }
-                    return close_gracefully(stream).await;
+                    return finish(&state, stream, out).await;
                 }
                 Lookup::NotFound => {
                     let r = Response::error(404, code::NOT_FOUND, "not found");
                     let keep = head.keep_alive && !has_body;
-                    if !respond(&state, &mut stream, &mut out, r, keep, method == Method::Head).await {
+                    if !respond(
+                        &state,
+                        &mut stream,
+                        &mut out,
+                        r,
+                        keep,
+                        method == Method::Head,
+                    )
+                    .await
+                    {
                         return;
                     }
                     if keep {
                         continue;
                     }
-                    return close_gracefully(stream).await;
+                    return finish(&state, stream, out).await;
                 }
             },
         };
@@ -203,10 +227,7 @@ pub async fn serve<S: Service>(state: Rc<S>, mut stream: TcpStream, peer: Socket
                     return;
                 }
                 if !keep {
-                    if !flush(&state, &mut stream, &mut out).await {
-                        return;
-                    }
-                    return close_gracefully(stream).await;
+                    return finish(&state, stream, out).await;
                 }
                 // More pipelined bytes already here: answer them before writing.
                 if (buf.is_empty() || out.len() >= MAX_PENDING_OUT)
@@ -274,9 +295,14 @@ async fn fail<S: Service>(state: &Rc<S>, mut stream: TcpStream, mut out: Vec<u8>
     };
     tracing::debug!(error = ?e, "refusing request");
     let r = Response::error(e.status(), code, e.message());
-    if respond(state, &mut stream, &mut out, r, false, false).await
-        && flush(state, &mut stream, &mut out).await
-    {
+    if respond(state, &mut stream, &mut out, r, false, false).await {
+        finish(state, stream, out).await;
+    }
+}
+
+/// Writes what is queued, then closes gracefully.
+async fn finish<S: Service>(state: &Rc<S>, mut stream: TcpStream, mut out: Vec<u8>) {
+    if flush(state, &mut stream, &mut out).await {
         close_gracefully(stream).await;
     }
 }
@@ -300,15 +326,12 @@ async fn flush<S: Service>(state: &Rc<S>, stream: &mut TcpStream, out: &mut Vec<
 /// every outcome but `Data` ends the connection.
 async fn read_some(
     stream: &mut TcpStream,
-    mut buf: BytesMut,
+    buf: BytesMut,
     deadline: Instant,
     shutdown: Option<&Signal>,
 ) -> (ReadOutcome, BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
     let wait = deadline.saturating_duration_since(Instant::now());
-    let read = stream.read(buf);
+    let read = read_append(stream, buf, READ_CHUNK);
     let result = match shutdown {
         Some(signal) => monoio::select! {
             r = monoio::time::timeout(wait, read) => Some(r),

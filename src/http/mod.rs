@@ -40,7 +40,8 @@ where
 
 /// A handler that takes the connection over: it gets the socket and whatever was read past
 /// the request, writes its own response head, and owns the connection from then on.
-pub type Takeover = Box<dyn FnOnce(monoio::net::TcpStream, BytesMut) -> LocalBoxFuture<'static, ()>>;
+pub type Takeover =
+    Box<dyn FnOnce(monoio::net::TcpStream, BytesMut) -> LocalBoxFuture<'static, ()>>;
 
 /// Path parameters of the matched route, in pattern order.
 #[derive(Clone, Debug, Default)]
@@ -52,7 +53,10 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -139,7 +143,9 @@ impl Response {
             message,
             data,
         })
-        .unwrap_or_else(|_| br#"{"code":50000,"message":"response encoding failed","data":null}"#.to_vec());
+        .unwrap_or_else(|_| {
+            br#"{"code":50000,"message":"response encoding failed","data":null}"#.to_vec()
+        });
         Self::with_body(status, "application/json", body)
     }
 
@@ -182,7 +188,10 @@ mod tests {
 
     #[test]
     fn query_params_are_decoded() {
-        assert_eq!(query_param("a=1&room=r%201&x", "room").as_deref(), Some("r 1"));
+        assert_eq!(
+            query_param("a=1&room=r%201&x", "room").as_deref(),
+            Some("r 1")
+        );
         assert_eq!(query_param("q=a+b", "q").as_deref(), Some("a b"));
         assert_eq!(query_param("x", "x").as_deref(), Some(""));
         assert_eq!(query_param("a=1", "b"), None);

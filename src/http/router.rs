@@ -98,8 +98,8 @@ impl<S> Router<S> {
             let Some((literals, params)) = match_segments(&route.segments, &parts) else {
                 continue;
             };
-            let method_ok = route.method == method
-                || (method == Method::Head && route.method == Method::Get);
+            let method_ok =
+                route.method == method || (method == Method::Head && route.method == Method::Get);
             if !method_ok {
                 if !allowed.contains(&route.method) {
                     allowed.push(route.method);
@@ -134,7 +134,10 @@ fn split_path(path: &str) -> Vec<&str> {
 }
 
 fn parse_pattern(pattern: &'static str) -> Vec<Segment> {
-    assert!(pattern.starts_with('/'), "route pattern must start with '/': {pattern}");
+    assert!(
+        pattern.starts_with('/'),
+        "route pattern must start with '/': {pattern}"
+    );
     split_path(pattern)
         .into_iter()
         .map(|seg| {
@@ -206,9 +209,11 @@ mod tests {
     use crate::http::{Reply, Request, Response};
 
     fn h(tag: u16) -> Handler<()> {
-        Rc::new(move |_s: Rc<()>, _r: Request| -> crate::http::LocalBoxFuture<'static, Reply> {
-            Box::pin(async move { Reply::Response(Response::empty(tag)) })
-        })
+        Rc::new(
+            move |_s: Rc<()>, _r: Request| -> crate::http::LocalBoxFuture<'static, Reply> {
+                Box::pin(async move { Reply::Response(Response::empty(tag)) })
+            },
+        )
     }
 
     fn found(r: &Router<()>, m: Method, p: &str) -> Option<(&'static str, Params)> {
@@ -229,7 +234,10 @@ mod tests {
         let (p, params) = found(&r, Method::Get, "/rooms/a%20b").unwrap();
         assert_eq!(p, "/rooms/{id}");
         assert_eq!(params.get("id"), Some("a b"));
-        assert_eq!(found(&r, Method::Get, "/rooms/new").unwrap().0, "/rooms/new");
+        assert_eq!(
+            found(&r, Method::Get, "/rooms/new").unwrap().0,
+            "/rooms/new"
+        );
         let (p, params) = found(&r, Method::Get, "/live/cam1.flv").unwrap();
         assert_eq!(p, "/live/{stream}.flv");
         assert_eq!(params.get("stream"), Some("cam1"));
@@ -249,6 +257,9 @@ mod tests {
             _ => panic!("expected 405"),
         }
         assert!(matches!(r.lookup(Method::Get, "/nope"), Lookup::NotFound));
-        assert!(matches!(r.lookup(Method::Get, "/healthz/x"), Lookup::NotFound));
+        assert!(matches!(
+            r.lookup(Method::Get, "/healthz/x"),
+            Lookup::NotFound
+        ));
     }
 }

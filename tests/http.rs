@@ -1,0 +1,317 @@
+//! The HTTP/1.1 front, black-box: keep-alive, pipelining, every limit's status, malformed
+//! input, timeouts, shards, graceful shutdown — on io_uring (or its fallback) and on epoll.
+
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+use support::{closed_within, read_response, Server};
+
+/// Runs a scenario once with the default driver and once with `--driver epoll`.
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod auto_driver {
+            $(#[test] fn $name() { super::$name(&[]); })*
+        }
+        mod epoll_driver {
+            $(#[test] fn $name() { super::$name(&["--driver", "epoll"]); })*
+        }
+    };
+}
+
+on_both_drivers!(
+    keep_alive_serves_many_requests_on_one_connection,
+    pipelined_requests_are_answered_in_order,
+    header_block_over_16k_is_431,
+    more_than_64_headers_is_431,
+    body_over_the_limit_is_413,
+    chunked_body_over_the_limit_is_413,
+    chunked_and_expect_continue_bodies_are_read,
+    malformed_requests_get_400_and_others_are_still_served,
+    slow_header_gets_408_and_close,
+    idle_keep_alive_connection_is_closed,
+    unknown_path_is_404_envelope_and_wrong_method_405_with_allow,
+    connections_spread_over_shards,
+    sigterm_drains_an_in_flight_request_and_exits_0,
+);
+
+fn args<'a>(driver: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    driver.iter().chain(extra).copied().collect()
+}
+
+fn keep_alive_serves_many_requests_on_one_connection(driver: &[&str]) {
+    let server = Server::start(driver);
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    for _ in 0..20 {
+        write!(w, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let resp = read_response(&mut r).expect("response on the same connection");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["data"]["status"], "ok");
+        assert_eq!(
+            resp.header("connection"),
+            None,
+            "keep-alive is the HTTP/1.1 default"
+        );
+    }
+    assert_eq!(
+        server.metric("liveshard_driver{driver=\"epoll\"}"),
+        Some(if driver.is_empty() { 0.0 } else { 1.0 })
+    );
+}
+
+fn pipelined_requests_are_answered_in_order(driver: &[&str]) {
+    let server = Server::start(driver);
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    // Three requests in one write; the middle one is a 404, the last asks to close.
+    w.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /missing HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let a = read_response(&mut r).unwrap();
+    let b = read_response(&mut r).unwrap();
+    let c = read_response(&mut r).unwrap();
+    assert_eq!((a.status, b.status, c.status), (200, 404, 200));
+    assert_eq!(a.json()["data"]["status"], "ok");
+    assert_eq!(c.json()["data"]["status"], "ready");
+    assert_eq!(c.header("connection"), Some("close"));
+    assert!(
+        read_response(&mut r).is_none(),
+        "closed after Connection: close"
+    );
+}
+
+fn header_block_over_16k_is_431(driver: &[&str]) {
+    let server = Server::start(driver);
+    let mut s = server.connect();
+    let big = "a".repeat(17 * 1024);
+    // The server answers as soon as the block passes the limit; the write may be cut short.
+    let _ = write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n"
+    );
+    let resp = read_response(&mut BufReader::new(s)).unwrap();
+    assert_eq!(resp.status, 431);
+    assert_eq!(resp.json()["code"], 43100);
+    // Just under the limit is fine.
+    let ok = "a".repeat(15 * 1024);
+    let mut s = server.connect();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut BufReader::new(s)).unwrap().status, 200);
+}
+
+fn more_than_64_headers_is_431(driver: &[&str]) {
+    let server = Server::start(driver);
+    let send = |n: usize| {
+        let mut s = server.connect();
+        let mut req = String::from("GET /healthz HTTP/1.1\r\nConnection: close\r\n");
+        for i in 0..n - 1 {
+            req.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        read_response(&mut BufReader::new(s)).unwrap()
+    };
+    assert_eq!(send(64).status, 200, "64 headers are allowed");
+    let resp = send(65);
+    assert_eq!(resp.status, 431);
+    assert!(resp.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("too many"));
+}
+
+fn body_over_the_limit_is_413(driver: &[&str]) {
+    let server = Server::start(&args(driver, &["--set", "http.max_body_bytes=1000"]));
+    let mut s = server.connect();
+    // Declared too large: refused before a byte of the body is read.
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n"
+    )
+    .unwrap();
+    let resp = read_response(&mut BufReader::new(s)).unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.json()["code"], 41300);
+    // Within the limit: read and served.
+    let resp = server.request("GET", "/healthz", &[], &[b'x'; 1000]);
+    assert_eq!(resp.status, 200);
+}
+
+fn chunked_body_over_the_limit_is_413(driver: &[&str]) {
+    let server = Server::start(&args(driver, &["--set", "http.max_body_bytes=1000"]));
+    let mut s = server.connect();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let _ = write!(s, "200\r\n{}\r\n", "y".repeat(0x200));
+    }
+    let resp = read_response(&mut BufReader::new(s)).unwrap();
+    assert_eq!(resp.status, 413);
+}
+
+fn chunked_and_expect_continue_bodies_are_read(driver: &[&str]) {
+    let server = Server::start(driver);
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r).unwrap().status, 200);
+    // The next request on the same connection parses: the body was consumed exactly.
+    w.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let interim = read_response(&mut r).unwrap();
+    assert_eq!(interim.status, 100, "100 Continue before the body is sent");
+    w.write_all(b"body").unwrap();
+    assert_eq!(read_response(&mut r).unwrap().status, 200);
+}
+
+fn malformed_requests_get_400_and_others_are_still_served(driver: &[&str]) {
+    let server = Server::start(driver);
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /healthz HTTP/1.1\r\nNo colon here\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"\x00\x01\x02\x03\r\n\r\n",
+    ] {
+        let mut s = server.connect();
+        s.write_all(bad).unwrap();
+        let resp = read_response(&mut BufReader::new(s)).expect("a 400, not a dropped connection");
+        assert_eq!(resp.status, 400, "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(resp.json()["code"], 40000);
+        assert!(resp.json()["data"].is_null());
+    }
+    assert_eq!(
+        server.get("/healthz").status,
+        200,
+        "the server keeps serving"
+    );
+}
+
+fn slow_header_gets_408_and_close(driver: &[&str]) {
+    let server = Server::start(&args(driver, &["--set", "http.header_timeout_ms=400"]));
+    let mut s = server.connect();
+    let started = Instant::now();
+    // A slowloris: a few header bytes, then nothing.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+    let s2 = s.try_clone().unwrap();
+    let resp = read_response(&mut BufReader::new(s2)).unwrap();
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(closed_within(&mut s, Duration::from_secs(3)));
+}
+
+fn idle_keep_alive_connection_is_closed(driver: &[&str]) {
+    let server = Server::start(&args(driver, &["--set", "http.idle_timeout_ms=300"]));
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    w.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r).unwrap().status, 200);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let n = r.read_to_end(&mut rest).unwrap();
+    assert_eq!(n, 0, "closed quietly, without a response");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before the idle timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn unknown_path_is_404_envelope_and_wrong_method_405_with_allow(driver: &[&str]) {
+    let server = Server::start(driver);
+    let resp = server.get("/nope");
+    assert_eq!(resp.status, 404);
+    assert_eq!(
+        resp.json(),
+        serde_json::json!({"code": 40400, "message": "not found", "data": null})
+    );
+    let resp = server.request("DELETE", "/healthz", &[], b"");
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("allow"), Some("GET"));
+    assert_eq!(resp.json()["code"], 40500);
+}
+
+fn connections_spread_over_shards(driver: &[&str]) {
+    let server = Server::start(&args(driver, &["--shards", "2"]));
+    let conns: Vec<_> = (0..24).map(|_| server.connect()).collect();
+    let per_shard = |shard: usize| {
+        server
+            .metric(&format!(
+                "liveshard_connections_accepted_total{{shard=\"{shard}\"}}"
+            ))
+            .unwrap()
+    };
+    let ok = support::eventually(Duration::from_secs(5), || {
+        (per_shard(0) + per_shard(1) >= 24.0).then_some(())
+    });
+    assert!(ok.is_some());
+    assert!(
+        per_shard(0) >= 1.0 && per_shard(1) >= 1.0,
+        "both shards accept: {} / {}",
+        per_shard(0),
+        per_shard(1)
+    );
+    // Each shard answers on its own connections.
+    let mut seen = std::collections::HashSet::new();
+    for mut c in conns {
+        write!(
+            c,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let resp = read_response(&mut BufReader::new(c)).unwrap();
+        seen.insert(resp.json()["data"]["shard"].as_u64().unwrap());
+    }
+    assert_eq!(seen.len(), 2, "responses came from both shards");
+}
+
+fn sigterm_drains_an_in_flight_request_and_exits_0(driver: &[&str]) {
+    let mut server = Server::start(&args(driver, &["--set", "server.debug_endpoints=true"]));
+    let mut slow = server.connect();
+    write!(slow, "GET /debug/sleep?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let idle = server.connect();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    server.signal(15);
+    // The in-flight request completes, and is told the connection closes.
+    let resp = read_response(&mut BufReader::new(slow.try_clone().unwrap()))
+        .expect("in-flight request answered");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["data"]["slept_ms"], 1500);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(closed_within(&mut slow, Duration::from_secs(3)));
+    // The idle keep-alive connection was closed without waiting for its idle timeout.
+    let mut idle = idle;
+    assert!(closed_within(&mut idle, Duration::from_secs(3)));
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits within the bound");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1000),
+        "it waited for the request"
+    );
+    // Nothing listens any more.
+    assert!(std::net::TcpStream::connect(server.http).is_err());
+}

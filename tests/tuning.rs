@@ -396,7 +396,6 @@ fn unprivileged(cmd: Command) -> Option<Command> {
     Some(wrapped)
 }
 
-#[cfg(unix)]
 fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -953,6 +952,33 @@ fn irq_affinity_refuses_while_irqbalance_runs_unless_forced() {
     fake.run("irq-affinity.sh", &["--force", "eth9"])
         .expect_code(0);
     assert_eq!(fake.read("proc/irq/41/smp_affinity_list").trim(), "1");
+}
+
+#[test]
+fn irq_affinity_finds_virtio_interrupts_on_the_parent_pci_device() {
+    let fake = Fake::new("irq-virtio");
+    fake.write("sys/devices/system/cpu/online", "0-1\n");
+    let pci = "sys/devices/pci0000:00/0000:00:03.0";
+    fs::create_dir_all(fake.root.join(pci).join("virtio2")).unwrap();
+    for irq in 37..40 {
+        fake.write(&format!("{pci}/msi_irqs/{irq}"), "msix\n");
+        fake.write(&format!("proc/irq/{irq}/smp_affinity_list"), "0-1\n");
+    }
+    fs::create_dir_all(fake.root.join("sys/class/net/eth0/queues/rx-0")).unwrap();
+    std::os::unix::fs::symlink(
+        fake.root.join(pci).join("virtio2"),
+        fake.root.join("sys/class/net/eth0/device"),
+    )
+    .unwrap();
+    let run = fake.run("irq-affinity.sh", &["eth0"]);
+    run.expect_code(0)
+        .expect_contains("eth0: 3 interrupts, 2 online CPUs");
+    assert_eq!(fake.read("proc/irq/38/smp_affinity_list").trim(), "1");
+
+    fs::create_dir_all(fake.root.join("sys/class/net/lo/queues/rx-0")).unwrap();
+    fake.run("irq-affinity.sh", &["lo"])
+        .expect_code(0)
+        .expect_contains("virtual device");
 }
 
 #[test]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs one cargo-fuzz target for a while: scripts/fuzz.sh TARGET [SECONDS]
+# Targets: ls fuzz/fuzz_targets. Seeds in fuzz/seeds/TARGET are copied into the corpus.
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain build it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:?usage: scripts/fuzz.sh TARGET [SECONDS]}
+secs=${2:-300}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+mkdir -p "fuzz/corpus/$target"
+if [ -d "fuzz/seeds/$target" ]; then cp -n fuzz/seeds/"$target"/* "fuzz/corpus/$target/" 2>/dev/null || true; fi
+cd fuzz
+RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536

@@ -27,6 +27,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub mesh: MeshConfig,
+    pub auth: AuthConfig,
+    pub danmaku: DanmakuConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,6 +90,91 @@ pub struct MeshConfig {
     pub backlog_capacity: usize,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for login tokens. Empty: a random one is generated on first start and
+    /// kept in `<data_dir>/jwt.secret`.
+    pub jwt_secret: String,
+    pub jwt_issuer: String,
+    /// Lifetime of tokens issued by `liveshard token` and the login API.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_issuer: "liveshard".into(),
+            token_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DanmakuConfig {
+    /// Items are batched per room for this long; 0 sends each item in its own frame at once.
+    pub merge_window_ms: u64,
+    /// Items sent to a viewer on join.
+    pub history_on_join: usize,
+    /// Items kept in memory per room.
+    pub history_capacity: usize,
+    /// Longest danmaku or private message, in characters, after cleaning.
+    pub max_text_chars: usize,
+    /// Per-connection token bucket: messages per second and burst.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+    /// Keyword filter: words (case-insensitive for ASCII) and what to do on a match.
+    pub filter_words: Vec<String>,
+    /// "reject" or "mask".
+    pub filter_mode: String,
+    /// Largest WebSocket frame and reassembled message accepted from a client.
+    pub max_frame_bytes: usize,
+    /// App-level heartbeat interval; a connection silent for twice this is closed.
+    pub heartbeat_secs: u64,
+    /// Online counts are pushed at most this often, when they changed.
+    pub online_interval_ms: u64,
+    /// Outbound queue bound per connection.
+    pub queue_bytes: usize,
+    /// How long a connection may stay over its queue bound before it is closed.
+    pub slow_grace_ms: u64,
+    /// Delivery cap per room, items per second (0 = no cap). Plain danmaku is sampled over
+    /// the cap; gifts, VIP and system items always go through.
+    pub room_cap_per_sec: u32,
+    /// Origin allow-list for browsers (empty = any origin).
+    pub origins: Vec<String>,
+    /// SO_SNDBUF for WebSocket connections (0 = kernel default): lower it to bound kernel
+    /// memory per viewer on very large deployments.
+    pub send_buffer_bytes: usize,
+    /// A home room with no viewers and nothing pending is dropped after this long.
+    pub room_idle_secs: u64,
+}
+
+impl Default for DanmakuConfig {
+    fn default() -> Self {
+        Self {
+            merge_window_ms: 50,
+            history_on_join: 50,
+            history_capacity: 200,
+            max_text_chars: 100,
+            rate_per_sec: 2.0,
+            rate_burst: 5.0,
+            filter_words: Vec::new(),
+            filter_mode: "reject".into(),
+            max_frame_bytes: 64 * 1024,
+            heartbeat_secs: 30,
+            online_interval_ms: 2000,
+            queue_bytes: 256 * 1024,
+            slow_grace_ms: 5000,
+            room_cap_per_sec: 0,
+            origins: Vec::new(),
+            send_buffer_bytes: 0,
+            room_idle_secs: 600,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -143,10 +230,11 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("LIVESHARD_DATA_DIR", "server.data_dir"),
     ("LIVESHARD_DRIVER", "server.driver"),
     ("LIVESHARD_LOG", "log.level"),
+    ("LIVESHARD_JWT_SECRET", "auth.jwt_secret"),
 ];
 
 /// Keys whose values are secrets: shown as "<redacted>" when the config is printed.
-pub const SECRET_KEYS: &[&str] = &[];
+pub const SECRET_KEYS: &[&str] = &["auth.jwt_secret"];
 
 /// One problem with the configuration, tied to its key and where the value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -347,6 +435,77 @@ impl Config {
             self.mesh.ring_capacity >= 16,
             "mesh.ring_capacity",
             "must be at least 16",
+        );
+        let d = &self.danmaku;
+        check(
+            d.history_on_join <= d.history_capacity,
+            "danmaku.history_on_join",
+            "must not exceed danmaku.history_capacity",
+        );
+        check(
+            d.history_capacity <= 100_000,
+            "danmaku.history_capacity",
+            "at most 100000",
+        );
+        check(
+            (1..=10_000).contains(&d.max_text_chars),
+            "danmaku.max_text_chars",
+            "must be between 1 and 10000",
+        );
+        check(
+            d.rate_per_sec > 0.0,
+            "danmaku.rate_per_sec",
+            "must be positive",
+        );
+        check(
+            d.rate_burst >= 1.0,
+            "danmaku.rate_burst",
+            "must be at least 1",
+        );
+        check(
+            matches!(d.filter_mode.as_str(), "reject" | "mask"),
+            "danmaku.filter_mode",
+            "must be reject or mask",
+        );
+        check(
+            (125..=16 * 1024 * 1024).contains(&d.max_frame_bytes),
+            "danmaku.max_frame_bytes",
+            "must be between 125 and 16777216",
+        );
+        check(
+            d.heartbeat_secs > 0,
+            "danmaku.heartbeat_secs",
+            "must be positive",
+        );
+        check(
+            d.online_interval_ms > 0,
+            "danmaku.online_interval_ms",
+            "must be positive",
+        );
+        check(
+            d.queue_bytes >= 1024,
+            "danmaku.queue_bytes",
+            "must be at least 1024",
+        );
+        check(
+            d.merge_window_ms <= 10_000,
+            "danmaku.merge_window_ms",
+            "at most 10000",
+        );
+        check(
+            d.filter_words.len() <= 100_000,
+            "danmaku.filter_words",
+            "at most 100000 words",
+        );
+        check(
+            self.auth.token_ttl_secs > 0,
+            "auth.token_ttl_secs",
+            "must be positive",
+        );
+        check(
+            self.auth.jwt_secret.is_empty() || self.auth.jwt_secret.len() >= 16,
+            "auth.jwt_secret",
+            "must be at least 16 bytes (or empty to generate one)",
         );
         check(
             self.mesh.backlog_capacity >= 1,

@@ -7,6 +7,9 @@
 //!   and [`shard::ShardMsg`], everything that crosses shards.
 //! - [`routes`]  — the HTTP route table and the operational routes (health, metrics).
 //! - [`http`]    — HTTP/1.1: sans-IO codec, router, connection driver.
+//! - [`ws`]      — WebSocket handshake and frame codec (sans-IO).
+//! - [`danmaku`] — rooms, one-encode cross-shard fan-out, the danmaku protocol.
+//! - [`auth`]    — HS256 login tokens.
 //! - [`metrics`] — per-shard counters and the Prometheus rendering.
 //! - [`logging`] — structured logs.
 //! - [`sockio`]  — socket helpers shared by the connection drivers.
@@ -14,7 +17,9 @@
 //! The thread-per-core engine itself (shards, pinning, the SPSC ring mesh, SO_REUSEPORT
 //! groups) is the `shards` crate.
 
+pub mod auth;
 pub mod config;
+pub mod danmaku;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -22,3 +27,4 @@ pub mod routes;
 pub mod server;
 pub mod shard;
 pub mod sockio;
+pub mod ws;

@@ -24,6 +24,23 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ConfigArgs),
+    /// Print a login token signed with the configured secret (for tests, loadgen, local use).
+    Token {
+        /// User id (the token's `sub`).
+        #[arg(long)]
+        uid: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        nick: String,
+        /// Lifetime in seconds (default: auth.token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Roles, e.g. --role admin (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -115,6 +132,35 @@ fn main() -> ExitCode {
             }
             Err(errors) => report(&errors),
         },
+        Command::Token {
+            uid,
+            nick,
+            ttl,
+            roles,
+            config,
+        } => {
+            let config = match config.load() {
+                Ok(c) => c,
+                Err(errors) => return report(&errors),
+            };
+            let secret = match liveshard::auth::load_or_create_secret(
+                &config.auth.jwt_secret,
+                &config.server.data_dir,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("liveshard: token secret: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let jwt = liveshard::auth::Jwt::new(secret, config.auth.jwt_issuer.clone());
+            let ttl = ttl.unwrap_or(config.auth.token_ttl_secs);
+            println!(
+                "{}",
+                jwt.issue(&uid, &nick, &roles, ttl, liveshard::auth::now_unix())
+            );
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => {
             let config = match args.load() {
                 Ok(c) => c,

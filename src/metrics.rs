@@ -23,6 +23,22 @@ pub struct ShardMetrics {
     /// Event-loop lag: how late the shard's 100 ms tick woke, last value and maximum (µs).
     pub loop_lag_us: AtomicU64,
     pub loop_lag_max_us: AtomicU64,
+
+    // Danmaku (published by the shard's sweeper once a second).
+    pub ws_connections: AtomicI64,
+    pub ws_rooms_home: AtomicU64,
+    pub ws_rooms_local: AtomicU64,
+    pub ws_posts: AtomicU64,
+    pub ws_rejected: AtomicU64,
+    pub ws_items: AtomicU64,
+    pub ws_batches: AtomicU64,
+    pub ws_deliveries: AtomicU64,
+    pub ws_dropped: AtomicU64,
+    pub ws_sampled_out: AtomicU64,
+    pub ws_bytes_out: AtomicU64,
+    pub ws_slow_closed: AtomicU64,
+    pub ws_heartbeat_closed: AtomicU64,
+    pub ws_queue_bytes: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -159,6 +175,97 @@ impl Metrics {
                 &format!("shard=\"{i}\""),
                 s.loop_lag_max_us.load(Relaxed) as f64 / 1e6,
             );
+        }
+
+        type Get = fn(&ShardMetrics) -> u64;
+        let ws: [(&str, &str, &str, Get); 14] = [
+            (
+                "liveshard_ws_connections",
+                "gauge",
+                "Open danmaku WebSocket connections.",
+                |s| s.ws_connections.load(Relaxed).max(0) as u64,
+            ),
+            (
+                "liveshard_ws_rooms_home",
+                "gauge",
+                "Rooms homed on the shard (ids, history, batches).",
+                |s| s.ws_rooms_home.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_rooms_local",
+                "gauge",
+                "Rooms with viewers on the shard.",
+                |s| s.ws_rooms_local.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_messages_in_total",
+                "counter",
+                "Client posts accepted at the edge and forwarded to their room.",
+                |s| s.ws_posts.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_messages_rejected_total",
+                "counter",
+                "Client posts refused at the edge (rate, length, filter, busy).",
+                |s| s.ws_rejected.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_items_total",
+                "counter",
+                "Room items given an id on their home shard.",
+                |s| s.ws_items.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_batches_total",
+                "counter",
+                "Frames encoded once and sent to the room's shards.",
+                |s| s.ws_batches.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_messages_out_total",
+                "counter",
+                "Frames queued to viewers (one per viewer per frame).",
+                |s| s.ws_deliveries.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_messages_dropped_total",
+                "counter",
+                "Frames dropped for slow viewers or full rings.",
+                |s| s.ws_dropped.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_sampled_out_total",
+                "counter",
+                "Plain items not delivered because the room was over its cap.",
+                |s| s.ws_sampled_out.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_bytes_out_total",
+                "counter",
+                "Bytes written to WebSocket viewers.",
+                |s| s.ws_bytes_out.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_slow_consumer_closed_total",
+                "counter",
+                "Connections closed as slow consumers.",
+                |s| s.ws_slow_closed.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_heartbeat_closed_total",
+                "counter",
+                "Connections closed for missing heartbeats.",
+                |s| s.ws_heartbeat_closed.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_queue_bytes",
+                "gauge",
+                "Bytes queued to viewers and not yet written.",
+                |s| s.ws_queue_bytes.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in ws {
+            self.per_shard(&mut w, name, kind, help, get);
         }
 
         let mesh_counter =

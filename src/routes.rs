@@ -17,6 +17,7 @@ pub fn router(cfg: &Config) -> Router<Shard> {
     r.add(Method::Get, "/healthz", handler(healthz));
     r.add(Method::Get, "/readyz", handler(readyz));
     r.add(Method::Get, "/metrics", handler(metrics));
+    r.add(Method::Get, "/ws", crate::danmaku::conn::handler());
     if cfg.server.debug_endpoints {
         r.add(Method::Get, "/debug/sleep", handler(debug_sleep));
     }

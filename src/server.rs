@@ -57,8 +57,10 @@ pub fn run(config: Config) -> Result<(), String> {
     let http_addr = http[0].local_addr().map_err(|e| e.to_string())?;
     let seeds: Vec<Seed> = http.into_iter().map(|http| Seed { http }).collect();
 
+    let danmaku = crate::danmaku::Shared::from_config(&config)?;
     let common = Arc::new(Common {
         metrics: Arc::new(Metrics::new(shard_count, driver)),
+        danmaku: Arc::new(danmaku),
         config: Arc::new(config),
     });
     let engine = {

@@ -19,6 +19,7 @@ use shards::local::{Notify, Signal};
 use shards::ShardCtx;
 
 use crate::config::Config;
+use crate::danmaku::Danmaku;
 use crate::http::codec::HeadLimits;
 use crate::http::conn::{HttpLimits, Service};
 use crate::http::Router;
@@ -27,12 +28,15 @@ use crate::metrics::{Metrics, ShardMetrics};
 /// Messages between shards. Each capability adds its variants; every variant carries
 /// owned data or refcounted `Bytes`, never a reference into another shard.
 #[derive(Debug)]
-pub enum ShardMsg {}
+pub enum ShardMsg {
+    Danmaku(crate::danmaku::Msg),
+}
 
 /// Read-only state shared by all shards.
 pub struct Common {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub danmaku: Arc<crate::danmaku::Shared>,
 }
 
 /// What each shard owns from birth.
@@ -43,6 +47,7 @@ pub struct Seed {
 pub struct Shard {
     pub ctx: ShardCtx<ShardMsg>,
     pub common: Arc<Common>,
+    pub danmaku: Danmaku,
     router: Router<Shard>,
     limits: HttpLimits,
     shutdown: Rc<Signal>,
@@ -67,8 +72,10 @@ impl Shard {
         self.shutdown.is_raised()
     }
 
-    fn handle_msg(&self, _from: usize, msg: ShardMsg) {
-        match msg {}
+    fn handle_msg(&self, from: usize, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Danmaku(m) => self.danmaku.handle(self, from, m),
+        }
     }
 }
 
@@ -138,6 +145,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         conns: Cell::new(0),
         all_closed: Notify::new(),
         common: common.clone(),
+        danmaku: Danmaku::new(),
         ctx,
     });
 
@@ -149,6 +157,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         });
     }
     monoio::spawn(measure_loop_lag(shard.clone()));
+    Danmaku::spawn_tasks(&shard);
 
     let http = match TcpListener::from_std(seed.http) {
         Ok(l) => l,
@@ -168,8 +177,21 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         "shard draining"
     );
     shard.shutdown.raise();
-    while shard.conns.get() > 0 {
-        shard.all_closed.notified().await;
+    shard.danmaku.close_all();
+    // Half the bound for connections to finish what is queued; then writes still stuck on
+    // slow peers are abandoned so the rest of the bound is left for closing.
+    let half = Duration::from_millis(cfg.server.shutdown_timeout_ms / 2);
+    let drained = monoio::time::timeout(half, async {
+        while shard.conns.get() > 0 {
+            shard.all_closed.notified().await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        shard.danmaku.abort_all();
+        while shard.conns.get() > 0 {
+            shard.all_closed.notified().await;
+        }
     }
     tracing::debug!(shard = shard.id(), "shard stopped");
 }

@@ -337,3 +337,163 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// A login token for `uid`, minted by `liveshard token` against the server's data dir (the
+/// way an operator or loadgen gets one).
+pub fn token(server: &Server, uid: &str, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--uid",
+            uid,
+            "--nick",
+            &format!("nick-{uid}"),
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub mod ws {
+    //! A blocking WebSocket client (tungstenite over std) for tests.
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::{Message, WebSocket};
+
+    pub struct Client {
+        pub ws: WebSocket<TcpStream>,
+    }
+
+    /// What `next` saw.
+    #[derive(Debug)]
+    pub enum Event {
+        Json(Value),
+        Closed(Option<(u16, String)>),
+        Timeout,
+    }
+
+    impl Client {
+        /// Connects to `/ws?room=ROOM[&token=T]`; Err carries the HTTP status of a refusal.
+        pub fn connect(addr: std::net::SocketAddr, query: &str) -> Result<Client, u16> {
+            Self::connect_with(addr, query, &[])
+        }
+
+        pub fn connect_with(
+            addr: std::net::SocketAddr,
+            query: &str,
+            headers: &[(&str, &str)],
+        ) -> Result<Client, u16> {
+            let stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+                "ws://{addr}/ws?{query}"
+            ))
+            .unwrap();
+            for (k, v) in headers {
+                req.headers_mut().insert(
+                    tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            match tungstenite::client(req, stream) {
+                Ok((ws, _)) => Ok(Client { ws }),
+                Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+                    Err(resp.status().as_u16())
+                }
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+
+        pub fn send(&mut self, v: Value) {
+            self.ws.send(Message::text(v.to_string())).unwrap();
+        }
+
+        pub fn send_raw(&mut self, m: Message) {
+            self.ws.send(m).unwrap();
+        }
+
+        /// The next JSON message (or close / timeout).
+        pub fn next(&mut self, timeout: Duration) -> Event {
+            self.ws
+                .get_ref()
+                .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+                .unwrap();
+            loop {
+                match self.ws.read() {
+                    Ok(Message::Text(t)) => {
+                        return Event::Json(
+                            serde_json::from_str(t.as_str()).expect("server sends JSON"),
+                        )
+                    }
+                    Ok(Message::Close(c)) => {
+                        return Event::Closed(c.map(|c| (u16::from(c.code), c.reason.to_string())));
+                    }
+                    Ok(_) => continue,
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return Event::Timeout
+                    }
+                    Err(tungstenite::Error::ConnectionClosed)
+                    | Err(tungstenite::Error::AlreadyClosed) => return Event::Closed(None),
+                    Err(tungstenite::Error::Io(_)) | Err(tungstenite::Error::Protocol(_)) => {
+                        return Event::Closed(None)
+                    }
+                    Err(e) => panic!("read failed: {e}"),
+                }
+            }
+        }
+
+        /// Waits for a message of `type` (skipping others), up to `timeout`.
+        pub fn expect(&mut self, kind: &str, timeout: Duration) -> Value {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.next(left) {
+                    Event::Json(v) if v["type"] == kind => return v,
+                    Event::Json(_) => continue,
+                    other => panic!("waiting for {kind}: got {other:?}"),
+                }
+            }
+        }
+
+        /// Waits for the connection to be closed; returns the close code, if any.
+        pub fn expect_close(&mut self, timeout: Duration) -> Option<u16> {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    panic!("connection not closed within {timeout:?}");
+                }
+                match self.next(left) {
+                    Event::Closed(c) => return c.map(|c| c.0),
+                    Event::Json(_) => continue,
+                    Event::Timeout => continue,
+                }
+            }
+        }
+
+        pub fn close(mut self) {
+            let _ = self.ws.close(Some(tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }));
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Login tokens: HS256 JSON Web Tokens, issued by `liveshard token` (and the login API) and
+//! verified on WebSocket connect.
+//!
+//! Only HS256 is accepted. The header's `alg` must be exactly "HS256" — `none`, other HMAC
+//! sizes and every asymmetric algorithm are refused before the signature is looked at, so
+//! there is no algorithm confusion to exploit. Checked: signature (constant time), `exp`
+//! (required), `nbf` if present, `iss` (must equal the configured issuer), `sub` non-empty.
+//!
+//! Why not the `jsonwebtoken` crate: it brings the RSA/EC/EdDSA stacks for algorithms we
+//! must refuse anyway. HMAC-SHA256 and base64 come from RustCrypto and the `base64` crate;
+//! what is left here is the claim checks.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The longest token we look at; anything longer is refused unparsed.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// What a verified token says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    #[serde(default)]
+    pub nick: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default)]
+    pub iss: String,
+    /// Global roles, e.g. "admin".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    Malformed,
+    /// `alg` is not HS256 (includes "none").
+    Algorithm,
+    Signature,
+    Expired,
+    NotYetValid,
+    Issuer,
+    MissingSubject,
+}
+
+impl TokenError {
+    pub fn message(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "token is malformed",
+            TokenError::Algorithm => "token algorithm not accepted (HS256 only)",
+            TokenError::Signature => "token signature is invalid",
+            TokenError::Expired => "token has expired",
+            TokenError::NotYetValid => "token is not valid yet",
+            TokenError::Issuer => "token issuer is not accepted",
+            TokenError::MissingSubject => "token has no subject",
+        }
+    }
+}
+
+/// Signs and verifies tokens with one secret and issuer.
+#[derive(Clone)]
+pub struct Jwt {
+    secret: Vec<u8>,
+    issuer: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Jwt {
+    pub fn new(secret: impl Into<Vec<u8>>, issuer: impl Into<String>) -> Self {
+        Self {
+            secret: secret.into(),
+            issuer: issuer.into(),
+        }
+    }
+
+    /// A token for `uid` valid for `ttl_secs` from `now`.
+    pub fn issue(
+        &self,
+        uid: &str,
+        nick: &str,
+        roles: &[String],
+        ttl_secs: u64,
+        now: u64,
+    ) -> String {
+        let claims = Claims {
+            sub: uid.to_string(),
+            nick: nick.to_string(),
+            exp: now + ttl_secs,
+            nbf: None,
+            iat: Some(now),
+            iss: self.issuer.clone(),
+            roles: roles.to_vec(),
+        };
+        self.sign(&claims)
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let signing_input = format!("{header}.{payload}");
+        let mut mac = self.mac();
+        mac.update(signing_input.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signing_input}.{sig}")
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length; this cannot fail.
+        HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length")
+    }
+
+    /// Verifies `token` at time `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Header = URL_SAFE_NO_PAD
+            .decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed)?;
+        if header.alg != "HS256" {
+            return Err(TokenError::Algorithm);
+        }
+        let sig = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac();
+        mac.update(h.as_bytes());
+        mac.update(b".");
+        mac.update(p.as_bytes());
+        // verify_slice compares in constant time.
+        mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.iss != self.issuer {
+            return Err(TokenError::Issuer);
+        }
+        if claims.sub.is_empty() || claims.sub.len() > 128 {
+            return Err(TokenError::MissingSubject);
+        }
+        Ok(claims)
+    }
+}
+
+/// The signing secret: the configured one, or one generated on first start and kept in
+/// the data directory (mode 0600), so a default install is neither insecure nor broken
+/// between restarts, and `liveshard token --data-dir DIR` signs with the same secret.
+pub fn load_or_create_secret(
+    configured: &str,
+    data_dir: &std::path::Path,
+) -> std::io::Result<Vec<u8>> {
+    if !configured.is_empty() {
+        return Ok(configured.as_bytes().to_vec());
+    }
+    let path = data_dir.join("jwt.secret");
+    match std::fs::read(&path) {
+        Ok(s) if s.len() >= 32 => return Ok(s),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is shorter than 32 bytes", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut raw = [0u8; 32];
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    let secret = URL_SAFE_NO_PAD.encode(raw).into_bytes();
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    use std::io::Write as _;
+    f.write_all(&secret)?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt() -> Jwt {
+        Jwt::new("s3cret", "liveshard")
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = jwt().issue("u1", "Nick", &["admin".into()], 60, 1000);
+        let c = jwt().verify(&t, 1001).unwrap();
+        assert_eq!(c.sub, "u1");
+        assert_eq!(c.nick, "Nick");
+        assert!(c.has_role("admin"));
+    }
+
+    #[test]
+    fn expiry_signature_issuer_are_checked() {
+        let t = jwt().issue("u1", "", &[], 60, 1000);
+        assert_eq!(jwt().verify(&t, 1060), Err(TokenError::Expired));
+        assert_eq!(
+            Jwt::new("other", "liveshard").verify(&t, 1001),
+            Err(TokenError::Signature)
+        );
+        assert_eq!(
+            Jwt::new("s3cret", "someone").verify(&t, 1001),
+            Err(TokenError::Issuer)
+        );
+        let mut tampered = t.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(jwt().verify(&tampered, 1001).is_err());
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let payload =
+            URL_SAFE_NO_PAD.encode(br#"{"sub":"u1","exp":99999999999,"iss":"liveshard"}"#);
+        for alg in ["none", "None", "HS512", "RS256"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}"}}"#));
+            let token = format!("{header}.{payload}.");
+            assert_eq!(jwt().verify(&token, 1), Err(TokenError::Algorithm), "{alg}");
+        }
+        assert_eq!(jwt().verify("a.b", 1), Err(TokenError::Malformed));
+        assert_eq!(jwt().verify("a.b.c.d", 1), Err(TokenError::Malformed));
+        assert_eq!(
+            jwt().verify(&"x".repeat(5000), 1),
+            Err(TokenError::Malformed)
+        );
+    }
+}

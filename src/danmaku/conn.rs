@@ -1,0 +1,643 @@
+//! The danmaku WebSocket connection: upgrade, then a reader and a writer per connection.
+//!
+//! - `GET /ws?room=ID[&token=JWT]` is checked (room id, upgrade headers, Origin allow-list,
+//!   token from the query or `Sec-WebSocket-Protocol`) before the 101 is sent.
+//! - The *reader* (the connection's own task) waits for readability without holding a
+//!   buffer, so an idle connection owns no read memory; it decodes frames and handles
+//!   client messages, forwarding posts to the room's home shard.
+//! - The *writer* drains the connection's outbound queue of shared `Bytes` with vectored
+//!   writes. The queue is byte-bounded: past the bound, droppable frames (batches, online
+//!   counts) are dropped for this viewer and counted; a connection still over the bound
+//!   after the grace period is closed with 1008 "slow consumer" by the shard's sweeper.
+//!
+//! [`Conn`] is the state both tasks and the shard's rooms share (`Rc`, `Cell`): it can be
+//! built without a socket, which is how the fan-out benchmark drives it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use serde_json::json;
+use shards::local::Notify;
+
+use super::hygiene::{clean_text, TokenBucket, Verdict};
+use super::protocol::{self, close, code, ClientMsg};
+use super::{home_shard, valid_room_id, Actor, ConnRef, ModOp, Msg, Post, PostBody, RoomId, Uid};
+use crate::auth::{now_unix, Claims};
+use crate::http::{self, code as http_code, Reply, Request, Response};
+use crate::shard::{Shard, ShardMsg};
+use crate::sockio::{read_append, IoVecs};
+use crate::ws::codec::{close_frame, Decoder, Message};
+use crate::ws::handshake::{check_upgrade, switching_protocols};
+
+/// A logged-in user, as the token says.
+#[derive(Debug)]
+pub struct User {
+    pub uid: Uid,
+    pub nick: Arc<str>,
+    pub admin: bool,
+    pub vip: bool,
+}
+
+impl User {
+    fn from_claims(c: Claims) -> Self {
+        let nick = if c.nick.is_empty() {
+            c.sub.clone()
+        } else {
+            c.nick.clone()
+        };
+        Self {
+            admin: c.has_role("admin"),
+            vip: c.has_role("vip"),
+            uid: c.sub.into(),
+            nick: nick.into(),
+        }
+    }
+}
+
+/// One viewer's connection state, shared by its tasks and its shard's room.
+pub struct Conn {
+    pub id: ConnRef,
+    pub room: RoomId,
+    pub user: RefCell<Option<Rc<User>>>,
+    /// Position in its `LocalRoom`'s viewer list (for O(1) removal).
+    pub room_slot: Cell<usize>,
+    /// True once the home shard accepted the join and the connection is in its room.
+    pub joined: Cell<bool>,
+    out: RefCell<VecDeque<Bytes>>,
+    out_bytes: Cell<usize>,
+    queue_limit: usize,
+    /// Since when the queue has been over its bound (a slow consumer), if it is.
+    over_since: Cell<Option<Instant>>,
+    last_seen: Cell<Instant>,
+    bucket: Cell<TokenBucket>,
+    closing: Cell<Option<(u16, &'static str)>>,
+    /// Wakes the writer: data queued, or closing.
+    writer: Notify,
+    /// Wakes the reader: closing.
+    reader: Notify,
+    /// Aborts a write in flight (slow consumer, shutdown bound).
+    abort: Notify,
+}
+
+impl Conn {
+    pub fn new(
+        id: ConnRef,
+        room: RoomId,
+        user: Option<Rc<User>>,
+        queue_limit: usize,
+        burst: f32,
+    ) -> Self {
+        Self {
+            id,
+            room,
+            user: RefCell::new(user),
+            room_slot: Cell::new(usize::MAX),
+            joined: Cell::new(false),
+            out: RefCell::new(VecDeque::new()),
+            out_bytes: Cell::new(0),
+            queue_limit,
+            over_since: Cell::new(None),
+            last_seen: Cell::new(Instant::now()),
+            bucket: Cell::new(TokenBucket::full(burst, crate::danmaku::engine::now_ms())),
+            closing: Cell::new(None),
+            writer: Notify::new(),
+            reader: Notify::new(),
+            abort: Notify::new(),
+        }
+    }
+
+    pub fn uid(&self) -> Option<Uid> {
+        self.user.borrow().as_ref().map(|u| u.uid.clone())
+    }
+
+    /// Queues a frame this connection must get (acks, errors, history, pongs).
+    pub fn send(&self, frame: Bytes) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        self.out_bytes.set(self.out_bytes.get() + frame.len());
+        self.out.borrow_mut().push_back(frame);
+        self.writer.notify();
+    }
+
+    /// Queues a fan-out frame unless the queue is over its bound; returns false if the
+    /// frame was dropped for this viewer (the slow-consumer clock starts then).
+    pub fn send_droppable(&self, frame: &Bytes) -> bool {
+        if self.closing.get().is_some() {
+            return true;
+        }
+        if self.out_bytes.get() + frame.len() > self.queue_limit {
+            if self.over_since.get().is_none() {
+                self.over_since.set(Some(Instant::now()));
+            }
+            return false;
+        }
+        self.out_bytes.set(self.out_bytes.get() + frame.len());
+        self.out.borrow_mut().push_back(frame.clone());
+        self.writer.notify();
+        true
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.out_bytes.get()
+    }
+
+    /// Takes every queued frame (the fan-out benchmark's in-memory sink).
+    pub fn drain_queue(&self) -> usize {
+        let n = self.out.borrow_mut().drain(..).count();
+        self.out_bytes.set(0);
+        n
+    }
+
+    pub fn over_since(&self) -> Option<Instant> {
+        self.over_since.get()
+    }
+
+    pub fn last_seen(&self) -> Instant {
+        self.last_seen.get()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get().is_some()
+    }
+
+    /// Starts closing: the writer sends what is queued, then the close frame.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        if self.closing.get().is_none() {
+            self.closing.set(Some((code, reason)));
+        }
+        self.writer.notify();
+        self.reader.notify();
+    }
+
+    /// Closes without waiting for the queue: a write in flight is abandoned.
+    pub fn close_now(&self, code: u16, reason: &'static str) {
+        self.close(code, reason);
+        self.abort.notify();
+    }
+}
+
+/// `GET /ws`: checks the request and takes the connection over.
+pub async fn ws_handler(shard: Rc<Shard>, req: Request) -> Reply {
+    let fail =
+        |status: u16, code: u32, msg: &str| Reply::Response(Response::error(status, code, msg));
+    let Some(room) = req.query("room").filter(|r| valid_room_id(r)) else {
+        return fail(
+            400,
+            http_code::BAD_REQUEST,
+            "room must be 1-64 of A-Z a-z 0-9 _ - .",
+        );
+    };
+    let upgrade = match check_upgrade(&req.head) {
+        Ok(u) => u,
+        Err(r) => {
+            let mut resp = Response::error(
+                r.status,
+                http_code::BAD_REQUEST + (r.status as u32 - 400) * 100,
+                r.message,
+            );
+            if r.status == 426 {
+                resp = resp
+                    .header("Sec-WebSocket-Version", "13")
+                    .header("Upgrade", "websocket");
+            }
+            return Reply::Response(resp);
+        }
+    };
+    let shared = &shard.common.danmaku;
+    let origins = &shared.settings.origins;
+    if !origins.is_empty()
+        && !upgrade
+            .origin
+            .as_ref()
+            .is_some_and(|o| origins.iter().any(|a| a == o))
+    {
+        return fail(403, 40300, "origin not allowed");
+    }
+    // A token in the query wins; else the first offered subprotocol that looks like a JWT
+    // (mini-programs cannot set headers on wx.connectSocket, but can pass protocols).
+    let from_protocol = upgrade
+        .protocols
+        .iter()
+        .find(|p| p.matches('.').count() == 2)
+        .cloned();
+    let token = req
+        .query("token")
+        .filter(|t| !t.is_empty())
+        .or(from_protocol.clone());
+    let user = match token {
+        None => None,
+        Some(t) => match shared.jwt.verify(&t, now_unix()) {
+            Ok(claims) => Some(Rc::new(User::from_claims(claims))),
+            Err(e) => return fail(401, 40100, e.message()),
+        },
+    };
+    if shard.shutting_down() {
+        return fail(503, http_code::UNAVAILABLE, "shutting down");
+    }
+    let response = switching_protocols(
+        &upgrade.accept,
+        from_protocol
+            .as_deref()
+            .or(upgrade.protocols.first().map(String::as_str)),
+    );
+    Reply::Takeover(Box::new(move |stream, leftover| {
+        Box::pin(run(shard, stream, leftover, room.into(), user, response))
+    }))
+}
+
+/// Bytes reserved per read. Client messages are small; a larger frame grows the buffer
+/// only while it is being read.
+const READ_CHUNK: usize = 1024;
+/// Frames per vectored write.
+const MAX_IOVECS: usize = 64;
+
+async fn run(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    leftover: BytesMut,
+    room: RoomId,
+    user: Option<Rc<User>>,
+    response: Vec<u8>,
+) {
+    let settings = &shard.common.danmaku.settings;
+    let write = monoio::time::timeout(Duration::from_secs(10), stream.write_all(response)).await;
+    if !matches!(write, Ok((Ok(_), _))) {
+        return;
+    }
+    if settings.send_buffer > 0 {
+        set_send_buffer(&stream, settings.send_buffer);
+    }
+    let engine = &shard.danmaku;
+    let conn = engine.register(&shard, room, user);
+    engine.join(&shard, &conn);
+
+    let (reader, writer) = stream.into_split();
+    let writer_task = monoio::spawn(write_loop(shard.clone(), conn.clone(), writer));
+    read_loop(&shard, &conn, reader, leftover).await;
+    conn.close(close::ABNORMAL, "reader ended");
+    writer_task.await;
+    engine.unregister(&shard, &conn);
+}
+
+fn set_send_buffer(stream: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = bytes as libc::c_int;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+async fn readable(half: &OwnedReadHalf<TcpStream>) -> std::io::Result<()> {
+    // SAFETY: `readable` takes `&self` and only submits a poll on the shared fd; monoio's
+    // `Split` contract for TcpStream allows read-side and write-side operations to run
+    // concurrently, which is what the write half does.
+    let stream = unsafe { &*half.0.get() };
+    stream.readable(false).await
+}
+
+async fn read_loop(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    mut reader: OwnedReadHalf<TcpStream>,
+    mut buf: BytesMut,
+) {
+    let mut decoder = Decoder::new(shard.common.danmaku.settings.ws);
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(msg)) => {
+                    conn.last_seen.set(Instant::now());
+                    on_message(shard, conn, msg);
+                    if conn.is_closing() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    conn.close(e.close_code(), e.reason());
+                    return;
+                }
+            }
+        }
+        if buf.is_empty() && decoder.is_idle() {
+            // Idle: hold no read memory until the next byte arrives.
+            buf = BytesMut::new();
+        }
+        let woke = monoio::select! {
+            r = readable(&reader) => Some(r),
+            _ = conn.reader.notified() => None,
+        };
+        match woke {
+            None => return,
+            Some(Err(_)) => {
+                conn.close_now(close::ABNORMAL, "read failed");
+                return;
+            }
+            Some(Ok(())) => {}
+        }
+        let (res, b) = read_append(&mut reader, buf, READ_CHUNK).await;
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => {
+                // The peer is gone: nothing more can be written either.
+                conn.close_now(close::ABNORMAL, "peer closed");
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(shard: Rc<Shard>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<TcpStream>) {
+    let mut iov = IoVecs::with_capacity(MAX_IOVECS);
+    let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+    loop {
+        {
+            let mut out = conn.out.borrow_mut();
+            while iov.len() < MAX_IOVECS {
+                match out.pop_front() {
+                    Some(b) => iov.push(b),
+                    None => break,
+                }
+            }
+        }
+        if iov.is_empty() {
+            if let Some((code, reason)) = conn.closing.get() {
+                if code != close::ABNORMAL {
+                    let frame = close_frame(code, reason);
+                    let _ =
+                        monoio::time::timeout(Duration::from_millis(500), writer.write_all(frame))
+                            .await;
+                }
+                let _ = writer.shutdown().await;
+                return;
+            }
+            conn.writer.notified().await;
+            continue;
+        }
+        iov.prepare();
+        let result = monoio::select! {
+            r = monoio::time::timeout(write_timeout, writer.writev(iov)) => Some(r),
+            _ = conn.abort.notified() => None,
+        };
+        let Some(Ok((Ok(n), back))) = result else {
+            // Aborted, timed out or failed: try the close frame briefly, then give up.
+            if let Some((code, reason)) = conn.closing.get().filter(|(c, _)| *c != close::ABNORMAL)
+            {
+                let frame = close_frame(code, reason);
+                let _ = monoio::time::timeout(Duration::from_millis(100), writer.write_all(frame))
+                    .await;
+            }
+            conn.closing.set(
+                conn.closing
+                    .get()
+                    .or(Some((close::ABNORMAL, "write failed"))),
+            );
+            conn.reader.notify();
+            return;
+        };
+        iov = back;
+        iov.advance(n);
+        conn.out_bytes.set(conn.out_bytes.get().saturating_sub(n));
+        shard.danmaku.wrote(n);
+        if conn.out_bytes.get() <= conn.queue_limit {
+            conn.over_since.set(None);
+        }
+    }
+}
+
+fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message) {
+    match msg {
+        Message::Text(text) => match protocol::parse_client(&text) {
+            Ok(m) => on_client(shard, conn, m),
+            Err(why) => conn.send(protocol::error_frame(code::BAD_MESSAGE, &why, None)),
+        },
+        Message::Binary(_) => conn.send(protocol::error_frame(
+            code::BAD_MESSAGE,
+            "binary frames are not part of the protocol; send JSON text",
+            None,
+        )),
+        Message::Ping(payload) => {
+            conn.send(crate::ws::codec::encode_frame(
+                tungstenite::protocol::frame::coding::OpCode::Control(
+                    tungstenite::protocol::frame::coding::Control::Pong,
+                ),
+                &payload,
+            ));
+        }
+        Message::Pong(_) => {}
+        Message::Close(_) => conn.close(close::NORMAL, "bye"),
+    }
+}
+
+fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
+    let shared = &shard.common.danmaku;
+    let settings = &shared.settings;
+    match msg {
+        ClientMsg::Ping { ts } => {
+            let now = super::engine::now_ms();
+            conn.send(protocol::frame_json(
+                &json!({"type": "pong", "ts": ts, "server_ts": now}),
+            ));
+        }
+        ClientMsg::Auth { token } => {
+            if conn.user.borrow().is_some() {
+                return conn.send(protocol::error_frame(
+                    code::ALREADY_AUTHENTICATED,
+                    "already authenticated",
+                    None,
+                ));
+            }
+            match shared.jwt.verify(&token, now_unix()) {
+                Ok(claims) => {
+                    let user = Rc::new(User::from_claims(claims));
+                    let uid = user.uid.clone();
+                    *conn.user.borrow_mut() = Some(user);
+                    shard.danmaku.identify(shard, conn, uid);
+                    conn.send(protocol::frame_json(
+                        &json!({"type": "authed", "uid": &*conn.uid().unwrap_or_default()}),
+                    ));
+                }
+                Err(e) => conn.send(protocol::error_frame(code::BAD_TOKEN, e.message(), None)),
+            }
+        }
+        other => {
+            let cid = client_cid(&other);
+            let Some(user) = conn.user.borrow().clone() else {
+                return conn.send(protocol::error_frame(
+                    code::LOGIN_REQUIRED,
+                    "log in to send (anonymous viewers may only read)",
+                    cid.as_deref(),
+                ));
+            };
+            let reply = |c: u32, m: &str| conn.send(protocol::error_frame(c, m, cid.as_deref()));
+            if let Some(op) = moderation(&other) {
+                let actor = Actor::User {
+                    uid: user.uid.clone(),
+                    global_admin: user.admin,
+                    reply: conn.id,
+                    cid,
+                };
+                return shard
+                    .danmaku
+                    .moderate(shard, conn.room.clone(), op, actor, Some(conn));
+            }
+            let mut bucket = conn.bucket.get();
+            let allowed = bucket.take(
+                settings.rate_per_sec,
+                settings.rate_burst,
+                super::engine::now_ms(),
+            );
+            conn.bucket.set(bucket);
+            if !allowed {
+                shard.danmaku.rejected();
+                return reply(code::RATE_LIMITED, "too many messages; slow down");
+            }
+            let body = match other {
+                ClientMsg::Danmaku {
+                    text, color, mode, ..
+                } => {
+                    let Some(text) = checked_text(shard, &text, &reply) else {
+                        return;
+                    };
+                    let Some(color) = protocol::parse_color(color.as_deref()) else {
+                        return reply(code::BAD_MESSAGE, "color must be #RRGGBB");
+                    };
+                    PostBody::Danmaku {
+                        text,
+                        color,
+                        mode: mode.unwrap_or_default(),
+                    }
+                }
+                ClientMsg::Gift { gift_id, count, .. } => PostBody::Gift {
+                    gift_id,
+                    count: count.unwrap_or(1).clamp(1, 9999),
+                },
+                ClientMsg::Like { count, .. } => PostBody::Like {
+                    count: count.unwrap_or(1).clamp(1, 100),
+                },
+                ClientMsg::Pm { to, text, .. } => {
+                    let Some(text) = checked_text(shard, &text, &reply) else {
+                        return;
+                    };
+                    PostBody::Pm {
+                        to: to.into(),
+                        text,
+                    }
+                }
+                _ => return,
+            };
+            let post = Post {
+                room: conn.room.clone(),
+                from: Some(conn.id),
+                uid: user.uid.clone(),
+                nick: user.nick.clone(),
+                vip: user.vip,
+                cid,
+                body,
+            };
+            shard.danmaku.post(shard, conn, post);
+        }
+    }
+}
+
+/// Cleans, length-checks and filters text; answers the client and returns `None` if it
+/// cannot be sent.
+fn checked_text(shard: &Shard, text: &str, reply: &impl Fn(u32, &str)) -> Option<String> {
+    let settings = &shard.common.danmaku.settings;
+    let text = clean_text(text);
+    let chars = text.chars().count();
+    if chars == 0 || chars > settings.max_text_chars {
+        shard.danmaku.rejected();
+        reply(
+            code::TEXT_LENGTH,
+            &format!("text must be 1 to {} characters", settings.max_text_chars),
+        );
+        return None;
+    }
+    match shard.common.danmaku.filter.check(text) {
+        Verdict::Clean(t) | Verdict::Masked(t) => Some(t),
+        Verdict::Rejected => {
+            shard.danmaku.rejected();
+            reply(code::FILTERED, "text contains a blocked word");
+            None
+        }
+    }
+}
+
+fn client_cid(msg: &ClientMsg) -> Option<String> {
+    match msg {
+        ClientMsg::Danmaku { cid, .. }
+        | ClientMsg::Gift { cid, .. }
+        | ClientMsg::Like { cid, .. }
+        | ClientMsg::Pm { cid, .. }
+        | ClientMsg::Mute { cid, .. }
+        | ClientMsg::Unmute { cid, .. }
+        | ClientMsg::Ban { cid, .. }
+        | ClientMsg::Unban { cid, .. }
+        | ClientMsg::Kick { cid, .. }
+        | ClientMsg::SlowMode { cid, .. } => cid.clone(),
+        _ => None,
+    }
+}
+
+fn moderation(msg: &ClientMsg) -> Option<ModOp> {
+    Some(match msg {
+        ClientMsg::Mute { uid, seconds, .. } => ModOp::Mute {
+            uid: uid.as_str().into(),
+            secs: *seconds,
+        },
+        ClientMsg::Unmute { uid, .. } => ModOp::Unmute {
+            uid: uid.as_str().into(),
+        },
+        ClientMsg::Ban { uid, .. } => ModOp::Ban {
+            uid: uid.as_str().into(),
+        },
+        ClientMsg::Unban { uid, .. } => ModOp::Unban {
+            uid: uid.as_str().into(),
+        },
+        ClientMsg::Kick { uid, .. } => ModOp::Kick {
+            uid: uid.as_str().into(),
+        },
+        ClientMsg::SlowMode { seconds, .. } => ModOp::SlowMode { secs: *seconds },
+        _ => return None,
+    })
+}
+
+/// The home shard of a connection's room.
+pub fn home_of(shard: &Shard, room: &str) -> usize {
+    home_shard(room, shard.ctx.count)
+}
+
+/// Sends a danmaku message to `to` through the mesh.
+pub fn submit(shard: &Shard, to: usize, msg: Msg) -> Result<(), Msg> {
+    shard
+        .ctx
+        .mesh
+        .submit_to(to, ShardMsg::Danmaku(msg))
+        .map_err(|full| match full.0 {
+            ShardMsg::Danmaku(m) => m,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("what went in comes back"),
+        })
+}
+
+/// Turns an HTTP-level helper into a handler (keeps `routes.rs` free of danmaku types).
+pub fn handler() -> http::Handler<Shard> {
+    http::handler(ws_handler)
+}

@@ -1,0 +1,286 @@
+//! Danmaku: WebSocket rooms with one-encode, cross-shard fan-out (SPEC §1, C3).
+//!
+//! The flow, one hop in and one hop out:
+//! 1. A viewer's message arrives on the shard holding its socket ([`conn`]): parsed,
+//!    authenticated, rate-limited and filtered there ([`hygiene`]), then sent as a
+//!    [`Msg::Post`] to the room's home shard (`home_shard(room)`).
+//! 2. The home shard ([`engine`], [`room::HomeRoom`]) checks moderation, assigns the room's
+//!    next id, encodes the item once, applies the delivery cap, acks the sender and queues
+//!    the item for the merge window.
+//! 3. Each window, the home shard encodes the pending items as ONE WebSocket frame and sends
+//!    that `Bytes` to every shard with viewers of the room ([`Msg::Deliver`]).
+//! 4. Each of those shards pushes the same `Bytes` onto its local viewers' queues
+//!    ([`room::LocalRoom::fanout`]); each connection's writer drains its queue with
+//!    vectored writes. No per-viewer encoding, copy or lock anywhere on the way.
+//!
+//! Files: [`protocol`] (JSON messages, frames, codes), [`hygiene`] (text, filter, rate),
+//! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling,
+//! tickers), [`conn`] (the WebSocket connection driver).
+
+pub mod conn;
+pub mod engine;
+pub mod hygiene;
+pub mod protocol;
+pub mod room;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use engine::Danmaku;
+
+use crate::auth::Jwt;
+use crate::ws::WsLimits;
+use hygiene::Filter;
+use protocol::Mode;
+
+/// Room ids and user ids travel between shards; `Arc<str>` clones are a refcount bump.
+pub type RoomId = Arc<str>;
+pub type Uid = Arc<str>;
+
+/// Which shard is a room's home: FNV-1a of its id, so every shard (and every node, later)
+/// computes the same answer without asking anyone.
+pub fn home_shard(room: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in room.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % shards as u64) as usize
+}
+
+/// Room ids: 1–64 of `A-Z a-z 0-9 _ - .` (they appear in URLs and stream names).
+pub fn valid_room_id(room: &str) -> bool {
+    (1..=64).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A connection's address across shards: its shard, slab key and a generation that makes
+/// a reply to a connection that has since closed (and whose key was reused) harmless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub shard: u16,
+    pub key: u32,
+    pub gen: u32,
+}
+
+/// Who asks for a moderation action; the home shard decides if they may.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    /// A connected user (their token's roles say whether they are a global admin).
+    User {
+        uid: Uid,
+        global_admin: bool,
+        reply: ConnRef,
+        cid: Option<String>,
+    },
+    /// The server itself (the REST API, having checked ownership).
+    System,
+}
+
+#[derive(Clone, Debug)]
+pub enum ModOp {
+    Mute { uid: Uid, secs: u64 },
+    Unmute { uid: Uid },
+    Ban { uid: Uid },
+    Unban { uid: Uid },
+    Kick { uid: Uid },
+    SlowMode { secs: u64 },
+    AddAdmin { uid: Uid },
+    RemoveAdmin { uid: Uid },
+    SetOwner { uid: Uid },
+}
+
+/// What a post carries, after the sender's shard checked it.
+#[derive(Debug)]
+pub enum PostBody {
+    Danmaku {
+        text: String,
+        color: String,
+        mode: Mode,
+    },
+    Gift {
+        gift_id: String,
+        count: u32,
+    },
+    Like {
+        count: u32,
+    },
+    Pm {
+        to: Uid,
+        text: String,
+    },
+    /// Server-originated notices (moderation, API).
+    System {
+        text: String,
+    },
+    /// Stream went live or offline (from the media side).
+    Live {
+        live: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct Post {
+    pub room: RoomId,
+    /// The sending connection, for the ack; `None` for server-originated items.
+    pub from: Option<ConnRef>,
+    pub uid: Uid,
+    pub nick: Arc<str>,
+    pub vip: bool,
+    pub cid: Option<String>,
+    pub body: PostBody,
+}
+
+/// What the home shard answers a join with.
+#[derive(Debug)]
+pub struct JoinAnswer {
+    pub history: Bytes,
+    pub online: Bytes,
+}
+
+/// Danmaku messages between shards (carried in `ShardMsg::Danmaku`).
+#[derive(Debug)]
+pub enum Msg {
+    /// Viewer shard → home: a connection joins; `count` is that shard's new total.
+    Join {
+        room: RoomId,
+        conn: ConnRef,
+        uid: Option<Uid>,
+        count: u32,
+    },
+    /// Home → viewer shard: the join's answer (or a refusal: close code and reason).
+    Joined {
+        conn: ConnRef,
+        answer: Result<Box<JoinAnswer>, (u16, &'static str)>,
+    },
+    /// Viewer shard → home: a connection left; `count` is that shard's new total.
+    Leave {
+        room: RoomId,
+        uid: Option<Uid>,
+        count: u32,
+    },
+    /// Viewer shard → home: an anonymous connection logged in with an `auth` message.
+    Identify { room: RoomId, uid: Uid },
+    /// Viewer shard → home: a post for the room.
+    Post(Box<Post>),
+    /// Home → viewer shard: a frame for one connection (ack, error).
+    Reply { conn: ConnRef, frame: Bytes },
+    /// Home → viewer shards: a frame for every local viewer of the room.
+    Deliver { room: RoomId, frame: Bytes },
+    /// Home → viewer shards: a frame for the local connections of one user in the room.
+    DeliverTo {
+        room: RoomId,
+        uid: Uid,
+        frame: Bytes,
+    },
+    /// Home → viewer shards: close the local connections of one user in the room.
+    Kick {
+        room: RoomId,
+        uid: Uid,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Any shard → home: a moderation action.
+    Moderate {
+        room: RoomId,
+        op: ModOp,
+        actor: Box<Actor>,
+    },
+    /// Any shard → home: the room's stream clock (media timestamp in ms), or `None` when
+    /// the stream stops.
+    MediaClock { room: RoomId, media_ms: Option<u64> },
+}
+
+/// Settings of the danmaku engine, from `[danmaku]`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub merge_window: Duration,
+    pub history_on_join: usize,
+    pub history_capacity: usize,
+    pub max_text_chars: usize,
+    pub rate_per_sec: f32,
+    pub rate_burst: f32,
+    pub ws: WsLimits,
+    pub heartbeat: Duration,
+    pub online_interval: Duration,
+    pub queue_bytes: usize,
+    pub slow_grace: Duration,
+    pub cap_per_sec: u32,
+    pub origins: Vec<String>,
+    pub send_buffer: usize,
+    pub room_idle: Duration,
+}
+
+/// What every shard's danmaku engine reads and nobody writes after start.
+pub struct Shared {
+    pub settings: Settings,
+    pub filter: Filter,
+    pub jwt: Jwt,
+}
+
+impl Shared {
+    /// Builds the engine's shared state from the validated config (loads or creates the
+    /// token secret).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Self, String> {
+        let d = &cfg.danmaku;
+        let mode = if d.filter_mode == "mask" {
+            hygiene::FilterMode::Mask
+        } else {
+            hygiene::FilterMode::Reject
+        };
+        let secret = crate::auth::load_or_create_secret(&cfg.auth.jwt_secret, &cfg.server.data_dir)
+            .map_err(|e| format!("token secret: {e}"))?;
+        Ok(Self {
+            settings: Settings {
+                merge_window: Duration::from_millis(d.merge_window_ms),
+                history_on_join: d.history_on_join,
+                history_capacity: d.history_capacity,
+                max_text_chars: d.max_text_chars,
+                rate_per_sec: d.rate_per_sec as f32,
+                rate_burst: d.rate_burst as f32,
+                ws: WsLimits {
+                    max_frame: d.max_frame_bytes,
+                    max_message: d.max_frame_bytes,
+                },
+                heartbeat: Duration::from_secs(d.heartbeat_secs),
+                online_interval: Duration::from_millis(d.online_interval_ms),
+                queue_bytes: d.queue_bytes,
+                slow_grace: Duration::from_millis(d.slow_grace_ms),
+                cap_per_sec: d.room_cap_per_sec,
+                origins: d.origins.clone(),
+                send_buffer: d.send_buffer_bytes,
+                room_idle: Duration::from_secs(d.room_idle_secs),
+            },
+            filter: Filter::new(&d.filter_words, mode)?,
+            jwt: Jwt::new(secret, cfg.auth.jwt_issuer.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_shard_is_stable_and_spread() {
+        assert_eq!(home_shard("room-1", 4), home_shard("room-1", 4));
+        let mut seen = [0; 4];
+        for i in 0..1000 {
+            seen[home_shard(&format!("room-{i}"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+    }
+
+    #[test]
+    fn room_ids() {
+        assert!(valid_room_id("abc_1-2.x"));
+        assert!(!valid_room_id(""));
+        assert!(!valid_room_id("a b"));
+        assert!(!valid_room_id(&"a".repeat(65)));
+        assert!(!valid_room_id("房间"));
+    }
+}

@@ -1,0 +1,477 @@
+//! A room's two halves.
+//!
+//! [`HomeRoom`] lives only on the room's home shard (`hash(room) % shards`) and is the
+//! authority: it assigns ids, keeps history, applies the delivery cap and moderation, knows
+//! how many viewers each shard has and which users are in the room, and batches items for
+//! the merge window. [`LocalRoom`] lives on every shard that has viewers of the room: the
+//! list of those viewers, and the per-user index for private messages and kicks.
+//!
+//! Both are plain data owned by one shard; nothing here is shared across threads.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::conn::Conn;
+use super::protocol::{code, list_frame};
+use super::{RoomId, Uid};
+
+/// How an item competes for the room's delivery cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Plain danmaku and likes: sampled when the room is over its cap.
+    Plain,
+    /// Paid/VIP users' danmaku: never dropped.
+    Vip,
+    /// Gifts: never dropped.
+    Gift,
+    /// System notices, live/offline: never dropped.
+    System,
+}
+
+/// The delivery cap: a token bucket of `per_sec` items with a one-second burst. Every
+/// delivered item takes a token; plain items are delivered only when one is available, so
+/// what gets through is spread evenly over time (a sample, not the first N of a second).
+/// Higher priorities always get through and may drive the bucket negative, which leaves
+/// less room for plain items — they pay for what they displace.
+#[derive(Debug)]
+struct Cap {
+    per_sec: f64,
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl Cap {
+    fn admit(&mut self, priority: Priority, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.last_ms = now_ms;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
+        if priority == Priority::Plain {
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        } else {
+            self.tokens = (self.tokens - 1.0).max(-self.per_sec);
+            true
+        }
+    }
+}
+
+/// Per-room settings, from the config (room-level overrides come with the REST API).
+#[derive(Clone, Debug)]
+pub struct RoomSettings {
+    pub history_capacity: usize,
+    /// Items per second delivered at most; 0 = no cap.
+    pub cap_per_sec: u32,
+}
+
+/// A moderation refusal: the error code and message sent to the sender.
+pub type Refusal = (u32, &'static str);
+
+pub struct HomeRoom {
+    pub id: RoomId,
+    next_id: u64,
+    /// Items already delivered (or sampled out), oldest first, encoded once.
+    history: VecDeque<Bytes>,
+    history_capacity: usize,
+    /// Items waiting for the merge window.
+    pending: Vec<Bytes>,
+    /// Whether the room is on its shard's list of rooms to flush.
+    pub dirty: bool,
+    cap: Option<Cap>,
+    /// Viewers per shard, as each shard last reported (absolute counts).
+    shard_counts: Vec<u32>,
+    /// Logged-in users in the room and how many connections each has.
+    users: HashMap<Uid, u32>,
+    pub online_changed: bool,
+    pub online_sent_ms: u64,
+    pub owner: Option<Uid>,
+    admins: HashSet<Uid>,
+    /// Muted users and when each mute ends (ms; u64::MAX for "until unmuted").
+    mutes: HashMap<Uid, u64>,
+    bans: HashSet<Uid>,
+    slow_mode_ms: u64,
+    last_post_ms: HashMap<Uid, u64>,
+    /// When the room last had no viewers and nothing pending (ms), for eviction.
+    pub idle_since_ms: Option<u64>,
+    /// The stream clock (C4): the latest media timestamp seen and when it was seen.
+    media_clock: Option<(u64, u64)>,
+}
+
+impl HomeRoom {
+    pub fn new(id: RoomId, shards: usize, settings: &RoomSettings, now_ms: u64) -> Self {
+        Self {
+            id,
+            next_id: 1,
+            history: VecDeque::new(),
+            history_capacity: settings.history_capacity,
+            pending: Vec::new(),
+            dirty: false,
+            cap: (settings.cap_per_sec > 0).then_some(Cap {
+                per_sec: settings.cap_per_sec as f64,
+                tokens: settings.cap_per_sec as f64,
+                last_ms: now_ms,
+            }),
+            shard_counts: vec![0; shards],
+            users: HashMap::new(),
+            online_changed: false,
+            online_sent_ms: 0,
+            owner: None,
+            admins: HashSet::new(),
+            mutes: HashMap::new(),
+            bans: HashSet::new(),
+            slow_mode_ms: 0,
+            last_post_ms: HashMap::new(),
+            idle_since_ms: Some(now_ms),
+            media_clock: None,
+        }
+    }
+
+    /// Total viewers across shards.
+    pub fn online(&self) -> u64 {
+        self.shard_counts.iter().map(|&c| c as u64).sum()
+    }
+
+    /// Shards that currently have viewers: where batches go.
+    pub fn targets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.shard_counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(s, _)| s)
+    }
+
+    pub fn set_count(&mut self, shard: usize, count: u32, now_ms: u64) {
+        if self.shard_counts[shard] != count {
+            self.shard_counts[shard] = count;
+            self.online_changed = true;
+        }
+        self.update_idle(now_ms);
+    }
+
+    pub fn user_joined(&mut self, uid: &Uid) {
+        *self.users.entry(uid.clone()).or_insert(0) += 1;
+    }
+
+    pub fn user_left(&mut self, uid: &Uid) {
+        if let Some(n) = self.users.get_mut(uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.users.remove(uid);
+            }
+        }
+    }
+
+    pub fn has_user(&self, uid: &str) -> bool {
+        self.users.contains_key(uid)
+    }
+
+    fn update_idle(&mut self, now_ms: u64) {
+        let idle = self.online() == 0 && self.pending.is_empty();
+        match (idle, self.idle_since_ms) {
+            (true, None) => self.idle_since_ms = Some(now_ms),
+            (false, Some(_)) => self.idle_since_ms = None,
+            _ => {}
+        }
+    }
+
+    pub fn is_banned(&self, uid: &str) -> bool {
+        self.bans.contains(uid)
+    }
+
+    pub fn is_moderator(&self, uid: &str) -> bool {
+        self.owner.as_deref() == Some(uid) || self.admins.contains(uid)
+    }
+
+    /// Whether `uid` may post now: ban, mute and slow mode. Records the post time for slow
+    /// mode when it is allowed.
+    pub fn admit(&mut self, uid: &Uid, now_ms: u64) -> Result<(), Refusal> {
+        if self.bans.contains(uid) {
+            return Err((code::BANNED, "you are banned from this room"));
+        }
+        if let Some(&until) = self.mutes.get(uid) {
+            if until > now_ms {
+                return Err((code::MUTED, "you are muted in this room"));
+            }
+            self.mutes.remove(uid);
+        }
+        if self.slow_mode_ms > 0 && !self.is_moderator(uid) {
+            if let Some(&last) = self.last_post_ms.get(uid) {
+                if now_ms < last + self.slow_mode_ms {
+                    return Err((code::SLOW_MODE, "slow mode: wait before sending again"));
+                }
+            }
+            if self.last_post_ms.len() > 100_000 {
+                // Bounded: forget posts older than the interval (they no longer matter).
+                let horizon = now_ms.saturating_sub(self.slow_mode_ms);
+                self.last_post_ms.retain(|_, &mut t| t >= horizon);
+            }
+            self.last_post_ms.insert(uid.clone(), now_ms);
+        }
+        Ok(())
+    }
+
+    /// The next id, strictly increasing per room.
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The ids assigned so far (the last one), for restoring from storage.
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Queues an encoded item for the next batch, or — if the delivery cap samples it out —
+    /// straight into history. Returns whether it will be delivered.
+    pub fn push(&mut self, item: Bytes, priority: Priority, now_ms: u64) -> bool {
+        let deliver = self.cap.as_mut().is_none_or(|c| c.admit(priority, now_ms));
+        if deliver {
+            self.pending.push(item);
+            self.idle_since_ms = None;
+        } else {
+            self.remember(item);
+        }
+        deliver
+    }
+
+    fn remember(&mut self, item: Bytes) {
+        if self.history.len() == self.history_capacity {
+            self.history.pop_front();
+        }
+        if self.history_capacity > 0 {
+            self.history.push_back(item);
+        }
+    }
+
+    /// Encodes the pending items as one batch frame (once, for every viewer on every
+    /// shard) and moves them into history. `None` if nothing is pending.
+    pub fn flush(&mut self) -> Option<Bytes> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let frame = list_frame("batch", &self.id, self.pending.iter());
+        let items = std::mem::take(&mut self.pending);
+        for item in items {
+            self.remember(item);
+        }
+        Some(frame)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The last `n` delivered items as a `history` frame. Items still pending are not in it:
+    /// they reach a new viewer in the next batch, so nothing arrives twice.
+    pub fn history_frame(&self, n: usize) -> Bytes {
+        let skip = self.history.len().saturating_sub(n);
+        list_frame("history", &self.id, self.history.iter().skip(skip))
+    }
+
+    /// History items, newest first, with ids below `before` (for paging).
+    pub fn history_items(&self) -> impl DoubleEndedIterator<Item = &Bytes> {
+        self.history.iter()
+    }
+
+    // --- moderation -----------------------------------------------------------------
+
+    pub fn mute(&mut self, uid: Uid, until_ms: u64) {
+        self.mutes.insert(uid, until_ms);
+    }
+
+    pub fn unmute(&mut self, uid: &str) {
+        self.mutes.remove(uid);
+    }
+
+    pub fn ban(&mut self, uid: Uid) {
+        self.bans.insert(uid);
+    }
+
+    pub fn unban(&mut self, uid: &str) {
+        self.bans.remove(uid);
+    }
+
+    pub fn set_slow_mode(&mut self, secs: u64) {
+        self.slow_mode_ms = secs.saturating_mul(1000);
+        self.last_post_ms.clear();
+    }
+
+    pub fn add_admin(&mut self, uid: Uid) {
+        self.admins.insert(uid);
+    }
+
+    pub fn remove_admin(&mut self, uid: &str) {
+        self.admins.remove(uid);
+    }
+
+    // --- media timeline (C4) ----------------------------------------------------------
+
+    /// Records the stream's timestamp `media_ms` as seen at `now_ms`.
+    pub fn set_media_clock(&mut self, media_ms: u64, now_ms: u64) {
+        self.media_clock = Some((media_ms, now_ms));
+    }
+
+    pub fn clear_media_clock(&mut self) {
+        self.media_clock = None;
+    }
+
+    /// The stream timestamp now: the last one seen plus the time since.
+    pub fn media_now(&self, now_ms: u64) -> Option<u64> {
+        self.media_clock
+            .map(|(media, at)| media + now_ms.saturating_sub(at))
+    }
+}
+
+/// A room's viewers on one shard.
+#[derive(Default)]
+pub struct LocalRoom {
+    pub viewers: Vec<Rc<Conn>>,
+    /// Connections that asked to join and wait for the home shard's answer.
+    pub joining: u32,
+    /// Logged-in viewers by user id (for private messages and kicks).
+    pub users: HashMap<Uid, Vec<Rc<Conn>>>,
+}
+
+impl LocalRoom {
+    /// Viewers counted for the room: joined and joining.
+    pub fn count(&self) -> u32 {
+        self.viewers.len() as u32 + self.joining
+    }
+
+    pub fn add(&mut self, conn: Rc<Conn>) {
+        conn.room_slot.set(self.viewers.len());
+        self.viewers.push(conn);
+    }
+
+    pub fn remove(&mut self, conn: &Conn) {
+        let slot = conn.room_slot.get();
+        if slot < self.viewers.len() && std::ptr::eq(&*self.viewers[slot], conn) {
+            self.viewers.swap_remove(slot);
+            if let Some(moved) = self.viewers.get(slot) {
+                moved.room_slot.set(slot);
+            }
+        }
+    }
+
+    pub fn index_user(&mut self, uid: Uid, conn: Rc<Conn>) {
+        self.users.entry(uid).or_default().push(conn);
+    }
+
+    pub fn unindex_user(&mut self, uid: &str, conn: &Conn) {
+        if let Some(list) = self.users.get_mut(uid) {
+            list.retain(|c| !std::ptr::eq(&**c, conn));
+            if list.is_empty() {
+                self.users.remove(uid);
+            }
+        }
+    }
+
+    /// Writes `frame` to every viewer: one refcount increment and one queue push each.
+    /// Returns (delivered, dropped for slow consumers).
+    pub fn fanout(&self, frame: &Bytes) -> (u64, u64) {
+        let mut dropped = 0;
+        for conn in &self.viewers {
+            if !conn.send_droppable(frame) {
+                dropped += 1;
+            }
+        }
+        (self.viewers.len() as u64 - dropped, dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(cap: u32) -> HomeRoom {
+        HomeRoom::new(
+            "r".into(),
+            2,
+            &RoomSettings {
+                history_capacity: 3,
+                cap_per_sec: cap,
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn history_excludes_pending_and_is_capped() {
+        let mut r = room(0);
+        for i in 0..5 {
+            r.push(Bytes::from(format!("{{\"id\":{i}}}")), Priority::Plain, 0);
+        }
+        assert_eq!(
+            &r.history_frame(50)[2..],
+            br#"{"type":"history","room":"r","msgs":[]}"#
+        );
+        let batch = r.flush().unwrap();
+        assert!(String::from_utf8_lossy(&batch).contains(r#""msgs":[{"id":0},{"id":1}"#));
+        assert!(r.flush().is_none());
+        let h = r.history_frame(2);
+        assert_eq!(
+            &h[2..],
+            br#"{"type":"history","room":"r","msgs":[{"id":3},{"id":4}]}"#
+        );
+    }
+
+    #[test]
+    fn cap_samples_plain_but_never_gifts_or_system() {
+        let mut r = room(10);
+        let mut plain = 0;
+        for i in 0..100 {
+            // 100 plain items over one second: about 10 + 10 (burst) get through.
+            if r.push(Bytes::from_static(b"{}"), Priority::Plain, i * 10) {
+                plain += 1;
+            }
+        }
+        assert!((15..=21).contains(&plain), "{plain}");
+        for i in 0..50 {
+            assert!(r.push(Bytes::from_static(b"{}"), Priority::Gift, 1000 + i));
+            assert!(r.push(Bytes::from_static(b"{}"), Priority::System, 1000 + i));
+        }
+        assert!(
+            !r.push(Bytes::from_static(b"{}"), Priority::Plain, 1050),
+            "gifts used the room's cap"
+        );
+    }
+
+    #[test]
+    fn moderation_rules() {
+        let mut r = room(0);
+        let u: Uid = "u1".into();
+        assert!(r.admit(&u, 0).is_ok());
+        r.mute(u.clone(), 5000);
+        assert_eq!(r.admit(&u, 1000).unwrap_err().0, code::MUTED);
+        assert!(r.admit(&u, 5000).is_ok(), "mute expires");
+        r.set_slow_mode(10);
+        assert!(r.admit(&u, 6000).is_ok());
+        assert_eq!(r.admit(&u, 7000).unwrap_err().0, code::SLOW_MODE);
+        assert!(r.admit(&u, 16000).is_ok());
+        r.add_admin(u.clone());
+        assert!(
+            r.admit(&u, 16001).is_ok(),
+            "admins are exempt from slow mode"
+        );
+        r.ban(u.clone());
+        assert_eq!(r.admit(&u, 20000).unwrap_err().0, code::BANNED);
+    }
+
+    #[test]
+    fn online_counts_and_targets() {
+        let mut r = room(0);
+        r.set_count(1, 5, 0);
+        assert_eq!(r.online(), 5);
+        assert_eq!(r.targets().collect::<Vec<_>>(), vec![1]);
+        assert!(r.online_changed);
+        assert!(r.idle_since_ms.is_none());
+        r.set_count(1, 0, 10);
+        assert_eq!(r.idle_since_ms, Some(10));
+    }
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::local::Signal;
-use crate::mesh::{self, Mesh, MeshStats, Shared};
+use crate::mesh::{self, Mesh, MeshStats, Remote, Shared};
 
 /// Which I/O driver to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,15 +113,21 @@ impl<M> ShardCtx<M> {
 }
 
 /// The running shards, seen from the thread that started them.
-pub struct Engine {
+pub struct Engine<M> {
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
     driver: DriverInUse,
+    remotes: Vec<Remote<M>>,
 }
 
-impl Engine {
+impl<M> Engine<M> {
     pub fn driver(&self) -> DriverInUse {
         self.driver
+    }
+
+    /// A sender into each shard, for threads that are not shards (index = shard id).
+    pub fn remotes(&self) -> Vec<Remote<M>> {
+        self.remotes.clone()
     }
 
     /// Each shard's mesh counters, for metrics.
@@ -204,7 +210,7 @@ pub fn available_cpus() -> Vec<usize> {
 
 /// Starts `cfg.shards` shards. Shard `i` runs `main(ctx, seeds[i])`; its thread ends when
 /// that future completes. `seeds` carries what each shard owns from birth (its listeners).
-pub fn start<M, S, F, Fut>(cfg: EngineConfig, seeds: Vec<S>, main: F) -> io::Result<Engine>
+pub fn start<M, S, F, Fut>(cfg: EngineConfig, seeds: Vec<S>, main: F) -> io::Result<Engine<M>>
 where
     M: Send + 'static,
     S: Send + 'static,
@@ -215,7 +221,7 @@ where
     assert_eq!(seeds.len(), cfg.shards, "one seed per shard");
     let driver = resolve_driver(cfg.driver, cfg.uring_entries)?;
     let cpus = available_cpus();
-    let (shared, parts) = mesh::build::<M>(cfg.shards, cfg.ring_capacity);
+    let (shared, parts, remotes) = mesh::build::<M>(cfg.shards, cfg.ring_capacity);
     let main = Arc::new(main);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
 
@@ -293,6 +299,7 @@ where
         threads,
         shared,
         driver,
+        remotes,
     };
     for _ in 0..cfg.shards {
         match ready_rx.recv() {

@@ -23,4 +23,4 @@ pub mod local;
 pub mod mesh;
 
 pub use engine::{start, Driver, DriverInUse, Engine, EngineConfig, ShardCtx};
-pub use mesh::{Full, Mesh, MeshStats};
+pub use mesh::{Full, Mesh, MeshStats, Remote};

@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -141,6 +142,7 @@ pub struct Mesh<M> {
     me: usize,
     lanes: Box<[Option<Lane<M>>]>,
     inbound: Box<[Option<RefCell<Consumer<M>>>]>,
+    external: Receiver<M>,
     local: RefCell<VecDeque<M>>,
     local_dirty: Cell<bool>,
     backlog_capacity: usize,
@@ -152,7 +154,10 @@ pub struct Mesh<M> {
 }
 
 /// Builds the whole mesh: returns the per-shard endpoints' parts, in shard order.
-pub(crate) fn build<M>(shards: usize, ring_capacity: usize) -> (Arc<Shared>, Vec<MeshParts<M>>) {
+pub(crate) fn build<M>(
+    shards: usize,
+    ring_capacity: usize,
+) -> (Arc<Shared>, Vec<MeshParts<M>>, Vec<Remote<M>>) {
     let mut producers: Vec<Vec<Option<Producer<M>>>> = (0..shards)
         .map(|_| (0..shards).map(|_| None).collect())
         .collect();
@@ -172,21 +177,79 @@ pub(crate) fn build<M>(shards: usize, ring_capacity: usize) -> (Arc<Shared>, Vec
         doorbells: (0..shards).map(|_| Doorbell::new()).collect(),
         stats: (0..shards).map(|_| MeshStats::new(shards)).collect(),
     });
+    let mut remotes = Vec::with_capacity(shards);
     let parts = producers
         .into_iter()
         .zip(consumers)
-        .map(|(producers, consumers)| MeshParts {
-            producers,
-            consumers,
+        .enumerate()
+        .map(|(shard, (producers, consumers))| {
+            let (tx, external) = std::sync::mpsc::sync_channel(ring_capacity);
+            remotes.push(Remote {
+                shard,
+                tx,
+                shared: shared.clone(),
+            });
+            MeshParts {
+                producers,
+                consumers,
+                external,
+            }
         })
         .collect();
-    (shared, parts)
+    (shared, parts, remotes)
 }
 
 /// The ring ends of one shard, moved to its thread before the endpoint is built there.
 pub(crate) struct MeshParts<M> {
     producers: Vec<Option<Producer<M>>>,
     consumers: Vec<Option<Consumer<M>>>,
+    external: Receiver<M>,
+}
+
+/// A sender into one shard from a thread that is not a shard (storage, outbound HTTP).
+///
+/// Several such threads may send to one shard, so this is a bounded MPSC channel (std's)
+/// drained by the shard's receive loop next to its rings, with the same doorbell: a
+/// burst of sends costs the shard one wake-up. `send` blocks when the channel is full —
+/// back-pressure on the helper thread, never on a shard.
+pub struct Remote<M> {
+    shard: usize,
+    tx: SyncSender<M>,
+    shared: Arc<Shared>,
+}
+
+impl<M> Clone for Remote<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shard: self.shard,
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M> Remote<M> {
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// Sends `msg`, waiting for room if the shard is behind. Err if the shard is gone.
+    pub fn send(&self, msg: M) -> Result<(), M> {
+        self.tx.send(msg).map_err(|e| e.0)?;
+        self.shared.doorbells[self.shard].ring();
+        Ok(())
+    }
+
+    /// Sends `msg` if there is room now.
+    pub fn try_send(&self, msg: M) -> Result<(), M> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.shared.doorbells[self.shard].ring();
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => Err(m),
+        }
+    }
 }
 
 impl<M> Mesh<M> {
@@ -216,6 +279,7 @@ impl<M> Mesh<M> {
                 .into_iter()
                 .map(|c| c.map(RefCell::new))
                 .collect(),
+            external: parts.external,
             local: RefCell::new(VecDeque::new()),
             local_dirty: Cell::new(false),
             backlog_capacity,
@@ -406,6 +470,17 @@ impl<M> Mesh<M> {
                 }
                 received += taken as u64;
             }
+            // Messages from helper threads are handed over as coming from this shard.
+            let mut taken = 0;
+            while let Ok(msg) = self.external.try_recv() {
+                handler(self.me, msg);
+                taken += 1;
+                if taken == self.drain_quota {
+                    more = true;
+                    break;
+                }
+            }
+            received += taken as u64;
             let mut taken = 0;
             loop {
                 let msg = self.local.borrow_mut().pop_front();

@@ -149,3 +149,59 @@ fn full_ring_and_backlog_refuse_without_blocking() {
     engine.stop();
     assert!(engine.join(Duration::from_secs(5)));
 }
+
+#[test]
+fn helper_threads_reach_a_shard_through_its_remote() {
+    let cfg = EngineConfig {
+        shards: 2,
+        ring_capacity: 16,
+        ..EngineConfig::default()
+    };
+    let (tx, rx) = mpsc::channel::<u64>();
+    let engine = shards::start::<u64, mpsc::Sender<u64>, _, _>(
+        cfg,
+        vec![tx.clone(), tx],
+        |ctx, report| async move {
+            let sum = Rc::new(Cell::new(0u64));
+            {
+                let (sum, mesh) = (sum.clone(), ctx.mesh.clone());
+                let report = report.clone();
+                monoio::spawn(async move {
+                    mesh.serve(|from, n| {
+                        assert_eq!(
+                            from,
+                            mesh.me(),
+                            "remote messages come as from the shard itself"
+                        );
+                        sum.set(sum.get() + n);
+                        if n == 0 {
+                            report.send(sum.get()).unwrap();
+                        }
+                    })
+                    .await
+                });
+            }
+            ctx.stop_signal().wait().await;
+        },
+    )
+    .unwrap();
+    let remote = engine.remotes()[1].clone();
+    // Two helper threads, 1000 messages each, more than the channel holds at once.
+    let senders: Vec<_> = (0..2)
+        .map(|_| {
+            let r = remote.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    r.send(1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    remote.send(0).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 2000);
+    engine.stop();
+    assert!(engine.join(Duration::from_secs(5)));
+}

@@ -29,6 +29,31 @@ pub struct Config {
     pub mesh: MeshConfig,
     pub auth: AuthConfig,
     pub danmaku: DanmakuConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// When a danmaku ack is sent: "durable" — after the item is committed and fsynced
+    /// (survives kill -9 and power loss; the fsync is shared by every item that arrived
+    /// during the previous commit), or "immediate" — at once, stored right after (faster
+    /// acks; a crash can lose the last acknowledged items).
+    pub ack: String,
+    /// Danmaku items kept per room in the store (the history the API pages through).
+    pub history_per_room: u64,
+    /// Requests waiting for the store thread at most; past it, callers are told "busy".
+    pub queue: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            ack: "durable".into(),
+            history_per_room: 1000,
+            queue: 65536,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

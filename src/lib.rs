@@ -10,6 +10,7 @@
 //! - [`ws`]      — WebSocket handshake and frame codec (sans-IO).
 //! - [`danmaku`] — rooms, one-encode cross-shard fan-out, the danmaku protocol.
 //! - [`auth`]    — HS256 login tokens.
+//! - [`store`]   — storage on its own thread: the embedded redb backend, group commits.
 //! - [`metrics`] — per-shard counters and the Prometheus rendering.
 //! - [`logging`] — structured logs.
 //! - [`sockio`]  — socket helpers shared by the connection drivers.
@@ -27,4 +28,5 @@ pub mod routes;
 pub mod server;
 pub mod shard;
 pub mod sockio;
+pub mod store;
 pub mod ws;

@@ -58,7 +58,20 @@ pub fn run(config: Config) -> Result<(), String> {
     let seeds: Vec<Seed> = http.into_iter().map(|http| Seed { http }).collect();
 
     let danmaku = crate::danmaku::Shared::from_config(&config)?;
+    let backend = crate::store::embedded::Embedded::open(
+        &config.server.data_dir,
+        config.store.history_per_room,
+        true,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot open the store in {}: {e}",
+            config.server.data_dir.display()
+        )
+    })?;
+    let mut store = crate::store::Store::new(Box::new(backend), config.store.queue);
     let common = Arc::new(Common {
+        store: store.handle(),
         metrics: Arc::new(Metrics::new(shard_count, driver)),
         danmaku: Arc::new(danmaku),
         config: Arc::new(config),
@@ -79,6 +92,9 @@ pub fn run(config: Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?
     };
 
+    store
+        .start(engine.remotes())
+        .map_err(|e| format!("cannot start the store thread: {e}"))?;
     tracing::info!(%http_addr, shards = shard_count, driver = %driver, "liveshard started");
     // One machine-readable line for scripts and tests that start us on port 0.
     let mut stdout = std::io::stdout();
@@ -108,6 +124,13 @@ pub fn run(config: Config) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     engine.join(Duration::from_secs(1));
+    // The shards are gone: the store finishes what they queued, then stops.
+    drop(common);
+    store.join(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1)),
+    );
     tracing::info!("stopped");
     Ok(())
 }

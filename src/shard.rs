@@ -37,6 +37,7 @@ pub struct Common {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub danmaku: Arc<crate::danmaku::Shared>,
+    pub store: crate::store::StoreHandle,
 }
 
 /// What each shard owns from birth.
@@ -72,7 +73,7 @@ impl Shard {
         self.shutdown.is_raised()
     }
 
-    fn handle_msg(&self, from: usize, msg: ShardMsg) {
+    fn handle_msg(self: &Rc<Self>, from: usize, msg: ShardMsg) {
         match msg {
             ShardMsg::Danmaku(m) => self.danmaku.handle(self, from, m),
         }

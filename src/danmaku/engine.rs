@@ -24,6 +24,8 @@ use super::protocol::{self, close, code, encode_item, Item, ItemBody};
 use super::room::{HomeRoom, LocalRoom, Priority, RoomSettings};
 use super::{Actor, ConnRef, JoinAnswer, ModOp, Msg, Post, PostBody, RoomId, Uid};
 use crate::shard::Shard;
+use crate::store::model::RoomState;
+use crate::store::{AckTo, Request};
 
 /// Wall-clock milliseconds since the Unix epoch (item timestamps, rate limits).
 pub fn now_ms() -> u64 {
@@ -34,6 +36,21 @@ pub fn now_ms() -> u64 {
 
 /// How long a join may wait for the home shard's answer before the connection is closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages held per room while its stored state loads; past it, posts are refused.
+const MAX_WAITING: usize = 10_000;
+
+/// The room a message is about, if it needs the room's home half.
+fn home_room_of(msg: &Msg) -> Option<&RoomId> {
+    match msg {
+        Msg::Join { room, .. }
+        | Msg::Leave { room, .. }
+        | Msg::Identify { room, .. }
+        | Msg::Moderate { room, .. }
+        | Msg::MediaClock { room, .. } => Some(room),
+        Msg::Post(p) => Some(&p.room),
+        _ => None,
+    }
+}
 
 /// Counters kept in cells and published to `ShardMetrics` by the sweeper.
 #[derive(Default)]
@@ -302,7 +319,28 @@ impl Danmaku {
 
     // --- mesh messages -----------------------------------------------------------------
 
-    pub fn handle(&self, shard: &Shard, from: usize, msg: Msg) {
+    pub fn handle(&self, shard: &Rc<Shard>, from: usize, msg: Msg) {
+        if let Some(room) = home_room_of(&msg) {
+            if !self.home_ready(shard, room) {
+                let mut home = self.home.borrow_mut();
+                let r = home.get_mut(room).expect("home_ready created it");
+                if r.waiting.len() < MAX_WAITING {
+                    r.waiting.push((from, msg));
+                } else if let Msg::Post(post) = msg {
+                    drop(home);
+                    self.reply_to(
+                        shard,
+                        post.from,
+                        protocol::error_frame(
+                            code::BUSY,
+                            "room is loading, retry",
+                            post.cid.as_deref(),
+                        ),
+                    );
+                }
+                return;
+            }
+        }
         match msg {
             Msg::Join {
                 room,
@@ -382,6 +420,75 @@ impl Danmaku {
         }
     }
 
+    /// Whether the home half of `room` is ready; creates it (and starts loading its stored
+    /// state) if it does not exist.
+    fn home_ready(&self, shard: &Rc<Shard>, room: &RoomId) -> bool {
+        let mut home = self.home.borrow_mut();
+        if let Some(r) = home.get(room) {
+            return !r.loading;
+        }
+        let mut r = HomeRoom::new(
+            room.clone(),
+            shard.ctx.count,
+            &Self::room_settings(shard),
+            now_ms(),
+        );
+        r.loading = true;
+        home.insert(room.clone(), r);
+        drop(home);
+        let shard = shard.clone();
+        let room = room.clone();
+        monoio::spawn(async move {
+            let tail = Self::settings(&shard).history_capacity;
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let state = shard
+                    .common
+                    .store
+                    .call(|reply| Request::RoomState {
+                        room: room.to_string(),
+                        tail,
+                        reply,
+                    })
+                    .await;
+                match state {
+                    Ok(state) => return shard.danmaku.loaded(&shard, &room, state),
+                    Err(e) => {
+                        tracing::warn!(%room, error = %e, "room state not loaded yet; retrying");
+                        monoio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+        false
+    }
+
+    fn loaded(&self, shard: &Rc<Shard>, room: &RoomId, state: RoomState) {
+        let waiting = {
+            let mut home = self.home.borrow_mut();
+            let Some(r) = home.get_mut(room) else { return };
+            r.restore(state, now_ms());
+            r.loading = false;
+            std::mem::take(&mut r.waiting)
+        };
+        for (from, msg) in waiting {
+            self.handle(shard, from, msg);
+        }
+    }
+
+    /// Sends a frame to one connection, wherever it is.
+    fn reply_to(&self, shard: &Shard, to: Option<ConnRef>, frame: Bytes) {
+        let Some(to) = to else { return };
+        if to.shard as usize == shard.id() {
+            if let Some(c) = self.lookup(to) {
+                c.send(frame);
+            }
+        } else {
+            let _ = submit(shard, to.shard as usize, Msg::Reply { conn: to, frame });
+        }
+    }
+
     fn on_join(
         &self,
         shard: &Shard,
@@ -440,19 +547,9 @@ impl Danmaku {
         }
     }
 
-    fn on_post(&self, shard: &Shard, post: Post) {
+    fn on_post(&self, shard: &Rc<Shard>, post: Post) {
         let now = now_ms();
-        let reply = |frame: Bytes| {
-            if let Some(to) = post.from {
-                if to.shard as usize == shard.id() {
-                    if let Some(c) = self.lookup(to) {
-                        c.send(frame);
-                    }
-                } else {
-                    let _ = submit(shard, to.shard as usize, Msg::Reply { conn: to, frame });
-                }
-            }
-        };
+        let reply = |frame: Bytes| self.reply_to(shard, post.from, frame);
         let mut home = self.home.borrow_mut();
         let r = home.entry(post.room.clone()).or_insert_with(|| {
             HomeRoom::new(
@@ -543,10 +640,33 @@ impl Danmaku {
             body,
         });
         bump(&self.counters.items, 1);
-        if !r.push(item, priority, now) {
+        if !r.push(item.clone(), priority, now) {
             bump(&self.counters.sampled_out, 1);
         }
-        reply(protocol::ack_frame(post.cid.as_deref(), id));
+        // The ack waits for the store under the durable policy: it is sent by the store
+        // thread once the item is committed.
+        let durable = Self::settings(shard).durable_ack && post.from.is_some();
+        let append = Request::AppendDanmaku {
+            room: post.room.to_string(),
+            id,
+            item,
+            ack: durable.then(|| AckTo {
+                conn: post.from.expect("checked"),
+                cid: post.cid.clone(),
+            }),
+        };
+        match shard.common.store.send(append) {
+            Ok(()) if durable => {}
+            Ok(()) => reply(protocol::ack_frame(post.cid.as_deref(), id)),
+            Err(e) => {
+                tracing::warn!(room = %post.room, error = %e, "item not stored");
+                reply(protocol::error_frame(
+                    code::BUSY,
+                    "delivered but not stored; retry later",
+                    post.cid.as_deref(),
+                ));
+            }
+        }
         if Self::settings(shard).merge_window.is_zero() {
             // Window 0: one frame per item, sent at once.
             if let Some(frame) = r.flush() {
@@ -561,7 +681,7 @@ impl Danmaku {
         }
     }
 
-    fn on_moderate(&self, shard: &Shard, room: RoomId, op: ModOp, actor: Actor) {
+    fn on_moderate(&self, shard: &Rc<Shard>, room: RoomId, op: ModOp, actor: Actor) {
         let now = now_ms();
         let (reply_to, cid) = match &actor {
             Actor::User { reply, cid, .. } => (Some(*reply), cid.clone()),
@@ -623,6 +743,13 @@ impl Danmaku {
             ModOp::AddAdmin { uid } => r.add_admin(uid),
             ModOp::RemoveAdmin { uid } => r.remove_admin(&uid),
             ModOp::SetOwner { uid } => r.owner = Some(uid),
+        }
+        let mods = r.mod_snapshot(now);
+        if let Err(e) = shard.common.store.send(Request::SaveMods {
+            room: room.to_string(),
+            mods,
+        }) {
+            tracing::warn!(%room, error = %e, "moderation change not stored");
         }
         let targets: Vec<usize> = r.targets().collect();
         drop(home);

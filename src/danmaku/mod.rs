@@ -213,6 +213,8 @@ pub struct Settings {
     pub origins: Vec<String>,
     pub send_buffer: usize,
     pub room_idle: Duration,
+    /// Acks wait until the item is stored durably (`store.ack = "durable"`).
+    pub durable_ack: bool,
 }
 
 /// What every shard's danmaku engine reads and nobody writes after start.
@@ -254,6 +256,7 @@ impl Shared {
                 origins: d.origins.clone(),
                 send_buffer: d.send_buffer_bytes,
                 room_idle: Duration::from_secs(d.room_idle_secs),
+                durable_ack: cfg.store.ack == "durable",
             },
             filter: Filter::new(&d.filter_words, mode)?,
             jwt: Jwt::new(secret, cfg.auth.jwt_issuer.clone()),

@@ -100,6 +100,10 @@ pub struct HomeRoom {
     pub idle_since_ms: Option<u64>,
     /// The stream clock (C4): the latest media timestamp seen and when it was seen.
     media_clock: Option<(u64, u64)>,
+    /// True until the stored state (last id, history tail, moderation) has been loaded;
+    /// messages for the room wait in `waiting` meanwhile.
+    pub loading: bool,
+    pub waiting: Vec<(usize, super::Msg)>,
 }
 
 impl HomeRoom {
@@ -128,7 +132,53 @@ impl HomeRoom {
             last_post_ms: HashMap::new(),
             idle_since_ms: Some(now_ms),
             media_clock: None,
+            loading: false,
+            waiting: Vec::new(),
         }
+    }
+
+    /// Brings back what was stored: ids continue after the last one, the history tail and
+    /// the moderation state are as they were.
+    pub fn restore(&mut self, state: crate::store::model::RoomState, now_ms: u64) {
+        self.next_id = self.next_id.max(state.last_id + 1);
+        let skip = state.tail.len().saturating_sub(self.history_capacity);
+        for item in state.tail.into_iter().skip(skip) {
+            self.remember(item);
+        }
+        let m = state.mods;
+        if m.owner.is_some() {
+            self.owner = m.owner.map(Into::into);
+        }
+        self.admins.extend(m.admins.into_iter().map(Into::into));
+        self.bans.extend(m.bans.into_iter().map(Into::into));
+        for (uid, until) in m.mutes {
+            if until > now_ms {
+                self.mutes.insert(uid.into(), until);
+            }
+        }
+        if m.slow_mode_secs > 0 {
+            self.slow_mode_ms = m.slow_mode_secs * 1000;
+        }
+    }
+
+    /// The moderation state to persist (expired mutes left out).
+    pub fn mod_snapshot(&self, now_ms: u64) -> crate::store::model::ModState {
+        let mut s = crate::store::model::ModState {
+            owner: self.owner.as_deref().map(str::to_string),
+            admins: self.admins.iter().map(|u| u.to_string()).collect(),
+            mutes: self
+                .mutes
+                .iter()
+                .filter(|(_, &until)| until > now_ms)
+                .map(|(u, &until)| (u.to_string(), until))
+                .collect(),
+            bans: self.bans.iter().map(|u| u.to_string()).collect(),
+            slow_mode_secs: self.slow_mode_ms / 1000,
+        };
+        s.admins.sort();
+        s.bans.sort();
+        s.mutes.sort();
+        s
     }
 
     /// Total viewers across shards.

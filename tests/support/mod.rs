@@ -19,6 +19,7 @@ pub struct Server {
     /// The ready line's other fields (rtmp=…, driver=…).
     pub ready_line: String,
     stderr: mpsc::Receiver<String>,
+    keep_data: bool,
 }
 
 /// A temporary directory removed on drop.
@@ -117,6 +118,7 @@ impl Server {
                         data_dir,
                         ready_line: line,
                         stderr: err_rx,
+                        keep_data: false,
                     };
                 }
                 Ok(_) => continue,
@@ -214,11 +216,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `kill -9`: no shutdown, no flush. Returns the data dir, which is kept for a restart.
+    pub fn crash(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_data = true;
+        self.data_dir.clone()
+    }
+
+    /// SIGTERM and wait for a clean exit; the data dir is kept for a restart.
+    pub fn stop(mut self) -> PathBuf {
+        self.signal(15);
+        let status = self
+            .wait_exit(Duration::from_secs(15))
+            .expect("server exits after SIGTERM");
+        assert!(status.success(), "clean exit: {status:?}");
+        self.keep_data = true;
+        self.data_dir.clone()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

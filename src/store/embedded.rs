@@ -1,0 +1,331 @@
+//! The embedded backend: one redb database file in the data directory.
+//!
+//! redb is a pure-Rust, crash-safe B-tree store with ACID write transactions: a commit
+//! with `Durability::Immediate` has been fsynced when it returns, which is what lets the
+//! danmaku ack wait for it. Tables:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `users` | uid | User (JSON) |
+//! | `openids` | openid | uid |
+//! | `rooms` | room id | Room (JSON) |
+//! | `mods` | room id | ModState (JSON) |
+//! | `last_ids` | room id | last item id |
+//! | `danmaku` | (room id, item id) | item JSON, as clients see it |
+//!
+//! Danmaku history is a bounded tail per room: appending trims what falls out of it.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+
+use super::model::{ModState, Room, RoomState, User};
+use super::{Backend, StoreError};
+
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const OPENIDS: TableDefinition<&str, &str> = TableDefinition::new("openids");
+const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+const MODS: TableDefinition<&str, &[u8]> = TableDefinition::new("mods");
+const LAST_IDS: TableDefinition<&str, u64> = TableDefinition::new("last_ids");
+const DANMAKU: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("danmaku");
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Backend(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub struct Embedded {
+    db: Database,
+    /// Items kept per room.
+    tail: u64,
+    durability: Durability,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Embedded {
+    /// Opens (or creates) `dir/liveshard.redb`. `fsync` false trades durability of the
+    /// last commits for speed (the configured policy decides).
+    pub fn open(dir: &Path, tail: u64, fsync: bool) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let db = Database::create(dir.join("liveshard.redb"))?;
+        // Create every table once so readers never meet a missing one.
+        let tx = db.begin_write()?;
+        tx.open_table(USERS)?;
+        tx.open_table(OPENIDS)?;
+        tx.open_table(ROOMS)?;
+        tx.open_table(MODS)?;
+        tx.open_table(LAST_IDS)?;
+        tx.open_table(DANMAKU)?;
+        tx.commit()?;
+        Ok(Self {
+            db,
+            tail: tail.max(1),
+            durability: if fsync {
+                Durability::Immediate
+            } else {
+                Durability::Eventual
+            },
+        })
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(self.durability);
+        Ok(tx)
+    }
+}
+
+impl Backend for Embedded {
+    fn append_danmaku(&mut self, items: &[(String, u64, Bytes)]) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        {
+            let mut d = tx.open_table(DANMAKU)?;
+            let mut last = tx.open_table(LAST_IDS)?;
+            for (room, id, item) in items {
+                d.insert((room.as_str(), *id), item.as_ref())?;
+                let prev = last.get(room.as_str())?.map(|v| v.value()).unwrap_or(0);
+                if *id > prev {
+                    last.insert(room.as_str(), *id)?;
+                }
+                // Trim what falls out of the tail (one item per append in steady state).
+                if *id > self.tail {
+                    let cut = id - self.tail;
+                    d.retain_in((room.as_str(), 0)..=(room.as_str(), cut), |_, _| false)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn danmaku_page(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let d = tx.open_table(DANMAKU)?;
+        let end = before.unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity(limit);
+        for row in d.range((room, 0)..(room, end))?.rev().take(limit) {
+            let (_, v) = row?;
+            out.push(Bytes::copy_from_slice(v.value()));
+        }
+        Ok(out)
+    }
+
+    fn room_state(&self, room: &str, tail: usize) -> Result<RoomState, StoreError> {
+        let tx = self.db.begin_read()?;
+        let last_id = tx
+            .open_table(LAST_IDS)?
+            .get(room)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let mods = match tx.open_table(MODS)?.get(room)? {
+            Some(v) => parse(v.value())?,
+            None => ModState::default(),
+        };
+        drop(tx);
+        let mut items = self.danmaku_page(room, None, tail)?;
+        items.reverse();
+        Ok(RoomState {
+            last_id,
+            tail: items,
+            mods,
+        })
+    }
+
+    fn save_mods(&mut self, room: &str, mods: &ModState) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        tx.open_table(MODS)?.insert(room, json(mods).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn put_user(&mut self, user: &User) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        tx.open_table(USERS)?
+            .insert(user.uid.as_str(), json(user).as_slice())?;
+        if !user.openid.is_empty() {
+            tx.open_table(OPENIDS)?
+                .insert(user.openid.as_str(), user.uid.as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_user(&self, uid: &str) -> Result<Option<User>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(USERS)?;
+        let v = t.get(uid)?;
+        v.map(|v| parse(v.value())).transpose()
+    }
+
+    fn user_by_openid(&self, openid: &str) -> Result<Option<User>, StoreError> {
+        let uid = {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_table(OPENIDS)?;
+            let v = t.get(openid)?;
+            v.map(|v| v.value().to_string())
+        };
+        match uid {
+            Some(uid) => self.get_user(&uid),
+            None => Ok(None),
+        }
+    }
+
+    fn put_room(&mut self, room: &Room) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        tx.open_table(ROOMS)?
+            .insert(room.id.as_str(), json(room).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ROOMS)?;
+        let v = t.get(id)?;
+        v.map(|v| parse(v.value())).transpose()
+    }
+
+    fn list_rooms(&self) -> Result<Vec<Room>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ROOMS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(parse(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn delete_room(&mut self, id: &str) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        let existed = tx.open_table(ROOMS)?.remove(id)?.is_some();
+        tx.open_table(MODS)?.remove(id)?;
+        tx.open_table(DANMAKU)?
+            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+        // The last id stays: a room id reused later still never repeats an item id.
+        tx.commit()?;
+        Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "liveshard-store-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn danmaku_tail_is_bounded_and_pages_newest_first() {
+        let dir = tmp();
+        let mut s = Embedded::open(&dir, 5, true).unwrap();
+        let items: Vec<(String, u64, Bytes)> = (1..=8)
+            .map(|i| ("r".to_string(), i, Bytes::from(format!("{{\"id\":{i}}}"))))
+            .collect();
+        s.append_danmaku(&items).unwrap();
+        s.append_danmaku(&[("other".into(), 1, Bytes::from_static(b"{}"))])
+            .unwrap();
+        let page = s.danmaku_page("r", None, 3).unwrap();
+        assert_eq!(
+            page,
+            vec![
+                Bytes::from("{\"id\":8}"),
+                Bytes::from("{\"id\":7}"),
+                Bytes::from("{\"id\":6}")
+            ]
+        );
+        let older = s.danmaku_page("r", Some(6), 10).unwrap();
+        assert_eq!(
+            older,
+            vec![Bytes::from("{\"id\":5}"), Bytes::from("{\"id\":4}")],
+            "ids 1-3 were trimmed"
+        );
+        let st = s.room_state("r", 2).unwrap();
+        assert_eq!(st.last_id, 8);
+        assert_eq!(
+            st.tail,
+            vec![Bytes::from("{\"id\":7}"), Bytes::from("{\"id\":8}")]
+        );
+        assert_eq!(s.room_state("other", 10).unwrap().last_id, 1);
+        drop(s);
+        // Reopened: everything is still there.
+        let s = Embedded::open(&dir, 5, true).unwrap();
+        assert_eq!(s.room_state("r", 10).unwrap().last_id, 8);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn users_rooms_and_mods_round_trip() {
+        let dir = tmp();
+        let mut s = Embedded::open(&dir, 5, true).unwrap();
+        let u = User {
+            uid: "u1".into(),
+            openid: "oABC".into(),
+            nick: "n".into(),
+            avatar_url: String::new(),
+            created_at: 1,
+        };
+        s.put_user(&u).unwrap();
+        assert_eq!(s.user_by_openid("oABC").unwrap(), Some(u.clone()));
+        assert_eq!(s.get_user("u1").unwrap(), Some(u));
+        let r = Room {
+            id: "r1".into(),
+            owner: "u1".into(),
+            title: "t".into(),
+            category: String::new(),
+            cover_url: String::new(),
+            created_at: 1,
+            updated_at: 1,
+            closed: false,
+        };
+        s.put_room(&r).unwrap();
+        assert_eq!(s.list_rooms().unwrap(), vec![r.clone()]);
+        let m = ModState {
+            bans: vec!["x".into()],
+            ..Default::default()
+        };
+        s.save_mods("r1", &m).unwrap();
+        assert_eq!(s.room_state("r1", 10).unwrap().mods, m);
+        assert!(s.delete_room("r1").unwrap());
+        assert_eq!(s.get_room("r1").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

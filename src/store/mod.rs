@@ -1,0 +1,330 @@
+//! Storage, off the shards' event loops (C9).
+//!
+//! One dedicated thread ("store") owns the backend and serves requests from a bounded
+//! channel. Shards never wait on it: a request that needs an answer carries a oneshot whose
+//! completion wakes the waiting task on its shard (monoio wakes across threads); a shard
+//! that finds the channel full gets [`StoreError::Busy`] at once.
+//!
+//! Danmaku appends are group-committed: the thread takes every append waiting in the
+//! channel (up to a batch), writes them in one transaction, commits (fsync under the
+//! `durable` policy), and only then sends each sender its `ack` through that shard's
+//! [`shards::Remote`]. So an acknowledged item survives `kill -9`, and the cost of the
+//! fsync is shared by everything that arrived while the previous commit was running.
+//!
+//! [`Backend`] is the interface a second backend (Redis, for clusters) implements;
+//! [`embedded`] is the default, a redb file in the data directory.
+
+pub mod embedded;
+pub mod model;
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use crate::danmaku::{ConnRef, Msg as DanmakuMsg};
+use crate::shard::ShardMsg;
+use model::{ModState, Room, RoomState, User};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The request channel is full: storage is behind. Retry later.
+    Busy,
+    /// The store thread is gone (shutting down, or it failed).
+    Closed,
+    /// The backend failed (I/O, full disk…).
+    Backend(String),
+    /// Stored data could not be read back.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Busy => f.write_str("storage is busy"),
+            StoreError::Closed => f.write_str("storage is closed"),
+            StoreError::Backend(e) => write!(f, "storage failed: {e}"),
+            StoreError::Corrupt(e) => write!(f, "stored data is corrupt: {e}"),
+        }
+    }
+}
+
+/// What a storage backend does; every call runs on the store thread.
+pub trait Backend: Send + 'static {
+    /// Appends items (room, id, encoded item) in one durable step.
+    fn append_danmaku(&mut self, items: &[(String, u64, Bytes)]) -> Result<(), StoreError>;
+    /// Items of `room` with ids below `before`, newest first.
+    fn danmaku_page(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError>;
+    /// What a home shard needs to bring `room` back: last id, newest `tail` items, moderation.
+    fn room_state(&self, room: &str, tail: usize) -> Result<RoomState, StoreError>;
+    fn save_mods(&mut self, room: &str, mods: &ModState) -> Result<(), StoreError>;
+    fn put_user(&mut self, user: &User) -> Result<(), StoreError>;
+    fn get_user(&self, uid: &str) -> Result<Option<User>, StoreError>;
+    fn user_by_openid(&self, openid: &str) -> Result<Option<User>, StoreError>;
+    fn put_room(&mut self, room: &Room) -> Result<(), StoreError>;
+    fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError>;
+    fn list_rooms(&self) -> Result<Vec<Room>, StoreError>;
+    fn delete_room(&mut self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Where an item's ack goes once it is stored.
+#[derive(Debug)]
+pub struct AckTo {
+    pub conn: ConnRef,
+    pub cid: Option<String>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A request to the store thread.
+pub enum Request {
+    AppendDanmaku {
+        room: String,
+        id: u64,
+        item: Bytes,
+        ack: Option<AckTo>,
+    },
+    SaveMods {
+        room: String,
+        mods: ModState,
+    },
+    RoomState {
+        room: String,
+        tail: usize,
+        reply: Reply<RoomState>,
+    },
+    DanmakuPage {
+        room: String,
+        before: Option<u64>,
+        limit: usize,
+        reply: Reply<Vec<Bytes>>,
+    },
+    PutUser {
+        user: User,
+        reply: Reply<()>,
+    },
+    GetUser {
+        uid: String,
+        reply: Reply<Option<User>>,
+    },
+    UserByOpenid {
+        openid: String,
+        reply: Reply<Option<User>>,
+    },
+    PutRoom {
+        room: Room,
+        reply: Reply<()>,
+    },
+    GetRoom {
+        id: String,
+        reply: Reply<Option<Room>>,
+    },
+    ListRooms {
+        reply: Reply<Vec<Room>>,
+    },
+    DeleteRoom {
+        id: String,
+        reply: Reply<bool>,
+    },
+    /// Finish what was queued before this, then stop.
+    Shutdown,
+}
+
+/// The shards' side of the store: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: SyncSender<Request>,
+}
+
+impl StoreHandle {
+    /// Queues a request that needs no answer.
+    pub fn send(&self, req: Request) -> Result<(), StoreError> {
+        self.tx.try_send(req).map_err(|e| match e {
+            TrySendError::Full(_) => StoreError::Busy,
+            TrySendError::Disconnected(_) => StoreError::Closed,
+        })
+    }
+
+    /// Sends a request built around a reply slot and waits (asynchronously) for the answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// Items taken into one group commit at most.
+const GROUP: usize = 1024;
+
+/// The store thread: the backend is opened before the shards start (so a bad data
+/// directory stops the server before it listens), the thread once the shards' remotes exist.
+pub struct Store {
+    backend: Option<Box<dyn Backend>>,
+    rx: Option<Receiver<Request>>,
+    handle: StoreHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    pub fn new(backend: Box<dyn Backend>, queue: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+        Self {
+            backend: Some(backend),
+            rx: Some(rx),
+            handle: StoreHandle { tx },
+            thread: None,
+        }
+    }
+
+    pub fn handle(&self) -> StoreHandle {
+        self.handle.clone()
+    }
+
+    /// Starts serving requests; acks go to shards through `remotes`.
+    pub fn start(&mut self, remotes: Vec<shards::Remote<ShardMsg>>) -> std::io::Result<()> {
+        let (Some(backend), Some(rx)) = (self.backend.take(), self.rx.take()) else {
+            return Ok(());
+        };
+        self.thread = Some(
+            std::thread::Builder::new()
+                .name("store".into())
+                .spawn(move || serve(backend, rx, remotes))?,
+        );
+        Ok(())
+    }
+
+    /// Lets the thread finish everything queued so far, then waits for it (up to
+    /// `timeout`). Call once the shards have stopped.
+    pub fn join(mut self, timeout: std::time::Duration) {
+        if let Some(t) = self.thread.take() {
+            // Blocking is fine here: this is the main thread, not a shard.
+            let _ = self.handle.tx.send(Request::Shutdown);
+            let deadline = std::time::Instant::now() + timeout;
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("store thread still busy at exit");
+            }
+        }
+    }
+}
+
+fn serve(
+    mut backend: Box<dyn Backend>,
+    rx: Receiver<Request>,
+    remotes: Vec<shards::Remote<ShardMsg>>,
+) {
+    let mut appends: Vec<(String, u64, Bytes)> = Vec::new();
+    let mut acks: Vec<(u64, AckTo)> = Vec::new();
+    let mut others: Vec<Request> = Vec::new();
+    let mut stop = false;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(req) = next.take() {
+            match req {
+                Request::Shutdown => {
+                    stop = true;
+                    break;
+                }
+                Request::AppendDanmaku {
+                    room,
+                    id,
+                    item,
+                    ack,
+                } => {
+                    if let Some(a) = ack {
+                        acks.push((id, a));
+                    }
+                    appends.push((room, id, item));
+                }
+                other => others.push(other),
+            }
+            taken += 1;
+            if taken < GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !appends.is_empty() {
+            let result = backend.append_danmaku(&appends);
+            appends.clear();
+            for (id, ack) in acks.drain(..) {
+                let frame = match &result {
+                    Ok(()) => crate::danmaku::protocol::ack_frame(ack.cid.as_deref(), id),
+                    Err(e) => {
+                        tracing::error!(error = %e, "danmaku not stored");
+                        crate::danmaku::protocol::error_frame(
+                            crate::danmaku::protocol::code::BUSY,
+                            "could not store the message; it may not be kept",
+                            ack.cid.as_deref(),
+                        )
+                    }
+                };
+                if let Some(r) = remotes.get(ack.conn.shard as usize) {
+                    let _ = r.send(ShardMsg::Danmaku(DanmakuMsg::Reply {
+                        conn: ack.conn,
+                        frame,
+                    }));
+                }
+            }
+        }
+        for req in others.drain(..) {
+            answer(&mut *backend, req);
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+fn answer(b: &mut dyn Backend, req: Request) {
+    match req {
+        Request::AppendDanmaku { .. } | Request::Shutdown => unreachable!("handled by serve"),
+        Request::SaveMods { room, mods } => {
+            if let Err(e) = b.save_mods(&room, &mods) {
+                tracing::error!(%room, error = %e, "moderation state not saved");
+            }
+        }
+        Request::RoomState { room, tail, reply } => {
+            let _ = reply.send(b.room_state(&room, tail));
+        }
+        Request::DanmakuPage {
+            room,
+            before,
+            limit,
+            reply,
+        } => {
+            let _ = reply.send(b.danmaku_page(&room, before, limit));
+        }
+        Request::PutUser { user, reply } => {
+            let _ = reply.send(b.put_user(&user));
+        }
+        Request::GetUser { uid, reply } => {
+            let _ = reply.send(b.get_user(&uid));
+        }
+        Request::UserByOpenid { openid, reply } => {
+            let _ = reply.send(b.user_by_openid(&openid));
+        }
+        Request::PutRoom { room, reply } => {
+            let _ = reply.send(b.put_room(&room));
+        }
+        Request::GetRoom { id, reply } => {
+            let _ = reply.send(b.get_room(&id));
+        }
+        Request::ListRooms { reply } => {
+            let _ = reply.send(b.list_rooms());
+        }
+        Request::DeleteRoom { id, reply } => {
+            let _ = reply.send(b.delete_room(&id));
+        }
+    }
+}

@@ -30,6 +30,65 @@ pub struct Config {
     pub auth: AuthConfig,
     pub danmaku: DanmakuConfig,
     pub store: StoreConfig,
+    pub media: MediaConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Key for signed push URLs (Tencent Cloud CSS scheme: txSecret = md5(key + stream +
+    /// txTime)). Empty: a random one is generated on first start and kept in
+    /// `<data_dir>/push.key`, so `liveshard sign --data-dir DIR` signs with it.
+    pub push_key: String,
+    /// Require signed play URLs too (RTMP play and HTTP-FLV), with `play_key`.
+    pub play_sign: bool,
+    /// Key for play URLs; empty means the push key.
+    pub play_key: String,
+    /// Lifetime of push URLs handed out by the API and `liveshard sign`.
+    pub push_url_ttl_secs: u64,
+    /// The RTMP application name (`rtmp://host/APP/stream`).
+    pub app: String,
+    /// GOP cache caps: frames and bytes since the last keyframe.
+    pub gop_max_frames: usize,
+    pub gop_max_bytes: usize,
+    /// Largest RTMP message accepted from a publisher.
+    pub max_message_bytes: usize,
+    /// Outbound queue bound per viewer; over it the viewer skips to the next keyframe,
+    /// and one still over it after that is closed.
+    pub viewer_queue_bytes: usize,
+    /// A publisher that reconnects within this time resumes its stream; viewers stay.
+    pub publisher_grace_ms: u64,
+    /// HTTP callbacks (SRS-style JSON POST); empty = not called.
+    pub on_publish: String,
+    pub on_unpublish: String,
+    pub on_play: String,
+    pub on_stop: String,
+    pub hook_timeout_ms: u64,
+    /// Referer allow-list for HTTP play (hosts, e.g. "servicewechat.com"); empty = any.
+    pub referer_allow: Vec<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            push_key: String::new(),
+            play_sign: false,
+            play_key: String::new(),
+            push_url_ttl_secs: 24 * 3600,
+            app: "live".into(),
+            gop_max_frames: 600,
+            gop_max_bytes: 8 * 1024 * 1024,
+            max_message_bytes: 8 * 1024 * 1024,
+            viewer_queue_bytes: 4 * 1024 * 1024,
+            publisher_grace_ms: 10_000,
+            on_publish: String::new(),
+            on_unpublish: String::new(),
+            on_play: String::new(),
+            on_stop: String::new(),
+            hook_timeout_ms: 3000,
+            referer_allow: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -256,10 +315,11 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("LIVESHARD_DRIVER", "server.driver"),
     ("LIVESHARD_LOG", "log.level"),
     ("LIVESHARD_JWT_SECRET", "auth.jwt_secret"),
+    ("LIVESHARD_PUSH_KEY", "media.push_key"),
 ];
 
 /// Keys whose values are secrets: shown as "<redacted>" when the config is printed.
-pub const SECRET_KEYS: &[&str] = &["auth.jwt_secret"];
+pub const SECRET_KEYS: &[&str] = &["auth.jwt_secret", "media.push_key", "media.play_key"];
 
 /// One problem with the configuration, tied to its key and where the value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,19 @@ use crate::metrics::{Metrics, ShardMetrics};
 #[derive(Debug)]
 pub enum ShardMsg {
     Danmaku(crate::danmaku::Msg),
+    /// Run a function on the receiving shard ([`Shard::run_on`]): for queries that are
+    /// not on a per-message path (the API asking a room's home shard for its state).
+    Run(Task),
+}
+
+/// A function to run on another shard. It owns what it captured (`Send`), and answers
+/// through a channel of its own.
+pub struct Task(Box<dyn FnOnce(&Rc<Shard>) + Send>);
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Task")
+    }
 }
 
 /// Read-only state shared by all shards.
@@ -73,9 +86,29 @@ impl Shard {
         self.shutdown.is_raised()
     }
 
+    /// Runs `f` on shard `to` and returns its result — seastar's `submit_to` with a
+    /// function. `None` if the mesh refused the message (full) or the shard is gone.
+    /// One allocation and one cross-shard round trip per call: for control paths.
+    pub async fn run_on<T, F>(self: &Rc<Self>, to: usize, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Rc<Shard>) -> T + Send + 'static,
+    {
+        if to == self.id() {
+            return Some(f(self));
+        }
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let task = Task(Box::new(move |s| {
+            let _ = tx.send(f(s));
+        }));
+        self.ctx.mesh.submit_to(to, ShardMsg::Run(task)).ok()?;
+        rx.await.ok()
+    }
+
     fn handle_msg(self: &Rc<Self>, from: usize, msg: ShardMsg) {
         match msg {
             ShardMsg::Danmaku(m) => self.danmaku.handle(self, from, m),
+            ShardMsg::Run(Task(f)) => f(self),
         }
     }
 }

@@ -312,9 +312,13 @@ impl Danmaku {
         }
     }
 
-    /// Online count of a room homed here (None if not homed here or unknown).
-    pub fn home_online(&self, room: &str) -> Option<u64> {
-        self.home.borrow().get(room).map(|r| r.online())
+    /// Online count and live status of a room homed on this shard (`None` if the room is
+    /// not active here). Ask the home shard: `shard.run_on(home_of(room), …)`.
+    pub fn home_status(&self, room: &str) -> Option<(u64, bool)> {
+        self.home
+            .borrow()
+            .get(room)
+            .map(|r| (r.online(), r.is_live()))
     }
 
     // --- mesh messages -----------------------------------------------------------------

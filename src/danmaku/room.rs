@@ -371,6 +371,11 @@ impl HomeRoom {
         self.media_clock = None;
     }
 
+    /// Whether the room's stream is live (its media clock is running).
+    pub fn is_live(&self) -> bool {
+        self.media_clock.is_some()
+    }
+
     /// The stream timestamp now: the last one seen plus the time since.
     pub fn media_now(&self, now_ms: u64) -> Option<u64> {
         self.media_clock

@@ -11,6 +11,7 @@
 //! - [`danmaku`] — rooms, one-encode cross-shard fan-out, the danmaku protocol.
 //! - [`auth`]    — HS256 login tokens.
 //! - [`store`]   — storage on its own thread: the embedded redb backend, group commits.
+//! - [`media`]   — sans-IO media: RTMP session and chunks, AMF0, FLV, GOP cache, URL signing.
 //! - [`metrics`] — per-shard counters and the Prometheus rendering.
 //! - [`logging`] — structured logs.
 //! - [`sockio`]  — socket helpers shared by the connection drivers.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod danmaku;
 pub mod http;
 pub mod logging;
+pub mod media;
 pub mod metrics;
 pub mod routes;
 pub mod server;

@@ -1,0 +1,361 @@
+//! The GOP cache: what a new viewer is sent first, so it starts on a keyframe at once.
+//!
+//! It holds the latest metadata, the video and audio sequence headers (AVC/HEVC decoder
+//! configuration, AAC AudioSpecificConfig) and the messages since the last keyframe, all as
+//! [`Packaged`] (shared bytes per protocol). [`GopCache::rtmp_start`] and
+//! [`GopCache::flv_start`] give a joining viewer, in order: metadata, sequence headers,
+//! then the GOP from its keyframe. Nothing is copied or re-encoded per viewer.
+//!
+//! Caps ([`GopLimits`]) bound the GOP in messages and in bytes held (both packaged forms).
+//! When a video stream's GOP reaches a cap, the cached GOP is dropped and nothing is cached
+//! until the next keyframe: a viewer joining in between gets metadata and sequence headers
+//! and waits for the live keyframe, which is correct, merely slower. (Keeping a truncated
+//! GOP would be worse: frames without their keyframe do not decode.) For a stream with no
+//! video at all, the cache is a rolling window of the latest audio, trimmed from the front.
+//! Metadata and the two sequence headers are single slots outside the caps.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::flv::{self, AudioTag, VideoTag};
+use super::packet::{MediaKind, Packaged};
+
+/// Caps on the cached GOP.
+#[derive(Clone, Copy, Debug)]
+pub struct GopLimits {
+    /// Messages (audio, video and data) in the GOP.
+    pub max_frames: usize,
+    /// Bytes held by the GOP's packaged messages.
+    pub max_bytes: usize,
+}
+
+impl Default for GopLimits {
+    /// Room for a 10 s GOP at 60 fps with audio, and for ~8 Mbit/s of it.
+    fn default() -> Self {
+        GopLimits {
+            max_frames: 1500,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct GopCache {
+    limits: GopLimits,
+    metadata: Option<Packaged>,
+    video_header: Option<Packaged>,
+    audio_header: Option<Packaged>,
+    gop: VecDeque<Packaged>,
+    gop_bytes: usize,
+    has_video: bool,
+    has_audio: bool,
+    /// A keyframe opened the cached GOP (video streams).
+    in_gop: bool,
+    dropped_gops: u64,
+}
+
+impl GopCache {
+    pub fn new(limits: GopLimits) -> GopCache {
+        GopCache {
+            limits,
+            ..GopCache::default()
+        }
+    }
+
+    /// Replaces the metadata (an `onMetaData` data message).
+    pub fn set_metadata(&mut self, metadata: Packaged) {
+        self.metadata = Some(metadata);
+    }
+
+    /// Adds one live message. Sequence headers replace the held ones; frames join the GOP
+    /// as described in the module documentation.
+    pub fn push(&mut self, p: Packaged) {
+        match p.kind {
+            MediaKind::Video => {
+                let payload = p.payload();
+                let Ok(tag) = VideoTag::parse(&payload) else {
+                    // An empty video message carries nothing a viewer could use.
+                    return;
+                };
+                if tag.is_sequence_header() {
+                    self.video_header = Some(p);
+                    return;
+                }
+                if !self.has_video {
+                    // The first video: any audio-only window is not a GOP.
+                    self.has_video = true;
+                    self.reset_gop();
+                }
+                if tag.is_keyframe() {
+                    self.reset_gop();
+                    self.in_gop = true;
+                }
+                if self.in_gop {
+                    self.append(p);
+                }
+            }
+            MediaKind::Audio => {
+                let payload = p.payload();
+                let Ok(tag) = AudioTag::parse(&payload) else {
+                    return;
+                };
+                self.has_audio = true;
+                if tag.is_sequence_header() {
+                    self.audio_header = Some(p);
+                    return;
+                }
+                if !self.has_video || self.in_gop {
+                    self.append(p);
+                }
+            }
+            MediaKind::Data => {
+                if !self.has_video || self.in_gop {
+                    self.append(p);
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, p: Packaged) {
+        self.gop_bytes += p.held_bytes();
+        self.gop.push_back(p);
+        if !self.over_cap() {
+            return;
+        }
+        if self.has_video {
+            // Drop the GOP and wait for the next keyframe (see the module documentation).
+            self.reset_gop();
+            self.dropped_gops += 1;
+        } else {
+            while self.over_cap() {
+                match self.gop.pop_front() {
+                    Some(old) => self.gop_bytes -= old.held_bytes(),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    fn over_cap(&self) -> bool {
+        self.gop.len() > self.limits.max_frames || self.gop_bytes > self.limits.max_bytes
+    }
+
+    fn reset_gop(&mut self) {
+        self.gop.clear();
+        self.gop_bytes = 0;
+        self.in_gop = false;
+    }
+
+    /// Forgets everything (the publisher left; the next one may use other codecs).
+    pub fn clear(&mut self) {
+        *self = GopCache::new(self.limits);
+    }
+
+    /// What a joining viewer is sent, in order: metadata, video and audio sequence
+    /// headers, the GOP.
+    pub fn iter(&self) -> impl Iterator<Item = &Packaged> {
+        self.metadata
+            .iter()
+            .chain(self.video_header.iter())
+            .chain(self.audio_header.iter())
+            .chain(self.gop.iter())
+    }
+
+    /// The start of an RTMP viewer's stream (after the session's play replies).
+    pub fn rtmp_start(&self) -> Vec<Bytes> {
+        self.iter().map(|p| p.rtmp.clone()).collect()
+    }
+
+    /// The start of an HTTP-FLV response body: the FLV file header, then the tags.
+    pub fn flv_start(&self) -> Vec<Bytes> {
+        let has_video = self.has_video || self.video_header.is_some();
+        let has_audio = self.has_audio;
+        std::iter::once(flv::header(has_audio, has_video))
+            .chain(self.iter().map(|p| p.flv.clone()))
+            .collect()
+    }
+
+    /// Messages in the cached GOP.
+    pub fn gop_len(&self) -> usize {
+        self.gop.len()
+    }
+
+    /// Bytes held by the cached GOP.
+    pub fn gop_bytes(&self) -> usize {
+        self.gop_bytes
+    }
+
+    /// A keyframe-led GOP (or an audio-only window) is ready for a joining viewer.
+    pub fn has_gop(&self) -> bool {
+        !self.gop.is_empty()
+    }
+
+    /// GOPs dropped for hitting a cap (a metric).
+    pub fn dropped_gops(&self) -> u64 {
+        self.dropped_gops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::packet::MediaMessage;
+
+    fn pkt(kind: MediaKind, ts: u32, payload: &[u8]) -> Packaged {
+        Packaged::new(&MediaMessage {
+            kind,
+            timestamp: ts,
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .unwrap()
+    }
+
+    const AVC_SEQ: &[u8] = &[0x17, 0, 0, 0, 0, 1, 0x64];
+    const KEY: &[u8] = &[0x17, 1, 0, 0, 0, 0xAA];
+    const INTER: &[u8] = &[0x27, 1, 0, 0, 0, 0xBB];
+    const AAC_SEQ: &[u8] = &[0xAF, 0, 0x12, 0x10];
+    const AAC: &[u8] = &[0xAF, 1, 0x21];
+
+    fn first_bytes(c: &GopCache) -> Vec<(MediaKind, u8, u8)> {
+        c.iter()
+            .map(|p| {
+                let pl = p.payload();
+                (p.kind, pl[0], pl.get(1).copied().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_joining_viewer_gets_headers_then_the_gop_from_its_keyframe() {
+        let mut c = GopCache::new(GopLimits::default());
+        c.set_metadata(pkt(MediaKind::Data, 0, b"\x02\x00\x0aonMetaData"));
+        c.push(pkt(MediaKind::Video, 0, AVC_SEQ));
+        c.push(pkt(MediaKind::Audio, 0, AAC_SEQ));
+        // Frames before the first keyframe are not cached.
+        c.push(pkt(MediaKind::Video, 0, INTER));
+        c.push(pkt(MediaKind::Audio, 10, AAC));
+        assert!(!c.has_gop());
+        c.push(pkt(MediaKind::Video, 40, KEY));
+        c.push(pkt(MediaKind::Audio, 50, AAC));
+        c.push(pkt(MediaKind::Video, 80, INTER));
+        assert_eq!(
+            first_bytes(&c),
+            vec![
+                (MediaKind::Data, 0x02, 0),
+                (MediaKind::Video, 0x17, 0),
+                (MediaKind::Audio, 0xAF, 0),
+                (MediaKind::Video, 0x17, 1),
+                (MediaKind::Audio, 0xAF, 1),
+                (MediaKind::Video, 0x27, 1),
+            ]
+        );
+        // A new keyframe starts a new GOP.
+        c.push(pkt(MediaKind::Video, 1040, KEY));
+        assert_eq!(c.gop_len(), 1);
+        let rtmp = c.rtmp_start();
+        assert_eq!(rtmp.len(), 4);
+        let flv = c.flv_start();
+        assert_eq!(&flv[0][..], &flv::header(true, true)[..]);
+        assert_eq!(flv.len(), 5);
+    }
+
+    #[test]
+    fn shared_bytes_are_not_copied_per_viewer() {
+        let mut c = GopCache::new(GopLimits::default());
+        c.push(pkt(MediaKind::Video, 0, KEY));
+        let a = c.rtmp_start();
+        let b = c.rtmp_start();
+        assert_eq!(a[0].as_ptr(), b[0].as_ptr());
+    }
+
+    #[test]
+    fn hitting_the_frame_cap_drops_the_gop_until_the_next_keyframe() {
+        let mut c = GopCache::new(GopLimits {
+            max_frames: 3,
+            max_bytes: usize::MAX,
+        });
+        c.push(pkt(MediaKind::Video, 0, AVC_SEQ));
+        c.push(pkt(MediaKind::Video, 0, KEY));
+        c.push(pkt(MediaKind::Video, 40, INTER));
+        c.push(pkt(MediaKind::Video, 80, INTER));
+        assert_eq!(c.gop_len(), 3);
+        c.push(pkt(MediaKind::Video, 120, INTER));
+        assert_eq!(c.gop_len(), 0);
+        assert_eq!(c.dropped_gops(), 1);
+        c.push(pkt(MediaKind::Video, 160, INTER));
+        c.push(pkt(MediaKind::Audio, 170, AAC));
+        assert_eq!(c.gop_len(), 0);
+        // Headers survive.
+        assert_eq!(c.iter().count(), 1);
+        c.push(pkt(MediaKind::Video, 200, KEY));
+        assert_eq!(c.gop_len(), 1);
+    }
+
+    #[test]
+    fn hitting_the_byte_cap_drops_the_gop_too() {
+        let key = pkt(MediaKind::Video, 0, KEY);
+        let mut c = GopCache::new(GopLimits {
+            max_frames: 100,
+            max_bytes: key.held_bytes() * 2,
+        });
+        c.push(key);
+        c.push(pkt(MediaKind::Video, 40, INTER));
+        assert_eq!(c.gop_len(), 2);
+        c.push(pkt(
+            MediaKind::Video,
+            80,
+            &[0x27, 1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8],
+        ));
+        assert_eq!(c.gop_len(), 0);
+        assert_eq!(c.gop_bytes(), 0);
+    }
+
+    #[test]
+    fn audio_only_streams_keep_a_rolling_window() {
+        let mut c = GopCache::new(GopLimits {
+            max_frames: 2,
+            max_bytes: usize::MAX,
+        });
+        c.push(pkt(MediaKind::Audio, 0, AAC_SEQ));
+        for ts in 0..5 {
+            c.push(pkt(MediaKind::Audio, ts * 23, AAC));
+        }
+        assert_eq!(c.gop_len(), 2);
+        let ts: Vec<u32> = c.iter().map(|p| p.timestamp).collect();
+        assert_eq!(ts, vec![0, 69, 92]);
+        assert_eq!(&c.flv_start()[0][..], &flv::header(true, false)[..]);
+        // Video arriving turns it into a keyframe-led cache.
+        c.push(pkt(MediaKind::Video, 100, INTER));
+        assert_eq!(c.gop_len(), 0);
+    }
+
+    #[test]
+    fn hevc_enhanced_rtmp_is_cached_like_avc() {
+        let mut c = GopCache::new(GopLimits::default());
+        c.push(pkt(MediaKind::Video, 0, &[0x90, b'h', b'v', b'c', b'1', 1]));
+        c.push(pkt(
+            MediaKind::Video,
+            0,
+            &[0x91, b'h', b'v', b'c', b'1', 0, 0, 0, 9],
+        ));
+        c.push(pkt(
+            MediaKind::Video,
+            40,
+            &[0xA1, b'h', b'v', b'c', b'1', 0, 0, 0, 9],
+        ));
+        assert_eq!(c.iter().count(), 3);
+        assert_eq!(c.gop_len(), 2);
+    }
+
+    #[test]
+    fn clear_forgets_headers_and_gop() {
+        let mut c = GopCache::new(GopLimits::default());
+        c.push(pkt(MediaKind::Video, 0, AVC_SEQ));
+        c.push(pkt(MediaKind::Video, 0, KEY));
+        c.push(pkt(MediaKind::Video, 0, &[]));
+        c.clear();
+        assert_eq!(c.iter().count(), 0);
+    }
+}

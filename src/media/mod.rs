@@ -1,0 +1,26 @@
+//! Media, sans-IO: everything between the bytes of an RTMP ingest socket and the bytes a
+//! viewer is sent, with no socket and no clock in it.
+//!
+//! - [`amf0`]   — AMF0 values (commands, metadata), bounded decoder and encoder.
+//! - [`rtmp`]   — handshake, chunk stream, the server session state machine, play packaging.
+//! - [`flv`]    — FLV header and tags, and what audio/video payloads say (codec, keyframe,
+//!   sequence header; H.264, AAC, Enhanced RTMP HEVC).
+//! - [`packet`] — [`MediaMessage`] from the ingest and [`Packaged`]: one encode per
+//!   protocol, shared by every viewer on every shard.
+//! - [`gop`]    — the GOP cache a joining viewer starts from.
+//! - [`sign`]   — signed push/play URLs (Tencent Cloud CSS `txSecret`/`txTime`).
+//!
+//! The flow, once the connection drivers are wired: the publisher's shard feeds socket
+//! bytes to a [`rtmp::ServerSession`], packages each [`MediaMessage`] once
+//! ([`Packaged::new`]), keeps it in the stream's [`gop::GopCache`] and hands the same
+//! `Bytes` to every shard with viewers; RTMP viewers are written `Packaged::rtmp`, HTTP-FLV
+//! viewers `Packaged::flv`.
+
+pub mod amf0;
+pub mod flv;
+pub mod gop;
+pub mod packet;
+pub mod rtmp;
+pub mod sign;
+
+pub use packet::{MediaKind, MediaMessage, PackageError, Packaged};

@@ -1,0 +1,698 @@
+//! The RTMP chunk stream: a streaming decoder that reassembles messages, and a stateless
+//! encoder. Sans-IO.
+//!
+//! RTMP cuts each message into chunks of at most the peer's chunk size and lets chunks of
+//! different chunk streams (csids) interleave; headers are compressed against the previous
+//! header on the same chunk stream (fmt 0 full, 1 no stream id, 2 timestamp delta only,
+//! 3 nothing). The decoder keeps that per-csid state.
+//!
+//! The decoder parses straight from the caller's slice: it buffers at most one chunk header
+//! (18 bytes) between calls and copies payload bytes exactly once, into a buffer sized to
+//! the message's declared length, which becomes the message's `Bytes` (the GOP cache then
+//! holds exactly the payload, not a pinned read buffer). Hostile input is bounded by
+//! [`ChunkLimits`]: the declared length of one message, the number of chunk streams, and
+//! the bytes held in partial messages across all of them. A chunk size up to 2^31-1 is
+//! legal and harmless here, because a chunk never carries more than what is left of its
+//! message. Set Chunk Size and Abort are applied by the decoder itself, since they change
+//! how the very next byte is read.
+//!
+//! Timestamps follow what ffmpeg and librtmp write: fmt 0 is absolute, fmt 1/2 add their
+//! delta, and a fmt 3 chunk that starts a new message adds the last delta on its chunk
+//! stream; an extended timestamp is present on every chunk (fmt 3 included) while the
+//! last 24-bit field on that chunk stream was 0xFFFFFF. All timestamp arithmetic wraps
+//! (32-bit milliseconds, ~49 days).
+//!
+//! Errors are bad input (the connection is closed); "need more bytes" is simply the
+//! decoder returning with nothing, having kept what it needs.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Chunk size every RTMP connection starts with.
+pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+/// Largest chunk size the protocol allows (the top bit must be 0).
+pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
+/// Largest message the 24-bit length field can declare.
+pub const MAX_MESSAGE_LEN: u32 = 0xFF_FFFF;
+
+/// Message type ids of protocol control messages the decoder acts on.
+const TYPE_SET_CHUNK_SIZE: u8 = 1;
+const TYPE_ABORT: u8 = 2;
+
+/// Bounds on what a peer can make the decoder hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkLimits {
+    /// Largest message accepted (declared length). Default 8 MiB: a keyframe of a
+    /// high-bitrate 4K stream fits.
+    pub max_message_size: u32,
+    /// Chunk streams (csids) with state. Clients use a handful (ffmpeg 2–8, OBS 2–9).
+    pub max_chunk_streams: usize,
+    /// Sum of the declared lengths of all partially received messages.
+    pub max_buffered: usize,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        ChunkLimits {
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_streams: 32,
+            max_buffered: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One reassembled RTMP message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawMessage {
+    pub csid: u32,
+    pub type_id: u8,
+    /// Message stream id (0 for the connection, the id from createStream for a stream).
+    pub stream_id: u32,
+    /// Absolute timestamp, milliseconds.
+    pub timestamp: u32,
+    pub payload: Bytes,
+}
+
+/// Why the chunk stream cannot be read. Every one closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkError {
+    /// Set Chunk Size of 0, or with the top bit set.
+    BadChunkSize(u32),
+    /// A message declared longer than [`ChunkLimits::max_message_size`].
+    MessageTooLarge { len: u32, max: u32 },
+    /// More chunk streams than [`ChunkLimits::max_chunk_streams`].
+    TooManyChunkStreams,
+    /// Partial messages would hold more than [`ChunkLimits::max_buffered`].
+    BufferLimit,
+    /// A compressed header (fmt 1–3) on a chunk stream that has had no full header.
+    NoPreviousHeader { csid: u32 },
+    /// A new message header (fmt 0–2) on a chunk stream whose message is not finished.
+    HeaderMidMessage { csid: u32 },
+    /// A protocol control message with the wrong payload length.
+    Malformed(&'static str),
+}
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkError::BadChunkSize(n) => write!(f, "invalid chunk size {n}"),
+            ChunkError::MessageTooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
+            ChunkError::TooManyChunkStreams => f.write_str("too many chunk streams"),
+            ChunkError::BufferLimit => f.write_str("too many bytes in partial messages"),
+            ChunkError::NoPreviousHeader { csid } => {
+                write!(f, "compressed chunk header on new chunk stream {csid}")
+            }
+            ChunkError::HeaderMidMessage { csid } => {
+                write!(
+                    f,
+                    "new message header inside a message on chunk stream {csid}"
+                )
+            }
+            ChunkError::Malformed(why) => write!(f, "malformed control message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
+/// Per chunk stream state: the last header, and the message being reassembled.
+#[derive(Debug)]
+struct ChunkStream {
+    csid: u32,
+    timestamp: u32,
+    /// The last timestamp field (fmt 0: absolute, fmt 1/2: delta), extended value resolved.
+    delta: u32,
+    /// The last 24-bit timestamp field was 0xFFFFFF: every chunk carries 4 more bytes.
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// The message in progress; `None` between messages.
+    partial: Option<BytesMut>,
+}
+
+/// The longest chunk header: 3-byte basic header, 11-byte message header, 4-byte extended
+/// timestamp.
+const MAX_HEADER_LEN: usize = 18;
+
+/// Reassembles messages from the chunk stream of one connection.
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    limits: ChunkLimits,
+    chunk_size: u32,
+    streams: Vec<ChunkStream>,
+    header: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    /// Set while the payload of a chunk is being read: (index into `streams`, bytes left in
+    /// this chunk).
+    payload: Option<(usize, u32)>,
+    /// Sum of declared lengths of partial messages.
+    buffered: usize,
+}
+
+impl ChunkDecoder {
+    pub fn new(limits: ChunkLimits) -> ChunkDecoder {
+        ChunkDecoder {
+            limits,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: Vec::new(),
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            payload: None,
+            buffered: 0,
+        }
+    }
+
+    /// The peer's current chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Reads from `input` until one message completes or the input runs out. Returns the
+    /// bytes consumed and the message, if one completed; call again with the rest.
+    pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Option<RawMessage>), ChunkError> {
+        let mut pos = 0;
+        loop {
+            if let Some((idx, left)) = self.payload {
+                let take = (left as usize).min(input.len() - pos);
+                let stream = &mut self.streams[idx];
+                if let Some(partial) = stream.partial.as_mut() {
+                    partial.put_slice(&input[pos..pos + take]);
+                }
+                pos += take;
+                let left = left - take as u32;
+                if left > 0 {
+                    self.payload = Some((idx, left));
+                    return Ok((pos, None));
+                }
+                self.payload = None;
+                if let Some(msg) = self.finish_chunk(idx)? {
+                    return Ok((pos, Some(msg)));
+                }
+                continue;
+            }
+
+            // Header: gather bytes until the length implied by what we have is complete.
+            loop {
+                let needed = self.header_needed();
+                if self.header_len >= needed {
+                    break;
+                }
+                if pos == input.len() {
+                    return Ok((pos, None));
+                }
+                let take = (needed - self.header_len).min(input.len() - pos);
+                self.header[self.header_len..self.header_len + take]
+                    .copy_from_slice(&input[pos..pos + take]);
+                self.header_len += take;
+                pos += take;
+            }
+            let idx = self.apply_header()?;
+            self.header_len = 0;
+            let stream = &self.streams[idx];
+            let got = stream.partial.as_ref().map_or(0, BytesMut::len) as u32;
+            let left = (stream.length - got).min(self.chunk_size);
+            if left == 0 {
+                // A zero-length message: complete with this header.
+                if let Some(msg) = self.finish_chunk(idx)? {
+                    return Ok((pos, Some(msg)));
+                }
+                continue;
+            }
+            self.payload = Some((idx, left));
+        }
+    }
+
+    /// Total header length implied by the bytes gathered so far (grows as fields appear).
+    fn header_needed(&self) -> usize {
+        let h = &self.header[..self.header_len];
+        let Some(&b0) = h.first() else { return 1 };
+        let basic = match b0 & 0x3F {
+            0 => 2,
+            1 => 3,
+            _ => 1,
+        };
+        if h.len() < basic {
+            return basic;
+        }
+        let fmt = b0 >> 6;
+        let message_header = [11, 7, 3, 0][usize::from(fmt)];
+        let base = basic + message_header;
+        let extended = if fmt == 3 {
+            let csid = basic_csid(h);
+            self.streams
+                .iter()
+                .find(|s| s.csid == csid)
+                .is_some_and(|s| s.extended)
+        } else {
+            if h.len() < basic + 3 {
+                return base;
+            }
+            u24(&h[basic..]) == 0xFF_FFFF
+        };
+        base + if extended { 4 } else { 0 }
+    }
+
+    /// Applies a complete header to its chunk stream; returns the stream's index.
+    fn apply_header(&mut self) -> Result<usize, ChunkError> {
+        let h = self.header;
+        let b0 = h[0];
+        let fmt = b0 >> 6;
+        let basic = match b0 & 0x3F {
+            0 => 2,
+            1 => 3,
+            _ => 1,
+        };
+        let csid = basic_csid(&h);
+        let idx = match self.streams.iter().position(|s| s.csid == csid) {
+            Some(i) => i,
+            None => {
+                if fmt != 0 {
+                    return Err(ChunkError::NoPreviousHeader { csid });
+                }
+                if self.streams.len() >= self.limits.max_chunk_streams {
+                    return Err(ChunkError::TooManyChunkStreams);
+                }
+                self.streams.push(ChunkStream {
+                    csid,
+                    timestamp: 0,
+                    delta: 0,
+                    extended: false,
+                    length: 0,
+                    type_id: 0,
+                    stream_id: 0,
+                    partial: None,
+                });
+                self.streams.len() - 1
+            }
+        };
+        let stream = &mut self.streams[idx];
+        let m = &h[basic..];
+        let in_progress = stream.partial.is_some();
+        if fmt < 3 {
+            if in_progress {
+                return Err(ChunkError::HeaderMidMessage { csid });
+            }
+            let field = u24(m);
+            stream.extended = field == 0xFF_FFFF;
+            let value = if stream.extended {
+                let e = &m[[11, 7, 3][usize::from(fmt)]..];
+                u32::from_be_bytes([e[0], e[1], e[2], e[3]])
+            } else {
+                field
+            };
+            stream.delta = value;
+            if fmt == 0 {
+                stream.timestamp = value;
+            } else {
+                stream.timestamp = stream.timestamp.wrapping_add(value);
+            }
+            if fmt <= 1 {
+                stream.length = u24(&m[3..]);
+                stream.type_id = m[6];
+            }
+            if fmt == 0 {
+                stream.stream_id = u32::from_le_bytes([m[7], m[8], m[9], m[10]]);
+            }
+        } else if !in_progress {
+            // fmt 3 starting a new message: same header, timestamp advanced by the last
+            // delta (the extended field, when present, restates it).
+            let delta = if stream.extended {
+                u32::from_be_bytes([m[0], m[1], m[2], m[3]])
+            } else {
+                stream.delta
+            };
+            stream.timestamp = stream.timestamp.wrapping_add(delta);
+        }
+        if !in_progress {
+            if stream.length > self.limits.max_message_size {
+                return Err(ChunkError::MessageTooLarge {
+                    len: stream.length,
+                    max: self.limits.max_message_size,
+                });
+            }
+            let len = stream.length as usize;
+            if self.buffered + len > self.limits.max_buffered {
+                return Err(ChunkError::BufferLimit);
+            }
+            self.buffered += len;
+            // Exactly the declared length (bounded above): one allocation, no regrowth.
+            stream.partial = Some(BytesMut::with_capacity(len));
+        }
+        Ok(idx)
+    }
+
+    /// After a chunk's payload: completes the message if it is whole, and applies the
+    /// control messages that change how the chunk stream is read.
+    fn finish_chunk(&mut self, idx: usize) -> Result<Option<RawMessage>, ChunkError> {
+        let stream = &mut self.streams[idx];
+        let done = stream
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.len() == stream.length as usize);
+        if !done {
+            return Ok(None);
+        }
+        let payload = stream.partial.take().unwrap_or_default().freeze();
+        self.buffered -= payload.len();
+        let msg = RawMessage {
+            csid: stream.csid,
+            type_id: stream.type_id,
+            stream_id: stream.stream_id,
+            timestamp: stream.timestamp,
+            payload,
+        };
+        match msg.type_id {
+            TYPE_SET_CHUNK_SIZE => {
+                let size = read_u32(&msg.payload, "Set Chunk Size")?;
+                if size == 0 || size > MAX_CHUNK_SIZE {
+                    return Err(ChunkError::BadChunkSize(size));
+                }
+                self.chunk_size = size;
+            }
+            TYPE_ABORT => {
+                let csid = read_u32(&msg.payload, "Abort")?;
+                if let Some(s) = self.streams.iter_mut().find(|s| s.csid == csid) {
+                    if let Some(p) = s.partial.take() {
+                        self.buffered -= s.length as usize;
+                        drop(p);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(msg))
+    }
+}
+
+fn read_u32(payload: &[u8], what: &'static str) -> Result<u32, ChunkError> {
+    match payload {
+        [a, b, c, d] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => Err(ChunkError::Malformed(what)),
+    }
+}
+
+/// The csid from a complete basic header.
+fn basic_csid(h: &[u8]) -> u32 {
+    match h[0] & 0x3F {
+        0 => 64 + u32::from(h[1]),
+        1 => 64 + u32::from(h[1]) + 256 * u32::from(h[2]),
+        n => u32::from(n),
+    }
+}
+
+fn u24(b: &[u8]) -> u32 {
+    u32::from_be_bytes([0, b[0], b[1], b[2]])
+}
+
+/// Appends one message as chunks: a fmt 0 header, then fmt 3 headers every `chunk_size`
+/// bytes. Every message starts with a full header, so the output depends on nothing sent
+/// before it — which is what lets one encoding be written to many connections.
+///
+/// `csid` must be 2..=65599 and `payload` at most 16 MiB - 1 ([`MAX_MESSAGE_LEN`]); the
+/// callers are our own code (fixed csids, payloads that came through the same 24-bit field),
+/// and [`crate::media::rtmp::play::package`] checks the length for other producers.
+pub fn encode_message(
+    out: &mut BytesMut,
+    csid: u32,
+    type_id: u8,
+    stream_id: u32,
+    timestamp: u32,
+    payload: &[u8],
+    chunk_size: u32,
+) {
+    let chunk_size = chunk_size.max(1) as usize;
+    let extended = timestamp >= 0xFF_FFFF;
+    let chunks = payload.len().div_ceil(chunk_size).max(1);
+    let ext_len = if extended { 4 } else { 0 };
+    out.reserve(payload.len() + 12 + ext_len + (chunks - 1) * (3 + ext_len));
+
+    put_basic_header(out, 0, csid);
+    let field = if extended { 0xFF_FFFF } else { timestamp };
+    out.put_slice(&field.to_be_bytes()[1..]);
+    let len = payload.len().min(MAX_MESSAGE_LEN as usize) as u32;
+    out.put_slice(&len.to_be_bytes()[1..]);
+    out.put_u8(type_id);
+    out.put_u32_le(stream_id);
+    if extended {
+        out.put_u32(timestamp);
+    }
+    let mut first = true;
+    for piece in payload.chunks(chunk_size) {
+        if !first {
+            put_basic_header(out, 3, csid);
+            if extended {
+                out.put_u32(timestamp);
+            }
+        }
+        first = false;
+        out.put_slice(piece);
+    }
+}
+
+fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
+    match csid {
+        2..=63 => out.put_u8((fmt << 6) | csid as u8),
+        64..=319 => {
+            out.put_u8(fmt << 6);
+            out.put_u8((csid - 64) as u8);
+        }
+        _ => {
+            let v = csid.saturating_sub(64).min(0xFFFF);
+            out.put_u8((fmt << 6) | 1);
+            out.put_u8((v & 0xFF) as u8);
+            out.put_u8((v >> 8) as u8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(dec: &mut ChunkDecoder, mut input: &[u8]) -> Result<Vec<RawMessage>, ChunkError> {
+        let mut out = Vec::new();
+        loop {
+            let (used, msg) = dec.decode(input)?;
+            input = &input[used..];
+            match msg {
+                Some(m) => out.push(m),
+                None => {
+                    assert!(input.is_empty(), "decoder stopped with input left");
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
+    fn encoded(csid: u32, type_id: u8, ts: u32, payload: &[u8], chunk: u32) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode_message(&mut out, csid, type_id, 1, ts, payload, chunk);
+        out.to_vec()
+    }
+
+    #[test]
+    fn round_trip_across_chunk_sizes_and_byte_by_byte() {
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        for &csid in &[3, 64, 319, 320, 65599] {
+            let wire = encoded(csid, 9, 1234, &payload, 128);
+            // Whole.
+            let mut dec = ChunkDecoder::new(ChunkLimits::default());
+            let msgs = decode_all(&mut dec, &wire).unwrap();
+            assert_eq!(msgs.len(), 1);
+            assert_eq!(msgs[0].csid, csid);
+            assert_eq!(msgs[0].timestamp, 1234);
+            assert_eq!(msgs[0].stream_id, 1);
+            assert_eq!(&msgs[0].payload[..], &payload[..]);
+            // One byte at a time.
+            let mut dec = ChunkDecoder::new(ChunkLimits::default());
+            let mut got = Vec::new();
+            for b in &wire {
+                got.extend(decode_all(&mut dec, std::slice::from_ref(b)).unwrap());
+            }
+            assert_eq!(got, msgs);
+        }
+    }
+
+    #[test]
+    fn extended_timestamps_on_every_chunk() {
+        let payload = vec![7u8; 300];
+        let wire = encoded(4, 8, 0x0100_0000, &payload, 128);
+        // 12-byte header + 4 ext + 128, then twice (1 + 4 + chunk).
+        assert_eq!(wire.len(), 12 + 4 + 300 + 2 * 5);
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let msgs = decode_all(&mut dec, &wire).unwrap();
+        assert_eq!(msgs[0].timestamp, 0x0100_0000);
+        assert_eq!(msgs[0].payload.len(), 300);
+    }
+
+    /// Hand-written chunks with compressed headers, as ffmpeg writes them.
+    #[test]
+    fn compressed_headers_add_deltas() {
+        let mut wire = Vec::new();
+        // fmt 0, csid 6, ts 100, len 2, type 9, stream 1.
+        wire.extend_from_slice(&[0x06, 0, 0, 100, 0, 0, 2, 9, 1, 0, 0, 0, 0xAA, 0xBB]);
+        // fmt 1, csid 6, delta 40, len 1, type 9.
+        wire.extend_from_slice(&[0x46, 0, 0, 40, 0, 0, 1, 9, 0xCC]);
+        // fmt 2, csid 6, delta 40.
+        wire.extend_from_slice(&[0x86, 0, 0, 40, 0xDD]);
+        // fmt 3, csid 6: a new message, same delta.
+        wire.extend_from_slice(&[0xC6, 0xEE]);
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let msgs = decode_all(&mut dec, &wire).unwrap();
+        let ts: Vec<u32> = msgs.iter().map(|m| m.timestamp).collect();
+        assert_eq!(ts, vec![100, 140, 180, 220]);
+        assert_eq!(&msgs[3].payload[..], &[0xEE]);
+        assert!(msgs.iter().all(|m| m.stream_id == 1 && m.type_id == 9));
+    }
+
+    #[test]
+    fn interleaved_chunk_streams_reassemble_separately() {
+        let a = encoded(4, 8, 10, &[1u8; 200], 128);
+        let v = encoded(6, 9, 20, &[2u8; 200], 128);
+        // a's first chunk (12 + 128), v's first chunk, then both rests.
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&a[..140]);
+        wire.extend_from_slice(&v[..140]);
+        wire.extend_from_slice(&a[140..]);
+        wire.extend_from_slice(&v[140..]);
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let msgs = decode_all(&mut dec, &wire).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].csid, 4);
+        assert!(msgs[0].payload.iter().all(|&b| b == 1));
+        assert!(msgs[1].payload.iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn set_chunk_size_applies_to_the_next_chunk() {
+        let mut wire = encoded(2, 1, 0, &4096u32.to_be_bytes(), 128);
+        wire.extend(encoded(6, 9, 0, &[3u8; 4000], 4096));
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let msgs = decode_all(&mut dec, &wire).unwrap();
+        assert_eq!(dec.chunk_size(), 4096);
+        assert_eq!(msgs[1].payload.len(), 4000);
+    }
+
+    #[test]
+    fn chunk_size_bounds() {
+        for bad in [0u32, 0x8000_0000] {
+            let wire = encoded(2, 1, 0, &bad.to_be_bytes(), 128);
+            let mut dec = ChunkDecoder::new(ChunkLimits::default());
+            assert_eq!(
+                decode_all(&mut dec, &wire),
+                Err(ChunkError::BadChunkSize(bad))
+            );
+        }
+        // 2^31-1 is legal; a message still only takes its own length.
+        let mut wire = encoded(2, 1, 0, &MAX_CHUNK_SIZE.to_be_bytes(), 128);
+        wire.extend(encoded(6, 9, 0, &[1u8; 10], 1 << 20));
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        assert_eq!(decode_all(&mut dec, &wire).unwrap()[1].payload.len(), 10);
+        let short = encoded(2, 1, 0, &[0, 1], 128);
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        assert!(matches!(
+            decode_all(&mut dec, &short),
+            Err(ChunkError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_message_is_refused_from_its_header() {
+        let limits = ChunkLimits {
+            max_message_size: 1000,
+            ..ChunkLimits::default()
+        };
+        let mut dec = ChunkDecoder::new(limits);
+        // Only the header: the error comes before any payload is held.
+        let header = [0x06, 0, 0, 0, 0, 0x03, 0xE9, 9, 1, 0, 0, 0];
+        assert_eq!(
+            dec.decode(&header),
+            Err(ChunkError::MessageTooLarge {
+                len: 1001,
+                max: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn many_chunk_streams_are_refused() {
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let mut wire = Vec::new();
+        for csid in 2..40 {
+            wire.extend(encoded(csid, 9, 0, &[0u8; 10], 128));
+        }
+        assert_eq!(
+            decode_all(&mut dec, &wire),
+            Err(ChunkError::TooManyChunkStreams)
+        );
+    }
+
+    #[test]
+    fn partial_messages_share_one_budget() {
+        let limits = ChunkLimits {
+            max_message_size: 1000,
+            max_chunk_streams: 32,
+            max_buffered: 2500,
+        };
+        let mut dec = ChunkDecoder::new(limits);
+        let mut wire = Vec::new();
+        for csid in 3..6 {
+            // Headers of 1000-byte messages with only their first chunk.
+            wire.extend_from_slice(&encoded(csid, 9, 0, &[0u8; 1000], 128)[..12 + 128]);
+        }
+        assert_eq!(decode_all(&mut dec, &wire), Err(ChunkError::BufferLimit));
+    }
+
+    #[test]
+    fn abort_releases_the_partial_message() {
+        let limits = ChunkLimits {
+            max_message_size: 1000,
+            max_chunk_streams: 32,
+            // The message, plus the 4-byte Abort itself.
+            max_buffered: 1004,
+        };
+        let mut dec = ChunkDecoder::new(limits);
+        let mut wire = encoded(6, 9, 0, &[0u8; 1000], 128)[..140].to_vec();
+        wire.extend(encoded(2, 2, 0, &6u32.to_be_bytes(), 128));
+        // With the first message aborted, a new one fits the budget again.
+        wire.extend(encoded(6, 9, 0, &[5u8; 1000], 128));
+        let msgs = decode_all(&mut dec, &wire).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1].payload.len(), 1000);
+    }
+
+    #[test]
+    fn compressed_header_on_unknown_stream_is_an_error() {
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        assert_eq!(
+            decode_all(&mut dec, &[0xC5]),
+            Err(ChunkError::NoPreviousHeader { csid: 5 })
+        );
+    }
+
+    /// A length-changing header in the middle of a message: libraries that subtract the
+    /// received length from the new declared length underflow here.
+    #[test]
+    fn header_mid_message_is_an_error_not_an_underflow() {
+        let mut wire = encoded(6, 9, 0, &[0u8; 300], 128)[..140].to_vec();
+        wire.extend_from_slice(&[0x46, 0, 0, 0, 0, 0, 10, 9]);
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        assert_eq!(
+            decode_all(&mut dec, &wire),
+            Err(ChunkError::HeaderMidMessage { csid: 6 })
+        );
+    }
+
+    #[test]
+    fn zero_length_messages_complete_at_their_header() {
+        let wire = encoded(3, 20, 0, &[], 128);
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let msgs = decode_all(&mut dec, &wire).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].payload.is_empty());
+    }
+}

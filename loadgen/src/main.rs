@@ -1,0 +1,179 @@
+//! `loadgen`: the load generator for liveshard (SPEC C12). Glue only: the command line, then
+//! either the parent (orchestrates worker processes, merges, reports) or a worker.
+//!
+//! Crate map:
+//! - `plan.rs`     — raw flags → validated plan; what each worker and executor owns
+//! - `parent.rs`   — spawns `--procs` workers, the start barrier, progress line, the report
+//! - `worker.rs`   — one worker process: glommio executors, counters, the stdin/stdout protocol
+//! - `conn.rs`     — connection drivers on glommio: connect, viewer loop, publisher loop
+//! - `wsproto.rs`  — sans-IO WebSocket client codec (upgrade, masked frames, frame parser)
+//! - `marker.rs`   — latency markers written by publishers and scanned by viewers
+//! - `token.rs`    — HS256 tokens for publishers
+//! - `report.rs`   — report types, histogram (de)serialization, summaries, machine facts
+//! - `probe.rs`    — what loadgen reads from the server side: `/metrics`, `/proc/PID`
+//!
+//! Why glommio and not the server's monoio: a runtime bug must not hide on both sides of a
+//! measurement (SPEC C12).
+
+mod conn;
+mod marker;
+mod parent;
+mod plan;
+mod probe;
+mod report;
+mod token;
+mod worker;
+mod wsproto;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for liveshard: WebSocket fan-out latency and idle-connection memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N viewers over R rooms, P publishers posting at a total rate; end-to-end latency,
+    /// deliveries/s, frames/s, connect failures, disconnects, server drops.
+    WsFanout(FanoutArgs),
+    /// N idle (heartbeating) viewers; the server's RSS growth per connection.
+    WsIdle(IdleArgs),
+    /// Internal: one worker process (reads its plan on stdin, reports on stdout).
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Options every WebSocket scenario takes.
+#[derive(Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// WebSocket URL of the server, e.g. ws://127.0.0.1:8080/ws (rooms and tokens are added
+    /// as query parameters).
+    #[arg(long)]
+    pub url: String,
+    /// Source addresses, round robin per connection: one address or a range such as
+    /// 127.0.0.2-127.0.0.60 (each address has its own ~28k ephemeral ports).
+    #[arg(long, value_name = "IP[-IP]")]
+    pub src: Option<String>,
+    /// Worker processes, each taking a slice of the connections (a process may hold at most
+    /// its RLIMIT_NOFILE descriptors: 20,000 on these machines).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub procs: usize,
+    /// glommio executors (threads) per worker process.
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    pub threads: usize,
+    /// Pin each executor to its own CPU (worker k, executor t → CPU (k*T+t) mod cores).
+    #[arg(long)]
+    pub pin: bool,
+    /// Write the full report (config, machine, results, merged histogram) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Room ids are PREFIX0 … PREFIX{R-1}.
+    #[arg(long, default_value = "lg", value_name = "PREFIX")]
+    pub room_prefix: String,
+    /// The server's process id: its CPU time (fan-out) or RSS (idle) is read from /proc.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Connections opened per second over all workers (default: as fast as possible, at
+    /// most 64 handshakes in flight per executor).
+    #[arg(long, value_name = "CONNS_PER_SEC")]
+    pub ramp: Option<f64>,
+    /// Give up on one connection's connect + upgrade after this long.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// Application heartbeat: each viewer sends {"type":"ping"} this often.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub heartbeat: u64,
+    /// Allow a target that is not a loopback address; the address must be given here too,
+    /// exactly as the URL resolves.
+    #[arg(long, value_name = "IP")]
+    pub allow_remote: Option<std::net::IpAddr>,
+    /// No live progress line even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Rooms the viewers and publishers are spread over (round robin).
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Viewer connections (read only).
+    #[arg(long)]
+    pub viewers: usize,
+    /// Publisher connections (logged in; they post danmaku).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Messages per second over all publishers, paced evenly.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: f64,
+    /// Seconds of publishing (the measurement window).
+    #[arg(long, value_name = "SECS")]
+    pub duration: f64,
+    /// Bytes of danmaku text per message (the marker padded with 'x'); liveshard accepts
+    /// danmaku.max_text_chars (default 100).
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    pub payload: usize,
+    /// Seconds to keep reading after the last send, for deliveries still in flight.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub drain: f64,
+    /// Sign publisher tokens with this HS256 secret (liveshard's auth.jwt_secret or
+    /// DATA_DIR/jwt.secret).
+    #[arg(long, value_name = "S", conflicts_with = "tokens")]
+    pub token_secret: Option<String>,
+    /// Publisher tokens, one per line, used round robin.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Issuer claim for signed tokens (liveshard's auth.jwt_issuer).
+    #[arg(long, default_value = "liveshard")]
+    pub token_issuer: String,
+    /// Prometheus endpoint to read liveshard_ws_messages_dropped_total from (default: the
+    /// ws URL's host with /metrics; "none" to skip).
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Idle viewer connections.
+    #[arg(long)]
+    pub conns: usize,
+    /// Rooms the viewers are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub rooms: usize,
+    /// Seconds to hold the connections after the measurement.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub hold: f64,
+    /// Seconds to wait after the last connection is up before reading the server's RSS.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub settle: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::WsFanout(args) => plan::fanout(args).and_then(parent::run),
+        Command::WsIdle(args) => plan::idle(args).and_then(parent::run),
+        Command::Worker => return worker::main(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("loadgen: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

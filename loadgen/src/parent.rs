@@ -1,0 +1,441 @@
+//! The parent process: starts `--procs` workers (this same binary, `loadgen worker`), hands
+//! each its plan, holds the start barrier (go only once every worker has all its connections
+//! up), draws the live progress line, reads the server's side (/metrics, /proc) around the
+//! measurement, merges the workers' histograms and counters, and prints and writes the report.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::plan::{Plan, Scenario};
+use crate::probe;
+use crate::report::{
+    self, Connections, FanoutResults, IdleResults, Percentiles, Report, Results, WorkerCommand,
+    WorkerEvent, WorkerReport,
+};
+use crate::worker::{merge_worker, unix_ns};
+
+const DROPPED_METRIC: &str = "liveshard_ws_messages_dropped_total";
+/// Lead time between the go command and the start, so every worker has read it.
+const GO_LEAD: Duration = Duration::from_millis(200);
+
+enum Msg {
+    Event(WorkerEvent),
+    Garbled(String),
+    Exited,
+}
+
+#[derive(Default)]
+struct WorkerState {
+    up: u64,
+    failed: u64,
+    deliveries: u64,
+    frames: u64,
+    ready: bool,
+    report: Option<WorkerReport>,
+    exited: bool,
+}
+
+/// Kills every worker still running when the run ends early.
+struct Workers {
+    children: Vec<Child>,
+    stdins: Vec<Option<ChildStdin>>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stdins.clear();
+        for c in &mut self.children {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn run(plan: Plan) -> Result<ExitCode, String> {
+    let started_unix_ms = unix_ns() / 1_000_000;
+    let machine = probe::machine();
+    let wp = &plan.worker;
+    let fanout = wp.scenario == Scenario::WsFanout;
+    let tty = !plan.quiet && std::io::stderr().is_terminal();
+
+    let rss_before = match (wp.scenario, plan.server_pid) {
+        (Scenario::WsIdle, Some(pid)) => Some(probe::rss_kib(pid)?),
+        _ => None,
+    };
+    let dropped_before = plan
+        .metrics_url
+        .as_deref()
+        .map(|u| probe::scrape_sum(u, DROPPED_METRIC));
+
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let (tx, rx) = mpsc::channel::<(usize, Msg)>();
+    let mut workers = Workers {
+        children: Vec::new(),
+        stdins: Vec::new(),
+    };
+    for w in 0..plan.procs {
+        let mut child = Command::new(&exe)
+            .arg("worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start worker {w}: {e}"))?;
+        let mut stdin = child.stdin.take();
+        let mut wplan = wp.clone();
+        wplan.worker = w;
+        let line = serde_json::to_string(&wplan).map_err(|e| e.to_string())?;
+        if let Some(s) = stdin.as_mut() {
+            writeln!(s, "{line}").map_err(|e| format!("worker {w}: {e}"))?;
+        }
+        let stdout = child.stdout.take().ok_or("worker has no stdout")?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let msg = match serde_json::from_str::<WorkerEvent>(&line) {
+                    Ok(ev) => Msg::Event(ev),
+                    Err(_) => Msg::Garbled(line),
+                };
+                if tx.send((w, msg)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send((w, Msg::Exited));
+        });
+        workers.children.push(child);
+        workers.stdins.push(stdin);
+    }
+    drop(tx);
+
+    let total_conns = (wp.viewers + wp.publishers) as u64;
+    let per_exec = total_conns.div_ceil((wp.workers * wp.threads) as u64);
+    let ramp_s = if wp.ramp > 0.0 {
+        total_conns as f64 / wp.ramp
+    } else {
+        0.0
+    };
+    // Every attempt is bounded by the connect timeout, with 64 in flight per executor.
+    let connect_bound = Duration::from_secs_f64(
+        ramp_s + (wp.connect_timeout_ms as f64 / 1000.0) * (1.0 + per_exec as f64 / 64.0) + 30.0,
+    );
+    let run_ms = match wp.scenario {
+        Scenario::WsFanout => wp.duration_ms + wp.drain_ms,
+        Scenario::WsIdle => wp.hold_ms,
+    };
+    let t0 = Instant::now();
+    let mut deadline = t0 + connect_bound;
+
+    let mut st: Vec<WorkerState> = (0..plan.procs).map(|_| WorkerState::default()).collect();
+    let mut so_far = report::new_histogram();
+    let mut go_at: Option<u64> = None;
+    let mut rss_after = None;
+    let mut cpu_go = None;
+    let mut cpu_publish_end = None;
+    let mut cpu_end = None;
+    let mut dropped_after = None;
+    // (time, deliveries) at each draw; the rate shown is over the last two seconds, so
+    // workers' unsynchronized reports do not make it jump.
+    let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut last_draw = Instant::now();
+
+    while st.iter().any(|s| s.report.is_none()) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "workers did not finish in time (bound {:.0} s); giving up",
+                deadline.duration_since(t0).as_secs_f64()
+            ));
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((w, Msg::Event(ev))) => match ev {
+                WorkerEvent::Progress {
+                    up,
+                    failed,
+                    deliveries,
+                    frames,
+                    interval_hist,
+                } => {
+                    let s = &mut st[w];
+                    (s.up, s.failed, s.deliveries, s.frames) = (up, failed, deliveries, frames);
+                    if let Ok(h) = report::hist_from_b64(&interval_hist) {
+                        report::merge(&mut so_far, &h);
+                    }
+                }
+                WorkerEvent::Ready { up, failed } => {
+                    let s = &mut st[w];
+                    (s.up, s.failed, s.ready) = (up, failed, true);
+                }
+                WorkerEvent::Report(r) => st[w].report = Some(*r),
+                WorkerEvent::Fatal { message } => {
+                    if tty {
+                        eprintln!();
+                    }
+                    return Err(format!("worker {w}: {message}"));
+                }
+            },
+            Ok((w, Msg::Garbled(line))) => eprintln!("loadgen: worker {w} said: {line}"),
+            Ok((w, Msg::Exited)) => {
+                st[w].exited = true;
+                if st[w].report.is_none() {
+                    let status = workers.children[w].wait().ok();
+                    return Err(format!("worker {w} exited without a report ({status:?})"));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+
+        // The barrier: go once every worker has tried all its connections.
+        if go_at.is_none() && st.iter().all(|s| s.ready) {
+            if let (Scenario::WsIdle, Some(pid)) = (wp.scenario, plan.server_pid) {
+                std::thread::sleep(Duration::from_millis(plan.settle_ms));
+                rss_after = Some(probe::rss_kib(pid)?);
+            }
+            let at = unix_ns() + GO_LEAD.as_nanos() as u64;
+            for (w, stdin) in workers.stdins.iter_mut().enumerate() {
+                let cmd = serde_json::to_string(&WorkerCommand::Go { at_unix_ns: at })
+                    .map_err(|e| e.to_string())?;
+                if let Some(s) = stdin.as_mut() {
+                    writeln!(s, "{cmd}").map_err(|e| format!("worker {w}: {e}"))?;
+                    let _ = s.flush();
+                }
+            }
+            go_at = Some(at);
+            deadline =
+                Instant::now() + GO_LEAD + Duration::from_millis(run_ms) + Duration::from_secs(60);
+            std::thread::sleep(GO_LEAD);
+            cpu_go = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+        }
+        if let Some(at) = go_at {
+            let now = unix_ns();
+            if fanout && cpu_publish_end.is_none() && now >= at + wp.duration_ms * 1_000_000 {
+                cpu_publish_end = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+            }
+            if cpu_end.is_none() && now >= at + run_ms * 1_000_000 {
+                cpu_end = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+                dropped_after = plan
+                    .metrics_url
+                    .as_deref()
+                    .map(|u| probe::scrape_sum(u, DROPPED_METRIC));
+            }
+        }
+
+        if tty && last_draw.elapsed() >= Duration::from_millis(500) {
+            last_draw = Instant::now();
+            samples.push_back((last_draw, st.iter().map(|s| s.deliveries).sum()));
+            while samples.len() > 5 {
+                samples.pop_front();
+            }
+            let rate = match (samples.front(), samples.back()) {
+                (Some(a), Some(b)) if b.0 > a.0 => {
+                    b.1.saturating_sub(a.1) as f64 / (b.0 - a.0).as_secs_f64()
+                }
+                _ => 0.0,
+            };
+            draw(&st, total_conns, t0, go_at.is_some(), rate, &so_far);
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    if cpu_end.is_none() {
+        cpu_end = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+    }
+    if dropped_after.is_none() {
+        dropped_after = plan
+            .metrics_url
+            .as_deref()
+            .map(|u| probe::scrape_sum(u, DROPPED_METRIC));
+    }
+    drop(workers);
+
+    // Merge.
+    let mut merged = WorkerReport {
+        sent_per_room: vec![0; wp.rooms],
+        viewers_per_room: vec![0; wp.rooms],
+        ..WorkerReport::default()
+    };
+    let mut latency = report::new_histogram();
+    let mut lag = report::new_histogram();
+    for s in st {
+        let r = s.report.expect("loop ends when every worker reported");
+        let h = report::hist_from_b64(&r.latency_hist)?;
+        report::merge(&mut latency, &h);
+        merge_worker(&mut merged, r, &mut lag);
+    }
+    let failed: u64 = merged.connect_failures.values().sum();
+    let up = merged.viewers_up + merged.publishers_up;
+    let connections = Connections {
+        attempted: total_conns,
+        up,
+        failed,
+        failures: merged.connect_failures.clone(),
+        failure_samples: merged.connect_failure_samples.clone(),
+    };
+    if let Some(n) = merged.connect_failures.get("EMFILE") {
+        let (_, hard) = probe::nofile_limit();
+        eprintln!(
+            "loadgen: {n} connects failed with EMFILE (too many open files): a process may hold \
+             at most {hard} descriptors here; spread the connections with --procs {}",
+            total_conns
+                .div_ceil(hard.saturating_sub(1000).max(1))
+                .max(plan.procs as u64 + 1)
+        );
+    }
+
+    let results = if fanout {
+        fanout_results(
+            &plan,
+            &merged,
+            connections,
+            &latency,
+            &lag,
+            FanoutServer {
+                dropped_before,
+                dropped_after,
+                cpu_go,
+                cpu_publish_end,
+                cpu_end,
+            },
+        )
+    } else {
+        let bytes_per_conn = match (rss_before, rss_after) {
+            (Some(b), Some(a)) if up > 0 => Some((a as f64 - b as f64) * 1024.0 / up as f64),
+            _ => None,
+        };
+        Results::Idle(IdleResults {
+            connections,
+            rss_before_kib: rss_before,
+            rss_after_kib: rss_after,
+            bytes_per_conn,
+            disconnects: merged.disconnects.clone(),
+            hold_s: wp.hold_ms as f64 / 1000.0,
+        })
+    };
+    let report = Report {
+        tool: "loadgen",
+        version: env!("CARGO_PKG_VERSION"),
+        started_unix_ms,
+        config: plan.config.clone(),
+        machine,
+        results,
+        latency_hist_v2: fanout.then(|| report::hist_to_b64(&latency)),
+    };
+    print!("{}", report.summary(&plan.url));
+    if let Some(path) = &plan.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(if up == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+struct FanoutServer {
+    dropped_before: Option<Result<u64, String>>,
+    dropped_after: Option<Result<u64, String>>,
+    cpu_go: Option<f64>,
+    cpu_publish_end: Option<f64>,
+    cpu_end: Option<f64>,
+}
+
+fn fanout_results(
+    plan: &Plan,
+    m: &WorkerReport,
+    connections: Connections,
+    latency: &Histogram<u64>,
+    lag: &Histogram<u64>,
+    server: FanoutServer,
+) -> Results {
+    let wp = &plan.worker;
+    let secs = wp.duration_ms as f64 / 1000.0;
+    let sent: u64 = m.sent_per_room.iter().sum();
+    let expected: u64 = m
+        .sent_per_room
+        .iter()
+        .zip(&m.viewers_per_room)
+        .map(|(s, v)| s * v)
+        .sum();
+    let (server_dropped, server_dropped_error) = match (server.dropped_before, server.dropped_after)
+    {
+        (Some(Ok(b)), Some(Ok(a))) => (Some(a.saturating_sub(b)), None),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => (None, Some(e)),
+        _ => (None, None),
+    };
+    let server_cpu_s = match (server.cpu_go, server.cpu_end) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let server_cpu_cores = match (server.cpu_go, server.cpu_publish_end) {
+        (Some(a), Some(b)) if secs > 0.0 => Some((b - a) / secs),
+        _ => None,
+    };
+    Results::Fanout(Box::new(FanoutResults {
+        connections,
+        viewers_up: m.viewers_up,
+        publishers_up: m.publishers_up,
+        measured_s: secs,
+        sent,
+        sent_per_sec: sent as f64 / secs,
+        acks: m.acks,
+        server_errors: m.server_errors,
+        server_error_sample: m.server_error_sample.clone(),
+        expected_deliveries: expected,
+        deliveries: m.deliveries,
+        delivery_ratio: if expected > 0 {
+            m.deliveries as f64 / expected as f64
+        } else {
+            0.0
+        },
+        deliveries_per_sec: m.deliveries as f64 / secs,
+        frames: m.frames,
+        frames_per_sec: m.frames as f64 / secs,
+        bytes_in: m.bytes_in,
+        latency_us: Percentiles::of(latency),
+        send_lag_us: Percentiles::of(lag),
+        disconnects: m.disconnects.clone(),
+        server_dropped,
+        server_dropped_error,
+        server_cpu_s,
+        server_cpu_cores,
+        deliveries_per_server_cpu_s: server_cpu_s
+            .filter(|&c| c > 0.0)
+            .map(|c| m.deliveries as f64 / c),
+    }))
+}
+
+/// The live progress line (stderr, terminals only).
+fn draw(
+    st: &[WorkerState],
+    total: u64,
+    t0: Instant,
+    running: bool,
+    rate: f64,
+    so_far: &Histogram<u64>,
+) {
+    let up: u64 = st.iter().map(|s| s.up).sum();
+    let failed: u64 = st.iter().map(|s| s.failed).sum();
+    let p99 = if so_far.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{:.2} ms", so_far.value_at_quantile(0.99) as f64 / 1000.0)
+    };
+    let phase = if running { "running" } else { "connecting" };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r\x1b[2K[{:6.1}s] {phase}: {up}/{total} up, {failed} failed | {:.0} msgs/s | p99 {p99}",
+        t0.elapsed().as_secs_f64(),
+        rate
+    );
+    let _ = err.flush();
+}

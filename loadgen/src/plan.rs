@@ -1,0 +1,512 @@
+//! From flags to a validated plan, in two steps (raw clap args → [`Plan`]), and the rules for
+//! who owns which connection: viewer `v` joins room `v % R`, publisher `p` posts to room
+//! `p % R`; connection `i` of a kind belongs to worker `i % K`, and within it to executor
+//! `(i / K) % T`. Every bound loadgen keeps (time, counts, targets) is checked here.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{marker, token, CommonArgs, FanoutArgs, IdleArgs};
+
+pub const MAX_CONNS: usize = 1_000_000;
+pub const MAX_PROCS: usize = 256;
+pub const MAX_THREADS: usize = 64;
+pub const MAX_ROOMS: usize = 100_000;
+pub const MAX_DURATION_S: f64 = 3600.0;
+pub const MAX_RATE: f64 = 10_000_000.0;
+pub const MAX_PAYLOAD: usize = 60_000;
+pub const MAX_SRC_ADDRS: u32 = 1 << 16;
+/// Lifetime of tokens loadgen signs: longer than any run it allows.
+const TOKEN_TTL_S: u64 = 4 * 3600;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    WsFanout,
+    WsIdle,
+}
+
+/// What one worker process is told on its stdin: the whole load plus its own index.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerPlan {
+    pub scenario: Scenario,
+    pub worker: usize,
+    pub workers: usize,
+    pub threads: usize,
+    pub pin: bool,
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+    /// Request path without query, e.g. `/ws`.
+    pub path: String,
+    pub room_prefix: String,
+    pub rooms: usize,
+    pub viewers: usize,
+    pub publishers: usize,
+    /// Messages per second over all publishers.
+    pub rate: f64,
+    pub duration_ms: u64,
+    pub drain_ms: u64,
+    pub hold_ms: u64,
+    pub payload: usize,
+    /// Connections per second over all workers; 0 = unpaced.
+    pub ramp: f64,
+    pub connect_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    /// First source address and how many follow it (0 = let the kernel choose).
+    pub src_first: Option<Ipv4Addr>,
+    pub src_count: u32,
+    /// Publisher tokens, used round robin by global publisher index.
+    pub tokens: Vec<String>,
+    pub run_id: u32,
+}
+
+impl WorkerPlan {
+    /// Source address for global connection index `i` (viewers first, then publishers).
+    pub fn src_for(&self, i: usize) -> Option<Ipv4Addr> {
+        let first = self.src_first?;
+        let off = (i as u64 % u64::from(self.src_count.max(1))) as u32;
+        Some(Ipv4Addr::from(u32::from(first) + off))
+    }
+
+    /// Whether global index `i` of a kind belongs to executor `t` of this worker.
+    pub fn owns(&self, i: usize, t: usize) -> bool {
+        i % self.workers == self.worker && (i / self.workers) % self.threads == t
+    }
+
+    pub fn room_of(&self, i: usize) -> usize {
+        i % self.rooms
+    }
+
+    pub fn room_name(&self, room: usize) -> String {
+        format!("{}{room}", self.room_prefix)
+    }
+
+    /// Connections this worker opens, all executors together.
+    #[cfg(test)]
+    pub fn conns_here(&self) -> usize {
+        let share = |n: usize| n / self.workers + usize::from(self.worker < n % self.workers);
+        share(self.viewers) + share(self.publishers)
+    }
+}
+
+/// The validated run: what the parent needs besides the workers' plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub worker: WorkerPlan,
+    pub url: String,
+    pub procs: usize,
+    pub json: Option<PathBuf>,
+    pub server_pid: Option<u32>,
+    pub metrics_url: Option<String>,
+    pub settle_ms: u64,
+    pub quiet: bool,
+    /// The flags as given, for the report.
+    pub config: serde_json::Value,
+}
+
+pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
+    let c = &a.common;
+    check_range("--rooms", a.rooms, 1, MAX_ROOMS)?;
+    check_range("--viewers", a.viewers, 0, MAX_CONNS)?;
+    check_range("--publishers", a.publishers, 1, MAX_CONNS)?;
+    if a.viewers + a.publishers > MAX_CONNS {
+        return Err(format!("at most {MAX_CONNS} connections in one run"));
+    }
+    if !(a.rate > 0.0 && a.rate <= MAX_RATE) {
+        return Err(format!("--rate must be in (0, {MAX_RATE}]"));
+    }
+    if !(a.duration > 0.0 && a.duration <= MAX_DURATION_S) {
+        return Err(format!(
+            "--duration must be in (0, {MAX_DURATION_S}] seconds"
+        ));
+    }
+    if !(0.0..=60.0).contains(&a.drain) {
+        return Err("--drain must be in [0, 60] seconds".into());
+    }
+    if a.payload > MAX_PAYLOAD {
+        return Err(format!("--payload must be at most {MAX_PAYLOAD} bytes"));
+    }
+    let tokens = match (&a.token_secret, &a.tokens) {
+        (Some(secret), _) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            (0..a.publishers)
+                .map(|p| {
+                    token::sign(
+                        secret.as_bytes(),
+                        &a.token_issuer,
+                        &format!("lg-p{p}"),
+                        now,
+                        TOKEN_TTL_S,
+                    )
+                })
+                .collect()
+        }
+        (None, Some(path)) => {
+            let mut t = token::read_file(path)?;
+            t.truncate(a.publishers);
+            t
+        }
+        (None, None) => {
+            return Err(
+                "publishers must be logged in: give --token-secret S (the server's \
+                 auth.jwt_secret, or the contents of DATA_DIR/jwt.secret) or --tokens FILE"
+                    .into(),
+            )
+        }
+    };
+    let mut worker = common(c, Scenario::WsFanout)?;
+    worker.rooms = a.rooms;
+    worker.viewers = a.viewers;
+    worker.publishers = a.publishers;
+    worker.rate = a.rate;
+    worker.duration_ms = (a.duration * 1000.0).round() as u64;
+    worker.drain_ms = (a.drain * 1000.0).round() as u64;
+    worker.payload = a.payload;
+    worker.tokens = tokens;
+    check_procs(c, a.viewers + a.publishers)?;
+    let metrics_url = match a.metrics_url.as_deref() {
+        Some("none") => None,
+        Some(u) => Some(u.to_string()),
+        None => Some(format!("http://{}/metrics", worker.host)),
+    };
+    let config = serde_json::json!({
+        "scenario": "ws-fanout",
+        "url": c.url,
+        "rooms": a.rooms,
+        "viewers": a.viewers,
+        "publishers": a.publishers,
+        "rate": a.rate,
+        "duration_s": a.duration,
+        "payload": a.payload,
+        "drain_s": a.drain,
+        "ramp": c.ramp,
+        "src": c.src,
+        "procs": c.procs,
+        "threads": c.threads,
+        "pin": c.pin,
+        "heartbeat_s": c.heartbeat,
+        "tokens": if a.token_secret.is_some() { "signed" } else { "file" },
+        "metrics_url": metrics_url,
+        "server_pid": c.server_pid,
+        "marker_len_max": marker::MAX_MARKER_LEN,
+    });
+    Ok(Plan {
+        worker,
+        url: c.url.clone(),
+        procs: c.procs,
+        json: c.json.clone(),
+        server_pid: c.server_pid,
+        metrics_url,
+        settle_ms: 0,
+        quiet: c.quiet,
+        config,
+    })
+}
+
+pub fn idle(a: IdleArgs) -> Result<Plan, String> {
+    let c = &a.common;
+    check_range("--conns", a.conns, 1, MAX_CONNS)?;
+    check_range("--rooms", a.rooms, 1, MAX_ROOMS)?;
+    if !(0.0..=MAX_DURATION_S).contains(&a.hold) {
+        return Err(format!("--hold must be in [0, {MAX_DURATION_S}] seconds"));
+    }
+    if !(0.0..=600.0).contains(&a.settle) {
+        return Err("--settle must be in [0, 600] seconds".into());
+    }
+    check_procs(c, a.conns)?;
+    let mut worker = common(c, Scenario::WsIdle)?;
+    worker.rooms = a.rooms;
+    worker.viewers = a.conns;
+    worker.hold_ms = (a.hold * 1000.0).round() as u64;
+    let config = serde_json::json!({
+        "scenario": "ws-idle",
+        "url": c.url,
+        "conns": a.conns,
+        "rooms": a.rooms,
+        "hold_s": a.hold,
+        "settle_s": a.settle,
+        "ramp": c.ramp,
+        "src": c.src,
+        "procs": c.procs,
+        "threads": c.threads,
+        "pin": c.pin,
+        "heartbeat_s": c.heartbeat,
+        "server_pid": c.server_pid,
+    });
+    Ok(Plan {
+        worker,
+        url: c.url.clone(),
+        procs: c.procs,
+        json: c.json.clone(),
+        server_pid: c.server_pid,
+        metrics_url: None,
+        settle_ms: (a.settle * 1000.0).round() as u64,
+        quiet: c.quiet,
+        config,
+    })
+}
+
+/// Descriptors a worker keeps for itself (io_uring rings, pipes, publishers' second half).
+const FD_SPARE: u64 = 100;
+
+/// Worker processes needed so each stays under the descriptor limit `hard`.
+pub fn procs_needed(conns: u64, hard: u64) -> u64 {
+    conns.div_ceil(hard.saturating_sub(FD_SPARE).max(1))
+}
+
+fn check_range(flag: &str, v: usize, lo: usize, hi: usize) -> Result<(), String> {
+    if v < lo || v > hi {
+        return Err(format!("{flag} must be in [{lo}, {hi}], got {v}"));
+    }
+    Ok(())
+}
+
+fn check_procs(c: &CommonArgs, conns: usize) -> Result<(), String> {
+    check_range("--procs", c.procs, 1, MAX_PROCS)?;
+    check_range("--threads", c.threads, 1, MAX_THREADS)?;
+    let per_proc = conns.div_ceil(c.procs);
+    let (soft, hard) = crate::probe::nofile_limit();
+    if per_proc as u64 + FD_SPARE > hard {
+        let want = procs_needed(conns as u64, hard);
+        return Err(format!(
+            "{per_proc} connections per process exceed this machine's descriptor limit \
+             (RLIMIT_NOFILE soft {soft}, hard {hard}); use --procs {want} or more"
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of a worker plan both scenarios share: target, sources, spreading.
+fn common(c: &CommonArgs, scenario: Scenario) -> Result<WorkerPlan, String> {
+    let (addr, host, path) = parse_ws_url(&c.url)?;
+    if !addr.ip().is_loopback() && c.allow_remote != Some(addr.ip()) {
+        return Err(format!(
+            "{} resolves to {}, which is not a loopback address; loadgen only sends load \
+             elsewhere when that address is given explicitly: --allow-remote {}",
+            c.url,
+            addr.ip(),
+            addr.ip()
+        ));
+    }
+    let (src_first, src_count) = match &c.src {
+        None => (None, 0),
+        Some(s) => {
+            let (a, b) = parse_src_range(s)?;
+            if addr.is_ipv6() {
+                return Err("--src takes IPv4 addresses; the target is IPv6".into());
+            }
+            (Some(a), b)
+        }
+    };
+    if c.connect_timeout == 0 || c.connect_timeout > 300 {
+        return Err("--connect-timeout must be in [1, 300] seconds".into());
+    }
+    if c.heartbeat == 0 || c.heartbeat > 3600 {
+        return Err("--heartbeat must be in [1, 3600] seconds".into());
+    }
+    let ramp = match c.ramp {
+        None => 0.0,
+        Some(r) if r > 0.0 && r <= 1e7 => r,
+        Some(_) => return Err("--ramp must be in (0, 10000000] connections/s".into()),
+    };
+    if c.room_prefix.is_empty()
+        || c.room_prefix.len() > 40
+        || !c
+            .room_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        return Err("--room-prefix: 1–40 characters of A-Z a-z 0-9 _ - .".into());
+    }
+    let run_id = {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        ((t ^ (t >> 32) ^ u64::from(std::process::id()).rotate_left(17)) & 0xFFFF_FFFF) as u32
+    };
+    Ok(WorkerPlan {
+        scenario,
+        worker: 0,
+        workers: c.procs,
+        threads: c.threads,
+        pin: c.pin,
+        addr,
+        host,
+        path,
+        room_prefix: c.room_prefix.clone(),
+        rooms: 1,
+        viewers: 0,
+        publishers: 0,
+        rate: 0.0,
+        duration_ms: 0,
+        drain_ms: 0,
+        hold_ms: 0,
+        payload: 0,
+        ramp,
+        connect_timeout_ms: c.connect_timeout * 1000,
+        heartbeat_ms: c.heartbeat * 1000,
+        src_first,
+        src_count,
+        tokens: Vec::new(),
+        run_id,
+    })
+}
+
+/// `ws://HOST[:PORT][/PATH]` → resolved address, Host header, path (query dropped: loadgen
+/// adds its own).
+pub fn parse_ws_url(url: &str) -> Result<(SocketAddr, String, String), String> {
+    let rest = if let Some(r) = url.strip_prefix("ws://") {
+        r
+    } else if url.starts_with("wss://") {
+        return Err("wss:// is not supported: point loadgen at the plain ws:// port".into());
+    } else {
+        return Err(format!("--url must start with ws://, got {url:?}"));
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = path.split('?').next().unwrap_or("/").to_string();
+    if hostport.is_empty() {
+        return Err(format!("--url has no host: {url:?}"));
+    }
+    let with_port = if hostport.starts_with('[') {
+        if hostport.contains("]:") {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:80")
+        }
+    } else if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport:?} resolves to no address"))?;
+    Ok((addr, hostport.to_string(), path))
+}
+
+/// `A` or `A-B` (IPv4, inclusive) → first address and count.
+pub fn parse_src_range(s: &str) -> Result<(Ipv4Addr, u32), String> {
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("--src: {x:?} is not an IPv4 address"))
+    };
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let a = parse(s)?;
+            (a, a)
+        }
+    };
+    let (lo, hi) = (u32::from(a), u32::from(b));
+    if hi < lo {
+        return Err(format!("--src: {b} comes before {a}"));
+    }
+    let count = hi - lo + 1;
+    if count > MAX_SRC_ADDRS {
+        return Err(format!("--src: at most {MAX_SRC_ADDRS} addresses"));
+    }
+    if !IpAddr::V4(a).is_loopback() || !IpAddr::V4(b).is_loopback() {
+        return Err("--src: source addresses must be in 127.0.0.0/8".into());
+    }
+    Ok((a, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_urls() {
+        let (a, host, path) = parse_ws_url("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!(a, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((host.as_str(), path.as_str()), ("127.0.0.1:8080", "/ws"));
+        let (a, _, path) = parse_ws_url("ws://127.0.0.1/ws?room=x").unwrap();
+        assert_eq!((a.port(), path.as_str()), (80, "/ws"));
+        assert!(parse_ws_url("wss://127.0.0.1/ws").is_err());
+        assert!(parse_ws_url("http://127.0.0.1/ws").is_err());
+    }
+
+    #[test]
+    fn procs_suggestion_fits_the_limit() {
+        assert_eq!(procs_needed(400, 300), 2);
+        assert_eq!(procs_needed(100_000, 20_000), 6);
+        assert_eq!(procs_needed(1, 50), 1);
+    }
+
+    #[test]
+    fn src_ranges() {
+        assert_eq!(
+            parse_src_range("127.0.0.2-127.0.0.60").unwrap(),
+            (Ipv4Addr::new(127, 0, 0, 2), 59)
+        );
+        assert_eq!(parse_src_range("127.0.0.9").unwrap().1, 1);
+        assert!(parse_src_range("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_src_range("10.0.0.1-10.0.0.2").is_err());
+    }
+
+    fn plan(workers: usize, threads: usize, viewers: usize) -> WorkerPlan {
+        WorkerPlan {
+            scenario: Scenario::WsIdle,
+            worker: 0,
+            workers,
+            threads,
+            pin: false,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            host: String::new(),
+            path: "/ws".into(),
+            room_prefix: "lg".into(),
+            rooms: 3,
+            viewers,
+            publishers: 0,
+            rate: 0.0,
+            duration_ms: 0,
+            drain_ms: 0,
+            hold_ms: 0,
+            payload: 0,
+            ramp: 0.0,
+            connect_timeout_ms: 1,
+            heartbeat_ms: 1,
+            src_first: Some(Ipv4Addr::new(127, 0, 0, 2)),
+            src_count: 3,
+            tokens: Vec::new(),
+            run_id: 1,
+        }
+    }
+
+    #[test]
+    fn every_connection_has_exactly_one_owner() {
+        let mut p = plan(3, 2, 100);
+        let mut owners = vec![0; 100];
+        let mut here = 0;
+        for w in 0..3 {
+            p.worker = w;
+            here += p.conns_here();
+            for t in 0..2 {
+                for (i, o) in owners.iter_mut().enumerate() {
+                    *o += usize::from(p.owns(i, t));
+                }
+            }
+        }
+        assert!(owners.iter().all(|&o| o == 1));
+        assert_eq!(here, 100);
+    }
+
+    #[test]
+    fn sources_round_robin() {
+        let p = plan(1, 1, 10);
+        let s: Vec<_> = (0..4).map(|i| p.src_for(i).unwrap().octets()[3]).collect();
+        assert_eq!(s, vec![2, 3, 4, 2]);
+    }
+}

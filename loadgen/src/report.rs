@@ -1,0 +1,341 @@
+//! Report types: the JSON lines a worker writes on stdout, the merged report the parent
+//! writes with `--json`, histogram (de)serialization (HdrHistogram V2, base64) and the
+//! human summary.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::probe::Machine;
+
+/// Latencies are recorded in microseconds, 1 µs to 60 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+pub fn hist_to_b64(h: &Histogram<u64>) -> String {
+    let mut buf = Vec::new();
+    // Serializing into a Vec cannot fail for a histogram we built.
+    V2Serializer::new()
+        .serialize(h, &mut buf)
+        .expect("serialize histogram");
+    STANDARD.encode(buf)
+}
+
+pub fn hist_from_b64(s: &str) -> Result<Histogram<u64>, String> {
+    let bytes = STANDARD
+        .decode(s)
+        .map_err(|e| format!("histogram base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| format!("histogram: {e:?}"))
+}
+
+/// Adds `from` into `into`, widening nothing: both come from [`new_histogram`].
+pub fn merge(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    // Same bounds on both sides, so `add` cannot fail.
+    let _ = into.add(from);
+}
+
+/// What a worker writes on stdout, one JSON object per line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    /// Twice a second: counters so far and the latencies recorded since the last one.
+    Progress {
+        up: u64,
+        failed: u64,
+        deliveries: u64,
+        frames: u64,
+        interval_hist: String,
+    },
+    /// Every connection of this worker was attempted; waiting for `go`.
+    Ready { up: u64, failed: u64 },
+    /// The run is over.
+    Report(Box<WorkerReport>),
+    /// The worker cannot run (e.g. glommio could not start).
+    Fatal { message: String },
+}
+
+/// What the parent writes on a worker's stdin after the plan.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum WorkerCommand {
+    /// Start publishing (or holding) at this wall-clock time.
+    Go { at_unix_ns: u64 },
+}
+
+/// One worker's results.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub viewers_up: u64,
+    pub publishers_up: u64,
+    pub connect_failures: BTreeMap<String, u64>,
+    /// First error text per failure kind, to show what went wrong.
+    pub connect_failure_samples: BTreeMap<String, String>,
+    /// Messages written, per room index.
+    pub sent_per_room: Vec<u64>,
+    /// Viewers that were up at the start of the measurement, per room index.
+    pub viewers_per_room: Vec<u64>,
+    pub deliveries: u64,
+    pub frames: u64,
+    pub bytes_in: u64,
+    pub acks: u64,
+    pub server_errors: u64,
+    pub server_error_sample: Option<String>,
+    /// Disconnects before loadgen closed, by close code ("1008") or "eof"/"error".
+    pub disconnects: BTreeMap<String, u64>,
+    pub latency_hist: String,
+    pub send_lag_hist: String,
+}
+
+/// Percentiles of a histogram, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub min: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let q = |p: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(p)
+            }
+        };
+        Percentiles {
+            count: h.len(),
+            min: if h.is_empty() { 0 } else { h.min() },
+            mean: if h.is_empty() { 0.0 } else { h.mean() },
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: if h.is_empty() { 0 } else { h.max() },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Connections {
+    pub attempted: u64,
+    pub up: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub failure_samples: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutResults {
+    pub connections: Connections,
+    pub viewers_up: u64,
+    pub publishers_up: u64,
+    pub measured_s: f64,
+    pub sent: u64,
+    pub sent_per_sec: f64,
+    pub acks: u64,
+    pub server_errors: u64,
+    pub server_error_sample: Option<String>,
+    /// Σ over rooms of messages sent to the room × its viewers.
+    pub expected_deliveries: u64,
+    pub deliveries: u64,
+    pub delivery_ratio: f64,
+    pub deliveries_per_sec: f64,
+    pub frames: u64,
+    pub frames_per_sec: f64,
+    pub bytes_in: u64,
+    pub latency_us: Percentiles,
+    /// How late publishers sent against their schedule (loadgen's own lag).
+    pub send_lag_us: Percentiles,
+    pub disconnects: BTreeMap<String, u64>,
+    /// Delta of liveshard_ws_messages_dropped_total over the run (None: not scraped).
+    pub server_dropped: Option<u64>,
+    pub server_dropped_error: Option<String>,
+    /// Server CPU seconds (utime+stime) from go to the end of the drain.
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_cores: Option<f64>,
+    pub deliveries_per_server_cpu_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleResults {
+    pub connections: Connections,
+    pub rss_before_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub bytes_per_conn: Option<f64>,
+    pub disconnects: BTreeMap<String, u64>,
+    pub hold_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Results {
+    Fanout(Box<FanoutResults>),
+    Idle(IdleResults),
+}
+
+/// The whole report, as written by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub started_unix_ms: u64,
+    pub config: serde_json::Value,
+    pub machine: Machine,
+    pub results: Results,
+    /// The merged latency histogram (HdrHistogram V2, base64), for comparing runs.
+    pub latency_hist_v2: Option<String>,
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn codes(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}: {}", thousands(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn failures(c: &Connections) -> String {
+    let mut s = format!("{} up, {} failed", thousands(c.up), thousands(c.failed));
+    if !c.failures.is_empty() {
+        s.push_str(&format!(" ({})", codes(&c.failures)));
+        for (k, v) in &c.failure_samples {
+            s.push_str(&format!("\n             {k}: {v}"));
+        }
+    }
+    s
+}
+
+impl Report {
+    /// The human summary printed on stdout.
+    pub fn summary(&self, url: &str) -> String {
+        let mut s = String::new();
+        match &self.results {
+            Results::Fanout(r) => {
+                let c = &self.config;
+                s.push_str(&format!(
+                    "ws-fanout {url}  rooms={} viewers={} publishers={} rate={}/s duration={}s payload={}B\n",
+                    c["rooms"], c["viewers"], c["publishers"], c["rate"], c["duration_s"], c["payload"]
+                ));
+                s.push_str(&format!("connections  {}\n", failures(&r.connections)));
+                s.push_str(&format!(
+                    "sent         {} msgs ({:.1}/s), acks {}, server errors {}{}\n",
+                    thousands(r.sent),
+                    r.sent_per_sec,
+                    thousands(r.acks),
+                    thousands(r.server_errors),
+                    r.server_error_sample
+                        .as_deref()
+                        .map(|e| format!(" (e.g. {e})"))
+                        .unwrap_or_default()
+                ));
+                s.push_str(&format!(
+                    "delivered    {} of {} expected ({:.2}%)  {} msgs/s  {} frames/s\n",
+                    thousands(r.deliveries),
+                    thousands(r.expected_deliveries),
+                    r.delivery_ratio * 100.0,
+                    thousands(r.deliveries_per_sec.round() as u64),
+                    thousands(r.frames_per_sec.round() as u64),
+                ));
+                let l = &r.latency_us;
+                s.push_str(&format!(
+                    "latency µs   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={})\n",
+                    thousands(l.p50),
+                    thousands(l.p90),
+                    thousands(l.p99),
+                    thousands(l.p999),
+                    thousands(l.max),
+                    thousands(l.count)
+                ));
+                s.push_str(&format!(
+                    "send lag µs  p99 {}  max {}  (loadgen's own lateness against its schedule)\n",
+                    thousands(r.send_lag_us.p99),
+                    thousands(r.send_lag_us.max)
+                ));
+                s.push_str(&format!("disconnects  {}\n", codes(&r.disconnects)));
+                let dropped = match (&r.server_dropped, &r.server_dropped_error) {
+                    (Some(d), _) => thousands(*d),
+                    (None, Some(e)) => format!("unknown ({e})"),
+                    (None, None) => "not scraped".into(),
+                };
+                let cpu = match (r.server_cpu_s, r.server_cpu_cores) {
+                    (Some(s), Some(c)) => format!("  cpu {s:.2} s ({c:.2} cores)"),
+                    _ => String::new(),
+                };
+                s.push_str(&format!("server       dropped {dropped}{cpu}\n"));
+            }
+            Results::Idle(r) => {
+                s.push_str(&format!(
+                    "ws-idle {url}  conns={} rooms={}\n",
+                    self.config["conns"], self.config["rooms"]
+                ));
+                s.push_str(&format!("connections  {}\n", failures(&r.connections)));
+                match (r.rss_before_kib, r.rss_after_kib, r.bytes_per_conn) {
+                    (Some(b), Some(a), Some(per)) => s.push_str(&format!(
+                        "server RSS   {} KiB → {} KiB: {:.0} bytes ({:.2} KiB) per connection\n",
+                        thousands(b),
+                        thousands(a),
+                        per,
+                        per / 1024.0
+                    )),
+                    _ => s.push_str("server RSS   not measured (give --server-pid)\n"),
+                }
+                s.push_str(&format!("disconnects  {}\n", codes(&r.disconnects)));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_survive_the_wire() {
+        let mut h = new_histogram();
+        for v in [5u64, 50, 500, 5000, 50_000] {
+            h.record(v).unwrap();
+        }
+        let back = hist_from_b64(&hist_to_b64(&h)).unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!(back.max(), h.max());
+        let mut sum = new_histogram();
+        merge(&mut sum, &back);
+        merge(&mut sum, &h);
+        assert_eq!(sum.len(), 10);
+    }
+
+    #[test]
+    fn numbers_get_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(999), "999");
+    }
+}

@@ -195,10 +195,36 @@ pub fn load_or_create_secret(
     configured: &str,
     data_dir: &std::path::Path,
 ) -> std::io::Result<Vec<u8>> {
+    load_or_create_key_file(configured, data_dir, "jwt.secret")
+}
+
+/// The key for signed push (and play) URLs: `media.push_key`, or one generated on first
+/// start and kept in `<data_dir>/push.key` (mode 0600), the same way as the token secret,
+/// so URLs signed before a restart stay valid after it.
+pub fn load_or_create_push_key(
+    configured: &str,
+    data_dir: &std::path::Path,
+) -> std::io::Result<String> {
+    let key = load_or_create_key_file(configured, data_dir, "push.key")?;
+    String::from_utf8(key).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8", data_dir.join("push.key").display()),
+        )
+    })
+}
+
+/// `configured` if set; else the contents of `data_dir/file` (at least 32 bytes), created
+/// with 32 random bytes (base64url) when missing.
+fn load_or_create_key_file(
+    configured: &str,
+    data_dir: &std::path::Path,
+    file: &str,
+) -> std::io::Result<Vec<u8>> {
     if !configured.is_empty() {
         return Ok(configured.as_bytes().to_vec());
     }
-    let path = data_dir.join("jwt.secret");
+    let path = data_dir.join(file);
     match std::fs::read(&path) {
         Ok(s) if s.len() >= 32 => return Ok(s),
         Ok(_) => {

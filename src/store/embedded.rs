@@ -9,6 +9,7 @@
 //! | `users` | uid | User (JSON) |
 //! | `openids` | openid | uid |
 //! | `rooms` | room id | Room (JSON) |
+//! | `open_rooms` | (u64::MAX - created_at, room id) | () — open rooms, newest first |
 //! | `mods` | room id | ModState (JSON) |
 //! | `last_ids` | room id | last item id |
 //! | `danmaku` | (room id, item id) | item JSON, as clients see it |
@@ -18,9 +19,9 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::model::{ModState, Room, RoomState, User};
+use super::model::{ModState, Room, RoomPage, RoomPatch, RoomState, User};
 use super::{Backend, StoreError};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -29,6 +30,12 @@ const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 const MODS: TableDefinition<&str, &[u8]> = TableDefinition::new("mods");
 const LAST_IDS: TableDefinition<&str, u64> = TableDefinition::new("last_ids");
 const DANMAKU: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("danmaku");
+const OPEN_ROOMS: TableDefinition<(u64, &str), ()> = TableDefinition::new("open_rooms");
+
+/// The `open_rooms` key of a room: newest first when iterated in key order.
+fn open_key(room: &Room) -> (u64, &str) {
+    (u64::MAX - room.created_at, room.id.as_str())
+}
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
@@ -68,6 +75,24 @@ fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Writes a room and keeps the open-rooms index in step with it.
+fn write_room(tx: &redb::WriteTransaction, room: &Room) -> Result<(), StoreError> {
+    let mut rooms = tx.open_table(ROOMS)?;
+    let mut open = tx.open_table(OPEN_ROOMS)?;
+    let old: Option<Room> = {
+        let v = rooms.get(room.id.as_str())?;
+        v.map(|v| parse(v.value())).transpose()?
+    };
+    if let Some(old) = &old {
+        open.remove(open_key(old))?;
+    }
+    rooms.insert(room.id.as_str(), json(room).as_slice())?;
+    if !room.closed {
+        open.insert(open_key(room), ())?;
+    }
+    Ok(())
+}
+
 impl Embedded {
     /// Opens (or creates) `dir/liveshard.redb`. `fsync` false trades durability of the
     /// last commits for speed (the configured policy decides).
@@ -82,6 +107,20 @@ impl Embedded {
         tx.open_table(MODS)?;
         tx.open_table(LAST_IDS)?;
         tx.open_table(DANMAKU)?;
+        {
+            // A data directory from before the index existed: build it once.
+            let rooms = tx.open_table(ROOMS)?;
+            let mut open = tx.open_table(OPEN_ROOMS)?;
+            if open.is_empty()? && !rooms.is_empty()? {
+                for row in rooms.iter()? {
+                    let (_, v) = row?;
+                    let room: Room = parse(v.value())?;
+                    if !room.closed {
+                        open.insert(open_key(&room), ())?;
+                    }
+                }
+            }
+        }
         tx.commit()?;
         Ok(Self {
             db,
@@ -203,8 +242,7 @@ impl Backend for Embedded {
 
     fn put_room(&mut self, room: &Room) -> Result<(), StoreError> {
         let tx = self.write()?;
-        tx.open_table(ROOMS)?
-            .insert(room.id.as_str(), json(room).as_slice())?;
+        write_room(&tx, room)?;
         tx.commit()?;
         Ok(())
     }
@@ -229,13 +267,122 @@ impl Backend for Embedded {
 
     fn delete_room(&mut self, id: &str) -> Result<bool, StoreError> {
         let tx = self.write()?;
-        let existed = tx.open_table(ROOMS)?.remove(id)?.is_some();
+        let old: Option<Room> = {
+            let mut rooms = tx.open_table(ROOMS)?;
+            let removed = rooms.remove(id)?;
+            removed.map(|v| parse(v.value())).transpose()?
+        };
+        let existed = old.is_some();
+        if let Some(old) = &old {
+            tx.open_table(OPEN_ROOMS)?.remove(open_key(old))?;
+        }
         tx.open_table(MODS)?.remove(id)?;
         tx.open_table(DANMAKU)?
             .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
         // The last id stays: a room id reused later still never repeats an item id.
         tx.commit()?;
         Ok(existed)
+    }
+
+    fn create_room(&mut self, room: &Room) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        if tx.open_table(ROOMS)?.get(room.id.as_str())?.is_some() {
+            return Ok(false);
+        }
+        write_room(&tx, room)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn update_room(&mut self, id: &str, patch: &RoomPatch) -> Result<Option<Room>, StoreError> {
+        let tx = self.write()?;
+        let current: Option<Room> = {
+            let rooms = tx.open_table(ROOMS)?;
+            let v = rooms.get(id)?;
+            v.map(|v| parse(v.value())).transpose()?
+        };
+        let Some(mut room) = current else {
+            return Ok(None);
+        };
+        patch.apply(&mut room);
+        write_room(&tx, &room)?;
+        tx.commit()?;
+        Ok(Some(room))
+    }
+
+    fn get_rooms(&self, ids: &[String]) -> Result<Vec<Option<Room>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ROOMS)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let v = t.get(id.as_str())?;
+            out.push(v.map(|v| parse(v.value())).transpose()?);
+        }
+        Ok(out)
+    }
+
+    fn open_rooms_page(
+        &self,
+        skip: &[String],
+        offset: usize,
+        limit: usize,
+    ) -> Result<RoomPage, StoreError> {
+        let tx = self.db.begin_read()?;
+        let rooms = tx.open_table(ROOMS)?;
+        let open = tx.open_table(OPEN_ROOMS)?;
+        let mut skipped_open = 0usize;
+        for id in skip {
+            let v = rooms.get(id.as_str())?;
+            if let Some(v) = v {
+                let room: Room = parse(v.value())?;
+                if !room.closed {
+                    skipped_open += 1;
+                }
+            }
+        }
+        let total = (open.len()? as usize).saturating_sub(skipped_open);
+        let mut ids = Vec::with_capacity(limit);
+        let mut seen = 0usize;
+        for row in open.iter()? {
+            if ids.len() >= limit {
+                break;
+            }
+            let (k, _) = row?;
+            let id = k.value().1;
+            if skip.iter().any(|s| s == id) {
+                continue;
+            }
+            if seen >= offset {
+                ids.push(id.to_string());
+            }
+            seen += 1;
+        }
+        let mut page = Vec::with_capacity(ids.len());
+        for id in ids {
+            let v = rooms.get(id.as_str())?;
+            if let Some(v) = v {
+                page.push(parse(v.value())?);
+            }
+        }
+        Ok(RoomPage { rooms: page, total })
+    }
+
+    fn user_by_openid_or_create(&mut self, new: &User) -> Result<User, StoreError> {
+        if let Some(u) = self.user_by_openid(&new.openid)? {
+            return Ok(u);
+        }
+        // The store thread is the only writer, so nothing can come between the look-up and
+        // the write.
+        self.put_user(new)?;
+        Ok(new.clone())
+    }
+
+    fn user_or_create(&mut self, new: &User) -> Result<User, StoreError> {
+        if let Some(u) = self.get_user(&new.uid)? {
+            return Ok(u);
+        }
+        self.put_user(new)?;
+        Ok(new.clone())
     }
 }
 
@@ -315,6 +462,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             closed: false,
+            admins: Vec::new(),
         };
         s.put_room(&r).unwrap();
         assert_eq!(s.list_rooms().unwrap(), vec![r.clone()]);
@@ -326,6 +474,83 @@ mod tests {
         assert_eq!(s.room_state("r1", 10).unwrap().mods, m);
         assert!(s.delete_room("r1").unwrap());
         assert_eq!(s.get_room("r1").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn room(id: &str, created_at: u64) -> Room {
+        Room {
+            id: id.into(),
+            owner: "o".into(),
+            title: id.into(),
+            category: String::new(),
+            cover_url: String::new(),
+            created_at,
+            updated_at: created_at,
+            closed: false,
+            admins: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn open_rooms_page_newest_first_and_closed_rooms_leave_it() {
+        let dir = tmp();
+        let mut s = Embedded::open(&dir, 5, true).unwrap();
+        for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            assert!(s.create_room(&room(id, 10 + i as u64)).unwrap());
+        }
+        assert!(!s.create_room(&room("a", 99)).unwrap(), "ids are unique");
+        let ids = |p: &RoomPage| p.rooms.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let p = s.open_rooms_page(&[], 0, 10).unwrap();
+        assert_eq!(ids(&p), ["d", "c", "b", "a"]);
+        assert_eq!(p.total, 4);
+        let p = s.open_rooms_page(&["c".into()], 1, 2).unwrap();
+        assert_eq!(ids(&p), ["b", "a"]);
+        assert_eq!(p.total, 3);
+        let patch = RoomPatch {
+            close: true,
+            add_admin: Some("x".into()),
+            title: Some("B".into()),
+            updated_at: 50,
+            ..RoomPatch::default()
+        };
+        let b = s.update_room("b", &patch).unwrap().unwrap();
+        assert!(b.closed);
+        assert_eq!(b.admins, ["x"]);
+        assert_eq!(b.title, "B");
+        assert_eq!(s.update_room("nope", &patch).unwrap(), None);
+        let p = s.open_rooms_page(&[], 0, 10).unwrap();
+        assert_eq!(ids(&p), ["d", "c", "a"]);
+        assert_eq!(p.total, 3);
+        let got = s.get_rooms(&["a".into(), "zz".into()]).unwrap();
+        assert_eq!(got[0].as_ref().map(|r| r.id.as_str()), Some("a"));
+        assert_eq!(got[1], None);
+        assert!(s.delete_room("d").unwrap());
+        assert_eq!(s.open_rooms_page(&[], 0, 10).unwrap().total, 2);
+        drop(s);
+        let s = Embedded::open(&dir, 5, true).unwrap();
+        assert_eq!(ids(&s.open_rooms_page(&[], 0, 10).unwrap()), ["c", "a"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn users_are_created_once() {
+        let dir = tmp();
+        let mut s = Embedded::open(&dir, 5, true).unwrap();
+        let mk = |uid: &str, nick: &str| User {
+            uid: uid.into(),
+            openid: "oX".into(),
+            nick: nick.into(),
+            avatar_url: String::new(),
+            created_at: 1,
+        };
+        let first = s.user_by_openid_or_create(&mk("u1", "first")).unwrap();
+        let again = s.user_by_openid_or_create(&mk("u2", "second")).unwrap();
+        assert_eq!(first, again, "the same openid finds the same user");
+        let mut dev = mk("dev", "d");
+        dev.openid.clear();
+        assert_eq!(s.user_or_create(&dev).unwrap().nick, "d");
+        dev.nick = "other".into();
+        assert_eq!(s.user_or_create(&dev).unwrap().nick, "d");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,9 +12,14 @@
 //! fsync is shared by everything that arrived while the previous commit was running.
 //!
 //! [`Backend`] is the interface a second backend (Redis, for clusters) implements;
-//! [`embedded`] is the default, a redb file in the data directory.
+//! [`embedded`] is the default, a redb file in the data directory. Every method is a
+//! single-key or simple-index operation (rooms are created if absent, changed by an
+//! atomic [`model::RoomPatch`], paged from an index of open rooms), so a Redis backend can
+//! map them onto hashes, sorted sets and `HSETNX`/`WATCH` without a query language.
+//! [`files`] keeps uploaded files (covers) on a thread of their own.
 
 pub mod embedded;
+pub mod files;
 pub mod model;
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -25,7 +30,7 @@ use futures_channel::oneshot;
 
 use crate::danmaku::{ConnRef, Msg as DanmakuMsg};
 use crate::shard::ShardMsg;
-use model::{ModState, Room, RoomState, User};
+use model::{ModState, Room, RoomPage, RoomPatch, RoomState, User};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
@@ -71,6 +76,26 @@ pub trait Backend: Send + 'static {
     fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError>;
     fn list_rooms(&self) -> Result<Vec<Room>, StoreError>;
     fn delete_room(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Stores a new room; `false` (and nothing written) if the id is taken.
+    fn create_room(&mut self, room: &Room) -> Result<bool, StoreError>;
+    /// Applies `patch` to room `id` in one atomic step; the room as it now is, `None` if
+    /// there is no such room.
+    fn update_room(&mut self, id: &str, patch: &RoomPatch) -> Result<Option<Room>, StoreError>;
+    /// Rooms by id, in the order asked (`None` where there is none).
+    fn get_rooms(&self, ids: &[String]) -> Result<Vec<Option<Room>>, StoreError>;
+    /// Open (not closed) rooms, newest first, leaving out the ids in `skip`: `limit`
+    /// rooms after the first `offset`, and how many there are in all.
+    fn open_rooms_page(
+        &self,
+        skip: &[String],
+        offset: usize,
+        limit: usize,
+    ) -> Result<RoomPage, StoreError>;
+    /// The user with `new.openid`, created as `new` if there is none yet (atomic, so two
+    /// first logins at once make one user).
+    fn user_by_openid_or_create(&mut self, new: &User) -> Result<User, StoreError>;
+    /// The user `new.uid`, created as `new` if absent.
+    fn user_or_create(&mut self, new: &User) -> Result<User, StoreError>;
 }
 
 /// Where an item's ack goes once it is stored.
@@ -131,6 +156,33 @@ pub enum Request {
     DeleteRoom {
         id: String,
         reply: Reply<bool>,
+    },
+    CreateRoom {
+        room: Room,
+        reply: Reply<bool>,
+    },
+    UpdateRoom {
+        id: String,
+        patch: RoomPatch,
+        reply: Reply<Option<Room>>,
+    },
+    GetRooms {
+        ids: Vec<String>,
+        reply: Reply<Vec<Option<Room>>>,
+    },
+    OpenRoomsPage {
+        skip: Vec<String>,
+        offset: usize,
+        limit: usize,
+        reply: Reply<RoomPage>,
+    },
+    UserByOpenidOrCreate {
+        user: User,
+        reply: Reply<User>,
+    },
+    UserOrCreate {
+        user: User,
+        reply: Reply<User>,
     },
     /// Finish what was queued before this, then stop.
     Shutdown,
@@ -325,6 +377,29 @@ fn answer(b: &mut dyn Backend, req: Request) {
         }
         Request::DeleteRoom { id, reply } => {
             let _ = reply.send(b.delete_room(&id));
+        }
+        Request::CreateRoom { room, reply } => {
+            let _ = reply.send(b.create_room(&room));
+        }
+        Request::UpdateRoom { id, patch, reply } => {
+            let _ = reply.send(b.update_room(&id, &patch));
+        }
+        Request::GetRooms { ids, reply } => {
+            let _ = reply.send(b.get_rooms(&ids));
+        }
+        Request::OpenRoomsPage {
+            skip,
+            offset,
+            limit,
+            reply,
+        } => {
+            let _ = reply.send(b.open_rooms_page(&skip, offset, limit));
+        }
+        Request::UserByOpenidOrCreate { user, reply } => {
+            let _ = reply.send(b.user_by_openid_or_create(&user));
+        }
+        Request::UserOrCreate { user, reply } => {
+            let _ = reply.send(b.user_or_create(&user));
         }
     }
 }

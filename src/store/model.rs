@@ -30,6 +30,58 @@ pub struct Room {
     /// Closed rooms refuse publishing and are hidden from lists.
     #[serde(default)]
     pub closed: bool,
+    /// Room admins (set by the owner through the API): they may moderate the room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<String>,
+}
+
+/// A change to a room, applied atomically by the store (read, change, write in one step,
+/// so two changes at once never lose each other). `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomPatch {
+    pub title: Option<String>,
+    pub category: Option<String>,
+    pub cover_url: Option<String>,
+    /// Only ever set to true: a closed room stays closed.
+    pub close: bool,
+    pub add_admin: Option<String>,
+    pub remove_admin: Option<String>,
+    pub updated_at: u64,
+}
+
+impl RoomPatch {
+    /// Applies the patch to `room`.
+    pub fn apply(&self, room: &mut Room) {
+        if let Some(t) = &self.title {
+            room.title = t.clone();
+        }
+        if let Some(c) = &self.category {
+            room.category = c.clone();
+        }
+        if let Some(c) = &self.cover_url {
+            room.cover_url = c.clone();
+        }
+        if self.close {
+            room.closed = true;
+        }
+        if let Some(a) = &self.add_admin {
+            if !room.admins.contains(a) {
+                room.admins.push(a.clone());
+            }
+        }
+        if let Some(a) = &self.remove_admin {
+            room.admins.retain(|x| x != a);
+        }
+        room.updated_at = room.updated_at.max(self.updated_at);
+    }
+}
+
+/// One page of open rooms, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomPage {
+    pub rooms: Vec<Room>,
+    /// Open rooms in all (the `skip` list excluded).
+    pub total: usize,
 }
 
 /// A room's moderation state, persisted whole on every change (small, rarely written).

@@ -1,0 +1,251 @@
+//! Cover images: `POST /api/v1/uploads/cover` (raw body or `multipart/form-data`) and
+//! `GET /covers/{name}`.
+//!
+//! The type is decided from the bytes ([`sniff`]: JPEG, PNG or WebP signatures), never
+//! from a file name or a Content-Type a client sent. The stored name is generated (32 hex
+//! digits and the extension of the sniffed type), so nothing the client sends reaches the
+//! file system; the files thread checks the name again ([`crate::store::files`]). The body
+//! limit is the route's own (`api.cover_max_bytes` plus room for multipart headers), and
+//! the image itself is checked against `api.cover_max_bytes`.
+
+use std::rc::Rc;
+
+use aho_corasick::AhoCorasick;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::error::{self, ApiError, ApiResult};
+use super::{input, urls};
+use crate::http::{Request, Response};
+use crate::shard::Shard;
+use crate::store::files;
+
+/// What the multipart framing may add to the image within the route's body limit.
+pub const MULTIPART_SLACK: u64 = 16 * 1024;
+
+/// An accepted image type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageType {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl ImageType {
+    pub fn ext(self) -> &'static str {
+        match self {
+            ImageType::Jpeg => "jpg",
+            ImageType::Png => "png",
+            ImageType::Webp => "webp",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageType::Jpeg => "image/jpeg",
+            ImageType::Png => "image/png",
+            ImageType::Webp => "image/webp",
+        }
+    }
+
+    fn from_ext(ext: &str) -> Option<Self> {
+        match ext {
+            "jpg" => Some(ImageType::Jpeg),
+            "png" => Some(ImageType::Png),
+            "webp" => Some(ImageType::Webp),
+            _ => None,
+        }
+    }
+}
+
+/// The image type of `b`, from its signature and first structure: PNG's signature and
+/// `IHDR` chunk, JPEG's SOI and a marker, WebP's RIFF/WEBP header and a VP8 chunk.
+pub fn sniff(b: &[u8]) -> Option<ImageType> {
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if b.len() >= 24 && b.starts_with(PNG) && &b[12..16] == b"IHDR" {
+        return Some(ImageType::Png);
+    }
+    if b.len() >= 4 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF {
+        return Some(ImageType::Jpeg);
+    }
+    if b.len() >= 16 && &b[0..4] == b"RIFF" && &b[8..12] == b"WEBP" && &b[12..15] == b"VP8" {
+        return Some(ImageType::Webp);
+    }
+    None
+}
+
+/// The file in a `multipart/form-data` body: the part named `file`, else the first part
+/// with a filename, else the first part. `None` if the body is not well-formed.
+pub fn multipart_file(body: &Bytes, boundary: &str) -> Option<Bytes> {
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    // Aho-Corasick: linear time whatever the body holds.
+    let finder = AhoCorasick::new([delimiter.as_bytes()]).ok()?;
+    let starts: Vec<usize> = finder.find_iter(body).map(|m| m.start()).take(64).collect();
+    let mut first: Option<Bytes> = None;
+    let mut with_filename: Option<Bytes> = None;
+    for pair in starts.windows(2) {
+        let part = &body[pair[0] + delimiter.len()..pair[1]];
+        // A part: CRLF, headers, CRLF CRLF, content, CRLF (before the next delimiter).
+        let part = part.strip_prefix(b"\r\n")?;
+        let split = part.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let headers = std::str::from_utf8(&part[..split]).ok()?;
+        let content = part[split + 4..].strip_suffix(b"\r\n")?;
+        let disposition = headers
+            .split("\r\n")
+            .find(|h| {
+                h.get(..20)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("content-disposition:"))
+            })
+            .unwrap_or("");
+        if disposition.contains("name=\"file\"") {
+            return Some(body.slice_ref(content));
+        }
+        if with_filename.is_none() && disposition.contains("filename=") {
+            with_filename = Some(body.slice_ref(content));
+        }
+        if first.is_none() {
+            first = Some(body.slice_ref(content));
+        }
+    }
+    with_filename.or(first)
+}
+
+/// The `boundary` parameter of a `multipart/form-data` Content-Type.
+fn boundary(content_type: &str) -> Option<&str> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// `POST /api/v1/uploads/cover`.
+pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    input::bearer(&shard, &req)?;
+    let content_type = req.header("content-type").unwrap_or("");
+    let image = if content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/")
+    {
+        let b = boundary(content_type).ok_or_else(|| {
+            ApiError::field("file", "multipart/form-data needs a boundary parameter")
+        })?;
+        multipart_file(&req.body, b)
+            .ok_or_else(|| ApiError::field("file", "the multipart body has no file part"))?
+    } else {
+        req.body.clone()
+    };
+    if image.is_empty() {
+        return Err(ApiError::field("file", "the image is empty"));
+    }
+    let max = shard.config().api.cover_max_bytes;
+    if image.len() as u64 > max {
+        return Err(ApiError::new(
+            error::IMAGE_TOO_LARGE,
+            format!("the image is larger than {max} bytes"),
+        ));
+    }
+    let Some(kind) = sniff(&image) else {
+        return Err(ApiError::new(
+            error::UNSUPPORTED_IMAGE,
+            "only JPEG, PNG and WebP images are accepted",
+        ));
+    };
+    let name = format!(
+        "{}.{}",
+        input::hex(&input::random_bytes::<16>()?),
+        kind.ext()
+    );
+    let size = image.len();
+    shard.common.api.files.save(name.clone(), image).await?;
+    let bases = urls::bases(&shard, &req);
+    Ok(Response::ok(&json!({
+        "url": urls::cover(&bases, &name),
+        "name": name,
+        "content_type": kind.content_type(),
+        "size": size,
+    })))
+}
+
+/// `GET /covers/{name}`: an uploaded image, with its type and long-lived caching (names
+/// are never reused).
+pub async fn serve(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    let not_found = || ApiError::new(error::FILE_NOT_FOUND, "no such file");
+    let name = req.param("name").unwrap_or("");
+    if !files::valid_name(name) {
+        return Err(not_found());
+    }
+    let kind = name
+        .rsplit_once('.')
+        .and_then(|(_, ext)| ImageType::from_ext(ext))
+        .ok_or_else(not_found)?;
+    let bytes = shard
+        .common
+        .api
+        .files
+        .read(name.to_string())
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Response::with_body(200, kind.content_type(), bytes)
+        .header("Cache-Control", "public, max-age=31536000, immutable")
+        .header("X-Content-Type-Options", "nosniff"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG_1X1: &[u8] = &[
+        0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F,
+        0x15, 0xC4, 0x89,
+    ];
+
+    #[test]
+    fn sniffs_from_bytes() {
+        assert_eq!(sniff(PNG_1X1), Some(ImageType::Png));
+        assert_eq!(
+            sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]),
+            Some(ImageType::Jpeg)
+        );
+        assert_eq!(
+            sniff(b"RIFF\x24\x00\x00\x00WEBPVP8 \x18\x00\x00\x00"),
+            Some(ImageType::Webp)
+        );
+        assert_eq!(sniff(b"hello, I am a text file named x.png"), None);
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n"), None, "signature alone");
+        assert_eq!(sniff(b"RIFF\x24\x00\x00\x00WAVEfmt "), None);
+        assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn multipart_parts() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../../x.png\"\r\n\
+Content-Type: image/png\r\n\r\nIMAGE\r\nBYTES\r\n--XyZ--\r\n";
+        let body = Bytes::from_static(body);
+        assert_eq!(
+            multipart_file(&body, "XyZ").as_deref(),
+            Some(&b"IMAGE\r\nBYTES"[..])
+        );
+        let only = b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nDATA\r\n--b--\r\n";
+        let only = Bytes::from_static(only);
+        assert_eq!(multipart_file(&only, "b").as_deref(), Some(&b"DATA"[..]));
+        assert_eq!(multipart_file(&Bytes::from_static(b"garbage"), "b"), None);
+        let broken = Bytes::from_static(b"--b\r\nno-headers-end--b--");
+        assert_eq!(multipart_file(&broken, "b"), None);
+        assert_eq!(
+            boundary("multipart/form-data; boundary=\"abc\""),
+            Some("abc")
+        );
+        assert_eq!(boundary("image/png"), None);
+    }
+}

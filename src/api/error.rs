@@ -1,0 +1,228 @@
+//! API errors: one type for every handler, and the table of stable error codes.
+//!
+//! A code is the HTTP status times 100 plus a number (`40401`: 404, the first reason), the
+//! same scheme as the HTTP layer's own codes (`crate::http::code`, which end in `00`), so a
+//! client can read the class from the code alone. Codes are never reused or renumbered;
+//! [`CODES`] is the table `docs/api.md` shows, and a test keeps the two identical.
+
+use std::borrow::Cow;
+
+use serde_json::json;
+
+use crate::http::Response;
+use crate::store::StoreError;
+
+/// Every API error code: (code, HTTP status, what it means).
+pub const CODES: &[(u32, u16, &str)] = &[
+    (
+        BAD_JSON,
+        400,
+        "the body is not a JSON object (or not valid JSON)",
+    ),
+    (TOKEN_MISSING, 401, "no `Authorization: Bearer` token"),
+    (
+        TOKEN_INVALID,
+        401,
+        "the token is malformed, forged, or for another issuer",
+    ),
+    (TOKEN_EXPIRED, 401, "the token has expired: log in again"),
+    (
+        WECHAT_CODE_INVALID,
+        401,
+        "WeChat refused the login code (invalid or already used: errcode 40029 / 40163)",
+    ),
+    (NOT_OWNER, 403, "only the room owner may do that"),
+    (
+        NOT_MODERATOR,
+        403,
+        "only the room owner or a room admin may do that",
+    ),
+    (
+        ORIGIN_NOT_ALLOWED,
+        403,
+        "CORS preflight from an origin not in `cors.allow_origins`",
+    ),
+    (ROOM_NOT_FOUND, 404, "no such room"),
+    (FILE_NOT_FOUND, 404, "no such uploaded file"),
+    (ROOM_CLOSED, 409, "the room is closed"),
+    (
+        IMAGE_TOO_LARGE,
+        413,
+        "the image is over `api.cover_max_bytes` (a whole body over the limit is 41300)",
+    ),
+    (
+        UNSUPPORTED_IMAGE,
+        415,
+        "not a JPEG, PNG or WebP image (decided from the bytes, not the name)",
+    ),
+    (
+        INVALID_FIELD,
+        422,
+        "a field is missing, of the wrong type or out of range; `data.field` names it",
+    ),
+    (
+        WECHAT_RATE_LIMITED,
+        429,
+        "WeChat rate limit (errcode 45011): retry later",
+    ),
+    (
+        INTERNAL,
+        500,
+        "storage failed; the change may not have been made",
+    ),
+    (
+        WECHAT_REFUSED,
+        502,
+        "WeChat answered with another error; the message carries its errcode",
+    ),
+    (
+        WECHAT_BAD_REPLY,
+        502,
+        "WeChat could not be reached or sent an answer we cannot read",
+    ),
+    (STORE_BUSY, 503, "storage is busy: retry"),
+    (WECHAT_BUSY, 503, "WeChat is busy (errcode -1): retry"),
+    (
+        WECHAT_NOT_CONFIGURED,
+        503,
+        "WeChat login is not configured (`wechat.appid`)",
+    ),
+    (
+        SERVER_BUSY,
+        503,
+        "the server is busy (internal queues full, or too many event streams): retry",
+    ),
+    (WECHAT_TIMEOUT, 504, "WeChat did not answer in time"),
+];
+
+pub const BAD_JSON: u32 = 40001;
+pub const TOKEN_MISSING: u32 = 40101;
+pub const TOKEN_INVALID: u32 = 40102;
+pub const TOKEN_EXPIRED: u32 = 40103;
+pub const WECHAT_CODE_INVALID: u32 = 40104;
+pub const NOT_OWNER: u32 = 40301;
+pub const NOT_MODERATOR: u32 = 40302;
+pub const ORIGIN_NOT_ALLOWED: u32 = 40303;
+pub const ROOM_NOT_FOUND: u32 = 40401;
+pub const FILE_NOT_FOUND: u32 = 40402;
+pub const ROOM_CLOSED: u32 = 40901;
+pub const IMAGE_TOO_LARGE: u32 = 41301;
+pub const UNSUPPORTED_IMAGE: u32 = 41501;
+pub const INVALID_FIELD: u32 = 42201;
+pub const WECHAT_RATE_LIMITED: u32 = 42901;
+pub const INTERNAL: u32 = 50001;
+pub const WECHAT_REFUSED: u32 = 50201;
+pub const WECHAT_BAD_REPLY: u32 = 50202;
+pub const STORE_BUSY: u32 = 50301;
+pub const WECHAT_BUSY: u32 = 50302;
+pub const WECHAT_NOT_CONFIGURED: u32 = 50303;
+pub const SERVER_BUSY: u32 = 50304;
+pub const WECHAT_TIMEOUT: u32 = 50401;
+
+/// An error answer: status, stable code, message, and the offending field if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: u32,
+    pub message: Cow<'static, str>,
+    pub field: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(code: u32, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 42201 for `field`.
+    pub fn field(field: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code: INVALID_FIELD,
+            message: message.into(),
+            field: Some(field),
+        }
+    }
+
+    /// The HTTP status: the code's first three digits.
+    pub fn status(&self) -> u16 {
+        (self.code / 100) as u16
+    }
+
+    pub fn response(&self) -> Response {
+        match self.field {
+            Some(f) => Response::envelope(
+                self.status(),
+                self.code,
+                &self.message,
+                &json!({ "field": f }),
+            ),
+            None => Response::error(self.status(), self.code, &self.message),
+        }
+    }
+
+    pub fn room_not_found() -> Self {
+        Self::new(ROOM_NOT_FOUND, "no such room")
+    }
+
+    pub fn busy() -> Self {
+        Self::new(SERVER_BUSY, "server busy, retry")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Busy => ApiError::new(STORE_BUSY, "storage is busy, retry"),
+            other => {
+                tracing::error!(error = %other, "storage failed");
+                ApiError::new(INTERNAL, "storage failed")
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_match_their_status() {
+        let mut seen = std::collections::HashSet::new();
+        for (code, status, _) in CODES {
+            assert!(seen.insert(code), "{code} twice");
+            assert_eq!(code / 100, u32::from(*status), "{code}");
+            assert_ne!(code % 100, 0, "{code}: n00 codes belong to the HTTP layer");
+        }
+    }
+
+    /// `docs/api.md` shows exactly this table.
+    #[test]
+    fn the_documented_table_is_this_one() {
+        let doc = include_str!("../../docs/api.md");
+        let documented: std::collections::BTreeSet<u32> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| "))
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .filter(|c: &u32| (10000..60000).contains(c) && c % 100 != 0)
+            .collect();
+        let ours: std::collections::BTreeSet<u32> = CODES.iter().map(|c| c.0).collect();
+        assert_eq!(
+            documented, ours,
+            "docs/api.md's error table and CODES differ"
+        );
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let r = ApiError::field("title", "title is required").response();
+        assert_eq!(r.status, 422);
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap(),
+            r#"{"code":42201,"message":"title is required","data":{"field":"title"}}"#
+        );
+    }
+}

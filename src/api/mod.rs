@@ -1,0 +1,272 @@
+//! The REST API under `/api/v1` (SPEC C8): what the mini-program calls with `wx.request`.
+//!
+//! Every answer is the envelope `{"code":0,"message":"ok","data":…}`; errors carry a stable
+//! non-zero code (status×100+n, table in [`error`] and `docs/api.md`). Files:
+//! - [`error`]      — `ApiError` and the code table.
+//! - [`input`]      — bearer tokens, JSON bodies and fields, path ids, randomness.
+//! - [`login`]      — `POST /auth/wechat`, `POST /auth/dev`.
+//! - [`wechat`]     — the WeChat client: `jscode2session`, the cached access token.
+//! - [`rooms`]      — rooms CRUD, listing with live status, push-URL signing.
+//! - [`moderation`] — mutes, bans, kicks, admins, slow mode.
+//! - [`history`]    — paging a room's stored danmaku.
+//! - [`covers`]     — cover uploads (type sniffed from bytes) and serving them back.
+//! - [`sse`]        — `GET /rooms/{id}/events`, Server-Sent Events.
+//! - [`cors`]       — the origin allow-list and preflight answers.
+//! - [`urls`]       — public push/play/ws/cover URLs.
+//! - [`openapi`]    — the OpenAPI 3 document.
+//!
+//! Handlers run on the shard that accepted the request. What they need from elsewhere they
+//! ask without blocking: the store thread (rooms, users, history), the files thread
+//! (covers), the outbound pool (WeChat), and a room's home shard through `Shard::run_on`
+//! (online counts, live status, moderation).
+
+pub mod cors;
+pub mod covers;
+pub mod error;
+pub mod history;
+pub mod input;
+pub mod login;
+pub mod moderation;
+pub mod openapi;
+pub mod rooms;
+pub mod sse;
+pub mod urls;
+pub mod wechat;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::http::{self, Method, Reply, Request, Response, Router};
+use crate::shard::Shard;
+use crate::store::files::{Files, FilesHandle};
+use error::ApiResult;
+use moderation::Action;
+
+/// What the API handlers share, read-only after start (part of `shard::Common`).
+pub struct Shared {
+    /// Key for push URLs (`media.push_key` or `<data_dir>/push.key`).
+    pub push_key: String,
+    /// Key for play URLs (`media.play_key`, else the push key).
+    pub play_key: String,
+    /// Where the HTTP front listens (fallback host for public URLs).
+    pub http_addr: SocketAddr,
+    /// Where RTMP listens (the port of derived push/play URLs).
+    pub rtmp_addr: SocketAddr,
+    /// `None` when `wechat.appid` is empty.
+    pub wechat: Option<wechat::WeChat>,
+    pub files: FilesHandle,
+}
+
+/// The API's helper threads: files, and the WeChat token keeper when configured.
+pub struct Services {
+    files: Files,
+    keeper: Option<wechat::Keeper>,
+}
+
+impl Services {
+    /// Loads the push key, starts the files thread (covers under `<data_dir>/covers`) and
+    /// the WeChat token keeper. Call before the shards start; `rtmp_addr` is where RTMP
+    /// listens (the bound address when the configured port is 0).
+    pub fn start(
+        cfg: &Config,
+        http_addr: SocketAddr,
+        rtmp_addr: SocketAddr,
+    ) -> Result<(Shared, Services), String> {
+        let push_key =
+            crate::auth::load_or_create_push_key(&cfg.media.push_key, &cfg.server.data_dir)
+                .map_err(|e| format!("push key: {e}"))?;
+        let play_key = if cfg.media.play_key.is_empty() {
+            push_key.clone()
+        } else {
+            cfg.media.play_key.clone()
+        };
+        let files = Files::start(
+            cfg.server.data_dir.join("covers"),
+            cfg.api.files_queue,
+            cfg.api.cover_max_bytes,
+        )
+        .map_err(|e| format!("cannot start the files thread: {e}"))?;
+        let wechat = wechat::WeChat::from_config(&cfg.wechat);
+        let keeper = match &wechat {
+            Some(wx) if cfg.wechat.token_refresh => Some(
+                wx.start_keeper(cfg.outbound.max_response_bytes)
+                    .map_err(|e| format!("cannot start the WeChat token thread: {e}"))?,
+            ),
+            _ => None,
+        };
+        let shared = Shared {
+            push_key,
+            play_key,
+            http_addr,
+            rtmp_addr,
+            wechat,
+            files: files.handle(),
+        };
+        Ok((shared, Services { files, keeper }))
+    }
+
+    /// Stops the threads (after the shards have stopped).
+    pub fn join(self, timeout: Duration) {
+        if let Some(k) = self.keeper {
+            k.join(timeout);
+        }
+        self.files.join(timeout);
+    }
+}
+
+/// Wraps a handler that answers `Result<Response, ApiError>`: errors become their
+/// envelope, and allowed CORS origins get their header.
+fn route<F, Fut>(f: F) -> http::Handler<Shard>
+where
+    F: Fn(Rc<Shard>, Request) -> Fut + 'static,
+    Fut: Future<Output = ApiResult<Response>> + 'static,
+{
+    let f = Rc::new(f);
+    http::handler(move |shard: Rc<Shard>, req: Request| {
+        let f = f.clone();
+        async move {
+            let allow = cors::allow_origin(&shard.config().cors, &req);
+            let resp = match f(shard, req).await {
+                Ok(r) => r,
+                Err(e) => e.response(),
+            };
+            Reply::Response(cors::decorate(resp, allow.as_deref()))
+        }
+    })
+}
+
+fn moderation_route(action: Action) -> http::Handler<Shard> {
+    route(move |shard, req| moderation::act(shard, req, action))
+}
+
+/// Registers every API route (and `OPTIONS` for each of their paths) on `r`.
+pub fn register(r: &mut Router<Shard>, cfg: &Config) {
+    let json = Some(cfg.api.json_max_bytes);
+    let cover = Some(cfg.api.cover_max_bytes + covers::MULTIPART_SLACK);
+    let mut routes: Vec<(Method, &'static str, http::Handler<Shard>, Option<u64>)> = vec![
+        (
+            Method::Post,
+            "/api/v1/auth/wechat",
+            route(login::wechat),
+            json,
+        ),
+        (Method::Get, "/api/v1/rooms", route(rooms::list), None),
+        (Method::Post, "/api/v1/rooms", route(rooms::create), json),
+        (Method::Get, "/api/v1/rooms/{id}", route(rooms::get), None),
+        (
+            Method::Patch,
+            "/api/v1/rooms/{id}",
+            route(rooms::update),
+            json,
+        ),
+        (
+            Method::Delete,
+            "/api/v1/rooms/{id}",
+            route(rooms::close),
+            json,
+        ),
+        (
+            Method::Post,
+            "/api/v1/rooms/{id}/push-url",
+            route(rooms::push_url),
+            json,
+        ),
+        (
+            Method::Get,
+            "/api/v1/rooms/{id}/danmaku",
+            route(history::page),
+            None,
+        ),
+        (
+            Method::Post,
+            "/api/v1/rooms/{id}/mutes/{uid}",
+            moderation_route(Action::Mute),
+            json,
+        ),
+        (
+            Method::Delete,
+            "/api/v1/rooms/{id}/mutes/{uid}",
+            moderation_route(Action::Unmute),
+            json,
+        ),
+        (
+            Method::Post,
+            "/api/v1/rooms/{id}/bans/{uid}",
+            moderation_route(Action::Ban),
+            json,
+        ),
+        (
+            Method::Delete,
+            "/api/v1/rooms/{id}/bans/{uid}",
+            moderation_route(Action::Unban),
+            json,
+        ),
+        (
+            Method::Post,
+            "/api/v1/rooms/{id}/kick/{uid}",
+            moderation_route(Action::Kick),
+            json,
+        ),
+        (
+            Method::Post,
+            "/api/v1/rooms/{id}/admins/{uid}",
+            moderation_route(Action::AddAdmin),
+            json,
+        ),
+        (
+            Method::Delete,
+            "/api/v1/rooms/{id}/admins/{uid}",
+            moderation_route(Action::RemoveAdmin),
+            json,
+        ),
+        (
+            Method::Put,
+            "/api/v1/rooms/{id}/slow-mode",
+            moderation_route(Action::SlowMode),
+            json,
+        ),
+        (
+            Method::Get,
+            "/api/v1/rooms/{id}/events",
+            sse::handler(),
+            None,
+        ),
+        (
+            Method::Post,
+            "/api/v1/uploads/cover",
+            route(covers::upload),
+            cover,
+        ),
+        (Method::Get, "/covers/{name}", route(covers::serve), None),
+    ];
+    if cfg.auth.dev_login {
+        routes.push((Method::Post, "/api/v1/auth/dev", route(login::dev), json));
+    }
+    let doc = Bytes::from(serde_json::to_vec_pretty(&openapi::document(cfg)).unwrap_or_default());
+    routes.push((
+        Method::Get,
+        "/api/v1/openapi.json",
+        route(move |_shard, _req| {
+            let doc = doc.clone();
+            async move { Ok(Response::with_body(200, "application/json", doc)) }
+        }),
+        None,
+    ));
+
+    let mut paths: Vec<(&'static str, Vec<Method>)> = Vec::new();
+    for (method, pattern, handler, limit) in routes {
+        r.add_with_limit(method, pattern, handler, limit);
+        match paths.iter_mut().find(|(p, _)| *p == pattern) {
+            Some((_, methods)) => methods.push(method),
+            None => paths.push((pattern, vec![method])),
+        }
+    }
+    for (pattern, methods) in paths {
+        r.add(Method::Options, pattern, cors::preflight(methods));
+    }
+}

@@ -1,0 +1,358 @@
+//! Rooms: create, list (live first, with online counts), get, update, re-sign the push URL,
+//! close.
+//!
+//! A room's record (owner, title, admins, closed) is in the store; its live state (online
+//! count, whether its stream is live) is on its home shard, asked with `Shard::run_on`.
+//! The room id is also the stream name and the danmaku room id.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use super::error::{self, ApiError, ApiResult};
+use super::input;
+use super::urls::{self, Bases};
+use crate::auth::Claims;
+use crate::danmaku::{home_shard, Actor, ModOp, Msg, PostBody};
+use crate::http::{Request, Response};
+use crate::shard::Shard;
+use crate::store::model::{Room, RoomPatch};
+use crate::store::Request as StoreRequest;
+
+/// Online count and live status of a room, from its home shard; `(0, false)` when the
+/// room is not active there (or the shard could not be asked).
+pub async fn status(shard: &Rc<Shard>, id: &str) -> (u64, bool) {
+    let home = home_shard(id, shard.ctx.count);
+    let room = id.to_string();
+    shard
+        .run_on(home, move |s| s.danmaku.home_status(&room))
+        .await
+        .flatten()
+        .unwrap_or((0, false))
+}
+
+/// Every room that is live or has viewers, on any shard: id → (online, live).
+async fn active(shard: &Rc<Shard>) -> HashMap<String, (u64, bool)> {
+    let mut all = HashMap::new();
+    for s in 0..shard.ctx.count {
+        if let Some(rooms) = shard.run_on(s, |s| s.danmaku.home_active()).await {
+            all.extend(
+                rooms
+                    .into_iter()
+                    .map(|(id, online, live)| (id, (online, live))),
+            );
+        }
+    }
+    all
+}
+
+/// The stored room `id`, or 40401.
+pub async fn load(shard: &Shard, id: &str) -> ApiResult<Room> {
+    let id = id.to_string();
+    shard
+        .common
+        .store
+        .call(|reply| StoreRequest::GetRoom { id, reply })
+        .await?
+        .ok_or_else(ApiError::room_not_found)
+}
+
+/// Owner (or a global admin) only: 40301 otherwise.
+pub fn check_owner(claims: &Claims, room: &Room) -> ApiResult<()> {
+    if claims.sub == room.owner || claims.has_role("admin") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            error::NOT_OWNER,
+            "only the room owner may do that",
+        ))
+    }
+}
+
+pub fn check_open(room: &Room) -> ApiResult<()> {
+    if room.closed {
+        Err(ApiError::new(error::ROOM_CLOSED, "the room is closed"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Applies a moderation action on the room's home shard and returns once it is applied
+/// there (or queued behind the room's stored state loading, ahead of anything later), so
+/// it is in force on every shard when the API answers.
+///
+/// The home shard queues the room's new moderation state to the store as it applies the
+/// action; one more store round trip after that (the store answers in order) means it is
+/// committed before the API answers.
+pub async fn moderate(shard: &Rc<Shard>, room: &str, op: ModOp) -> ApiResult<()> {
+    let home = home_shard(room, shard.ctx.count);
+    let id: crate::danmaku::RoomId = room.into();
+    shard
+        .run_on(home, move |s| {
+            let msg = Msg::Moderate {
+                room: id,
+                op,
+                actor: Box::new(Actor::System),
+            };
+            s.danmaku.handle(s, s.id(), msg);
+        })
+        .await
+        .ok_or_else(ApiError::busy)?;
+    let id = room.to_string();
+    shard
+        .common
+        .store
+        .call(|reply| StoreRequest::GetRoom { id, reply })
+        .await?;
+    Ok(())
+}
+
+/// A room as clients see it.
+pub fn view(shard: &Shard, bases: &Bases, room: &Room, (online, live): (u64, bool)) -> Value {
+    let now = crate::auth::now_unix();
+    let live = live && !room.closed;
+    let status = if room.closed {
+        "closed"
+    } else if live {
+        "live"
+    } else {
+        "offline"
+    };
+    json!({
+        "id": room.id,
+        "owner": room.owner,
+        "title": room.title,
+        "category": room.category,
+        "cover_url": room.cover_url,
+        "created_at": room.created_at,
+        "updated_at": room.updated_at,
+        "status": status,
+        "live": live,
+        "online": online,
+        "admins": room.admins,
+        "play": urls::play(shard, bases, &room.id, now),
+        "ws_url": urls::ws(bases, &room.id),
+    })
+}
+
+/// `POST /api/v1/rooms {"title", "category"?, "cover_url"?}`.
+pub async fn create(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&shard, &req)?;
+    let body = input::json_object(&req)?;
+    let title = input::required_text(&body, "title", 1, 64)?;
+    let category = input::text(&body, "category", 0, 32)?.unwrap_or_default();
+    let cover_url = input::image_url(&body, "cover_url")?.unwrap_or_default();
+    let now = crate::auth::now_unix();
+    // 12 characters of a-z0-9 is 62 bits: a collision is a retry, not a failure.
+    for _ in 0..4 {
+        let room = Room {
+            id: input::random_id(12)?,
+            owner: claims.sub.clone(),
+            title: title.clone(),
+            category: category.clone(),
+            cover_url: cover_url.clone(),
+            created_at: now,
+            updated_at: now,
+            closed: false,
+            admins: Vec::new(),
+        };
+        let stored = room.clone();
+        let created = shard
+            .common
+            .store
+            .call(|reply| StoreRequest::CreateRoom {
+                room: stored,
+                reply,
+            })
+            .await?;
+        if !created {
+            continue;
+        }
+        let owner = ModOp::SetOwner {
+            uid: claims.sub.as_str().into(),
+        };
+        if let Err(e) = moderate(&shard, &room.id, owner).await {
+            // The API checks ownership from the stored room; only moderating over the
+            // WebSocket waits for the owner to reach the danmaku room.
+            tracing::warn!(room = %room.id, error = %e.message, "room owner not set in danmaku");
+        }
+        let bases = urls::bases(&shard, &req);
+        let mut data = view(&shard, &bases, &room, (0, false));
+        data["push"] = json!(urls::push(&shard, &bases, &room.id, now));
+        return Ok(Response::ok(&data));
+    }
+    Err(ApiError::new(
+        error::INTERNAL,
+        "could not allocate a room id",
+    ))
+}
+
+/// `GET /api/v1/rooms?status=live|all&page=1&size=20`: live rooms first (most viewers
+/// first), then the other open rooms, newest first.
+pub async fn list(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    let which = req.query("status").unwrap_or_else(|| "all".into());
+    if which != "live" && which != "all" {
+        return Err(ApiError::field("status", "status must be live or all"));
+    }
+    let page = input::query_number(&req, "page", 1, 1, 10_000)? as usize;
+    let max_size = shard.config().api.page_size_max as u64;
+    let size = input::query_number(&req, "size", 20.min(max_size), 1, max_size)? as usize;
+    let offset = (page - 1) * size;
+
+    let active = active(&shard).await;
+    let mut live: Vec<(&String, u64)> = active
+        .iter()
+        .filter(|(_, (_, live))| *live)
+        .map(|(id, (online, _))| (id, *online))
+        .collect();
+    live.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let live_ids: Vec<String> = live.iter().map(|(id, _)| (*id).clone()).collect();
+    let ids = live_ids.clone();
+    let stored = shard
+        .common
+        .store
+        .call(|reply| StoreRequest::GetRooms { ids, reply })
+        .await?;
+    let live_rooms: Vec<Room> = stored.into_iter().flatten().filter(|r| !r.closed).collect();
+
+    let mut rooms: Vec<Room> = live_rooms.iter().skip(offset).take(size).cloned().collect();
+    let mut total = live_rooms.len();
+    if which == "all" {
+        let skip = live_ids;
+        let store_offset = offset.saturating_sub(live_rooms.len());
+        let limit = size - rooms.len();
+        let rest = shard
+            .common
+            .store
+            .call(|reply| StoreRequest::OpenRoomsPage {
+                skip,
+                offset: store_offset,
+                limit,
+                reply,
+            })
+            .await?;
+        total += rest.total;
+        rooms.extend(rest.rooms);
+    }
+    let bases = urls::bases(&shard, &req);
+    let items: Vec<Value> = rooms
+        .iter()
+        .map(|r| {
+            let st = active.get(&r.id).copied().unwrap_or((0, false));
+            view(&shard, &bases, r, st)
+        })
+        .collect();
+    Ok(Response::ok(&json!({
+        "items": items,
+        "page": page,
+        "size": size,
+        "total": total,
+    })))
+}
+
+/// `GET /api/v1/rooms/{id}`.
+pub async fn get(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    let id = input::room_id(&req)?;
+    let room = load(&shard, &id).await?;
+    let st = status(&shard, &id).await;
+    let bases = urls::bases(&shard, &req);
+    Ok(Response::ok(&view(&shard, &bases, &room, st)))
+}
+
+/// `PATCH /api/v1/rooms/{id} {"title"?, "category"?, "cover_url"?}` (owner).
+pub async fn update(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&shard, &req)?;
+    let id = input::room_id(&req)?;
+    let body = input::json_object(&req)?;
+    let patch = RoomPatch {
+        title: input::text(&body, "title", 1, 64)?,
+        category: input::text(&body, "category", 0, 32)?,
+        cover_url: input::image_url(&body, "cover_url")?,
+        updated_at: crate::auth::now_unix(),
+        ..RoomPatch::default()
+    };
+    if patch.title.is_none() && patch.category.is_none() && patch.cover_url.is_none() {
+        return Err(ApiError::field(
+            "title",
+            "nothing to change: send title, category or cover_url",
+        ));
+    }
+    let room = load(&shard, &id).await?;
+    check_owner(&claims, &room)?;
+    check_open(&room)?;
+    let room = shard
+        .common
+        .store
+        .call(|reply| StoreRequest::UpdateRoom { id, patch, reply })
+        .await?
+        .ok_or_else(ApiError::room_not_found)?;
+    let st = status(&shard, &room.id).await;
+    let bases = urls::bases(&shard, &req);
+    Ok(Response::ok(&view(&shard, &bases, &room, st)))
+}
+
+/// `POST /api/v1/rooms/{id}/push-url` (owner): a freshly signed push URL.
+pub async fn push_url(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&shard, &req)?;
+    let id = input::room_id(&req)?;
+    let room = load(&shard, &id).await?;
+    check_owner(&claims, &room)?;
+    check_open(&room)?;
+    let bases = urls::bases(&shard, &req);
+    let push = urls::push(&shard, &bases, &id, crate::auth::now_unix());
+    Ok(Response::ok(&json!({ "push": push })))
+}
+
+/// `DELETE /api/v1/rooms/{id}` (owner): closes the room. It stays readable (history,
+/// status "closed") but refuses changes and publishing and is left out of lists. A live
+/// stream is stopped (viewers get its `live` offline item) and viewers get a `system`
+/// item. Closing a closed room is a no-op that answers the same.
+pub async fn close(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&shard, &req)?;
+    let id = input::room_id(&req)?;
+    let room = load(&shard, &id).await?;
+    check_owner(&claims, &room)?;
+    let bases = urls::bases(&shard, &req);
+    if room.closed {
+        let st = status(&shard, &id).await;
+        return Ok(Response::ok(&view(&shard, &bases, &room, st)));
+    }
+    let patch = RoomPatch {
+        close: true,
+        updated_at: crate::auth::now_unix(),
+        ..RoomPatch::default()
+    };
+    let key = id.clone();
+    let room = shard
+        .common
+        .store
+        .call(|reply| StoreRequest::UpdateRoom {
+            id: key,
+            patch,
+            reply,
+        })
+        .await?
+        .ok_or_else(ApiError::room_not_found)?;
+    let st = status(&shard, &id).await;
+    // Stop the publisher, if any: the stream's home shard (the room's home) knows which
+    // shard holds it; the unpublish that follows tells viewers the stream is offline, and
+    // a new publish is refused because the room is closed.
+    let stream: crate::live::StreamId = id.as_str().into();
+    let home = home_shard(&id, shard.ctx.count);
+    if shard
+        .run_on(home, move |s| s.live.stop(s, &stream))
+        .await
+        .is_none()
+    {
+        tracing::warn!(room = %id, "could not ask the stream's home shard to stop it");
+    }
+    shard.danmaku.system_post(
+        &shard,
+        id.as_str().into(),
+        PostBody::System {
+            text: "This room has been closed.".into(),
+        },
+    );
+    Ok(Response::ok(&view(&shard, &bases, &room, st)))
+}

@@ -1,0 +1,149 @@
+//! The URLs the API hands out: push (signed), play (rtmp, flv, hls; signed when
+//! `media.play_sign`), the danmaku WebSocket and uploaded covers.
+//!
+//! Public base URLs come from `[api]` (`public_http`, `public_ws`, `public_rtmp`). When one
+//! is empty it is derived from the request: `http://` + its `Host` header (so a server
+//! reached as `192.168.1.5:8080` hands out URLs that work from where the client is), the
+//! WebSocket base from the HTTP one, and RTMP from the same host name on the RTMP port.
+//! A `Host` header that is not a plain host[:port] is ignored for the listen address.
+
+use serde::Serialize;
+
+use crate::http::Request;
+use crate::media::sign;
+use crate::shard::Shard;
+
+/// Base URLs for one request, without trailing slashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bases {
+    pub http: String,
+    pub ws: String,
+    /// `rtmp://host:port/app`.
+    pub rtmp_app: String,
+}
+
+/// Whether `host` is a plausible `host[:port]` (names, IPv4, bracketed IPv6).
+fn plain_host(host: &str) -> bool {
+    (1..=255).contains(&host.len())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// The host name of `host[:port]` (brackets kept for IPv6).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+pub fn bases(shard: &Shard, req: &Request) -> Bases {
+    let cfg = shard.config();
+    let api = &shard.common.api;
+    let host = req
+        .header("host")
+        .map(str::trim)
+        .filter(|h| plain_host(h))
+        .map(str::to_string)
+        .unwrap_or_else(|| api.http_addr.to_string());
+    let http = if cfg.api.public_http.is_empty() {
+        format!("http://{host}")
+    } else {
+        cfg.api.public_http.trim_end_matches('/').to_string()
+    };
+    let ws = if cfg.api.public_ws.is_empty() {
+        if let Some(rest) = http.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else {
+            format!("ws://{}", http.strip_prefix("http://").unwrap_or(&http))
+        }
+    } else {
+        cfg.api.public_ws.trim_end_matches('/').to_string()
+    };
+    let rtmp = if cfg.api.public_rtmp.is_empty() {
+        format!("rtmp://{}:{}", host_name(&host), api.rtmp_addr.port())
+    } else {
+        cfg.api.public_rtmp.trim_end_matches('/').to_string()
+    };
+    Bases {
+        http,
+        ws,
+        rtmp_app: format!("{rtmp}/{}", cfg.media.app),
+    }
+}
+
+/// A signed push URL, in the shapes publishers ask for.
+#[derive(Clone, Debug, Serialize)]
+pub struct Push {
+    /// The whole URL (`<live-pusher url>`, ffmpeg).
+    pub url: String,
+    /// OBS's "Server" field: `rtmp://host:port/app`.
+    pub server_url: String,
+    /// OBS's "Stream key" field: `room?txSecret=…&txTime=…`.
+    pub stream_key: String,
+    /// Unix seconds after which the signature is refused.
+    pub expires_at: u64,
+}
+
+pub fn push(shard: &Shard, bases: &Bases, room: &str, now: u64) -> Push {
+    let expires_at = now.saturating_add(shard.config().media.push_url_ttl_secs);
+    let (secret, time) = sign::sign(&shard.common.api.push_key, room, expires_at);
+    let stream_key = format!("{room}?txSecret={secret}&txTime={time}");
+    Push {
+        url: format!("{}/{stream_key}", bases.rtmp_app),
+        server_url: bases.rtmp_app.clone(),
+        stream_key,
+        expires_at,
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Play {
+    pub rtmp: String,
+    pub flv: String,
+    pub hls: String,
+}
+
+pub fn play(shard: &Shard, bases: &Bases, room: &str, now: u64) -> Play {
+    let media = &shard.config().media;
+    let query = if media.play_sign {
+        let expires_at = now.saturating_add(media.push_url_ttl_secs);
+        let (secret, time) = sign::sign(&shard.common.api.play_key, room, expires_at);
+        format!("?txSecret={secret}&txTime={time}")
+    } else {
+        String::new()
+    };
+    let app = &media.app;
+    Play {
+        rtmp: format!("{}/{room}{query}", bases.rtmp_app),
+        flv: format!("{}/{app}/{room}.flv{query}", bases.http),
+        hls: format!("{}/{app}/{room}.m3u8{query}", bases.http),
+    }
+}
+
+pub fn ws(bases: &Bases, room: &str) -> String {
+    format!("{}/ws?room={room}", bases.ws)
+}
+
+pub fn cover(bases: &Bases, name: &str) -> String {
+    format!("{}/covers/{name}", bases.http)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert!(plain_host("live.example.com:8080"));
+        assert!(plain_host("[::1]:8080"));
+        assert!(!plain_host("evil.com/path"));
+        assert!(!plain_host("a b"));
+        assert!(!plain_host(""));
+        assert_eq!(host_name("example.com:8080"), "example.com");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("127.0.0.1:0"), "127.0.0.1");
+    }
+}

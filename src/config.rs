@@ -31,6 +31,138 @@ pub struct Config {
     pub danmaku: DanmakuConfig,
     pub store: StoreConfig,
     pub media: MediaConfig,
+    pub api: ApiConfig,
+    pub wechat: WechatConfig,
+    pub cors: CorsConfig,
+    pub outbound: OutboundConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Base URL clients reach the HTTP front at (e.g. "https://live.example.com"); empty:
+    /// `http://` + the request's Host header.
+    pub public_http: String,
+    /// Base URL for the danmaku WebSocket; empty: derived from `public_http` (ws/wss).
+    pub public_ws: String,
+    /// Base URL for RTMP (e.g. "rtmp://push.example.com:1935"); empty: the request's host
+    /// name on the RTMP port.
+    pub public_rtmp: String,
+    /// Largest cover image accepted.
+    pub cover_max_bytes: u64,
+    /// Largest JSON request body.
+    pub json_max_bytes: u64,
+    /// Largest page of `GET /rooms`.
+    pub page_size_max: usize,
+    /// How often an event stream asks for its room's state.
+    pub sse_poll_ms: u64,
+    /// A comment is sent after this long without an event.
+    pub sse_keepalive_secs: u64,
+    /// Event streams per shard at most.
+    pub sse_max_per_shard: usize,
+    /// File saves/reads waiting for the files thread at most.
+    pub files_queue: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            public_http: String::new(),
+            public_ws: String::new(),
+            public_rtmp: String::new(),
+            cover_max_bytes: 2 * 1024 * 1024,
+            json_max_bytes: 16 * 1024,
+            page_size_max: 50,
+            sse_poll_ms: 1000,
+            sse_keepalive_secs: 15,
+            sse_max_per_shard: 10_000,
+            files_queue: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WechatConfig {
+    /// Mini-program AppID; empty: WeChat login is off (503 50303).
+    pub appid: String,
+    /// Mini-program AppSecret.
+    pub secret: String,
+    /// Where the WeChat server API is (a local test server in tests).
+    pub api_base: String,
+    /// Bound on each WeChat call.
+    pub timeout_ms: u64,
+    /// Keep the client_credential access token fresh from a thread of its own.
+    pub token_refresh: bool,
+    /// Refresh the access token this long before it expires (half-way if its lifetime is
+    /// shorter).
+    pub token_refresh_margin_secs: u64,
+}
+
+impl Default for WechatConfig {
+    fn default() -> Self {
+        Self {
+            appid: String::new(),
+            secret: String::new(),
+            api_base: "https://api.weixin.qq.com".into(),
+            timeout_ms: 5000,
+            token_refresh: true,
+            token_refresh_margin_secs: 300,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed to call the API from a browser ("https://a.example.com"); "*" for
+    /// any; empty: no CORS headers at all.
+    pub allow_origins: Vec<String>,
+    /// Request headers a preflight allows.
+    pub allow_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_origins: Vec::new(),
+            allow_headers: vec!["Authorization".into(), "Content-Type".into()],
+            max_age_secs: 600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Threads making outbound HTTP calls (WeChat, hooks).
+    pub threads: usize,
+    /// Calls waiting for a thread at most; past it, callers are told "busy".
+    pub queue: usize,
+    /// Largest response body read from a call.
+    pub max_response_bytes: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            queue: 1024,
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl OutboundConfig {
+    pub fn settings(&self) -> crate::outbound::OutboundSettings {
+        crate::outbound::OutboundSettings {
+            threads: self.threads,
+            queue: self.queue,
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -183,6 +315,8 @@ pub struct AuthConfig {
     pub jwt_issuer: String,
     /// Lifetime of tokens issued by `liveshard token` and the login API.
     pub token_ttl_secs: u64,
+    /// Serve `POST /api/v1/auth/dev` (a token for any uid): local use only.
+    pub dev_login: bool,
 }
 
 impl Default for AuthConfig {
@@ -191,6 +325,7 @@ impl Default for AuthConfig {
             jwt_secret: String::new(),
             jwt_issuer: "liveshard".into(),
             token_ttl_secs: 7 * 24 * 3600,
+            dev_login: false,
         }
     }
 }
@@ -319,7 +454,12 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// Keys whose values are secrets: shown as "<redacted>" when the config is printed.
-pub const SECRET_KEYS: &[&str] = &["auth.jwt_secret", "media.push_key", "media.play_key"];
+pub const SECRET_KEYS: &[&str] = &[
+    "auth.jwt_secret",
+    "media.push_key",
+    "media.play_key",
+    "wechat.secret",
+];
 
 /// One problem with the configuration, tied to its key and where the value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -596,6 +736,94 @@ impl Config {
             self.mesh.backlog_capacity >= 1,
             "mesh.backlog_capacity",
             "must be at least 1",
+        );
+        let a = &self.api;
+        for (key, url, schemes) in [
+            (
+                "api.public_http",
+                &a.public_http,
+                &["http://", "https://"][..],
+            ),
+            ("api.public_ws", &a.public_ws, &["ws://", "wss://"][..]),
+            (
+                "api.public_rtmp",
+                &a.public_rtmp,
+                &["rtmp://", "rtmps://"][..],
+            ),
+        ] {
+            check(
+                url.is_empty()
+                    || (schemes.iter().any(|s| url.starts_with(s))
+                        && url.len() <= 256
+                        && !url.contains(['?', '#', ' '])),
+                key,
+                &format!(
+                    "must be empty or a {} URL without query",
+                    schemes.join(" or ")
+                ),
+            );
+        }
+        check(
+            (1024..=64 * 1024 * 1024).contains(&a.cover_max_bytes),
+            "api.cover_max_bytes",
+            "must be between 1024 and 67108864",
+        );
+        check(
+            (1024..=1024 * 1024).contains(&a.json_max_bytes),
+            "api.json_max_bytes",
+            "must be between 1024 and 1048576",
+        );
+        check(
+            (1..=100).contains(&a.page_size_max),
+            "api.page_size_max",
+            "must be between 1 and 100",
+        );
+        check(
+            (50..=60_000).contains(&a.sse_poll_ms),
+            "api.sse_poll_ms",
+            "must be between 50 and 60000",
+        );
+        check(
+            (1..=3600).contains(&a.sse_keepalive_secs),
+            "api.sse_keepalive_secs",
+            "must be between 1 and 3600",
+        );
+        check(a.files_queue >= 1, "api.files_queue", "must be at least 1");
+        let w = &self.wechat;
+        check(
+            w.appid.is_empty() || !w.secret.is_empty(),
+            "wechat.secret",
+            "is required when wechat.appid is set",
+        );
+        check(
+            w.api_base.starts_with("http://") || w.api_base.starts_with("https://"),
+            "wechat.api_base",
+            "must be an http(s) URL",
+        );
+        check(
+            (100..=60_000).contains(&w.timeout_ms),
+            "wechat.timeout_ms",
+            "must be between 100 and 60000",
+        );
+        check(
+            self.cors
+                .allow_origins
+                .iter()
+                .all(|o| o == "*" || o.starts_with("http://") || o.starts_with("https://")),
+            "cors.allow_origins",
+            "each must be \"*\" or an http(s) origin",
+        );
+        let o = &self.outbound;
+        check(
+            (1..=64).contains(&o.threads),
+            "outbound.threads",
+            "must be between 1 and 64",
+        );
+        check(o.queue >= 1, "outbound.queue", "must be at least 1");
+        check(
+            (1024..=64 * 1024 * 1024).contains(&o.max_response_bytes),
+            "outbound.max_response_bytes",
+            "must be between 1024 and 67108864",
         );
         if errors.is_empty() {
             Ok(())

@@ -10,8 +10,11 @@
 //! - [`ws`]      — WebSocket handshake and frame codec (sans-IO).
 //! - [`danmaku`] — rooms, one-encode cross-shard fan-out, the danmaku protocol.
 //! - [`auth`]    — HS256 login tokens.
+//! - [`api`]     — the REST API under `/api/v1`: login, rooms, covers, moderation, events.
+//! - [`outbound`] — outbound HTTP (WeChat, hooks) on a small thread pool, off the shards.
 //! - [`store`]   — storage on its own thread: the embedded redb backend, group commits.
 //! - [`media`]   — sans-IO media: RTMP session and chunks, AMF0, FLV, GOP cache, URL signing.
+//! - [`live`]    — live streams: RTMP ingest and play, HTTP-FLV, stream registry and fan-out.
 //! - [`metrics`] — per-shard counters and the Prometheus rendering.
 //! - [`logging`] — structured logs.
 //! - [`sockio`]  — socket helpers shared by the connection drivers.
@@ -19,13 +22,16 @@
 //! The thread-per-core engine itself (shards, pinning, the SPSC ring mesh, SO_REUSEPORT
 //! groups) is the `shards` crate.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod danmaku;
 pub mod http;
+pub mod live;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod outbound;
 pub mod routes;
 pub mod server;
 pub mod shard;

@@ -41,6 +41,23 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Print a signed RTMP push URL (Tencent Cloud CSS txSecret/txTime scheme).
+    Sign {
+        /// Stream name (also the danmaku room id).
+        #[arg(long)]
+        stream: String,
+        /// RTMP application (default: media.app).
+        #[arg(long)]
+        app: Option<String>,
+        /// Validity in seconds (default: media.push_url_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Host[:port] to put in the URL (default: server.rtmp).
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -159,6 +176,39 @@ fn main() -> ExitCode {
                 "{}",
                 jwt.issue(&uid, &nick, &roles, ttl, liveshard::auth::now_unix())
             );
+            ExitCode::SUCCESS
+        }
+        Command::Sign {
+            stream,
+            app,
+            ttl,
+            host,
+            config,
+        } => {
+            let config = match config.load() {
+                Ok(c) => c,
+                Err(errors) => return report(&errors),
+            };
+            if !liveshard::live::valid_stream(&stream) {
+                eprintln!("liveshard: stream names are 1-64 of A-Z a-z 0-9 _ - .");
+                return ExitCode::from(2);
+            }
+            let key = match liveshard::auth::load_or_create_push_key(
+                &config.media.push_key,
+                &config.server.data_dir,
+            ) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("liveshard: push key: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ttl = ttl.unwrap_or(config.media.push_url_ttl_secs);
+            let expiry = liveshard::auth::now_unix() + ttl;
+            let (secret, time) = liveshard::media::sign::sign(&key, &stream, expiry);
+            let host = host.unwrap_or_else(|| config.server.rtmp.to_string());
+            let app = app.unwrap_or(config.media.app.clone());
+            println!("rtmp://{host}/{app}/{stream}?txSecret={secret}&txTime={time}");
             ExitCode::SUCCESS
         }
         Command::Serve(args) => {

@@ -39,6 +39,18 @@ pub struct ShardMetrics {
     pub ws_slow_closed: AtomicU64,
     pub ws_heartbeat_closed: AtomicU64,
     pub ws_queue_bytes: AtomicU64,
+
+    // Live streams (counters published once a second; viewer gauges kept live).
+    pub media_streams: AtomicU64,
+    pub media_publishers: AtomicI64,
+    pub media_viewers_rtmp: AtomicI64,
+    pub media_viewers_flv: AtomicI64,
+    pub media_bytes_in: AtomicU64,
+    pub media_bytes_out: AtomicU64,
+    pub media_gop_hits: AtomicU64,
+    pub media_frames_skipped: AtomicU64,
+    pub media_slow_closed: AtomicU64,
+    pub media_frames_lost: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -267,6 +279,72 @@ impl Metrics {
         for (name, kind, help, get) in ws {
             self.per_shard(&mut w, name, kind, help, get);
         }
+        let media: [(&str, &str, &str, Get); 9] = [
+            (
+                "liveshard_media_streams_live",
+                "gauge",
+                "Live streams whose publisher is on the shard.",
+                |s| s.media_streams.load(Relaxed),
+            ),
+            (
+                "liveshard_media_publishers",
+                "gauge",
+                "Publishing RTMP connections.",
+                |s| s.media_publishers.load(Relaxed).max(0) as u64,
+            ),
+            (
+                "liveshard_media_bytes_in_total",
+                "counter",
+                "Media payload bytes received from publishers.",
+                |s| s.media_bytes_in.load(Relaxed),
+            ),
+            (
+                "liveshard_media_bytes_out_total",
+                "counter",
+                "Bytes written to media viewers (RTMP and HTTP-FLV).",
+                |s| s.media_bytes_out.load(Relaxed),
+            ),
+            (
+                "liveshard_media_gop_cache_hits_total",
+                "counter",
+                "Viewers started from a cached GOP (a keyframe at once).",
+                |s| s.media_gop_hits.load(Relaxed),
+            ),
+            (
+                "liveshard_media_frames_skipped_total",
+                "counter",
+                "Frames skipped for slow viewers (until the next keyframe).",
+                |s| s.media_frames_skipped.load(Relaxed),
+            ),
+            (
+                "liveshard_media_slow_viewers_closed_total",
+                "counter",
+                "Viewers closed for staying behind.",
+                |s| s.media_slow_closed.load(Relaxed),
+            ),
+            (
+                "liveshard_media_frames_lost_total",
+                "counter",
+                "Frames not delivered to a shard because its ring was full.",
+                |s| s.media_frames_lost.load(Relaxed),
+            ),
+            (
+                "liveshard_media_viewers_rtmp",
+                "gauge",
+                "RTMP play connections.",
+                |s| s.media_viewers_rtmp.load(Relaxed).max(0) as u64,
+            ),
+        ];
+        for (name, kind, help, get) in media {
+            self.per_shard(&mut w, name, kind, help, get);
+        }
+        self.per_shard(
+            &mut w,
+            "liveshard_media_viewers_flv",
+            "gauge",
+            "HTTP-FLV play connections.",
+            |s| s.media_viewers_flv.load(Relaxed).max(0) as u64,
+        );
 
         let mesh_counter =
             |w: &mut Writer, name: &str, kind: &str, help: &str, f: &dyn Fn(&MeshStats) -> u64| {
@@ -363,6 +441,35 @@ impl Writer<'_> {
 
     fn sample_f(&mut self, name: &str, labels: &str, v: f64) {
         let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
+    }
+}
+
+/// Appends per-stream samples gathered from the shards that own the streams.
+pub fn render_streams(out: &mut String, streams: &[crate::live::engine::StreamStats]) {
+    let mut w = Writer { out };
+    w.family(
+        "liveshard_stream_ingest_bitrate_bps",
+        "gauge",
+        "Average ingest bitrate of a live stream since it started (bits/s).",
+    );
+    for s in streams {
+        w.sample_f(
+            "liveshard_stream_ingest_bitrate_bps",
+            &format!("stream=\"{}\"", s.stream),
+            s.bitrate_bps,
+        );
+    }
+    w.family(
+        "liveshard_stream_subscribed_shards",
+        "gauge",
+        "Shards that receive a live stream (have viewers of it).",
+    );
+    for s in streams {
+        w.sample(
+            "liveshard_stream_subscribed_shards",
+            &format!("stream=\"{}\"", s.stream),
+            s.subscribers as u64,
+        );
     }
 }
 

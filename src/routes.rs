@@ -18,6 +18,12 @@ pub fn router(cfg: &Config) -> Router<Shard> {
     r.add(Method::Get, "/readyz", handler(readyz));
     r.add(Method::Get, "/metrics", handler(metrics));
     r.add(Method::Get, "/ws", crate::danmaku::conn::handler());
+    r.add(
+        Method::Get,
+        "/{app}/{stream}.flv",
+        crate::live::flv::handler(),
+    );
+    crate::api::register(&mut r, cfg);
     if cfg.server.debug_endpoints {
         r.add(Method::Get, "/debug/sleep", handler(debug_sleep));
     }
@@ -39,7 +45,15 @@ async fn readyz(shard: Rc<Shard>, _req: Request) -> Reply {
 }
 
 async fn metrics(shard: Rc<Shard>, _req: Request) -> Reply {
-    let text = shard.common.metrics.render(shard.ctx.mesh.all_stats());
+    let mut text = shard.common.metrics.render(shard.ctx.mesh.all_stats());
+    // Per-stream numbers live on the streams' owner shards: ask each.
+    let mut streams = Vec::new();
+    for s in 0..shard.ctx.count {
+        if let Some(mut stats) = shard.run_on(s, |s| s.live.stream_stats()).await {
+            streams.append(&mut stats);
+        }
+    }
+    crate::metrics::render_streams(&mut text, &streams);
     Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text).into()
 }
 

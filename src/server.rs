@@ -55,7 +55,18 @@ pub fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("HTTP listener: {e}"))?;
     let http_addr = http[0].local_addr().map_err(|e| e.to_string())?;
-    let seeds: Vec<Seed> = http.into_iter().map(|http| Seed { http }).collect();
+    let rtmp = shards::listener::bind_group(
+        config.server.rtmp,
+        shard_count,
+        shards::listener::DEFAULT_BACKLOG,
+    )
+    .map_err(|e| format!("RTMP listener: {e}"))?;
+    let rtmp_addr = rtmp[0].local_addr().map_err(|e| e.to_string())?;
+    let seeds: Vec<Seed> = http
+        .into_iter()
+        .zip(rtmp)
+        .map(|(http, rtmp)| Seed { http, rtmp })
+        .collect();
 
     let danmaku = crate::danmaku::Shared::from_config(&config)?;
     let backend = crate::store::embedded::Embedded::open(
@@ -70,10 +81,17 @@ pub fn run(config: Config) -> Result<(), String> {
         )
     })?;
     let mut store = crate::store::Store::new(Box::new(backend), config.store.queue);
+    let outbound = crate::outbound::Outbound::start(&config.outbound.settings())
+        .map_err(|e| format!("cannot start the outbound threads: {e}"))?;
+    let (api, api_services) = crate::api::Services::start(&config, http_addr, rtmp_addr)?;
+    let live = crate::live::Settings::from_config(&config)?;
     let common = Arc::new(Common {
         store: store.handle(),
+        outbound: outbound.handle(),
+        api,
         metrics: Arc::new(Metrics::new(shard_count, driver)),
         danmaku: Arc::new(danmaku),
+        live: Arc::new(live),
         config: Arc::new(config),
     });
     let engine = {
@@ -95,12 +113,12 @@ pub fn run(config: Config) -> Result<(), String> {
     store
         .start(engine.remotes())
         .map_err(|e| format!("cannot start the store thread: {e}"))?;
-    tracing::info!(%http_addr, shards = shard_count, driver = %driver, "liveshard started");
+    tracing::info!(%http_addr, %rtmp_addr, shards = shard_count, driver = %driver, "liveshard started");
     // One machine-readable line for scripts and tests that start us on port 0.
     let mut stdout = std::io::stdout();
     let _ = writeln!(
         stdout,
-        "liveshard ready http={http_addr} shards={shard_count} driver={driver}"
+        "liveshard ready http={http_addr} rtmp={rtmp_addr} shards={shard_count} driver={driver}"
     );
     let _ = stdout.flush();
 
@@ -131,6 +149,8 @@ pub fn run(config: Config) -> Result<(), String> {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1)),
     );
+    api_services.join(Duration::from_secs(1));
+    outbound.join(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }

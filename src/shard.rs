@@ -30,6 +30,7 @@ use crate::metrics::{Metrics, ShardMetrics};
 #[derive(Debug)]
 pub enum ShardMsg {
     Danmaku(crate::danmaku::Msg),
+    Live(crate::live::Msg),
     /// Run a function on the receiving shard ([`Shard::run_on`]): for queries that are
     /// not on a per-message path (the API asking a room's home shard for its state).
     Run(Task),
@@ -37,7 +38,9 @@ pub enum ShardMsg {
 
 /// A function to run on another shard. It owns what it captured (`Send`), and answers
 /// through a channel of its own.
-pub struct Task(Box<dyn FnOnce(&Rc<Shard>) + Send>);
+pub struct Task(TaskFn);
+
+type TaskFn = Box<dyn FnOnce(&Rc<Shard>) + Send>;
 
 impl std::fmt::Debug for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,18 +53,25 @@ pub struct Common {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub danmaku: Arc<crate::danmaku::Shared>,
+    pub live: Arc<crate::live::Settings>,
     pub store: crate::store::StoreHandle,
+    /// Outbound HTTP calls (WeChat, hooks), made off the shards.
+    pub outbound: crate::outbound::OutboundHandle,
+    /// What the REST API shares (keys, files, the WeChat client).
+    pub api: crate::api::Shared,
 }
 
 /// What each shard owns from birth.
 pub struct Seed {
     pub http: StdTcpListener,
+    pub rtmp: StdTcpListener,
 }
 
 pub struct Shard {
     pub ctx: ShardCtx<ShardMsg>,
     pub common: Arc<Common>,
     pub danmaku: Danmaku,
+    pub live: crate::live::Live,
     router: Router<Shard>,
     limits: HttpLimits,
     shutdown: Rc<Signal>,
@@ -108,6 +118,7 @@ impl Shard {
     fn handle_msg(self: &Rc<Self>, from: usize, msg: ShardMsg) {
         match msg {
             ShardMsg::Danmaku(m) => self.danmaku.handle(self, from, m),
+            ShardMsg::Live(m) => self.live.handle(self, from, m),
             ShardMsg::Run(Task(f)) => f(self),
         }
     }
@@ -180,6 +191,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         all_closed: Notify::new(),
         common: common.clone(),
         danmaku: Danmaku::new(),
+        live: crate::live::Live::new(),
         ctx,
     });
 
@@ -203,6 +215,21 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
     monoio::spawn(accept_loop(shard.clone(), http, |shard, stream, peer| {
         crate::http::conn::serve(shard, stream, peer)
     }));
+    match TcpListener::from_std(seed.rtmp) {
+        Ok(rtmp) => {
+            monoio::spawn(accept_loop(
+                shard.clone(),
+                rtmp,
+                |shard, stream, peer| async move {
+                    crate::live::rtmp_conn::serve(shard, stream, peer).await;
+                    None
+                },
+            ));
+        }
+        Err(e) => {
+            tracing::error!(shard = shard.id(), error = %e, "cannot register the RTMP listener")
+        }
+    }
 
     shard.ctx.stop_signal().wait().await;
     tracing::debug!(
@@ -232,10 +259,12 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
 
 /// Accepts until shutdown; each connection becomes a task counted by a [`ConnGuard`].
 /// The listener is dropped when the loop ends, so the shard stops accepting at once.
+/// `serve` may hand back a continuation (a connection taken over by WebSocket or a media
+/// stream): it runs as a new task, so the first task's state is freed first.
 async fn accept_loop<F, Fut>(shard: Rc<Shard>, listener: TcpListener, serve: F)
 where
     F: Fn(Rc<Shard>, TcpStream, SocketAddr) -> Fut + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
+    Fut: std::future::Future<Output = Option<crate::http::LocalBoxFuture<'static, ()>>> + 'static,
 {
     loop {
         let accepted = monoio::select! {
@@ -251,8 +280,12 @@ where
                 let guard = ConnGuard::new(shard.clone());
                 let conn = serve(shard.clone(), stream, peer);
                 monoio::spawn(async move {
-                    conn.await;
-                    drop(guard);
+                    if let Some(next) = conn.await {
+                        monoio::spawn(async move {
+                            next.await;
+                            drop(guard);
+                        });
+                    }
                 });
             }
             Err(e) => {

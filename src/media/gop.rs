@@ -153,6 +153,21 @@ impl GopCache {
         *self = GopCache::new(self.limits);
     }
 
+    /// The held metadata message, if any.
+    pub fn metadata(&self) -> Option<&Packaged> {
+        self.metadata.as_ref()
+    }
+
+    /// Everything but the metadata, in start order: sequence headers, then the GOP. With
+    /// [`Self::metadata`] this rebuilds an identical cache elsewhere (`set_metadata`, then
+    /// `push` each).
+    pub fn frames(&self) -> impl Iterator<Item = &Packaged> {
+        self.video_header
+            .iter()
+            .chain(self.audio_header.iter())
+            .chain(self.gop.iter())
+    }
+
     /// What a joining viewer is sent, in order: metadata, video and audio sequence
     /// headers, the GOP.
     pub fn iter(&self) -> impl Iterator<Item = &Packaged> {

@@ -522,3 +522,76 @@ pub mod ws {
         }
     }
 }
+
+/// A minimal HTTP server standing in for an external party (a publish-hook receiver):
+/// answers every request with `status` and `body`, and reports each request's JSON body.
+pub struct HookServer {
+    pub url: String,
+    pub requests: mpsc::Receiver<serde_json::Value>,
+}
+
+impl HookServer {
+    pub fn start(status: u16, body: &'static str) -> HookServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    let mut len = 0usize;
+                    if r.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut b = vec![0; len];
+                    let _ = r.read_exact(&mut b);
+                    if let Ok(v) = serde_json::from_slice(&b) {
+                        let _ = tx.send(v);
+                    }
+                    let mut w = conn;
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        HookServer { url, requests: rx }
+    }
+}
+
+/// ffmpeg / ffprobe, required: scripts/test.sh installs them.
+pub fn require(tool: &str) {
+    let ok = Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "{tool} is not installed: run scripts/test.sh (it installs ffmpeg)"
+    );
+}
+
+/// REST API helpers (JSON calls, envelopes, Server-Sent Events, a valid PNG).
+pub mod api;

@@ -1,0 +1,176 @@
+//! HTTP-FLV play: `GET /{app}/{stream}.flv`, a chunked `video/x-flv` body that starts with
+//! the FLV header and the GOP cache (so the player decodes at once) and continues live.
+//!
+//! Checks before the response starts: the app, the stream live, the Referer allow-list
+//! (anti-hotlinking; `media.referer_allow`), the play signature when `media.play_sign`
+//! is on, and the `on_play` hook. Refusals are JSON error envelopes (404, 403).
+//! The response ends (`0\r\n\r\n`) when the stream goes offline.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::Splitable;
+use monoio::net::TcpStream;
+
+use super::engine::{Proto, Viewer};
+use super::hooks;
+use super::outbox::{write_loop, Outbox};
+use super::rtmp_conn::hook_event;
+use super::{valid_stream, StreamId};
+use crate::auth::now_unix;
+use crate::http::{self, code, Reply, Request, Response};
+use crate::media::sign;
+use crate::shard::Shard;
+use crate::sockio::{read_append, readable};
+
+const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n";
+
+pub fn handler() -> http::Handler<Shard> {
+    http::handler(flv_handler)
+}
+
+async fn flv_handler(shard: Rc<Shard>, req: Request) -> Reply {
+    let settings = &shard.common.live;
+    let not_found =
+        || Reply::Response(Response::error(404, code::NOT_FOUND, "no such live stream"));
+    let (Some(app), Some(name)) = (req.param("app"), req.param("stream")) else {
+        return not_found();
+    };
+    if app != settings.app || !valid_stream(name) {
+        return not_found();
+    }
+    if !settings.referer_allow.is_empty()
+        && !referer_allowed(req.header("referer"), &settings.referer_allow)
+    {
+        return Reply::Response(Response::error(403, 40302, "referer not allowed"));
+    }
+    let query = req.head.query.clone().unwrap_or_default();
+    if settings.play_sign {
+        if let Err(e) = sign::verify(&settings.play_key, name, &query, now_unix()) {
+            return Reply::Response(Response::error(403, 40303, format!("play refused: {e}")));
+        }
+    }
+    if !shard.live.is_watchable(name) {
+        return not_found();
+    }
+    if let Some(url) = &settings.hooks.on_play {
+        let event = hook_event("on_play", &shard, name, &query, req.peer, "flv");
+        if let Err(why) = hooks::ask(&shard, url, &event).await {
+            return Reply::Response(Response::error(403, 40304, why));
+        }
+    }
+    let stream: StreamId = name.into();
+    let peer = req.peer;
+    Reply::Takeover(Box::new(move |sock, _rest| {
+        Box::pin(serve(shard, sock, stream, query, peer))
+    }))
+}
+
+/// Whether the Referer's host is an allowed host or a subdomain of one.
+fn referer_allowed(referer: Option<&str>, allow: &[String]) -> bool {
+    let Some(r) = referer else { return false };
+    let host = r
+        .split_once("://")
+        .map_or(r, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = host.split(':').next().unwrap_or("").to_ascii_lowercase();
+    allow.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        host == a || host.ends_with(&format!(".{a}"))
+    })
+}
+
+async fn serve(
+    shard: Rc<Shard>,
+    sock: TcpStream,
+    stream: StreamId,
+    query: String,
+    peer: SocketAddr,
+) {
+    let settings = &shard.common.live;
+    let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
+    outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
+    outbox.push(Bytes::from_static(HEAD.as_bytes()));
+    let viewer = Viewer::new(outbox.clone(), Proto::Flv);
+    let watching = shard.live.watch(&shard, &stream, viewer.clone());
+    let (mut reader, mut writer) = sock.into_split();
+    let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+    let writer_task = {
+        let (outbox, shard) = (outbox.clone(), shard.clone());
+        monoio::spawn(async move {
+            write_loop(&outbox, &mut writer, write_timeout, |n| shard.live.wrote(n)).await;
+        })
+    };
+    if watching {
+        // Until the player hangs up (EOF), the stream ends, or the outbox gives up.
+        let mut buf = BytesMut::new();
+        loop {
+            let woke = monoio::select! {
+                r = readable(&reader) => r.is_ok(),
+                _ = viewer.ended.notified() => false,
+                _ = outbox.closed.notified() => false,
+            };
+            if !woke || viewer.is_ended.get() {
+                break;
+            }
+            let (res, b) = read_append(&mut reader, buf, 512).await;
+            match res {
+                // A player sends nothing after its request; anything it does send is dropped.
+                Ok(n) if n > 0 => {
+                    let mut b = b;
+                    b.clear();
+                    buf = b;
+                }
+                _ => {
+                    outbox.abort();
+                    break;
+                }
+            }
+        }
+        shard.live.unwatch(&shard, &stream, &viewer);
+        if let Some(url) = &settings.hooks.on_stop {
+            hooks::notify(
+                &shard,
+                url,
+                &hook_event("on_stop", &shard, &stream, &query, peer, "flv"),
+            );
+        }
+    }
+    // The last chunk: the body ends cleanly when the stream does.
+    outbox.push(Bytes::from_static(b"0\r\n\r\n"));
+    outbox.finish();
+    writer_task.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referer_hosts_and_subdomains() {
+        let allow = vec!["servicewechat.com".to_string(), "example.org".to_string()];
+        assert!(referer_allowed(
+            Some("https://servicewechat.com/wx123/page"),
+            &allow
+        ));
+        assert!(referer_allowed(
+            Some("https://a.example.org:8443/x"),
+            &allow
+        ));
+        assert!(!referer_allowed(
+            Some("https://evil.com/?servicewechat.com"),
+            &allow
+        ));
+        assert!(!referer_allowed(Some("https://notexample.org/"), &allow));
+        assert!(!referer_allowed(
+            Some("https://servicewechat.com@evil.com/"),
+            &allow
+        ));
+        assert!(!referer_allowed(None, &allow));
+    }
+}

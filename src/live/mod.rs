@@ -1,0 +1,131 @@
+//! Live streams on the server: RTMP ingest and play, HTTP-FLV play (C5, C6), on top of the
+//! sans-IO [`crate::media`] layer.
+//!
+//! Who owns what:
+//! - The **home shard** of a stream (`home_shard(name)`, the same hash as danmaku rooms, so
+//!   a room and its stream share a home) is the registry: it grants the right to publish
+//!   (one publisher per stream; a publisher that reconnects within the grace period resumes
+//!   the stream, even from another shard), announces which shard owns a live stream to
+//!   every shard, and flips the danmaku room live/offline.
+//! - The **owner shard** (where the publisher's socket landed) runs the ingest: each
+//!   message is packaged once per protocol ([`crate::media::Packaged`]) into an
+//!   `Arc<Frame>`, kept in the stream's GOP cache, and handed to every shard that
+//!   subscribed — the same `Arc`, so no shard copies a byte of media.
+//! - A **viewer shard** keeps a [`engine::LocalStream`] per stream it has viewers of: a
+//!   mirror of the GOP cache (refcounts, not copies) so a new viewer starts on a keyframe
+//!   at once without asking anyone, and its viewers' outboxes.
+//!
+//! Files: [`engine`] (per-shard state and mesh messages), [`outbox`] (a viewer's bounded
+//! queue with the skip-to-keyframe policy, and its writer), [`rtmp_conn`] (the RTMP
+//! connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`), [`hooks`]
+//! (on_publish / on_unpublish / on_play / on_stop callbacks).
+
+pub mod engine;
+pub mod flv;
+pub mod hooks;
+pub mod outbox;
+pub mod rtmp_conn;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use engine::Live;
+
+use crate::media::gop::GopLimits;
+use crate::media::Packaged;
+
+/// Stream names travel between shards; `Arc<str>` clones are a refcount bump.
+pub type StreamId = Arc<str>;
+
+/// Stream names: the same rule as room ids (they are the same names).
+pub fn valid_stream(name: &str) -> bool {
+    crate::danmaku::valid_room_id(name)
+}
+
+/// The home shard of a stream: the same as its danmaku room's.
+pub fn home_shard(stream: &str, shards: usize) -> usize {
+    crate::danmaku::home_shard(stream, shards)
+}
+
+/// One media message of a stream, packaged once, shared by every shard and viewer.
+#[derive(Debug)]
+pub struct Frame {
+    pub stream: StreamId,
+    pub packaged: Packaged,
+    /// `"{len:x}\r\n"` for the FLV tag as one HTTP chunk, computed once.
+    pub flv_chunk_head: Bytes,
+    /// A video keyframe (where a skipping viewer may resume).
+    pub keyframe: bool,
+    /// Metadata or a sequence header: never dropped for a slow viewer.
+    pub essential: bool,
+}
+
+/// Live-stream messages between shards (carried in `ShardMsg::Live`).
+#[derive(Debug)]
+pub enum Msg {
+    /// Home → every shard: `stream` is now owned by `owner` (`None`: it went offline).
+    Announce {
+        stream: StreamId,
+        owner: Option<usize>,
+    },
+    /// Viewer shard → owner: send me this stream (answered with `Start`).
+    Subscribe { stream: StreamId },
+    /// Viewer shard → owner: I have no viewers of it any more.
+    Unsubscribe { stream: StreamId },
+    /// Owner → subscriber: the GOP cache to start from (metadata first if
+    /// `has_metadata`); live frames follow.
+    Start {
+        stream: StreamId,
+        gop: Box<Vec<Packaged>>,
+        has_metadata: bool,
+    },
+    /// Owner → subscribers: one live frame.
+    Frame(Arc<Frame>),
+    /// Home → owner: stop the publisher (the room was closed).
+    Stop { stream: StreamId },
+}
+
+/// Settings from `[media]`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app: String,
+    pub push_key: String,
+    pub play_sign: bool,
+    pub play_key: String,
+    pub gop: GopLimits,
+    pub max_message_bytes: usize,
+    pub viewer_queue_bytes: usize,
+    pub publisher_grace: Duration,
+    pub hooks: hooks::Hooks,
+    pub referer_allow: Vec<String>,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Self, String> {
+        let m = &cfg.media;
+        let push_key = crate::auth::load_or_create_push_key(&m.push_key, &cfg.server.data_dir)
+            .map_err(|e| format!("push key: {e}"))?;
+        let play_key = if m.play_key.is_empty() {
+            push_key.clone()
+        } else {
+            m.play_key.clone()
+        };
+        Ok(Self {
+            app: m.app.clone(),
+            push_key,
+            play_sign: m.play_sign,
+            play_key,
+            gop: GopLimits {
+                max_frames: m.gop_max_frames,
+                max_bytes: m.gop_max_bytes,
+            },
+            max_message_bytes: m.max_message_bytes,
+            viewer_queue_bytes: m.viewer_queue_bytes,
+            publisher_grace: Duration::from_millis(m.publisher_grace_ms),
+            hooks: hooks::Hooks::from_config(m),
+            referer_allow: m.referer_allow.clone(),
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! The RTMP connection driver: one task per connection on the shard that accepted it,
+//! feeding socket bytes to a sans-IO [`ServerSession`] and acting on its events; a writer
+//! task drains the connection's [`Outbox`] (session replies, and for a player the shared
+//! media `Bytes`).
+//!
+//! A publish is checked in this order — app, stream name, signature (`media.push_key`),
+//! the room not closed, the `on_publish` hook, the stream's home granting the claim — and
+//! refused at the first failure with an `onStatus` error whose description says why, then
+//! the connection closes. A play is checked likewise (signature only with
+//! `media.play_sign`, `on_play`, the stream live).
+//!
+//! Time limits: the handshake and the publish/play request must come within
+//! [`SETUP_TIMEOUT`]; a publisher silent for [`PUBLISH_IDLE`] is treated as lost (its
+//! claim then waits out the grace period). A player may stay silent.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::io::Splitable;
+use monoio::net::TcpStream;
+use shards::local::Notify;
+
+use super::engine::{ClaimAnswer, Proto, Viewer};
+use super::hooks::{self, Event as HookEvent};
+use super::outbox::{write_loop, Outbox};
+use super::{home_shard, valid_stream, StreamId};
+use crate::auth::now_unix;
+use crate::media::rtmp::{
+    status, ChunkLimits, Event, PlayRequest, PublishRequest, ServerSession, SessionConfig,
+};
+use crate::media::sign;
+use crate::shard::Shard;
+use crate::sockio::read_append;
+use crate::store::Request as StoreRequest;
+
+/// Handshake plus the publish or play request.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// No input from a publisher for this long: the publisher is lost.
+pub const PUBLISH_IDLE: Duration = Duration::from_secs(20);
+const READ_CHUNK: usize = 16 * 1024;
+
+enum Role {
+    Setup,
+    Publisher {
+        stream: StreamId,
+        stop: Rc<Notify>,
+        unpublished: bool,
+        query: String,
+    },
+    Player {
+        stream: StreamId,
+        viewer: Rc<Viewer>,
+        query: String,
+    },
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let settings = &shard.common.live;
+    let config = SessionConfig {
+        chunk_limits: ChunkLimits {
+            max_message_size: settings.max_message_bytes as u32,
+            ..ChunkLimits::default()
+        },
+        ..SessionConfig::default()
+    };
+    let mut session = ServerSession::new(config, Instant::now());
+    let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
+    outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    let (mut reader, mut writer) = stream.into_split();
+    let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+    let writer_task = {
+        let (outbox, shard) = (outbox.clone(), shard.clone());
+        monoio::spawn(async move {
+            write_loop(&outbox, &mut writer, write_timeout, |n| shard.live.wrote(n)).await;
+        })
+    };
+
+    let started = Instant::now();
+    let mut role = Role::Setup;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let never = Notify::new();
+    loop {
+        while let Some(b) = session.poll_transmit() {
+            outbox.push(b);
+        }
+        if session.is_closing() || !outbox.is_open() {
+            break;
+        }
+        let deadline = match &role {
+            Role::Setup => Some(started + SETUP_TIMEOUT),
+            Role::Publisher { .. } => Some(session.last_input() + PUBLISH_IDLE),
+            Role::Player { .. } => None,
+        };
+        let (stop, ended) = match &role {
+            Role::Publisher { stop, .. } => (&**stop, &never),
+            Role::Player { viewer, .. } => (&never, &viewer.ended),
+            Role::Setup => (&never, &never),
+        };
+        let read = read_with_deadline(&mut reader, buf, deadline);
+        let outcome = monoio::select! {
+            r = read => Wake::Read(r),
+            _ = stop.notified() => Wake::Stop,
+            _ = ended.notified() => Wake::Ended,
+            _ = outbox.closed.notified() => Wake::Closed,
+        };
+        let (n, b) = match outcome {
+            Wake::Read(Some((n, b))) if n > 0 => (n, b),
+            Wake::Stop => {
+                if let Role::Publisher { unpublished, .. } = &mut role {
+                    // Closed by the operator: the stream ends now, not after the grace.
+                    *unpublished = true;
+                }
+                break;
+            }
+            Wake::Ended => {
+                // The stream went offline: tell the player, let the outbox drain, close.
+                session.notify_unpublished();
+                while let Some(b) = session.poll_transmit() {
+                    outbox.push(b);
+                }
+                break;
+            }
+            _ => break,
+        };
+        let _ = n;
+        buf = b;
+        if session.handle_input(&buf, Instant::now()).is_err() {
+            break;
+        }
+        buf.clear();
+        while let Some(event) = session.poll_event() {
+            if !on_event(&shard, &mut session, &mut role, &outbox, peer, event).await {
+                break;
+            }
+        }
+    }
+    match role {
+        Role::Publisher {
+            stream,
+            unpublished,
+            query,
+            ..
+        } => {
+            shard.live.publisher_gone(&shard, &stream, unpublished);
+            if let Some(url) = &settings.hooks.on_unpublish {
+                hooks::notify(
+                    &shard,
+                    url,
+                    &hook_event("on_unpublish", &shard, &stream, &query, peer, "rtmp"),
+                );
+            }
+        }
+        Role::Player {
+            stream,
+            viewer,
+            query,
+        } => {
+            shard.live.unwatch(&shard, &stream, &viewer);
+            if let Some(url) = &settings.hooks.on_stop {
+                hooks::notify(
+                    &shard,
+                    url,
+                    &hook_event("on_stop", &shard, &stream, &query, peer, "rtmp"),
+                );
+            }
+        }
+        Role::Setup => {}
+    }
+    outbox.finish();
+    writer_task.await;
+}
+
+enum Wake {
+    Read(Option<(usize, BytesMut)>),
+    Stop,
+    Ended,
+    Closed,
+}
+
+/// One read, bounded by `deadline` if given. `None` on error or timeout.
+async fn read_with_deadline<R: monoio::io::AsyncReadRent>(
+    r: &mut R,
+    buf: BytesMut,
+    deadline: Option<Instant>,
+) -> Option<(usize, BytesMut)> {
+    let read = read_append(r, buf, READ_CHUNK);
+    let (res, buf) = match deadline {
+        Some(d) => monoio::time::timeout(d.saturating_duration_since(Instant::now()), read)
+            .await
+            .ok()?,
+        None => read.await,
+    };
+    res.ok().map(|n| (n, buf))
+}
+
+pub(super) fn hook_event<'a>(
+    action: &'static str,
+    shard: &'a Shard,
+    stream: &'a str,
+    query: &str,
+    peer: SocketAddr,
+    protocol: &'static str,
+) -> HookEvent<'a> {
+    HookEvent {
+        action,
+        client_id: format!("{}-{}", shard.id(), peer),
+        ip: peer.ip().to_string(),
+        vhost: "__defaultVhost__",
+        app: &shard.common.live.app,
+        stream,
+        param: if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        },
+        protocol,
+    }
+}
+
+/// Acts on one session event. Returns false when the connection must close.
+async fn on_event(
+    shard: &Rc<Shard>,
+    session: &mut ServerSession,
+    role: &mut Role,
+    outbox: &Rc<Outbox>,
+    peer: SocketAddr,
+    event: Event,
+) -> bool {
+    match event {
+        Event::Publish(req) => match check_publish(shard, &req, peer).await {
+            Ok(stream) => {
+                if session.accept_publish().is_err() {
+                    return false;
+                }
+                let stop = shard.live.start_owned(shard, &stream);
+                tracing::info!(stream = %stream, %peer, "publishing");
+                *role = Role::Publisher {
+                    stream,
+                    stop,
+                    unpublished: false,
+                    query: req.query.unwrap_or_default(),
+                };
+                true
+            }
+            Err((code, why)) => {
+                tracing::info!(stream = %req.stream, %peer, reason = %why, "publish refused");
+                let _ = session.reject(code, &why);
+                true
+            }
+        },
+        Event::Play(req) => match check_play(shard, &req, peer).await {
+            Ok(stream) => {
+                if session.accept_play().is_err() {
+                    return false;
+                }
+                // The session's replies go out before the first media bytes.
+                while let Some(b) = session.poll_transmit() {
+                    outbox.push(b);
+                }
+                let viewer = Viewer::new(outbox.clone(), Proto::Rtmp);
+                if !shard.live.watch(shard, &stream, viewer.clone()) {
+                    session.notify_unpublished();
+                    return false;
+                }
+                *role = Role::Player {
+                    stream,
+                    viewer,
+                    query: req.query.unwrap_or_default(),
+                };
+                true
+            }
+            Err((code, why)) => {
+                let _ = session.reject(code, &why);
+                true
+            }
+        },
+        Event::Metadata { message, .. } => {
+            if let Role::Publisher { stream, .. } = role {
+                shard.live.ingest(shard, stream, message, true);
+            }
+            true
+        }
+        Event::Media(msg) => {
+            if let Role::Publisher { stream, .. } = role {
+                shard.live.ingest(shard, stream, msg, false);
+            }
+            true
+        }
+        Event::Unpublish => {
+            if let Role::Publisher { unpublished, .. } = role {
+                *unpublished = true;
+                return false;
+            }
+            true
+        }
+        Event::PlayStop => !matches!(role, Role::Player { .. }),
+        Event::Handshake(_) | Event::Connect { .. } => true,
+    }
+}
+
+type Refusal = (&'static str, String);
+
+async fn check_publish(
+    shard: &Rc<Shard>,
+    req: &PublishRequest,
+    peer: SocketAddr,
+) -> Result<StreamId, Refusal> {
+    let settings = &shard.common.live;
+    let what = format!("publish of {}/{}", req.app, req.stream);
+    if req.app != settings.app {
+        return Err((
+            status::PUBLISH_BAD_NAME,
+            format!("{what} refused: unknown app (use /{}/)", settings.app),
+        ));
+    }
+    if !valid_stream(&req.stream) {
+        return Err((
+            status::PUBLISH_BAD_NAME,
+            format!("{what} refused: stream names are 1-64 of A-Z a-z 0-9 _ - ."),
+        ));
+    }
+    let query = req.query.clone().unwrap_or_default();
+    if let Err(e) = sign::verify(&settings.push_key, &req.stream, &query, now_unix()) {
+        return Err((status::PUBLISH_BAD_NAME, format!("{what} refused: {e}")));
+    }
+    let room = shard
+        .common
+        .store
+        .call(|reply| StoreRequest::GetRoom {
+            id: req.stream.clone(),
+            reply,
+        })
+        .await;
+    match room {
+        Ok(Some(r)) if r.closed => {
+            return Err((
+                status::PUBLISH_DENIED,
+                format!("{what} refused: the room is closed"),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err((
+                status::PUBLISH_DENIED,
+                format!("{what} refused: {e}, retry"),
+            ))
+        }
+    }
+    if let Some(url) = &settings.hooks.on_publish {
+        let event = hook_event("on_publish", shard, &req.stream, &query, peer, "rtmp");
+        if let Err(why) = hooks::ask(shard, url, &event).await {
+            return Err((status::PUBLISH_DENIED, format!("{what} refused: {why}")));
+        }
+    }
+    let stream: StreamId = req.stream.as_str().into();
+    let home = home_shard(&stream, shard.ctx.count);
+    let from = shard.id();
+    let s = stream.clone();
+    match shard.run_on(home, move |h| h.live.claim(h, s, from)).await {
+        Some(ClaimAnswer::Granted { .. }) => Ok(stream),
+        Some(ClaimAnswer::Busy) => Err((
+            status::PUBLISH_BAD_NAME,
+            format!("{what} refused: the stream is already being published"),
+        )),
+        None => Err((
+            status::PUBLISH_DENIED,
+            format!("{what} refused: server busy, retry"),
+        )),
+    }
+}
+
+async fn check_play(
+    shard: &Rc<Shard>,
+    req: &PlayRequest,
+    peer: SocketAddr,
+) -> Result<StreamId, Refusal> {
+    let settings = &shard.common.live;
+    let what = format!("play of {}/{}", req.app, req.stream);
+    if req.app != settings.app || !valid_stream(&req.stream) {
+        return Err((status::PLAY_NOT_FOUND, format!("{what}: no such stream")));
+    }
+    let query = req.query.clone().unwrap_or_default();
+    if settings.play_sign {
+        if let Err(e) = sign::verify(&settings.play_key, &req.stream, &query, now_unix()) {
+            return Err((status::PLAY_FAILED, format!("{what} refused: {e}")));
+        }
+    }
+    if let Some(url) = &settings.hooks.on_play {
+        let event = hook_event("on_play", shard, &req.stream, &query, peer, "rtmp");
+        if let Err(why) = hooks::ask(shard, url, &event).await {
+            return Err((status::PLAY_FAILED, format!("{what} refused: {why}")));
+        }
+    }
+    if !shard.live.is_watchable(&req.stream) {
+        return Err((
+            status::PLAY_NOT_FOUND,
+            format!("{what}: the stream is not live"),
+        ));
+    }
+    Ok(req.stream.as_str().into())
+}

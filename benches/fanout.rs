@@ -60,7 +60,13 @@ fn setup() -> (HomeRoom, LocalRoom) {
             key: i as u32,
             gen: 1,
         };
-        local.add(Rc::new(Conn::new(id, "bench".into(), None, 256 * 1024, 5.0)));
+        local.add(Rc::new(Conn::new(
+            id,
+            "bench".into(),
+            None,
+            256 * 1024,
+            5.0,
+        )));
     }
     (home, local)
 }
@@ -92,7 +98,10 @@ fn fanout(c: &mut Criterion) {
     let frame = home.flush().expect("a batch");
     assert!(home.flush().is_none(), "one frame per batch");
     local.fanout(&frame);
-    let same = local.viewers.iter().all(|v| v.queued_bytes() == frame.len());
+    let same = local
+        .viewers
+        .iter()
+        .all(|v| v.queued_bytes() == frame.len());
     assert!(same, "every viewer queued exactly the batch");
     for v in &local.viewers {
         v.drain_queue();

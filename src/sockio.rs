@@ -26,6 +26,65 @@ pub async fn read_append<R: AsyncReadRent>(
     (res, view.into_inner())
 }
 
+/// Waits until the read half of a split socket is readable, without holding a buffer: an
+/// idle connection owns no read memory while it waits.
+pub async fn readable(half: &monoio::io::OwnedReadHalf<monoio::net::TcpStream>) -> io::Result<()> {
+    // SAFETY: `readable` takes `&self` and only submits a poll on the shared fd; monoio's
+    // `Split` contract for TcpStream allows read-side and write-side operations to run
+    // concurrently, which is what the write half does meanwhile.
+    let stream = unsafe { &*half.0.get() };
+    stream.readable(false).await
+}
+
+/// What a [`send_now`] managed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendNow {
+    /// Everything went to the kernel.
+    All,
+    /// The first `n` bytes went; the socket buffer is full.
+    Partial(usize),
+    /// Nothing went: the socket buffer is full (or the peer is gone — the connection's
+    /// writer finds out on its next write).
+    Nothing,
+}
+
+/// Writes `parts` to a connected socket *now*, without waiting and without the event loop:
+/// one `sendmsg(MSG_DONTWAIT)`. The fan-out paths use it when a connection has nothing
+/// queued and no write in flight, so the common case — a viewer keeping up — costs one
+/// system call and no task wake-up; whatever does not fit is queued for the writer task.
+/// The socket itself stays blocking (io_uring operations on it are unchanged).
+///
+/// The caller guarantees `fd` is open and owned by the connection it writes for, and that
+/// no other write to it is in flight (bytes would interleave).
+pub fn send_now(fd: std::os::fd::RawFd, parts: &[&[u8]]) -> SendNow {
+    const MAX: usize = 4;
+    let mut iov: [libc::iovec; MAX] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX];
+    let mut total = 0;
+    let n = parts.len().min(MAX);
+    for (slot, part) in iov.iter_mut().zip(parts) {
+        slot.iov_base = part.as_ptr() as *mut libc::c_void;
+        slot.iov_len = part.len();
+        total += part.len();
+    }
+    // SAFETY: an all-zero msghdr is valid (no name, no control data); it points at `iov`,
+    // which outlives the call, holding `n` entries that point at live slices.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = n as _;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    match sent {
+        s if s < 0 => SendNow::Nothing,
+        s if s as usize >= total => SendNow::All,
+        0 => SendNow::Nothing,
+        s => SendNow::Partial(s as usize),
+    }
+}
+
 /// A batch of shared buffers for one vectored write, reused across writes.
 ///
 /// Holds the `Bytes` being written (so they live while the kernel reads them) and the
@@ -36,7 +95,22 @@ pub struct IoVecs {
     iovecs: Vec<libc::iovec>,
 }
 
+impl Default for IoVecs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl IoVecs {
+    /// Empty; grows to the largest batch the connection writes (an idle connection that
+    /// never wrote holds nothing).
+    pub fn new() -> Self {
+        Self {
+            bufs: std::collections::VecDeque::new(),
+            iovecs: Vec::new(),
+        }
+    }
+
     pub fn with_capacity(n: usize) -> Self {
         Self {
             bufs: std::collections::VecDeque::with_capacity(n),
@@ -104,6 +178,35 @@ unsafe impl monoio::buf::IoVecBuf for IoVecs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_now_writes_what_fits_and_never_blocks() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(
+            send_now(client.as_raw_fd(), &[b"ab", b"", b"cd"]),
+            SendNow::All
+        );
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abcd");
+        // Nobody reads: the socket fills, and send_now says so instead of blocking.
+        let big = vec![7u8; 1 << 20];
+        let mut last = SendNow::All;
+        for _ in 0..64 {
+            last = send_now(client.as_raw_fd(), &[&big]);
+            if last != SendNow::All {
+                break;
+            }
+        }
+        assert!(
+            matches!(last, SendNow::Partial(_) | SendNow::Nothing),
+            "{last:?}"
+        );
+    }
 
     #[test]
     fn iovecs_advance_over_partial_writes() {

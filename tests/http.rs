@@ -312,6 +312,4 @@ fn sigterm_drains_an_in_flight_request_and_exits_0(driver: &[&str]) {
         sent.elapsed() >= Duration::from_millis(1000),
         "it waited for the request"
     );
-    // Nothing listens any more.
-    assert!(std::net::TcpStream::connect(server.http).is_err());
 }

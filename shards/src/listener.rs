@@ -15,7 +15,21 @@ pub const DEFAULT_BACKLOG: i32 = 4096;
 
 /// Binds one SO_REUSEPORT listener per shard on `addr`. The sockets are non-blocking and
 /// ready to hand to each shard's runtime.
+///
+/// SO_REUSEPORT would also let a *second process* join the group on that port and silently
+/// take a share of the connections; so a fixed port is first probed with a socket that
+/// does not set it, which fails if anyone is listening there.
 pub fn bind_group(addr: SocketAddr, shards: usize, backlog: i32) -> io::Result<Vec<TcpListener>> {
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind {addr}: {e} (is another server running on it?)"),
+            )
+        })?;
+    }
     let first = bind_one(addr, backlog)?;
     let addr = first.local_addr()?;
     let mut group = Vec::with_capacity(shards);
@@ -41,6 +55,20 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_in_use_is_refused_not_shared() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 2, 16).unwrap();
+        let taken = group[0].local_addr().unwrap();
+        let err = bind_group(taken, 2, 16).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("another server"), "{err}");
+        drop(group);
+        assert!(
+            bind_group(taken, 2, 16).is_ok(),
+            "free again once the first group is gone"
+        );
+    }
 
     #[test]
     fn port_zero_binds_one_group_on_one_port() {

@@ -15,6 +15,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use super::{home_shard, valid_room_id, Actor, ConnRef, ModOp, Msg, Post, PostBod
 use crate::auth::{now_unix, Claims};
 use crate::http::{self, code as http_code, Reply, Request, Response};
 use crate::shard::{Shard, ShardMsg};
-use crate::sockio::{read_append, IoVecs};
+use crate::sockio::{read_append, readable, send_now, IoVecs, SendNow};
 use crate::ws::codec::{close_frame, Decoder, Message};
 use crate::ws::handshake::{check_upgrade, switching_protocols};
 
@@ -81,8 +82,18 @@ pub struct Conn {
     writer: Notify,
     /// Wakes the reader: closing.
     reader: Notify,
-    /// Aborts a write in flight (slow consumer, shutdown bound).
+    /// Aborts a write in flight (slow consumer, shutdown bound, write timeout).
     abort: Notify,
+    /// The socket, for [`send_now`] while nothing is queued; `None` without a socket
+    /// (benchmarks) and from the moment the writer stops.
+    fd: Cell<Option<RawFd>>,
+    /// The writer holds bytes it has not finished writing: no direct send may overtake them.
+    in_flight: Cell<bool>,
+    /// When the write in flight started (the sweeper enforces the write timeout with it, so
+    /// no timer is armed per write).
+    write_since: Cell<Option<Instant>>,
+    /// Bytes written straight from the fan-out path, for metrics.
+    direct_bytes: Cell<u64>,
 }
 
 impl Conn {
@@ -109,21 +120,58 @@ impl Conn {
             writer: Notify::new(),
             reader: Notify::new(),
             abort: Notify::new(),
+            fd: Cell::new(None),
+            in_flight: Cell::new(false),
+            write_since: Cell::new(None),
+            direct_bytes: Cell::new(0),
         }
+    }
+
+    /// Puts `frame` on the wire at once if nothing is ahead of it, else queues (the rest of)
+    /// it for the writer.
+    fn enqueue(&self, frame: &Bytes) {
+        let mut rest = frame.clone();
+        if let Some(fd) = self.fd.get() {
+            if !self.in_flight.get() && self.out.borrow().is_empty() {
+                match send_now(fd, &[frame]) {
+                    SendNow::All => {
+                        self.direct_bytes
+                            .set(self.direct_bytes.get() + frame.len() as u64);
+                        return;
+                    }
+                    SendNow::Partial(n) => {
+                        self.direct_bytes.set(self.direct_bytes.get() + n as u64);
+                        rest = frame.slice(n..);
+                    }
+                    SendNow::Nothing => {}
+                }
+            }
+        }
+        self.out_bytes.set(self.out_bytes.get() + rest.len());
+        self.out.borrow_mut().push_back(rest);
+        self.writer.notify();
+    }
+
+    /// Bytes written directly since the last call (the sweeper collects them).
+    pub fn take_direct_bytes(&self) -> u64 {
+        self.direct_bytes.replace(0)
+    }
+
+    /// When the write in flight started, if one is.
+    pub fn write_since(&self) -> Option<Instant> {
+        self.write_since.get()
     }
 
     pub fn uid(&self) -> Option<Uid> {
         self.user.borrow().as_ref().map(|u| u.uid.clone())
     }
 
-    /// Queues a frame this connection must get (acks, errors, history, pongs).
+    /// Sends a frame this connection must get (acks, errors, history, pongs).
     pub fn send(&self, frame: Bytes) {
         if self.closing.get().is_some() {
             return;
         }
-        self.out_bytes.set(self.out_bytes.get() + frame.len());
-        self.out.borrow_mut().push_back(frame);
-        self.writer.notify();
+        self.enqueue(&frame);
     }
 
     /// Queues a fan-out frame unless the queue is over its bound; returns false if the
@@ -138,9 +186,7 @@ impl Conn {
             }
             return false;
         }
-        self.out_bytes.set(self.out_bytes.get() + frame.len());
-        self.out.borrow_mut().push_back(frame.clone());
-        self.writer.notify();
+        self.enqueue(frame);
         true
     }
 
@@ -277,6 +323,7 @@ async fn run(
     }
     let engine = &shard.danmaku;
     let conn = engine.register(&shard, room, user);
+    conn.fd.set(Some(stream.as_raw_fd()));
     engine.join(&shard, &conn);
 
     let (reader, writer) = stream.into_split();
@@ -300,14 +347,6 @@ fn set_send_buffer(stream: &TcpStream, bytes: usize) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-}
-
-async fn readable(half: &OwnedReadHalf<TcpStream>) -> std::io::Result<()> {
-    // SAFETY: `readable` takes `&self` and only submits a poll on the shared fd; monoio's
-    // `Split` contract for TcpStream allows read-side and write-side operations to run
-    // concurrently, which is what the write half does.
-    let stream = unsafe { &*half.0.get() };
-    stream.readable(false).await
 }
 
 async fn read_loop(
@@ -364,8 +403,15 @@ async fn read_loop(
 }
 
 async fn write_loop(shard: Rc<Shard>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<TcpStream>) {
-    let mut iov = IoVecs::with_capacity(MAX_IOVECS);
-    let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+    write_queue(&shard, &conn, &mut writer).await;
+    // From here on nothing may write to the socket directly: it is about to close.
+    conn.fd.set(None);
+    conn.in_flight.set(false);
+    conn.reader.notify();
+}
+
+async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<TcpStream>) {
+    let mut iov = IoVecs::new();
     loop {
         {
             let mut out = conn.out.borrow_mut();
@@ -377,6 +423,7 @@ async fn write_loop(shard: Rc<Shard>, conn: Rc<Conn>, mut writer: OwnedWriteHalf
             }
         }
         if iov.is_empty() {
+            conn.in_flight.set(false);
             if let Some((code, reason)) = conn.closing.get() {
                 if code != close::ABNORMAL {
                     let frame = close_frame(code, reason);
@@ -390,13 +437,16 @@ async fn write_loop(shard: Rc<Shard>, conn: Rc<Conn>, mut writer: OwnedWriteHalf
             conn.writer.notified().await;
             continue;
         }
+        conn.in_flight.set(true);
         iov.prepare();
+        conn.write_since.set(Some(Instant::now()));
         let result = monoio::select! {
-            r = monoio::time::timeout(write_timeout, writer.writev(iov)) => Some(r),
+            r = writer.writev(iov) => Some(r),
             _ = conn.abort.notified() => None,
         };
-        let Some(Ok((Ok(n), back))) = result else {
-            // Aborted, timed out or failed: try the close frame briefly, then give up.
+        conn.write_since.set(None);
+        let Some((Ok(n), back)) = result else {
+            // Aborted or failed: try the close frame briefly, then give up.
             if let Some((code, reason)) = conn.closing.get().filter(|(c, _)| *c != close::ABNORMAL)
             {
                 let frame = close_frame(code, reason);
@@ -408,7 +458,6 @@ async fn write_loop(shard: Rc<Shard>, conn: Rc<Conn>, mut writer: OwnedWriteHalf
                     .get()
                     .or(Some((close::ABNORMAL, "write failed"))),
             );
-            conn.reader.notify();
             return;
         };
         iov = back;

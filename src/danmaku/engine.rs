@@ -321,6 +321,17 @@ impl Danmaku {
             .map(|r| (r.online(), r.is_live()))
     }
 
+    /// Rooms homed on this shard that are live or have viewers: (room, online, live). For
+    /// listings that put live rooms first.
+    pub fn home_active(&self) -> Vec<(String, u64, bool)> {
+        self.home
+            .borrow()
+            .values()
+            .filter(|r| !r.loading && (r.is_live() || r.online() > 0))
+            .map(|r| (r.id.to_string(), r.online(), r.is_live()))
+            .collect()
+    }
+
     // --- mesh messages -----------------------------------------------------------------
 
     pub fn handle(&self, shard: &Rc<Shard>, from: usize, msg: Msg) {
@@ -845,10 +856,19 @@ impl Danmaku {
         let s = Self::settings(shard);
         let now = Instant::now();
         let silence = s.heartbeat * 2;
+        let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
         let mut queued = 0usize;
+        let mut direct = 0u64;
         for (_, c) in self.conns.borrow().iter() {
             queued += c.queued_bytes();
+            direct += c.take_direct_bytes();
             if c.is_closing() {
+                continue;
+            }
+            if c.write_since()
+                .is_some_and(|t| now.duration_since(t) >= write_timeout)
+            {
+                c.close_now(close::ABNORMAL, "write timed out");
                 continue;
             }
             if c.over_since()
@@ -881,7 +901,9 @@ impl Danmaku {
                 || r.idle_since_ms
                     .is_none_or(|t| wall.saturating_sub(t) < idle_ms)
         });
+        bump(&self.counters.bytes_written, direct);
         self.publish(shard, queued);
+        shard.live.publish_metrics(shard);
     }
 
     fn publish(&self, shard: &Shard, queued: usize) {

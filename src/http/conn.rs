@@ -74,8 +74,26 @@ enum ReadOutcome {
     Failed,
 }
 
-/// Serves one connection until it closes.
-pub async fn serve<S: Service>(state: Rc<S>, mut stream: TcpStream, peer: SocketAddr) {
+/// Serves one connection until it closes, or until a handler takes it over: then the
+/// takeover is returned, for the caller to run as a task of its own — the HTTP state of
+/// this connection (buffers, the parser's future) is freed before a long-lived WebSocket or
+/// media stream starts.
+pub async fn serve<S: Service>(
+    state: Rc<S>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<super::LocalBoxFuture<'static, ()>> {
+    let mut next = None;
+    serve_until_takeover(state, stream, peer, &mut next).await;
+    next
+}
+
+async fn serve_until_takeover<S: Service>(
+    state: Rc<S>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    next: &mut Option<super::LocalBoxFuture<'static, ()>>,
+) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::new();
     let mut out: Vec<u8> = Vec::new();
@@ -240,7 +258,8 @@ pub async fn serve<S: Service>(state: Rc<S>, mut stream: TcpStream, peer: Socket
                 if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
                     return;
                 }
-                return takeover(stream, buf).await;
+                *next = Some(takeover(stream, buf));
+                return;
             }
         }
     }

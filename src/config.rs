@@ -234,6 +234,7 @@ pub struct StoreConfig {
     /// Danmaku items kept per room in the store (the history the API pages through).
     pub history_per_room: u64,
     /// Requests waiting for the store thread at most; past it, callers are told "busy".
+    /// (The channel's slots are allocated up front: about 200 bytes each.)
     pub queue: usize,
 }
 
@@ -242,7 +243,7 @@ impl Default for StoreConfig {
         Self {
             ack: "durable".into(),
             history_per_room: 1000,
-            queue: 65536,
+            queue: 8192,
         }
     }
 }

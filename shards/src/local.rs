@@ -60,10 +60,16 @@ impl Future for Notified<'_> {
 
 /// A level-triggered flag many tasks can wait on (shutdown, "stream ended").
 /// Once raised it stays raised.
+///
+/// A waiter that goes away before the signal is raised (its future dropped, say the losing
+/// branch of a `select!`) takes its waker out again: a waker holds its task's memory, so a
+/// signal that every connection waits on must not collect them.
 #[derive(Default)]
 pub struct Signal {
     raised: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<Vec<Option<Waker>>>,
+    /// Free slots in `waiters`, reused before the list grows.
+    free: RefCell<Vec<usize>>,
 }
 
 impl Signal {
@@ -75,7 +81,8 @@ impl Signal {
         if self.raised.replace(true) {
             return;
         }
-        for w in self.waiters.take() {
+        self.free.borrow_mut().clear();
+        for w in self.waiters.take().into_iter().flatten() {
             w.wake();
         }
     }
@@ -86,26 +93,65 @@ impl Signal {
 
     /// Completes once the signal is raised.
     pub fn wait(&self) -> SignalWait<'_> {
-        SignalWait { signal: self }
+        SignalWait {
+            signal: self,
+            slot: None,
+        }
+    }
+
+    /// Tasks waiting right now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.borrow().iter().filter(|w| w.is_some()).count()
     }
 }
 
 pub struct SignalWait<'a> {
     signal: &'a Signal,
+    slot: Option<usize>,
 }
 
 impl Future for SignalWait<'_> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.signal.raised.get() {
             return Poll::Ready(());
         }
-        let mut waiters = self.signal.waiters.borrow_mut();
-        // A waiter that is polled again must not pile up copies of its waker.
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
+        let signal = self.signal;
+        let mut waiters = signal.waiters.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut waiters[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            },
+            None => {
+                let i = match signal.free.borrow_mut().pop() {
+                    Some(i) => {
+                        waiters[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        waiters.push(Some(cx.waker().clone()));
+                        waiters.len() - 1
+                    }
+                };
+                drop(waiters);
+                self.slot = Some(i);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for SignalWait<'_> {
+    fn drop(&mut self) {
+        let Some(i) = self.slot else { return };
+        if self.signal.raised.get() {
+            return;
+        }
+        if let Some(w) = self.signal.waiters.borrow_mut().get_mut(i) {
+            *w = None;
+            self.signal.free.borrow_mut().push(i);
+        }
     }
 }
 
@@ -161,6 +207,27 @@ mod tests {
         n.notify();
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
         assert!(f.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_dropped_waiter_leaves_no_waker_behind() {
+        let s = Signal::new();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..1000 {
+            let mut w = Box::pin(s.wait());
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(s.waiting(), 0);
+        assert!(s.waiters.borrow().len() <= 1, "slots are reused");
+        // The waker's own count: only the test holds it.
+        assert_eq!(Arc::strong_count(&count), 2);
+        let mut kept = Box::pin(s.wait());
+        assert!(kept.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(s.waiting(), 1);
+        s.raise();
+        assert!(kept.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -307,31 +307,46 @@ const MAX_IOVECS: usize = 64;
 
 async fn run(
     shard: Rc<Shard>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     leftover: BytesMut,
     room: RoomId,
     user: Option<Rc<User>>,
     response: Vec<u8>,
 ) {
-    let settings = &shard.common.danmaku.settings;
-    let write = monoio::time::timeout(Duration::from_secs(10), stream.write_all(response)).await;
-    if !matches!(write, Ok((Ok(_), _))) {
+    // The opening is boxed and finished before the long-lived part starts, so that what
+    // it needed (the 101's buffer, a timer) is not part of the connection's future for
+    // the connection's whole life (measured: this future went from 1,648 to 648 bytes).
+    let Some((conn, stream)) = Box::pin(open(&shard, stream, room, user, response)).await else {
         return;
-    }
-    if settings.send_buffer > 0 {
-        set_send_buffer(&stream, settings.send_buffer);
-    }
-    let engine = &shard.danmaku;
-    let conn = engine.register(&shard, room, user);
-    conn.fd.set(Some(stream.as_raw_fd()));
-    engine.join(&shard, &conn);
-
+    };
     let (reader, writer) = stream.into_split();
     let writer_task = monoio::spawn(write_loop(shard.clone(), conn.clone(), writer));
     read_loop(&shard, &conn, reader, leftover).await;
     conn.close(close::ABNORMAL, "reader ended");
     writer_task.await;
-    engine.unregister(&shard, &conn);
+    shard.danmaku.unregister(&shard, &conn);
+}
+
+/// Sends the 101, registers the connection and asks the room's home to admit it.
+async fn open(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    room: RoomId,
+    user: Option<Rc<User>>,
+    response: Vec<u8>,
+) -> Option<(Rc<Conn>, TcpStream)> {
+    let settings = &shard.common.danmaku.settings;
+    let write = monoio::time::timeout(Duration::from_secs(10), stream.write_all(response)).await;
+    if !matches!(write, Ok((Ok(_), _))) {
+        return None;
+    }
+    if settings.send_buffer > 0 {
+        set_send_buffer(&stream, settings.send_buffer);
+    }
+    let conn = shard.danmaku.register(shard, room, user);
+    conn.fd.set(Some(stream.as_raw_fd()));
+    shard.danmaku.join(shard, &conn);
+    Some((conn, stream))
 }
 
 fn set_send_buffer(stream: &TcpStream, bytes: usize) {
@@ -426,10 +441,7 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
             conn.in_flight.set(false);
             if let Some((code, reason)) = conn.closing.get() {
                 if code != close::ABNORMAL {
-                    let frame = close_frame(code, reason);
-                    let _ =
-                        monoio::time::timeout(Duration::from_millis(500), writer.write_all(frame))
-                            .await;
+                    write_close(writer, code, reason, Duration::from_millis(500)).await;
                 }
                 let _ = writer.shutdown().await;
                 return;
@@ -449,9 +461,7 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
             // Aborted or failed: try the close frame briefly, then give up.
             if let Some((code, reason)) = conn.closing.get().filter(|(c, _)| *c != close::ABNORMAL)
             {
-                let frame = close_frame(code, reason);
-                let _ = monoio::time::timeout(Duration::from_millis(100), writer.write_all(frame))
-                    .await;
+                write_close(writer, code, reason, Duration::from_millis(100)).await;
             }
             conn.closing.set(
                 conn.closing
@@ -468,6 +478,19 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
             conn.over_since.set(None);
         }
     }
+}
+
+/// Writes a close frame, waiting at most `limit`. The timer is boxed so that the writer's
+/// future, which lives as long as the connection, does not carry its size (measured: the
+/// writer's future shrank from 1.4 KiB to a few hundred bytes).
+async fn write_close(
+    writer: &mut OwnedWriteHalf<TcpStream>,
+    code: u16,
+    reason: &str,
+    limit: Duration,
+) {
+    let frame = close_frame(code, reason);
+    let _ = Box::pin(monoio::time::timeout(limit, writer.write_all(frame))).await;
 }
 
 fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message) {

@@ -267,6 +267,14 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
     /// Serve `/debug/*` routes (for drills and tests; never on a public port).
     pub debug_endpoints: bool,
+    /// Open connections one client address may hold (HTTP and RTMP together; 0 = no cap).
+    /// Enforced per shard as ceil(cap / shards): SO_REUSEPORT spreads one address's
+    /// connections evenly, so no shard has to ask another. Mind carrier-grade NAT: many
+    /// mini-program users can share one address.
+    pub max_conns_per_ip: u32,
+    /// New connections accepted per second per shard (0 = no limit); beyond it they are
+    /// closed at once, so a connection storm cannot starve the connections already open.
+    pub accept_rate_per_sec: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,6 +414,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             shutdown_timeout_ms: 10_000,
             debug_endpoints: false,
+            max_conns_per_ip: 0,
+            accept_rate_per_sec: 0,
         }
     }
 }

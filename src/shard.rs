@@ -8,8 +8,9 @@
 //! measure loop lag; on stop, raise the shutdown signal (connections finish what they are
 //! doing and close), stop accepting and wait until the last connection is gone.
 
-use std::cell::Cell;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +78,10 @@ pub struct Shard {
     shutdown: Rc<Signal>,
     conns: Cell<usize>,
     all_closed: Notify,
+    /// Open connections per client address (only kept when `server.max_conns_per_ip` is set).
+    per_ip: RefCell<HashMap<IpAddr, u32>>,
+    /// Accept-rate token bucket: (tokens, last refill).
+    accept_tokens: Cell<(f64, Instant)>,
 }
 
 impl Shard {
@@ -94,6 +99,30 @@ impl Shard {
 
     pub fn shutting_down(&self) -> bool {
         self.shutdown.is_raised()
+    }
+
+    /// Whether a new connection from `ip` may be served: the accept rate and the
+    /// per-address cap (both off by default).
+    fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
+        let s = &self.config().server;
+        if s.accept_rate_per_sec > 0 {
+            let rate = s.accept_rate_per_sec as f64;
+            let (tokens, last) = self.accept_tokens.get();
+            let now = Instant::now();
+            let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
+            if tokens < 1.0 {
+                self.accept_tokens.set((tokens, now));
+                return Err("accept rate limit");
+            }
+            self.accept_tokens.set((tokens - 1.0, now));
+        }
+        if s.max_conns_per_ip > 0 {
+            let per_shard = s.max_conns_per_ip.div_ceil(self.ctx.count as u32);
+            if self.per_ip.borrow().get(&ip).copied().unwrap_or(0) >= per_shard {
+                return Err("too many connections from this address");
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` on shard `to` and returns its result — seastar's `submit_to` with a
@@ -143,22 +172,34 @@ impl Service for Shard {
 }
 
 /// Counts a connection open for as long as it lives.
-struct ConnGuard(Rc<Shard>);
+struct ConnGuard(Rc<Shard>, Option<IpAddr>);
 
 impl ConnGuard {
-    fn new(shard: Rc<Shard>) -> Self {
+    fn new(shard: Rc<Shard>, ip: Option<IpAddr>) -> Self {
         shard.conns.set(shard.conns.get() + 1);
         shard
             .metrics()
             .conns_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(shard)
+        if let Some(ip) = ip {
+            *shard.per_ip.borrow_mut().entry(ip).or_insert(0) += 1;
+        }
+        Self(shard, ip)
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let s = &self.0;
+        if let Some(ip) = self.1 {
+            let mut per_ip = s.per_ip.borrow_mut();
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
         s.conns.set(s.conns.get() - 1);
         s.metrics()
             .conns_open
@@ -189,6 +230,8 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         shutdown: Signal::new(),
         conns: Cell::new(0),
         all_closed: Notify::new(),
+        per_ip: RefCell::new(HashMap::new()),
+        accept_tokens: Cell::new((cfg.server.accept_rate_per_sec as f64, Instant::now())),
         common: common.clone(),
         danmaku: Danmaku::new(),
         live: crate::live::Live::new(),
@@ -277,7 +320,18 @@ where
                     .metrics()
                     .conns_accepted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let guard = ConnGuard::new(shard.clone());
+                if let Err(why) = shard.admit(peer.ip()) {
+                    shard
+                        .metrics()
+                        .conns_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(%peer, why, "connection refused");
+                    // Closed at once: no task, no buffers for it.
+                    drop(stream);
+                    continue;
+                }
+                let tracked = (shard.config().server.max_conns_per_ip > 0).then(|| peer.ip());
+                let guard = ConnGuard::new(shard.clone(), tracked);
                 let conn = serve(shard.clone(), stream, peer);
                 monoio::spawn(async move {
                     if let Some(next) = conn.await {

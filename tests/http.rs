@@ -313,3 +313,57 @@ fn sigterm_drains_an_in_flight_request_and_exits_0(driver: &[&str]) {
         "it waited for the request"
     );
 }
+
+#[test]
+fn per_address_connection_cap_refuses_the_extra_connection() {
+    let server = Server::start(&["--shards", "1", "--set", "server.max_conns_per_ip=3"]);
+    let keep = |s: &std::net::TcpStream| {
+        let mut w = s.try_clone().unwrap();
+        write!(w, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        read_response(&mut BufReader::new(s.try_clone().unwrap())).map(|r| r.status)
+    };
+    let held: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for s in &held {
+        assert_eq!(keep(s), Some(200));
+    }
+    let mut fourth = server.connect();
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(5)),
+        "the fourth is closed at once"
+    );
+    drop(held);
+    let again = support::eventually(Duration::from_secs(5), || {
+        let s = server.connect();
+        (keep(&s) == Some(200)).then_some(())
+    });
+    assert!(again.is_some(), "room again once the others closed");
+    assert!(
+        server
+            .metric("liveshard_connections_refused_total{shard=\"0\"}")
+            .unwrap()
+            >= 1.0
+    );
+}
+
+#[test]
+fn accept_rate_limit_closes_a_connection_storm_at_once() {
+    let server = Server::start(&["--shards", "1", "--set", "server.accept_rate_per_sec=5"]);
+    let mut storm: Vec<_> = (0..40).map(|_| server.connect()).collect();
+    let mut closed = 0;
+    for s in storm.iter_mut() {
+        if closed_within(s, Duration::from_millis(300)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 20,
+        "most of a 40-connection burst is refused: {closed}"
+    );
+    drop(storm);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        server.get("/healthz").status,
+        200,
+        "served again once the burst is over"
+    );
+}

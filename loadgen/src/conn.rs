@@ -1,7 +1,8 @@
-//! Connection drivers on glommio: open a socket (optionally bound to a `--src` address),
-//! upgrade it, then run it as a viewer (read frames, find markers, record latency, answer
-//! pings, send the app heartbeat) or a publisher (paced posts on one descriptor, acks and
-//! echoes drained on a duplicate of it).
+//! WebSocket connection drivers on glommio: open a socket (optionally bound to a `--src`
+//! address), upgrade it, then run it as a viewer (read frames, find markers, record latency,
+//! answer pings, send the app heartbeat) or a publisher (paced posts on one descriptor, acks
+//! and echoes drained on a duplicate of it). The socket set-up ([`start_connect`]) and the
+//! failure kinds are shared with the media drivers (`media.rs`).
 //!
 //! Why sockets are made with socket2 and handed to glommio: glommio's `TcpStream::connect`
 //! cannot bind a source address first. glommio streams try the syscall first and fall back
@@ -41,9 +42,9 @@ struct Conn {
 }
 
 /// Why a connection attempt failed: a short kind for counting and the full text.
-struct Failure(String, String);
+pub struct Failure(pub String, pub String);
 
-fn io_kind(e: &io::Error) -> String {
+pub fn io_kind(e: &io::Error) -> String {
     let name = match e.raw_os_error() {
         Some(libc::EMFILE) => "EMFILE",
         Some(libc::ENFILE) => "ENFILE",
@@ -61,12 +62,12 @@ fn io_kind(e: &io::Error) -> String {
     name.to_string()
 }
 
-fn io_failure(what: &str, e: io::Error) -> Failure {
+pub fn io_failure(what: &str, e: io::Error) -> Failure {
     Failure(io_kind(&e), format!("{what}: {e}"))
 }
 
 /// Creates the socket and starts a non-blocking connect.
-fn start_connect(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<Socket> {
+pub fn start_connect(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<Socket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {

@@ -2,11 +2,15 @@
 //! either the parent (orchestrates worker processes, merges, reports) or a worker.
 //!
 //! Crate map:
-//! - `plan.rs`     — raw flags → validated plan; what each worker and executor owns
-//! - `parent.rs`   — spawns `--procs` workers, the start barrier, progress line, the report
-//! - `worker.rs`   — one worker process: glommio executors, counters, the stdin/stdout protocol
-//! - `conn.rs`     — connection drivers on glommio: connect, viewer loop, publisher loop
-//! - `wsproto.rs`  — sans-IO WebSocket client codec (upgrade, masked frames, frame parser)
+//! - `plan.rs`      — raw flags → validated plan; what each worker and executor owns
+//! - `parent.rs`    — spawns `--procs` workers, the start barrier, progress line, the report
+//! - `worker.rs`    — one worker process: glommio executors, counters, the stdin/stdout protocol
+//! - `conn.rs`      — WebSocket connection drivers on glommio: connect, viewer, publisher
+//! - `media.rs`     — media viewer drivers on glommio: HTTP-FLV and RTMP play, TTFF, stalls
+//! - `wsproto.rs`   — sans-IO WebSocket client codec (upgrade, masked frames, frame parser)
+//! - `flvproto.rs`  — sans-IO HTTP-FLV: response head, chunked coding, FLV tag scanner
+//! - `rtmpproto.rs` — sans-IO RTMP play client: handshake, chunk stream, commands, acks
+//! - `amf0.rs`      — the AMF0 values the RTMP client writes and reads
 //! - `marker.rs`   — latency markers written by publishers and scanned by viewers
 //! - `token.rs`    — HS256 tokens for publishers
 //! - `report.rs`   — report types, histogram (de)serialization, summaries, machine facts
@@ -15,12 +19,16 @@
 //! Why glommio and not the server's monoio: a runtime bug must not hide on both sides of a
 //! measurement (SPEC C12).
 
+mod amf0;
 mod conn;
+mod flvproto;
 mod marker;
+mod media;
 mod parent;
 mod plan;
 mod probe;
 mod report;
+mod rtmpproto;
 mod token;
 mod worker;
 mod wsproto;
@@ -34,7 +42,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "loadgen",
     version,
-    about = "Load generator for liveshard: WebSocket fan-out latency and idle-connection memory"
+    about = "Load generator for liveshard: WebSocket fan-out latency, idle-connection memory, \
+             HTTP-FLV and RTMP viewers"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,18 +57,19 @@ enum Command {
     WsFanout(FanoutArgs),
     /// N idle (heartbeating) viewers; the server's RSS growth per connection.
     WsIdle(IdleArgs),
+    /// N HTTP-FLV viewers of one stream: time to first frame and keyframe, throughput,
+    /// stalls, connect failures, disconnects, server CPU per delivered Gbit/s.
+    FlvViewers(MediaArgs),
+    /// N RTMP play viewers of one stream: the same numbers as flv-viewers.
+    RtmpViewers(MediaArgs),
     /// Internal: one worker process (reads its plan on stdin, reports on stdout).
     #[command(hide = true)]
     Worker,
 }
 
-/// Options every WebSocket scenario takes.
+/// Options every scenario takes.
 #[derive(Args, Clone, Debug)]
 pub struct CommonArgs {
-    /// WebSocket URL of the server, e.g. ws://127.0.0.1:8080/ws (rooms and tokens are added
-    /// as query parameters).
-    #[arg(long)]
-    pub url: String,
     /// Source addresses, round robin per connection: one address or a range such as
     /// 127.0.0.2-127.0.0.60 (each address has its own ~28k ephemeral ports).
     #[arg(long, value_name = "IP[-IP]")]
@@ -77,22 +87,18 @@ pub struct CommonArgs {
     /// Write the full report (config, machine, results, merged histogram) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Room ids are PREFIX0 … PREFIX{R-1}.
-    #[arg(long, default_value = "lg", value_name = "PREFIX")]
-    pub room_prefix: String,
-    /// The server's process id: its CPU time (fan-out) or RSS (idle) is read from /proc.
+    /// The server's process id: its CPU time (fan-out, media) and RSS (idle, media) are read
+    /// from /proc. Media scenarios add the process's descendants (nginx workers).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// Connections opened per second over all workers (default: as fast as possible, at
     /// most 64 handshakes in flight per executor).
     #[arg(long, value_name = "CONNS_PER_SEC")]
     pub ramp: Option<f64>,
-    /// Give up on one connection's connect + upgrade after this long.
+    /// Give up on one connection's connect + handshake (WebSocket upgrade, HTTP response
+    /// head, RTMP play start) after this long.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
-    /// Application heartbeat: each viewer sends {"type":"ping"} this often.
-    #[arg(long, default_value_t = 20, value_name = "SECS")]
-    pub heartbeat: u64,
     /// Allow a target that is not a loopback address; the address must be given here too,
     /// exactly as the URL resolves.
     #[arg(long, value_name = "IP")]
@@ -102,10 +108,27 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
+/// Options of the WebSocket scenarios.
+#[derive(Args, Clone, Debug)]
+pub struct WsArgs {
+    /// WebSocket URL of the server, e.g. ws://127.0.0.1:8080/ws (rooms and tokens are added
+    /// as query parameters).
+    #[arg(long)]
+    pub url: String,
+    /// Room ids are PREFIX0 … PREFIX{R-1}.
+    #[arg(long, default_value = "lg", value_name = "PREFIX")]
+    pub room_prefix: String,
+    /// Application heartbeat: each viewer sends {"type":"ping"} this often.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub heartbeat: u64,
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub ws: WsArgs,
     /// Rooms the viewers and publishers are spread over (round robin).
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
@@ -148,6 +171,8 @@ pub struct FanoutArgs {
 pub struct IdleArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub ws: WsArgs,
     /// Idle viewer connections.
     #[arg(long)]
     pub conns: usize,
@@ -162,11 +187,46 @@ pub struct IdleArgs {
     pub settle: f64,
 }
 
+#[derive(Args, Clone, Debug)]
+pub struct MediaArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The stream: http://HOST:PORT/APP/STREAM.flv for flv-viewers (a query, e.g. a play
+    /// signature, is sent as given), rtmp://HOST[:PORT]/APP/STREAM[?QUERY] for rtmp-viewers.
+    #[arg(long)]
+    pub url: String,
+    /// Viewer connections.
+    #[arg(long)]
+    pub viewers: usize,
+    /// Seconds of measurement once every viewer has connected (throughput, stalls and server
+    /// CPU are taken over this window; time to first frame over the connect phase).
+    #[arg(long, value_name = "SECS")]
+    pub duration: f64,
+    /// A gap between consecutive tags longer than this is a stall.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub stall_ms: u64,
+    /// A viewer counts as held only if it also received at least this many kbit/s over the
+    /// window. Set it a little under the stream's bitrate to count the viewers a server fell
+    /// behind for (a throttled publisher slows everyone without any gap). 0: no such check.
+    #[arg(long, default_value_t = 0, value_name = "KBPS")]
+    pub min_kbps: u64,
+    /// Prometheus endpoint to read liveshard's liveshard_media_* counters from (default for
+    /// flv-viewers: the URL's host with /metrics; for rtmp-viewers: none; "none" to skip).
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::WsFanout(args) => plan::fanout(args).and_then(parent::run),
         Command::WsIdle(args) => plan::idle(args).and_then(parent::run),
+        Command::FlvViewers(args) => {
+            plan::media(args, plan::Scenario::FlvViewers).and_then(parent::run)
+        }
+        Command::RtmpViewers(args) => {
+            plan::media(args, plan::Scenario::RtmpViewers).and_then(parent::run)
+        }
         Command::Worker => return worker::main(),
     };
     match result {

@@ -13,12 +13,20 @@ use hdrhistogram::Histogram;
 use crate::plan::{Plan, Scenario};
 use crate::probe;
 use crate::report::{
-    self, Connections, FanoutResults, IdleResults, Percentiles, Report, Results, WorkerCommand,
-    WorkerEvent, WorkerReport,
+    self, Connections, FanoutResults, IdleResults, MediaResults, Percentiles, Report, Results,
+    WorkerCommand, WorkerEvent, WorkerReport,
 };
 use crate::worker::{merge_worker, unix_ns};
 
 const DROPPED_METRIC: &str = "liveshard_ws_messages_dropped_total";
+/// liveshard's media counters a media run reports the change of.
+const MEDIA_METRICS: [&str; 5] = [
+    "liveshard_media_bytes_out_total",
+    "liveshard_media_gop_cache_hits_total",
+    "liveshard_media_frames_skipped_total",
+    "liveshard_media_slow_viewers_closed_total",
+    "liveshard_media_frames_lost_total",
+];
 /// Lead time between the go command and the start, so every worker has read it.
 const GO_LEAD: Duration = Duration::from_millis(200);
 
@@ -34,6 +42,7 @@ struct WorkerState {
     failed: u64,
     deliveries: u64,
     frames: u64,
+    bytes_in: u64,
     ready: bool,
     report: Option<WorkerReport>,
     exited: bool,
@@ -62,10 +71,24 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     let machine = probe::machine();
     let wp = &plan.worker;
     let fanout = wp.scenario == Scenario::WsFanout;
+    let media = wp.scenario.is_media();
     let tty = !plan.quiet && std::io::stderr().is_terminal();
+    // Media servers may be several processes (nginx: a master and its workers).
+    let server_cpu = |pid: u32| {
+        if media {
+            probe::tree_cpu_seconds(pid)
+        } else {
+            probe::cpu_seconds(pid)
+        }
+    };
 
     let rss_before = match (wp.scenario, plan.server_pid) {
         (Scenario::WsIdle, Some(pid)) => Some(probe::rss_kib(pid)?),
+        (s, Some(pid)) if s.is_media() => Some(probe::tree_rss_kib(pid)?),
+        _ => None,
+    };
+    let media_before = match (&plan.metrics_url, media) {
+        (Some(u), true) => Some(probe::scrape_text(u)),
         _ => None,
     };
     let dropped_before = plan
@@ -128,6 +151,14 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     let run_ms = match wp.scenario {
         Scenario::WsFanout => wp.duration_ms + wp.drain_ms,
         Scenario::WsIdle => wp.hold_ms,
+        Scenario::FlvViewers | Scenario::RtmpViewers => wp.duration_ms,
+    };
+    let worker_pids: Vec<u32> = workers.children.iter().map(Child::id).collect();
+    let loadgen_cpu = || -> Option<f64> {
+        worker_pids
+            .iter()
+            .map(|&p| probe::cpu_seconds(p).ok())
+            .sum::<Option<f64>>()
     };
     let t0 = Instant::now();
     let mut deadline = t0 + connect_bound;
@@ -140,6 +171,9 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     let mut cpu_publish_end = None;
     let mut cpu_end = None;
     let mut dropped_after = None;
+    let mut media_after = None;
+    let mut loadgen_go = None;
+    let mut loadgen_end = None;
     // (time, deliveries) at each draw; the rate shown is over the last two seconds, so
     // workers' unsynchronized reports do not make it jump.
     let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
@@ -159,10 +193,12 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
                     failed,
                     deliveries,
                     frames,
+                    bytes_in,
                     interval_hist,
                 } => {
                     let s = &mut st[w];
                     (s.up, s.failed, s.deliveries, s.frames) = (up, failed, deliveries, frames);
+                    s.bytes_in = bytes_in;
                     if let Ok(h) = report::hist_from_b64(&interval_hist) {
                         report::merge(&mut so_far, &h);
                     }
@@ -193,9 +229,13 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
 
         // The barrier: go once every worker has tried all its connections.
         if go_at.is_none() && st.iter().all(|s| s.ready) {
-            if let (Scenario::WsIdle, Some(pid)) = (wp.scenario, plan.server_pid) {
-                std::thread::sleep(Duration::from_millis(plan.settle_ms));
-                rss_after = Some(probe::rss_kib(pid)?);
+            match (wp.scenario, plan.server_pid) {
+                (Scenario::WsIdle, Some(pid)) => {
+                    std::thread::sleep(Duration::from_millis(plan.settle_ms));
+                    rss_after = Some(probe::rss_kib(pid)?);
+                }
+                (s, Some(pid)) if s.is_media() => rss_after = probe::tree_rss_kib(pid).ok(),
+                _ => {}
             }
             let at = unix_ns() + GO_LEAD.as_nanos() as u64;
             for (w, stdin) in workers.stdins.iter_mut().enumerate() {
@@ -210,15 +250,23 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
             deadline =
                 Instant::now() + GO_LEAD + Duration::from_millis(run_ms) + Duration::from_secs(60);
             std::thread::sleep(GO_LEAD);
-            cpu_go = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+            cpu_go = plan.server_pid.and_then(|p| server_cpu(p).ok());
+            loadgen_go = loadgen_cpu();
         }
         if let Some(at) = go_at {
             let now = unix_ns();
-            if fanout && cpu_publish_end.is_none() && now >= at + wp.duration_ms * 1_000_000 {
-                cpu_publish_end = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+            if (fanout || media)
+                && cpu_publish_end.is_none()
+                && now >= at + wp.duration_ms * 1_000_000
+            {
+                cpu_publish_end = plan.server_pid.and_then(|p| server_cpu(p).ok());
+                loadgen_end = loadgen_cpu();
             }
             if cpu_end.is_none() && now >= at + run_ms * 1_000_000 {
-                cpu_end = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+                cpu_end = plan.server_pid.and_then(|p| server_cpu(p).ok());
+                if media {
+                    media_after = plan.metrics_url.as_deref().map(probe::scrape_text);
+                }
                 dropped_after = plan
                     .metrics_url
                     .as_deref()
@@ -228,7 +276,12 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
 
         if tty && last_draw.elapsed() >= Duration::from_millis(500) {
             last_draw = Instant::now();
-            samples.push_back((last_draw, st.iter().map(|s| s.deliveries).sum()));
+            let count = if media {
+                st.iter().map(|s| s.bytes_in).sum::<u64>() * 8
+            } else {
+                st.iter().map(|s| s.deliveries).sum()
+            };
+            samples.push_back((last_draw, count));
             while samples.len() > 5 {
                 samples.pop_front();
             }
@@ -238,14 +291,17 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
                 }
                 _ => 0.0,
             };
-            draw(&st, total_conns, t0, go_at.is_some(), rate, &so_far);
+            draw(&st, total_conns, t0, go_at.is_some(), rate, &so_far, media);
         }
     }
     if tty {
         eprintln!();
     }
     if cpu_end.is_none() {
-        cpu_end = plan.server_pid.and_then(|p| probe::cpu_seconds(p).ok());
+        cpu_end = plan.server_pid.and_then(|p| server_cpu(p).ok());
+    }
+    if media && media_after.is_none() {
+        media_after = plan.metrics_url.as_deref().map(probe::scrape_text);
     }
     if dropped_after.is_none() {
         dropped_after = plan
@@ -289,7 +345,29 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         );
     }
 
-    let results = if fanout {
+    let results = if media {
+        let loadgen_cores = match (loadgen_go, loadgen_end) {
+            (Some(a), Some(b)) if wp.duration_ms > 0 => {
+                Some((b - a) / (wp.duration_ms as f64 / 1000.0))
+            }
+            _ => None,
+        };
+        media_results(
+            &plan,
+            &merged,
+            connections,
+            &latency,
+            MediaServer {
+                cpu_go,
+                cpu_end: cpu_publish_end.or(cpu_end),
+                rss_before,
+                rss_after,
+                metrics_before: media_before,
+                metrics_after: media_after,
+                loadgen_cores,
+            },
+        )
+    } else if fanout {
         fanout_results(
             &plan,
             &merged,
@@ -325,7 +403,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         config: plan.config.clone(),
         machine,
         results,
-        latency_hist_v2: fanout.then(|| report::hist_to_b64(&latency)),
+        latency_hist_v2: (fanout || media).then(|| report::hist_to_b64(&latency)),
     };
     print!("{}", report.summary(&plan.url));
     if let Some(path) = &plan.json {
@@ -413,6 +491,104 @@ fn fanout_results(
     }))
 }
 
+struct MediaServer {
+    cpu_go: Option<f64>,
+    cpu_end: Option<f64>,
+    rss_before: Option<u64>,
+    rss_after: Option<u64>,
+    metrics_before: Option<Result<String, String>>,
+    metrics_after: Option<Result<String, String>>,
+    loadgen_cores: Option<f64>,
+}
+
+fn media_results(
+    plan: &Plan,
+    m: &WorkerReport,
+    connections: Connections,
+    ttff: &Histogram<u64>,
+    server: MediaServer,
+) -> Results {
+    let wp = &plan.worker;
+    let secs = wp.duration_ms as f64 / 1000.0;
+    let r = m.media.clone().unwrap_or_default();
+    let hist = |b64: &str| report::hist_from_b64(b64).unwrap_or_else(|_| report::new_histogram());
+    let key = hist(&r.ttff_key_hist);
+    let rate = hist(&r.rate_kbps_hist);
+    let mbit = m.bytes_in as f64 * 8.0 / secs / 1e6;
+    let server_cpu_s = match (server.cpu_go, server.cpu_end) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let server_cpu_cores = server_cpu_s.map(|c| c / secs);
+    let (server_metrics, server_metrics_error) = match (server.metrics_before, server.metrics_after)
+    {
+        (Some(Ok(before)), Some(Ok(after))) => (
+            MEDIA_METRICS
+                .iter()
+                .filter_map(|name| {
+                    let a = probe::sum_samples(&after, name)?;
+                    let b = probe::sum_samples(&before, name).unwrap_or(0);
+                    let short = name.trim_start_matches("liveshard_media_");
+                    Some((short.to_string(), a.saturating_sub(b)))
+                })
+                .collect(),
+            None,
+        ),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => (Default::default(), Some(e)),
+        _ => (Default::default(), None),
+    };
+    let up = connections.up;
+    Results::Media(Box::new(MediaResults {
+        connections,
+        viewers_at_start: r.viewers_at_go,
+        viewers_held: r.held,
+        viewers_slow: r.slow,
+        min_kbps: wp.min_kbps,
+        viewers_full_window: r.full_window,
+        viewers_without_frame: r.no_frame,
+        viewers_without_keyframe: r.no_keyframe,
+        measured_s: secs,
+        ttff_us: Percentiles::of(ttff),
+        ttff_keyframe_us: Percentiles::of(&key),
+        bytes_in_window: m.bytes_in,
+        mbit_per_sec: mbit,
+        per_viewer_kbit_s: Percentiles::of(&rate),
+        per_viewer_kbit_s_p1: if rate.is_empty() {
+            0
+        } else {
+            rate.value_at_quantile(0.01)
+        },
+        tags: r.tags,
+        video_frames: r.video_frames,
+        keyframes: r.keyframes,
+        bytes_total: r.bytes_total,
+        stall_ms: wp.stall_ms,
+        stalls: r.stalls,
+        stalls_in_window: r.stalls_in_window,
+        viewers_stalled_in_window: r.viewers_stalled_in_window,
+        longest_gap_ms: r.longest_gap_us as f64 / 1000.0,
+        unpublished: r.unpublished,
+        disconnects: m.disconnects.clone(),
+        server_cpu_s,
+        server_cpu_cores,
+        server_cores_per_gbit_s: server_cpu_cores
+            .filter(|_| mbit > 0.0)
+            .map(|c| c / (mbit / 1000.0)),
+        viewers_per_server_core: server_cpu_cores
+            .filter(|&c| c > 0.0)
+            .map(|c| r.held as f64 / c),
+        server_rss_before_kib: server.rss_before,
+        server_rss_after_kib: server.rss_after,
+        server_rss_per_viewer_bytes: match (server.rss_before, server.rss_after) {
+            (Some(b), Some(a)) if up > 0 => Some((a as f64 - b as f64) * 1024.0 / up as f64),
+            _ => None,
+        },
+        loadgen_cpu_cores: server.loadgen_cores,
+        server_metrics,
+        server_metrics_error,
+    }))
+}
+
 /// The live progress line (stderr, terminals only).
 fn draw(
     st: &[WorkerState],
@@ -421,6 +597,7 @@ fn draw(
     running: bool,
     rate: f64,
     so_far: &Histogram<u64>,
+    media: bool,
 ) {
     let up: u64 = st.iter().map(|s| s.up).sum();
     let failed: u64 = st.iter().map(|s| s.failed).sum();
@@ -431,11 +608,20 @@ fn draw(
     };
     let phase = if running { "running" } else { "connecting" };
     let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r\x1b[2K[{:6.1}s] {phase}: {up}/{total} up, {failed} failed | {:.0} msgs/s | p99 {p99}",
-        t0.elapsed().as_secs_f64(),
-        rate
-    );
+    let _ = if media {
+        write!(
+            err,
+            "\r\x1b[2K[{:6.1}s] {phase}: {up}/{total} up, {failed} failed | {:.1} Mbit/s | TTFF p99 {p99}",
+            t0.elapsed().as_secs_f64(),
+            rate / 1e6
+        )
+    } else {
+        write!(
+            err,
+            "\r\x1b[2K[{:6.1}s] {phase}: {up}/{total} up, {failed} failed | {:.0} msgs/s | p99 {p99}",
+            t0.elapsed().as_secs_f64(),
+            rate
+        )
+    };
     let _ = err.flush();
 }

@@ -1,7 +1,8 @@
 //! From flags to a validated plan, in two steps (raw clap args → [`Plan`]), and the rules for
 //! who owns which connection: viewer `v` joins room `v % R`, publisher `p` posts to room
 //! `p % R`; connection `i` of a kind belongs to worker `i % K`, and within it to executor
-//! `(i / K) % T`. Every bound loadgen keeps (time, counts, targets) is checked here.
+//! `(i / K) % T`. Media viewers all watch the one stream of `--url`. Every bound loadgen
+//! keeps (time, counts, targets) is checked here.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{marker, token, CommonArgs, FanoutArgs, IdleArgs};
+use crate::rtmpproto::{self, PlayTarget};
+use crate::{marker, token, CommonArgs, FanoutArgs, IdleArgs, MediaArgs, WsArgs};
 
 pub const MAX_CONNS: usize = 1_000_000;
 pub const MAX_PROCS: usize = 256;
@@ -27,6 +29,14 @@ const TOKEN_TTL_S: u64 = 4 * 3600;
 pub enum Scenario {
     WsFanout,
     WsIdle,
+    FlvViewers,
+    RtmpViewers,
+}
+
+impl Scenario {
+    pub fn is_media(self) -> bool {
+        matches!(self, Scenario::FlvViewers | Scenario::RtmpViewers)
+    }
 }
 
 /// What one worker process is told on its stdin: the whole load plus its own index.
@@ -40,7 +50,7 @@ pub struct WorkerPlan {
     pub addr: SocketAddr,
     /// `Host` header value.
     pub host: String,
-    /// Request path without query, e.g. `/ws`.
+    /// Request path: without query for WebSocket (`/ws`), with it for HTTP-FLV.
     pub path: String,
     pub room_prefix: String,
     pub rooms: usize,
@@ -62,6 +72,15 @@ pub struct WorkerPlan {
     /// Publisher tokens, used round robin by global publisher index.
     pub tokens: Vec<String>,
     pub run_id: u32,
+    /// Media: a gap between tags longer than this is a stall.
+    #[serde(default)]
+    pub stall_ms: u64,
+    /// rtmp-viewers: app, play name and tcUrl.
+    #[serde(default)]
+    pub rtmp: Option<PlayTarget>,
+    /// Media: the least kbit/s over the window for a viewer to count as held.
+    #[serde(default)]
+    pub min_kbps: u64,
 }
 
 impl WorkerPlan {
@@ -160,7 +179,7 @@ pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
             )
         }
     };
-    let mut worker = common(c, Scenario::WsFanout)?;
+    let mut worker = ws_common(c, &a.ws, Scenario::WsFanout)?;
     worker.rooms = a.rooms;
     worker.viewers = a.viewers;
     worker.publishers = a.publishers;
@@ -177,7 +196,7 @@ pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
     };
     let config = serde_json::json!({
         "scenario": "ws-fanout",
-        "url": c.url,
+        "url": a.ws.url,
         "rooms": a.rooms,
         "viewers": a.viewers,
         "publishers": a.publishers,
@@ -190,7 +209,7 @@ pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
         "procs": c.procs,
         "threads": c.threads,
         "pin": c.pin,
-        "heartbeat_s": c.heartbeat,
+        "heartbeat_s": a.ws.heartbeat,
         "tokens": if a.token_secret.is_some() { "signed" } else { "file" },
         "metrics_url": metrics_url,
         "server_pid": c.server_pid,
@@ -198,7 +217,7 @@ pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
     });
     Ok(Plan {
         worker,
-        url: c.url.clone(),
+        url: a.ws.url.clone(),
         procs: c.procs,
         json: c.json.clone(),
         server_pid: c.server_pid,
@@ -220,13 +239,13 @@ pub fn idle(a: IdleArgs) -> Result<Plan, String> {
         return Err("--settle must be in [0, 600] seconds".into());
     }
     check_procs(c, a.conns)?;
-    let mut worker = common(c, Scenario::WsIdle)?;
+    let mut worker = ws_common(c, &a.ws, Scenario::WsIdle)?;
     worker.rooms = a.rooms;
     worker.viewers = a.conns;
     worker.hold_ms = (a.hold * 1000.0).round() as u64;
     let config = serde_json::json!({
         "scenario": "ws-idle",
-        "url": c.url,
+        "url": a.ws.url,
         "conns": a.conns,
         "rooms": a.rooms,
         "hold_s": a.hold,
@@ -236,17 +255,83 @@ pub fn idle(a: IdleArgs) -> Result<Plan, String> {
         "procs": c.procs,
         "threads": c.threads,
         "pin": c.pin,
-        "heartbeat_s": c.heartbeat,
+        "heartbeat_s": a.ws.heartbeat,
         "server_pid": c.server_pid,
     });
     Ok(Plan {
         worker,
-        url: c.url.clone(),
+        url: a.ws.url.clone(),
         procs: c.procs,
         json: c.json.clone(),
         server_pid: c.server_pid,
         metrics_url: None,
         settle_ms: (a.settle * 1000.0).round() as u64,
+        quiet: c.quiet,
+        config,
+    })
+}
+
+pub fn media(a: MediaArgs, scenario: Scenario) -> Result<Plan, String> {
+    let c = &a.common;
+    check_range("--viewers", a.viewers, 1, MAX_CONNS)?;
+    if !(a.duration > 0.0 && a.duration <= MAX_DURATION_S) {
+        return Err(format!(
+            "--duration must be in (0, {MAX_DURATION_S}] seconds"
+        ));
+    }
+    if a.stall_ms == 0 || a.stall_ms > 600_000 {
+        return Err("--stall-ms must be in [1, 600000]".into());
+    }
+    check_procs(c, a.viewers)?;
+    let (addr, host, path, rtmp) = match scenario {
+        Scenario::RtmpViewers => {
+            let (hostport, target) = rtmpproto::parse_url(&a.url)?;
+            (resolve(&hostport)?, hostport, String::new(), Some(target))
+        }
+        _ => {
+            let (addr, host, path) = split_url(&a.url, "http://", 80)?;
+            (addr, host, path, None)
+        }
+    };
+    let mut worker = common(c, &a.url, scenario, addr, host, path)?;
+    worker.viewers = a.viewers;
+    worker.duration_ms = (a.duration * 1000.0).round() as u64;
+    worker.stall_ms = a.stall_ms;
+    worker.min_kbps = a.min_kbps;
+    worker.rtmp = rtmp;
+    let metrics_url = match (a.metrics_url.as_deref(), scenario) {
+        (Some("none"), _) | (None, Scenario::RtmpViewers) => None,
+        (Some(u), _) => Some(u.to_string()),
+        (None, _) => Some(format!("http://{}/metrics", worker.host)),
+    };
+    let name = match scenario {
+        Scenario::RtmpViewers => "rtmp-viewers",
+        _ => "flv-viewers",
+    };
+    let config = serde_json::json!({
+        "scenario": name,
+        "url": a.url,
+        "viewers": a.viewers,
+        "duration_s": a.duration,
+        "stall_ms": a.stall_ms,
+        "min_kbps": a.min_kbps,
+        "ramp": c.ramp,
+        "src": c.src,
+        "procs": c.procs,
+        "threads": c.threads,
+        "pin": c.pin,
+        "connect_timeout_s": c.connect_timeout,
+        "metrics_url": metrics_url,
+        "server_pid": c.server_pid,
+    });
+    Ok(Plan {
+        worker,
+        url: a.url.clone(),
+        procs: c.procs,
+        json: c.json.clone(),
+        server_pid: c.server_pid,
+        metrics_url,
+        settle_ms: 0,
         quiet: c.quiet,
         config,
     })
@@ -282,14 +367,40 @@ fn check_procs(c: &CommonArgs, conns: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The parts of a worker plan both scenarios share: target, sources, spreading.
-fn common(c: &CommonArgs, scenario: Scenario) -> Result<WorkerPlan, String> {
-    let (addr, host, path) = parse_ws_url(&c.url)?;
+/// A WebSocket scenario's plan: the common part plus rooms' prefix and the heartbeat.
+fn ws_common(c: &CommonArgs, ws: &WsArgs, scenario: Scenario) -> Result<WorkerPlan, String> {
+    let (addr, host, path) = parse_ws_url(&ws.url)?;
+    let mut worker = common(c, &ws.url, scenario, addr, host, path)?;
+    if ws.heartbeat == 0 || ws.heartbeat > 3600 {
+        return Err("--heartbeat must be in [1, 3600] seconds".into());
+    }
+    if ws.room_prefix.is_empty()
+        || ws.room_prefix.len() > 40
+        || !ws
+            .room_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        return Err("--room-prefix: 1–40 characters of A-Z a-z 0-9 _ - .".into());
+    }
+    worker.heartbeat_ms = ws.heartbeat * 1000;
+    worker.room_prefix = ws.room_prefix.clone();
+    Ok(worker)
+}
+
+/// The parts of a worker plan every scenario shares: target, sources, spreading.
+fn common(
+    c: &CommonArgs,
+    url: &str,
+    scenario: Scenario,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+) -> Result<WorkerPlan, String> {
     if !addr.ip().is_loopback() && c.allow_remote != Some(addr.ip()) {
         return Err(format!(
-            "{} resolves to {}, which is not a loopback address; loadgen only sends load \
+            "{url} resolves to {}, which is not a loopback address; loadgen only sends load \
              elsewhere when that address is given explicitly: --allow-remote {}",
-            c.url,
             addr.ip(),
             addr.ip()
         ));
@@ -307,23 +418,11 @@ fn common(c: &CommonArgs, scenario: Scenario) -> Result<WorkerPlan, String> {
     if c.connect_timeout == 0 || c.connect_timeout > 300 {
         return Err("--connect-timeout must be in [1, 300] seconds".into());
     }
-    if c.heartbeat == 0 || c.heartbeat > 3600 {
-        return Err("--heartbeat must be in [1, 3600] seconds".into());
-    }
     let ramp = match c.ramp {
         None => 0.0,
         Some(r) if r > 0.0 && r <= 1e7 => r,
         Some(_) => return Err("--ramp must be in (0, 10000000] connections/s".into()),
     };
-    if c.room_prefix.is_empty()
-        || c.room_prefix.len() > 40
-        || !c
-            .room_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-    {
-        return Err("--room-prefix: 1–40 characters of A-Z a-z 0-9 _ - .".into());
-    }
     let run_id = {
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -339,7 +438,7 @@ fn common(c: &CommonArgs, scenario: Scenario) -> Result<WorkerPlan, String> {
         addr,
         host,
         path,
-        room_prefix: c.room_prefix.clone(),
+        room_prefix: "lg".into(),
         rooms: 1,
         viewers: 0,
         publishers: 0,
@@ -350,29 +449,41 @@ fn common(c: &CommonArgs, scenario: Scenario) -> Result<WorkerPlan, String> {
         payload: 0,
         ramp,
         connect_timeout_ms: c.connect_timeout * 1000,
-        heartbeat_ms: c.heartbeat * 1000,
+        heartbeat_ms: 0,
         src_first,
         src_count,
         tokens: Vec::new(),
         run_id,
+        stall_ms: 0,
+        rtmp: None,
+        min_kbps: 0,
     })
 }
 
 /// `ws://HOST[:PORT][/PATH]` → resolved address, Host header, path (query dropped: loadgen
 /// adds its own).
 pub fn parse_ws_url(url: &str) -> Result<(SocketAddr, String, String), String> {
-    let rest = if let Some(r) = url.strip_prefix("ws://") {
-        r
-    } else if url.starts_with("wss://") {
+    if url.starts_with("wss://") {
         return Err("wss:// is not supported: point loadgen at the plain ws:// port".into());
-    } else {
-        return Err(format!("--url must start with ws://, got {url:?}"));
-    };
+    }
+    let (addr, host, path) = split_url(url, "ws://", 80)?;
+    let path = path.split('?').next().unwrap_or("/").to_string();
+    Ok((addr, host, path))
+}
+
+/// `SCHEME HOST[:PORT][/PATH[?QUERY]]` → resolved address, Host header, path with query.
+pub fn split_url(
+    url: &str,
+    scheme: &str,
+    default_port: u16,
+) -> Result<(SocketAddr, String, String), String> {
+    let rest = url
+        .strip_prefix(scheme)
+        .ok_or_else(|| format!("--url must start with {scheme}, got {url:?}"))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let path = path.split('?').next().unwrap_or("/").to_string();
     if hostport.is_empty() {
         return Err(format!("--url has no host: {url:?}"));
     }
@@ -380,19 +491,23 @@ pub fn parse_ws_url(url: &str) -> Result<(SocketAddr, String, String), String> {
         if hostport.contains("]:") {
             hostport.to_string()
         } else {
-            format!("{hostport}:80")
+            format!("{hostport}:{default_port}")
         }
     } else if hostport.contains(':') {
         hostport.to_string()
     } else {
-        format!("{hostport}:80")
+        format!("{hostport}:{default_port}")
     };
-    let addr = with_port
+    Ok((resolve(&with_port)?, hostport.to_string(), path.to_string()))
+}
+
+/// `HOST:PORT` → its first address.
+fn resolve(hostport: &str) -> Result<SocketAddr, String> {
+    hostport
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
         .next()
-        .ok_or_else(|| format!("{hostport:?} resolves to no address"))?;
-    Ok((addr, hostport.to_string(), path))
+        .ok_or_else(|| format!("{hostport:?} resolves to no address"))
 }
 
 /// `A` or `A-B` (IPv4, inclusive) → first address and count.
@@ -439,6 +554,20 @@ mod tests {
     }
 
     #[test]
+    fn flv_urls_keep_their_query() {
+        let (a, host, path) = split_url(
+            "http://127.0.0.1:8080/live/s.flv?txSecret=a&txTime=b",
+            "http://",
+            80,
+        )
+        .unwrap();
+        assert_eq!(a.port(), 8080);
+        assert_eq!(host, "127.0.0.1:8080");
+        assert_eq!(path, "/live/s.flv?txSecret=a&txTime=b");
+        assert!(split_url("rtmp://127.0.0.1/live/s", "http://", 80).is_err());
+    }
+
+    #[test]
     fn procs_suggestion_fits_the_limit() {
         assert_eq!(procs_needed(400, 300), 2);
         assert_eq!(procs_needed(100_000, 20_000), 6);
@@ -482,6 +611,9 @@ mod tests {
             src_count: 3,
             tokens: Vec::new(),
             run_id: 1,
+            stall_ms: 0,
+            rtmp: None,
+            min_kbps: 0,
         }
     }
 

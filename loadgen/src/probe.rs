@@ -1,6 +1,8 @@
 //! What loadgen reads outside its own connections: the server's `/metrics` (a plain blocking
 //! HTTP GET, from the parent, never on an executor), the server process in `/proc/PID`
-//! (RSS, CPU time), this process's descriptor limit, and the machine's facts for reports.
+//! (RSS, CPU time; for servers made of several processes, like nginx's master and workers,
+//! the process and its descendants), this process's descriptor limit, and the machine's
+//! facts for reports.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -79,8 +81,74 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
     Ok((utime + stime) as f64 / hz)
 }
 
+/// `pid` and every process descended from it (children found through /proc/*/stat).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // After the command name's ')': state, then the parent's pid.
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            if let Some(pp) = ppid {
+                parent_of.push((p, pp));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// CPU seconds of `pid` and its descendants (those that exit in between are not counted).
+pub fn tree_cpu_seconds(pid: u32) -> Result<f64, String> {
+    let own = cpu_seconds(pid)?;
+    let rest: f64 = process_tree(pid)[1..]
+        .iter()
+        .filter_map(|&p| cpu_seconds(p).ok())
+        .sum();
+    Ok(own + rest)
+}
+
+/// VmRSS of `pid` and its descendants, in KiB.
+pub fn tree_rss_kib(pid: u32) -> Result<u64, String> {
+    let own = rss_kib(pid)?;
+    let rest: u64 = process_tree(pid)[1..]
+        .iter()
+        .filter_map(|&p| rss_kib(p).ok())
+        .sum();
+    Ok(own + rest)
+}
+
 /// Sums every sample of the metric `name` (all label sets) at a Prometheus text endpoint.
 pub fn scrape_sum(url: &str, name: &str) -> Result<u64, String> {
+    let text = scrape_text(url)?;
+    sum_samples(&text, name).ok_or_else(|| format!("{url} has no {name}"))
+}
+
+/// The body of a Prometheus text endpoint (a 200 answer), fetched with a plain blocking GET.
+pub fn scrape_text(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("metrics URL must be http://, got {url:?}"))?;
@@ -111,7 +179,7 @@ pub fn scrape_sum(url: &str, name: &str) -> Result<u64, String> {
         let first = text.lines().next().unwrap_or("");
         return Err(format!("{url}: {first}"));
     }
-    sum_samples(&text, name).ok_or_else(|| format!("{url} has no {name}"))
+    Ok(text.into_owned())
 }
 
 /// The sum of `name`'s samples in Prometheus text, `None` when there is none.
@@ -200,5 +268,20 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn a_process_tree_includes_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = process_tree(std::process::id());
+        assert_eq!(tree[0], std::process::id());
+        assert!(tree.contains(&child.id()), "{tree:?}");
+        assert!(tree_rss_kib(std::process::id()).unwrap() > rss_kib(std::process::id()).unwrap());
+        assert!(tree_cpu_seconds(std::process::id()).is_ok());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

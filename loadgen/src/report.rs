@@ -51,6 +51,9 @@ pub enum WorkerEvent {
         failed: u64,
         deliveries: u64,
         frames: u64,
+        /// Bytes received by viewers during the measurement so far.
+        #[serde(default)]
+        bytes_in: u64,
         interval_hist: String,
     },
     /// Every connection of this worker was attempted; waiting for `go`.
@@ -91,6 +94,72 @@ pub struct WorkerReport {
     pub disconnects: BTreeMap<String, u64>,
     pub latency_hist: String,
     pub send_lag_hist: String,
+    /// Media scenarios: what the viewers saw (`latency_hist` holds the time to first frame).
+    #[serde(default)]
+    pub media: Option<MediaReport>,
+}
+
+/// What one worker's (or executor's) media viewers saw, summed when they ended.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct MediaReport {
+    /// Viewers up when the measurement window started.
+    pub viewers_at_go: u64,
+    /// Of those, still connected when it ended.
+    pub full_window: u64,
+    /// Of those, without a stall inside the window and not slow.
+    pub held: u64,
+    /// Full-window viewers under `--min-kbps`.
+    #[serde(default)]
+    pub slow: u64,
+    pub no_frame: u64,
+    pub no_keyframe: u64,
+    pub stalls: u64,
+    pub stalls_in_window: u64,
+    pub viewers_stalled_in_window: u64,
+    pub longest_gap_us: u64,
+    /// Audio and video tags (RTMP messages) received, all run long.
+    pub tags: u64,
+    pub video_frames: u64,
+    pub keyframes: u64,
+    /// Bytes received, all run long.
+    pub bytes_total: u64,
+    /// `NetStream.Play.UnpublishNotify` seen.
+    pub unpublished: u64,
+    /// Time to the first keyframe (µs), HdrHistogram V2 base64.
+    pub ttff_key_hist: String,
+    /// Full-window viewers' throughput (kbit/s), HdrHistogram V2 base64.
+    pub rate_kbps_hist: String,
+}
+
+impl MediaReport {
+    /// Adds `r` into `self`; histograms are decoded, merged and encoded again.
+    pub fn merge(&mut self, r: &MediaReport) {
+        self.viewers_at_go += r.viewers_at_go;
+        self.full_window += r.full_window;
+        self.held += r.held;
+        self.slow += r.slow;
+        self.no_frame += r.no_frame;
+        self.no_keyframe += r.no_keyframe;
+        self.stalls += r.stalls;
+        self.stalls_in_window += r.stalls_in_window;
+        self.viewers_stalled_in_window += r.viewers_stalled_in_window;
+        self.longest_gap_us = self.longest_gap_us.max(r.longest_gap_us);
+        self.tags += r.tags;
+        self.video_frames += r.video_frames;
+        self.keyframes += r.keyframes;
+        self.bytes_total += r.bytes_total;
+        self.unpublished += r.unpublished;
+        for (mine, theirs) in [
+            (&mut self.ttff_key_hist, &r.ttff_key_hist),
+            (&mut self.rate_kbps_hist, &r.rate_kbps_hist),
+        ] {
+            let mut h = hist_from_b64(mine).unwrap_or_else(|_| new_histogram());
+            if let Ok(t) = hist_from_b64(theirs) {
+                merge(&mut h, &t);
+            }
+            *mine = hist_to_b64(&h);
+        }
+    }
 }
 
 /// Percentiles of a histogram, in microseconds.
@@ -179,11 +248,69 @@ pub struct IdleResults {
     pub hold_s: f64,
 }
 
+/// flv-viewers and rtmp-viewers.
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaResults {
+    pub connections: Connections,
+    /// Viewers up when the measurement window started.
+    pub viewers_at_start: u64,
+    /// Up at the start, connected at the end, no stall in between, at least `min_kbps`.
+    pub viewers_held: u64,
+    /// Full-window viewers that received less than `min_kbps`.
+    pub viewers_slow: u64,
+    pub min_kbps: u64,
+    /// Up at the start and connected at the end (stalls or not).
+    pub viewers_full_window: u64,
+    pub viewers_without_frame: u64,
+    pub viewers_without_keyframe: u64,
+    pub measured_s: f64,
+    /// Connect start → first complete video frame, µs.
+    pub ttff_us: Percentiles,
+    /// Connect start → first complete keyframe, µs.
+    pub ttff_keyframe_us: Percentiles,
+    /// Bytes all viewers received inside the window (socket bytes: framing included).
+    pub bytes_in_window: u64,
+    pub mbit_per_sec: f64,
+    /// Full-window viewers' own throughput, kbit/s.
+    pub per_viewer_kbit_s: Percentiles,
+    pub per_viewer_kbit_s_p1: u64,
+    pub tags: u64,
+    pub video_frames: u64,
+    pub keyframes: u64,
+    pub bytes_total: u64,
+    pub stall_ms: u64,
+    pub stalls: u64,
+    pub stalls_in_window: u64,
+    pub viewers_stalled_in_window: u64,
+    pub longest_gap_ms: f64,
+    pub unpublished: u64,
+    /// Disconnects before loadgen closed: "eof", "ended" (the server ended the stream),
+    /// "protocol", or an errno name.
+    pub disconnects: BTreeMap<String, u64>,
+    /// Server CPU seconds (utime+stime of the process and its descendants) in the window.
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_cores: Option<f64>,
+    /// Server cores busy per Gbit/s delivered (= CPU-seconds per Gbit).
+    pub server_cores_per_gbit_s: Option<f64>,
+    /// Viewers held per server core busy (the SPEC's "viewers per core", extrapolated).
+    pub viewers_per_server_core: Option<f64>,
+    /// Server RSS (process and descendants) before connecting and once all were connected.
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_after_kib: Option<u64>,
+    pub server_rss_per_viewer_bytes: Option<f64>,
+    /// loadgen's own workers' CPU in the window (they share the machine with the server).
+    pub loadgen_cpu_cores: Option<f64>,
+    /// Deltas of liveshard_media_* counters over the run (from before connecting).
+    pub server_metrics: BTreeMap<String, u64>,
+    pub server_metrics_error: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Results {
     Fanout(Box<FanoutResults>),
     Idle(IdleResults),
+    Media(Box<MediaResults>),
 }
 
 /// The whole report, as written by `--json`.
@@ -195,7 +322,8 @@ pub struct Report {
     pub config: serde_json::Value,
     pub machine: Machine,
     pub results: Results,
-    /// The merged latency histogram (HdrHistogram V2, base64), for comparing runs.
+    /// The merged latency histogram (HdrHistogram V2, base64), for comparing runs: the
+    /// publish→deliver latency (ws-fanout) or the time to first frame (media).
     pub latency_hist_v2: Option<String>,
 }
 
@@ -308,8 +436,110 @@ impl Report {
                 }
                 s.push_str(&format!("disconnects  {}\n", codes(&r.disconnects)));
             }
+            Results::Media(r) => media_summary(&mut s, &self.config, url, r),
         }
         s
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1}", us as f64 / 1000.0)
+}
+
+fn media_summary(s: &mut String, c: &serde_json::Value, url: &str, r: &MediaResults) {
+    let name = c["scenario"].as_str().unwrap_or("media");
+    s.push_str(&format!(
+        "{name} {url}  viewers={} duration={}s\n",
+        c["viewers"], c["duration_s"]
+    ));
+    s.push_str(&format!("connections  {}\n", failures(&r.connections)));
+    s.push_str(&format!(
+        "viewers      {} up at the start, {} held to the end (no stall{}), {} connected \
+         to the end; {} without a frame, {} without a keyframe\n",
+        thousands(r.viewers_at_start),
+        thousands(r.viewers_held),
+        if r.min_kbps > 0 {
+            format!(
+                ", ≥ {} kbit/s: {} under it",
+                r.min_kbps,
+                thousands(r.viewers_slow)
+            )
+        } else {
+            String::new()
+        },
+        thousands(r.viewers_full_window),
+        thousands(r.viewers_without_frame),
+        thousands(r.viewers_without_keyframe),
+    ));
+    let (f, k) = (&r.ttff_us, &r.ttff_keyframe_us);
+    s.push_str(&format!(
+        "TTFF ms      frame p50 {} p90 {} p99 {} max {} (n={}) | keyframe p50 {} p99 {} max {}\n",
+        ms(f.p50),
+        ms(f.p90),
+        ms(f.p99),
+        ms(f.max),
+        thousands(f.count),
+        ms(k.p50),
+        ms(k.p99),
+        ms(k.max),
+    ));
+    let v = &r.per_viewer_kbit_s;
+    s.push_str(&format!(
+        "throughput   {:.1} Mbit/s in all over {:.1} s; per viewer kbit/s min {} p1 {} p50 {} max {}\n",
+        r.mbit_per_sec, r.measured_s, v.min, r.per_viewer_kbit_s_p1, v.p50, v.max
+    ));
+    s.push_str(&format!(
+        "tags         {} ({} video frames, {} keyframes), {} bytes in all\n",
+        thousands(r.tags),
+        thousands(r.video_frames),
+        thousands(r.keyframes),
+        thousands(r.bytes_total)
+    ));
+    s.push_str(&format!(
+        "stalls       {} gaps over {} ms ({} in the window, on {} viewers); longest gap {:.0} ms\n",
+        thousands(r.stalls),
+        r.stall_ms,
+        thousands(r.stalls_in_window),
+        thousands(r.viewers_stalled_in_window),
+        r.longest_gap_ms
+    ));
+    s.push_str(&format!("disconnects  {}\n", codes(&r.disconnects)));
+    if r.unpublished > 0 {
+        s.push_str(&format!(
+            "unpublished  {} notices (the publisher went away)\n",
+            thousands(r.unpublished)
+        ));
+    }
+    match (r.server_cpu_s, r.server_cpu_cores) {
+        (Some(cpu), Some(cores)) => {
+            s.push_str(&format!("server       cpu {cpu:.2} s ({cores:.2} cores)"));
+            if let Some(per) = r.server_cores_per_gbit_s {
+                s.push_str(&format!(", {per:.3} cores per delivered Gbit/s"));
+            }
+            if let Some(v) = r.viewers_per_server_core {
+                s.push_str(&format!(", {} viewers held per core", thousands(v as u64)));
+            }
+            s.push('\n');
+        }
+        _ => s.push_str("server       cpu not measured (give --server-pid)\n"),
+    }
+    if let (Some(b), Some(a)) = (r.server_rss_before_kib, r.server_rss_after_kib) {
+        s.push_str(&format!(
+            "server RSS   {} KiB → {} KiB{}\n",
+            thousands(b),
+            thousands(a),
+            r.server_rss_per_viewer_bytes
+                .map(|p| format!(": {p:.0} bytes per viewer"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(l) = r.loadgen_cpu_cores {
+        s.push_str(&format!("loadgen      cpu {l:.2} cores\n"));
+    }
+    if !r.server_metrics.is_empty() {
+        s.push_str(&format!("server says  {}\n", codes(&r.server_metrics)));
+    } else if let Some(e) = &r.server_metrics_error {
+        s.push_str(&format!("server says  unknown ({e})\n"));
     }
 }
 

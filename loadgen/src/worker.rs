@@ -23,9 +23,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 use crate::marker::Scanner;
+use crate::media::MediaAgg;
 use crate::plan::{Scenario, WorkerPlan};
 use crate::report::{self, WorkerCommand, WorkerEvent, WorkerReport};
-use crate::{conn, probe};
+use crate::{conn, media, probe};
 
 /// Registered-buffer memory per executor. glommio registers it with io_uring, which pins it
 /// against RLIMIT_MEMLOCK (8 MiB on these machines, per user, counted once per ring: three
@@ -105,6 +106,8 @@ pub struct Local {
     pub acks: Cell<u64>,
     pub server_errors: Cell<u64>,
     pub server_error_sample: RefCell<Option<String>>,
+    /// Media scenarios: what this executor's viewers saw.
+    pub media: RefCell<MediaAgg>,
 }
 
 impl Local {
@@ -186,6 +189,7 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         acks: Cell::new(0),
         server_errors: Cell::new(0),
         server_error_sample: RefCell::new(None),
+        media: RefCell::new(MediaAgg::default()),
         shared: shared.clone(),
         t,
     });
@@ -204,7 +208,12 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         .chain(viewers.iter().map(|&v| conn::Role::Viewer(v)));
     for (k, role) in order.enumerate() {
         let start = spacing.map(|s| t0 + s * k as u32);
-        tasks.push(glommio::spawn_local(conn::run(local.clone(), role, start)));
+        tasks.push(match role {
+            conn::Role::Viewer(v) if plan.scenario.is_media() => {
+                glommio::spawn_local(media::run(local.clone(), v, start))
+            }
+            _ => glommio::spawn_local(conn::run(local.clone(), role, start)),
+        });
     }
 
     let flusher = {
@@ -240,6 +249,7 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         let run_ms = match plan.scenario {
             Scenario::WsFanout => plan.duration_ms + plan.drain_ms,
             Scenario::WsIdle => plan.hold_ms,
+            Scenario::FlvViewers | Scenario::RtmpViewers => plan.duration_ms,
         };
         sleep_until_unix(go_at + run_ms * 1_000_000, &shared).await;
     }
@@ -265,6 +275,9 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         ..WorkerReport::default()
     };
     r.send_lag_hist = report::hist_to_b64(&local.lag.borrow());
+    if plan.scenario.is_media() {
+        r.media = Some(local.media.take().into_report());
+    }
     r
 }
 
@@ -433,6 +446,7 @@ pub fn main() -> ExitCode {
                     failed: sum(|e| &e.failed),
                     deliveries: sum(|e| &e.deliveries),
                     frames: sum(|e| &e.frames),
+                    bytes_in: sum(|e| &e.bytes_in),
                     interval_hist: report::hist_to_b64(&interval),
                 },
             );
@@ -504,5 +518,8 @@ pub fn merge_worker(into: &mut WorkerReport, r: WorkerReport, lag: &mut Histogra
     }
     if let Ok(h) = report::hist_from_b64(&r.send_lag_hist) {
         report::merge(lag, &h);
+    }
+    if let Some(m) = r.media {
+        into.media.get_or_insert_with(Default::default).merge(&m);
     }
 }

@@ -1,9 +1,11 @@
 //! Black-box tests of the `loadgen` binary against a real `liveshard` server: a small
-//! fan-out run whose report must account for every delivery, and an idle run that must
-//! measure the server's memory per connection.
+//! fan-out run whose report must account for every delivery, an idle run that must
+//! measure the server's memory per connection, and HTTP-FLV and RTMP viewer runs of a
+//! stream a real ffmpeg publishes, which must time the first frame and see bytes flow.
 //!
 //! The server binary is the workspace's `liveshard`, found next to this package's binary
-//! (same target directory): `cargo test --workspace` builds both.
+//! (same target directory): `cargo test --workspace` builds both. The media test needs
+//! `ffmpeg` on PATH (scripts/test.sh installs it) and fails, never skips, without it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -44,6 +46,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 struct Server {
     child: Child,
     http: String,
+    rtmp: String,
     dir: PathBuf,
 }
 
@@ -90,12 +93,19 @@ impl Server {
                 break line;
             }
         };
-        let http = line
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("http="))
-            .expect("ready line has http=")
-            .to_string();
-        Server { child, http, dir }
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .unwrap_or_else(|| panic!("ready line has {name}: {line}"))
+                .to_string()
+        };
+        let (http, rtmp) = (field("http="), field("rtmp="));
+        Server {
+            child,
+            http,
+            rtmp,
+            dir,
+        }
     }
 }
 
@@ -223,4 +233,193 @@ fn refuses_targets_off_this_machine() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--allow-remote"), "{err}");
+}
+
+/// ffmpeg publishing a generated 640x360 H.264 + AAC source (1 s GOP, about 600 kbit/s) in
+/// real time; killed on drop.
+struct Publisher(Child);
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn publish(url: &str) -> Publisher {
+    let found = Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "ffmpeg is not on PATH: the media test publishes with a real ffmpeg \
+         (apt-get install -y ffmpeg, or run scripts/test.sh which installs it)"
+    );
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g", "25", "-b:v", "500k", "-maxrate", "500k", "-bufsize", "500k",
+        ])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-t", "60",
+        ])
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg starts");
+    Publisher(child)
+}
+
+/// Waits until `GET /live/STREAM.flv` answers 200 (the publisher is live).
+fn wait_live(http: &str, stream: &str) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut head = [0u8; 12];
+        let live = std::net::TcpStream::connect(http)
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                write!(s, "GET /live/{stream}.flv HTTP/1.1\r\nHost: t\r\n\r\n")?;
+                s.read_exact(&mut head)
+            })
+            .is_ok_and(|()| head.ends_with(b" 200"));
+        if live {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream {stream} did not go live"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What every media run must show: all viewers up, each one timed to its first frame and
+/// keyframe, bytes flowing through the window, nobody dropped.
+fn assert_viewers_watched(report: &serde_json::Value, viewers: u64) {
+    let r = &report["results"];
+    assert_eq!(r["connections"]["failed"], 0, "{r:#}");
+    assert_eq!(r["connections"]["up"], viewers, "{r:#}");
+    assert_eq!(r["viewers_at_start"], viewers, "{r:#}");
+    assert_eq!(r["ttff_us"]["count"], viewers, "every viewer timed: {r:#}");
+    assert_eq!(r["ttff_keyframe_us"]["count"], viewers, "{r:#}");
+    let (p50, p99) = (
+        r["ttff_us"]["p50"].as_u64().unwrap(),
+        r["ttff_us"]["p99"].as_u64().unwrap(),
+    );
+    assert!(0 < p50 && p50 <= p99, "{r:#}");
+    assert!(r["bytes_in_window"].as_u64().unwrap() > 0, "{r:#}");
+    // 3 s of a ~600 kbit/s stream; well under it still shows bytes flowing to everyone.
+    let per_viewer_min = r["per_viewer_kbit_s"]["min"].as_u64().unwrap();
+    assert!(per_viewer_min >= 100, "every viewer received media: {r:#}");
+    assert!(r["video_frames"].as_u64().unwrap() >= viewers * 25, "{r:#}");
+    assert!(r["disconnects"].as_object().unwrap().is_empty(), "{r:#}");
+    assert!(r["server_cpu_s"].as_f64().is_some(), "{r:#}");
+    assert!(report["latency_hist_v2"]
+        .as_str()
+        .is_some_and(|h| !h.is_empty()));
+}
+
+#[test]
+fn flv_and_rtmp_viewers_time_the_first_frame_of_a_real_stream() {
+    let server = Server::start("media");
+    let out = Command::new(liveshard_bin())
+        .args([
+            "sign",
+            "--stream",
+            "lgmedia",
+            "--host",
+            &server.rtmp,
+            "--data-dir",
+        ])
+        .arg(server.dir.join("data"))
+        .output()
+        .expect("liveshard sign runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let push = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _ffmpeg = publish(&push);
+    wait_live(&server.http, "lgmedia");
+    let pid = server.child.id().to_string();
+
+    let mut flv = strings(&[
+        "flv-viewers",
+        "--viewers",
+        "20",
+        "--duration",
+        "3",
+        "--quiet",
+    ]);
+    flv.extend([
+        "--url".into(),
+        format!("http://{}/live/lgmedia.flv", server.http),
+    ]);
+    flv.extend(["--server-pid".into(), pid.clone()]);
+    let report = run_loadgen(&flv);
+    assert_viewers_watched(&report, 20);
+    let hits = report["results"]["server_metrics"]["gop_cache_hits_total"]
+        .as_u64()
+        .expect("liveshard's media counters scraped");
+    assert!(
+        hits >= 20,
+        "every viewer started from the GOP cache: {hits}"
+    );
+
+    let mut rtmp = strings(&[
+        "rtmp-viewers",
+        "--viewers",
+        "10",
+        "--duration",
+        "3",
+        "--quiet",
+    ]);
+    rtmp.extend([
+        "--url".into(),
+        format!("rtmp://{}/live/lgmedia", server.rtmp),
+    ]);
+    rtmp.extend(["--server-pid".into(), pid]);
+    let report = run_loadgen(&rtmp);
+    assert_viewers_watched(&report, 10);
+}
+
+#[test]
+fn a_stream_that_is_not_live_is_a_connect_failure() {
+    let server = Server::start("media-404");
+    let mut args = strings(&[
+        "flv-viewers",
+        "--viewers",
+        "3",
+        "--duration",
+        "0.5",
+        "--quiet",
+    ]);
+    args.extend([
+        "--url".into(),
+        format!("http://{}/live/nobody.flv", server.http),
+    ]);
+    let out = Command::new(LOADGEN).args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "no viewer up is a failed run: {stdout}"
+    );
+    assert!(stdout.contains("http_404: 3"), "{stdout}");
 }

@@ -100,6 +100,8 @@ pub struct HomeRoom {
     pub idle_since_ms: Option<u64>,
     /// The stream clock (C4): the latest media timestamp seen and when it was seen.
     media_clock: Option<(u64, u64)>,
+    /// The last history frame built, for `n` items (dropped when history changes).
+    history_frame_cache: Option<(usize, Bytes)>,
     /// True until the stored state (last id, history tail, moderation) has been loaded;
     /// messages for the room wait in `waiting` meanwhile.
     pub loading: bool,
@@ -134,6 +136,7 @@ impl HomeRoom {
             media_clock: None,
             loading: false,
             waiting: Vec::new(),
+            history_frame_cache: None,
         }
     }
 
@@ -291,6 +294,7 @@ impl HomeRoom {
     }
 
     fn remember(&mut self, item: Bytes) {
+        self.history_frame_cache.take();
         if self.history.len() == self.history_capacity {
             self.history.pop_front();
         }
@@ -319,9 +323,19 @@ impl HomeRoom {
 
     /// The last `n` delivered items as a `history` frame. Items still pending are not in it:
     /// they reach a new viewer in the next batch, so nothing arrives twice.
-    pub fn history_frame(&self, n: usize) -> Bytes {
+    ///
+    /// The frame is kept until history changes: a join storm into a busy room encodes it
+    /// once per merge window, not once per viewer.
+    pub fn history_frame(&mut self, n: usize) -> Bytes {
+        if let Some((cached_n, frame)) = &self.history_frame_cache {
+            if *cached_n == n {
+                return frame.clone();
+            }
+        }
         let skip = self.history.len().saturating_sub(n);
-        list_frame("history", &self.id, self.history.iter().skip(skip))
+        let frame = list_frame("history", &self.id, self.history.iter().skip(skip));
+        self.history_frame_cache = Some((n, frame.clone()));
+        frame
     }
 
     /// History items, newest first, with ids below `before` (for paging).
@@ -473,6 +487,14 @@ mod tests {
         assert_eq!(
             &h[2..],
             br#"{"type":"history","room":"r","msgs":[{"id":3},{"id":4}]}"#
+        );
+        // The cached frame follows history.
+        r.push(Bytes::from_static(b"{\"id\":5}"), Priority::Plain, 0);
+        assert_eq!(r.history_frame(2), h, "pending items are not history yet");
+        r.flush();
+        assert_eq!(
+            &r.history_frame(2)[2..],
+            br#"{"type":"history","room":"r","msgs":[{"id":4},{"id":5}]}"#
         );
     }
 

@@ -190,6 +190,10 @@ pub struct MediaConfig {
     pub viewer_queue_bytes: usize,
     /// A publisher that reconnects within this time resumes its stream; viewers stay.
     pub publisher_grace_ms: u64,
+    /// Live frames for a viewer are gathered for this long and sent in one system call
+    /// (audio and video frames arrive every 20-40 ms; a player buffers seconds). 0 sends
+    /// each frame at once.
+    pub cork_ms: u64,
     /// HTTP callbacks (SRS-style JSON POST); empty = not called.
     pub on_publish: String,
     pub on_unpublish: String,
@@ -198,6 +202,14 @@ pub struct MediaConfig {
     pub hook_timeout_ms: u64,
     /// Referer allow-list for HTTP play (hosts, e.g. "servicewechat.com"); empty = any.
     pub referer_allow: Vec<String>,
+    /// HLS target segment duration in seconds; segments are cut at the first keyframe
+    /// after it.
+    pub hls_segment_secs: u64,
+    /// Segments listed in an HLS playlist (as many more stay fetchable after they leave
+    /// it).
+    pub hls_window: usize,
+    /// An HLS segment this large is cut without waiting for a keyframe.
+    pub hls_max_segment_bytes: usize,
 }
 
 impl Default for MediaConfig {
@@ -213,12 +225,16 @@ impl Default for MediaConfig {
             max_message_bytes: 8 * 1024 * 1024,
             viewer_queue_bytes: 4 * 1024 * 1024,
             publisher_grace_ms: 10_000,
+            cork_ms: 40,
             on_publish: String::new(),
             on_unpublish: String::new(),
             on_play: String::new(),
             on_stop: String::new(),
             hook_timeout_ms: 3000,
             referer_allow: Vec::new(),
+            hls_segment_secs: 2,
+            hls_window: 6,
+            hls_max_segment_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -733,6 +749,22 @@ impl Config {
             "danmaku.filter_words",
             "at most 100000 words",
         );
+        let m = &self.media;
+        check(
+            (1..=60).contains(&m.hls_segment_secs),
+            "media.hls_segment_secs",
+            "must be between 1 and 60",
+        );
+        check(
+            (1..=100).contains(&m.hls_window),
+            "media.hls_window",
+            "must be between 1 and 100",
+        );
+        check(
+            (64 * 1024..=256 * 1024 * 1024).contains(&m.hls_max_segment_bytes),
+            "media.hls_max_segment_bytes",
+            "must be between 65536 and 268435456",
+        );
         check(
             self.auth.token_ttl_secs > 0,
             "auth.token_ttl_secs",
@@ -1104,5 +1136,27 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].key, "http.max_headers");
         assert_eq!(e[1].key, "log.level");
+    }
+
+    #[test]
+    fn hls_settings_are_checked() {
+        let c = load("", &[], &[("media.hls_segment_secs", "1")]).unwrap();
+        assert_eq!(c.media.hls_segment_secs, 1);
+        assert_eq!(c.media.hls_window, 6);
+        let e = load(
+            "[media]\nhls_segment_secs = 0\nhls_window = 0\nhls_max_segment_bytes = 10\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "media.hls_segment_secs",
+                "media.hls_window",
+                "media.hls_max_segment_bytes"
+            ]
+        );
     }
 }

@@ -51,6 +51,14 @@ pub struct ShardMetrics {
     pub media_frames_skipped: AtomicU64,
     pub media_slow_closed: AtomicU64,
     pub media_frames_lost: AtomicU64,
+
+    // HLS (counters written as they happen; gauges published once a second).
+    pub media_hls_segments: AtomicU64,
+    pub media_hls_skipped: AtomicU64,
+    pub media_hls_requests: AtomicU64,
+    pub media_hls_bytes_out: AtomicU64,
+    pub media_hls_streams: AtomicU64,
+    pub media_hls_held_bytes: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -345,6 +353,47 @@ impl Metrics {
             "HTTP-FLV play connections.",
             |s| s.media_viewers_flv.load(Relaxed).max(0) as u64,
         );
+        let hls: [(&str, &str, &str, Get); 6] = [
+            (
+                "liveshard_media_hls_segments_total",
+                "counter",
+                "HLS segments finished (muxed once, on the stream's owner shard).",
+                |s| s.media_hls_segments.load(Relaxed),
+            ),
+            (
+                "liveshard_media_hls_input_skipped_total",
+                "counter",
+                "Ingest messages the HLS muxer could not use (no sequence header, malformed).",
+                |s| s.media_hls_skipped.load(Relaxed),
+            ),
+            (
+                "liveshard_media_hls_requests_total",
+                "counter",
+                "HLS requests (playlists and segments) answered by the shard.",
+                |s| s.media_hls_requests.load(Relaxed),
+            ),
+            (
+                "liveshard_media_hls_bytes_out_total",
+                "counter",
+                "Playlist and segment bytes served over HLS.",
+                |s| s.media_hls_bytes_out.load(Relaxed),
+            ),
+            (
+                "liveshard_media_hls_streams",
+                "gauge",
+                "Streams with HLS segments held on the shard (live or lately ended).",
+                |s| s.media_hls_streams.load(Relaxed),
+            ),
+            (
+                "liveshard_media_hls_held_bytes",
+                "gauge",
+                "Bytes of HLS segments held in memory on the shard.",
+                |s| s.media_hls_held_bytes.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in hls {
+            self.per_shard(&mut w, name, kind, help, get);
+        }
 
         let mesh_counter =
             |w: &mut Writer, name: &str, kind: &str, help: &str, f: &dyn Fn(&MeshStats) -> u64| {

@@ -23,6 +23,17 @@ pub fn router(cfg: &Config) -> Router<Shard> {
         "/{app}/{stream}.flv",
         crate::live::flv::handler(),
     );
+    r.add(
+        Method::Get,
+        "/{app}/{stream}.m3u8",
+        crate::live::hls::playlist_handler(),
+    );
+    // HLS segments: `{stream}-{sequence}.ts`, named by the playlist.
+    r.add(
+        Method::Get,
+        "/{app}/{segment}.ts",
+        crate::live::hls::segment_handler(),
+    );
     crate::api::register(&mut r, cfg);
     if cfg.server.debug_endpoints {
         r.add(Method::Get, "/debug/sleep", handler(debug_sleep));

@@ -247,6 +247,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
     }
     monoio::spawn(measure_loop_lag(shard.clone()));
     Danmaku::spawn_tasks(&shard);
+    crate::live::Live::spawn_tasks(&shard);
 
     let http = match TcpListener::from_std(seed.http) {
         Ok(l) => l,

@@ -57,17 +57,31 @@ pub enum SendNow {
 /// The caller guarantees `fd` is open and owned by the connection it writes for, and that
 /// no other write to it is in flight (bytes would interleave).
 pub fn send_now(fd: std::os::fd::RawFd, parts: &[&[u8]]) -> SendNow {
-    const MAX: usize = 4;
-    let mut iov: [libc::iovec; MAX] = [libc::iovec {
+    send_now_iter(fd, parts.iter().copied())
+}
+
+/// Most buffers one [`send_now_iter`] gathers (the rest waits for the next call).
+pub const SEND_NOW_MAX_PARTS: usize = 64;
+
+/// [`send_now`] over any run of buffers (the first [`SEND_NOW_MAX_PARTS`] of them).
+pub fn send_now_iter<'a>(
+    fd: std::os::fd::RawFd,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) -> SendNow {
+    let mut iov: [libc::iovec; SEND_NOW_MAX_PARTS] = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
-    }; MAX];
+    }; SEND_NOW_MAX_PARTS];
     let mut total = 0;
-    let n = parts.len().min(MAX);
+    let mut n = 0;
     for (slot, part) in iov.iter_mut().zip(parts) {
         slot.iov_base = part.as_ptr() as *mut libc::c_void;
         slot.iov_len = part.len();
         total += part.len();
+        n += 1;
+    }
+    if total == 0 {
+        return SendNow::All;
     }
     // SAFETY: an all-zero msghdr is valid (no name, no control data); it points at `iov`,
     // which outlives the call, holding `n` entries that point at live slices.

@@ -10,6 +10,10 @@
 //! Watch: the first viewer of a stream on a shard subscribes to the owner, which answers
 //! with its GOP cache and then sends every frame; the shard mirrors the GOP cache (shared
 //! `Packaged`, no copies) so later viewers there start at once, from memory.
+//!
+//! HLS: the owner also feeds each message to the stream's segmenter (`Live::hls`, see
+//! [`super::hls`]); the announcements above tell it when to hand its segments to a new
+//! owner and when to end the playlist.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -87,6 +91,10 @@ pub struct LocalStream {
     /// The owner's `Start` has arrived; viewers can be started from `gop`.
     ready: bool,
     viewers: Vec<Rc<Viewer>>,
+    /// Frames are gathered per viewer and sent every `media.cork_ms`.
+    cork: bool,
+    /// This stream is on the shard's list of streams to flush.
+    corked: bool,
 }
 
 /// The answer to a claim.
@@ -127,6 +135,11 @@ pub struct Live {
     owners: RefCell<HashMap<StreamId, usize>>,
     local: RefCell<HashMap<StreamId, LocalStream>>,
     counters: Counters,
+    /// HLS segmenters of streams published here, and where ended playlists are.
+    pub(super) hls: super::hls::HlsState,
+    /// Streams whose viewers have corked frames waiting for the next flush.
+    corked: RefCell<Vec<StreamId>>,
+    cork_kick: Notify,
 }
 
 /// Interval of the media clock sent to the danmaku room (C4).
@@ -276,7 +289,7 @@ impl Live {
 
     /// The publisher of `stream` connected on this shard (after its claim was granted).
     /// Returns the notify that asks it to stop.
-    pub fn start_owned(&self, shard: &Shard, stream: &StreamId) -> Rc<Notify> {
+    pub fn start_owned(&self, shard: &Rc<Shard>, stream: &StreamId) -> Rc<Notify> {
         let mut owned = self.owned.borrow_mut();
         let o = owned.entry(stream.clone()).or_insert_with(|| Owned {
             gop: GopCache::new(Self::settings(shard).gop),
@@ -291,12 +304,16 @@ impl Live {
         o.gop.clear();
         o.stop = Rc::new(Notify::new());
         shard.metrics().media_publishers.fetch_add(1, Relaxed);
-        o.stop.clone()
+        let stop = o.stop.clone();
+        drop(owned);
+        self.hls.start(shard, stream);
+        stop
     }
 
     /// The publisher of `stream` on this shard is gone (`for_good`: it unpublished).
     pub fn publisher_gone(&self, shard: &Rc<Shard>, stream: &StreamId, for_good: bool) {
         shard.metrics().media_publishers.fetch_sub(1, Relaxed);
+        self.hls.publisher_gone(shard, stream);
         let home = home_shard(stream, shard.ctx.count);
         let from = shard.id();
         let stream = stream.clone();
@@ -343,6 +360,7 @@ impl Live {
             });
             (o.subscribers.clone(), clock)
         };
+        self.hls.ingest(shard, stream, &msg);
         for (s, subscribed) in subscribers.into_iter().enumerate() {
             if !subscribed {
                 continue;
@@ -396,6 +414,11 @@ impl Live {
         self.owners.borrow().contains_key(stream)
     }
 
+    /// The shard that owns live `stream`, as far as this shard knows.
+    pub fn owner(&self, stream: &str) -> Option<usize> {
+        self.owners.borrow().get(stream).copied()
+    }
+
     /// Adds a viewer of `stream` on this shard. Returns false if the stream is not live
     /// (as far as this shard knows).
     pub fn watch(&self, shard: &Shard, stream: &StreamId, viewer: Rc<Viewer>) -> bool {
@@ -408,6 +431,8 @@ impl Live {
             gop: GopCache::new(Self::settings(shard).gop),
             ready: false,
             viewers: Vec::new(),
+            cork: !Self::settings(shard).cork.is_zero(),
+            corked: false,
         });
         let subscribe = !ls.ready && ls.viewers.is_empty();
         if ls.ready {
@@ -512,13 +537,17 @@ impl Live {
         } else {
             ls.gop.push(frame.packaged.clone());
         }
+        let corked = !ls.corked && ls.cork;
         let (mut skipped, mut closed, mut direct) = (0u64, 0u64, 0u64);
         for v in &ls.viewers {
-            let offer = match v.proto {
-                Proto::Rtmp => v.outbox.offer(frame, &[&frame.packaged.rtmp]),
-                Proto::Flv => v
-                    .outbox
-                    .offer(frame, &[&frame.flv_chunk_head, &frame.packaged.flv, &CRLF]),
+            let parts: &[&Bytes] = match v.proto {
+                Proto::Rtmp => &[&frame.packaged.rtmp],
+                Proto::Flv => &[&frame.flv_chunk_head, &frame.packaged.flv, &CRLF],
+            };
+            let offer = if ls.cork {
+                v.outbox.offer_corked(frame, parts)
+            } else {
+                v.outbox.offer(frame, parts)
             };
             match offer {
                 Offer::Queued => direct += v.outbox.take_direct_bytes(),
@@ -529,6 +558,44 @@ impl Live {
         bump(&self.counters.bytes_out, direct);
         bump(&self.counters.skipped, skipped);
         bump(&self.counters.slow_closed, closed);
+        if corked {
+            ls.corked = true;
+            self.corked.borrow_mut().push(frame.stream.clone());
+            self.cork_kick.notify();
+        }
+    }
+
+    /// Sends what each corked stream's viewers have queued, one system call per viewer.
+    fn flush_corked(&self) {
+        let streams = std::mem::take(&mut *self.corked.borrow_mut());
+        let mut sent = 0;
+        let mut local = self.local.borrow_mut();
+        for stream in streams {
+            let Some(ls) = local.get_mut(&stream) else {
+                continue;
+            };
+            ls.corked = false;
+            for v in &ls.viewers {
+                sent += v.outbox.flush();
+            }
+        }
+        bump(&self.counters.bytes_out, sent);
+    }
+
+    /// Starts the shard's media tasks (the cork flusher).
+    pub fn spawn_tasks(shard: &Rc<Shard>) {
+        let cork = Self::settings(shard).cork;
+        if cork.is_zero() {
+            return;
+        }
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            loop {
+                shard.live.cork_kick.notified().await;
+                monoio::time::sleep(cork).await;
+                shard.live.flush_corked();
+            }
+        });
     }
 
     fn on_start(&self, stream: StreamId, gop: Vec<Packaged>, has_metadata: bool) {
@@ -558,6 +625,7 @@ impl Live {
         match owner {
             Some(owner) => {
                 self.owners.borrow_mut().insert(stream.clone(), owner);
+                self.hls.on_owner(shard, &stream, owner);
                 // Streams this shard published before lose their ownership to the new owner.
                 if owner != shard.id() {
                     self.owned.borrow_mut().remove(&stream);
@@ -578,8 +646,9 @@ impl Live {
                 }
             }
             None => {
-                self.owners.borrow_mut().remove(&stream);
+                let owner = self.owners.borrow_mut().remove(&stream);
                 self.owned.borrow_mut().remove(&stream);
+                self.hls.on_offline(shard, &stream, owner);
                 if let Some(ls) = self.local.borrow_mut().remove(&stream) {
                     for v in &ls.viewers {
                         self.count_viewer(shard, v.proto, -1);
@@ -611,6 +680,7 @@ impl Live {
                 has_metadata,
             } => self.on_start(stream, *gop, has_metadata),
             Msg::Frame(frame) => self.on_frame(&frame),
+            Msg::HlsHistory { stream, history } => self.hls.adopt(shard, stream, *history),
             Msg::Stop { stream } => {
                 if let Some(o) = self.owned.borrow().get(&stream) {
                     o.stop.notify();
@@ -650,6 +720,10 @@ impl Live {
         m.media_frames_lost.fetch_add(take(&c.frames_lost), Relaxed);
         m.media_streams
             .store(self.owned.borrow().len() as u64, Relaxed);
+        self.hls.sweep(Instant::now());
+        let (streams, bytes) = self.hls.held();
+        m.media_hls_streams.store(streams as u64, Relaxed);
+        m.media_hls_held_bytes.store(bytes as u64, Relaxed);
     }
 }
 

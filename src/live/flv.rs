@@ -1,9 +1,10 @@
 //! HTTP-FLV play: `GET /{app}/{stream}.flv`, a chunked `video/x-flv` body that starts with
 //! the FLV header and the GOP cache (so the player decodes at once) and continues live.
 //!
-//! Checks before the response starts: the app, the stream live, the Referer allow-list
-//! (anti-hotlinking; `media.referer_allow`), the play signature when `media.play_sign`
-//! is on, and the `on_play` hook. Refusals are JSON error envelopes (404, 403).
+//! Checks before the response starts: the app, the Referer allow-list (anti-hotlinking;
+//! `media.referer_allow`), the play signature when `media.play_sign` is on, the stream
+//! live, and the `on_play` hook. Refusals are JSON error envelopes (404, 403). HLS
+//! (`super::hls`) runs the same checks: [`check_http_play`] and [`ask_on_play`].
 //! The response ends (`0\r\n\r\n`) when the stream goes offline.
 
 use std::net::SocketAddr;
@@ -32,40 +33,72 @@ pub fn handler() -> http::Handler<Shard> {
 }
 
 async fn flv_handler(shard: Rc<Shard>, req: Request) -> Reply {
-    let settings = &shard.common.live;
-    let not_found =
-        || Reply::Response(Response::error(404, code::NOT_FOUND, "no such live stream"));
-    let (Some(app), Some(name)) = (req.param("app"), req.param("stream")) else {
-        return not_found();
+    let Some(name) = req.param("stream") else {
+        return not_found().into();
     };
-    if app != settings.app || !valid_stream(name) {
-        return not_found();
-    }
-    if !settings.referer_allow.is_empty()
-        && !referer_allowed(req.header("referer"), &settings.referer_allow)
-    {
-        return Reply::Response(Response::error(403, 40302, "referer not allowed"));
-    }
-    let query = req.head.query.clone().unwrap_or_default();
-    if settings.play_sign {
-        if let Err(e) = sign::verify(&settings.play_key, name, &query, now_unix()) {
-            return Reply::Response(Response::error(403, 40303, format!("play refused: {e}")));
-        }
-    }
+    let query = match check_http_play(&shard, &req, name) {
+        Ok(query) => query,
+        Err(refused) => return refused.into(),
+    };
     if !shard.live.is_watchable(name) {
-        return not_found();
+        return not_found().into();
     }
-    if let Some(url) = &settings.hooks.on_play {
-        let event = hook_event("on_play", &shard, name, &query, req.peer, "flv");
-        if let Err(why) = hooks::ask(&shard, url, &event).await {
-            return Reply::Response(Response::error(403, 40304, why));
-        }
+    if let Err(refused) = ask_on_play(&shard, name, &query, req.peer, "flv").await {
+        return refused.into();
     }
     let stream: StreamId = name.into();
     let peer = req.peer;
     Reply::Takeover(Box::new(move |sock, _rest| {
         Box::pin(serve(shard, sock, stream, query, peer))
     }))
+}
+
+pub(super) fn not_found() -> Response {
+    Response::error(404, code::NOT_FOUND, "no such live stream")
+}
+
+/// The checks every HTTP play request passes before its stream is looked up (HTTP-FLV
+/// and HLS): the app, a valid stream name, the Referer allow-list, and the play signature
+/// when `media.play_sign` is on. Returns the request's query (for hooks and for the
+/// signature HLS carries on to its segment URLs); a refusal is the response to send.
+pub(super) fn check_http_play(
+    shard: &Shard,
+    req: &Request,
+    name: &str,
+) -> Result<String, Response> {
+    let settings = &shard.common.live;
+    if req.param("app") != Some(settings.app.as_str()) || !valid_stream(name) {
+        return Err(not_found());
+    }
+    if !settings.referer_allow.is_empty()
+        && !referer_allowed(req.header("referer"), &settings.referer_allow)
+    {
+        return Err(Response::error(403, 40302, "referer not allowed"));
+    }
+    let query = req.head.query.clone().unwrap_or_default();
+    if settings.play_sign {
+        if let Err(e) = sign::verify(&settings.play_key, name, &query, now_unix()) {
+            return Err(Response::error(403, 40303, format!("play refused: {e}")));
+        }
+    }
+    Ok(query)
+}
+
+/// Asks the `on_play` hook, when one is configured, whether `peer` may play `name`.
+pub(super) async fn ask_on_play(
+    shard: &Shard,
+    name: &str,
+    query: &str,
+    peer: SocketAddr,
+    protocol: &'static str,
+) -> Result<(), Response> {
+    let Some(url) = &shard.common.live.hooks.on_play else {
+        return Ok(());
+    };
+    let event = hook_event("on_play", shard, name, query, peer, protocol);
+    hooks::ask(shard, url, &event)
+        .await
+        .map_err(|why| Response::error(403, 40304, why))
 }
 
 /// Whether the Referer's host is an allowed host or a subdomain of one.

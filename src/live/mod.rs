@@ -1,5 +1,5 @@
-//! Live streams on the server: RTMP ingest and play, HTTP-FLV play (C5, C6), on top of the
-//! sans-IO [`crate::media`] layer.
+//! Live streams on the server: RTMP ingest and play, HTTP-FLV and HLS play (C5, C6, C7),
+//! on top of the sans-IO [`crate::media`] layer.
 //!
 //! Who owns what:
 //! - The **home shard** of a stream (`home_shard(name)`, the same hash as danmaku rooms, so
@@ -14,14 +14,18 @@
 //! - A **viewer shard** keeps a [`engine::LocalStream`] per stream it has viewers of: a
 //!   mirror of the GOP cache (refcounts, not copies) so a new viewer starts on a keyframe
 //!   at once without asking anyone, and its viewers' outboxes.
+//! - HLS segments are made on the owner shard too, once per stream, and every shard
+//!   answers HLS requests from the owner's segments ([`hls`] says how and why).
 //!
 //! Files: [`engine`] (per-shard state and mesh messages), [`outbox`] (a viewer's bounded
 //! queue with the skip-to-keyframe policy, and its writer), [`rtmp_conn`] (the RTMP
-//! connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`), [`hooks`]
-//! (on_publish / on_unpublish / on_play / on_stop callbacks).
+//! connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`), [`hls`]
+//! (`GET /{app}/{stream}.m3u8` and its segments), [`hooks`] (on_publish / on_unpublish /
+//! on_play / on_stop callbacks).
 
 pub mod engine;
 pub mod flv;
+pub mod hls;
 pub mod hooks;
 pub mod outbox;
 pub mod rtmp_conn;
@@ -34,6 +38,7 @@ use bytes::Bytes;
 pub use engine::Live;
 
 use crate::media::gop::GopLimits;
+use crate::media::hls::{History, HlsConfig};
 use crate::media::Packaged;
 
 /// Stream names travel between shards; `Arc<str>` clones are a refcount bump.
@@ -85,6 +90,12 @@ pub enum Msg {
     Frame(Arc<Frame>),
     /// Home → owner: stop the publisher (the room was closed).
     Stop { stream: StreamId },
+    /// Old owner → new owner: the stream's HLS segments so far, so the playlist carries
+    /// on across a publisher that reconnected on another shard.
+    HlsHistory {
+        stream: StreamId,
+        history: Box<History>,
+    },
 }
 
 /// Settings from `[media]`.
@@ -98,8 +109,11 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub viewer_queue_bytes: usize,
     pub publisher_grace: Duration,
+    /// Live frames wait this long per viewer and leave together (0 = each at once).
+    pub cork: Duration,
     pub hooks: hooks::Hooks,
     pub referer_allow: Vec<String>,
+    pub hls: HlsConfig,
 }
 
 impl Settings {
@@ -124,8 +138,15 @@ impl Settings {
             max_message_bytes: m.max_message_bytes,
             viewer_queue_bytes: m.viewer_queue_bytes,
             publisher_grace: Duration::from_millis(m.publisher_grace_ms),
+            cork: Duration::from_millis(m.cork_ms),
             hooks: hooks::Hooks::from_config(m),
             referer_allow: m.referer_allow.clone(),
+            hls: HlsConfig {
+                target_ms: u32::try_from(m.hls_segment_secs.saturating_mul(1000))
+                    .unwrap_or(u32::MAX),
+                window: m.hls_window,
+                max_segment_bytes: m.hls_max_segment_bytes,
+            },
         })
     }
 }

@@ -18,7 +18,7 @@ use shards::local::Notify;
 use std::os::fd::RawFd;
 
 use super::Frame;
-use crate::sockio::{send_now, IoVecs, SendNow};
+use crate::sockio::{send_now, send_now_iter, IoVecs, SendNow, SEND_NOW_MAX_PARTS};
 
 /// What became of an offered frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +137,18 @@ impl Outbox {
     }
 
     /// Offers a live frame whose wire form is `parts`, applying the slow-viewer policy.
+    /// Sent at once when nothing is ahead of it.
     pub fn offer(&self, frame: &Frame, parts: &[&Bytes]) -> Offer {
+        self.offer_as(frame, parts, false)
+    }
+
+    /// Like [`Self::offer`], but the frame waits in the queue for the next [`Self::flush`]
+    /// (corking: the frames of one flush interval leave in one system call).
+    pub fn offer_corked(&self, frame: &Frame, parts: &[&Bytes]) -> Offer {
+        self.offer_as(frame, parts, true)
+    }
+
+    fn offer_as(&self, frame: &Frame, parts: &[&Bytes], corked: bool) -> Offer {
         if !self.is_open() {
             return Offer::Skipped;
         }
@@ -158,8 +169,59 @@ impl Outbox {
                 return Offer::Skipped;
             }
         }
-        self.enqueue(parts);
+        if corked {
+            let mut q = self.queue.borrow_mut();
+            for p in parts {
+                self.bytes.set(self.bytes.get() + p.len());
+                q.push_back((*p).clone());
+            }
+            if self.in_flight.get() {
+                // The writer is busy with this connection anyway: it takes these too.
+                self.wake.notify();
+            }
+        } else {
+            self.enqueue(parts);
+        }
         Offer::Queued
+    }
+
+    /// Sends what is queued in one system call if no write is in flight; whatever does
+    /// not fit goes to the writer task. Returns the bytes sent here.
+    pub fn flush(&self) -> u64 {
+        let Some(fd) = self.fd.get() else {
+            if !self.queue.borrow().is_empty() {
+                self.wake.notify();
+            }
+            return 0;
+        };
+        if self.in_flight.get() || !self.is_open() {
+            return 0;
+        }
+        let mut q = self.queue.borrow_mut();
+        if q.is_empty() {
+            return 0;
+        }
+        let sent = match send_now_iter(fd, q.iter().map(|b| b.as_ref())) {
+            SendNow::All => q.iter().take(SEND_NOW_MAX_PARTS).map(Bytes::len).sum(),
+            SendNow::Partial(n) => n,
+            SendNow::Nothing => 0,
+        };
+        let mut left = sent;
+        while left > 0 {
+            let Some(front) = q.front_mut() else { break };
+            if front.len() <= left {
+                left -= front.len();
+                q.pop_front();
+            } else {
+                bytes::Buf::advance(front, left);
+                left = 0;
+            }
+        }
+        self.bytes.set(self.bytes.get().saturating_sub(sent));
+        if !q.is_empty() {
+            self.wake.notify();
+        }
+        sent as u64
     }
 
     /// Writes what is queued, then closes.
@@ -277,6 +339,28 @@ mod tests {
 
     fn offer(o: &Outbox, f: &Frame) -> Offer {
         o.offer(f, &[&f.packaged.flv])
+    }
+
+    #[test]
+    fn corked_frames_leave_together_on_flush() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let o = Outbox::new(1 << 20);
+        o.set_fd(client.as_raw_fd());
+        let (a, b) = (frame(true, false, 100), frame(false, false, 50));
+        assert_eq!(o.offer_corked(&a, &[&a.packaged.flv]), Offer::Queued);
+        assert_eq!(o.offer_corked(&b, &[&b.packaged.flv]), Offer::Queued);
+        let want = a.packaged.flv.len() + b.packaged.flv.len();
+        assert_eq!(o.queued_bytes(), want, "nothing sent before the flush");
+        assert_eq!(o.flush(), want as u64);
+        assert_eq!(o.queued_bytes(), 0);
+        let mut got = vec![0u8; want];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..a.packaged.flv.len()], &a.packaged.flv[..]);
+        assert_eq!(&got[a.packaged.flv.len()..], &b.packaged.flv[..]);
     }
 
     #[test]

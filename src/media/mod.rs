@@ -9,18 +9,23 @@
 //!   protocol, shared by every viewer on every shard.
 //! - [`gop`]    — the GOP cache a joining viewer starts from.
 //! - [`sign`]   — signed push/play URLs (Tencent Cloud CSS `txSecret`/`txTime`).
+//! - [`ts`]     — MPEG-TS muxing of H.264 + AAC (PAT/PMT, PES, Annex B, ADTS).
+//! - [`hls`]    — the HLS segmenter: TS segments cut on keyframes, the sliding m3u8.
 //!
 //! The flow, once the connection drivers are wired: the publisher's shard feeds socket
 //! bytes to a [`rtmp::ServerSession`], packages each [`MediaMessage`] once
 //! ([`Packaged::new`]), keeps it in the stream's [`gop::GopCache`] and hands the same
 //! `Bytes` to every shard with viewers; RTMP viewers are written `Packaged::rtmp`, HTTP-FLV
-//! viewers `Packaged::flv`.
+//! viewers `Packaged::flv`. The same shard feeds each message to the stream's
+//! [`hls::Segmenter`], so a TS segment is also muxed once, whoever fetches it.
 
 pub mod amf0;
 pub mod flv;
 pub mod gop;
+pub mod hls;
 pub mod packet;
 pub mod rtmp;
 pub mod sign;
+pub mod ts;
 
 pub use packet::{MediaKind, MediaMessage, PackageError, Packaged};

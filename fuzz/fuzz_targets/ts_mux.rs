@@ -1,0 +1,108 @@
+//! The HLS path on arbitrary FLV-like input: messages cut from the input (kind, timestamp
+//! step forwards or backwards, payload) feed a `Segmenter`, and through it the `TsMuxer`,
+//! interleaved with the lifecycle calls the server makes (finish, end, resume, and a
+//! hand-over of the history to a new segmenter that adopts it). With bit 7 of the first
+//! byte set, valid H.264 and AAC sequence headers lead, so frames get past the "no
+//! sequence header" check and reach NALU parsing, Annex B, ADTS and packetizing.
+//!
+//! Must never panic, and what comes out must stay well-formed and bounded: every segment
+//! whole 188-byte packets with their sync byte, at most `2 × window` segments held, at
+//! most `window` listed, each no larger than the byte cap plus one message's packets.
+//!
+//! Input: byte 0 = flags (target duration, window, first sequence, headers), then records
+//! of `op (1) | step (2, BE) | len (2, BE) | payload (len)`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use liveshard::media::hls::{HlsConfig, Segmenter};
+use liveshard::media::MediaKind;
+
+const MAX_SEGMENT: usize = 8 * 1024;
+
+/// An AVC sequence header (one SPS, one PPS, 4-byte NALU lengths) and an AAC LC one.
+const AVC_HEADER: &[u8] = &[
+    0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, 4, 0x67, 0x64, 0, 0x1F, 1, 0, 2, 0x68, 0xEE,
+];
+const AAC_HEADER: &[u8] = &[0xAF, 0, 0x12, 0x10];
+
+fn check(seg: &Segmenter, window: usize) {
+    let mut held = 0;
+    for s in seg.segments() {
+        held += 1;
+        assert!(!s.data.is_empty());
+        assert_eq!(s.data.len() % 188, 0);
+        assert!(s.data.chunks(188).all(|p| p[0] == 0x47));
+        // The cap, plus one message of at most 64 KiB: Annex B start codes can grow tiny
+        // NALUs 2.5 times, parameter sets come from a header of up to 64 KiB.
+        assert!(s.data.len() <= MAX_SEGMENT + 512 * 1024);
+    }
+    assert!(held <= 2 * window);
+    assert!(seg.listed() <= window);
+    let text = seg.playlist();
+    let text = std::str::from_utf8(&text).expect("the playlist is text");
+    assert!(text.starts_with("#EXTM3U\n"));
+    assert!(text.matches("#EXTINF:").count() <= window);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, mut rest)) = data.split_first() else {
+        return;
+    };
+    let window = 1 + usize::from((flags >> 4) & 0x03);
+    let cfg = HlsConfig {
+        target_ms: 1 + u32::from(flags & 0x0F) * 250,
+        window,
+        max_segment_bytes: MAX_SEGMENT,
+    };
+    let first = if flags & 0x40 != 0 { u64::MAX - 2 } else { 0 };
+    let mut seg = Segmenter::new("fuzz", cfg, first);
+    if flags & 0x80 != 0 {
+        seg.push(MediaKind::Video, 0, AVC_HEADER);
+        seg.push(MediaKind::Audio, 0, AAC_HEADER);
+    }
+    let mut ts: u32 = 0;
+    while rest.len() >= 5 {
+        let op = rest[0];
+        let step = u32::from(u16::from_be_bytes([rest[1], rest[2]]));
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]])).min(rest.len() - 5);
+        let payload = &rest[5..5 + len];
+        rest = &rest[5 + len..];
+        ts = if op & 0x80 != 0 {
+            ts.wrapping_sub(step)
+        } else {
+            ts.wrapping_add(step)
+        };
+        match op & 0x07 {
+            0 => {
+                seg.push(MediaKind::Video, ts, payload);
+            }
+            1 => {
+                seg.push(MediaKind::Audio, ts, payload);
+            }
+            2 => {
+                seg.push(MediaKind::Data, ts, payload);
+            }
+            3 => {
+                seg.finish();
+            }
+            4 => {
+                seg.end();
+            }
+            5 => seg.resume(),
+            6 => {
+                // The stream moves to another shard: a new segmenter adopts the history.
+                let history = seg.take_history();
+                let mut next = Segmenter::new("fuzz", cfg, u64::from(step));
+                next.adopt(history);
+                seg = next;
+            }
+            _ => {
+                let _ = seg.segment(u64::from(step));
+                let _ = seg.segment(first.wrapping_add(u64::from(op)));
+            }
+        }
+        check(&seg, window);
+    }
+    seg.end();
+    check(&seg, window);
+});

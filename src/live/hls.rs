@@ -1,0 +1,538 @@
+//! HLS play (C7): `GET /{app}/{stream}.m3u8` and the segments it names,
+//! `GET /{app}/{stream}-{sequence}.ts`, served from memory.
+//!
+//! **Made once, on the owner.** The stream's owner shard feeds every ingested message to
+//! the stream's [`Segmenter`] as the ingest runs ([`HlsState::ingest`], called from
+//! `Live::ingest`): one TS encoding per stream, however many viewers fetch it. Finished
+//! segments are `Bytes`; the playlist is rendered once per segment.
+//!
+//! **Served from the owner, by `run_on`.** A request may land on any shard. After the
+//! same checks as HTTP-FLV (app, Referer allow-list, play signature, the stream known;
+//! `super::flv::check_http_play`), the serving shard asks the owner with
+//! `Shard::run_on(owner, …)`, which hands back the playlist or the segment as `Bytes`: a
+//! refcount crosses the ring, never a copy, and the response writes those bytes as they
+//! are. We chose this over mirroring finished segments to the shards that serve HLS
+//! (as the GOP cache is mirrored for FLV) because an HLS viewer holds no connection: a
+//! shard could never tell when to stop receiving a stream's segments, so a mirror would
+//! have to go to every shard for every stream, or expire on guesses. One ring round trip
+//! per request is cheap next to the segment it fetches, and players poll at the pace of
+//! the target duration.
+//!
+//! **Signed play.** With `media.play_sign`, the playlist's segment URIs carry the
+//! request's own `txSecret`/`txTime` (checked, hex only), so a player that fetched a
+//! signed playlist can fetch its segments and nobody else can. The `on_play` hook is
+//! asked for playlists, not segments; a positive answer is remembered for
+//! [`HOOK_ALLOW_TTL`] per (client address, stream, query), since a player polls the
+//! playlist every few seconds. `on_stop` is not called: HLS has no connection that ends.
+//!
+//! **Lifecycle.** A publisher that drops finishes the open segment at once
+//! ([`HlsState::publisher_gone`]); one that comes back resumes the playlist after an
+//! `#EXT-X-DISCONTINUITY` — on another shard too: the old owner hands its segments over
+//! (`Msg::HlsHistory`) so the numbering carries on. When the stream ends the playlist
+//! gets `#EXT-X-ENDLIST` and is kept for [`ended_keep`], then it is a 404. Every shard
+//! remembers for that long which shard held an ended stream, to route its requests. On
+//! shutdown (SIGTERM) each owner finishes its open segments and ends its playlists, so
+//! the last seconds are in a segment rather than lost in a buffer (SPEC C1).
+//!
+//! **Waiting for the first segment.** A playlist asked for before the stream's first
+//! segment is finished waits for it (polling the owner every [`FIRST_POLL`], at most
+//! [`first_segment_wait`]), so a player that opens a stream the moment it goes live gets
+//! a playlist rather than a 404.
+//!
+//! Responses: `application/vnd.apple.mpegurl` with `Cache-Control: no-cache` for the
+//! playlist, `video/mp2t` with a day's `max-age` for segments (a segment never changes,
+//! and numbering starts from the wall clock so names are not reused after a restart),
+//! and `Access-Control-Allow-Origin: *` on every answer, as for HTTP-FLV.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::flv::{ask_on_play, check_http_play, not_found};
+use super::{Msg, StreamId};
+use crate::http::conn::Service;
+use crate::http::{self, code, query_param, Reply, Request, Response};
+use crate::media::hls::{History, Pushed, Segmenter};
+use crate::media::MediaMessage;
+use crate::shard::{Shard, ShardMsg};
+
+/// How long a positive `on_play` answer covers the same client's playlist polls.
+pub const HOOK_ALLOW_TTL: Duration = Duration::from_secs(30);
+/// Remembered `on_play` answers per shard; past it, answers are not remembered.
+const HOOK_ALLOW_MAX: usize = 8192;
+/// How often a playlist request that waits for the first segment asks again.
+pub const FIRST_POLL: Duration = Duration::from_millis(100);
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const SEGMENT_TYPE: &str = "video/mp2t";
+const SEGMENT_CACHE: &str = "public, max-age=86400";
+
+/// How long an ended stream's playlist (with `#EXT-X-ENDLIST`) stays: long enough for
+/// every player to poll it a few times.
+pub fn ended_keep(settings: &super::Settings) -> Duration {
+    Duration::from_secs(30).max(Duration::from_millis(u64::from(settings.hls.target_ms) * 3))
+}
+
+/// How long a playlist request waits for a live stream's first segment.
+pub fn first_segment_wait(settings: &super::Settings) -> Duration {
+    let target = Duration::from_millis(u64::from(settings.hls.target_ms));
+    (target * 2 + Duration::from_secs(2)).min(Duration::from_secs(10))
+}
+
+pub fn playlist_handler() -> http::Handler<Shard> {
+    http::handler(playlist)
+}
+
+pub fn segment_handler() -> http::Handler<Shard> {
+    http::handler(segment)
+}
+
+/// A stream segmented on this shard.
+struct Entry {
+    seg: Segmenter,
+    /// When to forget it: set once it ended (or when it was handed segments before its
+    /// publisher started here); `None` while it is live here.
+    expires: Option<Instant>,
+}
+
+/// What the owner answers for a playlist request.
+struct PlaylistAnswer {
+    text: Bytes,
+    listed: usize,
+    ended: bool,
+}
+
+/// One shard's HLS state: the streams it segments (owner side), where ended streams'
+/// playlists are (every shard), and remembered `on_play` answers.
+#[derive(Default)]
+pub struct HlsState {
+    streams: RefCell<HashMap<StreamId, Entry>>,
+    /// Streams that ended lately: the shard holding their last playlist, until when.
+    ended_on: RefCell<HashMap<StreamId, (usize, Instant)>>,
+    allowed: RefCell<HashMap<(IpAddr, StreamId, String), Instant>>,
+    watching_shutdown: Cell<bool>,
+}
+
+/// The first sequence number of a new stream: tenths of a second since the epoch, so a
+/// stream's numbers keep growing across restarts (no reused segment name meets a
+/// cached one) as long as it makes fewer than ten segments a second.
+fn first_sequence() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64 / 100)
+}
+
+fn count_pushed(shard: &Shard, pushed: Pushed) {
+    let m = shard.metrics();
+    if pushed.finished > 0 {
+        m.media_hls_segments
+            .fetch_add(u64::from(pushed.finished), Relaxed);
+    }
+    if pushed.skipped.is_some() {
+        m.media_hls_skipped.fetch_add(1, Relaxed);
+    }
+}
+
+fn finished_one(finished: bool) -> Pushed {
+    Pushed {
+        finished: u32::from(finished),
+        skipped: None,
+    }
+}
+
+impl HlsState {
+    // --- owner side --------------------------------------------------------------------
+
+    /// A publisher of `stream` started on this shard: a new segmenter, or the held one
+    /// resumed (after a discontinuity).
+    pub fn start(&self, shard: &Rc<Shard>, stream: &StreamId) {
+        let settings = &shard.common.live;
+        let mut streams = self.streams.borrow_mut();
+        match streams.get_mut(stream) {
+            Some(e) => {
+                e.seg.resume();
+                e.expires = None;
+            }
+            None => {
+                let seg = Segmenter::new(stream, settings.hls, first_sequence());
+                streams.insert(stream.clone(), Entry { seg, expires: None });
+            }
+        }
+        drop(streams);
+        self.watch_shutdown(shard);
+    }
+
+    /// On shutdown, every open segment on this shard is finished (SPEC C1).
+    fn watch_shutdown(&self, shard: &Rc<Shard>) {
+        if self.watching_shutdown.replace(true) {
+            return;
+        }
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            shard.shutdown().wait().await;
+            shard.live.hls.end_all(&shard);
+        });
+    }
+
+    fn end_all(&self, shard: &Shard) {
+        let keep = ended_keep(&shard.common.live);
+        for e in self.streams.borrow_mut().values_mut() {
+            if !e.seg.is_ended() {
+                let finished = e.seg.end();
+                count_pushed(shard, finished_one(finished));
+                e.expires = Some(Instant::now() + keep);
+            }
+        }
+    }
+
+    /// One ingested message of a stream published here.
+    pub fn ingest(&self, shard: &Shard, stream: &StreamId, msg: &MediaMessage) {
+        let pushed = match self.streams.borrow_mut().get_mut(stream) {
+            Some(e) => e.seg.push_message(msg),
+            None => return,
+        };
+        count_pushed(shard, pushed);
+    }
+
+    /// The publisher is gone (for now or for good): finish the open segment so players
+    /// get its seconds at once.
+    pub fn publisher_gone(&self, shard: &Shard, stream: &StreamId) {
+        let finished = match self.streams.borrow_mut().get_mut(stream) {
+            Some(e) => e.seg.finish(),
+            None => return,
+        };
+        count_pushed(shard, finished_one(finished));
+    }
+
+    /// On every shard, when `stream`'s owner is announced: a shard that segmented it
+    /// before hands its segments to the new owner.
+    pub fn on_owner(&self, shard: &Shard, stream: &StreamId, owner: usize) {
+        self.ended_on.borrow_mut().remove(stream);
+        if owner == shard.id() {
+            return;
+        }
+        let Some(mut e) = self.streams.borrow_mut().remove(stream) else {
+            return;
+        };
+        let history = e.seg.take_history();
+        if history.is_empty() {
+            return;
+        }
+        let msg = Msg::HlsHistory {
+            stream: stream.clone(),
+            history: Box::new(history),
+        };
+        // A full ring loses the old segments; the new owner's playlist starts afresh.
+        let _ = shard.ctx.mesh.submit_to(owner, ShardMsg::Live(msg));
+    }
+
+    /// On the new owner: the previous owner's segments.
+    pub fn adopt(&self, shard: &Shard, stream: StreamId, history: History) {
+        let settings = &shard.common.live;
+        let mut streams = self.streams.borrow_mut();
+        let e = streams.entry(stream.clone()).or_insert_with(|| Entry {
+            seg: Segmenter::new(&stream, settings.hls, first_sequence()),
+            // Not started here yet: forgotten unless its publisher starts.
+            expires: Some(Instant::now() + ended_keep(settings)),
+        });
+        e.seg.adopt(history);
+    }
+
+    /// On every shard, when `stream` went offline; `owner` is the shard that owned it.
+    pub fn on_offline(&self, shard: &Shard, stream: &StreamId, owner: Option<usize>) {
+        let until = Instant::now() + ended_keep(&shard.common.live);
+        if let Some(e) = self.streams.borrow_mut().get_mut(stream) {
+            let finished = e.seg.end();
+            count_pushed(shard, finished_one(finished));
+            e.expires = Some(until);
+        }
+        if let Some(owner) = owner {
+            self.ended_on
+                .borrow_mut()
+                .insert(stream.clone(), (owner, until));
+        }
+    }
+
+    /// Where an ended stream's playlist is, while it is kept.
+    pub fn ended_owner(&self, stream: &str) -> Option<usize> {
+        self.ended_on
+            .borrow()
+            .get(stream)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(owner, _)| *owner)
+    }
+
+    /// Forgets what has expired (called every second).
+    pub fn sweep(&self, now: Instant) {
+        self.streams
+            .borrow_mut()
+            .retain(|_, e| e.expires.is_none_or(|t| t > now));
+        self.ended_on.borrow_mut().retain(|_, (_, t)| *t > now);
+        self.allowed.borrow_mut().retain(|_, t| *t > now);
+    }
+
+    /// Streams segmented here and bytes held in their segments.
+    pub fn held(&self) -> (usize, usize) {
+        let streams = self.streams.borrow();
+        (
+            streams.len(),
+            streams.values().map(|e| e.seg.held_bytes()).sum(),
+        )
+    }
+
+    fn playlist(&self, stream: &str) -> Option<PlaylistAnswer> {
+        let streams = self.streams.borrow();
+        let seg = &streams.get(stream)?.seg;
+        Some(PlaylistAnswer {
+            text: seg.playlist(),
+            listed: seg.listed(),
+            ended: seg.is_ended(),
+        })
+    }
+
+    fn segment(&self, stream: &str, sequence: u64) -> Option<Bytes> {
+        self.streams.borrow().get(stream)?.seg.segment(sequence)
+    }
+
+    // --- serving side ------------------------------------------------------------------
+
+    fn hook_allowed(&self, key: &(IpAddr, StreamId, String)) -> bool {
+        self.allowed
+            .borrow()
+            .get(key)
+            .is_some_and(|t| *t > Instant::now())
+    }
+
+    fn remember_allowed(&self, key: (IpAddr, StreamId, String)) {
+        let now = Instant::now();
+        let mut allowed = self.allowed.borrow_mut();
+        if allowed.len() >= HOOK_ALLOW_MAX {
+            allowed.retain(|_, t| *t > now);
+        }
+        if allowed.len() < HOOK_ALLOW_MAX {
+            allowed.insert(key, now + HOOK_ALLOW_TTL);
+        }
+    }
+}
+
+fn cors(r: Response) -> Response {
+    r.header("Access-Control-Allow-Origin", "*")
+}
+
+fn refused(r: Response) -> Reply {
+    cors(r).into()
+}
+
+fn busy() -> Reply {
+    refused(Response::error(503, code::UNAVAILABLE, "busy, try again"))
+}
+
+/// The `?txSecret=…&txTime=…` a signed playlist passes on to its segment URIs. Only
+/// called after the signature verified, so both are hex; anything else is left out.
+fn signature_suffix(query: &str) -> Option<String> {
+    let secret = query_param(query, "txSecret")?;
+    let time = query_param(query, "txTime")?;
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(&secret) && hex(&time)).then(|| format!("?txSecret={secret}&txTime={time}"))
+}
+
+/// Appends `suffix` to every URI line of a playlist.
+fn with_suffix(text: &[u8], suffix: &str) -> Bytes {
+    let mut out = Vec::with_capacity(text.len() + 16 * suffix.len());
+    for line in text.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(line);
+        if line[0] != b'#' {
+            out.extend_from_slice(suffix.as_bytes());
+        }
+        out.push(b'\n');
+    }
+    Bytes::from(out)
+}
+
+/// The shard holding `name`'s segments: its live owner, or where it ended lately.
+fn owner_of(shard: &Shard, name: &str) -> Option<usize> {
+    shard
+        .live
+        .owner(name)
+        .or_else(|| shard.live.hls.ended_owner(name))
+}
+
+async fn playlist(shard: Rc<Shard>, req: Request) -> Reply {
+    shard.metrics().media_hls_requests.fetch_add(1, Relaxed);
+    let Some(name) = req.param("stream") else {
+        return refused(not_found());
+    };
+    let query = match check_http_play(&shard, &req, name) {
+        Ok(q) => q,
+        Err(r) => return refused(r),
+    };
+    let Some(owner) = owner_of(&shard, name) else {
+        return refused(not_found());
+    };
+    let stream: StreamId = name.into();
+    let hls = &shard.live.hls;
+    if shard.common.live.hooks.on_play.is_some() {
+        let key = (req.peer.ip(), stream.clone(), query.clone());
+        if !hls.hook_allowed(&key) {
+            if let Err(r) = ask_on_play(&shard, name, &query, req.peer, "hls").await {
+                return refused(r);
+            }
+            hls.remember_allowed(key);
+        }
+    }
+    let deadline = Instant::now() + first_segment_wait(&shard.common.live);
+    let answer = loop {
+        let s = stream.clone();
+        let Some(answer) = shard.run_on(owner, move |o| o.live.hls.playlist(&s)).await else {
+            return busy();
+        };
+        let Some(answer) = answer else {
+            return refused(not_found());
+        };
+        if answer.listed > 0 || answer.ended || Instant::now() >= deadline {
+            break answer;
+        }
+        monoio::time::sleep(FIRST_POLL).await;
+    };
+    if answer.listed == 0 {
+        return refused(Response::error(
+            404,
+            code::NOT_FOUND,
+            "no segment yet, try again",
+        ));
+    }
+    let body = match shard
+        .common
+        .live
+        .play_sign
+        .then(|| signature_suffix(&query))
+        .flatten()
+    {
+        Some(suffix) => with_suffix(&answer.text, &suffix),
+        None => answer.text,
+    };
+    shard
+        .metrics()
+        .media_hls_bytes_out
+        .fetch_add(body.len() as u64, Relaxed);
+    cors(Response::with_body(200, PLAYLIST_TYPE, body))
+        .header("Cache-Control", "no-cache")
+        .into()
+}
+
+/// `{stream}-{sequence}` → its parts.
+fn parse_segment_name(file: &str) -> Option<(&str, u64)> {
+    let (name, seq) = file.rsplit_once('-')?;
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((name, seq.parse().ok()?))
+}
+
+async fn segment(shard: Rc<Shard>, req: Request) -> Reply {
+    shard.metrics().media_hls_requests.fetch_add(1, Relaxed);
+    let Some((name, sequence)) = req.param("segment").and_then(parse_segment_name) else {
+        return refused(not_found());
+    };
+    if let Err(r) = check_http_play(&shard, &req, name) {
+        return refused(r);
+    }
+    let Some(owner) = owner_of(&shard, name) else {
+        return refused(not_found());
+    };
+    let stream: StreamId = name.into();
+    let Some(found) = shard
+        .run_on(owner, move |o| o.live.hls.segment(&stream, sequence))
+        .await
+    else {
+        return busy();
+    };
+    let Some(data) = found else {
+        return refused(Response::error(404, code::NOT_FOUND, "no such segment"));
+    };
+    shard
+        .metrics()
+        .media_hls_bytes_out
+        .fetch_add(data.len() as u64, Relaxed);
+    cors(Response::with_body(200, SEGMENT_TYPE, data))
+        .header("Cache-Control", SEGMENT_CACHE)
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_split_at_the_last_dash() {
+        assert_eq!(parse_segment_name("cam-12"), Some(("cam", 12)));
+        assert_eq!(parse_segment_name("my-cam-0"), Some(("my-cam", 0)));
+        assert_eq!(parse_segment_name("cam-"), None);
+        assert_eq!(parse_segment_name("cam-+1"), None);
+        assert_eq!(parse_segment_name("cam"), None);
+        assert_eq!(parse_segment_name("cam-99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn signed_playlists_sign_their_segment_uris() {
+        let text = b"#EXTM3U\n#EXTINF:2.000,\ncam-1.ts\n#EXTINF:2.000,\ncam-2.ts\n";
+        let suffix = signature_suffix("txSecret=abc123&txTime=6E0F&x=1").unwrap();
+        let out = with_suffix(text, &suffix);
+        assert_eq!(
+            &out[..],
+            b"#EXTM3U\n#EXTINF:2.000,\ncam-1.ts?txSecret=abc123&txTime=6E0F\n\
+              #EXTINF:2.000,\ncam-2.ts?txSecret=abc123&txTime=6E0F\n"
+        );
+        assert_eq!(signature_suffix("txSecret=ab%0A&txTime=1"), None);
+        assert_eq!(signature_suffix("txTime=1"), None);
+    }
+
+    #[test]
+    fn ended_streams_are_forgotten_after_their_time() {
+        let hls = HlsState::default();
+        let now = Instant::now();
+        hls.ended_on
+            .borrow_mut()
+            .insert("a".into(), (1, now + Duration::from_secs(5)));
+        hls.streams.borrow_mut().insert(
+            "a".into(),
+            Entry {
+                seg: Segmenter::new("a", Default::default(), 0),
+                expires: Some(now + Duration::from_secs(5)),
+            },
+        );
+        hls.streams.borrow_mut().insert(
+            "live".into(),
+            Entry {
+                seg: Segmenter::new("live", Default::default(), 0),
+                expires: None,
+            },
+        );
+        assert_eq!(hls.ended_owner("a"), Some(1));
+        hls.sweep(now + Duration::from_secs(1));
+        assert_eq!(hls.held().0, 2);
+        hls.sweep(now + Duration::from_secs(6));
+        assert_eq!(hls.held().0, 1, "the live stream stays");
+        assert!(hls.ended_on.borrow().is_empty());
+    }
+
+    #[test]
+    fn remembered_hook_answers_are_bounded() {
+        let hls = HlsState::default();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        for i in 0..HOOK_ALLOW_MAX + 10 {
+            hls.remember_allowed((ip, "s".into(), i.to_string()));
+        }
+        assert_eq!(hls.allowed.borrow().len(), HOOK_ALLOW_MAX);
+        assert!(hls.hook_allowed(&(ip, "s".into(), "1".into())));
+        assert!(!hls.hook_allowed(&(ip, "s".into(), "x".into())));
+    }
+}

@@ -1,0 +1,896 @@
+//! HLS segmenting, sans-IO: a stream's messages in, MPEG-TS segments and the m3u8 text out.
+//!
+//! A [`Segmenter`] is fed one stream's messages in order ([`Segmenter::push`], or
+//! [`Segmenter::push_packaged`] with what the ingest packaged anyway) and muxes them with a
+//! [`TsMuxer`] into the open segment, which starts with a PAT and a PMT:
+//! - a stream with video starts on a keyframe (audio and pictures before the first one are
+//!   dropped, since nothing could decode them), and a segment is cut at the first keyframe
+//!   at or after the target duration, so every segment starts with one;
+//! - an audio-only stream is cut at the first frame at or after the target duration;
+//! - a segment that reaches `max_segment_bytes` is cut at once (a stream whose keyframes
+//!   stay away cannot grow one without bound); the next starts on the following frame;
+//! - a timestamp jump (backwards, or forwards by more than [`MAX_JUMP_MS`]) closes the
+//!   open segment, and the next one is marked `#EXT-X-DISCONTINUITY` and starts on a
+//!   keyframe again; so does a publisher coming back ([`Segmenter::resume`]).
+//!
+//! Durations come from the stream's own timestamps, never a clock: a segment lasts from
+//! its first frame to the first frame of the next, or, when it is closed without a
+//! successor ([`Segmenter::finish`]), to its last frame plus one frame interval.
+//!
+//! Finished segments are `Bytes` (frozen from the buffer they were written into, so never
+//! copied again) with their sequence number and duration. The playlist lists the last
+//! `window` of them; up to `window` more stay fetchable, since RFC 8216 §6.2.2 asks that a
+//! segment outlive its removal from the playlist by the playlist's duration. The m3u8
+//! text is rendered once per change and shared as `Bytes` ([`Segmenter::playlist`]); it
+//! gets `#EXT-X-ENDLIST` once the stream ended ([`Segmenter::end`]).
+//!
+//! Everything is bounded: at most `2 × window` finished segments, each at most
+//! `max_segment_bytes` plus one frame. Input the muxer cannot use is skipped and counted
+//! ([`SegmenterStats`]), never a panic.
+//!
+//! When a stream moves to another owner (a publisher that reconnects elsewhere), the old
+//! owner's [`History`] ([`Segmenter::take_history`]) is adopted by the new one
+//! ([`Segmenter::adopt`]) so the numbering carries on and players see a discontinuity,
+//! not a different stream.
+//!
+//! Why no m3u8 crate: `m3u8-rs` is a nom parser with a writer beside it, and `hls_m3u8`
+//! needs a newer compiler than ours; the media playlist we write is a dozen lines of
+//! fixed tags, rendered once per segment.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use bytes::{Bytes, BytesMut};
+
+use super::packet::{MediaKind, MediaMessage, Packaged};
+use super::ts::{self, Class, Muxed, Skip, TsMuxer};
+
+/// Segmenting settings (from `[media]`: `hls_segment_secs`, `hls_window`,
+/// `hls_max_segment_bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HlsConfig {
+    /// Target segment duration in milliseconds; segments are cut at the first keyframe
+    /// after it.
+    pub target_ms: u32,
+    /// Segments listed in the playlist.
+    pub window: usize,
+    /// A segment this large is cut without waiting for a keyframe.
+    pub max_segment_bytes: usize,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            target_ms: 2000,
+            window: 6,
+            max_segment_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A forward timestamp jump larger than this is a discontinuity, not a long frame.
+pub const MAX_JUMP_MS: u32 = 10_000;
+/// Backwards by more than this is a discontinuity; less is interleaving (audio a little
+/// behind video).
+const MAX_BACKWARDS_MS: u32 = 1_000;
+/// The longest gap between two frames taken as one frame's duration.
+const MAX_FRAME_MS: u32 = 1_000;
+/// The first buffer of a stream's first segment; later ones start at the last one's size.
+const FIRST_CAPACITY: usize = 64 * 1024;
+
+/// One finished segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub sequence: u64,
+    pub duration_ms: u32,
+    /// Follows a break (timestamps reset, a new publisher): `#EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
+    /// Whole TS packets, starting with a PAT and a PMT.
+    pub data: Bytes,
+}
+
+/// What one [`Segmenter::push`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Segments finished (0, 1, or 2 when a discontinuity and a cut coincide).
+    pub finished: u32,
+    /// The message was unusable and skipped.
+    pub skipped: Option<Skip>,
+}
+
+/// Counters since the segmenter was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmenterStats {
+    pub segments: u64,
+    /// Messages skipped as unusable ([`Skip`]).
+    pub skipped: u64,
+    /// Segments cut at the byte cap rather than at a keyframe.
+    pub forced_cuts: u64,
+    /// Timestamp jumps treated as discontinuities.
+    pub jumps: u64,
+}
+
+/// Finished segments and numbering, handed from a stream's old owner to its new one.
+#[derive(Debug, Default)]
+pub struct History {
+    segments: VecDeque<Segment>,
+    next_sequence: u64,
+    dropped_discontinuities: u64,
+}
+
+impl History {
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Open {
+    buf: BytesMut,
+    start: u32,
+    /// The latest timestamp written.
+    end: u32,
+    discontinuity: bool,
+    has_keyframe: bool,
+    frames: u32,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Segmenter {
+    cfg: HlsConfig,
+    /// Segment URIs are `{name}-{sequence}.ts`, relative to the playlist.
+    name: String,
+    mux: TsMuxer,
+    open: Option<Open>,
+    done: VecDeque<Segment>,
+    next_sequence: u64,
+    /// Discontinuities in segments no longer held (for `#EXT-X-DISCONTINUITY-SEQUENCE`).
+    dropped_discontinuities: u64,
+    pending_discontinuity: bool,
+    /// A keyframe has opened the video since the start or the last break.
+    video_started: bool,
+    last_ts: Option<u32>,
+    last_video_ts: Option<u32>,
+    last_audio_ts: Option<u32>,
+    /// The latest interval between two frames of the timing track.
+    frame_gap: u32,
+    ended: bool,
+    playlist: Bytes,
+    size_hint: usize,
+    stats: SegmenterStats,
+}
+
+fn later(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) > 0
+}
+
+/// Milliseconds from `from` to `to` on the wrapping clock; 0 if `to` is earlier.
+fn elapsed(from: u32, to: u32) -> u32 {
+    let d = to.wrapping_sub(from);
+    if (d as i32) < 0 {
+        0
+    } else {
+        d
+    }
+}
+
+impl Segmenter {
+    /// A segmenter for stream `name`, numbering segments from `first_sequence`.
+    pub fn new(name: &str, cfg: HlsConfig, first_sequence: u64) -> Segmenter {
+        let cfg = HlsConfig {
+            target_ms: cfg.target_ms.max(1),
+            window: cfg.window.max(1),
+            max_segment_bytes: cfg.max_segment_bytes.max(ts::PACKET_LEN * 4),
+        };
+        let mut s = Segmenter {
+            cfg,
+            name: name.to_string(),
+            mux: TsMuxer::new(),
+            open: None,
+            done: VecDeque::new(),
+            next_sequence: first_sequence,
+            dropped_discontinuities: 0,
+            pending_discontinuity: false,
+            video_started: false,
+            last_ts: None,
+            last_video_ts: None,
+            last_audio_ts: None,
+            frame_gap: 0,
+            ended: false,
+            playlist: Bytes::new(),
+            size_hint: FIRST_CAPACITY,
+            stats: SegmenterStats::default(),
+        };
+        s.render();
+        s
+    }
+
+    pub fn config(&self) -> HlsConfig {
+        self.cfg
+    }
+
+    pub fn stats(&self) -> SegmenterStats {
+        self.stats
+    }
+
+    /// The stream ended: no more input is taken, the playlist has `#EXT-X-ENDLIST`.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The current m3u8 text (shared; rendered once per change).
+    pub fn playlist(&self) -> Bytes {
+        self.playlist.clone()
+    }
+
+    /// Finished segments, oldest first (the playlist lists the last `window`).
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.done.iter()
+    }
+
+    /// Segments the playlist lists.
+    pub fn listed(&self) -> usize {
+        self.done.len().min(self.cfg.window)
+    }
+
+    /// The bytes of segment `sequence`, if it is still held.
+    pub fn segment(&self, sequence: u64) -> Option<Bytes> {
+        let first = self.done.front()?.sequence;
+        let i = usize::try_from(sequence.checked_sub(first)?).ok()?;
+        let s = self.done.get(i)?;
+        (s.sequence == sequence).then(|| s.data.clone())
+    }
+
+    /// Bytes held in finished segments and the open one.
+    pub fn held_bytes(&self) -> usize {
+        self.done.iter().map(|s| s.data.len()).sum::<usize>()
+            + self.open.as_ref().map_or(0, |o| o.buf.len())
+    }
+
+    /// One message, as the ingest packaged it.
+    pub fn push_packaged(&mut self, p: &Packaged) -> Pushed {
+        self.push(p.kind, p.timestamp, &p.payload())
+    }
+
+    /// One message from the ingest.
+    pub fn push_message(&mut self, m: &MediaMessage) -> Pushed {
+        self.push(m.kind, m.timestamp, &m.payload)
+    }
+
+    /// One message of the stream: `kind`, its timestamp in milliseconds, the FLV body.
+    pub fn push(&mut self, kind: MediaKind, timestamp: u32, payload: &[u8]) -> Pushed {
+        let mut pushed = Pushed::default();
+        if self.ended {
+            return pushed;
+        }
+        match ts::classify(kind, payload) {
+            Class::Other => {
+                // Sequence headers, metadata, and what the muxer skips: nothing is written.
+                let mut none = BytesMut::new();
+                let out = self.open.as_mut().map_or(&mut none, |o| &mut o.buf);
+                if let Muxed::Skipped(why) = self.mux.mux(kind, timestamp, payload, out) {
+                    self.stats.skipped += 1;
+                    pushed.skipped = Some(why);
+                }
+                return pushed;
+            }
+            Class::VideoFrame { key } => {
+                if !self.mux.video_configured() {
+                    return self.skip(Skip::NoSequenceHeader);
+                }
+                pushed.finished += self.check_clock(timestamp);
+                if key {
+                    let cut = self.open.as_ref().is_some_and(|o| {
+                        !o.has_keyframe || elapsed(o.start, timestamp) >= self.cfg.target_ms
+                    });
+                    if cut {
+                        pushed.finished += u32::from(self.finish_open(Some(timestamp)));
+                    }
+                    self.video_started = true;
+                } else if !self.video_started {
+                    return pushed; // waiting for a keyframe
+                }
+                if let Some(prev) = self.last_video_ts.replace(timestamp) {
+                    self.note_gap(prev, timestamp);
+                }
+            }
+            Class::AudioFrame => {
+                if !self.mux.audio_configured() {
+                    return self.skip(Skip::NoSequenceHeader);
+                }
+                pushed.finished += self.check_clock(timestamp);
+                let has_video = self.mux.video_configured();
+                if has_video && !self.video_started {
+                    return pushed; // video streams start on a keyframe
+                }
+                if !has_video {
+                    let cut = self
+                        .open
+                        .as_ref()
+                        .is_some_and(|o| elapsed(o.start, timestamp) >= self.cfg.target_ms);
+                    if cut {
+                        pushed.finished += u32::from(self.finish_open(Some(timestamp)));
+                    }
+                }
+                if let Some(prev) = self.last_audio_ts.replace(timestamp) {
+                    if !has_video {
+                        self.note_gap(prev, timestamp);
+                    }
+                }
+            }
+        }
+
+        if self.open.is_none() {
+            self.open_at(timestamp);
+        }
+        let Some(open) = self.open.as_mut() else {
+            return pushed;
+        };
+        match self.mux.mux(kind, timestamp, payload, &mut open.buf) {
+            Muxed::Video { keyframe } => {
+                open.has_keyframe |= keyframe;
+                open.frames += 1;
+            }
+            Muxed::Audio => open.frames += 1,
+            Muxed::Skipped(why) => {
+                self.stats.skipped += 1;
+                pushed.skipped = Some(why);
+            }
+            Muxed::Config | Muxed::Ignored => {}
+        }
+        if later(open.end, timestamp) {
+            open.end = timestamp;
+        }
+        if open.buf.len() >= self.cfg.max_segment_bytes {
+            self.stats.forced_cuts += 1;
+            pushed.finished += u32::from(self.finish_open(None));
+        }
+        pushed
+    }
+
+    fn skip(&mut self, why: Skip) -> Pushed {
+        self.stats.skipped += 1;
+        Pushed {
+            finished: 0,
+            skipped: Some(why),
+        }
+    }
+
+    fn note_gap(&mut self, prev: u32, now: u32) {
+        let gap = now.wrapping_sub(prev);
+        if gap > 0 && gap <= MAX_FRAME_MS {
+            self.frame_gap = gap;
+        }
+    }
+
+    /// Treats a timestamp jump as a break; returns the segments it finished.
+    fn check_clock(&mut self, ts: u32) -> u32 {
+        let Some(last) = self.last_ts else {
+            self.last_ts = Some(ts);
+            return 0;
+        };
+        let jumped = if later(last, ts) {
+            ts.wrapping_sub(last) > MAX_JUMP_MS
+        } else {
+            last.wrapping_sub(ts) > MAX_BACKWARDS_MS
+        };
+        if !jumped {
+            if later(last, ts) {
+                self.last_ts = Some(ts);
+            }
+            return 0;
+        }
+        self.stats.jumps += 1;
+        let finished = self.finish_open(None);
+        self.pending_discontinuity = true;
+        self.video_started = false;
+        self.last_ts = Some(ts);
+        self.last_video_ts = None;
+        self.last_audio_ts = None;
+        u32::from(finished)
+    }
+
+    fn open_at(&mut self, ts: u32) {
+        let capacity = (self.size_hint + self.size_hint / 8)
+            .clamp(4096, self.cfg.max_segment_bytes + ts::PACKET_LEN);
+        let mut buf = BytesMut::with_capacity(capacity);
+        self.mux.write_tables(&mut buf);
+        self.open = Some(Open {
+            buf,
+            start: ts,
+            end: ts,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            has_keyframe: false,
+            frames: 0,
+        });
+    }
+
+    /// Closes the open segment; `next` is the first timestamp of its successor, if known.
+    /// A segment with no frames is dropped (its discontinuity passes to the next one).
+    fn finish_open(&mut self, next: Option<u32>) -> bool {
+        let Some(open) = self.open.take() else {
+            return false;
+        };
+        if open.frames == 0 {
+            self.pending_discontinuity |= open.discontinuity;
+            return false;
+        }
+        let duration_ms = match next {
+            Some(t) => elapsed(open.start, t),
+            None => elapsed(open.start, open.end).saturating_add(self.frame_gap),
+        };
+        let data = open.buf.freeze();
+        self.size_hint = data.len();
+        self.done.push_back(Segment {
+            sequence: self.next_sequence,
+            duration_ms,
+            discontinuity: open.discontinuity,
+            data,
+        });
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.stats.segments += 1;
+        self.trim();
+        self.render();
+        true
+    }
+
+    fn trim(&mut self) {
+        while self.done.len() > 2 * self.cfg.window {
+            if let Some(old) = self.done.pop_front() {
+                self.dropped_discontinuities += u64::from(old.discontinuity);
+            }
+        }
+    }
+
+    /// Closes the open segment (the publisher is gone; players get its last seconds).
+    /// Returns whether a segment was finished. New input starts on a keyframe again.
+    pub fn finish(&mut self) -> bool {
+        let finished = self.finish_open(None);
+        self.video_started = false;
+        finished
+    }
+
+    /// The stream ended: the open segment is finished, the playlist gets
+    /// `#EXT-X-ENDLIST`, and input is ignored until [`Segmenter::resume`].
+    pub fn end(&mut self) -> bool {
+        let finished = self.finish();
+        self.ended = true;
+        self.render();
+        finished
+    }
+
+    /// A publisher (re)starts the stream: codec configuration is forgotten (it sends its
+    /// own), and the next segment follows a discontinuity if any came before it.
+    pub fn resume(&mut self) {
+        self.finish();
+        self.mux.reset();
+        self.pending_discontinuity |= !self.done.is_empty();
+        self.last_ts = None;
+        self.last_video_ts = None;
+        self.last_audio_ts = None;
+        if self.ended {
+            self.ended = false;
+            self.render();
+        }
+    }
+
+    /// Takes the finished segments (the open one finished first) for the stream's next
+    /// owner; this segmenter is left empty.
+    pub fn take_history(&mut self) -> History {
+        self.finish();
+        let history = History {
+            segments: std::mem::take(&mut self.done),
+            next_sequence: self.next_sequence,
+            dropped_discontinuities: self.dropped_discontinuities,
+        };
+        self.render();
+        history
+    }
+
+    /// Adopts a previous owner's segments: they come first, this segmenter's own follow,
+    /// renumbered after them with a discontinuity between.
+    pub fn adopt(&mut self, history: History) {
+        if history.segments.is_empty() {
+            return;
+        }
+        let own = std::mem::take(&mut self.done);
+        let mut next = history.next_sequence;
+        let mut segments = history.segments;
+        let had_own = !own.is_empty();
+        for (i, mut s) in own.into_iter().enumerate() {
+            s.sequence = next;
+            s.discontinuity |= i == 0;
+            next = next.wrapping_add(1);
+            segments.push_back(s);
+        }
+        if !had_own {
+            match self.open.as_mut() {
+                Some(open) => open.discontinuity = true,
+                None => self.pending_discontinuity = true,
+            }
+        }
+        self.next_sequence = next;
+        self.dropped_discontinuities += history.dropped_discontinuities;
+        self.done = segments;
+        self.trim();
+        self.render();
+    }
+
+    fn render(&mut self) {
+        let from = self.done.len().saturating_sub(self.cfg.window);
+        let listed = self.done.range(from..);
+        let discontinuity_sequence = self.dropped_discontinuities
+            + self.done.range(..from).filter(|s| s.discontinuity).count() as u64;
+        // RFC 8216 §4.3.3.1: each EXTINF rounded to the nearest second is at most the
+        // target duration; the configured target, rounded up, is the floor.
+        let target = listed
+            .clone()
+            .map(|s| s.duration_ms.saturating_add(500) / 1000)
+            .fold(self.cfg.target_ms.div_ceil(1000).max(1), u32::max);
+        let media_sequence = listed
+            .clone()
+            .next()
+            .map_or(self.next_sequence, |s| s.sequence);
+        let mut text = String::with_capacity(128 + 48 * self.cfg.window);
+        text.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+        let _ = writeln!(text, "#EXT-X-TARGETDURATION:{target}");
+        let _ = writeln!(text, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}");
+        if discontinuity_sequence > 0 {
+            let _ = writeln!(
+                text,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}"
+            );
+        }
+        for s in listed {
+            if s.discontinuity {
+                text.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(
+                text,
+                "#EXTINF:{}.{:03},\n{}-{}.ts",
+                s.duration_ms / 1000,
+                s.duration_ms % 1000,
+                self.name,
+                s.sequence
+            );
+        }
+        if self.ended {
+            text.push_str("#EXT-X-ENDLIST\n");
+        }
+        self.playlist = Bytes::from(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ts::tests::{aac_header, avc_frame, avc_header, demux};
+    use crate::media::ts::{AUDIO_PID, VIDEO_PID};
+
+    fn cfg(target_ms: u32, window: usize) -> HlsConfig {
+        HlsConfig {
+            target_ms,
+            window,
+            max_segment_bytes: 1024 * 1024,
+        }
+    }
+
+    /// A synthetic publisher: 25 fps video with a keyframe every `gop` frames and AAC
+    /// every ~23 ms, interleaved by timestamp as RTMP sends them.
+    struct Source {
+        frame: u32,
+        gop: u32,
+        audio_ms: u32,
+        base: u32,
+    }
+
+    impl Source {
+        fn new(gop: u32) -> Self {
+            Source {
+                frame: 0,
+                gop,
+                audio_ms: 0,
+                base: 0,
+            }
+        }
+
+        fn headers(&self, s: &mut Segmenter) {
+            assert_eq!(s.push(MediaKind::Video, 0, &avc_header()).skipped, None);
+            assert_eq!(s.push(MediaKind::Audio, 0, &aac_header()).skipped, None);
+        }
+
+        /// Feeds `ms` of media; returns the segments finished.
+        fn run(&mut self, s: &mut Segmenter, ms: u32) -> u32 {
+            let end = self.frame * 40 + ms;
+            let mut finished = 0;
+            while self.frame * 40 < end {
+                let vts = self.frame * 40;
+                while self.audio_ms <= vts {
+                    let p = s.push(
+                        MediaKind::Audio,
+                        self.base + self.audio_ms,
+                        &[0xAF, 1, 0x21, 0x10, 0x05],
+                    );
+                    assert_eq!(p.skipped, None);
+                    finished += p.finished;
+                    self.audio_ms += 23;
+                }
+                let key = self.frame % self.gop == 0;
+                let nalu: &[u8] = if key {
+                    &[0x65, 0x88, 1, 2]
+                } else {
+                    &[0x41, 0x9A, 3]
+                };
+                let p = s.push(
+                    MediaKind::Video,
+                    self.base + vts,
+                    &avc_frame(key, 40, &[nalu]),
+                );
+                assert_eq!(p.skipped, None);
+                finished += p.finished;
+                self.frame += 1;
+            }
+            finished
+        }
+    }
+
+    fn lines(s: &Segmenter) -> Vec<String> {
+        String::from_utf8(s.playlist().to_vec())
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn tag_value(s: &Segmenter, tag: &str) -> Option<String> {
+        lines(s)
+            .into_iter()
+            .find_map(|l| l.strip_prefix(&format!("{tag}:")).map(str::to_string))
+    }
+
+    #[test]
+    fn segments_are_cut_at_the_first_keyframe_after_the_target() {
+        let mut s = Segmenter::new("cam", cfg(2000, 6), 0);
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        assert_eq!(src.run(&mut s, 6500), 3);
+        let segs: Vec<_> = s.segments().cloned().collect();
+        assert_eq!(
+            segs.iter().map(|s| s.sequence).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert!(segs.iter().all(|s| s.duration_ms == 2000), "{segs:?}");
+        for seg in &segs {
+            let d = demux(&seg.data);
+            assert_eq!(d.pmt_streams.len(), 2, "PAT and PMT first");
+            assert_eq!(d.random_access.first(), Some(&VIDEO_PID));
+            let video = &d.pes[&VIDEO_PID];
+            assert_eq!(video.len(), 50);
+            assert!(video[0].data.windows(5).any(|w| w == [0, 0, 1, 0x65, 0x88]));
+            assert!(d.pes[&AUDIO_PID].len() >= 85);
+        }
+        let text = String::from_utf8(s.playlist().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXTINF:2.000,\ncam-0.ts\n#EXTINF:2.000,\ncam-1.ts\n#EXTINF:2.000,\ncam-2.ts\n"
+        );
+    }
+
+    #[test]
+    fn the_window_slides_and_old_segments_stay_fetchable_for_a_while() {
+        let mut s = Segmenter::new("cam", cfg(1000, 3), 100);
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        src.run(&mut s, 12_500);
+        assert_eq!(s.stats().segments, 12);
+        assert_eq!(s.listed(), 3);
+        assert_eq!(
+            tag_value(&s, "#EXT-X-MEDIA-SEQUENCE").as_deref(),
+            Some("109")
+        );
+        let uris: Vec<_> = lines(&s)
+            .into_iter()
+            .filter(|l| l.ends_with(".ts"))
+            .collect();
+        assert_eq!(uris, vec!["cam-109.ts", "cam-110.ts", "cam-111.ts"]);
+        // Held: the listed three and three before them.
+        assert!(s.segment(106).is_some());
+        assert!(s.segment(105).is_none());
+        assert!(s.segment(112).is_none(), "the open segment is not served");
+        assert_eq!(s.segments().count(), 6);
+    }
+
+    #[test]
+    fn a_stream_starts_on_its_first_keyframe() {
+        let mut s = Segmenter::new("cam", cfg(1000, 3), 0);
+        s.push(MediaKind::Video, 0, &avc_header());
+        s.push(MediaKind::Audio, 0, &aac_header());
+        // Joined mid-GOP: two inter frames and audio before the keyframe.
+        s.push(MediaKind::Video, 0, &avc_frame(false, 0, &[&[0x41, 1]]));
+        s.push(MediaKind::Audio, 10, &[0xAF, 1, 1, 2]);
+        s.push(MediaKind::Video, 40, &avc_frame(false, 0, &[&[0x41, 1]]));
+        assert_eq!(s.held_bytes(), 0, "nothing before the keyframe");
+        s.push(MediaKind::Video, 80, &avc_frame(true, 0, &[&[0x65, 1]]));
+        s.push(MediaKind::Audio, 90, &[0xAF, 1, 1, 2]);
+        assert!(s.finish());
+        let seg = s.segment(0).unwrap();
+        let d = demux(&seg);
+        assert_eq!(d.pes[&VIDEO_PID].len(), 1);
+        assert_eq!(d.pes[&AUDIO_PID].len(), 1);
+        assert_eq!(s.stats().skipped, 0, "waiting is not an error");
+    }
+
+    #[test]
+    fn long_gops_make_long_segments_and_the_target_duration_says_so() {
+        let mut s = Segmenter::new("cam", cfg(2000, 6), 0);
+        let mut src = Source::new(125); // a keyframe every 5 s
+        src.headers(&mut s);
+        src.run(&mut s, 11_000);
+        assert!(s.segments().all(|seg| seg.duration_ms == 5000));
+        assert_eq!(tag_value(&s, "#EXT-X-TARGETDURATION").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn end_finishes_the_open_segment_and_adds_endlist() {
+        let mut s = Segmenter::new("cam", cfg(2000, 6), 0);
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        src.run(&mut s, 3000);
+        assert_eq!(s.segments().count(), 1);
+        assert!(s.end());
+        let segs: Vec<_> = s.segments().cloned().collect();
+        assert_eq!(segs.len(), 2);
+        // The last frame was at 2960 ms; one frame interval after it.
+        assert_eq!(segs[1].duration_ms, 1000);
+        assert_eq!(lines(&s).last().map(String::as_str), Some("#EXT-X-ENDLIST"));
+        // Ended: input is ignored.
+        assert_eq!(src.run(&mut s, 3000), 0);
+        assert_eq!(s.segments().count(), 2);
+    }
+
+    #[test]
+    fn a_resumed_publisher_follows_a_discontinuity() {
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        src.run(&mut s, 2500);
+        s.finish();
+        s.resume();
+        // The new publisher starts its clock at 0 and sends its headers again.
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        src.run(&mut s, 2500);
+        let text = String::from_utf8(s.playlist().to_vec()).unwrap();
+        let disc = text
+            .find("#EXT-X-DISCONTINUITY\n")
+            .expect("a discontinuity");
+        assert!(text[..disc].contains("cam-2.ts"));
+        assert!(text[disc..].starts_with("#EXT-X-DISCONTINUITY\n#EXTINF:1.000,\ncam-3.ts"));
+    }
+
+    #[test]
+    fn a_timestamp_jump_is_a_discontinuity_and_counted_when_it_slides_out() {
+        let mut s = Segmenter::new("cam", cfg(1000, 2), 0);
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        src.run(&mut s, 2500);
+        src.base = 1_000_000;
+        src.run(&mut s, 2500);
+        assert_eq!(s.stats().jumps, 1);
+        assert!(s.segments().any(|seg| seg.discontinuity));
+        assert!(s.segments().all(|seg| seg.duration_ms <= 1000));
+        src.run(&mut s, 6000);
+        assert_eq!(
+            tag_value(&s, "#EXT-X-DISCONTINUITY-SEQUENCE").as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn a_segment_at_the_byte_cap_is_cut_without_a_keyframe() {
+        let mut s = Segmenter::new(
+            "cam",
+            HlsConfig {
+                target_ms: 2000,
+                window: 6,
+                max_segment_bytes: 20_000,
+            },
+            0,
+        );
+        s.push(MediaKind::Video, 0, &avc_header());
+        let big = vec![0x41u8; 3000];
+        s.push(MediaKind::Video, 0, &avc_frame(true, 0, &[&[0x65, 1]]));
+        let mut finished = 0;
+        for i in 1..100u32 {
+            finished += s
+                .push(MediaKind::Video, i * 40, &avc_frame(false, 0, &[&big]))
+                .finished;
+        }
+        assert!(finished >= 10);
+        assert_eq!(s.stats().forced_cuts, u64::from(finished));
+        assert!(s
+            .segments()
+            .all(|seg| seg.data.len() <= 20_000 + 4000 && seg.data.len() % 188 == 0));
+    }
+
+    #[test]
+    fn audio_only_streams_are_cut_on_time() {
+        let mut s = Segmenter::new("radio", cfg(1000, 6), 0);
+        s.push(MediaKind::Audio, 0, &aac_header());
+        let mut finished = 0;
+        for i in 0..200u32 {
+            finished += s
+                .push(MediaKind::Audio, i * 23, &[0xAF, 1, 1, 2, 3])
+                .finished;
+        }
+        assert_eq!(finished, 4);
+        let seg = s.segment(0).unwrap();
+        let d = demux(&seg);
+        assert_eq!(d.pcr_pid, Some(AUDIO_PID));
+        assert!(!d.pes.contains_key(&VIDEO_PID));
+        assert!(s
+            .segments()
+            .all(|seg| (1000..1030).contains(&seg.duration_ms)));
+    }
+
+    #[test]
+    fn unusable_input_is_skipped_and_counted() {
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        let p = s.push(MediaKind::Video, 0, &avc_frame(true, 0, &[&[0x65, 1]]));
+        assert_eq!(p.skipped, Some(Skip::NoSequenceHeader));
+        s.push(MediaKind::Video, 0, &avc_header());
+        let mut bad = avc_frame(true, 0, &[&[0x65, 1]]);
+        bad[5] = 0x7F; // a NALU length far past the end
+        assert_eq!(
+            s.push(MediaKind::Video, 0, &bad).skipped,
+            Some(Skip::Malformed)
+        );
+        assert_eq!(
+            s.push(MediaKind::Video, 0, &[0x1C, 1, 0, 0, 0]).skipped,
+            Some(Skip::Unsupported)
+        );
+        assert_eq!(
+            s.push(MediaKind::Video, 0, &[]).skipped,
+            Some(Skip::Malformed)
+        );
+        assert_eq!(s.stats().skipped, 4);
+        assert!(!s.finish(), "a segment with no frames is not a segment");
+        assert_eq!(s.segments().count(), 0);
+    }
+
+    #[test]
+    fn a_new_owner_adopts_the_history_and_numbering() {
+        let mut old = Segmenter::new("cam", cfg(1000, 6), 500);
+        let mut src = Source::new(25);
+        src.headers(&mut old);
+        src.run(&mut old, 3500);
+        let history = old.take_history();
+        assert!(!history.is_empty());
+        assert_eq!(old.segments().count(), 0);
+
+        let mut new = Segmenter::new("cam", cfg(1000, 6), 9_000);
+        let mut src = Source::new(25);
+        src.headers(&mut new);
+        src.run(&mut new, 1500);
+        new.adopt(history);
+        src.run(&mut new, 1000);
+        let seqs: Vec<_> = new.segments().map(|s| s.sequence).collect();
+        assert_eq!(seqs, vec![500, 501, 502, 503, 504, 505]);
+        let disc: Vec<_> = new.segments().map(|s| s.discontinuity).collect();
+        assert_eq!(disc, vec![false, false, false, false, true, false]);
+        assert_eq!(new.segment(504).map(|b| b.len() % 188), Some(0));
+    }
+
+    #[test]
+    fn sequence_lookups_never_panic() {
+        let s = Segmenter::new("cam", cfg(1000, 6), u64::MAX - 1);
+        assert!(s.segment(0).is_none());
+        assert!(s.segment(u64::MAX).is_none());
+        assert_eq!(
+            tag_value(&s, "#EXT-X-MEDIA-SEQUENCE").as_deref(),
+            Some(&*(u64::MAX - 1).to_string())
+        );
+    }
+}

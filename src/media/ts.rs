@@ -1,0 +1,1121 @@
+//! MPEG-TS muxing for HLS: H.264 and AAC from FLV/RTMP payloads to 188-byte transport
+//! stream packets. Sans-IO: payloads in, bytes appended to the caller's `BytesMut` out.
+//!
+//! What [`TsMuxer::mux`] does with one message:
+//! - an AVC sequence header (AVCDecoderConfigurationRecord) or an AAC AudioSpecificConfig
+//!   is read and kept; nothing is written;
+//! - an H.264 frame (AVCC: length-prefixed NALUs) becomes one PES on [`VIDEO_PID`]: an
+//!   access unit delimiter, the SPS/PPS from the sequence header before an IDR (unless the
+//!   frame carries its own), then the NALUs with Annex B start codes. DTS is the FLV
+//!   timestamp, PTS adds the composition time. The first packet carries the PCR and, on a
+//!   keyframe, the random access indicator;
+//! - an AAC raw frame becomes one PES on [`AUDIO_PID`] with an ADTS header built from the
+//!   AudioSpecificConfig;
+//! - anything else (metadata, HEVC, MP3, command frames, end of sequence) is ignored, and
+//!   input that cannot be used (a frame before its sequence header, a NALU length past
+//!   the end, an AudioSpecificConfig ADTS cannot express) is skipped and reported in the
+//!   returned [`Muxed`], never a panic.
+//!
+//! [`TsMuxer::write_tables`] writes the PAT and PMT (a segment starts with them); the PMT
+//! lists the tracks whose configuration has been seen, and is written again with a new
+//! version before the next frame when that set changes. Continuity counters run per PID
+//! for the muxer's life. Packets are padded to 188 bytes with adaptation-field stuffing.
+//!
+//! Timestamps: 90 kHz, 33 bits. PTS/DTS run [`PTS_DELAY`] ahead of the PCR (as nginx-rtmp
+//! does), so a decoder has time to buffer and a small negative composition time still
+//! yields a PTS at or after the PCR. RTMP's 32-bit millisecond clock times 90 wraps at a
+//! multiple of 2^33, so the TS clock wraps cleanly with it.
+//!
+//! Why our own muxer: `mpeg2ts` (the maintained Rust crate) models packets and writes them
+//! through `std::io::Write`, but leaves PES splitting, stuffing, PCR placement, AVCC to
+//! Annex B and ADTS to the caller — the bulk of this file — and copies each packet's
+//! payload into its own buffer first. Here a frame is copied once, into the segment.
+
+use bytes::{BufMut, BytesMut};
+
+use super::flv::{AudioCodec, AudioPacket, AudioTag, FrameType, VideoCodec, VideoPacket, VideoTag};
+use super::packet::MediaKind;
+
+/// Length of a transport stream packet.
+pub const PACKET_LEN: usize = 188;
+/// PID of the program map table.
+pub const PMT_PID: u16 = 0x1000;
+/// PID of the H.264 elementary stream.
+pub const VIDEO_PID: u16 = 0x100;
+/// PID of the AAC elementary stream.
+pub const AUDIO_PID: u16 = 0x101;
+/// How far PTS/DTS run ahead of the PCR: 700 ms in 90 kHz ticks.
+pub const PTS_DELAY: u64 = 63_000;
+
+const STREAM_TYPE_H264: u8 = 0x1B;
+const STREAM_TYPE_AAC: u8 = 0x0F;
+const STREAM_ID_VIDEO: u8 = 0xE0;
+const STREAM_ID_AUDIO: u8 = 0xC0;
+const TS_MASK: u64 = (1 << 33) - 1;
+const PAYLOAD_LEN: usize = PACKET_LEN - 4;
+/// An ADTS frame length is 13 bits, header included.
+const ADTS_MAX_FRAME: usize = 0x1FFF;
+const ADTS_HEADER_LEN: usize = 7;
+/// The scratch buffer for one access unit is dropped after a frame larger than this, so
+/// one huge frame does not pin its memory for the stream's life.
+const SCRATCH_KEEP: usize = 1024 * 1024;
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// Access unit delimiter, primary_pic_type 7 (any slice type).
+const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
+
+/// Why a message was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// A frame before its codec's sequence header.
+    NoSequenceHeader,
+    /// A truncated payload, a NALU length past the end of the frame, a broken sequence
+    /// header, or an AAC frame longer than ADTS can carry.
+    Malformed,
+    /// A codec this muxer does not put in TS (HEVC, Enhanced RTMP, MP3, an AAC
+    /// configuration ADTS cannot express, …).
+    Unsupported,
+}
+
+/// What [`TsMuxer::mux`] did with one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Muxed {
+    /// A sequence header was read and kept; nothing written.
+    Config,
+    /// An H.264 access unit was written; `keyframe` if it is a random access point.
+    Video {
+        keyframe: bool,
+    },
+    /// An AAC frame was written.
+    Audio,
+    /// Nothing TS carries (metadata, command frames, end of sequence).
+    Ignored,
+    Skipped(Skip),
+}
+
+/// What the first bytes of a payload say, for a segmenter deciding where to cut before
+/// anything is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// An H.264 coded frame; `key` per the FLV frame type.
+    VideoFrame { key: bool },
+    /// An AAC raw frame.
+    AudioFrame,
+    /// A sequence header, metadata, or something the muxer skips or ignores.
+    Other,
+}
+
+/// Classifies a message without writing anything.
+pub fn classify(kind: MediaKind, payload: &[u8]) -> Class {
+    match kind {
+        MediaKind::Video => match VideoTag::parse(payload) {
+            Ok(t) if is_legacy_avc(&t) && t.packet == VideoPacket::Frame => {
+                if t.frame_type == FrameType::Command {
+                    Class::Other
+                } else {
+                    Class::VideoFrame {
+                        key: t.is_keyframe(),
+                    }
+                }
+            }
+            _ => Class::Other,
+        },
+        MediaKind::Audio => match AudioTag::parse(payload) {
+            Ok(t) if t.codec == AudioCodec::Aac && t.packet == AudioPacket::Raw => {
+                Class::AudioFrame
+            }
+            _ => Class::Other,
+        },
+        MediaKind::Data => Class::Other,
+    }
+}
+
+fn is_legacy_avc(t: &VideoTag) -> bool {
+    t.codec == VideoCodec::Avc && !t.enhanced
+}
+
+/// H.264 decoder configuration, from the AVCDecoderConfigurationRecord.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AvcConfig {
+    /// Bytes of each NALU length prefix (1, 2, 3 or 4).
+    length_size: usize,
+    /// SPS and PPS NALUs, each after a 4-byte start code.
+    parameter_sets: Vec<u8>,
+}
+
+/// AAC configuration as ADTS needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AacConfig {
+    /// ADTS profile: audio object type - 1 (0 Main, 1 LC, 2 SSR, 3 LTP).
+    profile: u8,
+    sampling_index: u8,
+    channels: u8,
+}
+
+/// The tracks a PMT announced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tracks {
+    video: bool,
+    audio: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct TsMuxer {
+    avc: Option<AvcConfig>,
+    aac: Option<AacConfig>,
+    /// The tracks in the last PMT written (`None`: none written yet).
+    announced: Option<Tracks>,
+    pmt_version: u8,
+    cc_pat: u8,
+    cc_pmt: u8,
+    cc_video: u8,
+    cc_audio: u8,
+    /// One access unit's elementary stream bytes, reused between frames.
+    scratch: Vec<u8>,
+}
+
+impl TsMuxer {
+    pub fn new() -> TsMuxer {
+        TsMuxer::default()
+    }
+
+    /// An H.264 sequence header has been seen.
+    pub fn video_configured(&self) -> bool {
+        self.avc.is_some()
+    }
+
+    /// An AAC AudioSpecificConfig has been seen.
+    pub fn audio_configured(&self) -> bool {
+        self.aac.is_some()
+    }
+
+    /// Forgets the codec configurations (a new publisher sends its own). Continuity
+    /// counters continue.
+    pub fn reset(&mut self) {
+        self.avc = None;
+        self.aac = None;
+    }
+
+    fn tracks(&self) -> Tracks {
+        Tracks {
+            video: self.avc.is_some(),
+            audio: self.aac.is_some(),
+        }
+    }
+
+    fn pcr_pid(&self) -> u16 {
+        if self.avc.is_some() || self.aac.is_none() {
+            VIDEO_PID
+        } else {
+            AUDIO_PID
+        }
+    }
+
+    /// Writes a PAT and a PMT for the tracks configured so far (two packets).
+    pub fn write_tables(&mut self, out: &mut BytesMut) {
+        let tracks = self.tracks();
+        if self.announced.is_some_and(|a| a != tracks) {
+            self.pmt_version = (self.pmt_version + 1) & 0x1F;
+        }
+        self.announced = Some(tracks);
+
+        // PAT: program 1 → PMT_PID.
+        let mut pat = Vec::with_capacity(16);
+        pat.extend_from_slice(&[0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00]);
+        pat.extend_from_slice(&[0x00, 0x01]);
+        pat.extend_from_slice(&(0xE000 | PMT_PID).to_be_bytes());
+        write_section(out, 0, &mut self.cc_pat, pat);
+
+        let mut pmt = Vec::with_capacity(32);
+        let es_count = usize::from(tracks.video) + usize::from(tracks.audio);
+        let section_length = 9 + 5 * es_count + 4;
+        pmt.push(0x02);
+        pmt.extend_from_slice(&(0xB000 | section_length as u16).to_be_bytes());
+        pmt.extend_from_slice(&[0x00, 0x01, 0xC1 | (self.pmt_version << 1), 0x00, 0x00]);
+        pmt.extend_from_slice(&(0xE000 | self.pcr_pid()).to_be_bytes());
+        pmt.extend_from_slice(&[0xF0, 0x00]);
+        if tracks.video {
+            pmt.push(STREAM_TYPE_H264);
+            pmt.extend_from_slice(&(0xE000 | VIDEO_PID).to_be_bytes());
+            pmt.extend_from_slice(&[0xF0, 0x00]);
+        }
+        if tracks.audio {
+            pmt.push(STREAM_TYPE_AAC);
+            pmt.extend_from_slice(&(0xE000 | AUDIO_PID).to_be_bytes());
+            pmt.extend_from_slice(&[0xF0, 0x00]);
+        }
+        write_section(out, PMT_PID, &mut self.cc_pmt, pmt);
+    }
+
+    /// Muxes one message at `timestamp` (milliseconds) into `out`. See the module
+    /// documentation for what is written and what is skipped.
+    pub fn mux(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Muxed {
+        match kind {
+            MediaKind::Video => self.mux_video(timestamp, payload, out),
+            MediaKind::Audio => self.mux_audio(timestamp, payload, out),
+            MediaKind::Data => Muxed::Ignored,
+        }
+    }
+
+    /// Writes the tables again first when the configured tracks differ from the last PMT.
+    fn tables_if_changed(&mut self, out: &mut BytesMut) {
+        if self.announced != Some(self.tracks()) {
+            self.write_tables(out);
+        }
+    }
+
+    fn mux_video(&mut self, timestamp: u32, payload: &[u8], out: &mut BytesMut) -> Muxed {
+        let Ok(tag) = VideoTag::parse(payload) else {
+            return Muxed::Skipped(Skip::Malformed);
+        };
+        if !is_legacy_avc(&tag) {
+            return Muxed::Skipped(Skip::Unsupported);
+        }
+        let Some(body) = payload.get(5..) else {
+            return Muxed::Skipped(Skip::Malformed);
+        };
+        match tag.packet {
+            VideoPacket::SequenceHeader => match parse_avc_config(body) {
+                Some(cfg) => {
+                    self.avc = Some(cfg);
+                    Muxed::Config
+                }
+                None => Muxed::Skipped(Skip::Malformed),
+            },
+            VideoPacket::Frame if tag.frame_type != FrameType::Command => {
+                self.video_frame(timestamp, &tag, payload, body, out)
+            }
+            _ => Muxed::Ignored,
+        }
+    }
+
+    fn video_frame(
+        &mut self,
+        timestamp: u32,
+        tag: &VideoTag,
+        payload: &[u8],
+        body: &[u8],
+        out: &mut BytesMut,
+    ) -> Muxed {
+        let Some(avc) = &self.avc else {
+            return Muxed::Skipped(Skip::NoSequenceHeader);
+        };
+        // First pass: every length must fit, and what the frame holds decides the rest.
+        let (mut has_idr, mut has_sps, mut any) = (false, false, false);
+        let mut nalus = Nalus::new(body, avc.length_size);
+        for nalu in nalus.by_ref() {
+            if let Some(&h) = nalu.first() {
+                any = true;
+                match h & 0x1F {
+                    5 => has_idr = true,
+                    7 => has_sps = true,
+                    _ => {}
+                }
+            }
+        }
+        if nalus.malformed {
+            return Muxed::Skipped(Skip::Malformed);
+        }
+        if !any {
+            return Muxed::Ignored;
+        }
+        let keyframe = has_idr || tag.frame_type == FrameType::Key;
+
+        let mut es = std::mem::take(&mut self.scratch);
+        es.clear();
+        es.extend_from_slice(&AUD);
+        let mut params_due = keyframe && !has_sps;
+        for nalu in Nalus::new(body, avc.length_size) {
+            let Some(&h) = nalu.first() else { continue };
+            let nal_type = h & 0x1F;
+            if nal_type == 9 {
+                continue; // our own AUD leads the access unit
+            }
+            if params_due && (nal_type == 5 || (1..=5).contains(&nal_type)) {
+                es.extend_from_slice(&avc.parameter_sets);
+                params_due = false;
+            }
+            es.extend_from_slice(&START_CODE);
+            es.extend_from_slice(nalu);
+        }
+
+        // Composition time: a signed 24-bit field; a negative one is clamped so PTS >= DTS.
+        let cts = i32::from_be_bytes([0, payload[2], payload[3], payload[4]]) << 8 >> 8;
+        let dts90 = u64::from(timestamp) * 90;
+        let dts = (dts90 + PTS_DELAY) & TS_MASK;
+        let pts = (dts + u64::from(cts.max(0) as u32) * 90) & TS_MASK;
+        self.tables_if_changed(out);
+        let pcr = (self.pcr_pid() == VIDEO_PID).then_some(dts90 & TS_MASK);
+        let mut head = [0u8; 19];
+        let head_len = pes_header(&mut head, STREAM_ID_VIDEO, pts, Some(dts), None);
+        packetize(
+            out,
+            VIDEO_PID,
+            &mut self.cc_video,
+            pcr,
+            keyframe,
+            &head[..head_len],
+            &es,
+        );
+        if es.capacity() <= SCRATCH_KEEP {
+            self.scratch = es;
+        }
+        Muxed::Video { keyframe }
+    }
+
+    fn mux_audio(&mut self, timestamp: u32, payload: &[u8], out: &mut BytesMut) -> Muxed {
+        let Ok(tag) = AudioTag::parse(payload) else {
+            return Muxed::Skipped(Skip::Malformed);
+        };
+        if tag.codec != AudioCodec::Aac {
+            return Muxed::Skipped(Skip::Unsupported);
+        }
+        let body = payload.get(2..).unwrap_or_default();
+        match tag.packet {
+            AudioPacket::SequenceHeader => match parse_audio_specific_config(body) {
+                Ok(cfg) => {
+                    self.aac = Some(cfg);
+                    Muxed::Config
+                }
+                Err(skip) => Muxed::Skipped(skip),
+            },
+            AudioPacket::Raw => self.audio_frame(timestamp, body, out),
+            AudioPacket::Other(_) => Muxed::Ignored,
+        }
+    }
+
+    fn audio_frame(&mut self, timestamp: u32, raw: &[u8], out: &mut BytesMut) -> Muxed {
+        let Some(aac) = self.aac else {
+            return Muxed::Skipped(Skip::NoSequenceHeader);
+        };
+        if raw.is_empty() {
+            return Muxed::Ignored;
+        }
+        let frame_len = raw.len() + ADTS_HEADER_LEN;
+        if frame_len > ADTS_MAX_FRAME {
+            return Muxed::Skipped(Skip::Malformed);
+        }
+        let adts = adts_header(aac, frame_len);
+        let pts90 = u64::from(timestamp) * 90;
+        let pts = (pts90 + PTS_DELAY) & TS_MASK;
+        self.tables_if_changed(out);
+        let pcr = (self.pcr_pid() == AUDIO_PID).then_some(pts90 & TS_MASK);
+        let mut head = [0u8; 19 + ADTS_HEADER_LEN];
+        let head_len = pes_header(
+            &mut head,
+            STREAM_ID_AUDIO,
+            pts,
+            None,
+            Some(ADTS_HEADER_LEN + raw.len()),
+        );
+        head[head_len..head_len + ADTS_HEADER_LEN].copy_from_slice(&adts);
+        packetize(
+            out,
+            AUDIO_PID,
+            &mut self.cc_audio,
+            pcr,
+            false,
+            &head[..head_len + ADTS_HEADER_LEN],
+            raw,
+        );
+        Muxed::Audio
+    }
+}
+
+/// The NALUs of an AVCC frame; sets `malformed` and stops at a length past the end.
+struct Nalus<'a> {
+    rest: &'a [u8],
+    length_size: usize,
+    malformed: bool,
+}
+
+impl<'a> Nalus<'a> {
+    fn new(body: &'a [u8], length_size: usize) -> Self {
+        Nalus {
+            rest: body,
+            length_size,
+            malformed: false,
+        }
+    }
+}
+
+impl<'a> Iterator for Nalus<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() || self.malformed {
+            return None;
+        }
+        let Some(len_bytes) = self.rest.get(..self.length_size) else {
+            self.malformed = true;
+            return None;
+        };
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let start = self.length_size;
+        let Some(nalu) = self.rest.get(start..start.saturating_add(len)) else {
+            self.malformed = true;
+            return None;
+        };
+        self.rest = &self.rest[start + len..];
+        Some(nalu)
+    }
+}
+
+/// Reads an AVCDecoderConfigurationRecord; `None` if it is malformed or has no SPS/PPS.
+fn parse_avc_config(rec: &[u8]) -> Option<AvcConfig> {
+    if rec.len() < 7 || rec[0] != 1 {
+        return None;
+    }
+    let length_size = usize::from(rec[4] & 0x03) + 1;
+    let mut parameter_sets = Vec::new();
+    let mut pos = 5;
+    let mut counts = [0usize; 2];
+    for (i, mask) in [0x1Fu8, 0xFF].into_iter().enumerate() {
+        let n = usize::from(*rec.get(pos)? & mask);
+        pos += 1;
+        for _ in 0..n {
+            let len = usize::from(u16::from_be_bytes([*rec.get(pos)?, *rec.get(pos + 1)?]));
+            pos += 2;
+            let nalu = rec.get(pos..pos + len)?;
+            pos += len;
+            if nalu.is_empty() {
+                continue;
+            }
+            parameter_sets.extend_from_slice(&START_CODE);
+            parameter_sets.extend_from_slice(nalu);
+            counts[i] += 1;
+        }
+    }
+    if counts[0] == 0 || counts[1] == 0 {
+        return None;
+    }
+    Some(AvcConfig {
+        length_size,
+        parameter_sets,
+    })
+}
+
+/// Reads the fields ADTS needs from an AudioSpecificConfig.
+fn parse_audio_specific_config(asc: &[u8]) -> Result<AacConfig, Skip> {
+    if asc.len() < 2 {
+        return Err(Skip::Malformed);
+    }
+    let object_type = asc[0] >> 3;
+    let sampling_index = ((asc[0] & 0x07) << 1) | (asc[1] >> 7);
+    let channels = (asc[1] >> 3) & 0x0F;
+    let profile = match object_type {
+        1..=4 => object_type - 1,
+        // HE-AAC v1/v2 signalled explicitly: the first sampling index is the core's, and
+        // the core is AAC LC; players find SBR/PS in the stream (implicit signalling).
+        5 | 29 => 1,
+        _ => return Err(Skip::Unsupported),
+    };
+    // Index 15 is an explicit 24-bit frequency, which ADTS cannot carry; 13 and 14 are
+    // reserved.
+    if sampling_index >= 13 || channels > 7 {
+        return Err(Skip::Unsupported);
+    }
+    Ok(AacConfig {
+        profile,
+        sampling_index,
+        channels,
+    })
+}
+
+fn adts_header(aac: AacConfig, frame_len: usize) -> [u8; ADTS_HEADER_LEN] {
+    let len = frame_len as u16;
+    [
+        0xFF,
+        0xF1, // MPEG-4, layer 0, no CRC
+        (aac.profile << 6) | (aac.sampling_index << 2) | (aac.channels >> 2),
+        ((aac.channels & 0x03) << 6) | (len >> 11) as u8,
+        (len >> 3) as u8,
+        ((len & 0x07) << 5) as u8 | 0x1F, // buffer fullness 0x7FF: variable rate
+        0xFC,                             // fullness continued, one raw data block
+    ]
+}
+
+/// Writes a PES header into `out` and returns its length. `es_len` gives a bounded
+/// PES_packet_length (audio); `None` writes 0, allowed for video in TS.
+fn pes_header(
+    out: &mut [u8],
+    stream_id: u8,
+    pts: u64,
+    dts: Option<u64>,
+    es_len: Option<usize>,
+) -> usize {
+    let dts = dts.filter(|&d| d != pts);
+    let header_data = if dts.is_some() { 10 } else { 5 };
+    let packet_len = es_len
+        .map(|n| 3 + header_data + n)
+        .filter(|&n| n <= usize::from(u16::MAX))
+        .unwrap_or(0) as u16;
+    out[..4].copy_from_slice(&[0, 0, 1, stream_id]);
+    out[4..6].copy_from_slice(&packet_len.to_be_bytes());
+    out[6] = 0x80; // '10' marker, nothing else set
+    out[7] = if dts.is_some() { 0xC0 } else { 0x80 };
+    out[8] = header_data as u8;
+    put_timestamp(&mut out[9..14], if dts.is_some() { 0x3 } else { 0x2 }, pts);
+    if let Some(dts) = dts {
+        put_timestamp(&mut out[14..19], 0x1, dts);
+    }
+    9 + header_data
+}
+
+/// The 5-byte PTS/DTS encoding: a 4-bit prefix and 33 bits split by marker bits.
+fn put_timestamp(out: &mut [u8], prefix: u8, ts: u64) {
+    out[0] = (prefix << 4) | (((ts >> 29) & 0x0E) as u8) | 1;
+    out[1] = (ts >> 22) as u8;
+    out[2] = (((ts >> 14) & 0xFE) as u8) | 1;
+    out[3] = (ts >> 7) as u8;
+    out[4] = (((ts << 1) & 0xFE) as u8) | 1;
+}
+
+/// Splits `head` + `body` (one PES) into TS packets on `pid`. The first packet carries the
+/// payload unit start flag, and an adaptation field with the PCR and the random access
+/// indicator when asked; the last is padded with adaptation-field stuffing.
+fn packetize(
+    out: &mut BytesMut,
+    pid: u16,
+    cc: &mut u8,
+    pcr: Option<u64>,
+    random_access: bool,
+    head: &[u8],
+    body: &[u8],
+) {
+    let total = head.len() + body.len();
+    out.reserve(total.div_ceil(PAYLOAD_LEN - 8) * PACKET_LEN + PACKET_LEN);
+    let mut pos = 0;
+    let mut first = true;
+    while first || pos < total {
+        let remaining = total - pos;
+        let flags = first && (pcr.is_some() || random_access);
+        let fields = if flags {
+            1 + if pcr.is_some() { 6 } else { 0 }
+        } else {
+            0
+        };
+        // Payload bytes in this packet; the adaptation field takes the rest.
+        let payload_len = if flags {
+            remaining.min(PAYLOAD_LEN - 1 - fields)
+        } else {
+            remaining.min(PAYLOAD_LEN)
+        };
+        let adaptation = payload_len < PAYLOAD_LEN;
+        out.put_u8(0x47);
+        out.put_u8((u8::from(first) << 6) | ((pid >> 8) as u8 & 0x1F));
+        out.put_u8(pid as u8);
+        out.put_u8(if adaptation { 0x30 } else { 0x10 } | (*cc & 0x0F));
+        *cc = (*cc + 1) & 0x0F;
+        if adaptation {
+            let af_len = PAYLOAD_LEN - payload_len - 1;
+            out.put_u8(af_len as u8);
+            if af_len > 0 {
+                let mut flag_byte = 0u8;
+                if flags && random_access {
+                    flag_byte |= 0x40;
+                }
+                let pcr = pcr.filter(|_| flags);
+                if pcr.is_some() {
+                    flag_byte |= 0x10;
+                }
+                out.put_u8(flag_byte);
+                let mut used = 1;
+                if let Some(base) = pcr {
+                    out.put_slice(&[
+                        (base >> 25) as u8,
+                        (base >> 17) as u8,
+                        (base >> 9) as u8,
+                        (base >> 1) as u8,
+                        (((base & 1) as u8) << 7) | 0x7E,
+                        0,
+                    ]);
+                    used += 6;
+                }
+                out.put_bytes(0xFF, af_len - used);
+            }
+        }
+        // The payload: from the header, then the body.
+        let mut left = payload_len;
+        if pos < head.len() {
+            let n = left.min(head.len() - pos);
+            out.put_slice(&head[pos..pos + n]);
+            pos += n;
+            left -= n;
+        }
+        if left > 0 {
+            let from = pos - head.len();
+            out.put_slice(&body[from..from + left]);
+            pos += left;
+        }
+        first = false;
+    }
+}
+
+/// Writes one PSI section (PAT or PMT) as a single packet: pointer field, section, CRC,
+/// 0xFF fill.
+fn write_section(out: &mut BytesMut, pid: u16, cc: &mut u8, mut section: Vec<u8>) {
+    let crc = crc32_mpeg2(&section);
+    section.extend_from_slice(&crc.to_be_bytes());
+    out.put_u8(0x47);
+    out.put_u8(0x40 | ((pid >> 8) as u8 & 0x1F));
+    out.put_u8(pid as u8);
+    out.put_u8(0x10 | (*cc & 0x0F));
+    *cc = (*cc + 1) & 0x0F;
+    out.put_u8(0); // pointer field
+    out.put_slice(&section);
+    out.put_bytes(0xFF, PAYLOAD_LEN - 1 - section.len());
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = (i as u32) << 24;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 0x8000_0000 != 0 {
+                (c << 1) ^ 0x04C1_1DB7
+            } else {
+                c << 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// CRC-32/MPEG-2 (polynomial 0x04C11DB7, no reflection, initial all ones, no final xor).
+pub fn crc32_mpeg2(data: &[u8]) -> u32 {
+    data.iter().fold(0xFFFF_FFFF, |crc, &b| {
+        (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)]
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A minimal demuxer for checking our own output: packet sync and sizes, continuity
+    /// per PID, section CRCs, and the PES payloads per PID with their timestamps.
+    #[derive(Debug, Default)]
+    pub(crate) struct Demuxed {
+        pub pmt_streams: Vec<(u8, u16)>,
+        pub pcr_pid: Option<u16>,
+        pub pes: HashMap<u16, Vec<Pes>>,
+        pub pcrs: Vec<u64>,
+        pub random_access: Vec<u16>,
+    }
+
+    #[derive(Debug, Default, Clone)]
+    pub(crate) struct Pes {
+        pub stream_id: u8,
+        pub pts: Option<u64>,
+        pub dts: Option<u64>,
+        pub data: Vec<u8>,
+    }
+
+    fn read_ts(b: &[u8]) -> u64 {
+        (u64::from(b[0] >> 1 & 0x07) << 30)
+            | (u64::from(b[1]) << 22)
+            | (u64::from(b[2] >> 1) << 15)
+            | (u64::from(b[3]) << 7)
+            | u64::from(b[4] >> 1)
+    }
+
+    pub(crate) fn demux(ts: &[u8]) -> Demuxed {
+        assert_eq!(ts.len() % PACKET_LEN, 0, "whole packets");
+        let mut d = Demuxed::default();
+        let mut cc: HashMap<u16, u8> = HashMap::new();
+        let mut open: HashMap<u16, Vec<u8>> = HashMap::new();
+        let finish = |d: &mut Demuxed, pid: u16, raw: Vec<u8>| {
+            assert_eq!(&raw[..3], &[0, 0, 1], "PES start code");
+            let flags = raw[7];
+            let hlen = usize::from(raw[8]);
+            let pes = Pes {
+                stream_id: raw[3],
+                pts: (flags & 0x80 != 0).then(|| read_ts(&raw[9..14])),
+                dts: (flags & 0x40 != 0).then(|| read_ts(&raw[14..19])),
+                data: raw[9 + hlen..].to_vec(),
+            };
+            let declared = usize::from(u16::from_be_bytes([raw[4], raw[5]]));
+            if declared != 0 {
+                assert_eq!(declared, raw.len() - 6, "PES_packet_length");
+            }
+            d.pes.entry(pid).or_default().push(pes);
+        };
+        for p in ts.chunks(PACKET_LEN) {
+            assert_eq!(p[0], 0x47, "sync byte");
+            let pusi = p[1] & 0x40 != 0;
+            let pid = u16::from_be_bytes([p[1] & 0x1F, p[2]]);
+            let afc = (p[3] >> 4) & 0x03;
+            let c = p[3] & 0x0F;
+            if afc & 1 != 0 {
+                if let Some(prev) = cc.insert(pid, c) {
+                    assert_eq!(c, (prev + 1) & 0x0F, "continuity on PID {pid:#x}");
+                }
+            }
+            let mut at = 4;
+            if afc & 2 != 0 {
+                let len = usize::from(p[4]);
+                if len > 0 {
+                    let f = p[5];
+                    if f & 0x40 != 0 {
+                        d.random_access.push(pid);
+                    }
+                    if f & 0x10 != 0 {
+                        let b = &p[6..12];
+                        let base = (u64::from(b[0]) << 25)
+                            | (u64::from(b[1]) << 17)
+                            | (u64::from(b[2]) << 9)
+                            | (u64::from(b[3]) << 1)
+                            | u64::from(b[4] >> 7);
+                        d.pcrs.push(base);
+                        d.pcr_pid.get_or_insert(pid);
+                    }
+                    assert!(p[6 + if f & 0x10 != 0 { 6 } else { 0 }..5 + len]
+                        .iter()
+                        .all(|&x| x == 0xFF));
+                }
+                at = 5 + len;
+            }
+            let payload = &p[at..];
+            if pid == 0 || pid == PMT_PID {
+                assert!(pusi);
+                let sec_len = usize::from(u16::from_be_bytes([payload[2], payload[3]]) & 0xFFF);
+                let section = &payload[1..1 + 3 + sec_len];
+                assert_eq!(crc32_mpeg2(section), 0, "section CRC");
+                if pid == PMT_PID {
+                    d.pcr_pid = Some(u16::from_be_bytes([section[8], section[9]]) & 0x1FFF);
+                    d.pmt_streams.clear();
+                    let mut i = 12;
+                    while i + 5 <= section.len() - 4 {
+                        let pid = u16::from_be_bytes([section[i + 1], section[i + 2]]) & 0x1FFF;
+                        d.pmt_streams.push((section[i], pid));
+                        i += 5;
+                    }
+                }
+                continue;
+            }
+            if pusi {
+                if let Some(raw) = open.remove(&pid) {
+                    finish(&mut d, pid, raw);
+                }
+                open.insert(pid, payload.to_vec());
+            } else if let Some(buf) = open.get_mut(&pid) {
+                buf.extend_from_slice(payload);
+            }
+        }
+        for (pid, raw) in open {
+            finish(&mut d, pid, raw);
+        }
+        d
+    }
+
+    /// An AVC sequence header payload with one SPS and one PPS, 4-byte lengths.
+    pub(crate) fn avc_header() -> Vec<u8> {
+        let mut p = vec![0x17, 0, 0, 0, 0];
+        p.extend_from_slice(&[1, 0x64, 0, 0x1F, 0xFF, 0xE1]);
+        p.extend_from_slice(&[0, 4, 0x67, 0x64, 0x00, 0x1F]);
+        p.extend_from_slice(&[1, 0, 2, 0x68, 0xEE]);
+        p
+    }
+
+    /// AAC LC, 44.1 kHz, stereo.
+    pub(crate) fn aac_header() -> Vec<u8> {
+        vec![0xAF, 0, 0x12, 0x10]
+    }
+
+    /// An AVCC frame from NALUs (4-byte lengths) with a composition time.
+    pub(crate) fn avc_frame(key: bool, cts: i32, nalus: &[&[u8]]) -> Vec<u8> {
+        let c = cts.to_be_bytes();
+        let mut p = vec![if key { 0x17 } else { 0x27 }, 1, c[1], c[2], c[3]];
+        for n in nalus {
+            p.extend_from_slice(&(n.len() as u32).to_be_bytes());
+            p.extend_from_slice(n);
+        }
+        p
+    }
+
+    fn configured() -> TsMuxer {
+        let mut m = TsMuxer::new();
+        let mut out = BytesMut::new();
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &avc_header(), &mut out),
+            Muxed::Config
+        );
+        assert_eq!(
+            m.mux(MediaKind::Audio, 0, &aac_header(), &mut out),
+            Muxed::Config
+        );
+        assert!(out.is_empty(), "sequence headers write nothing");
+        m
+    }
+
+    #[test]
+    fn crc_matches_the_mpeg2_check_value() {
+        assert_eq!(crc32_mpeg2(b"123456789"), 0x0376_E6E7);
+    }
+
+    #[test]
+    fn tables_announce_the_configured_tracks() {
+        let mut m = configured();
+        let mut out = BytesMut::new();
+        m.write_tables(&mut out);
+        assert_eq!(out.len(), 2 * PACKET_LEN);
+        let d = demux(&out);
+        assert_eq!(
+            d.pmt_streams,
+            vec![(STREAM_TYPE_H264, VIDEO_PID), (STREAM_TYPE_AAC, AUDIO_PID)]
+        );
+        assert_eq!(d.pcr_pid, Some(VIDEO_PID));
+
+        let mut audio_only = TsMuxer::new();
+        audio_only.mux(MediaKind::Audio, 0, &aac_header(), &mut out);
+        let mut out = BytesMut::new();
+        audio_only.write_tables(&mut out);
+        let d = demux(&out);
+        assert_eq!(d.pmt_streams, vec![(STREAM_TYPE_AAC, AUDIO_PID)]);
+        assert_eq!(d.pcr_pid, Some(AUDIO_PID));
+    }
+
+    #[test]
+    fn a_keyframe_becomes_annex_b_with_aud_sps_pps_and_timestamps() {
+        let mut m = configured();
+        let mut out = BytesMut::new();
+        m.write_tables(&mut out);
+        let idr = [0x65u8, 0x88, 0x84, 0x00, 0x33];
+        let sei = [0x06u8, 0x05, 0x01];
+        let frame = avc_frame(true, 80, &[&sei, &idr]);
+        assert_eq!(
+            m.mux(MediaKind::Video, 1000, &frame, &mut out),
+            Muxed::Video { keyframe: true }
+        );
+        let d = demux(&out);
+        let pes = &d.pes[&VIDEO_PID][0];
+        assert_eq!(pes.stream_id, 0xE0);
+        assert_eq!(pes.dts, Some(1000 * 90 + PTS_DELAY));
+        assert_eq!(pes.pts, Some(1080 * 90 + PTS_DELAY));
+        assert_eq!(d.pcrs, vec![1000 * 90]);
+        assert_eq!(d.random_access, vec![VIDEO_PID]);
+        let mut want = AUD.to_vec();
+        want.extend_from_slice(&[0, 0, 0, 1, 0x06, 0x05, 0x01]);
+        want.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1F]);
+        want.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xEE]);
+        want.extend_from_slice(&[0, 0, 0, 1]);
+        want.extend_from_slice(&idr);
+        assert_eq!(
+            pes.data, want,
+            "AUD, SEI, then SPS/PPS right before the IDR"
+        );
+    }
+
+    #[test]
+    fn inter_frames_have_no_parameter_sets_and_equal_pts_writes_no_dts() {
+        let mut m = configured();
+        let mut out = BytesMut::new();
+        let slice = [0x41u8, 0x9A, 0x02];
+        assert_eq!(
+            m.mux(
+                MediaKind::Video,
+                40,
+                &avc_frame(false, 0, &[&slice]),
+                &mut out
+            ),
+            Muxed::Video { keyframe: false }
+        );
+        let d = demux(&out);
+        let pes = &d.pes[&VIDEO_PID][0];
+        assert_eq!(pes.dts, None);
+        assert_eq!(pes.pts, Some(40 * 90 + PTS_DELAY));
+        assert_eq!(pes.data, [&AUD[..], &[0, 0, 0, 1], &slice].concat());
+        assert!(d.random_access.is_empty());
+        // The tables came first, on their own, since none had been written.
+        assert_eq!(d.pmt_streams.len(), 2);
+    }
+
+    #[test]
+    fn in_band_parameter_sets_and_auds_are_not_doubled() {
+        let mut m = configured();
+        let mut out = BytesMut::new();
+        let frame = avc_frame(
+            true,
+            0,
+            &[&[0x09, 0x10], &[0x67, 1], &[0x68, 2], &[0x65, 3]],
+        );
+        m.mux(MediaKind::Video, 0, &frame, &mut out);
+        let pes = &demux(&out).pes[&VIDEO_PID][0];
+        let want = [
+            &AUD[..],
+            &[0, 0, 0, 1, 0x67, 1],
+            &[0, 0, 0, 1, 0x68, 2],
+            &[0, 0, 0, 1, 0x65, 3],
+        ]
+        .concat();
+        assert_eq!(pes.data, want);
+    }
+
+    #[test]
+    fn large_frames_span_packets_with_stuffing_only_at_the_end() {
+        let mut m = configured();
+        for size in [
+            1usize, 160, 161, 170, 176, 177, 183, 184, 185, 1000, 65_536, 200_000,
+        ] {
+            let mut out = BytesMut::new();
+            let mut slice = vec![0x41u8];
+            slice.extend((0..size).map(|i| (i % 251) as u8));
+            m.mux(
+                MediaKind::Video,
+                0,
+                &avc_frame(false, 0, &[&slice]),
+                &mut out,
+            );
+            let d = demux(&out);
+            let pes = &d.pes[&VIDEO_PID][0];
+            assert_eq!(&pes.data[10..], &slice[..], "size {size}");
+        }
+    }
+
+    #[test]
+    fn aac_frames_get_adts_headers() {
+        let mut m = configured();
+        let mut out = BytesMut::new();
+        let raw = [0x21u8, 0x10, 0x05, 0x00];
+        let mut payload = vec![0xAF, 1];
+        payload.extend_from_slice(&raw);
+        assert_eq!(
+            m.mux(MediaKind::Audio, 23, &payload, &mut out),
+            Muxed::Audio
+        );
+        let d = demux(&out);
+        let pes = &d.pes[&AUDIO_PID][0];
+        assert_eq!(pes.stream_id, 0xC0);
+        assert_eq!(pes.pts, Some(23 * 90 + PTS_DELAY));
+        let adts = &pes.data[..7];
+        assert_eq!(adts[0], 0xFF);
+        assert_eq!(adts[1], 0xF1);
+        assert_eq!(adts[2] >> 6, 1, "AAC LC");
+        assert_eq!((adts[2] >> 2) & 0x0F, 4, "44.1 kHz");
+        let ch = ((adts[2] & 1) << 2) | (adts[3] >> 6);
+        assert_eq!(ch, 2);
+        let len = (usize::from(adts[3] & 3) << 11)
+            | (usize::from(adts[4]) << 3)
+            | usize::from(adts[5] >> 5);
+        assert_eq!(len, 7 + raw.len());
+        assert_eq!(&pes.data[7..], &raw);
+        assert!(d.pcrs.is_empty(), "the PCR rides on video");
+    }
+
+    #[test]
+    fn bad_and_early_input_is_skipped() {
+        let mut m = TsMuxer::new();
+        let mut out = BytesMut::new();
+        let slice = [0x41u8, 1];
+        assert_eq!(
+            m.mux(
+                MediaKind::Video,
+                0,
+                &avc_frame(true, 0, &[&slice]),
+                &mut out
+            ),
+            Muxed::Skipped(Skip::NoSequenceHeader)
+        );
+        assert_eq!(
+            m.mux(MediaKind::Audio, 0, &[0xAF, 1, 1, 2], &mut out),
+            Muxed::Skipped(Skip::NoSequenceHeader)
+        );
+        let mut m = configured();
+        // A NALU length past the end of the frame.
+        let mut bad = avc_frame(false, 0, &[&slice]);
+        bad[8] = 200;
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &bad, &mut out),
+            Muxed::Skipped(Skip::Malformed)
+        );
+        // A length prefix cut short.
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &[0x27, 1, 0, 0, 0, 0, 0], &mut out),
+            Muxed::Skipped(Skip::Malformed)
+        );
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &[0x27, 1, 0], &mut out),
+            Muxed::Skipped(Skip::Malformed)
+        );
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &[], &mut out),
+            Muxed::Skipped(Skip::Malformed)
+        );
+        // HEVC, MP3 and a broken sequence header.
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &[0x1C, 1, 0, 0, 0], &mut out),
+            Muxed::Skipped(Skip::Unsupported)
+        );
+        assert_eq!(
+            m.mux(MediaKind::Audio, 0, &[0x2F, 0xFF], &mut out),
+            Muxed::Skipped(Skip::Unsupported)
+        );
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 0x64], &mut out),
+            Muxed::Skipped(Skip::Malformed)
+        );
+        // An explicit-frequency AudioSpecificConfig.
+        assert_eq!(
+            m.mux(MediaKind::Audio, 0, &[0xAF, 0, 0x17, 0x80], &mut out),
+            Muxed::Skipped(Skip::Unsupported)
+        );
+        assert_eq!(
+            m.mux(MediaKind::Data, 0, b"\x02\x00\x0aonMetaData", &mut out),
+            Muxed::Ignored
+        );
+        assert!(out.is_empty(), "nothing written for any of it");
+        // The good configuration survived the broken one.
+        assert!(m.video_configured());
+    }
+
+    #[test]
+    fn a_track_appearing_later_rewrites_the_tables_with_a_new_version() {
+        let mut m = TsMuxer::new();
+        let mut out = BytesMut::new();
+        m.mux(MediaKind::Audio, 0, &aac_header(), &mut out);
+        m.write_tables(&mut out);
+        m.mux(MediaKind::Audio, 0, &[0xAF, 1, 9, 9], &mut out);
+        m.mux(MediaKind::Video, 0, &avc_header(), &mut out);
+        let before = out.len();
+        m.mux(
+            MediaKind::Video,
+            0,
+            &avc_frame(true, 0, &[&[0x65, 1]]),
+            &mut out,
+        );
+        let d = demux(&out[before..]);
+        assert_eq!(d.pmt_streams.len(), 2, "the new PMT lists both tracks");
+        let version = (out[before + PACKET_LEN + 10] >> 1) & 0x1F;
+        assert_eq!(version, 1);
+    }
+
+    #[test]
+    fn negative_composition_time_is_clamped_and_clock_wraps_at_33_bits() {
+        let mut m = configured();
+        let mut out = BytesMut::new();
+        m.mux(
+            MediaKind::Video,
+            u32::MAX,
+            &avc_frame(false, -40, &[&[0x41, 1]]),
+            &mut out,
+        );
+        let pes = &demux(&out).pes[&VIDEO_PID][0];
+        let want = (u64::from(u32::MAX) * 90 + PTS_DELAY) & TS_MASK;
+        assert_eq!(pes.pts, Some(want));
+    }
+}

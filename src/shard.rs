@@ -101,6 +101,11 @@ impl Shard {
         self.shutdown.is_raised()
     }
 
+    /// Raised when the shard begins its graceful shutdown (long-lived connections end).
+    pub fn shutdown_signal(&self) -> &Signal {
+        &self.shutdown
+    }
+
     /// Whether a new connection from `ip` may be served: the accept rate and the
     /// per-address cap (both off by default).
     fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {

@@ -499,3 +499,47 @@ fn danmaku_items_carry_the_stream_timestamp_while_live() {
     );
     let _ = ff.kill();
 }
+
+#[test]
+fn sigterm_ends_streams_for_publishers_and_viewers_and_exits_promptly() {
+    let mut server = Server::start(&["--shards", "2"]);
+    let mut ff = publish(&signed_url(&server, "closing", &[]), 60);
+    wait_live(&server, "closing");
+    let mut viewer = server.connect();
+    write!(viewer, "GET /live/closing.flv HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    viewer.set_read_timeout(Some(T)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    assert!(viewer.read(&mut buf).unwrap() > 0);
+    let sent = Instant::now();
+    server.signal(15);
+    // The viewer's body ends with the last chunk, then the connection closes.
+    let mut tail = Vec::new();
+    loop {
+        match viewer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(16);
+                tail.drain(..keep);
+            }
+            Err(e) => panic!("viewer read failed: {e}"),
+        }
+    }
+    assert!(
+        tail.ends_with(b"0\r\n\r\n"),
+        "a clean end of the chunked body"
+    );
+    let status = server.wait_exit(T).expect("exits");
+    assert!(status.success());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "did not wait out the shutdown bound: {:?}",
+        sent.elapsed()
+    );
+    // The publisher was disconnected too.
+    let deadline = Instant::now() + T;
+    while ff.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ffmpeg still publishing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

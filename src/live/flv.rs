@@ -146,6 +146,7 @@ async fn serve(
             let woke = monoio::select! {
                 r = readable(&reader) => r.is_ok(),
                 _ = viewer.ended.notified() => false,
+                _ = shard.shutdown_signal().wait() => false,
                 _ = outbox.closed.notified() => false,
             };
             if !woke || viewer.is_ended.get() {

@@ -45,7 +45,7 @@ pub struct Event<'a> {
     pub stream: &'a str,
     /// The query the client sent, with its leading `?` (signatures included).
     pub param: String,
-    /// "rtmp" or "flv".
+    /// "rtmp", "flv" or "hls".
     pub protocol: &'static str,
 }
 

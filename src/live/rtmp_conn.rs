@@ -102,6 +102,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let read = read_with_deadline(&mut reader, buf, deadline);
         let outcome = monoio::select! {
             r = read => Wake::Read(r),
+            // The server stops: a stream ends now (not after the grace period), a player is
+            // told, like an operator's stop.
+            _ = shard.shutdown_signal().wait() => Wake::Stop,
             _ = stop.notified() => Wake::Stop,
             _ = ended.notified() => Wake::Ended,
             _ = outbox.closed.notified() => Wake::Closed,
@@ -109,9 +112,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let (n, b) = match outcome {
             Wake::Read(Some((n, b))) if n > 0 => (n, b),
             Wake::Stop => {
-                if let Role::Publisher { unpublished, .. } = &mut role {
-                    // Closed by the operator: the stream ends now, not after the grace.
-                    *unpublished = true;
+                match &mut role {
+                    // Closed by the operator or the shutdown: the stream ends now, not
+                    // after the grace period.
+                    Role::Publisher { unpublished, .. } => *unpublished = true,
+                    Role::Player { .. } => {
+                        session.notify_unpublished();
+                        while let Some(b) = session.poll_transmit() {
+                            outbox.push(b);
+                        }
+                    }
+                    Role::Setup => {}
                 }
                 break;
             }

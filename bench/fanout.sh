@@ -70,7 +70,7 @@ trap cleanup EXIT
 if [ "$BUILD" = 1 ]; then
   echo "== building (release)"
   (cd "$ROOT" && cargo build --release --quiet -p liveshard -p loadgen)
-  (cd "$ROOT/bench/tokio-broadcast" && cargo build --release --quiet)
+  (cd "$ROOT/bench/tokio-broadcast" && cargo build --release --quiet --target-dir "$TARGET")
 fi
 if [ ! -d "$ROOT/bench/node-ws/node_modules/ws" ]; then
   echo "== npm install (bench/node-ws)"

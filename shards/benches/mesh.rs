@@ -79,7 +79,10 @@ fn mesh(c: &mut Criterion) {
     let engine = shards::start::<Msg, (), _, _>(cfg, vec![(), ()], move |ctx, ()| {
         // Only shard 0 drives the benchmark; shard 1 must not take its channels.
         let (asks, done) = if ctx.id == 0 {
-            (ask_rx.lock().unwrap().take(), done_tx.lock().unwrap().take())
+            (
+                ask_rx.lock().unwrap().take(),
+                done_tx.lock().unwrap().take(),
+            )
         } else {
             (None, None)
         };
@@ -138,14 +141,18 @@ fn mesh(c: &mut Criterion) {
     g.bench_function("round_trip", |b| {
         b.iter_custom(|iters| {
             ask_tx.send((iters, 1)).unwrap();
-            done_rx.recv_timeout(Duration::from_secs(120)).expect("shard 0 answers")
+            done_rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("shard 0 answers")
         })
     });
     g.throughput(Throughput::Elements(1000));
     g.bench_function("burst_1k", |b| {
         b.iter_custom(|iters| {
             ask_tx.send((iters, 1000)).unwrap();
-            done_rx.recv_timeout(Duration::from_secs(120)).expect("shard 0 answers")
+            done_rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("shard 0 answers")
         })
     });
     g.finish();

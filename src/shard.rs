@@ -21,9 +21,9 @@ use shards::ShardCtx;
 
 use crate::config::Config;
 use crate::danmaku::Danmaku;
-use crate::http::codec::HeadLimits;
+use crate::http::codec::{HeadLimits, RequestHead};
 use crate::http::conn::{HttpLimits, Service};
-use crate::http::Router;
+use crate::http::{Response, Router};
 use crate::metrics::{Metrics, ShardMetrics};
 
 /// Messages between shards. Each capability adds its variants; every variant carries
@@ -173,6 +173,10 @@ impl Service for Shard {
 
     fn observe(&self, status: u16) {
         self.metrics().observe_status(status);
+    }
+
+    fn refine(&self, head: &RequestHead, r: Response) -> Response {
+        crate::api::cors::refine(&self.config().cors, head, r)
     }
 }
 

@@ -5,12 +5,13 @@
 
 mod support;
 
+use std::io::{BufReader, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::api::{call, create_room, dev_login, err, multipart, ok, png, Sse};
 use support::ws::{Client, Event};
-use support::{eventually, Server};
+use support::{eventually, read_response, Server};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -948,6 +949,35 @@ fn cors_allow_list_and_preflight() {
     );
     assert_eq!(r.status, 404);
     assert!(r.header("access-control-allow-origin").is_some());
+    // So do the answers the HTTP layer gives before any handler runs.
+    let app = [("Origin", "https://app.example.com")];
+    let r = server.request("GET", "/api/v1/no-such-route", &app, b"");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = server.request("PUT", "/api/v1/rooms", &app, b"");
+    assert_eq!(r.status, 405);
+    assert!(r.header("access-control-allow-origin").is_some());
+    // A body over the route's limit is refused from its Content-Length, before it is sent.
+    let mut s = server.connect();
+    s.write_all(
+        b"POST /api/v1/rooms HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example.com\r\n\
+          Content-Length: 2097152\r\n\r\n",
+    )
+    .unwrap();
+    let r = read_response(&mut BufReader::new(s)).expect("a response");
+    assert_eq!(r.status, 413);
+    assert!(r.header("access-control-allow-origin").is_some());
+    let r = server.request(
+        "GET",
+        "/api/v1/no-such-route",
+        &[("Origin", "https://evil.example.com")],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    assert!(r.header("access-control-allow-origin").is_none());
 
     let plain = Server::start(&["--shards", "1"]);
     let r = plain.request(

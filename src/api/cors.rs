@@ -9,6 +9,7 @@
 use std::rc::Rc;
 
 use crate::config::CorsConfig;
+use crate::http::codec::RequestHead;
 use crate::http::{self, Method, Reply, Request, Response};
 use crate::shard::Shard;
 
@@ -17,7 +18,21 @@ use super::error::{self, ApiError};
 /// The `Access-Control-Allow-Origin` value for this request: `None` if it carries no
 /// `Origin` or the origin is not allowed.
 pub fn allow_origin(cfg: &CorsConfig, req: &Request) -> Option<String> {
-    let origin = req.header("origin")?.trim();
+    allow(cfg, req.header("origin")?)
+}
+
+/// The allowed origin for the HTTP layer's own answers under `/api/` (404, 405, 413, 408),
+/// so that a browser can read those too.
+pub fn refine(cfg: &CorsConfig, head: &RequestHead, resp: Response) -> Response {
+    if !head.path.starts_with("/api/") {
+        return resp;
+    }
+    let allowed = head.header_str("origin").and_then(|o| allow(cfg, o));
+    decorate(resp, allowed.as_deref())
+}
+
+fn allow(cfg: &CorsConfig, origin: &str) -> Option<String> {
+    let origin = origin.trim();
     if origin.is_empty() || origin.len() > 256 {
         return None;
     }

@@ -31,7 +31,7 @@ use shards::local::Signal;
 
 use crate::sockio::read_append;
 
-use super::codec::{self, BodyDecoder, BodyFraming, HeadLimits, HttpError, Method};
+use super::codec::{self, BodyDecoder, BodyFraming, HeadLimits, HttpError, Method, RequestHead};
 use super::router::{Lookup, Router};
 use super::{code, Reply, Request, Response};
 
@@ -55,6 +55,11 @@ pub trait Service: Sized + 'static {
     fn shutdown(&self) -> &Signal;
     /// Called once per response written (for metrics).
     fn observe(&self, status: u16);
+    /// Lets the application add headers (CORS, say) to an answer the HTTP layer gives on
+    /// its own for a request whose head it has read: 404, 405, 413, 408 during the body.
+    fn refine(&self, _head: &RequestHead, r: Response) -> Response {
+        r
+    }
 }
 
 /// Bytes reserved per read when the buffer runs short. Small on purpose: most requests
@@ -105,7 +110,7 @@ async fn serve_until_takeover<S: Service>(
                 match codec::parse_head(&buf, state.limits().head) {
                     Ok(Some(parsed)) => break parsed,
                     Ok(None) => {}
-                    Err(e) => return fail(&state, stream, out, e).await,
+                    Err(e) => return fail(&state, stream, out, e, None).await,
                 }
             }
             if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
@@ -126,7 +131,7 @@ async fn serve_until_takeover<S: Service>(
                     started.get_or_insert_with(Instant::now);
                 }
                 ReadOutcome::Timeout if started.is_some() => {
-                    return fail(&state, stream, out, HttpError::Timeout).await
+                    return fail(&state, stream, out, HttpError::Timeout, None).await
                 }
                 ReadOutcome::Shutdown | ReadOutcome::Timeout => {
                     return close_gracefully(stream).await
@@ -161,6 +166,7 @@ async fn serve_until_takeover<S: Service>(
                     let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
                     let r = Response::error(405, code::METHOD_NOT_ALLOWED, "method not allowed")
                         .header("Allow", allow.join(", "));
+                    let r = state.refine(&head, r);
                     let keep = head.keep_alive && !has_body;
                     if !respond(
                         &state,
@@ -180,7 +186,7 @@ async fn serve_until_takeover<S: Service>(
                     return finish(&state, stream, out).await;
                 }
                 Lookup::NotFound => {
-                    let r = Response::error(404, code::NOT_FOUND, "not found");
+                    let r = state.refine(&head, Response::error(404, code::NOT_FOUND, "not found"));
                     let keep = head.keep_alive && !has_body;
                     if !respond(
                         &state,
@@ -205,7 +211,7 @@ async fn serve_until_takeover<S: Service>(
         // 3. Its body.
         let mut decoder = match BodyDecoder::new(head.framing, body_limit) {
             Ok(d) => d,
-            Err(e) => return fail(&state, stream, out, e).await,
+            Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
         };
         if has_body && head.expect_continue {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -215,7 +221,7 @@ async fn serve_until_takeover<S: Service>(
             match decoder.decode(&mut buf) {
                 Ok(Some(body)) => break body,
                 Ok(None) => {}
-                Err(e) => return fail(&state, stream, out, e).await,
+                Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
             }
             if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
                 return;
@@ -224,7 +230,9 @@ async fn serve_until_takeover<S: Service>(
             buf = b;
             match outcome {
                 ReadOutcome::Data => {}
-                ReadOutcome::Timeout => return fail(&state, stream, out, HttpError::Timeout).await,
+                ReadOutcome::Timeout => {
+                    return fail(&state, stream, out, HttpError::Timeout, Some(&head)).await
+                }
                 _ => return,
             }
         };
@@ -303,7 +311,13 @@ async fn respond<S: Service>(
 }
 
 /// Answers a request that cannot be served and closes.
-async fn fail<S: Service>(state: &Rc<S>, mut stream: TcpStream, mut out: Vec<u8>, e: HttpError) {
+async fn fail<S: Service>(
+    state: &Rc<S>,
+    mut stream: TcpStream,
+    mut out: Vec<u8>,
+    e: HttpError,
+    head: Option<&RequestHead>,
+) {
     let code = match &e {
         HttpError::HeadersTooLarge | HttpError::TooManyHeaders => code::HEADERS_TOO_LARGE,
         HttpError::BodyTooLarge => code::BODY_TOO_LARGE,
@@ -313,7 +327,10 @@ async fn fail<S: Service>(state: &Rc<S>, mut stream: TcpStream, mut out: Vec<u8>
         HttpError::Timeout => code::TIMEOUT,
     };
     tracing::debug!(error = ?e, "refusing request");
-    let r = Response::error(e.status(), code, e.message());
+    let mut r = Response::error(e.status(), code, e.message());
+    if let Some(head) = head {
+        r = state.refine(head, r);
+    }
     if respond(state, &mut stream, &mut out, r, false, false).await {
         finish(state, stream, out).await;
     }

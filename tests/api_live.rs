@@ -4,10 +4,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::api::{call, create_room, dev_login, ok, Sse};
+use support::media::publish;
 use support::Server;
 
 const T: Duration = Duration::from_secs(20);
@@ -41,27 +41,7 @@ fn sse_subscriber_sees_live_when_ffmpeg_publishes() {
     let mut sse = Sse::open(&server, &format!("/api/v1/rooms/{id}/events")).unwrap();
     sse.expect("live", T, |d| d["live"] == false);
 
-    let publish = |url: &str| {
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-t", "60"])
-            .args(["-f", "flv", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg starts")
-    };
+    let publish = |url: &str| publish(url, 60);
 
     let mut ffmpeg = publish(&url);
     let live = sse.expect("live", T, |d| d["live"] == true);

@@ -7,78 +7,14 @@
 mod support;
 
 use std::io::{BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{require, HookServer, HttpResponse, Server, BIN};
+use support::media::{publish, signed_url};
+use support::{require, HookServer, HttpResponse, Server};
 
 const T: Duration = Duration::from_secs(20);
-
-fn rtmp_addr(server: &Server) -> String {
-    server.ready_field("rtmp").expect("ready line has rtmp=")
-}
-
-/// A push URL signed with `liveshard sign` (with the default keys, also a valid play
-/// signature for the same stream).
-fn signed_url(server: &Server, stream: &str) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "sign",
-            "--stream",
-            stream,
-            "--host",
-            &rtmp_addr(server),
-            "--data-dir",
-        ])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A running ffmpeg, killed (and reaped) when dropped.
-struct Ffmpeg(Child);
-
-impl Drop for Ffmpeg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// ffmpeg publishing a generated 640x360 H.264 + AAC source (1 s GOP) for `secs`.
-fn publish(url: &str, secs: u32) -> Ffmpeg {
-    require("ffmpeg");
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-t", &secs.to_string(), "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ffmpeg starts");
-    Ffmpeg(child)
-}
 
 /// A server with 1 s segments plus `extra` flags.
 fn start(extra: &[&str]) -> Server {
@@ -187,7 +123,7 @@ fn per_shard(server: &Server, name: &str, shards: usize) -> Vec<f64> {
 #[test]
 fn hls_plays_back_h264_and_aac_and_decodes_without_errors() {
     let server = start(&["--shards", "2"]);
-    let _ff = publish(&signed_url(&server, "cam1"), 40);
+    let _ff = publish(&signed_url(&server, "cam1", &[]), 40);
     wait_segments(&server, "cam1", 2);
     let url = server.url("/live/cam1.m3u8");
     let streams = probe(&url);
@@ -234,7 +170,7 @@ fn hls_plays_back_h264_and_aac_and_decodes_without_errors() {
 #[test]
 fn the_playlist_slides_and_segments_are_served_with_their_types() {
     let server = start(&["--shards", "2", "--set", "media.hls_window=3"]);
-    let _ff = publish(&signed_url(&server, "slide"), 40);
+    let _ff = publish(&signed_url(&server, "slide", &[]), 40);
     let first = wait_segments(&server, "slide", 1);
     let (r, _) = get_playlist(&server, "slide").unwrap();
     assert_eq!(
@@ -305,9 +241,9 @@ fn a_stream_that_is_not_live_is_a_404() {
 #[test]
 fn the_playlist_ends_with_endlist_after_the_publisher_stops() {
     let server = start(&["--shards", "2"]);
-    let mut ff = publish(&signed_url(&server, "short"), 5);
+    let mut ff = publish(&signed_url(&server, "short", &[]), 5);
     wait_segments(&server, "short", 1);
-    assert!(ff.0.wait().unwrap().success());
+    assert!(ff.wait().unwrap().success());
     // ffmpeg unpublished: the open segment was finished and the playlist ended.
     let (_, p) = support::eventually(T, || {
         get_playlist(&server, "short").filter(|(_, p)| p.ended)
@@ -330,7 +266,7 @@ fn the_playlist_ends_with_endlist_after_the_publisher_stops() {
 #[test]
 fn signed_play_guards_the_playlist_and_its_segments() {
     let server = start(&["--shards", "2", "--set", "media.play_sign=true"]);
-    let url = signed_url(&server, "paid");
+    let url = signed_url(&server, "paid", &[]);
     let query = url.split_once('?').unwrap().1.to_string();
     let _ff = publish(&url, 30);
     let signed = format!("/live/paid.m3u8?{query}");
@@ -361,7 +297,7 @@ fn on_play_is_asked_once_per_player_and_can_refuse() {
     let hook = format!("media.on_play={}", yes.url);
     // One shard: answers are remembered per shard.
     let server = start(&["--shards", "1", "--set", &hook]);
-    let _ff = publish(&signed_url(&server, "hooked"), 30);
+    let _ff = publish(&signed_url(&server, "hooked", &[]), 30);
     wait_segments(&server, "hooked", 1);
     for _ in 0..3 {
         assert_eq!(server.get("/live/hooked.m3u8").status, 200);
@@ -380,7 +316,7 @@ fn on_play_is_asked_once_per_player_and_can_refuse() {
 
     let no = HookServer::start(200, "1");
     let server = start(&["--set", &format!("media.on_play={}", no.url)]);
-    let _ff = publish(&signed_url(&server, "hooked"), 30);
+    let _ff = publish(&signed_url(&server, "hooked", &[]), 30);
     let refused = support::eventually(T, || {
         let r = server.get("/live/hooked.m3u8");
         (r.status != 404).then_some(r)
@@ -393,7 +329,7 @@ fn on_play_is_asked_once_per_player_and_can_refuse() {
 #[test]
 fn a_reconnecting_publisher_continues_the_playlist_after_a_discontinuity() {
     let server = start(&["--shards", "2", "--set", "media.publisher_grace_ms=8000"]);
-    let url = signed_url(&server, "flaky");
+    let url = signed_url(&server, "flaky", &[]);
     let first = publish(&url, 60);
     let before = wait_segments(&server, "flaky", 2);
     // Dropped without an unpublish (kill -9), then back within the grace period, on
@@ -422,7 +358,7 @@ fn a_reconnecting_publisher_continues_the_playlist_after_a_discontinuity() {
 fn sigterm_finishes_the_open_segment_for_a_waiting_player() {
     // 30 s segments: nothing is finished before the signal.
     let server = Server::start(&["--set", "media.hls_segment_secs=30"]);
-    let _ff = publish(&signed_url(&server, "last"), 60);
+    let _ff = publish(&signed_url(&server, "last", &[]), 60);
     let live = support::eventually(T, || {
         // The FLV answer's status line says live; its body never ends.
         let mut s = server.connect();

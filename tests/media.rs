@@ -5,93 +5,15 @@
 mod support;
 
 use std::io::{BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::media::{publish, rtmp_addr, signed_url};
 use support::ws::{Client, Event};
-use support::{require, HookServer, Server, BIN};
+use support::{require, HookServer, Server};
 
 const T: Duration = Duration::from_secs(20);
-
-fn rtmp_addr(server: &Server) -> String {
-    server.ready_field("rtmp").expect("ready line has rtmp=")
-}
-
-/// A push URL signed the way an operator gets one: `liveshard sign`.
-fn signed_url(server: &Server, stream: &str, extra: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "sign",
-            "--stream",
-            stream,
-            "--host",
-            &rtmp_addr(server),
-            "--data-dir",
-        ])
-        .arg(&server.data_dir)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A running ffmpeg, killed (and reaped) when dropped, so a failing test leaves no
-/// publisher behind.
-struct Ffmpeg(Child);
-
-impl std::ops::Deref for Ffmpeg {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Ffmpeg {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Ffmpeg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// ffmpeg publishing a generated 640x360 H.264 + AAC source (1 s GOP) for `secs`.
-fn publish(url: &str, secs: u32) -> Ffmpeg {
-    require("ffmpeg");
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-t", &secs.to_string(), "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg starts");
-    Ffmpeg(child)
-}
 
 /// Waits for a publisher to be live (its HTTP-FLV URL answers 200).
 fn wait_live(server: &Server, stream: &str) {

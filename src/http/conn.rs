@@ -151,61 +151,44 @@ async fn serve_until_takeover<S: Service>(
                 }
                 return;
             }
-            Some(method) => match state.router().lookup(method, &head.path) {
-                Lookup::Found {
-                    handler,
-                    params,
-                    body_limit,
-                    ..
-                } => (
-                    handler,
-                    params,
-                    body_limit.unwrap_or(state.limits().max_body),
-                ),
-                Lookup::MethodNotAllowed(methods) => {
-                    let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
-                    let r = Response::error(405, code::METHOD_NOT_ALLOWED, "method not allowed")
-                        .header("Allow", allow.join(", "));
-                    let r = state.refine(&head, r);
-                    let keep = head.keep_alive && !has_body;
-                    if !respond(
-                        &state,
-                        &mut stream,
-                        &mut out,
-                        r,
-                        keep,
-                        method == Method::Head,
-                    )
-                    .await
-                    {
-                        return;
+            Some(method) => {
+                let routed = match state.router().lookup(method, &head.path) {
+                    Lookup::Found {
+                        handler,
+                        params,
+                        body_limit,
+                        ..
+                    } => {
+                        let limit = body_limit.unwrap_or(state.limits().max_body);
+                        Ok((handler, params, limit))
                     }
-                    if keep {
-                        continue;
+                    Lookup::MethodNotAllowed(methods) => {
+                        let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+                        Err(
+                            Response::error(405, code::METHOD_NOT_ALLOWED, "method not allowed")
+                                .header("Allow", allow.join(", ")),
+                        )
                     }
-                    return finish(&state, stream, out).await;
+                    Lookup::NotFound => Err(Response::error(404, code::NOT_FOUND, "not found")),
+                };
+                match routed {
+                    Ok(found) => found,
+                    Err(r) => {
+                        // Answered without reading a body: keep the connection only if
+                        // there is none to skip.
+                        let r = state.refine(&head, r);
+                        let keep = head.keep_alive && !has_body;
+                        let head_only = method == Method::Head;
+                        if !respond(&state, &mut stream, &mut out, r, keep, head_only).await {
+                            return;
+                        }
+                        if keep {
+                            continue;
+                        }
+                        return finish(&state, stream, out).await;
+                    }
                 }
-                Lookup::NotFound => {
-                    let r = state.refine(&head, Response::error(404, code::NOT_FOUND, "not found"));
-                    let keep = head.keep_alive && !has_body;
-                    if !respond(
-                        &state,
-                        &mut stream,
-                        &mut out,
-                        r,
-                        keep,
-                        method == Method::Head,
-                    )
-                    .await
-                    {
-                        return;
-                    }
-                    if keep {
-                        continue;
-                    }
-                    return finish(&state, stream, out).await;
-                }
-            },
+            }
         };
 
         // 3. Its body.

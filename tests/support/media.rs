@@ -1,0 +1,87 @@
+//! Media helpers: signed push URLs from the real `liveshard sign`, and a real ffmpeg
+//! publisher that is killed when dropped.
+
+use std::process::{Child, Command, Stdio};
+
+use super::{require, Server, BIN};
+
+pub fn rtmp_addr(server: &Server) -> String {
+    server.ready_field("rtmp").expect("ready line has rtmp=")
+}
+
+/// A push URL signed the way an operator gets one: `liveshard sign` (with the default
+/// keys, also a valid play signature for the same stream).
+pub fn signed_url(server: &Server, stream: &str, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "sign",
+            "--stream",
+            stream,
+            "--host",
+            &rtmp_addr(server),
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A running ffmpeg, killed (and reaped) when dropped, so a failing test leaves no
+/// publisher behind.
+pub struct Ffmpeg(Child);
+
+impl std::ops::Deref for Ffmpeg {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ffmpeg {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Ffmpeg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// ffmpeg publishing a generated 640x360 H.264 + AAC source (1 s GOP) for `secs`; its
+/// stderr (errors only) is piped for the test to read.
+pub fn publish(url: &str, secs: u32) -> Ffmpeg {
+    require("ffmpeg");
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-t", &secs.to_string(), "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg starts");
+    Ffmpeg(child)
+}

@@ -279,7 +279,7 @@ fn signed_play_guards_the_playlist_and_its_segments() {
     .expect("the signed playlist is served");
     let unsigned = server.get("/live/paid.m3u8");
     assert_eq!(unsigned.status, 403);
-    assert_eq!(unsigned.json()["code"], 40303);
+    assert_eq!(unsigned.json()["code"], 40305);
     // Segment URIs carry the signature, and need it.
     let uri = &p.segments[0].1;
     assert!(uri.ends_with(&format!(".ts?{query}")), "{uri}");
@@ -323,7 +323,7 @@ fn on_play_is_asked_once_per_player_and_can_refuse() {
     })
     .unwrap();
     assert_eq!(refused.status, 403);
-    assert_eq!(refused.json()["code"], 40304);
+    assert_eq!(refused.json()["code"], 40306);
 }
 
 #[test]

@@ -42,6 +42,21 @@ pub const CODES: &[(u32, u16, &str)] = &[
         403,
         "CORS preflight from an origin not in `cors.allow_origins`",
     ),
+    (
+        PLAY_REFERER_REFUSED,
+        403,
+        "HTTP play (FLV, HLS) from a page whose Referer is not in `media.referer_allow`",
+    ),
+    (
+        PLAY_SIGNATURE_REFUSED,
+        403,
+        "play signature missing, wrong or expired (`media.play_sign`)",
+    ),
+    (
+        PLAY_HOOK_REFUSED,
+        403,
+        "the `on_play` hook refused the player",
+    ),
     (ROOM_NOT_FOUND, 404, "no such room"),
     (FILE_NOT_FOUND, 404, "no such uploaded file"),
     (ROOM_CLOSED, 409, "the room is closed"),
@@ -103,6 +118,9 @@ pub const WECHAT_CODE_INVALID: u32 = 40104;
 pub const NOT_OWNER: u32 = 40301;
 pub const NOT_MODERATOR: u32 = 40302;
 pub const ORIGIN_NOT_ALLOWED: u32 = 40303;
+pub const PLAY_REFERER_REFUSED: u32 = 40304;
+pub const PLAY_SIGNATURE_REFUSED: u32 = 40305;
+pub const PLAY_HOOK_REFUSED: u32 = 40306;
 pub const ROOM_NOT_FOUND: u32 = 40401;
 pub const FILE_NOT_FOUND: u32 = 40402;
 pub const ROOM_CLOSED: u32 = 40901;
@@ -214,6 +232,34 @@ mod tests {
             documented, ours,
             "docs/api.md's error table and CODES differ"
         );
+    }
+
+    /// Codes outside the API handlers (play refusals, say) come from the table too: no
+    /// `Response::error` in the server carries a literal code of its own.
+    #[test]
+    fn no_error_answer_invents_a_code() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for call in text.split("Response::error(").skip(1) {
+                        let code = call.split(',').nth(1).unwrap_or("").trim();
+                        if code.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                            found.push(format!("{}: {code}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        assert!(found.is_empty(), "literal error codes: {found:?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::hooks;
 use super::outbox::{write_loop, Outbox};
 use super::rtmp_conn::hook_event;
 use super::{valid_stream, StreamId};
+use crate::api::error;
 use crate::auth::now_unix;
 use crate::http::{self, code, Reply, Request, Response};
 use crate::media::sign;
@@ -73,12 +74,20 @@ pub(super) fn check_http_play(
     if !settings.referer_allow.is_empty()
         && !referer_allowed(req.header("referer"), &settings.referer_allow)
     {
-        return Err(Response::error(403, 40302, "referer not allowed"));
+        return Err(Response::error(
+            403,
+            error::PLAY_REFERER_REFUSED,
+            "referer not allowed",
+        ));
     }
     let query = req.head.query.clone().unwrap_or_default();
     if settings.play_sign {
         if let Err(e) = sign::verify(&settings.play_key, name, &query, now_unix()) {
-            return Err(Response::error(403, 40303, format!("play refused: {e}")));
+            return Err(Response::error(
+                403,
+                error::PLAY_SIGNATURE_REFUSED,
+                format!("play refused: {e}"),
+            ));
         }
     }
     Ok(query)
@@ -98,7 +107,7 @@ pub(super) async fn ask_on_play(
     let event = hook_event("on_play", shard, name, query, peer, protocol);
     hooks::ask(shard, url, &event)
         .await
-        .map_err(|why| Response::error(403, 40304, why))
+        .map_err(|why| Response::error(403, error::PLAY_HOOK_REFUSED, why))
 }
 
 /// Whether the Referer's host is an allowed host or a subdomain of one.

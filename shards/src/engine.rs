@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,6 +20,10 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::local::Signal;
 use crate::mesh::{self, Mesh, MeshStats, Remote, Shared};
+
+/// How often a shard that has drained looks whether the others have too (only while
+/// stopping).
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Which I/O driver to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +229,7 @@ where
     let (shared, parts, remotes) = mesh::build::<M>(cfg.shards, cfg.ring_capacity);
     let main = Arc::new(main);
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let drained = Arc::new(AtomicUsize::new(0));
 
     let mut threads = Vec::with_capacity(cfg.shards);
     for (id, (parts, seed)) in parts.into_iter().zip(seeds).enumerate() {
@@ -231,6 +237,7 @@ where
         let shared = shared.clone();
         let main = main.clone();
         let ready = ready_tx.clone();
+        let drained = drained.clone();
         let cpu = cfg.pin.then(|| cpus[id % cpus.len()]);
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -261,7 +268,14 @@ where
                         mesh,
                         stop,
                     };
-                    main(ctx, seed).await
+                    main(ctx, seed).await;
+                    // Drained: keep answering the mesh until every shard is, so that a
+                    // connection still finishing elsewhere can ask this shard (a
+                    // playlist from the stream's owner, say) instead of waiting forever.
+                    drained.fetch_add(1, Ordering::AcqRel);
+                    while drained.load(Ordering::Acquire) < cfg.shards {
+                        monoio::time::sleep(DRAIN_POLL).await;
+                    }
                 };
                 match driver {
                     DriverInUse::Uring => {

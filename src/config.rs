@@ -366,7 +366,9 @@ pub struct DanmakuConfig {
     pub history_capacity: usize,
     /// Longest danmaku or private message, in characters, after cleaning.
     pub max_text_chars: usize,
-    /// Per-connection token bucket: messages per second and burst.
+    /// Rate limit, messages per second and burst: each user's posts to a room (all their
+    /// connections together, kept by the room's home shard), and each connection on its
+    /// own (so a flood is dropped before it leaves the connection's shard).
     pub rate_per_sec: f64,
     pub rate_burst: f64,
     /// Keyword filter: words (case-insensitive for ASCII) and what to do on a match.

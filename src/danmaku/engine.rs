@@ -118,6 +118,7 @@ impl Danmaku {
         RoomSettings {
             history_capacity: s.history_capacity,
             cap_per_sec: s.cap_per_sec,
+            user_rate: (s.rate_per_sec, s.rate_burst),
         }
     }
 

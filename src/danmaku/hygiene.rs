@@ -101,6 +101,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now_ms` (then it is the same as a new one).
+    pub fn refilled(&self, rate: f32, burst: f32, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f32 / 1000.0;
+        self.tokens + elapsed * rate >= burst
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: f32, burst: f32, now_ms: u64) -> bool {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f32 / 1000.0;

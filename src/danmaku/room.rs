@@ -14,6 +14,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::conn::Conn;
+use super::hygiene::TokenBucket;
 use super::protocol::{code, list_frame};
 use super::{RoomId, Uid};
 
@@ -67,7 +68,13 @@ pub struct RoomSettings {
     pub history_capacity: usize,
     /// Items per second delivered at most; 0 = no cap.
     pub cap_per_sec: u32,
+    /// Each user's posts per second in the room, and the burst (all their connections
+    /// together).
+    pub user_rate: (f32, f32),
 }
+
+/// Rate-limit buckets a room keeps before it forgets the refilled ones.
+const MAX_BUCKETS: usize = 10_000;
 
 /// A moderation refusal: the error code and message sent to the sender.
 pub type Refusal = (u32, &'static str);
@@ -96,6 +103,9 @@ pub struct HomeRoom {
     bans: HashSet<Uid>,
     slow_mode_ms: u64,
     last_post_ms: HashMap<Uid, u64>,
+    /// Per-user rate limit: (rate, burst) and each recent poster's bucket.
+    user_rate: (f32, f32),
+    buckets: HashMap<Uid, TokenBucket>,
     /// When the room last had no viewers and nothing pending (ms), for eviction.
     pub idle_since_ms: Option<u64>,
     /// The stream clock (C4): the latest media timestamp seen and when it was seen.
@@ -132,6 +142,8 @@ impl HomeRoom {
             bans: HashSet::new(),
             slow_mode_ms: 0,
             last_post_ms: HashMap::new(),
+            user_rate: settings.user_rate,
+            buckets: HashMap::new(),
             idle_since_ms: Some(now_ms),
             media_clock: None,
             loading: false,
@@ -240,8 +252,8 @@ impl HomeRoom {
         self.owner.as_deref() == Some(uid) || self.admins.contains(uid)
     }
 
-    /// Whether `uid` may post now: ban, mute and slow mode. Records the post time for slow
-    /// mode when it is allowed.
+    /// Whether `uid` may post now: ban, mute, the user's rate limit and slow mode. Records
+    /// the post (its token, its time for slow mode) when it is allowed.
     pub fn admit(&mut self, uid: &Uid, now_ms: u64) -> Result<(), Refusal> {
         if self.bans.contains(uid) {
             return Err((code::BANNED, "you are banned from this room"));
@@ -251,6 +263,18 @@ impl HomeRoom {
                 return Err((code::MUTED, "you are muted in this room"));
             }
             self.mutes.remove(uid);
+        }
+        let (rate, burst) = self.user_rate;
+        if self.buckets.len() >= MAX_BUCKETS {
+            // Bounded: a bucket that has refilled is the same as none.
+            self.buckets.retain(|_, b| !b.refilled(rate, burst, now_ms));
+        }
+        let bucket = self
+            .buckets
+            .entry(uid.clone())
+            .or_insert_with(|| TokenBucket::full(burst, now_ms));
+        if !bucket.take(rate, burst, now_ms) {
+            return Err((code::RATE_LIMITED, "too many messages; slow down"));
         }
         if self.slow_mode_ms > 0 && !self.is_moderator(uid) {
             if let Some(&last) = self.last_post_ms.get(uid) {
@@ -465,6 +489,7 @@ mod tests {
             &RoomSettings {
                 history_capacity: 3,
                 cap_per_sec: cap,
+                user_rate: (1000.0, 1000.0),
             },
             0,
         )
@@ -517,6 +542,37 @@ mod tests {
             !r.push(Bytes::from_static(b"{}"), Priority::Plain, 1050),
             "gifts used the room's cap"
         );
+    }
+
+    #[test]
+    fn rate_limit_is_per_user_whatever_their_connections() {
+        let mut r = HomeRoom::new(
+            "r".into(),
+            2,
+            &RoomSettings {
+                history_capacity: 3,
+                cap_per_sec: 0,
+                user_rate: (2.0, 5.0),
+            },
+            0,
+        );
+        let (a, b): (Uid, Uid) = ("a".into(), "b".into());
+        // However many connections `a` posts from, they all reach this one room state.
+        let allowed = (0..20).filter(|_| r.admit(&a, 1000).is_ok()).count();
+        assert_eq!(allowed, 5, "the burst");
+        assert_eq!(r.admit(&a, 1000).unwrap_err().0, code::RATE_LIMITED);
+        assert!(
+            r.admit(&b, 1000).is_ok(),
+            "another user has a bucket of their own"
+        );
+        assert!(r.admit(&a, 1500).is_ok(), "2/s refills one token in 0.5 s");
+        assert!(r.admit(&a, 1500).is_err());
+        // Buckets are bounded: refilled ones are forgotten when the map is full.
+        for i in 0..MAX_BUCKETS + 10 {
+            let u: Uid = format!("u{i}").into();
+            let _ = r.admit(&u, 100_000 + i as u64 / 10);
+        }
+        assert!(r.buckets.len() <= MAX_BUCKETS + 1, "{}", r.buckets.len());
     }
 
     #[test]

@@ -56,10 +56,25 @@ fn keep_alive_serves_many_requests_on_one_connection(driver: &[&str]) {
             "keep-alive is the HTTP/1.1 default"
         );
     }
+    // The driver in use is in the ready line and in /metrics; by default it is io_uring,
+    // and only a fallback the server announces may make it epoll.
+    let in_use = server
+        .ready_field("driver")
+        .expect("ready line has driver=");
     assert_eq!(
-        server.metric("liveshard_driver{driver=\"epoll\"}"),
-        Some(if driver.is_empty() { 0.0 } else { 1.0 })
+        server.metric(&format!("liveshard_driver{{driver=\"{in_use}\"}}")),
+        Some(1.0)
     );
+    if driver.is_empty() {
+        if in_use == "epoll" {
+            let logs = server.logs().join("\n");
+            assert!(logs.contains("falling back to epoll"), "{logs}");
+        } else {
+            assert_eq!(in_use, "io_uring");
+        }
+    } else {
+        assert_eq!(in_use, "epoll");
+    }
 }
 
 fn pipelined_requests_are_answered_in_order(driver: &[&str]) {
@@ -365,5 +380,99 @@ fn accept_rate_limit_closes_a_connection_storm_at_once() {
         server.get("/healthz").status,
         200,
         "served again once the burst is over"
+    );
+}
+
+#[test]
+fn sigint_stops_accepting_and_the_bound_cuts_a_request_that_outlasts_it() {
+    let mut server = Server::start(&[
+        "--set",
+        "server.debug_endpoints=true",
+        "--set",
+        "server.shutdown_timeout_ms=1500",
+    ]);
+    let mut slow = server.connect();
+    write!(
+        slow,
+        "GET /debug/sleep?ms=20000 HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    server.signal(2);
+    // New connections are no longer served once the signal is in.
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = match std::net::TcpStream::connect(server.http) {
+        Err(_) => true,
+        Ok(mut s) => {
+            let _ = write!(s, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            read_response(&mut BufReader::new(s)).is_none()
+        }
+    };
+    assert!(refused, "a connection after the signal was served");
+    // The 20 s request cannot finish: the process exits at the 1.5 s bound, with 0.
+    let status = server
+        .wait_exit(Duration::from_secs(8))
+        .expect("exits at the bound");
+    assert!(status.success(), "exit status {status:?}");
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
+        "exited after {took:?}"
+    );
+    assert!(closed_within(&mut slow, Duration::from_secs(1)));
+}
+
+#[test]
+fn metrics_show_connections_responses_lag_memory_and_the_mesh() {
+    let server = Server::start(&["--shards", "2"]);
+    let held = server.connect();
+    let mut w = held.try_clone().unwrap();
+    let mut r = BufReader::new(held);
+    for path in ["/healthz", "/healthz", "/readyz", "/nope", "/nope"] {
+        write!(w, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        read_response(&mut r).expect("answered");
+    }
+    let text = server.get("/metrics").text();
+    // Sums a family over its shards (and other labels), given a label filter.
+    let sum = |name: &str, with: &str| -> Option<f64> {
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| l.contains(with))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    assert!(
+        sum("liveshard_connections_open", "").unwrap() >= 2.0,
+        "{text}"
+    );
+    assert!(sum("liveshard_connections_accepted_total", "").unwrap() >= 2.0);
+    assert!(sum("liveshard_http_responses_total", "class=\"2xx\"").unwrap() >= 3.0);
+    assert_eq!(
+        sum("liveshard_http_responses_total", "class=\"4xx\""),
+        Some(2.0)
+    );
+    assert_eq!(
+        sum("liveshard_http_responses_total", "class=\"5xx\""),
+        Some(0.0)
+    );
+    for shard in 0..2 {
+        let lag = sum("liveshard_loop_lag_seconds", &format!("shard=\"{shard}\""))
+            .expect("each shard reports its loop lag");
+        assert!((0.0..1.0).contains(&lag), "lag {lag}");
+    }
+    let rss = sum("liveshard_process_resident_memory_bytes", "").unwrap();
+    assert!(rss > 1e6 && rss < 4e9, "rss {rss}");
+    assert!(sum("liveshard_mesh_ring_depth", "from=\"0\",to=\"1\"").is_some());
+    assert!(sum("liveshard_mesh_ring_depth", "from=\"1\",to=\"0\"").is_some());
+    assert_eq!(sum("liveshard_mesh_overflow_total", ""), Some(0.0));
+    assert_eq!(
+        sum("liveshard_driver", "").unwrap(),
+        1.0,
+        "one driver in use"
     );
 }

@@ -205,3 +205,61 @@ fn helper_threads_reach_a_shard_through_its_remote() {
     engine.stop();
     assert!(engine.join(Duration::from_secs(5)));
 }
+
+#[test]
+fn a_burst_rings_the_receiver_once_not_per_message() {
+    const BURST: u64 = 10_000;
+    let cfg = EngineConfig {
+        shards: 2,
+        ring_capacity: 16_384,
+        ..EngineConfig::default()
+    };
+    let (tx, rx) = mpsc::channel::<u64>();
+    let engine = shards::start::<u64, mpsc::Sender<u64>, _, _>(
+        cfg,
+        vec![tx.clone(), tx],
+        |ctx, report| async move {
+            if ctx.id == 1 {
+                let got = Rc::new(Cell::new(0u64));
+                let done = shards::local::Signal::new();
+                let (g, d) = (got.clone(), done.clone());
+                let mesh = ctx.mesh.clone();
+                monoio::spawn(async move {
+                    mesh.serve(move |_, _n: u64| {
+                        g.set(g.get() + 1);
+                        if g.get() == BURST {
+                            d.raise();
+                        }
+                    })
+                    .await
+                });
+                done.wait().await;
+                report.send(got.get()).unwrap();
+            } else {
+                // Every shard runs its receive loop (it also hears the stop request).
+                let mesh = ctx.mesh.clone();
+                monoio::spawn(async move { mesh.serve(|_, _n: u64| {}).await });
+                // Let shard 1 park in its event loop first, so the burst must wake it.
+                monoio::time::sleep(Duration::from_millis(200)).await;
+                for n in 0..BURST {
+                    ctx.mesh.submit_to(1, n).unwrap();
+                }
+            }
+            ctx.stop_signal().wait().await;
+        },
+    )
+    .unwrap();
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("shard 1 gets the burst");
+    assert_eq!(got, BURST);
+    let stats = engine.mesh_stats();
+    assert_eq!(stats[0].sent.load(Ordering::Relaxed), BURST);
+    let wakeups = stats[0].wakeups.load(Ordering::Relaxed);
+    assert!(
+        (1..=2).contains(&wakeups),
+        "{BURST} messages in one turn rang the receiver {wakeups} times"
+    );
+    engine.stop();
+    assert!(engine.join(Duration::from_secs(5)));
+}

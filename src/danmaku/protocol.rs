@@ -319,6 +319,25 @@ pub fn list_frame<'a>(
 mod tests {
     use super::*;
 
+    /// Every client message shown in `docs/protocol.md` is one the server reads.
+    #[test]
+    fn the_documented_client_examples_parse() {
+        let doc = include_str!("../../docs/protocol.md");
+        let section = doc
+            .split("## Client → server")
+            .nth(1)
+            .and_then(|s| s.split("## Server → client").next())
+            .unwrap();
+        let examples: Vec<&str> = section
+            .lines()
+            .filter(|l| l.starts_with("{\"type\""))
+            .collect();
+        assert!(examples.len() >= 12, "{examples:?}");
+        for e in examples {
+            assert!(parse_client(e.as_bytes()).is_ok(), "{e}");
+        }
+    }
+
     #[test]
     fn parses_client_messages() {
         let m = parse_client(

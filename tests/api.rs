@@ -693,6 +693,39 @@ fn moderation_by_owner_and_room_admins_holds_on_every_shard() {
     ok(&call(&server, "DELETE", &bob_admin, Some(&alice), None));
     err(&call(&server, "POST", &kick, Some(&bob), None), 403, 40302);
     assert_eq!(ok(&server.get(&base))["admins"], json!([]));
+
+    // Every moderation route: an unknown room is 404, a bad user id 422 naming `uid`.
+    for (method, what) in [
+        ("POST", "mutes"),
+        ("DELETE", "mutes"),
+        ("POST", "bans"),
+        ("DELETE", "bans"),
+        ("POST", "kick"),
+        ("POST", "admins"),
+        ("DELETE", "admins"),
+    ] {
+        let body = (method == "POST" && what == "mutes").then_some(&secs);
+        let unknown = format!("/api/v1/rooms/nope/{what}/troll");
+        err(
+            &call(&server, method, &unknown, Some(&alice), body),
+            404,
+            40401,
+        );
+        let bad = format!("{base}/{what}/a%20b");
+        let e = err(&call(&server, method, &bad, Some(&alice), body), 422, 42201);
+        assert_eq!(e["data"]["field"], "uid", "{method} {what}");
+    }
+    err(
+        &call(
+            &server,
+            "PUT",
+            "/api/v1/rooms/nope/slow-mode",
+            Some(&alice),
+            Some(&json!({"seconds": 5})),
+        ),
+        404,
+        40401,
+    );
 }
 
 #[test]

@@ -109,6 +109,8 @@ const UNTUNED: &[(&str, &str)] = &[
     ("fs.epoll.max_user_watches", "5491489"),
     ("kernel.io_uring_disabled", "0"),
     ("net.netfilter.nf_conntrack_max", "262144"),
+    ("net.netfilter.nf_conntrack_buckets", "65536"),
+    ("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "120"),
 ];
 
 fn limits_file(nofile_soft: &str, nofile_hard: &str, memlock: &str) -> String {

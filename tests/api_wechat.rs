@@ -24,6 +24,8 @@ struct Log {
     in_flight: usize,
     max_in_flight: usize,
     bad_credentials: usize,
+    /// How many of the next token fetches answer `{"errcode":-1}` (WeChat busy).
+    token_failures: usize,
 }
 
 /// The stand-in for api.weixin.qq.com.
@@ -105,12 +107,22 @@ impl WeChat {
                                     l.token_fetches.len()
                                 };
                                 std::thread::sleep(token_delay);
-                                log.lock().unwrap().in_flight -= 1;
-                                (
-                                    200,
-                                    json!({"access_token": format!("tok-{n}"), "expires_in": 7200})
-                                        .to_string(),
-                                )
+                                let mut l = log.lock().unwrap();
+                                l.in_flight -= 1;
+                                if l.token_failures > 0 {
+                                    l.token_failures -= 1;
+                                    (
+                                        200,
+                                        json!({"errcode": -1, "errmsg": "system error"})
+                                            .to_string(),
+                                    )
+                                } else {
+                                    (
+                                        200,
+                                        json!({"access_token": format!("tok-{n}"), "expires_in": 7200})
+                                            .to_string(),
+                                    )
+                                }
                             }
                             _ => (404, "not found".to_string()),
                         }
@@ -347,4 +359,27 @@ fn access_token_is_refreshed_before_it_expires_one_refresh_at_a_time() {
     let _server = server_for(&wx, &["--set", "wechat.token_refresh=false"]);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(wx.fetches().len(), 0);
+}
+
+#[test]
+fn a_failed_token_fetch_is_retried_with_backoff_until_it_succeeds() {
+    let wx = WeChat::start(Duration::ZERO);
+    wx.log.lock().unwrap().token_failures = 2;
+    let server = server_for(&wx, &[]);
+    // Busy, busy, then a token: retried after about 1 s, then after about 2 s.
+    let fetched = support::eventually(Duration::from_secs(10), || {
+        (wx.fetches().len() >= 3).then_some(())
+    });
+    assert!(fetched.is_some(), "fetches: {}", wx.fetches().len());
+    let f = wx.fetches();
+    let (first, second) = (f[1] - f[0], f[2] - f[1]);
+    assert!(
+        first >= Duration::from_millis(800) && second >= first + Duration::from_millis(500),
+        "retries after {first:?} then {second:?}: not backing off"
+    );
+    // Logins never depended on it.
+    ok(&login(&server, "ok-dave"));
+    // Once it has a token it keeps it: no more fetches.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(wx.fetches().len(), 3);
 }

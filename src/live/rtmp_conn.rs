@@ -142,10 +142,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             break;
         }
         buf.clear();
+        let mut done = false;
         while let Some(event) = session.poll_event() {
             if !on_event(&shard, &mut session, &mut role, &outbox, peer, event).await {
+                done = true;
                 break;
             }
+        }
+        if done {
+            // Unpublished, stopped playing, or refused: the connection ends here (what the
+            // session still has to say goes out first), not when the peer hangs up.
+            while let Some(b) = session.poll_transmit() {
+                outbox.push(b);
+            }
+            break;
         }
     }
     match role {

@@ -50,6 +50,7 @@ fn setup() -> (HomeRoom, LocalRoom) {
         &RoomSettings {
             history_capacity: 200,
             cap_per_sec: 0,
+            user_rate: (2.0, 5.0),
         },
         0,
     );

@@ -327,6 +327,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     }
     let failed: u64 = merged.connect_failures.values().sum();
     let up = merged.viewers_up + merged.publishers_up;
+    let publishers_up = merged.publishers_up;
     let connections = Connections {
         attempted: total_conns,
         up,
@@ -411,7 +412,13 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         std::fs::write(path, text + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    Ok(if up == 0 {
+    let no_publisher = fanout && publishers_up == 0;
+    if no_publisher && up > 0 {
+        eprintln!(
+            "loadgen: no publisher connected, so nothing was sent: this run measured nothing"
+        );
+    }
+    Ok(if up == 0 || no_publisher {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

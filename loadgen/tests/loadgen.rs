@@ -2,6 +2,11 @@
 //! fan-out run whose report must account for every delivery, an idle run that must
 //! measure the server's memory per connection, and HTTP-FLV and RTMP viewer runs of a
 //! stream a real ffmpeg publishes, which must time the first frame and see bytes flow.
+//! Then the options a performance engineer leans on: publishers logging in from a
+//! `--tokens` file (and refused ones counted), disconnects counted by the server's close
+//! code, `--procs` with `--src` merging into one report, `--payload` and `--ramp` showing
+//! in the numbers, and the live progress line on a terminal (through `script`, which
+//! util-linux provides) and not elsewhere.
 //!
 //! The server binary is the workspace's `liveshard`, found next to this package's binary
 //! (same target directory): `cargo test --workspace` builds both. The media test needs
@@ -52,6 +57,12 @@ struct Server {
 
 impl Server {
     fn start(tag: &str) -> Server {
+        Server::start_with(tag, &[])
+    }
+
+    /// Like [`Server::start`], with more `--set KEY=VALUE` settings (they win over the
+    /// defaults above).
+    fn start_with(tag: &str, sets: &[&str]) -> Server {
         let dir = temp_dir(tag);
         let mut child = Command::new(liveshard_bin())
             .args([
@@ -72,6 +83,7 @@ impl Server {
                 "--set",
                 "danmaku.rate_burst=1000",
             ])
+            .args(sets.iter().flat_map(|kv| ["--set", kv]))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -422,4 +434,480 @@ fn a_stream_that_is_not_live_is_a_connect_failure() {
         "no viewer up is a failed run: {stdout}"
     );
     assert!(stdout.contains("http_404: 3"), "{stdout}");
+}
+
+/// Runs loadgen with `--json`, whatever its exit status: its output and the report, if it
+/// wrote one.
+fn run_loadgen_raw(args: &[String]) -> (std::process::Output, Option<serde_json::Value>) {
+    let dir = temp_dir("report");
+    let json = dir.join("report.json");
+    let out = Command::new(LOADGEN)
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("loadgen runs");
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .map(|t| serde_json::from_str(&t).expect("report is JSON"));
+    let _ = std::fs::remove_dir_all(&dir);
+    (out, report)
+}
+
+/// A ws-fanout command line against `server`: `extra` first, then the target.
+fn fanout_args(server: &Server, extra: &[&str]) -> Vec<String> {
+    let mut args = strings(&["ws-fanout"]);
+    args.extend(strings(extra));
+    args.extend(["--url".into(), format!("ws://{}/ws", server.http)]);
+    args
+}
+
+/// The sum of a metric's samples on the server's `/metrics`.
+fn scrape(http: &str, metric: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).expect("metrics connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A token from `liveshard token`, signed with the test server's secret.
+fn liveshard_token(server: &Server, uid: &str) -> String {
+    let out = Command::new(liveshard_bin())
+        .args(["token", "--uid", uid, "--nick", uid, "--set"])
+        .arg(format!("auth.jwt_secret={SECRET}"))
+        .arg("--data-dir")
+        .arg(server.dir.join("data"))
+        .output()
+        .expect("liveshard token runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(t.matches('.').count(), 2, "a JWT: {t}");
+    t
+}
+
+#[test]
+fn publishers_log_in_with_a_token_file() {
+    let server = Server::start("tokens");
+    let dir = temp_dir("tokens");
+    // Two tokens for three publishers: used round robin; comments and blanks skipped.
+    let good = dir.join("good.txt");
+    std::fs::write(
+        &good,
+        format!(
+            "# tokens from `liveshard token`\n\n{}\n  {}  \n",
+            liveshard_token(&server, "lgtok0"),
+            liveshard_token(&server, "lgtok1")
+        ),
+    )
+    .unwrap();
+    let mut args = fanout_args(
+        &server,
+        &[
+            "--viewers",
+            "20",
+            "--publishers",
+            "3",
+            "--rate",
+            "15",
+            "--duration",
+            "2",
+            "--drain",
+            "0.5",
+            "--quiet",
+        ],
+    );
+    args.extend(["--tokens".into(), good.display().to_string()]);
+    let (out, report) = run_loadgen_raw(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report.expect("report written");
+    let r = &report["results"];
+    assert_eq!(report["config"]["tokens"], "file");
+    assert_eq!(r["connections"]["failed"], 0, "{r:#}");
+    assert_eq!(r["publishers_up"], 3, "{r:#}");
+    assert_eq!(r["viewers_up"], 20, "{r:#}");
+    assert_eq!(r["server_errors"], 0, "{r:#}");
+    let sent = r["sent"].as_u64().unwrap();
+    assert!((27..=30).contains(&sent), "15/s for 2 s: sent {sent}");
+    assert_eq!(r["acks"].as_u64().unwrap(), sent, "every post acknowledged");
+    assert_eq!(r["deliveries"], r["expected_deliveries"], "{r:#}");
+    assert_eq!(r["deliveries"].as_u64().unwrap(), sent * 20);
+
+    // Tokens the server cannot verify: garbage and one signed with another secret. The
+    // upgrade is refused (401), so every publisher is a connect failure; viewers still run.
+    let bad = dir.join("bad.txt");
+    let other = Command::new(liveshard_bin())
+        .args(["token", "--uid", "lgbad", "--set"])
+        .arg("auth.jwt_secret=some-other-secret-0123456789")
+        .arg("--data-dir")
+        .arg(dir.join("other"))
+        .output()
+        .unwrap();
+    assert!(other.status.success());
+    std::fs::write(
+        &bad,
+        format!(
+            "garbage\n{}\n",
+            String::from_utf8_lossy(&other.stdout).trim()
+        ),
+    )
+    .unwrap();
+    let mut args = fanout_args(
+        &server,
+        &[
+            "--viewers",
+            "5",
+            "--publishers",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "0.5",
+            "--drain",
+            "0",
+            "--quiet",
+        ],
+    );
+    args.extend(["--tokens".into(), bad.display().to_string()]);
+    let (out, report) = run_loadgen_raw(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a run with no publisher fails");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no publisher connected"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &report.expect("report written")["results"];
+    assert_eq!(r["publishers_up"], 0, "{r:#}");
+    assert_eq!(r["viewers_up"], 5, "{r:#}");
+    assert_eq!(r["connections"]["failures"]["http_401"], 2, "{r:#}");
+    assert_eq!(r["sent"], 0, "{r:#}");
+    assert!(stdout.contains("http_401: 2"), "{stdout}");
+
+    // A missing file and a file of comments only are refused before anything connects.
+    for (file, says) in [
+        (dir.join("missing.txt"), "cannot read tokens from"),
+        (dir.join("empty.txt"), "holds no tokens"),
+    ] {
+        if file.ends_with("empty.txt") {
+            std::fs::write(&file, "# nothing here\n\n").unwrap();
+        }
+        let mut args = fanout_args(
+            &server,
+            &["--viewers", "1", "--rate", "1", "--duration", "1"],
+        );
+        args.extend(["--tokens".into(), file.display().to_string()]);
+        let (out, report) = run_loadgen_raw(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(report.is_none(), "no report for a run that never started");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn disconnects_are_counted_by_the_servers_close_code() {
+    // The server closes a connection silent for two heartbeat intervals (2 s here) with
+    // 4008; viewers that heartbeat every second stay, viewers that heartbeat every 20 s
+    // (loadgen's default) are closed mid-run.
+    let server = Server::start_with("closecode", &["danmaku.heartbeat_secs=1"]);
+    let common = [
+        "--viewers",
+        "30",
+        "--rate",
+        "10",
+        "--duration",
+        "3",
+        "--metrics-url",
+        "none",
+        "--token-secret",
+        SECRET,
+        "--quiet",
+    ];
+    let mut args = fanout_args(&server, &common);
+    args.extend(strings(&["--heartbeat", "1", "--room-prefix", "hb"]));
+    let report = run_loadgen(&args);
+    let r = &report["results"];
+    assert_eq!(r["connections"]["up"], 31, "{r:#}");
+    assert!(
+        r["disconnects"].as_object().unwrap().is_empty(),
+        "heartbeating viewers stay: {r:#}"
+    );
+    assert_eq!(r["deliveries"], r["expected_deliveries"], "{r:#}");
+
+    let metric = "liveshard_ws_heartbeat_closed_total";
+    let before = scrape(&server.http, metric);
+    let mut args = fanout_args(&server, &common);
+    args.extend(strings(&[
+        "--heartbeat",
+        "20",
+        "--drain",
+        "1",
+        "--room-prefix",
+        "quiet",
+    ]));
+    let report = run_loadgen(&args);
+    let r = &report["results"];
+    assert_eq!(r["connections"]["up"], 31, "{r:#}");
+    assert_eq!(
+        r["disconnects"]["4008"], 30,
+        "every silent viewer closed with 4008: {r:#}"
+    );
+    // The measurement window saw them go: fewer deliveries than 3 s worth.
+    let deliveries = r["deliveries"].as_u64().unwrap();
+    assert!(deliveries < r["sent"].as_u64().unwrap() * 30, "{r:#}");
+    // The server counted the same closes (its counters are published once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let closed = scrape(&server.http, metric) - before;
+        if closed >= 30 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server counted {closed} heartbeat closes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_processes_from_many_source_addresses_account_for_everything() {
+    // At most 40 connections per client address (20 per shard): 152 connections can only
+    // all come up if they really came from several addresses (19 per address over 8).
+    let server = Server::start_with("procs", &["server.max_conns_per_ip=40"]);
+    let mut args = fanout_args(
+        &server,
+        &[
+            "--procs",
+            "2",
+            "--src",
+            "127.0.0.2-127.0.0.9",
+            "--rooms",
+            "2",
+            "--viewers",
+            "150",
+            "--publishers",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "2",
+            "--drain",
+            "1",
+            "--token-secret",
+            SECRET,
+            "--quiet",
+        ],
+    );
+    args.extend(["--server-pid".into(), server.child.id().to_string()]);
+    let report = run_loadgen(&args);
+    let r = &report["results"];
+    assert_eq!(report["config"]["procs"], 2);
+    assert_eq!(report["config"]["src"], "127.0.0.2-127.0.0.9");
+    let c = &r["connections"];
+    assert_eq!(c["attempted"], 152, "{r:#}");
+    assert_eq!(c["up"], 152, "{r:#}");
+    assert_eq!(c["failed"], 0, "{r:#}");
+    assert_eq!(r["viewers_up"], 150);
+    assert_eq!(r["publishers_up"], 2, "both workers' publishers");
+    assert_eq!(r["server_errors"], 0, "{r:#}");
+    let sent = r["sent"].as_u64().unwrap();
+    assert!((77..=80).contains(&sent), "40/s for 2 s: sent {sent}");
+    assert_eq!(r["acks"].as_u64().unwrap(), sent);
+    let deliveries = r["deliveries"].as_u64().unwrap();
+    assert_eq!(
+        deliveries,
+        sent * 75,
+        "each message to its room's 75 viewers"
+    );
+    assert_eq!(r["expected_deliveries"].as_u64().unwrap(), deliveries);
+    assert_eq!(
+        r["latency_us"]["count"].as_u64().unwrap(),
+        deliveries,
+        "both workers' histograms merged"
+    );
+    assert!(r["disconnects"].as_object().unwrap().is_empty(), "{r:#}");
+    assert_eq!(r["server_dropped"], 0);
+    assert!(r["server_cpu_s"].as_f64().is_some());
+
+    // The cap is real: the same shape from one address cannot all come up.
+    let mut args = strings(&[
+        "ws-idle", "--conns", "60", "--procs", "2", "--hold", "0", "--settle", "0", "--quiet",
+    ]);
+    args.extend(["--url".into(), format!("ws://{}/ws", server.http)]);
+    let (_, report) = run_loadgen_raw(&args);
+    let c = &report.expect("report written")["results"]["connections"];
+    assert!(
+        c["failed"].as_u64().unwrap() >= 20,
+        "one address over the cap: {c:#}"
+    );
+}
+
+#[test]
+fn payload_sets_the_delivered_size_and_ramp_paces_the_connects() {
+    let server = Server::start_with("payload", &["danmaku.max_text_chars=1000"]);
+    let (viewers, duration, drain) = (50u64, 1.5, 0.5);
+    let run = |payload: usize, prefix: &str, ramp: Option<&str>| {
+        let mut args = fanout_args(
+            &server,
+            &[
+                "--viewers",
+                &viewers.to_string(),
+                "--rate",
+                "20",
+                "--duration",
+                &duration.to_string(),
+                "--drain",
+                &drain.to_string(),
+                "--payload",
+                &payload.to_string(),
+                "--room-prefix",
+                prefix,
+                "--token-secret",
+                SECRET,
+                "--quiet",
+            ],
+        );
+        if let Some(r) = ramp {
+            args.extend(["--ramp".into(), r.into()]);
+        }
+        let t = std::time::Instant::now();
+        let report = run_loadgen(&args);
+        let wall = t.elapsed().as_secs_f64();
+        let r = &report["results"];
+        assert_eq!(report["config"]["payload"], payload);
+        assert_eq!(r["connections"]["up"], viewers + 1, "{r:#}");
+        assert_eq!(r["server_errors"], 0, "{r:#}");
+        let deliveries = r["deliveries"].as_u64().unwrap();
+        assert_eq!(r["expected_deliveries"].as_u64().unwrap(), deliveries);
+        assert!(deliveries >= 25 * viewers, "{r:#}");
+        let per = r["bytes_in"].as_u64().unwrap() as f64 / deliveries as f64;
+        (per, wall, report)
+    };
+    let (small, wall_fast, _) = run(40, "small", None);
+    // 51 connections at 25/s: the last one starts 2 s after the first.
+    let (large, wall_ramped, report) = run(540, "large", Some("25"));
+    assert_eq!(report["config"]["ramp"], 25.0);
+
+    // Each delivery carries the text: 500 more bytes of it per delivery (JSON and frame
+    // overhead are the same).
+    let grew = large - small;
+    assert!(
+        (425.0..=575.0).contains(&grew),
+        "bytes per delivery {small:.0} → {large:.0}"
+    );
+    let connect_s = wall_ramped - duration - drain;
+    assert!(
+        connect_s >= 0.6 * 51.0 / 25.0,
+        "ramped run took {wall_ramped:.2} s (unramped {wall_fast:.2} s)"
+    );
+}
+
+/// Quotes one argument for `sh -c`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[test]
+fn progress_line_on_a_terminal_only() {
+    let found = Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "script (util-linux/bsdutils) is not on PATH: the progress-line test runs loadgen \
+         on a pseudo-terminal with it"
+    );
+    let server = Server::start("progress");
+    let args = fanout_args(
+        &server,
+        &[
+            "--viewers",
+            "20",
+            "--rate",
+            "50",
+            "--duration",
+            "2",
+            "--drain",
+            "0.2",
+            "--metrics-url",
+            "none",
+            "--token-secret",
+            SECRET,
+        ],
+    );
+    let line = std::iter::once(LOADGEN.to_string())
+        .chain(args.iter().cloned())
+        .map(|a| sh_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script runs");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    // Redrawn in place (\r, erase line) every half second.
+    let draws: Vec<&str> = tty
+        .split('\r')
+        .filter_map(|d| d.strip_prefix("\x1b[2K["))
+        .collect();
+    assert!(draws.len() >= 2, "progress redrawn: {tty:?}");
+    let running: Vec<&&str> = draws
+        .iter()
+        .filter(|d| d.contains("running: 21/21 up, 0 failed | "))
+        .collect();
+    assert!(!running.is_empty(), "{draws:#?}");
+    let rate = running
+        .iter()
+        .filter_map(|d| {
+            d.split(" | ")
+                .nth(1)?
+                .strip_suffix(" msgs/s")?
+                .parse::<f64>()
+                .ok()
+        })
+        .fold(0.0, f64::max);
+    // 50 msgs/s to 20 viewers: about 1000 deliveries/s once running.
+    assert!(rate >= 300.0, "msgs/s shown: {draws:#?}");
+    assert!(
+        running
+            .iter()
+            .any(|d| d.contains("p99 ") && d.ends_with(" ms")),
+        "{draws:#?}"
+    );
+
+    // Not a terminal: no progress line, only the summary.
+    let (out, _) = run_loadgen_raw(&args);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("\x1b[2K"), "{stderr:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ws-fanout"));
 }

@@ -206,6 +206,8 @@ impl Danmaku {
     }
 
     fn forget(&self, shard: &Shard, conn: &Rc<Conn>) {
+        // What was written straight to it since the last sweep still counts.
+        bump(&self.counters.bytes_written, conn.take_direct_bytes());
         self.joining_since
             .borrow_mut()
             .remove(&(conn.id.key as usize));

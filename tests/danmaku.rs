@@ -96,25 +96,7 @@ fn connect_on(
     headers: &[(&str, &str)],
     shard: usize,
 ) -> Result<Client, u16> {
-    let stream = tcp_on_shard(server, shard);
-    let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}/ws?{query}",
-        server.http
-    ))
-    .unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    match tungstenite::client(req, stream) {
-        Ok((ws, _)) => Ok(Client { ws }),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            Err(resp.status().as_u16())
-        }
-        Err(e) => panic!("handshake failed: {e}"),
-    }
+    Client::upgrade(tcp_on_shard(server, shard), server.http, query, headers)
 }
 
 /// A viewer on shard `shard` that has joined (its `history` arrived).

@@ -423,6 +423,16 @@ pub mod ws {
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .unwrap();
+            Self::upgrade(stream, addr, query, headers)
+        }
+
+        /// The WebSocket handshake on a connection already open (to a chosen shard, say).
+        pub fn upgrade(
+            stream: TcpStream,
+            addr: std::net::SocketAddr,
+            query: &str,
+            headers: &[(&str, &str)],
+        ) -> Result<Client, u16> {
             let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
                 "ws://{addr}/ws?{query}"
             ))

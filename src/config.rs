@@ -188,6 +188,10 @@ pub struct MediaConfig {
     /// Outbound queue bound per viewer; over it the viewer skips to the next keyframe,
     /// and one still over it after that is closed.
     pub viewer_queue_bytes: usize,
+    /// SO_SNDBUF for players (HTTP-FLV and RTMP; 0 = kernel autotuning). With autotuning
+    /// a stalled player's socket can absorb megabytes before the queue above notices;
+    /// a cap bounds kernel memory per viewer and makes slow viewers skip sooner.
+    pub send_buffer_bytes: usize,
     /// A publisher that reconnects within this time resumes its stream; viewers stay.
     pub publisher_grace_ms: u64,
     /// Live frames for a viewer are gathered for this long and sent in one system call
@@ -224,6 +228,7 @@ impl Default for MediaConfig {
             gop_max_bytes: 8 * 1024 * 1024,
             max_message_bytes: 8 * 1024 * 1024,
             viewer_queue_bytes: 4 * 1024 * 1024,
+            send_buffer_bytes: 0,
             publisher_grace_ms: 10_000,
             cork_ms: 40,
             on_publish: String::new(),

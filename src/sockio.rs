@@ -56,6 +56,25 @@ pub enum SendNow {
 ///
 /// The caller guarantees `fd` is open and owned by the connection it writes for, and that
 /// no other write to it is in flight (bytes would interleave).
+/// Caps a socket's kernel send buffer (`SO_SNDBUF`; the kernel doubles the value for its
+/// bookkeeping). This turns send autotuning off for the socket, so a stalled peer holds at
+/// most this much kernel memory and the server's own byte-bounded queue sees back-pressure
+/// at once. Failures are ignored: the kernel default stays.
+pub fn set_send_buffer(fd: std::os::fd::RawFd, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a descriptor the caller owns (an invalid one only fails), with a pointer to a live c_int of the
+    // given size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 pub fn send_now(fd: std::os::fd::RawFd, parts: &[&[u8]]) -> SendNow {
     send_now_iter(fd, parts.iter().copied())
 }

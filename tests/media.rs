@@ -1123,3 +1123,102 @@ fn a_player_that_stops_playing_is_let_go_without_hanging_up() {
     });
     assert!(gone.is_some(), "the player is still counted");
 }
+
+#[test]
+fn a_stalled_flv_viewer_skips_to_keyframes_then_is_closed_while_others_play_on() {
+    // A small kernel send buffer, so back-pressure reaches the server's queue at once.
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--set",
+        "media.viewer_queue_bytes=131072",
+        "--set",
+        "media.send_buffer_bytes=16384",
+    ]);
+    let _ff = publish(&signed_url(&server, "busy", &[]), 60);
+    wait_live(&server, "busy");
+    let request = b"GET /live/busy.flv HTTP/1.1\r\nHost: t\r\n\r\n";
+    // A healthy viewer reads all along, in its own thread.
+    let mut healthy = TcpStream::connect(server.http).unwrap();
+    healthy.write_all(request).unwrap();
+    healthy
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let (mut total, mut per_second) = (0usize, Vec::new());
+            let start = Instant::now();
+            let mut second = 0usize;
+            let mut ended = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match healthy.read(&mut buf) {
+                    Ok(0) => {
+                        ended = Some("closed by the server");
+                        break;
+                    }
+                    Err(_) => {
+                        ended = Some("no data for 2 s");
+                        break;
+                    }
+                    Ok(n) => total += n,
+                }
+                if start.elapsed().as_secs() as usize > second {
+                    per_second.push(total);
+                    second += 1;
+                }
+            }
+            (total, per_second, ended, start.elapsed())
+        })
+    };
+    // A stalled one: a tiny receive window, and it never reads.
+    let stalled = TcpStream::connect(server.http).unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        let v: libc::c_int = 2048;
+        // SAFETY: setsockopt on a live socket with a pointer to a c_int of its size.
+        unsafe {
+            libc::setsockopt(
+                stalled.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    (&stalled).write_all(request).unwrap();
+    let skipped = support::eventually(T, || {
+        (metric_sum(&server, "liveshard_media_frames_skipped_total", 1) > 0.0).then_some(())
+    });
+    assert!(skipped.is_some(), "the stalled viewer never skipped frames");
+    let closed = support::eventually(T, || {
+        (metric_sum(&server, "liveshard_media_slow_viewers_closed_total", 1) >= 1.0).then_some(())
+    });
+    assert!(closed.is_some(), "the stalled viewer was never closed");
+    assert_eq!(
+        metric_sum(&server, "liveshard_media_viewers_flv", 1),
+        1.0,
+        "the healthy viewer is still watching"
+    );
+    // The healthy viewer was never held back: it got the stream's rate throughout, and
+    // goes on getting it.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (total, per_second, ended, took) = reader.join().unwrap();
+    assert_eq!(ended, None, "the healthy viewer's stream ended");
+    let rate = total as f64 / took.as_secs_f64();
+    assert!(rate > 40_000.0, "the healthy viewer got {rate:.0} bytes/s");
+    assert!(per_second.len() >= 4, "{per_second:?}");
+    let slowest = per_second
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .min()
+        .unwrap_or(0);
+    assert!(
+        slowest > 20_000,
+        "a second with only {slowest} bytes for the healthy viewer: {per_second:?}"
+    );
+}

@@ -341,27 +341,12 @@ async fn open(
         return None;
     }
     if settings.send_buffer > 0 {
-        set_send_buffer(&stream, settings.send_buffer);
+        crate::sockio::set_send_buffer(stream.as_raw_fd(), settings.send_buffer);
     }
     let conn = shard.danmaku.register(shard, room, user);
     conn.fd.set(Some(stream.as_raw_fd()));
     shard.danmaku.join(shard, &conn);
     Some((conn, stream))
-}
-
-fn set_send_buffer(stream: &TcpStream, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let v = bytes as libc::c_int;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the given size.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 async fn read_loop(

@@ -135,6 +135,12 @@ async fn serve(
     peer: SocketAddr,
 ) {
     let settings = &shard.common.live;
+    if settings.send_buffer > 0 {
+        crate::sockio::set_send_buffer(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            settings.send_buffer,
+        );
+    }
     let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
     outbox.push(Bytes::from_static(HEAD.as_bytes()));

@@ -108,6 +108,8 @@ pub struct Settings {
     pub gop: GopLimits,
     pub max_message_bytes: usize,
     pub viewer_queue_bytes: usize,
+    /// SO_SNDBUF for players (0 = kernel autotuning).
+    pub send_buffer: usize,
     pub publisher_grace: Duration,
     /// Live frames wait this long per viewer and leave together (0 = each at once).
     pub cork: Duration,
@@ -137,6 +139,7 @@ impl Settings {
             },
             max_message_bytes: m.max_message_bytes,
             viewer_queue_bytes: m.viewer_queue_bytes,
+            send_buffer: m.send_buffer_bytes,
             publisher_grace: Duration::from_millis(m.publisher_grace_ms),
             cork: Duration::from_millis(m.cork_ms),
             hooks: hooks::Hooks::from_config(m),

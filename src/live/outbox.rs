@@ -78,6 +78,11 @@ impl Outbox {
         self.fd.set(Some(fd));
     }
 
+    /// The socket, while the writer has not stopped.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fd.get()
+    }
+
     /// Bytes written directly since the last call.
     pub fn take_direct_bytes(&self) -> u64 {
         self.direct_bytes.replace(0)

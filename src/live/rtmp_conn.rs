@@ -281,6 +281,10 @@ async fn on_event(
                 while let Some(b) = session.poll_transmit() {
                     outbox.push(b);
                 }
+                let send_buffer = shard.common.live.send_buffer;
+                if let Some(fd) = outbox.fd().filter(|_| send_buffer > 0) {
+                    crate::sockio::set_send_buffer(fd, send_buffer);
+                }
                 let viewer = Viewer::new(outbox.clone(), Proto::Rtmp);
                 if !shard.live.watch(shard, &stream, viewer.clone()) {
                     session.notify_unpublished();

@@ -10,9 +10,8 @@ use std::io::{BufReader, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::media::{publish, signed_url};
-use support::{require, HookServer, HttpResponse, Server};
+use support::media::{probe, publish, signed_url, wait_live};
+use support::{HookServer, HttpResponse, Server};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -80,34 +79,6 @@ fn wait_segments(server: &Server, stream: &str, n: usize) -> Playlist {
         (p.segments.len() >= n).then_some(p)
     })
     .unwrap_or_else(|| panic!("{stream} never listed {n} segments"))
-}
-
-/// ffprobe's view of a URL: (codec_type, codec_name, width, height) per stream.
-fn probe(url: &str) -> Vec<(String, String, u64, u64)> {
-    require("ffprobe");
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-of", "json", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap_or("").to_string(),
-                s["codec_name"].as_str().unwrap_or("").to_string(),
-                s["width"].as_u64().unwrap_or(0),
-                s["height"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
 }
 
 fn per_shard(server: &Server, name: &str, shards: usize) -> Vec<f64> {
@@ -359,15 +330,7 @@ fn sigterm_finishes_the_open_segment_for_a_waiting_player() {
     // 30 s segments: nothing is finished before the signal.
     let server = Server::start(&["--set", "media.hls_segment_secs=30"]);
     let _ff = publish(&signed_url(&server, "last", &[]), 60);
-    let live = support::eventually(T, || {
-        // The FLV answer's status line says live; its body never ends.
-        let mut s = server.connect();
-        write!(s, "GET /live/last.flv HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut BufReader::new(s), &mut line).ok()?;
-        line.contains(" 200 ").then_some(())
-    });
-    assert!(live.is_some(), "the stream went live");
+    wait_live(&server, "last");
     // A player asks for the playlist: it waits for the first segment...
     let mut player = server.connect();
     player.set_read_timeout(Some(T)).unwrap();

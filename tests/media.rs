@@ -13,60 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::media::{publish, rtmp_addr, signed_url};
+use support::media::{probe, publish, rtmp_addr, signed_url, wait_live};
 use support::ws::{Client, Event};
 use support::{require, HookServer, Server};
 
 const T: Duration = Duration::from_secs(20);
-
-/// Waits for a publisher to be live (its HTTP-FLV URL answers 200).
-fn wait_live(server: &Server, stream: &str) {
-    let live = support::eventually(T, || {
-        let mut s = server.connect();
-        write!(s, "GET /live/{stream}.flv HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut BufReader::new(s), &mut line).ok()?;
-        line.contains(" 200 ").then_some(())
-    });
-    assert!(live.is_some(), "stream {stream} did not go live");
-}
-
-/// ffprobe's view of a URL: (codec_type, codec_name, width, height) per stream.
-fn probe(url: &str) -> Vec<(String, String, u64, u64)> {
-    require("ffprobe");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-rw_timeout",
-            "10000000",
-            "-show_streams",
-            "-of",
-            "json",
-            url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap_or("").to_string(),
-                s["codec_name"].as_str().unwrap_or("").to_string(),
-                s["width"].as_u64().unwrap_or(0),
-                s["height"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
 
 fn assert_h264_aac(streams: &[(String, String, u64, u64)]) {
     assert!(

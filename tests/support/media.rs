@@ -1,6 +1,7 @@
 //! Media helpers: signed push URLs from the real `liveshard sign`, and a real ffmpeg
 //! publisher that is killed when dropped.
 
+use std::io::{BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
 use super::{require, Server, BIN};
@@ -84,4 +85,53 @@ pub fn publish(url: &str, secs: u32) -> Ffmpeg {
         .spawn()
         .expect("ffmpeg starts");
     Ffmpeg(child)
+}
+
+/// Waits for a publisher to be live (its HTTP-FLV URL answers 200).
+pub fn wait_live(server: &Server, stream: &str) {
+    let live = super::eventually(std::time::Duration::from_secs(20), || {
+        let mut s = server.connect();
+        write!(s, "GET /live/{stream}.flv HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut BufReader::new(s), &mut line).ok()?;
+        line.contains(" 200 ").then_some(())
+    });
+    assert!(live.is_some(), "stream {stream} did not go live");
+}
+
+/// ffprobe's view of a URL: (codec_type, codec_name, width, height) per stream.
+pub fn probe(url: &str) -> Vec<(String, String, u64, u64)> {
+    require("ffprobe");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-show_streams",
+            "-of",
+            "json",
+            url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_string(),
+                s["codec_name"].as_str().unwrap_or("").to_string(),
+                s["width"].as_u64().unwrap_or(0),
+                s["height"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
 }

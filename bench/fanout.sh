@@ -30,6 +30,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 VIEWERS=4000 ROOMS=4 PUBLISHERS=4 RATE=100 DURATION=10 PAYLOAD=64 PROCS=2 THREADS=1
 SRC=127.0.0.2-127.0.0.60 IDLE_CONNS=10000 PEERS="liveshard node tokio" PROFILE=0 OUT="" BUILD=1
 while [ $# -gt 0 ]; do
@@ -227,21 +229,16 @@ PY
   echo
   echo "Produced by \`bench/fanout.sh\`; every number below comes from the JSON reports beside this file."
   echo
-  echo "## Machine"
-  echo
-  echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $CORES cores (nproc)"
-  echo "- Kernel: $(uname -r)"
-  echo "- Memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-  echo "- Limits: nofile $(ulimit -Hn) (hard), memlock $(ulimit -l) KiB"
+  md_machine "$CORES"
   echo "- loadgen and the server under test share these $CORES cores; other processes on the"
   echo "  machine were not stopped. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "## Versions"
   echo
-  echo "- liveshard: ${LIVESHARD_REV:-$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src shards || echo ' + uncommitted changes')}, $(rustc --version)"
+  echo "- liveshard: $(liveshard_rev), $(rustc --version)"
   echo "- node $(node --version), ws $(node -e "console.log(require('$ROOT/bench/node-ws/node_modules/ws/package.json').version)")"
-  echo "- tokio $(awk '/^name = "tokio"$/{getline; print $3}' "$ROOT/bench/tokio-broadcast/Cargo.lock" | tr -d '"'), tokio-tungstenite $(awk '/^name = "tokio-tungstenite"$/{getline; print $3}' "$ROOT/bench/tokio-broadcast/Cargo.lock" | tr -d '"')"
-  echo "- glommio $(awk '/^name = "glommio"$/{getline; print $3}' "$ROOT/Cargo.lock" | tr -d '"') (loadgen)"
+  echo "- tokio $(crate_version "$ROOT/bench/tokio-broadcast/Cargo.lock" tokio), tokio-tungstenite $(crate_version "$ROOT/bench/tokio-broadcast/Cargo.lock" tokio-tungstenite)"
+  echo "- glommio $(crate_version "$ROOT/Cargo.lock" glommio) (loadgen)"
   echo
   echo "## Load"
   echo
@@ -249,16 +246,6 @@ PY
   echo "$PAYLOAD-byte texts; loadgen in $PROCS processes × $THREADS executors, sources $SRC."
   echo "Idle: $IDLE_CONNS connections over $ROOMS rooms."
   echo
-  echo "## Commands"
-  echo
-  echo '```'
-  cat "$COMMANDS"
-  echo '```'
-  echo
-  echo "## Results"
-  echo
-  echo '```'
-  cat "$OUT/summary.txt"
-  echo '```'
+  md_commands_and_results "$COMMANDS" "$OUT/summary.txt"
 } >"$OUT/SETUP.md"
 echo "wrote $OUT"

@@ -37,6 +37,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 VIEWERS="500 1000 1500 2000" DURATION=20 RAMP=500 PROCS=2 THREADS=1 SRC=127.0.0.2-127.0.0.60
 NGINX_WORKERS=1 PEERS="liveshard nginx" FLV=1 RECORD=60 OUT="" BUILD=1
 while [ $# -gt 0 ]; do
@@ -277,28 +279,22 @@ if rtmp_pairs:
           f" of {len(rtmp_pairs)} viewer counts")
 PY
 
-LS_REV=${LIVESHARD_REV:-"$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src shards Cargo.toml Cargo.lock || echo ' + working tree (uncommitted changes in src/)')"}
 {
   echo "# Media run $(date +%F) on $HOST"
   echo
   echo "Produced by \`bench/media.sh\`; every number below comes from the JSON reports beside this file."
   echo
-  echo "## Machine"
-  echo
-  echo "- CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $CORES cores (nproc)"
-  echo "- Kernel: $(uname -r)"
-  echo "- Memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-  echo "- Limits: nofile $(ulimit -Hn) (hard), memlock $(ulimit -l) KiB"
+  md_machine "$CORES"
   echo "- The server, loadgen ($PROCS processes) and the publishing ffmpeg share these $CORES cores;"
   echo "  other processes on the machine were not stopped. Load average at the start: $LOAD_START,"
   echo "  at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "## Versions"
   echo
-  echo "- liveshard: $LS_REV, $(rustc --version)"
+  echo "- liveshard: $(liveshard_rev), $(rustc --version)"
   echo "- nginx $(nginx -v 2>&1 | sed 's|.*nginx/||'), libnginx-mod-rtmp $(dpkg-query -W -f '${Version}' libnginx-mod-rtmp 2>/dev/null || echo '?') (Debian), worker_processes $NGINX_WORKERS"
   echo "- $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"
-  echo "- glommio $(awk '/^name = "glommio"$/{getline; print $3}' "$ROOT/Cargo.lock" | tr -d '"') (loadgen)"
+  echo "- glommio $(crate_version "$ROOT/Cargo.lock" glommio) (loadgen)"
   echo
   echo "## Load"
   echo
@@ -308,16 +304,6 @@ LS_REV=${LIVESHARD_REV:-"$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT"
   echo "Viewers: $VIEWERS; ramp $RAMP connections/s; ${DURATION}s measured once all are up;"
   echo "loadgen in $PROCS processes × $THREADS executors, sources $SRC."
   echo
-  echo "## Commands"
-  echo
-  echo '```'
-  cat "$COMMANDS"
-  echo '```'
-  echo
-  echo "## Results"
-  echo
-  echo '```'
-  cat "$OUT/summary.txt"
-  echo '```'
+  md_commands_and_results "$COMMANDS" "$OUT/summary.txt"
 } >"$OUT/SETUP.md"
 echo "wrote $OUT"

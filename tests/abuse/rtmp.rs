@@ -1,0 +1,4 @@
+//! Abuse tests: rtmp. See `main.rs`.
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! Abuse tests: ws. See `main.rs`.
+
+#[allow(unused_imports)]
+use super::*;

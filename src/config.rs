@@ -172,9 +172,11 @@ pub struct MediaConfig {
     /// txTime)). Empty: a random one is generated on first start and kept in
     /// `<data_dir>/push.key`, so `liveshard sign --data-dir DIR` signs with it.
     pub push_key: String,
-    /// Require signed play URLs too (RTMP play and HTTP-FLV), with `play_key`.
+    /// Require signed play URLs too (RTMP play, HTTP-FLV and HLS), with `play_key`.
     pub play_sign: bool,
-    /// Key for play URLs; empty means the push key.
+    /// Key for signed play URLs; it must differ from the push key, since a URL signed
+    /// with the push key publishes. Empty: a random one is generated on first start and
+    /// kept in `<data_dir>/play.key` (`liveshard sign --play` signs with it).
     pub play_key: String,
     /// Lifetime of push URLs handed out by the API and `liveshard sign`.
     pub push_url_ttl_secs: u64,
@@ -771,6 +773,16 @@ impl Config {
             (64 * 1024..=256 * 1024 * 1024).contains(&m.hls_max_segment_bytes),
             "media.hls_max_segment_bytes",
             "must be between 65536 and 268435456",
+        );
+        check(
+            m.push_url_ttl_secs > 0,
+            "media.push_url_ttl_secs",
+            "must be positive (a URL valid for 0 seconds is already expired)",
+        );
+        check(
+            m.play_key.is_empty() || m.play_key != m.push_key,
+            "media.play_key",
+            "must differ from media.push_key (with the same key a play URL would also publish)",
         );
         check(
             self.auth.token_ttl_secs > 0,

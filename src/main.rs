@@ -41,15 +41,20 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Print a signed RTMP push URL (Tencent Cloud CSS txSecret/txTime scheme).
+    /// Print a signed RTMP push URL, or with --play a play URL (Tencent Cloud CSS
+    /// txSecret/txTime scheme).
     Sign {
         /// Stream name (also the danmaku room id).
         #[arg(long)]
         stream: String,
+        /// Sign a play URL with the play key (media.play_key or <data_dir>/play.key)
+        /// instead of a push URL with the push key.
+        #[arg(long)]
+        play: bool,
         /// RTMP application (default: media.app).
         #[arg(long)]
         app: Option<String>,
-        /// Validity in seconds (default: media.push_url_ttl_secs).
+        /// Validity in seconds, at least 1 (default: media.push_url_ttl_secs).
         #[arg(long)]
         ttl: Option<u64>,
         /// Host[:port] to put in the URL (default: server.rtmp).
@@ -180,6 +185,7 @@ fn main() -> ExitCode {
         }
         Command::Sign {
             stream,
+            play,
             app,
             ttl,
             host,
@@ -193,18 +199,22 @@ fn main() -> ExitCode {
                 eprintln!("liveshard: stream names are 1-64 of A-Z a-z 0-9 _ - .");
                 return ExitCode::from(2);
             }
-            let key = match liveshard::auth::load_or_create_push_key(
-                &config.media.push_key,
-                &config.server.data_dir,
-            ) {
-                Ok(k) => k,
+            let ttl = ttl.unwrap_or(config.media.push_url_ttl_secs);
+            if ttl == 0 {
+                eprintln!("liveshard: --ttl must be at least 1 (a URL valid for 0 seconds is already expired)");
+                return ExitCode::from(2);
+            }
+            // Each kind of URL with its own key: a play URL must never publish.
+            let keys = liveshard::auth::MediaKeys::load(&config.media, &config.server.data_dir);
+            let key = match keys {
+                Ok(k) if play => k.play,
+                Ok(k) => k.push,
                 Err(e) => {
-                    eprintln!("liveshard: push key: {e}");
+                    eprintln!("liveshard: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            let ttl = ttl.unwrap_or(config.media.push_url_ttl_secs);
-            let expiry = liveshard::auth::now_unix() + ttl;
+            let expiry = liveshard::auth::now_unix().saturating_add(ttl);
             let (secret, time) = liveshard::media::sign::sign(&key, &stream, expiry);
             let host = host.unwrap_or_else(|| config.server.rtmp.to_string());
             let app = app.unwrap_or(config.media.app.clone());

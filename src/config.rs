@@ -11,6 +11,8 @@
 //!
 //! Environment names are derived from keys: `http.max_body_bytes` is
 //! `LIVESHARD_HTTP_MAX_BODY_BYTES`; a few short aliases exist (see [`ENV_ALIASES`]).
+//! Other `LIVESHARD_*` variables set nothing; [`unknown_env`] names them (with the
+//! closest known name) for a warning, since a typo would otherwise go unnoticed.
 //! Unset optional strings are empty strings, so every key has a default and a type.
 
 use std::fmt;
@@ -488,6 +490,65 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("LIVESHARD_JWT_SECRET", "auth.jwt_secret"),
     ("LIVESHARD_PUSH_KEY", "media.push_key"),
 ];
+
+/// `LIVESHARD_*` variables that are not configuration: the test harness, the tuning
+/// scripts and the benchmarks read them, so they are never warned about.
+pub const NON_CONFIG_ENV_PREFIXES: &[&str] =
+    &["LIVESHARD_TEST_", "LIVESHARD_TUNING_", "LIVESHARD_BENCH_"];
+pub const NON_CONFIG_ENV: &[&str] = &["LIVESHARD_REV"];
+
+/// A `LIVESHARD_*` variable that names no configuration key: it is ignored, which a typo
+/// (`LIVESHARD_JWT_SECRETT`) should not be silently, so it is warned about at start and
+/// by `config check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownEnv {
+    pub var: String,
+    /// The closest known variable, when one is close.
+    pub suggestion: Option<String>,
+}
+
+impl fmt::Display for UnknownEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "environment variable {} is not a setting; ignored", self.var)?;
+        if let Some(s) = &self.suggestion {
+            write!(f, " (did you mean {s}?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `LIVESHARD_*` names in `vars` that set nothing (see [`UnknownEnv`]), sorted.
+pub fn unknown_env<'a>(vars: impl IntoIterator<Item = &'a str>) -> Vec<UnknownEnv> {
+    let defaults = Value::try_from(Config::default()).expect("defaults serialize");
+    let mut leaves = Vec::new();
+    leaf_paths(&defaults, "", &mut leaves);
+    let known: Vec<String> = ENV_ALIASES
+        .iter()
+        .map(|(a, _)| a.to_string())
+        .chain(leaves.iter().map(|k| env_name(k)))
+        .collect();
+    let mut out: Vec<UnknownEnv> = vars
+        .into_iter()
+        .filter(|v| v.starts_with("LIVESHARD_"))
+        .filter(|v| !NON_CONFIG_ENV.contains(v))
+        .filter(|v| !NON_CONFIG_ENV_PREFIXES.iter().any(|p| v.starts_with(p)))
+        .filter(|v| !known.iter().any(|k| k == v))
+        .map(|var| {
+            let suggestion = known
+                .iter()
+                .map(|k| (strsim::levenshtein(var, k), k))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+                .map(|(_, k)| k.clone());
+            UnknownEnv {
+                var: var.to_string(),
+                suggestion,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.var.cmp(&b.var));
+    out
+}
 
 /// Keys whose values are secrets: shown as "<redacted>" when the config is printed.
 pub const SECRET_KEYS: &[&str] = &[

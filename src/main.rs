@@ -1,4 +1,4 @@
-//! The `liveshard` command: `serve`, `config check`.
+//! The `liveshard` command: `serve`, `token`, `sign`, `config check`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,6 +135,21 @@ impl ConfigArgs {
     }
 }
 
+/// `LIVESHARD_*` variables of this process that set nothing (typos, most likely).
+fn unknown_env() -> Vec<liveshard::config::UnknownEnv> {
+    let vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    liveshard::config::unknown_env(vars.iter().map(String::as_str))
+}
+
+/// Prints the unknown-variable warnings on stderr (commands that do not log).
+fn warn_env() {
+    for w in unknown_env() {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn report(errors: &[ConfigError]) -> ExitCode {
     for e in errors {
         eprintln!("config error: {e}");
@@ -147,13 +162,17 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check(args),
-        } => match args.load() {
-            Ok(config) => {
-                print!("{}", config.to_toml_redacted());
-                ExitCode::SUCCESS
+        } => {
+            // Warnings go to stderr and do not change the exit status.
+            warn_env();
+            match args.load() {
+                Ok(config) => {
+                    print!("{}", config.to_toml_redacted());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => report(&errors),
             }
-            Err(errors) => report(&errors),
-        },
+        }
         Command::Token {
             uid,
             nick,
@@ -161,6 +180,7 @@ fn main() -> ExitCode {
             roles,
             config,
         } => {
+            warn_env();
             let config = match config.load() {
                 Ok(c) => c,
                 Err(errors) => return report(&errors),
@@ -191,6 +211,7 @@ fn main() -> ExitCode {
             host,
             config,
         } => {
+            warn_env();
             let config = match config.load() {
                 Ok(c) => c,
                 Err(errors) => return report(&errors),
@@ -224,9 +245,15 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             let config = match args.load() {
                 Ok(c) => c,
-                Err(errors) => return report(&errors),
+                Err(errors) => {
+                    warn_env();
+                    return report(&errors);
+                }
             };
             liveshard::logging::init(&config.log.level, &config.log.format);
+            for w in unknown_env() {
+                tracing::warn!(var = %w.var, suggestion = w.suggestion.as_deref().unwrap_or(""), "{w}");
+            }
             match liveshard::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -931,6 +931,52 @@ fn an_rtmp_player_on_another_shard_than_the_publisher_gets_the_stream() {
     );
 }
 
+/// The regression of "hooks answering the SRS way refuse everything": SRS receivers answer
+/// 200 with `{"code":0}` to allow; another code refuses, and the client is told the text.
+#[test]
+fn srs_style_hook_answers_allow_and_a_refusal_carries_the_receivers_text() {
+    let yes = HookServer::start(200, r#"{"code":0}"#);
+    let no = HookServer::start(200, r#"{"code":403,"msg":"no"}"#);
+    const TEXT: &str = r#"refused by its hook: {"code":403,"msg":"no"}"#;
+
+    // {"code":0} allows publishing and playing (HTTP-FLV and RTMP).
+    let server = Server::start(&[
+        "--set",
+        &format!("media.on_publish={}", yes.url),
+        "--set",
+        &format!("media.on_play={}", yes.url),
+    ]);
+    let _ff = publish(&signed_url(&server, "srs", &[]), 30);
+    wait_live(&server, "srs");
+    assert_h264_aac(&probe(&format!("rtmp://{}/live/srs", rtmp_addr(&server))));
+    drop(server);
+
+    // A refused play says why, over HTTP-FLV (the error envelope) and RTMP.
+    let server = Server::start(&[
+        "--set",
+        &format!("media.on_publish={}", yes.url),
+        "--set",
+        &format!("media.on_play={}", no.url),
+    ]);
+    let _ff = publish(&signed_url(&server, "srs", &[]), 30);
+    let r = support::eventually(T, || {
+        let r = flv_refused(&server, "/live/srs.flv", &[]);
+        (r.status != 404).then_some(r)
+    })
+    .expect("the stream goes live");
+    let why = assert_envelope(&r, 403);
+    assert!(why.contains(TEXT), "{why}");
+    let err = probe_refused(&format!("rtmp://{}/live/srs", rtmp_addr(&server)));
+    assert!(err.contains(TEXT), "{err}");
+    drop(server);
+
+    // A refused publish says why.
+    let server = Server::start(&["--set", &format!("media.on_publish={}", no.url)]);
+    let err = refused(&signed_url(&server, "srs", &[]));
+    assert!(err.contains(TEXT), "{err}");
+    assert_eq!(metric_sum(&server, "liveshard_media_publishers", 1), 0.0);
+}
+
 #[test]
 fn on_publish_refused_by_a_non_2xx_status() {
     // A 403 refuses even with the body that would allow on a 2xx.

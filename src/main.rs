@@ -167,7 +167,8 @@ fn main() -> ExitCode {
             warn_env();
             match args.load() {
                 Ok(config) => {
-                    print!("{}", config.to_toml_redacted());
+                    // Secrets by key, and credentials in URLs (a hook's ?token=…).
+                    print!("{}", liveshard::logging::redact(&config.to_toml_redacted()));
                     ExitCode::SUCCESS
                 }
                 Err(errors) => report(&errors),

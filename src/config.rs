@@ -509,7 +509,11 @@ pub struct UnknownEnv {
 
 impl fmt::Display for UnknownEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "environment variable {} is not a setting; ignored", self.var)?;
+        write!(
+            f,
+            "environment variable {} is not a setting; ignored",
+            self.var
+        )?;
         if let Some(s) = &self.suggestion {
             write!(f, " (did you mean {s}?)")?;
         }

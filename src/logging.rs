@@ -186,7 +186,8 @@ mod tests {
             redact(url),
             "http://127.0.0.1:9/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=***: Connection Failed"
         );
-        let login = "/sns/jscode2session?appid=wx1&secret=abc&js_code=0a1b&grant_type=authorization_code";
+        let login =
+            "/sns/jscode2session?appid=wx1&secret=abc&js_code=0a1b&grant_type=authorization_code";
         assert_eq!(
             redact(login),
             "/sns/jscode2session?appid=wx1&secret=***&js_code=***&grant_type=authorization_code"

@@ -41,7 +41,10 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().unwrap().keys() {
             // Path-item fields that are not operations.
-            if matches!(method.as_str(), "parameters" | "summary" | "description" | "servers") {
+            if matches!(
+                method.as_str(),
+                "parameters" | "summary" | "description" | "servers"
+            ) {
                 continue;
             }
             out.insert((method.clone(), path.clone()));

@@ -403,15 +403,29 @@ fn an_unreachable_wechat_is_logged_without_the_app_secret() {
         let mut logs: Vec<String> = Vec::new();
         let warned = support::eventually(Duration::from_secs(10), || {
             logs.extend(server.logs());
-            let token = logs.iter().any(|l| l.contains("access token not refreshed"));
+            let token = logs
+                .iter()
+                .any(|l| l.contains("access token not refreshed"));
             let login = logs.iter().any(|l| l.contains("WeChat login failed"));
             (token && login).then_some(())
         });
         let all = logs.join("\n");
-        assert!(warned.is_some(), "both failures are logged ({format}):\n{all}");
+        assert!(
+            warned.is_some(),
+            "both failures are logged ({format}):\n{all}"
+        );
         // The secret is `s3cret&=+`, URL-encoded as `s3cret%26%3D%2B`.
-        assert!(!all.contains("s3cret"), "the AppSecret is in the {format} log:\n{all}");
-        assert!(!all.contains("logincode123"), "the login code is in the {format} log:\n{all}");
-        assert!(all.contains("secret=***"), "the URL is still named ({format}):\n{all}");
+        assert!(
+            !all.contains("s3cret"),
+            "the AppSecret is in the {format} log:\n{all}"
+        );
+        assert!(
+            !all.contains("logincode123"),
+            "the login code is in the {format} log:\n{all}"
+        );
+        assert!(
+            all.contains("secret=***"),
+            "the URL is still named ({format}):\n{all}"
+        );
     }
 }

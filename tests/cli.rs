@@ -136,7 +136,10 @@ fn config_check_warns_about_an_unknown_liveshard_variable_and_still_succeeds() {
         ],
     );
     assert_eq!(code, 0, "a warning is not an error: {err}");
-    assert!(out.contains("[server]"), "the config is still printed:\n{out}");
+    assert!(
+        out.contains("[server]"),
+        "the config is still printed:\n{out}"
+    );
     assert!(
         err.contains("LIVESHARD_JWT_SECRETT") && err.contains("did you mean LIVESHARD_JWT_SECRET?"),
         "{err}"
@@ -146,7 +149,10 @@ fn config_check_warns_about_an_unknown_liveshard_variable_and_still_succeeds() {
     // Known names (aliases and derived ones) are not warned about.
     let (code, _, err) = check(
         &[],
-        &[("LIVESHARD_JWT_SECRET", "0123456789abcdef0123"), ("LIVESHARD_HTTP_IDLE_TIMEOUT_MS", "5000")],
+        &[
+            ("LIVESHARD_JWT_SECRET", "0123456789abcdef0123"),
+            ("LIVESHARD_HTTP_IDLE_TIMEOUT_MS", "5000"),
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
@@ -157,11 +163,18 @@ fn serve_warns_at_start_about_an_unknown_liveshard_variable() {
     use std::io::BufRead as _;
     let dir = TempDir::new("envwarn");
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir.0)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--rtmp",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(&dir.0)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
     for (k, _) in std::env::vars() {
         if k.starts_with("LIVESHARD_") {
             cmd.env_remove(k);
@@ -172,7 +185,10 @@ fn serve_warns_at_start_about_an_unknown_liveshard_variable() {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -222,7 +238,13 @@ fn sign_refuses_a_zero_ttl_instead_of_printing_an_expired_url() {
 }
 
 fn secret_of(url: &str) -> String {
-    url.split("txSecret=").nth(1).unwrap().split('&').next().unwrap().to_string()
+    url.split("txSecret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -240,7 +262,12 @@ fn sign_play_uses_a_play_key_of_its_own() {
     assert_ne!(push_key, play_key);
     // The same key for both is refused, wherever it comes from.
     let (code, _, err) = check(
-        &["--set", "media.push_key=samesamesame", "--set", "media.play_key=samesamesame"],
+        &[
+            "--set",
+            "media.push_key=samesamesame",
+            "--set",
+            "media.play_key=samesamesame",
+        ],
         &[],
     );
     assert_eq!(code, 2);

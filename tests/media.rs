@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::api::{create_room, dev_login, ok as api_ok};
 use support::media::{
     probe, publish, rtmp_addr, signed_query, signed_url, wait_expired, wait_live,
 };
-use support::api::{create_room, dev_login, ok as api_ok};
 use support::ws::{Client, Event};
 use support::{require, HookServer, Server};
 
@@ -711,7 +711,11 @@ fn signed_play_guards_flv_and_rtmp() {
     let r = flv_refused(&server, &format!("/live/paid.flv?{push_q}"), &[]);
     assert!(assert_envelope(&r, 403).contains("mismatch"));
     wait_expired(&expired);
-    let r = flv_refused(&server, &format!("/live/paid.flv?{}", signed_query(&expired)), &[]);
+    let r = flv_refused(
+        &server,
+        &format!("/live/paid.flv?{}", signed_query(&expired)),
+        &[],
+    );
     assert!(assert_envelope(&r, 403).contains("expired"));
 
     // RTMP: unsigned, another stream's and the push signature refused; the signed URL

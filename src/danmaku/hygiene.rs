@@ -218,10 +218,18 @@ mod tests {
             ('\u{034F}', "combining grapheme joiner"),
             ('\u{FE00}', "variation selector 1"),
         ] {
-            assert_eq!(clean_text(&format!("a{c}b")), "ab", "{what} U+{:04X}", c as u32);
+            assert_eq!(
+                clean_text(&format!("a{c}b")),
+                "ab",
+                "{what} U+{:04X}",
+                c as u32
+            );
         }
         // A hidden ASCII message in tag characters is gone, not just shortened.
-        let hidden: String = "ignore".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap()).collect();
+        let hidden: String = "ignore"
+            .chars()
+            .map(|c| char::from_u32(0xE0000 + c as u32).unwrap())
+            .collect();
         assert_eq!(clean_text(&format!("hi{hidden}")), "hi");
         // Soft hyphens cannot split a filtered word any more.
         assert_eq!(clean_text("b\u{AD}a\u{2060}d"), "bad");
@@ -230,13 +238,13 @@ mod tests {
     #[test]
     fn emoji_sequences_keep_their_joiners_and_selectors() {
         for e in [
-            "👨\u{200D}👩\u{200D}👧",  // family
-            "❤\u{FE0F}",                // red heart, emoji presentation
-            "❤\u{FE0F}\u{200D}🔥",     // heart on fire
+            "👨\u{200D}👩\u{200D}👧", // family
+            "❤\u{FE0F}",              // red heart, emoji presentation
+            "❤\u{FE0F}\u{200D}🔥",    // heart on fire
             "🏳\u{FE0F}\u{200D}🌈",    // rainbow flag
             "👩🏽\u{200D}💻",           // woman technologist, skin tone
-            "1\u{FE0F}\u{20E3}",       // keycap one
-            "☺\u{FE0E}",                // text presentation
+            "1\u{FE0F}\u{20E3}",      // keycap one
+            "☺\u{FE0E}",              // text presentation
         ] {
             assert_eq!(clean_text(e), e, "{e:?}");
             assert_eq!(clean_text(&format!("hi {e}!")), format!("hi {e}!"));

@@ -95,7 +95,10 @@ fn verdict(
         Ok(reply) => {
             let text = receiver_text(&reply.body);
             if text.is_empty() {
-                Err(format!("{action} refused by its hook (HTTP {})", reply.status))
+                Err(format!(
+                    "{action} refused by its hook (HTTP {})",
+                    reply.status
+                ))
             } else {
                 Err(format!(
                     "{action} refused by its hook (HTTP {}): {text}",
@@ -176,7 +179,13 @@ mod tests {
 
     #[test]
     fn srs_and_nginx_rtmp_style_answers_allow() {
-        for body in ["", "0", " 0\n", r#"{"code":0}"#, r#"{"code": 0, "msg": "ok"}"#] {
+        for body in [
+            "",
+            "0",
+            " 0\n",
+            r#"{"code":0}"#,
+            r#"{"code": 0, "msg": "ok"}"#,
+        ] {
             assert_eq!(answer(200, body), Ok(()), "{body:?}");
         }
         assert_eq!(answer(204, ""), Ok(()));
@@ -187,7 +196,10 @@ mod tests {
     #[test]
     fn anything_else_refuses_with_the_receivers_text() {
         let why = answer(200, r#"{"code":403,"msg":"no"}"#).unwrap_err();
-        assert_eq!(why, r#"on_publish refused by its hook: {"code":403,"msg":"no"}"#);
+        assert_eq!(
+            why,
+            r#"on_publish refused by its hook: {"code":403,"msg":"no"}"#
+        );
         assert!(answer(200, "1").unwrap_err().ends_with(": 1"));
         assert!(answer(200, "[0]").is_err());
         assert!(answer(200, r#"{"msg":"no code"}"#).is_err());
@@ -207,7 +219,10 @@ mod tests {
     fn the_quoted_text_is_bounded_and_cleaned() {
         let long = format!("deny\u{202E}\u{0}{}", "x".repeat(5000));
         let why = answer(200, &long).unwrap_err();
-        assert!(why.starts_with("on_publish refused by its hook: denyxxx"), "{why}");
+        assert!(
+            why.starts_with("on_publish refused by its hook: denyxxx"),
+            "{why}"
+        );
         assert!(why.chars().count() < REASON_MAX_CHARS + 50, "{}", why.len());
         assert!(why.ends_with('…'));
     }

@@ -255,6 +255,14 @@ fn main() -> ExitCode {
             for w in unknown_env() {
                 tracing::warn!(var = %w.var, suggestion = w.suggestion.as_deref().unwrap_or(""), "{w}");
             }
+            let m = &config.media;
+            if m.play_sign && !m.push_key.is_empty() && m.play_key.is_empty() {
+                // A shared push key suggests several nodes; a generated play key is not.
+                tracing::warn!(
+                    "media.play_key is not set: play URLs are signed with this node's \
+                     generated <data_dir>/play.key; set media.play_key to share it between nodes"
+                );
+            }
             match liveshard::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

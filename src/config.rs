@@ -1243,4 +1243,34 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn unknown_liveshard_variables_are_named_with_the_closest_known_one() {
+        let found = unknown_env([
+            "LIVESHARD_JWT_SECRETT",
+            "LIVESHARD_JWT_SECRET",
+            "LIVESHARD_HTTP_IDLE_TIMEOUT_MS",
+            "LIVESHARD_DANMAKU_MERGE_WINDOW",
+            "LIVESHARD_ZZZZZZZZZZZZZZZZ",
+            "LIVESHARD_TEST_LOG",
+            "LIVESHARD_TUNING_STATE",
+            "LIVESHARD_REV",
+            "PATH",
+        ]);
+        let got: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|u| (u.var.as_str(), u.suggestion.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "LIVESHARD_DANMAKU_MERGE_WINDOW",
+                    Some("LIVESHARD_DANMAKU_MERGE_WINDOW_MS")
+                ),
+                ("LIVESHARD_JWT_SECRETT", Some("LIVESHARD_JWT_SECRET")),
+                ("LIVESHARD_ZZZZZZZZZZZZZZZZ", None),
+            ]
+        );
+    }
 }

@@ -3,7 +3,8 @@
 # (only the Rust toolchain assumed), then runs every test in the workspace.
 #
 # Tests start real components themselves on free loopback ports: the liveshard binary,
-# redis-server, ffmpeg/ffprobe, Chromium. Nothing here starts a service.
+# redis-server, ffmpeg/ffprobe, Chromium, and run openapi-spec-validator (Python, from
+# PyPI). Nothing here starts a service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,22 @@ if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python tools the tests use (tests/api_openapi.rs validates the OpenAPI document).
+if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    echo "test.sh: installing python3-pip" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  echo "test.sh: installing openapi-spec-validator (pip)" >&2
+  # Debian marks its own Python as externally managed (PEP 668): there a user install is
+  # what the test needs; in a virtualenv or pyenv the plain install works.
+  python3 -m pip install --quiet openapi-spec-validator 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages openapi-spec-validator
 fi
 
 cargo test --workspace --all-targets "$@"

@@ -9,7 +9,11 @@
 //! Why not the `jsonwebtoken` crate: it brings the RSA/EC/EdDSA stacks for algorithms we
 //! must refuse anyway. HMAC-SHA256 and base64 come from RustCrypto and the `base64` crate;
 //! what is left here is the claim checks.
+//!
+//! Also here: the server's other keys, each configured or generated on first start in the
+//! data directory (`jwt.secret`, `push.key`, `play.key`; see [`MediaKeys`]).
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -191,25 +195,68 @@ impl Jwt {
 /// The signing secret: the configured one, or one generated on first start and kept in
 /// the data directory (mode 0600), so a default install is neither insecure nor broken
 /// between restarts, and `liveshard token --data-dir DIR` signs with the same secret.
-pub fn load_or_create_secret(
-    configured: &str,
-    data_dir: &std::path::Path,
-) -> std::io::Result<Vec<u8>> {
+pub fn load_or_create_secret(configured: &str, data_dir: &Path) -> std::io::Result<Vec<u8>> {
     load_or_create_key_file(configured, data_dir, "jwt.secret")
 }
 
-/// The key for signed push (and play) URLs: `media.push_key`, or one generated on first
-/// start and kept in `<data_dir>/push.key` (mode 0600), the same way as the token secret,
-/// so URLs signed before a restart stay valid after it.
-pub fn load_or_create_push_key(
+/// The two keys of signed stream URLs, as Tencent Cloud CSS has them: a push key and a
+/// play key. They must differ: the signature says nothing about push or play, so a play
+/// URL signed with the push key would publish to the room, and play URLs are handed to
+/// every viewer (`GET /api/v1/rooms/{id}` is anonymous). A publish is checked only with
+/// `push`, a play only with `play`.
+#[derive(Clone)]
+pub struct MediaKeys {
+    /// `media.push_key`, or `<data_dir>/push.key`.
+    pub push: String,
+    /// `media.play_key`, or `<data_dir>/play.key`.
+    pub play: String,
+}
+
+impl std::fmt::Debug for MediaKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaKeys { push: <redacted>, play: <redacted> }")
+    }
+}
+
+impl MediaKeys {
+    /// Both keys, each configured or generated on first start and kept in the data
+    /// directory (mode 0600), so URLs signed before a restart stay valid after it.
+    pub fn load(media: &crate::config::MediaConfig, data_dir: &Path) -> Result<Self, String> {
+        let push = load_or_create_push_key(&media.push_key, data_dir)
+            .map_err(|e| format!("push key: {e}"))?;
+        let play = load_or_create_play_key(&media.play_key, data_dir)
+            .map_err(|e| format!("play key: {e}"))?;
+        if push == play {
+            return Err("media.play_key must differ from the push key \
+                 (with the same key a play URL would also publish)"
+                .into());
+        }
+        Ok(Self { push, play })
+    }
+}
+
+/// The key for signed push URLs: `media.push_key`, or one generated on first start and
+/// kept in `<data_dir>/push.key` (mode 0600), the same way as the token secret.
+pub fn load_or_create_push_key(configured: &str, data_dir: &Path) -> std::io::Result<String> {
+    load_or_create_text_key(configured, data_dir, "push.key")
+}
+
+/// The key for signed play URLs: `media.play_key`, or one generated on first start and
+/// kept in `<data_dir>/play.key` (mode 0600), never the push key (see [`MediaKeys`]).
+pub fn load_or_create_play_key(configured: &str, data_dir: &Path) -> std::io::Result<String> {
+    load_or_create_text_key(configured, data_dir, "play.key")
+}
+
+fn load_or_create_text_key(
     configured: &str,
-    data_dir: &std::path::Path,
+    data_dir: &Path,
+    file: &str,
 ) -> std::io::Result<String> {
-    let key = load_or_create_key_file(configured, data_dir, "push.key")?;
+    let key = load_or_create_key_file(configured, data_dir, file)?;
     String::from_utf8(key).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{} is not UTF-8", data_dir.join("push.key").display()),
+            format!("{} is not UTF-8", data_dir.join(file).display()),
         )
     })
 }
@@ -218,7 +265,7 @@ pub fn load_or_create_push_key(
 /// with 32 random bytes (base64url) when missing.
 fn load_or_create_key_file(
     configured: &str,
-    data_dir: &std::path::Path,
+    data_dir: &Path,
     file: &str,
 ) -> std::io::Result<Vec<u8>> {
     if !configured.is_empty() {

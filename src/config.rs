@@ -11,6 +11,8 @@
 //!
 //! Environment names are derived from keys: `http.max_body_bytes` is
 //! `LIVESHARD_HTTP_MAX_BODY_BYTES`; a few short aliases exist (see [`ENV_ALIASES`]).
+//! Other `LIVESHARD_*` variables set nothing; [`unknown_env`] names them (with the
+//! closest known name) for a warning, since a typo would otherwise go unnoticed.
 //! Unset optional strings are empty strings, so every key has a default and a type.
 
 use std::fmt;
@@ -172,9 +174,11 @@ pub struct MediaConfig {
     /// txTime)). Empty: a random one is generated on first start and kept in
     /// `<data_dir>/push.key`, so `liveshard sign --data-dir DIR` signs with it.
     pub push_key: String,
-    /// Require signed play URLs too (RTMP play and HTTP-FLV), with `play_key`.
+    /// Require signed play URLs too (RTMP play, HTTP-FLV and HLS), with `play_key`.
     pub play_sign: bool,
-    /// Key for play URLs; empty means the push key.
+    /// Key for signed play URLs; it must differ from the push key, since a URL signed
+    /// with the push key publishes. Empty: a random one is generated on first start and
+    /// kept in `<data_dir>/play.key` (`liveshard sign --play` signs with it).
     pub play_key: String,
     /// Lifetime of push URLs handed out by the API and `liveshard sign`.
     pub push_url_ttl_secs: u64,
@@ -487,6 +491,69 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("LIVESHARD_PUSH_KEY", "media.push_key"),
 ];
 
+/// `LIVESHARD_*` variables that are not configuration: the test harness, the tuning
+/// scripts and the benchmarks read them, so they are never warned about.
+pub const NON_CONFIG_ENV_PREFIXES: &[&str] =
+    &["LIVESHARD_TEST_", "LIVESHARD_TUNING_", "LIVESHARD_BENCH_"];
+pub const NON_CONFIG_ENV: &[&str] = &["LIVESHARD_REV"];
+
+/// A `LIVESHARD_*` variable that names no configuration key: it is ignored, which a typo
+/// (`LIVESHARD_JWT_SECRETT`) should not be silently, so it is warned about at start and
+/// by `config check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownEnv {
+    pub var: String,
+    /// The closest known variable, when one is close.
+    pub suggestion: Option<String>,
+}
+
+impl fmt::Display for UnknownEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "environment variable {} is not a setting; ignored",
+            self.var
+        )?;
+        if let Some(s) = &self.suggestion {
+            write!(f, " (did you mean {s}?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `LIVESHARD_*` names in `vars` that set nothing (see [`UnknownEnv`]), sorted.
+pub fn unknown_env<'a>(vars: impl IntoIterator<Item = &'a str>) -> Vec<UnknownEnv> {
+    let defaults = Value::try_from(Config::default()).expect("defaults serialize");
+    let mut leaves = Vec::new();
+    leaf_paths(&defaults, "", &mut leaves);
+    let known: Vec<String> = ENV_ALIASES
+        .iter()
+        .map(|(a, _)| a.to_string())
+        .chain(leaves.iter().map(|k| env_name(k)))
+        .collect();
+    let mut out: Vec<UnknownEnv> = vars
+        .into_iter()
+        .filter(|v| v.starts_with("LIVESHARD_"))
+        .filter(|v| !NON_CONFIG_ENV.contains(v))
+        .filter(|v| !NON_CONFIG_ENV_PREFIXES.iter().any(|p| v.starts_with(p)))
+        .filter(|v| !known.iter().any(|k| k == v))
+        .map(|var| {
+            let suggestion = known
+                .iter()
+                .map(|k| (strsim::levenshtein(var, k), k))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+                .map(|(_, k)| k.clone());
+            UnknownEnv {
+                var: var.to_string(),
+                suggestion,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.var.cmp(&b.var));
+    out
+}
+
 /// Keys whose values are secrets: shown as "<redacted>" when the config is printed.
 pub const SECRET_KEYS: &[&str] = &[
     "auth.jwt_secret",
@@ -771,6 +838,16 @@ impl Config {
             (64 * 1024..=256 * 1024 * 1024).contains(&m.hls_max_segment_bytes),
             "media.hls_max_segment_bytes",
             "must be between 65536 and 268435456",
+        );
+        check(
+            m.push_url_ttl_secs > 0,
+            "media.push_url_ttl_secs",
+            "must be positive (a URL valid for 0 seconds is already expired)",
+        );
+        check(
+            m.play_key.is_empty() || m.play_key != m.push_key,
+            "media.play_key",
+            "must differ from media.push_key (with the same key a play URL would also publish)",
         );
         check(
             self.auth.token_ttl_secs > 0,
@@ -1163,6 +1240,36 @@ mod tests {
                 "media.hls_segment_secs",
                 "media.hls_window",
                 "media.hls_max_segment_bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_liveshard_variables_are_named_with_the_closest_known_one() {
+        let found = unknown_env([
+            "LIVESHARD_JWT_SECRETT",
+            "LIVESHARD_JWT_SECRET",
+            "LIVESHARD_HTTP_IDLE_TIMEOUT_MS",
+            "LIVESHARD_DANMAKU_MERGE_WINDOW",
+            "LIVESHARD_ZZZZZZZZZZZZZZZZ",
+            "LIVESHARD_TEST_LOG",
+            "LIVESHARD_TUNING_STATE",
+            "LIVESHARD_REV",
+            "PATH",
+        ]);
+        let got: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|u| (u.var.as_str(), u.suggestion.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "LIVESHARD_DANMAKU_MERGE_WINDOW",
+                    Some("LIVESHARD_DANMAKU_MERGE_WINDOW_MS")
+                ),
+                ("LIVESHARD_JWT_SECRETT", Some("LIVESHARD_JWT_SECRET")),
+                ("LIVESHARD_ZZZZZZZZZZZZZZZZ", None),
             ]
         );
     }

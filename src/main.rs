@@ -1,4 +1,4 @@
-//! The `liveshard` command: `serve`, `config check`.
+//! The `liveshard` command: `serve`, `token`, `sign`, `config check`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,15 +41,20 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Print a signed RTMP push URL (Tencent Cloud CSS txSecret/txTime scheme).
+    /// Print a signed RTMP push URL, or with --play a play URL (Tencent Cloud CSS
+    /// txSecret/txTime scheme).
     Sign {
         /// Stream name (also the danmaku room id).
         #[arg(long)]
         stream: String,
+        /// Sign a play URL with the play key (media.play_key or <data_dir>/play.key)
+        /// instead of a push URL with the push key.
+        #[arg(long)]
+        play: bool,
         /// RTMP application (default: media.app).
         #[arg(long)]
         app: Option<String>,
-        /// Validity in seconds (default: media.push_url_ttl_secs).
+        /// Validity in seconds, at least 1 (default: media.push_url_ttl_secs).
         #[arg(long)]
         ttl: Option<u64>,
         /// Host[:port] to put in the URL (default: server.rtmp).
@@ -130,6 +135,21 @@ impl ConfigArgs {
     }
 }
 
+/// `LIVESHARD_*` variables of this process that set nothing (typos, most likely).
+fn unknown_env() -> Vec<liveshard::config::UnknownEnv> {
+    let vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    liveshard::config::unknown_env(vars.iter().map(String::as_str))
+}
+
+/// Prints the unknown-variable warnings on stderr (commands that do not log).
+fn warn_env() {
+    for w in unknown_env() {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn report(errors: &[ConfigError]) -> ExitCode {
     for e in errors {
         eprintln!("config error: {e}");
@@ -142,13 +162,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check(args),
-        } => match args.load() {
-            Ok(config) => {
-                print!("{}", config.to_toml_redacted());
-                ExitCode::SUCCESS
+        } => {
+            // Warnings go to stderr and do not change the exit status.
+            warn_env();
+            match args.load() {
+                Ok(config) => {
+                    // Secrets by key, and credentials in URLs (a hook's ?token=…).
+                    print!("{}", liveshard::logging::redact(&config.to_toml_redacted()));
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => report(&errors),
             }
-            Err(errors) => report(&errors),
-        },
+        }
         Command::Token {
             uid,
             nick,
@@ -156,6 +181,7 @@ fn main() -> ExitCode {
             roles,
             config,
         } => {
+            warn_env();
             let config = match config.load() {
                 Ok(c) => c,
                 Err(errors) => return report(&errors),
@@ -180,11 +206,13 @@ fn main() -> ExitCode {
         }
         Command::Sign {
             stream,
+            play,
             app,
             ttl,
             host,
             config,
         } => {
+            warn_env();
             let config = match config.load() {
                 Ok(c) => c,
                 Err(errors) => return report(&errors),
@@ -193,18 +221,22 @@ fn main() -> ExitCode {
                 eprintln!("liveshard: stream names are 1-64 of A-Z a-z 0-9 _ - .");
                 return ExitCode::from(2);
             }
-            let key = match liveshard::auth::load_or_create_push_key(
-                &config.media.push_key,
-                &config.server.data_dir,
-            ) {
-                Ok(k) => k,
+            let ttl = ttl.unwrap_or(config.media.push_url_ttl_secs);
+            if ttl == 0 {
+                eprintln!("liveshard: --ttl must be at least 1 (a URL valid for 0 seconds is already expired)");
+                return ExitCode::from(2);
+            }
+            // Each kind of URL with its own key: a play URL must never publish.
+            let keys = liveshard::auth::MediaKeys::load(&config.media, &config.server.data_dir);
+            let key = match keys {
+                Ok(k) if play => k.play,
+                Ok(k) => k.push,
                 Err(e) => {
-                    eprintln!("liveshard: push key: {e}");
+                    eprintln!("liveshard: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            let ttl = ttl.unwrap_or(config.media.push_url_ttl_secs);
-            let expiry = liveshard::auth::now_unix() + ttl;
+            let expiry = liveshard::auth::now_unix().saturating_add(ttl);
             let (secret, time) = liveshard::media::sign::sign(&key, &stream, expiry);
             let host = host.unwrap_or_else(|| config.server.rtmp.to_string());
             let app = app.unwrap_or(config.media.app.clone());
@@ -214,9 +246,23 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             let config = match args.load() {
                 Ok(c) => c,
-                Err(errors) => return report(&errors),
+                Err(errors) => {
+                    warn_env();
+                    return report(&errors);
+                }
             };
             liveshard::logging::init(&config.log.level, &config.log.format);
+            for w in unknown_env() {
+                tracing::warn!(var = %w.var, suggestion = w.suggestion.as_deref().unwrap_or(""), "{w}");
+            }
+            let m = &config.media;
+            if m.play_sign && !m.push_key.is_empty() && m.play_key.is_empty() {
+                // A shared push key suggests several nodes; a generated play key is not.
+                tracing::warn!(
+                    "media.play_key is not set: play URLs are signed with this node's \
+                     generated <data_dir>/play.key; set media.play_key to share it between nodes"
+                );
+            }
             match liveshard::server::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

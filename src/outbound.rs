@@ -12,6 +12,10 @@
 //! may hit DNS and TLS, and must not add latency to the connections a shard serves. A few
 //! blocking threads are the simplest thing that cannot stall a shard.
 //!
+//! Error texts never carry a secret: transport errors quote the URL, whose query may
+//! hold an AppSecret or a token, so every text an [`OutboundError`] carries is passed
+//! through [`crate::logging::redact`] where it is made.
+//!
 //! The receiving end of the channel is shared by the pool threads behind a `Mutex`: that
 //! lock is taken only by pool threads, never by a shard.
 
@@ -120,7 +124,7 @@ impl Client {
             Ok(_) => Ok(HttpReply { status, body }),
             Err(_) if Instant::now() >= deadline => Err(OutboundError::Timeout),
             Err(e) if is_timeout(&e) => Err(OutboundError::Timeout),
-            Err(e) => Err(OutboundError::Io(e.to_string())),
+            Err(e) => Err(OutboundError::Io(redacted(&e.to_string()))),
         }
     }
 }
@@ -141,15 +145,17 @@ fn map_transport(t: &ureq::Transport) -> OutboundError {
     if timed_out {
         return OutboundError::Timeout;
     }
+    // ureq's text starts with the whole URL (query included).
+    let text = redacted(&t.to_string());
     match t.kind() {
-        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => {
-            OutboundError::BadUrl(t.to_string())
-        }
-        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => {
-            OutboundError::Connect(t.to_string())
-        }
-        _ => OutboundError::Io(t.to_string()),
+        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => OutboundError::BadUrl(text),
+        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => OutboundError::Connect(text),
+        _ => OutboundError::Io(text),
     }
+}
+
+fn redacted(text: &str) -> String {
+    crate::logging::redact(text).into_owned()
 }
 
 type Reply<T> = oneshot::Sender<Result<T, OutboundError>>;
@@ -313,6 +319,7 @@ fn work(rx: &Mutex<Receiver<Job>>, client: &Client) {
                     timeout,
                 );
                 if let Err(e) = &result {
+                    let url = crate::logging::redact(&url);
                     tracing::debug!(%method, %url, error = %e, "outbound call failed");
                 }
                 let _ = reply.send(result);
@@ -345,6 +352,23 @@ pub fn encode_component(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_names_the_url_without_its_secret() {
+        // A closed port: ureq's error quotes the URL.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/cgi-bin/token?appid=wx1&secret=TopSecret1");
+        let e = Client::new(1024)
+            .request("GET", &url, None, Duration::from_secs(2))
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("TopSecret1"), "{text}");
+        assert!(text.contains("secret=***"), "{text}");
+    }
 
     #[test]
     fn components_are_encoded() {

@@ -383,3 +383,49 @@ fn a_failed_token_fetch_is_retried_with_backoff_until_it_succeeds() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(wx.fetches().len(), 3);
 }
+
+/// The regression of "the WeChat AppSecret is logged": when WeChat cannot be reached, the
+/// WARN lines (token refresh, login) name the failure but not the secret, nor the user's
+/// login code, in text and in JSON logs.
+#[test]
+fn an_unreachable_wechat_is_logged_without_the_app_secret() {
+    // A port nobody listens on: the HTTP client's error quotes the whole URL.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let wx = WeChat {
+        base,
+        log: Arc::default(),
+    };
+    for format in ["text", "json"] {
+        let server = server_for(&wx, &["--set", &format!("log.format={format}")]);
+        err(&login(&server, "ok-logincode123"), 502, 50202);
+        let mut logs: Vec<String> = Vec::new();
+        let warned = support::eventually(Duration::from_secs(10), || {
+            logs.extend(server.logs());
+            let token = logs
+                .iter()
+                .any(|l| l.contains("access token not refreshed"));
+            let login = logs.iter().any(|l| l.contains("WeChat login failed"));
+            (token && login).then_some(())
+        });
+        let all = logs.join("\n");
+        assert!(
+            warned.is_some(),
+            "both failures are logged ({format}):\n{all}"
+        );
+        // The secret is `s3cret&=+`, URL-encoded as `s3cret%26%3D%2B`.
+        assert!(
+            !all.contains("s3cret"),
+            "the AppSecret is in the {format} log:\n{all}"
+        );
+        assert!(
+            !all.contains("logincode123"),
+            "the login code is in the {format} log:\n{all}"
+        );
+        assert!(
+            all.contains("secret=***"),
+            "the URL is still named ({format}):\n{all}"
+        );
+    }
+}

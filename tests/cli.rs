@@ -123,3 +123,165 @@ fn serve_refuses_to_start_on_a_bad_config() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.shards"));
 }
+
+#[test]
+fn config_check_warns_about_an_unknown_liveshard_variable_and_still_succeeds() {
+    let (code, out, err) = check(
+        &[],
+        &[
+            ("LIVESHARD_JWT_SECRETT", "0123456789abcdef0123"),
+            // Read by the test harness and the tuning scripts, not settings: no warning.
+            ("LIVESHARD_TEST_LOG", "1"),
+            ("LIVESHARD_TUNING_STATE", "/tmp/x"),
+        ],
+    );
+    assert_eq!(code, 0, "a warning is not an error: {err}");
+    assert!(
+        out.contains("[server]"),
+        "the config is still printed:\n{out}"
+    );
+    assert!(
+        err.contains("LIVESHARD_JWT_SECRETT") && err.contains("did you mean LIVESHARD_JWT_SECRET?"),
+        "{err}"
+    );
+    assert!(!err.contains("LIVESHARD_TEST_LOG"), "{err}");
+    assert!(!err.contains("LIVESHARD_TUNING_STATE"), "{err}");
+    // Known names (aliases and derived ones) are not warned about.
+    let (code, _, err) = check(
+        &[],
+        &[
+            ("LIVESHARD_JWT_SECRET", "0123456789abcdef0123"),
+            ("LIVESHARD_HTTP_IDLE_TIMEOUT_MS", "5000"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn serve_warns_at_start_about_an_unknown_liveshard_variable() {
+    use std::io::BufRead as _;
+    let dir = TempDir::new("envwarn");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--rtmp",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(&dir.0)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LIVESHARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("LIVESHARD_PUSH_KEYY", "typo");
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = support::eventually(std::time::Duration::from_secs(10), || {
+        rx.try_iter().find(|l| l.contains("LIVESHARD_PUSH_KEYY"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a warning naming the variable");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("did you mean LIVESHARD_PUSH_KEY?"), "{line}");
+}
+
+fn sign(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("sign").args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LIVESHARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sign_refuses_a_zero_ttl_instead_of_printing_an_expired_url() {
+    let dir = TempDir::new("sign");
+    let data = dir.0.to_str().unwrap();
+    let (code, out, err) = sign(&["--stream", "s1", "--ttl", "0", "--data-dir", data]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "no URL printed: {out}");
+    assert!(err.contains("--ttl must be at least 1"), "{err}");
+    let (code, out, err) = sign(&["--stream", "s1", "--ttl", "1", "--data-dir", data]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("txSecret="), "{out}");
+    // A configured TTL of 0 is refused by the config check.
+    let (code, _, err) = check(&["--set", "media.push_url_ttl_secs=0"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("media.push_url_ttl_secs"), "{err}");
+}
+
+fn secret_of(url: &str) -> String {
+    url.split("txSecret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn sign_play_uses_a_play_key_of_its_own() {
+    let dir = TempDir::new("sign");
+    let data = dir.0.to_str().unwrap();
+    let (code, push, err) = sign(&["--stream", "s1", "--data-dir", data]);
+    assert_eq!(code, 0, "{err}");
+    let (code, play, err) = sign(&["--stream", "s1", "--play", "--data-dir", data]);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(secret_of(&push), secret_of(&play), "{push} / {play}");
+    let push_key = std::fs::read(dir.0.join("push.key")).unwrap();
+    let play_key = std::fs::read(dir.0.join("play.key")).unwrap();
+    assert!(play_key.len() >= 32);
+    assert_ne!(push_key, play_key);
+    // The same key for both is refused, wherever it comes from.
+    let (code, _, err) = check(
+        &[
+            "--set",
+            "media.push_key=samesamesame",
+            "--set",
+            "media.play_key=samesamesame",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("media.play_key"), "{err}");
+    let file_key = String::from_utf8(push_key).unwrap();
+    let (code, out, err) = sign(&[
+        "--stream",
+        "s1",
+        "--play",
+        "--data-dir",
+        data,
+        "--set",
+        &format!("media.play_key={file_key}"),
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("must differ from the push key"), "{err}");
+}

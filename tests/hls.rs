@@ -10,7 +10,7 @@ use std::io::{BufReader, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::media::{probe, publish, signed_url, wait_live};
+use support::media::{probe, publish, signed_query, signed_url, wait_live};
 use support::{HookServer, HttpResponse, Server};
 
 const T: Duration = Duration::from_secs(20);
@@ -238,7 +238,7 @@ fn the_playlist_ends_with_endlist_after_the_publisher_stops() {
 fn signed_play_guards_the_playlist_and_its_segments() {
     let server = start(&["--shards", "2", "--set", "media.play_sign=true"]);
     let url = signed_url(&server, "paid", &[]);
-    let query = url.split_once('?').unwrap().1.to_string();
+    let query = signed_query(&signed_url(&server, "paid", &["--play"]));
     let _ff = publish(&url, 30);
     let signed = format!("/live/paid.m3u8?{query}");
     let p = support::eventually(T, || {

@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::media::{probe, publish, rtmp_addr, signed_url, wait_live};
+use support::api::{create_room, dev_login, ok as api_ok};
+use support::media::{
+    probe, publish, rtmp_addr, signed_query, signed_url, wait_expired, wait_live,
+};
 use support::ws::{Client, Event};
 use support::{require, HookServer, Server};
 
@@ -182,8 +185,8 @@ fn bad_missing_and_expired_signatures_are_refused_and_nothing_is_published() {
     );
     let other_stream = signed_url(&server, "other", &[]).replacen("/other?", "/guarded?", 1);
     assert!(refused(&other_stream).contains("signature mismatch"));
-    let expired = signed_url(&server, "guarded", &["--ttl", "0"]);
-    std::thread::sleep(Duration::from_millis(1100));
+    let expired = signed_url(&server, "guarded", &["--ttl", "1"]);
+    wait_expired(&expired);
     assert!(refused(&expired).contains("expired"));
     // Nothing was published.
     assert_eq!(server.get("/live/guarded.flv").status, 404);
@@ -678,8 +681,8 @@ fn on_stop_is_called_when_an_flv_viewer_or_an_rtmp_player_leaves() {
 fn signed_play_guards_flv_and_rtmp() {
     let server = Server::start(&["--shards", "2", "--set", "media.play_sign=true"]);
     let url = signed_url(&server, "paid", &[]);
-    let query = url.split_once('?').unwrap().1.to_string();
-    let expired = signed_url(&server, "paid", &["--ttl", "0"]);
+    let query = signed_query(&signed_url(&server, "paid", &["--play"]));
+    let expired = signed_url(&server, "paid", &["--play", "--ttl", "1"]);
     let _ff = publish(&url, 30);
     let signed = format!("/live/paid.flv?{query}");
     wait_playable(&server, &signed, &[]);
@@ -700,33 +703,84 @@ fn signed_play_guards_flv_and_rtmp() {
         .collect();
     let tampered = signed.replace(secret, &wrong);
     assert!(assert_envelope(&flv_refused(&server, &tampered, &[]), 403).contains("mismatch"));
-    let other = signed_url(&server, "other", &[]);
+    let other = signed_url(&server, "other", &["--play"]);
     let other = format!("/live/paid.flv?{}", other.split_once('?').unwrap().1);
     assert!(assert_envelope(&flv_refused(&server, &other, &[]), 403).contains("mismatch"));
-    let expired_q = expired.split_once('?').unwrap().1;
-    let tx_time = expired_q
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("txTime="))
-        .unwrap();
-    let expiry = u64::from_str_radix(tx_time, 16).unwrap();
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        <= expiry
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let r = flv_refused(&server, &format!("/live/paid.flv?{expired_q}"), &[]);
+    // The push signature is for publishing only: it does not play.
+    let push_q = signed_query(&url);
+    let r = flv_refused(&server, &format!("/live/paid.flv?{push_q}"), &[]);
+    assert!(assert_envelope(&r, 403).contains("mismatch"));
+    wait_expired(&expired);
+    let r = flv_refused(
+        &server,
+        &format!("/live/paid.flv?{}", signed_query(&expired)),
+        &[],
+    );
     assert!(assert_envelope(&r, 403).contains("expired"));
 
-    // RTMP: unsigned and another stream's signature refused; the signed URL plays.
+    // RTMP: unsigned, another stream's and the push signature refused; the signed URL
+    // plays.
     let rtmp = format!("rtmp://{}/live/paid", rtmp_addr(&server));
     let err = probe_refused(&rtmp);
     assert!(err.contains("missing txSecret"), "{err}");
     let err = probe_refused(&format!("{rtmp}?{}", other.split_once('?').unwrap().1));
     assert!(err.contains("mismatch"), "{err}");
+    let err = probe_refused(&format!("{rtmp}?{push_q}"));
+    assert!(err.contains("mismatch"), "{err}");
     assert_h264_aac(&probe(&format!("{rtmp}?{query}")));
+}
+
+/// The regression of "a play URL is a push URL": with `media.play_sign`, the play URL that
+/// the anonymous room API hands every viewer must not publish to the room.
+#[test]
+fn a_play_url_from_the_anonymous_room_api_does_not_publish() {
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--set",
+        "media.play_sign=true",
+        "--set",
+        "auth.dev_login=true",
+    ]);
+    let alice = dev_login(&server, "alice");
+    let room = create_room(&server, &alice, "keys");
+    let id = room["id"].as_str().unwrap().to_string();
+    // The test's requests say `Host: t`; the URLs point at the server here.
+    let rtmp_here = format!("rtmp://{}/", rtmp_addr(&server));
+    let here = |url: &str| url.replacen("rtmp://t:", "rtmp://127.0.0.1:", 1);
+    let push = here(room["push"]["url"].as_str().unwrap());
+    assert!(push.starts_with(&rtmp_here), "{push}");
+
+    // What any viewer gets, without a token.
+    let seen = api_ok(&server.get(&format!("/api/v1/rooms/{id}")));
+    assert!(seen["push"].is_null(), "no push URL for viewers: {seen}");
+    let play_rtmp = here(seen["play"]["rtmp"].as_str().unwrap());
+    assert!(play_rtmp.contains("txSecret="), "{play_rtmp}");
+    let play_flv = seen["play"]["flv"].as_str().unwrap().to_string();
+    let flv_path = &play_flv[play_flv.find("/live/").unwrap()..];
+
+    // ffmpeg publishing with the play signature is refused, and nothing goes live.
+    let err = refused(&play_rtmp);
+    assert!(err.contains("signature mismatch"), "{err}");
+    assert_eq!(metric_sum(&server, "liveshard_media_publishers", 2), 0.0);
+    assert_eq!(flv_refused(&server, flv_path, &[]).status, 404);
+
+    // The push URL publishes; the play URLs play (RTMP and HTTP-FLV).
+    let _ff = publish(&push, 30);
+    wait_playable(&server, flv_path, &[]);
+    assert_h264_aac(&probe(&play_rtmp));
+    assert_h264_aac(&probe(&server.url(flv_path)));
+    // A re-signed push URL is signed with the push key: it does not play.
+    let again = api_ok(&support::api::call(
+        &server,
+        "POST",
+        &format!("/api/v1/rooms/{id}/push-url"),
+        Some(&alice),
+        None,
+    ));
+    let fresh = here(again["push"]["url"].as_str().unwrap());
+    let err = probe_refused(&fresh);
+    assert!(err.contains("signature mismatch"), "{err}");
 }
 
 #[test]
@@ -879,6 +933,52 @@ fn an_rtmp_player_on_another_shard_than_the_publisher_gets_the_stream() {
         per_stream.values().all(|&n| n >= 40),
         "packets for three seconds: {per_stream:?}"
     );
+}
+
+/// The regression of "hooks answering the SRS way refuse everything": SRS receivers answer
+/// 200 with `{"code":0}` to allow; another code refuses, and the client is told the text.
+#[test]
+fn srs_style_hook_answers_allow_and_a_refusal_carries_the_receivers_text() {
+    let yes = HookServer::start(200, r#"{"code":0}"#);
+    let no = HookServer::start(200, r#"{"code":403,"msg":"no"}"#);
+    const TEXT: &str = r#"refused by its hook: {"code":403,"msg":"no"}"#;
+
+    // {"code":0} allows publishing and playing (HTTP-FLV and RTMP).
+    let server = Server::start(&[
+        "--set",
+        &format!("media.on_publish={}", yes.url),
+        "--set",
+        &format!("media.on_play={}", yes.url),
+    ]);
+    let _ff = publish(&signed_url(&server, "srs", &[]), 30);
+    wait_live(&server, "srs");
+    assert_h264_aac(&probe(&format!("rtmp://{}/live/srs", rtmp_addr(&server))));
+    drop(server);
+
+    // A refused play says why, over HTTP-FLV (the error envelope) and RTMP.
+    let server = Server::start(&[
+        "--set",
+        &format!("media.on_publish={}", yes.url),
+        "--set",
+        &format!("media.on_play={}", no.url),
+    ]);
+    let _ff = publish(&signed_url(&server, "srs", &[]), 30);
+    let r = support::eventually(T, || {
+        let r = flv_refused(&server, "/live/srs.flv", &[]);
+        (r.status != 404).then_some(r)
+    })
+    .expect("the stream goes live");
+    let why = assert_envelope(&r, 403);
+    assert!(why.contains(TEXT), "{why}");
+    let err = probe_refused(&format!("rtmp://{}/live/srs", rtmp_addr(&server)));
+    assert!(err.contains(TEXT), "{err}");
+    drop(server);
+
+    // A refused publish says why.
+    let server = Server::start(&["--set", &format!("media.on_publish={}", no.url)]);
+    let err = refused(&signed_url(&server, "srs", &[]));
+    assert!(err.contains(TEXT), "{err}");
+    assert_eq!(metric_sum(&server, "liveshard_media_publishers", 1), 0.0);
 }
 
 #[test]

@@ -51,7 +51,7 @@ use moderation::Action;
 pub struct Shared {
     /// Key for push URLs (`media.push_key` or `<data_dir>/push.key`).
     pub push_key: String,
-    /// Key for play URLs (`media.play_key`, else the push key).
+    /// Key for play URLs (`media.play_key` or `<data_dir>/play.key`; never the push key).
     pub play_key: String,
     /// Where the HTTP front listens (fallback host for public URLs).
     pub http_addr: SocketAddr,
@@ -69,7 +69,7 @@ pub struct Services {
 }
 
 impl Services {
-    /// Loads the push key, starts the files thread (covers under `<data_dir>/covers`) and
+    /// Loads the push and play keys, starts the files thread (covers under `<data_dir>/covers`) and
     /// the WeChat token keeper. Call before the shards start; `rtmp_addr` is where RTMP
     /// listens (the bound address when the configured port is 0).
     pub fn start(
@@ -77,14 +77,7 @@ impl Services {
         http_addr: SocketAddr,
         rtmp_addr: SocketAddr,
     ) -> Result<(Shared, Services), String> {
-        let push_key =
-            crate::auth::load_or_create_push_key(&cfg.media.push_key, &cfg.server.data_dir)
-                .map_err(|e| format!("push key: {e}"))?;
-        let play_key = if cfg.media.play_key.is_empty() {
-            push_key.clone()
-        } else {
-            cfg.media.play_key.clone()
-        };
+        let keys = crate::auth::MediaKeys::load(&cfg.media, &cfg.server.data_dir)?;
         let files = Files::start(
             cfg.server.data_dir.join("covers"),
             cfg.api.files_queue,
@@ -100,8 +93,8 @@ impl Services {
             _ => None,
         };
         let shared = Shared {
-            push_key,
-            play_key,
+            push_key: keys.push,
+            play_key: keys.play,
             http_addr,
             rtmp_addr,
             wechat,

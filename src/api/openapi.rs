@@ -4,6 +4,8 @@
 //! limits, error codes); `tests/api_openapi.rs` keeps it true both ways: every API route
 //! the router has is in it, and every operation in it is answered by the server. `OPTIONS`
 //! (CORS preflight) is listed for every path, since the router has it for every path.
+//! `tests/api_openapi.rs` also runs `openapi-spec-validator` (PyPI) on the served
+//! document, so it stays valid OpenAPI, not just true.
 
 use serde_json::{json, Map, Value};
 
@@ -455,8 +457,29 @@ pub fn document(cfg: &Config) -> Value {
     let mut out = Map::new();
     for (path, ops) in paths {
         let mut item = Map::new();
+        // Path parameters are declared once, on the path item, so every operation of the
+        // path (the CORS preflight included) has them, as OpenAPI requires.
+        let mut path_params: Vec<Value> = Vec::new();
         for (method, op) in ops {
-            item.insert(method.into(), op.build());
+            let mut op = op.build();
+            if let Some(Value::Array(params)) = op.get_mut("parameters") {
+                params.retain(|p| {
+                    if p["in"] != "path" {
+                        return true;
+                    }
+                    if !path_params.iter().any(|q| q["name"] == p["name"]) {
+                        path_params.push(p.clone());
+                    }
+                    false
+                });
+                if params.is_empty() {
+                    op.as_object_mut().map(|o| o.remove("parameters"));
+                }
+            }
+            item.insert(method.into(), op);
+        }
+        if !path_params.is_empty() {
+            item.insert("parameters".into(), Value::Array(path_params));
         }
         item.insert(
             "options".into(),

@@ -13,6 +13,10 @@
 //! refreshes `wechat.token_refresh_margin_secs` before `expires_in` runs out, so callers
 //! almost never wait.
 //!
+//! The URLs carry the AppSecret and the user's login code: errors quoting them are
+//! redacted where they are made (`crate::outbound`), and log lines once more on the way
+//! out (`crate::logging`), so neither ever reaches a log.
+//!
 //! The answers' shapes (the documented contract, which the tests' local server speaks):
 //! - `GET /sns/jscode2session?appid&secret&js_code&grant_type=authorization_code` →
 //!   `{"openid","session_key","unionid"?}` or `{"errcode":40029,"errmsg":…}`;
@@ -129,14 +133,25 @@ pub fn parse_token(reply: &HttpReply) -> Result<(String, u64), WxError> {
     Ok((token, a.expires_in.unwrap_or(7200).max(1)))
 }
 
-/// Where the WeChat API is and who we are to it.
-#[derive(Clone, Debug)]
+/// Where the WeChat API is and who we are to it. Its `Debug` leaves the secret out.
+#[derive(Clone)]
 struct Endpoint {
     appid: String,
     secret: String,
     /// Without a trailing slash.
     base: String,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("appid", &self.appid)
+            .field("secret", &crate::logging::MASK)
+            .field("base", &self.base)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The WeChat client the API handlers use. `None` in `Shared` when `wechat.appid` is

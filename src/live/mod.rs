@@ -102,8 +102,10 @@ pub enum Msg {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub app: String,
+    /// Checks publishes only (see [`crate::auth::MediaKeys`]).
     pub push_key: String,
     pub play_sign: bool,
+    /// Checks plays only; never the push key.
     pub play_key: String,
     pub gop: GopLimits,
     pub max_message_bytes: usize,
@@ -121,18 +123,12 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(cfg: &crate::config::Config) -> Result<Self, String> {
         let m = &cfg.media;
-        let push_key = crate::auth::load_or_create_push_key(&m.push_key, &cfg.server.data_dir)
-            .map_err(|e| format!("push key: {e}"))?;
-        let play_key = if m.play_key.is_empty() {
-            push_key.clone()
-        } else {
-            m.play_key.clone()
-        };
+        let keys = crate::auth::MediaKeys::load(m, &cfg.server.data_dir)?;
         Ok(Self {
             app: m.app.clone(),
-            push_key,
+            push_key: keys.push,
             play_sign: m.play_sign,
-            play_key,
+            play_key: keys.play,
             gop: GopLimits {
                 max_frames: m.gop_max_frames,
                 max_bytes: m.gop_max_bytes,

@@ -7,7 +7,9 @@
 //! the room not closed, the `on_publish` hook, the stream's home granting the claim — and
 //! refused at the first failure with an `onStatus` error whose description says why, then
 //! the connection closes. A play is checked likewise (signature only with
-//! `media.play_sign`, `on_play`, the stream live).
+//! `media.play_sign`, `on_play`, the stream live). Each check has its own key: a publish
+//! only the push key, a play only the play key, so a play URL never publishes
+//! ([`crate::auth::MediaKeys`]).
 //!
 //! Time limits: the handshake and the publish/play request must come within
 //! [`SETUP_TIMEOUT`]; a publisher silent for [`PUBLISH_IDLE`] is treated as lost (its

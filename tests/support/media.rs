@@ -10,8 +10,9 @@ pub fn rtmp_addr(server: &Server) -> String {
     server.ready_field("rtmp").expect("ready line has rtmp=")
 }
 
-/// A push URL signed the way an operator gets one: `liveshard sign` (with the default
-/// keys, also a valid play signature for the same stream).
+/// A push URL signed the way an operator gets one: `liveshard sign`; with `--play` in
+/// `extra`, a play URL signed with the play key (a push signature does not play, and a
+/// play signature does not publish).
 pub fn signed_url(server: &Server, stream: &str, extra: &[&str]) -> String {
     let out = Command::new(BIN)
         .args([
@@ -32,6 +33,29 @@ pub fn signed_url(server: &Server, stream: &str, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The query of a signed URL (`txSecret=…&txTime=…`).
+pub fn signed_query(url: &str) -> String {
+    url.split_once('?').expect("a signed URL").1.to_string()
+}
+
+/// Waits until the `txTime` of a signed URL has passed (`liveshard sign` refuses
+/// `--ttl 0`, so an expired URL is one signed with `--ttl 1` and waited out).
+pub fn wait_expired(url: &str) {
+    let expiry = signed_query(url)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("txTime="))
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
+        .expect("txTime in a signed URL");
+    let expired = super::eventually(std::time::Duration::from_secs(5), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (now > expiry).then_some(())
+    });
+    assert!(expired.is_some(), "{url} did not expire");
 }
 
 /// A running ffmpeg, killed (and reaped) when dropped, so a failing test leaves no

@@ -19,7 +19,16 @@
 //! Which errors close what: every [`SessionError`] closes this connection only; none can
 //! affect the shard. Media from a connection that is not an accepted publisher is dropped,
 //! not an error (publishers wait for `NetStream.Publish.Start` before sending any: ffmpeg
-//! and librtmp/OBS do). Output only ever answers input (a reply per command or ping), so
+//! and librtmp/OBS do).
+//!
+//! What a peer can make the session hold depends on what it has proven: until a publish is
+//! accepted — and for players, always — the chunk decoder runs on
+//! [`SessionConfig::chunk_limits`] ([`ChunkLimits::before_publish`]: 16 KiB messages,
+//! 16 KiB of partial messages), enough for any command; a larger message closes the
+//! connection at its header. [`ServerSession::accept_publish`] (the signature checked and
+//! the claim held) switches to [`SessionConfig::publish_chunk_limits`] and charges partial
+//! messages to the shard's [`PartialBudget`] ([`ServerSession::set_publish_budget`]).
+//! Output only ever answers input (a reply per command or ping), so
 //! what [`ServerSession::poll_transmit`] returns is proportional to what was read; the
 //! driver's bounded outbound queue covers a peer that does not read.
 
@@ -30,7 +39,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::chunk::{encode_message, ChunkDecoder, ChunkError, ChunkLimits, DEFAULT_CHUNK_SIZE};
+use super::chunk::{
+    encode_message, ChunkDecoder, ChunkError, ChunkLimits, PartialBudget, DEFAULT_CHUNK_SIZE,
+};
 use super::handshake::{Handshake, HandshakeError, HandshakeKind};
 use super::message::{self, types, user_control, Command, CommandError};
 use super::play;
@@ -60,7 +71,10 @@ pub mod status {
 /// parts that may differ per deployment.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionConfig {
+    /// Chunk stream limits until a publish is accepted, and for players throughout.
     pub chunk_limits: ChunkLimits,
+    /// Chunk stream limits for an accepted publisher.
+    pub publish_chunk_limits: ChunkLimits,
     pub amf0_limits: Limits,
     /// Window Acknowledgement Size and Set Peer Bandwidth announced after `connect`.
     pub window_ack_size: u32,
@@ -69,7 +83,8 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            chunk_limits: ChunkLimits::default(),
+            chunk_limits: ChunkLimits::before_publish(),
+            publish_chunk_limits: ChunkLimits::default(),
             amf0_limits: Limits::default(),
             window_ack_size: 2_500_000,
         }
@@ -196,6 +211,8 @@ pub struct ServerSession {
     phase: Phase,
     handshake: Handshake,
     decoder: ChunkDecoder,
+    /// Charged with an accepted publisher's partial messages (shared by the shard).
+    publish_budget: Option<PartialBudget>,
     out: BytesMut,
     out_chunk_size: u32,
     events: VecDeque<Event>,
@@ -223,6 +240,7 @@ impl ServerSession {
             phase: Phase::Handshake,
             handshake: Handshake::new(seed),
             decoder: ChunkDecoder::new(config.chunk_limits),
+            publish_budget: None,
             out: BytesMut::new(),
             out_chunk_size: DEFAULT_CHUNK_SIZE,
             events: VecDeque::new(),
@@ -236,6 +254,13 @@ impl ServerSession {
             bytes_since_ack: 0,
             last_input: now,
         }
+    }
+
+    /// The budget an accepted publisher's partial messages are charged to (the shard's,
+    /// shared with its other publishers). Without one only the per-connection
+    /// [`SessionConfig::publish_chunk_limits`] apply.
+    pub fn set_publish_budget(&mut self, budget: PartialBudget) {
+        self.publish_budget = Some(budget);
     }
 
     /// Feeds bytes read from the socket. An error means the connection must be closed
@@ -334,6 +359,11 @@ impl ServerSession {
             return Err(SessionError::NoPendingRequest);
         }
         self.stream = StreamState::Publishing;
+        // The peer has proven it may publish: media-sized messages from now on.
+        self.decoder.set_limits(
+            self.config.publish_chunk_limits,
+            self.publish_budget.clone(),
+        );
         self.send_stream_begin();
         let desc = format!("{} is now published.", self.stream_name);
         self.send_status("status", "NetStream.Publish.Start", &desc);

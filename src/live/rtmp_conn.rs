@@ -50,6 +50,12 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// No input from a publisher for this long: the publisher is lost.
 pub const PUBLISH_IDLE: Duration = Duration::from_secs(20);
 const READ_CHUNK: usize = 16 * 1024;
+/// Replies (acknowledgements, pongs, command results) waiting for a peer that is not a
+/// player. Each answers input of about its own size, so a peer that sends pings or
+/// commands and never reads would otherwise queue what it sends until the write timeout
+/// (`http.write_timeout_ms`, 30 s) — at loopback speed, gigabytes. Real clients read
+/// their replies; 64 KiB is thousands of them.
+const REPLY_QUEUE_LIMIT: usize = 64 * 1024;
 
 enum Role {
     Setup,
@@ -95,6 +101,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 
     let started = Instant::now();
     let mut role = Role::Setup;
+    let mut abandon = false;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let never = Notify::new();
     loop {
@@ -102,6 +109,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             outbox.push(b);
         }
         if session.is_closing() || !outbox.is_open() {
+            break;
+        }
+        // A player's queue also holds media, bounded by the slow-viewer policy; replies
+        // may come on top of that, not unboundedly.
+        let reply_bound = match &role {
+            Role::Player { .. } => settings.viewer_queue_bytes + REPLY_QUEUE_LIMIT,
+            _ => REPLY_QUEUE_LIMIT,
+        };
+        if outbox.queued_bytes() > reply_bound {
+            tracing::debug!(
+                %peer,
+                queued = outbox.queued_bytes(),
+                "RTMP peer does not read its replies; closed"
+            );
+            // Not flushed: it would wait out the write timeout for a peer that won't read.
+            abandon = true;
             break;
         }
         let deadline = match &role {
@@ -210,7 +233,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         }
         Role::Setup => {}
     }
-    outbox.finish();
+    if abandon {
+        outbox.abort();
+    } else {
+        outbox.finish();
+    }
     writer_task.await;
 }
 

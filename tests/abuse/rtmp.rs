@@ -67,3 +67,54 @@ fn unauthenticated_rtmp_clients_declaring_huge_messages_hold_little_and_are_clos
     let _ff = publish(&signed_url(&server, "after", &[]), 10);
     wait_live(&server, "after");
 }
+
+/// Beyond the list: every ping (or command) is answered, and the answers were queued for
+/// a peer that never reads until the 30 s write timeout — as much as it could send in
+/// that time. A peer that does not read its replies is now closed once 64 KiB wait.
+#[test]
+fn an_rtmp_client_that_sends_pings_and_never_reads_the_pongs_is_closed() {
+    use liveshard::media::rtmp::message::user_control_event;
+    let server = Server::start(&["--shards", "1"]);
+    let mut s = handshaken(&server);
+    // A small receive buffer, so the pongs back up into the server soon.
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid socket descriptor and an int-sized option value.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut block = BytesMut::new();
+    while block.len() < 64 * 1024 {
+        encode_message(&mut block, 2, 4, 0, 0, &user_control_event(6, 7), 128);
+    }
+    let before = rss_bytes(&server);
+    let limit = 64 * MIB as usize;
+    let mut sent = 0usize;
+    let peak = peak_rss_during(&server, Duration::from_millis(200), || {
+        while sent < limit {
+            match s.write(&block) {
+                Ok(n) if n > 0 => sent += n,
+                _ => break,
+            }
+        }
+    });
+    assert!(
+        sent < limit,
+        "still open after {} MiB of pings whose pongs were never read",
+        sent / MIB as usize
+    );
+    let grown = peak.saturating_sub(before);
+    eprintln!("closed after {} KiB sent; RSS grew by {} KiB", sent / 1024, grown / 1024);
+    assert!(
+        grown < 16 * MIB,
+        "RSS grew by {} MiB for {} MiB of unread pongs",
+        grown / MIB,
+        sent / MIB as usize
+    );
+}

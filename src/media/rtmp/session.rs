@@ -54,6 +54,8 @@ use crate::media::sign::StreamName;
 const CSID_CONTROL: u32 = 2;
 /// Chunk stream for the session's command replies.
 const CSID_COMMAND: u32 = 3;
+/// Tags one aggregate message may carry (see `handle_aggregate`).
+const MAX_AGGREGATE_TAGS: usize = 4096;
 
 /// `onStatus` codes an application passes to [`ServerSession::reject`].
 pub mod status {
@@ -708,14 +710,29 @@ impl ServerSession {
     }
 
     /// An aggregate message: FLV tags back to back, timestamps relative to the first.
+    ///
+    /// Each tag becomes an event (and then a packaged message), so the number of tags is
+    /// what one message can multiply: an 8 MiB aggregate of empty 15-byte tags would be
+    /// 560,000 events at once. Empty tags carry nothing and are skipped; more than
+    /// [`MAX_AGGREGATE_TAGS`] is refused (relays that aggregate send a few dozen).
     fn handle_aggregate(&mut self, timestamp: u32, body: Bytes) -> Result<(), SessionError> {
         let mut rest = body;
         let mut base = None;
+        let mut tags = 0usize;
         while !rest.is_empty() {
             let (tag, used) = flv::read_tag(&rest)
                 .map_err(SessionError::Aggregate)?
                 .ok_or(SessionError::Aggregate(FlvError::Truncated))?;
             rest = rest.slice(used..);
+            tags += 1;
+            if tags > MAX_AGGREGATE_TAGS {
+                return Err(SessionError::Aggregate(FlvError::Malformed(
+                    "more than 4096 tags in one aggregate message",
+                )));
+            }
+            if tag.payload.is_empty() {
+                continue;
+            }
             let first = *base.get_or_insert(tag.timestamp);
             let ts = timestamp.wrapping_add(tag.timestamp.wrapping_sub(first));
             match MediaKind::from_type_id(tag.tag_type) {
@@ -1142,6 +1159,39 @@ mod tests {
         assert_eq!(ts, vec![1000, 1040]);
         let bad = c.message(6, types::AGGREGATE, 1, 0, &[8, 0, 0, 1]);
         assert!(s.handle_input(&bad, now).is_err());
+    }
+
+    #[test]
+    fn an_aggregate_cannot_multiply_into_unbounded_events() {
+        let (mut s, c) = connected("live");
+        let now = Instant::now();
+        let publish = c.command(
+            1,
+            "publish",
+            0.0,
+            &[Amf0Value::Null, Amf0Value::string("t")],
+        );
+        s.handle_input(&publish, now).unwrap();
+        s.accept_publish().unwrap();
+        events(&mut s);
+        // Empty tags are skipped: nothing to forward.
+        let empty = flv::encode_tag(MediaKind::Audio, 0, &[]).unwrap();
+        let agg: Vec<u8> = empty.iter().copied().cycle().take(empty.len() * 100).collect();
+        s.handle_input(&c.message(6, types::AGGREGATE, 1, 0, &agg), now)
+            .unwrap();
+        assert!(events(&mut s).is_empty());
+        // More tags than the cap close the connection instead of queueing them all.
+        let one = flv::encode_tag(MediaKind::Audio, 0, &[0xAF]).unwrap();
+        let n = MAX_AGGREGATE_TAGS + 1;
+        let agg: Vec<u8> = one.iter().copied().cycle().take(one.len() * n).collect();
+        let mut c = c;
+        c.chunk_size = 4096;
+        let mut wire = c.message(2, types::SET_CHUNK_SIZE, 0, 0, &4096u32.to_be_bytes());
+        wire.extend(c.message(6, types::AGGREGATE, 1, 0, &agg));
+        assert!(matches!(
+            s.handle_input(&wire, now),
+            Err(SessionError::Aggregate(_))
+        ));
     }
 
     #[test]

@@ -1182,4 +1182,24 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn rtmp_message_limits_are_checked() {
+        let c = load("", &[], &[]).unwrap();
+        assert_eq!(c.media.max_partial_bytes_per_shard, 64 * 1024 * 1024);
+        let e = load(
+            "[media]\nmax_message_bytes = 16777216\nmax_partial_bytes_per_shard = 1048576\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "media.max_message_bytes",
+                "media.max_partial_bytes_per_shard"
+            ]
+        );
+    }
 }

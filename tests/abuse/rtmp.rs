@@ -118,3 +118,88 @@ fn an_rtmp_client_that_sends_pings_and_never_reads_the_pongs_is_closed() {
         sent / MIB as usize
     );
 }
+
+/// Writes one AMF0 command on chunk stream 3.
+fn command(s: &mut TcpStream, stream_id: u32, values: &[liveshard::media::amf0::Amf0Value]) {
+    let mut out = BytesMut::new();
+    let body = liveshard::media::amf0::encode_all(values);
+    encode_message(&mut out, 3, 20, stream_id, 0, &body, 128);
+    s.write_all(&out).unwrap();
+}
+
+/// Reads until `needle` has been seen in what the server sent (or panics on close/timeout).
+fn read_until(s: &mut TcpStream, needle: &[u8]) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        let n = s.read(&mut buf).expect("the server answers");
+        assert!(n > 0, "closed before {}", String::from_utf8_lossy(needle));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Authenticated publishers together are bounded too: partial messages of all the
+/// publishers of a shard share `media.max_partial_bytes_per_shard`, and the one whose
+/// chunk would pass it is closed, logged and counted.
+#[test]
+fn publishers_holding_many_partial_messages_are_closed_at_the_shards_bound() {
+    use liveshard::media::amf0::Amf0Value as V;
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--set",
+        "media.max_message_bytes=1048576",
+        "--set",
+        "media.max_partial_bytes_per_shard=1048576",
+    ]);
+    let url = signed_url(&server, "heavy", &[]);
+    let (_, name) = url.rsplit_once('/').unwrap();
+    let mut s = handshaken(&server);
+    let tc_url = format!("rtmp://{}/live", rtmp_addr(&server));
+    command(
+        &mut s,
+        0,
+        &[
+            V::string("connect"),
+            V::Number(1.0),
+            V::object([("app", V::string("live")), ("tcUrl", V::string(tc_url))]),
+        ],
+    );
+    command(&mut s, 0, &[V::string("createStream"), V::Number(2.0), V::Null]);
+    command(
+        &mut s,
+        1,
+        &[V::string("publish"), V::Number(0.0), V::Null, V::string(name), V::string("live")],
+    );
+    read_until(&mut s, b"NetStream.Publish.Start");
+
+    // Chunks of 256 KiB; the first chunk of a 1,000,000-byte video message on each of five
+    // chunk streams: four fill the shard's 1 MiB, the fifth would pass it.
+    let chunk = 256 * 1024;
+    let mut out = BytesMut::new();
+    encode_message(&mut out, 2, 1, 0, 0, &(chunk as u32).to_be_bytes(), 128);
+    let body = vec![0x17u8; 1_000_000];
+    for csid in 4..9 {
+        let mut m = BytesMut::new();
+        encode_message(&mut m, csid, 9, 1, 0, &body, chunk as u32);
+        out.extend_from_slice(&m[..12 + chunk]);
+    }
+    let _ = s.write_all(&out);
+    assert!(
+        support::closed_within(&mut s, Duration::from_secs(5)),
+        "the publisher past the shard's bound was not closed"
+    );
+    let closed = support::eventually(Duration::from_secs(5), || {
+        server
+            .metric("liveshard_media_partial_limit_closed_total{shard=\"0\"}")
+            .filter(|v| *v >= 1.0)
+    });
+    assert_eq!(closed, Some(1.0), "not counted");
+    assert!(
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("max_partial_bytes_per_shard")),
+        "no log line says why"
+    );
+}

@@ -39,7 +39,8 @@ fuzz_target!(|data: &[u8]| {
         };
         match kind {
             MediaKind::Video => {
-                let _ = VideoTag::parse(&tag.payload).map(|t| (t.is_keyframe(), t.is_sequence_header()));
+                let _ = VideoTag::parse(&tag.payload)
+                    .map(|t| (t.is_keyframe(), t.is_sequence_header()));
             }
             MediaKind::Audio => {
                 let _ = AudioTag::parse(&tag.payload).map(|t| t.is_aac_sequence_header());

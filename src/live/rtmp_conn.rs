@@ -111,10 +111,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         if session.is_closing() || !outbox.is_open() {
             break;
         }
-        // A player's queue also holds media, bounded by the slow-viewer policy; replies
-        // may come on top of that, not unboundedly.
+        // A player's queue also holds media: the GOP cache it started with (queued whole)
+        // and live frames under the slow-viewer bound. Replies may come on top of that,
+        // not unboundedly.
         let reply_bound = match &role {
-            Role::Player { .. } => settings.viewer_queue_bytes + REPLY_QUEUE_LIMIT,
+            Role::Player { .. } => {
+                settings.viewer_queue_bytes
+                    + settings.gop.max_bytes
+                    + 3 * crate::media::gop::MAX_SLOT_BYTES
+                    + REPLY_QUEUE_LIMIT
+            }
             _ => REPLY_QUEUE_LIMIT,
         };
         if outbox.queued_bytes() > reply_bound {

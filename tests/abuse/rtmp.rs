@@ -110,7 +110,11 @@ fn an_rtmp_client_that_sends_pings_and_never_reads_the_pongs_is_closed() {
         sent / MIB as usize
     );
     let grown = peak.saturating_sub(before);
-    eprintln!("closed after {} KiB sent; RSS grew by {} KiB", sent / 1024, grown / 1024);
+    eprintln!(
+        "closed after {} KiB sent; RSS grew by {} KiB",
+        sent / 1024,
+        grown / 1024
+    );
     assert!(
         grown < 16 * MIB,
         "RSS grew by {} MiB for {} MiB of unread pongs",
@@ -165,11 +169,21 @@ fn publishers_holding_many_partial_messages_are_closed_at_the_shards_bound() {
             V::object([("app", V::string("live")), ("tcUrl", V::string(tc_url))]),
         ],
     );
-    command(&mut s, 0, &[V::string("createStream"), V::Number(2.0), V::Null]);
+    command(
+        &mut s,
+        0,
+        &[V::string("createStream"), V::Number(2.0), V::Null],
+    );
     command(
         &mut s,
         1,
-        &[V::string("publish"), V::Number(0.0), V::Null, V::string(name), V::string("live")],
+        &[
+            V::string("publish"),
+            V::Number(0.0),
+            V::Null,
+            V::string(name),
+            V::string("live"),
+        ],
     );
     read_until(&mut s, b"NetStream.Publish.Start");
 

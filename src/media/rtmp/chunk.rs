@@ -920,7 +920,10 @@ mod tests {
         dec.set_limits(ChunkLimits::default(), None);
         let mut frame = encoded(2, 1, 0, &4096u32.to_be_bytes(), 128);
         frame.extend(encoded(6, 9, 0, &[1u8; 200_000], 4096));
-        assert_eq!(decode_all(&mut dec, &frame).unwrap()[1].payload.len(), 200_000);
+        assert_eq!(
+            decode_all(&mut dec, &frame).unwrap()[1].payload.len(),
+            200_000
+        );
     }
 
     #[test]

@@ -1176,7 +1176,12 @@ mod tests {
         events(&mut s);
         // Empty tags are skipped: nothing to forward.
         let empty = flv::encode_tag(MediaKind::Audio, 0, &[]).unwrap();
-        let agg: Vec<u8> = empty.iter().copied().cycle().take(empty.len() * 100).collect();
+        let agg: Vec<u8> = empty
+            .iter()
+            .copied()
+            .cycle()
+            .take(empty.len() * 100)
+            .collect();
         s.handle_input(&c.message(6, types::AGGREGATE, 1, 0, &agg), now)
             .unwrap();
         assert!(events(&mut s).is_empty());

@@ -17,13 +17,14 @@
 //!
 //! Hostile input is bounded by [`ChunkLimits`]: the declared length of one message, the
 //! number of chunk streams, and the bytes allocated for partial messages across all of
-//! them. The session starts every connection on [`ChunkLimits::before_publish`] (a few
-//! KiB: only commands are expected until a publish is accepted) and raises them with
+//! them. The session starts every connection on [`ChunkLimits::before_publish`] (16 KiB:
+//! only commands are expected until a publish is accepted) and raises them with
 //! [`ChunkDecoder::set_limits`] once it is. A [`PartialBudget`] shared by the decoders of
-//! one shard bounds the partial bytes of all its publishers together. A chunk size up to 2^31-1 is
-//! legal and harmless here, because a chunk never carries more than what is left of its
-//! message. Set Chunk Size and Abort are applied by the decoder itself, since they change
-//! how the very next byte is read.
+//! one shard bounds the partial bytes of all its publishers together.
+//!
+//! A chunk size up to 2^31-1 is legal and harmless here, because a chunk never carries
+//! more than what is left of its message. Set Chunk Size and Abort are applied by the
+//! decoder itself, since they change how the very next byte is read.
 //!
 //! Timestamps follow what ffmpeg and librtmp write: fmt 0 is absolute, fmt 1/2 add their
 //! delta, and a fmt 3 chunk that starts a new message adds the last delta on its chunk
@@ -258,26 +259,20 @@ impl ChunkDecoder {
     }
 
     /// Replaces the limits (the session raises them when a publish is accepted) and the
-    /// shared budget that later growth is charged to. Bytes already held stay charged
-    /// where they were.
+    /// shared budget that growth is charged to. What is held now moves to the new budget,
+    /// so that releasing it later balances: at most a command's few KiB, since the switch
+    /// comes before any media.
     pub fn set_limits(&mut self, limits: ChunkLimits, budget: Option<PartialBudget>) {
         self.limits = limits;
         if let Some(old) = self.budget.take() {
             old.release(self.charged);
         }
-        // What is held now is charged to the new budget, so that releasing it later
-        // balances; a decoder switches before any media arrives, so this is a few bytes.
         self.charged = 0;
         if let Some(b) = &budget {
             b.0.used.set(b.used() + self.buffered);
             self.charged = self.buffered;
         }
         self.budget = budget;
-    }
-
-    /// The limits in force.
-    pub fn limits(&self) -> ChunkLimits {
-        self.limits
     }
 
     /// Bytes allocated for partial messages right now.

@@ -187,8 +187,13 @@ pub struct MediaConfig {
     /// GOP cache caps: frames and bytes since the last keyframe.
     pub gop_max_frames: usize,
     pub gop_max_bytes: usize,
-    /// Largest RTMP message accepted from a publisher.
+    /// Largest RTMP message accepted from a publisher (after its publish is accepted;
+    /// before that, and from players, 16 KiB: only commands are expected).
     pub max_message_bytes: usize,
+    /// Bytes of partially received RTMP messages held for all publishers of one shard
+    /// together; a publisher whose next chunk would pass it is closed. Reassembly buffers
+    /// grow with the bytes that arrive, so this is memory actually sent to the server.
+    pub max_partial_bytes_per_shard: usize,
     /// Outbound queue bound per viewer; over it the viewer skips to the next keyframe,
     /// and one still over it after that is closed.
     pub viewer_queue_bytes: usize,
@@ -231,6 +236,7 @@ impl Default for MediaConfig {
             gop_max_frames: 600,
             gop_max_bytes: 8 * 1024 * 1024,
             max_message_bytes: 8 * 1024 * 1024,
+            max_partial_bytes_per_shard: 64 * 1024 * 1024,
             viewer_queue_bytes: 4 * 1024 * 1024,
             send_buffer_bytes: 0,
             publisher_grace_ms: 10_000,
@@ -825,6 +831,16 @@ impl Config {
         );
         let m = &self.media;
         check(
+            (64 * 1024..=0xFF_FFFF).contains(&m.max_message_bytes),
+            "media.max_message_bytes",
+            "must be between 65536 and 16777215 (the RTMP length field)",
+        );
+        check(
+            m.max_partial_bytes_per_shard >= m.max_message_bytes,
+            "media.max_partial_bytes_per_shard",
+            "must be at least media.max_message_bytes",
+        );
+        check(
             (1..=60).contains(&m.hls_segment_secs),
             "media.hls_segment_secs",
             "must be between 1 and 60",
@@ -1270,6 +1286,26 @@ mod tests {
                 ),
                 ("LIVESHARD_JWT_SECRETT", Some("LIVESHARD_JWT_SECRET")),
                 ("LIVESHARD_ZZZZZZZZZZZZZZZZ", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn rtmp_message_limits_are_checked() {
+        let c = load("", &[], &[]).unwrap();
+        assert_eq!(c.media.max_partial_bytes_per_shard, 64 * 1024 * 1024);
+        let e = load(
+            "[media]\nmax_message_bytes = 16777216\nmax_partial_bytes_per_shard = 1048576\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "media.max_message_bytes",
+                "media.max_partial_bytes_per_shard"
             ]
         );
     }

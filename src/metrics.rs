@@ -51,6 +51,10 @@ pub struct ShardMetrics {
     pub media_frames_skipped: AtomicU64,
     pub media_slow_closed: AtomicU64,
     pub media_frames_lost: AtomicU64,
+    /// Bytes of publishers' partial RTMP messages (gauge) and publishers closed for
+    /// passing the shard's bound on them.
+    pub media_partial_bytes: AtomicU64,
+    pub media_partial_closed: AtomicU64,
 
     // HLS (counters written as they happen; gauges published once a second).
     pub media_hls_segments: AtomicU64,
@@ -346,6 +350,20 @@ impl Metrics {
         for (name, kind, help, get) in media {
             self.per_shard(&mut w, name, kind, help, get);
         }
+        self.per_shard(
+            &mut w,
+            "liveshard_media_partial_bytes",
+            "gauge",
+            "Bytes of partially received RTMP messages of the shard's publishers.",
+            |s| s.media_partial_bytes.load(Relaxed),
+        );
+        self.per_shard(
+            &mut w,
+            "liveshard_media_partial_limit_closed_total",
+            "counter",
+            "Publishers closed for passing media.max_partial_bytes_per_shard.",
+            |s| s.media_partial_closed.load(Relaxed),
+        );
         self.per_shard(
             &mut w,
             "liveshard_media_viewers_flv",

@@ -4,7 +4,10 @@
 //! publish/play request accepted so the media, metadata and aggregate paths are reached.
 //! With bit 1 of the first byte set, the session gets the input from its first byte
 //! instead, so the handshake (C0 version, C1 digest search) is fuzzed too.
-//! Must never panic, and never hold a message over the limits.
+//! The session runs on the real split: command-sized limits until the publish is accepted,
+//! then `LIMITS`, with partial messages charged to a shared budget as a shard's are.
+//! Must never panic, never hold a message over the limits, never hold more in partial
+//! messages than the limits allow, and give the whole budget back when it goes away.
 #![no_main]
 
 use std::time::Instant;
@@ -14,7 +17,9 @@ use libfuzzer_sys::fuzz_target;
 use liveshard::media::amf0::Amf0Value;
 use liveshard::media::rtmp::chunk::encode_message;
 use liveshard::media::rtmp::message::command_body;
-use liveshard::media::rtmp::{ChunkDecoder, ChunkLimits, Event, ServerSession, SessionConfig};
+use liveshard::media::rtmp::{
+    ChunkDecoder, ChunkLimits, Event, PartialBudget, ServerSession, SessionConfig,
+};
 
 const LIMITS: ChunkLimits = ChunkLimits {
     max_message_size: 256 * 1024,
@@ -80,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
             match dec.decode(chunk) {
                 Ok((used, msg)) => {
                     assert!(used <= chunk.len());
+                    assert!(dec.buffered() <= LIMITS.max_buffered);
                     chunk = &chunk[used..];
                     match msg {
                         Some(m) => assert!(m.payload.len() <= LIMITS.max_message_size as usize),
@@ -95,15 +101,25 @@ fuzz_target!(|data: &[u8]| {
 
 fn drive_session(flags: u8, piece: usize, data: &[u8]) {
     let config = SessionConfig {
-        chunk_limits: LIMITS,
+        chunk_limits: ChunkLimits::before_publish(),
+        publish_chunk_limits: LIMITS,
         ..SessionConfig::default()
     };
+    let budget = PartialBudget::new(LIMITS.max_buffered / 2);
     let mut session = ServerSession::new(config, Instant::now());
-    if flags & 2 == 0 && !drive(&mut session, &preamble(flags & 1 == 1)) {
+    session.set_publish_budget(budget.clone());
+    run_session(&mut session, flags, piece, data);
+    assert!(budget.used() <= budget.limit());
+    drop(session);
+    assert_eq!(budget.used(), 0, "a closed session keeps budget");
+}
+
+fn run_session(session: &mut ServerSession, flags: u8, piece: usize, data: &[u8]) {
+    if flags & 2 == 0 && !drive(session, &preamble(flags & 1 == 1)) {
         return;
     }
     for chunk in data.chunks(piece) {
-        if !drive(&mut session, chunk) {
+        if !drive(session, chunk) {
             return;
         }
     }

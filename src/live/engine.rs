@@ -140,6 +140,9 @@ pub struct Live {
     /// Streams whose viewers have corked frames waiting for the next flush.
     corked: RefCell<Vec<StreamId>>,
     cork_kick: Notify,
+    /// Bytes of partially reassembled RTMP messages of this shard's publishers, under one
+    /// bound (`media.max_partial_bytes_per_shard`); created on first use.
+    partial: std::cell::OnceCell<crate::media::rtmp::PartialBudget>,
 }
 
 /// Interval of the media clock sent to the danmaku room (C4).
@@ -157,6 +160,17 @@ impl Live {
 
     fn settings(shard: &Shard) -> &super::Settings {
         &shard.common.live
+    }
+
+    /// The shard's budget for publishers' partial RTMP messages.
+    pub fn partial_budget(&self, shard: &Shard) -> crate::media::rtmp::PartialBudget {
+        self.partial
+            .get_or_init(|| {
+                crate::media::rtmp::PartialBudget::new(
+                    Self::settings(shard).max_partial_bytes_per_shard,
+                )
+            })
+            .clone()
     }
 
     // --- registry (home shard) ---------------------------------------------------------
@@ -724,6 +738,8 @@ impl Live {
         let (streams, bytes) = self.hls.held();
         m.media_hls_streams.store(streams as u64, Relaxed);
         m.media_hls_held_bytes.store(bytes as u64, Relaxed);
+        let partial = self.partial.get().map_or(0, |b| b.used());
+        m.media_partial_bytes.store(partial as u64, Relaxed);
     }
 }
 

@@ -109,6 +109,8 @@ pub struct Settings {
     pub play_key: String,
     pub gop: GopLimits,
     pub max_message_bytes: usize,
+    /// Partial RTMP messages of all publishers of one shard together.
+    pub max_partial_bytes_per_shard: usize,
     pub viewer_queue_bytes: usize,
     /// SO_SNDBUF for players (0 = kernel autotuning).
     pub send_buffer: usize,
@@ -134,6 +136,7 @@ impl Settings {
                 max_bytes: m.gop_max_bytes,
             },
             max_message_bytes: m.max_message_bytes,
+            max_partial_bytes_per_shard: m.max_partial_bytes_per_shard,
             viewer_queue_bytes: m.viewer_queue_bytes,
             send_buffer: m.send_buffer_bytes,
             publisher_grace: Duration::from_millis(m.publisher_grace_ms),

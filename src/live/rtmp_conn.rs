@@ -14,9 +14,17 @@
 //! Time limits: the handshake and the publish/play request must come within
 //! [`SETUP_TIMEOUT`]; a publisher silent for [`PUBLISH_IDLE`] is treated as lost (its
 //! claim then waits out the grace period). A player may stay silent.
+//!
+//! Memory limits: until its publish is accepted a connection may hold 16 KiB of partial
+//! messages ([`ChunkLimits::before_publish`]; players stay there), so an unauthenticated
+//! peer costs its read buffer and little more. An accepted publisher gets
+//! `media.max_message_bytes` per message, twice that (at least 16 MiB) of partial messages,
+//! and shares the shard's `media.max_partial_bytes_per_shard` with the other publishers
+//! there; passing that closes it (logged, `liveshard_media_partial_limit_closed_total`).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -29,8 +37,10 @@ use super::hooks::{self, Event as HookEvent};
 use super::outbox::{write_loop, Outbox};
 use super::{home_shard, valid_stream, StreamId};
 use crate::auth::now_unix;
+use crate::media::rtmp::chunk::MAX_MESSAGE_LEN;
 use crate::media::rtmp::{
-    status, ChunkLimits, Event, PlayRequest, PublishRequest, ServerSession, SessionConfig,
+    status, ChunkError, ChunkLimits, Event, PlayRequest, PublishRequest, ServerSession,
+    SessionConfig, SessionError,
 };
 use crate::media::sign;
 use crate::shard::Shard;
@@ -42,6 +52,12 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// No input from a publisher for this long: the publisher is lost.
 pub const PUBLISH_IDLE: Duration = Duration::from_secs(20);
 const READ_CHUNK: usize = 16 * 1024;
+/// Replies (acknowledgements, pongs, command results) waiting for a peer that is not a
+/// player. Each answers input of about its own size, so a peer that sends pings or
+/// commands and never reads would otherwise queue what it sends until the write timeout
+/// (`http.write_timeout_ms`, 30 s) — at loopback speed, gigabytes. Real clients read
+/// their replies; 64 KiB is thousands of them.
+const REPLY_QUEUE_LIMIT: usize = 64 * 1024;
 
 enum Role {
     Setup,
@@ -61,14 +77,19 @@ enum Role {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let settings = &shard.common.live;
+    let max_message = settings.max_message_bytes.min(MAX_MESSAGE_LEN as usize);
     let config = SessionConfig {
-        chunk_limits: ChunkLimits {
-            max_message_size: settings.max_message_bytes as u32,
+        chunk_limits: ChunkLimits::before_publish(),
+        publish_chunk_limits: ChunkLimits {
+            max_message_size: max_message as u32,
+            // A whole message plus what interleaves with it (audio, data).
+            max_buffered: (2 * max_message).max(ChunkLimits::default().max_buffered),
             ..ChunkLimits::default()
         },
         ..SessionConfig::default()
     };
     let mut session = ServerSession::new(config, Instant::now());
+    session.set_publish_budget(shard.live.partial_budget(&shard));
     let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let (mut reader, mut writer) = stream.into_split();
@@ -82,6 +103,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 
     let started = Instant::now();
     let mut role = Role::Setup;
+    let mut abandon = false;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let never = Notify::new();
     loop {
@@ -89,6 +111,28 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             outbox.push(b);
         }
         if session.is_closing() || !outbox.is_open() {
+            break;
+        }
+        // A player's queue also holds media: the GOP cache it started with (queued whole)
+        // and live frames under the slow-viewer bound. Replies may come on top of that,
+        // not unboundedly.
+        let reply_bound = match &role {
+            Role::Player { .. } => {
+                settings.viewer_queue_bytes
+                    + settings.gop.max_bytes
+                    + 3 * crate::media::gop::MAX_SLOT_BYTES
+                    + REPLY_QUEUE_LIMIT
+            }
+            _ => REPLY_QUEUE_LIMIT,
+        };
+        if outbox.queued_bytes() > reply_bound {
+            tracing::debug!(
+                %peer,
+                queued = outbox.queued_bytes(),
+                "RTMP peer does not read its replies; closed"
+            );
+            // Not flushed: it would wait out the write timeout for a peer that won't read.
+            abandon = true;
             break;
         }
         let deadline = match &role {
@@ -140,7 +184,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         };
         let _ = n;
         buf = b;
-        if session.handle_input(&buf, Instant::now()).is_err() {
+        if let Err(e) = session.handle_input(&buf, Instant::now()) {
+            note_input_error(&shard, &role, peer, &e);
+            // What the session still has to say (an acknowledgement, a pong) goes out.
+            while let Some(b) = session.poll_transmit() {
+                outbox.push(b);
+            }
             break;
         }
         buf.clear();
@@ -192,8 +241,33 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         }
         Role::Setup => {}
     }
-    outbox.finish();
+    if abandon {
+        outbox.abort();
+    } else {
+        outbox.finish();
+    }
     writer_task.await;
+}
+
+/// Says why input closed the connection. Passing the shard's partial-message bound is
+/// the one an operator must see (a warning and a metric): it means the shard's
+/// publishers together are sending more unfinished messages than it is sized for.
+fn note_input_error(shard: &Shard, role: &Role, peer: SocketAddr, e: &SessionError) {
+    let stream = match role {
+        Role::Publisher { stream, .. } | Role::Player { stream, .. } => stream.as_ref(),
+        Role::Setup => "",
+    };
+    if let SessionError::Chunk(ChunkError::SharedBufferLimit { .. }) = e {
+        shard.metrics().media_partial_closed.fetch_add(1, Relaxed);
+        tracing::warn!(
+            %peer,
+            stream,
+            error = %e,
+            "RTMP publisher closed: media.max_partial_bytes_per_shard reached"
+        );
+    } else {
+        tracing::debug!(%peer, stream, error = %e, "RTMP connection closed on bad input");
+    }
 }
 
 enum Wake {

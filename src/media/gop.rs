@@ -12,7 +12,12 @@
 //! and waits for the live keyframe, which is correct, merely slower. (Keeping a truncated
 //! GOP would be worse: frames without their keyframe do not decode.) For a stream with no
 //! video at all, the cache is a rolling window of the latest audio, trimmed from the front.
-//! Metadata and the two sequence headers are single slots outside the caps.
+//! Metadata and the two sequence headers are single slots outside the caps, each at most
+//! [`MAX_SLOT_BYTES`]: real ones are a few hundred bytes, and without a bound a publisher
+//! could park three whole messages (up to `media.max_message_bytes` each, twice over for
+//! the two packaged forms) per stream beside the GOP. An oversized one empties its slot
+//! (the old one no longer describes the stream) and the viewers that join later wait for
+//! the publisher to send it again.
 
 use std::collections::VecDeque;
 
@@ -20,6 +25,9 @@ use bytes::Bytes;
 
 use super::flv::{self, AudioTag, VideoTag};
 use super::packet::{MediaKind, Packaged};
+
+/// Largest metadata or sequence header kept (both packaged forms together).
+pub const MAX_SLOT_BYTES: usize = 256 * 1024;
 
 /// Caps on the cached GOP.
 #[derive(Clone, Copy, Debug)]
@@ -66,7 +74,7 @@ impl GopCache {
 
     /// Replaces the metadata (an `onMetaData` data message).
     pub fn set_metadata(&mut self, metadata: Packaged) {
-        self.metadata = Some(metadata);
+        self.metadata = slot(metadata);
     }
 
     /// Adds one live message. Sequence headers replace the held ones; frames join the GOP
@@ -80,7 +88,7 @@ impl GopCache {
                     return;
                 };
                 if tag.is_sequence_header() {
-                    self.video_header = Some(p);
+                    self.video_header = slot(p);
                     return;
                 }
                 if !self.has_video {
@@ -103,7 +111,7 @@ impl GopCache {
                 };
                 self.has_audio = true;
                 if tag.is_sequence_header() {
-                    self.audio_header = Some(p);
+                    self.audio_header = slot(p);
                     return;
                 }
                 if !self.has_video || self.in_gop {
@@ -213,6 +221,11 @@ impl GopCache {
     }
 }
 
+/// A single-slot message, if it is small enough to keep.
+fn slot(p: Packaged) -> Option<Packaged> {
+    (p.held_bytes() <= MAX_SLOT_BYTES).then_some(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +253,22 @@ mod tests {
                 (p.kind, pl[0], pl.get(1).copied().unwrap_or(0))
             })
             .collect()
+    }
+
+    #[test]
+    fn oversized_metadata_and_sequence_headers_are_not_kept() {
+        let mut c = GopCache::new(GopLimits::default());
+        c.push(pkt(MediaKind::Video, 0, AVC_SEQ));
+        let mut huge = AVC_SEQ.to_vec();
+        huge.resize(MAX_SLOT_BYTES, 0);
+        c.push(pkt(MediaKind::Video, 0, &huge));
+        let mut meta = b"\x02\x00\x0aonMetaData".to_vec();
+        meta.resize(MAX_SLOT_BYTES, 0);
+        c.set_metadata(pkt(MediaKind::Data, 0, &meta));
+        assert!(c.metadata().is_none());
+        assert_eq!(c.frames().count(), 0, "the old header no longer applies");
+        c.push(pkt(MediaKind::Video, 0, AVC_SEQ));
+        assert_eq!(c.frames().count(), 1);
     }
 
     #[test]

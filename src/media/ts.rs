@@ -60,6 +60,11 @@ const ADTS_HEADER_LEN: usize = 7;
 /// one huge frame does not pin its memory for the stream's life.
 const SCRATCH_KEEP: usize = 1024 * 1024;
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// Largest SPS + PPS set (Annex B) taken from an AVCDecoderConfigurationRecord. Real ones
+/// are a few hundred bytes; they are written again before every keyframe, so a record
+/// the size of a whole message (up to `media.max_message_bytes`) would be copied into
+/// every keyframe of every segment. Over it, the record is refused as malformed.
+const MAX_PARAMETER_SETS: usize = 64 * 1024;
 /// Access unit delimiter, primary_pic_type 7 (any slice type).
 const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
 
@@ -488,6 +493,9 @@ fn parse_avc_config(rec: &[u8]) -> Option<AvcConfig> {
             pos += len;
             if nalu.is_empty() {
                 continue;
+            }
+            if parameter_sets.len() + START_CODE.len() + nalu.len() > MAX_PARAMETER_SETS {
+                return None;
             }
             parameter_sets.extend_from_slice(&START_CODE);
             parameter_sets.extend_from_slice(nalu);
@@ -1015,6 +1023,25 @@ pub(crate) mod tests {
         assert_eq!(len, 7 + raw.len());
         assert_eq!(&pes.data[7..], &raw);
         assert!(d.pcrs.is_empty(), "the PCR rides on video");
+    }
+
+    #[test]
+    fn oversized_parameter_sets_are_refused() {
+        // One SPS and PPS of 40,000 bytes each: 80 KB to repeat before every keyframe.
+        let big = vec![0x67u8; 40_000];
+        let mut rec = vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F, 0xFF, 0xE1];
+        rec.extend_from_slice(&(big.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&big);
+        rec.push(1);
+        rec.extend_from_slice(&(big.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&big);
+        let mut m = TsMuxer::new();
+        let mut out = BytesMut::new();
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, &rec, &mut out),
+            Muxed::Skipped(Skip::Malformed)
+        );
+        assert!(!m.video_configured());
     }
 
     #[test]

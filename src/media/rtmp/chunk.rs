@@ -7,14 +7,24 @@
 //! 3 nothing). The decoder keeps that per-csid state.
 //!
 //! The decoder parses straight from the caller's slice: it buffers at most one chunk header
-//! (18 bytes) between calls and copies payload bytes exactly once, into a buffer sized to
-//! the message's declared length, which becomes the message's `Bytes` (the GOP cache then
-//! holds exactly the payload, not a pinned read buffer). Hostile input is bounded by
-//! [`ChunkLimits`]: the declared length of one message, the number of chunk streams, and
-//! the bytes held in partial messages across all of them. A chunk size up to 2^31-1 is
-//! legal and harmless here, because a chunk never carries more than what is left of its
-//! message. Set Chunk Size and Abort are applied by the decoder itself, since they change
-//! how the very next byte is read.
+//! (18 bytes) between calls and copies payload bytes into the message's buffer, which
+//! becomes the message's `Bytes` (the GOP cache then holds the payload, not a pinned read
+//! buffer). That buffer grows with what arrives, never with what the header declares: a
+//! peer that declares a 16 MiB message and sends one chunk of it holds one chunk's worth
+//! (at least [`MIN_GROW`]), not 16 MiB. Growth doubles, capped at the declared length, so
+//! reassembly stays O(n) (each byte is copied at most twice) and a finished message holds
+//! exactly its length.
+//!
+//! Hostile input is bounded by [`ChunkLimits`]: the declared length of one message, the
+//! number of chunk streams, and the bytes allocated for partial messages across all of
+//! them. The session starts every connection on [`ChunkLimits::before_publish`] (16 KiB:
+//! only commands are expected until a publish is accepted) and raises them with
+//! [`ChunkDecoder::set_limits`] once it is. A [`PartialBudget`] shared by the decoders of
+//! one shard bounds the partial bytes of all its publishers together.
+//!
+//! A chunk size up to 2^31-1 is legal and harmless here, because a chunk never carries
+//! more than what is left of its message. Set Chunk Size and Abort are applied by the
+//! decoder itself, since they change how the very next byte is read.
 //!
 //! Timestamps follow what ffmpeg and librtmp write: fmt 0 is absolute, fmt 1/2 add their
 //! delta, and a fmt 3 chunk that starts a new message adds the last delta on its chunk
@@ -25,7 +35,9 @@
 //! Errors are bad input (the connection is closed); "need more bytes" is simply the
 //! decoder returning with nothing, having kept what it needs.
 
+use std::cell::Cell;
 use std::fmt;
+use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -35,6 +47,11 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 128;
 pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
 /// Largest message the 24-bit length field can declare.
 pub const MAX_MESSAGE_LEN: u32 = 0xFF_FFFF;
+
+/// The smallest allocation for a partial message (less when the message is shorter): a
+/// whole audio frame or command in one step, small enough that a header declaring a
+/// large message commits little before its bytes come.
+pub const MIN_GROW: usize = 4096;
 
 /// Message type ids of protocol control messages the decoder acts on.
 const TYPE_SET_CHUNK_SIZE: u8 = 1;
@@ -48,7 +65,7 @@ pub struct ChunkLimits {
     pub max_message_size: u32,
     /// Chunk streams (csids) with state. Clients use a handful (ffmpeg 2–8, OBS 2–9).
     pub max_chunk_streams: usize,
-    /// Sum of the declared lengths of all partially received messages.
+    /// Bytes allocated for all partially received messages together.
     pub max_buffered: usize,
 }
 
@@ -59,6 +76,65 @@ impl Default for ChunkLimits {
             max_chunk_streams: 32,
             max_buffered: 16 * 1024 * 1024,
         }
+    }
+}
+
+impl ChunkLimits {
+    /// Until a publish is accepted (and for players, always): only commands and control
+    /// messages are expected, and the largest any client sends is `connect` with its
+    /// tcUrl, a few hundred bytes (ffmpeg ~300, OBS ~500). 16 KiB leaves room for long
+    /// signed queries and bounds what an unauthenticated peer can make us hold.
+    pub const fn before_publish() -> ChunkLimits {
+        ChunkLimits {
+            max_message_size: 16 * 1024,
+            max_chunk_streams: 32,
+            max_buffered: 16 * 1024,
+        }
+    }
+}
+
+/// Bytes allocated for partial messages by every decoder that shares it: one per shard,
+/// so the publishers of a shard together stay under one bound. Shard-local (`Rc`,
+/// `Cell`): decoders of one thread only.
+#[derive(Clone, Debug)]
+pub struct PartialBudget(Rc<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    limit: usize,
+    used: Cell<usize>,
+}
+
+impl PartialBudget {
+    pub fn new(limit: usize) -> PartialBudget {
+        PartialBudget(Rc::new(BudgetState {
+            limit,
+            used: Cell::new(0),
+        }))
+    }
+
+    /// Bytes charged right now, by all decoders sharing this budget.
+    pub fn used(&self) -> usize {
+        self.0.used.get()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    fn try_charge(&self, n: usize) -> bool {
+        let used = self.0.used.get();
+        match used.checked_add(n) {
+            Some(total) if total <= self.0.limit => {
+                self.0.used.set(total);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.0.used.set(self.0.used.get().saturating_sub(n));
     }
 }
 
@@ -85,6 +161,9 @@ pub enum ChunkError {
     TooManyChunkStreams,
     /// Partial messages would hold more than [`ChunkLimits::max_buffered`].
     BufferLimit,
+    /// Partial messages of every connection sharing the [`PartialBudget`] (the shard's
+    /// publishers) would hold more than its limit.
+    SharedBufferLimit { limit: usize },
     /// A compressed header (fmt 1–3) on a chunk stream that has had no full header.
     NoPreviousHeader { csid: u32 },
     /// A new message header (fmt 0–2) on a chunk stream whose message is not finished.
@@ -102,6 +181,10 @@ impl fmt::Display for ChunkError {
             }
             ChunkError::TooManyChunkStreams => f.write_str("too many chunk streams"),
             ChunkError::BufferLimit => f.write_str("too many bytes in partial messages"),
+            ChunkError::SharedBufferLimit { limit } => write!(
+                f,
+                "partial messages on this shard would exceed {limit} bytes"
+            ),
             ChunkError::NoPreviousHeader { csid } => {
                 write!(f, "compressed chunk header on new chunk stream {csid}")
             }
@@ -130,8 +213,11 @@ struct ChunkStream {
     length: u32,
     type_id: u8,
     stream_id: u32,
-    /// The message in progress; `None` between messages.
-    partial: Option<BytesMut>,
+    /// The message in progress; `None` between messages. A `Vec` rather than `BytesMut`
+    /// for `reserve_exact`: growth is ours to cap at the declared length.
+    partial: Option<Vec<u8>>,
+    /// Bytes counted against the limits for `partial` (its growth steps).
+    held: usize,
 }
 
 /// The longest chunk header: 3-byte basic header, 11-byte message header, 4-byte extended
@@ -149,8 +235,12 @@ pub struct ChunkDecoder {
     /// Set while the payload of a chunk is being read: (index into `streams`, bytes left in
     /// this chunk).
     payload: Option<(usize, u32)>,
-    /// Sum of declared lengths of partial messages.
+    /// Capacity allocated for partial messages (against `limits.max_buffered`).
     buffered: usize,
+    /// The shared bound, once the session has one (accepted publishers), and how much of
+    /// `buffered` is charged to it (released on completion, abort and drop).
+    budget: Option<PartialBudget>,
+    charged: usize,
 }
 
 impl ChunkDecoder {
@@ -163,7 +253,31 @@ impl ChunkDecoder {
             header_len: 0,
             payload: None,
             buffered: 0,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// Replaces the limits (the session raises them when a publish is accepted) and the
+    /// shared budget that growth is charged to. What is held now moves to the new budget,
+    /// so that releasing it later balances: at most a command's few KiB, since the switch
+    /// comes before any media.
+    pub fn set_limits(&mut self, limits: ChunkLimits, budget: Option<PartialBudget>) {
+        self.limits = limits;
+        if let Some(old) = self.budget.take() {
+            old.release(self.charged);
+        }
+        self.charged = 0;
+        if let Some(b) = &budget {
+            b.0.used.set(b.used() + self.buffered);
+            self.charged = self.buffered;
+        }
+        self.budget = budget;
+    }
+
+    /// Bytes allocated for partial messages right now.
+    pub fn buffered(&self) -> usize {
+        self.buffered
     }
 
     /// The peer's current chunk size.
@@ -178,9 +292,10 @@ impl ChunkDecoder {
         loop {
             if let Some((idx, left)) = self.payload {
                 let take = (left as usize).min(input.len() - pos);
+                self.grow(idx, take)?;
                 let stream = &mut self.streams[idx];
                 if let Some(partial) = stream.partial.as_mut() {
-                    partial.put_slice(&input[pos..pos + take]);
+                    partial.extend_from_slice(&input[pos..pos + take]);
                 }
                 pos += take;
                 let left = left - take as u32;
@@ -213,7 +328,7 @@ impl ChunkDecoder {
             let idx = self.apply_header()?;
             self.header_len = 0;
             let stream = &self.streams[idx];
-            let got = stream.partial.as_ref().map_or(0, BytesMut::len) as u32;
+            let got = stream.partial.as_ref().map_or(0, Vec::len) as u32;
             let left = (stream.length - got).min(self.chunk_size);
             if left == 0 {
                 // A zero-length message: complete with this header.
@@ -285,6 +400,7 @@ impl ChunkDecoder {
                     type_id: 0,
                     stream_id: 0,
                     partial: None,
+                    held: 0,
                 });
                 self.streams.len() - 1
             }
@@ -334,15 +450,57 @@ impl ChunkDecoder {
                     max: self.limits.max_message_size,
                 });
             }
-            let len = stream.length as usize;
-            if self.buffered + len > self.limits.max_buffered {
-                return Err(ChunkError::BufferLimit);
-            }
-            self.buffered += len;
-            // Exactly the declared length (bounded above): one allocation, no regrowth.
-            stream.partial = Some(BytesMut::with_capacity(len));
+            // Nothing is allocated for a declared length: the buffer grows as chunks come
+            // (`grow`), so the bytes held are bounded by the bytes sent.
+            stream.partial = Some(Vec::new());
         }
         Ok(idx)
+    }
+
+    /// Makes room for `take` more payload bytes on stream `idx`, charging the growth to
+    /// `max_buffered` and the shared budget. Doubling, at least [`MIN_GROW`], never past
+    /// the declared length.
+    fn grow(&mut self, idx: usize, take: usize) -> Result<(), ChunkError> {
+        let stream = &mut self.streams[idx];
+        let Some(partial) = stream.partial.as_mut() else {
+            return Ok(());
+        };
+        let need = partial.len() + take;
+        if need <= stream.held {
+            return Ok(());
+        }
+        let declared = stream.length as usize;
+        let target = need
+            .max(stream.held * 2)
+            .max(MIN_GROW)
+            .min(declared)
+            .max(need);
+        let extra = target - stream.held;
+        if self.buffered + extra > self.limits.max_buffered {
+            return Err(ChunkError::BufferLimit);
+        }
+        if let Some(budget) = &self.budget {
+            if !budget.try_charge(extra) {
+                return Err(ChunkError::SharedBufferLimit {
+                    limit: budget.limit(),
+                });
+            }
+            self.charged += extra;
+        }
+        self.buffered += extra;
+        stream.held = target;
+        partial.reserve_exact(target - partial.len());
+        Ok(())
+    }
+
+    /// Gives back the allocation of a partial message that completed or was aborted.
+    fn release(&mut self, allocated: usize) {
+        self.buffered -= allocated;
+        if let Some(budget) = &self.budget {
+            let n = allocated.min(self.charged);
+            budget.release(n);
+            self.charged -= n;
+        }
     }
 
     /// After a chunk's payload: completes the message if it is whole, and applies the
@@ -356,8 +514,11 @@ impl ChunkDecoder {
         if !done {
             return Ok(None);
         }
-        let payload = stream.partial.take().unwrap_or_default().freeze();
-        self.buffered -= payload.len();
+        let partial = stream.partial.take().unwrap_or_default();
+        let allocated = std::mem::take(&mut stream.held);
+        // `From<Vec<u8>>` takes the allocation over (no copy); its capacity is the
+        // declared length, which `grow` never exceeds.
+        let payload = Bytes::from(partial);
         let msg = RawMessage {
             csid: stream.csid,
             type_id: stream.type_id,
@@ -365,6 +526,7 @@ impl ChunkDecoder {
             timestamp: stream.timestamp,
             payload,
         };
+        self.release(allocated);
         match msg.type_id {
             TYPE_SET_CHUNK_SIZE => {
                 let size = read_u32(&msg.payload, "Set Chunk Size")?;
@@ -375,16 +537,27 @@ impl ChunkDecoder {
             }
             TYPE_ABORT => {
                 let csid = read_u32(&msg.payload, "Abort")?;
-                if let Some(s) = self.streams.iter_mut().find(|s| s.csid == csid) {
-                    if let Some(p) = s.partial.take() {
-                        self.buffered -= s.length as usize;
-                        drop(p);
-                    }
+                let aborted = self
+                    .streams
+                    .iter_mut()
+                    .find(|s| s.csid == csid)
+                    .and_then(|s| s.partial.take().map(|_| std::mem::take(&mut s.held)));
+                if let Some(held) = aborted {
+                    self.release(held);
                 }
             }
             _ => {}
         }
         Ok(Some(msg))
+    }
+}
+
+impl Drop for ChunkDecoder {
+    fn drop(&mut self) {
+        // A connection that goes away mid-message gives its share of the budget back.
+        if let Some(budget) = &self.budget {
+            budget.release(self.charged);
+        }
     }
 }
 
@@ -663,6 +836,122 @@ mod tests {
         let msgs = decode_all(&mut dec, &wire).unwrap();
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[1].payload.len(), 1000);
+    }
+
+    /// Defect: the decoder allocated a message's declared length at its first chunk, so
+    /// 16 headers declaring 1 MiB each, one 128-byte chunk apiece, held 16 MiB.
+    #[test]
+    fn partial_messages_grow_with_what_arrives_not_with_what_is_declared() {
+        let declared = 1_048_512usize;
+        let payload: Vec<u8> = (0..declared).map(|i| i as u8).collect();
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let mut wire = Vec::new();
+        for csid in 3..19 {
+            wire.extend_from_slice(&encoded(csid, 9, 0, &payload, 128)[..12 + 128]);
+        }
+        assert!(decode_all(&mut dec, &wire).unwrap().is_empty());
+        assert_eq!(dec.buffered(), 16 * MIN_GROW, "one small step per stream");
+
+        // A whole message still arrives intact, its buffer exactly its length.
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let mut wire = encoded(2, 1, 0, &4000u32.to_be_bytes(), 128);
+        wire.extend(encoded(6, 9, 7, &payload, 4000));
+        let mut msgs = Vec::new();
+        let mut peak = 0;
+        for piece in wire.chunks(4005) {
+            msgs.extend(decode_all(&mut dec, piece).unwrap());
+            peak = peak.max(dec.buffered());
+        }
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(&msgs[1].payload[..], &payload[..]);
+        assert!(peak <= declared, "grown past the declared length: {peak}");
+        assert_eq!(dec.buffered(), 0);
+    }
+
+    #[test]
+    fn growth_is_bounded_by_what_arrived() {
+        let declared = 1_000_000usize;
+        let mut wire = encoded(2, 1, 0, &1000u32.to_be_bytes(), 128);
+        wire.extend(encoded(6, 9, 0, &vec![1u8; declared], 1000));
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        let mut sent = 0;
+        for piece in wire.chunks(1003) {
+            let done = decode_all(&mut dec, piece).unwrap();
+            sent += piece.len();
+            if done.is_empty() {
+                assert!(
+                    dec.buffered() <= (2 * sent).max(MIN_GROW),
+                    "{} allocated after {sent} bytes",
+                    dec.buffered()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn before_publish_only_command_sized_messages_are_taken() {
+        let mut dec = ChunkDecoder::new(ChunkLimits::before_publish());
+        // A media-sized declaration fails at its header, before any payload is held.
+        let header = &encoded(6, 9, 0, &vec![0u8; 1_048_512], 128)[..12];
+        assert_eq!(
+            dec.decode(header),
+            Err(ChunkError::MessageTooLarge {
+                len: 1_048_512,
+                max: 16 * 1024
+            })
+        );
+        // Many command-sized ones, one chunk each: the connection's total is bounded.
+        let mut dec = ChunkDecoder::new(ChunkLimits::before_publish());
+        let mut wire = Vec::new();
+        for csid in 3..19 {
+            wire.extend_from_slice(&encoded(csid, 20, 0, &[0u8; 16 * 1024], 128)[..140]);
+        }
+        assert_eq!(decode_all(&mut dec, &wire), Err(ChunkError::BufferLimit));
+        assert!(dec.buffered() <= 16 * 1024);
+        // Commands themselves pass, and raising the limits lets media through.
+        let mut dec = ChunkDecoder::new(ChunkLimits::before_publish());
+        let connect = encoded(3, 20, 0, &[5u8; 600], 128);
+        assert_eq!(decode_all(&mut dec, &connect).unwrap().len(), 1);
+        dec.set_limits(ChunkLimits::default(), None);
+        let mut frame = encoded(2, 1, 0, &4096u32.to_be_bytes(), 128);
+        frame.extend(encoded(6, 9, 0, &[1u8; 200_000], 4096));
+        assert_eq!(
+            decode_all(&mut dec, &frame).unwrap()[1].payload.len(),
+            200_000
+        );
+    }
+
+    #[test]
+    fn publishers_of_a_shard_share_one_partial_budget() {
+        let budget = PartialBudget::new(3 * MIN_GROW);
+        let mut a = ChunkDecoder::new(ChunkLimits::default());
+        let mut b = ChunkDecoder::new(ChunkLimits::default());
+        a.set_limits(ChunkLimits::default(), Some(budget.clone()));
+        b.set_limits(ChunkLimits::default(), Some(budget.clone()));
+        let msg = encoded(6, 9, 0, &[0u8; 100_000], 128);
+        // Two partial messages fit; a third stream's would not.
+        decode_all(&mut a, &msg[..140]).unwrap();
+        decode_all(&mut b, &msg[..140]).unwrap();
+        assert_eq!(budget.used(), 2 * MIN_GROW);
+        let more = encoded(7, 9, 0, &[0u8; 100_000], 128);
+        decode_all(&mut a, &more[..140]).unwrap();
+        assert_eq!(budget.used(), 3 * MIN_GROW);
+        assert_eq!(
+            decode_all(&mut b, &more[..140]),
+            Err(ChunkError::SharedBufferLimit {
+                limit: 3 * MIN_GROW
+            })
+        );
+        // A closed connection gives its share back; a finished message does too.
+        drop(a);
+        assert_eq!(budget.used(), MIN_GROW);
+        let mut c = ChunkDecoder::new(ChunkLimits::default());
+        c.set_limits(ChunkLimits::default(), Some(budget.clone()));
+        let small = encoded(6, 9, 0, &[0u8; 5000], 128);
+        assert_eq!(decode_all(&mut c, &small).unwrap().len(), 1);
+        assert_eq!(budget.used(), MIN_GROW);
+        drop(b);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the one-encode packaging for players.
 //!
 //! - [`handshake`] — C0/C1/C2 ↔ S0/S1/S2, simple and digest ("complex") forms.
-//! - [`chunk`]     — chunk stream decoder (reassembly, bounded) and encoder.
+//! - [`chunk`]     — chunk stream decoder (reassembly grown with arrival, bounded per
+//!   connection and per shard) and encoder.
 //! - [`message`]   — protocol control, user control and AMF0 command bodies.
 //! - [`session`]   — [`ServerSession`]: bytes + `now` in, [`Event`]s and bytes out;
 //!   publish/play requests answered by the application.
@@ -44,7 +45,7 @@ pub mod message;
 pub mod play;
 pub mod session;
 
-pub use chunk::{ChunkDecoder, ChunkError, ChunkLimits, RawMessage};
+pub use chunk::{ChunkDecoder, ChunkError, ChunkLimits, PartialBudget, RawMessage};
 pub use handshake::{HandshakeError, HandshakeKind};
 pub use session::{
     status, Event, PlayRequest, PublishRequest, ServerSession, SessionConfig, SessionError,

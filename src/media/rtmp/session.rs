@@ -19,7 +19,16 @@
 //! Which errors close what: every [`SessionError`] closes this connection only; none can
 //! affect the shard. Media from a connection that is not an accepted publisher is dropped,
 //! not an error (publishers wait for `NetStream.Publish.Start` before sending any: ffmpeg
-//! and librtmp/OBS do). Output only ever answers input (a reply per command or ping), so
+//! and librtmp/OBS do).
+//!
+//! What a peer can make the session hold depends on what it has proven: until a publish is
+//! accepted — and for players, always — the chunk decoder runs on
+//! [`SessionConfig::chunk_limits`] ([`ChunkLimits::before_publish`]: 16 KiB messages,
+//! 16 KiB of partial messages), enough for any command; a larger message closes the
+//! connection at its header. [`ServerSession::accept_publish`] (the signature checked and
+//! the claim held) switches to [`SessionConfig::publish_chunk_limits`] and charges partial
+//! messages to the shard's [`PartialBudget`] ([`ServerSession::set_publish_budget`]).
+//! Output only ever answers input (a reply per command or ping), so
 //! what [`ServerSession::poll_transmit`] returns is proportional to what was read; the
 //! driver's bounded outbound queue covers a peer that does not read.
 
@@ -30,7 +39,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::chunk::{encode_message, ChunkDecoder, ChunkError, ChunkLimits, DEFAULT_CHUNK_SIZE};
+use super::chunk::{
+    encode_message, ChunkDecoder, ChunkError, ChunkLimits, PartialBudget, DEFAULT_CHUNK_SIZE,
+};
 use super::handshake::{Handshake, HandshakeError, HandshakeKind};
 use super::message::{self, types, user_control, Command, CommandError};
 use super::play;
@@ -43,6 +54,8 @@ use crate::media::sign::StreamName;
 const CSID_CONTROL: u32 = 2;
 /// Chunk stream for the session's command replies.
 const CSID_COMMAND: u32 = 3;
+/// Tags one aggregate message may carry (see `handle_aggregate`).
+const MAX_AGGREGATE_TAGS: usize = 4096;
 
 /// `onStatus` codes an application passes to [`ServerSession::reject`].
 pub mod status {
@@ -60,7 +73,10 @@ pub mod status {
 /// parts that may differ per deployment.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionConfig {
+    /// Chunk stream limits until a publish is accepted, and for players throughout.
     pub chunk_limits: ChunkLimits,
+    /// Chunk stream limits for an accepted publisher.
+    pub publish_chunk_limits: ChunkLimits,
     pub amf0_limits: Limits,
     /// Window Acknowledgement Size and Set Peer Bandwidth announced after `connect`.
     pub window_ack_size: u32,
@@ -69,7 +85,8 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            chunk_limits: ChunkLimits::default(),
+            chunk_limits: ChunkLimits::before_publish(),
+            publish_chunk_limits: ChunkLimits::default(),
             amf0_limits: Limits::default(),
             window_ack_size: 2_500_000,
         }
@@ -196,6 +213,8 @@ pub struct ServerSession {
     phase: Phase,
     handshake: Handshake,
     decoder: ChunkDecoder,
+    /// Charged with an accepted publisher's partial messages (shared by the shard).
+    publish_budget: Option<PartialBudget>,
     out: BytesMut,
     out_chunk_size: u32,
     events: VecDeque<Event>,
@@ -223,6 +242,7 @@ impl ServerSession {
             phase: Phase::Handshake,
             handshake: Handshake::new(seed),
             decoder: ChunkDecoder::new(config.chunk_limits),
+            publish_budget: None,
             out: BytesMut::new(),
             out_chunk_size: DEFAULT_CHUNK_SIZE,
             events: VecDeque::new(),
@@ -236,6 +256,13 @@ impl ServerSession {
             bytes_since_ack: 0,
             last_input: now,
         }
+    }
+
+    /// The budget an accepted publisher's partial messages are charged to (the shard's,
+    /// shared with its other publishers). Without one only the per-connection
+    /// [`SessionConfig::publish_chunk_limits`] apply.
+    pub fn set_publish_budget(&mut self, budget: PartialBudget) {
+        self.publish_budget = Some(budget);
     }
 
     /// Feeds bytes read from the socket. An error means the connection must be closed
@@ -334,6 +361,11 @@ impl ServerSession {
             return Err(SessionError::NoPendingRequest);
         }
         self.stream = StreamState::Publishing;
+        // The peer has proven it may publish: media-sized messages from now on.
+        self.decoder.set_limits(
+            self.config.publish_chunk_limits,
+            self.publish_budget.clone(),
+        );
         self.send_stream_begin();
         let desc = format!("{} is now published.", self.stream_name);
         self.send_status("status", "NetStream.Publish.Start", &desc);
@@ -678,14 +710,29 @@ impl ServerSession {
     }
 
     /// An aggregate message: FLV tags back to back, timestamps relative to the first.
+    ///
+    /// Each tag becomes an event (and then a packaged message), so the number of tags is
+    /// what one message can multiply: an 8 MiB aggregate of empty 15-byte tags would be
+    /// 560,000 events at once. Empty tags carry nothing and are skipped; more than
+    /// [`MAX_AGGREGATE_TAGS`] is refused (relays that aggregate send a few dozen).
     fn handle_aggregate(&mut self, timestamp: u32, body: Bytes) -> Result<(), SessionError> {
         let mut rest = body;
         let mut base = None;
+        let mut tags = 0usize;
         while !rest.is_empty() {
             let (tag, used) = flv::read_tag(&rest)
                 .map_err(SessionError::Aggregate)?
                 .ok_or(SessionError::Aggregate(FlvError::Truncated))?;
             rest = rest.slice(used..);
+            tags += 1;
+            if tags > MAX_AGGREGATE_TAGS {
+                return Err(SessionError::Aggregate(FlvError::Malformed(
+                    "more than 4096 tags in one aggregate message",
+                )));
+            }
+            if tag.payload.is_empty() {
+                continue;
+            }
             let first = *base.get_or_insert(tag.timestamp);
             let ts = timestamp.wrapping_add(tag.timestamp.wrapping_sub(first));
             match MediaKind::from_type_id(tag.tag_type) {
@@ -1112,6 +1159,44 @@ mod tests {
         assert_eq!(ts, vec![1000, 1040]);
         let bad = c.message(6, types::AGGREGATE, 1, 0, &[8, 0, 0, 1]);
         assert!(s.handle_input(&bad, now).is_err());
+    }
+
+    #[test]
+    fn an_aggregate_cannot_multiply_into_unbounded_events() {
+        let (mut s, c) = connected("live");
+        let now = Instant::now();
+        let publish = c.command(
+            1,
+            "publish",
+            0.0,
+            &[Amf0Value::Null, Amf0Value::string("t")],
+        );
+        s.handle_input(&publish, now).unwrap();
+        s.accept_publish().unwrap();
+        events(&mut s);
+        // Empty tags are skipped: nothing to forward.
+        let empty = flv::encode_tag(MediaKind::Audio, 0, &[]).unwrap();
+        let agg: Vec<u8> = empty
+            .iter()
+            .copied()
+            .cycle()
+            .take(empty.len() * 100)
+            .collect();
+        s.handle_input(&c.message(6, types::AGGREGATE, 1, 0, &agg), now)
+            .unwrap();
+        assert!(events(&mut s).is_empty());
+        // More tags than the cap close the connection instead of queueing them all.
+        let one = flv::encode_tag(MediaKind::Audio, 0, &[0xAF]).unwrap();
+        let n = MAX_AGGREGATE_TAGS + 1;
+        let agg: Vec<u8> = one.iter().copied().cycle().take(one.len() * n).collect();
+        let mut c = c;
+        c.chunk_size = 4096;
+        let mut wire = c.message(2, types::SET_CHUNK_SIZE, 0, 0, &4096u32.to_be_bytes());
+        wire.extend(c.message(6, types::AGGREGATE, 1, 0, &agg));
+        assert!(matches!(
+            s.handle_input(&wire, now),
+            Err(SessionError::Aggregate(_))
+        ));
     }
 
     #[test]

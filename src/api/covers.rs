@@ -6,7 +6,9 @@
 //! digits and the extension of the sniffed type), so nothing the client sends reaches the
 //! file system; the files thread checks the name again ([`crate::store::files`]). The body
 //! limit is the route's own (`api.cover_max_bytes` plus room for multipart headers), and
-//! the image itself is checked against `api.cover_max_bytes`.
+//! the image itself is checked against `api.cover_max_bytes`. The bearer token is checked
+//! from the request head ([`gate`]) before a byte of the body is read, so an anonymous
+//! client cannot make the server buffer megabytes it will refuse.
 
 use std::rc::Rc;
 
@@ -16,7 +18,7 @@ use serde_json::json;
 
 use super::error::{self, ApiError, ApiResult};
 use super::{input, urls};
-use crate::http::{Request, Response};
+use crate::http::{Request, RequestHead, Response};
 use crate::shard::Shard;
 use crate::store::files;
 
@@ -124,6 +126,15 @@ fn boundary(content_type: &str) -> Option<&str> {
         k.eq_ignore_ascii_case("boundary")
             .then(|| v.trim().trim_matches('"'))
     })
+}
+
+/// The upload route's check of the head: a valid bearer token, before the body is read.
+/// The refusal is the same envelope the handler would answer (CORS is added by the HTTP
+/// layer's `refine`).
+pub fn gate(shard: &Shard, head: &RequestHead) -> Result<(), Response> {
+    input::bearer_header(shard, head.header_str("authorization"))
+        .map(|_| ())
+        .map_err(|e| e.response())
 }
 
 /// `POST /api/v1/uploads/cover`.

@@ -33,6 +33,8 @@ pub enum HttpError {
     TooManyHeaders,
     /// Body larger than the route allows (413).
     BodyTooLarge,
+    /// A body sent to a route that takes none (413): refused from the head, unread.
+    BodyNotAllowed,
     /// Malformed request line, header or chunked framing (400).
     Malformed(&'static str),
     /// Only HTTP/1.0 and 1.1 are spoken here (505).
@@ -47,7 +49,7 @@ impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::HeadersTooLarge | HttpError::TooManyHeaders => 431,
-            HttpError::BodyTooLarge => 413,
+            HttpError::BodyTooLarge | HttpError::BodyNotAllowed => 413,
             HttpError::Malformed(_) => 400,
             HttpError::UnsupportedVersion => 505,
             HttpError::UnsupportedTransferEncoding => 501,
@@ -60,6 +62,7 @@ impl HttpError {
             HttpError::HeadersTooLarge => "request header block too large".into(),
             HttpError::TooManyHeaders => "too many request headers".into(),
             HttpError::BodyTooLarge => "request body too large".into(),
+            HttpError::BodyNotAllowed => "this route takes no request body".into(),
             HttpError::Malformed(why) => format!("malformed request: {why}"),
             HttpError::UnsupportedVersion => "HTTP version not supported".into(),
             HttpError::UnsupportedTransferEncoding => "transfer encoding not supported".into(),
@@ -324,20 +327,27 @@ enum BodyState {
 
 /// Longest chunk-size line we accept (hex digits, extensions, CRLF).
 const MAX_CHUNK_LINE: usize = 1024;
+/// What a body buffer starts with. It grows with the bytes that arrive, never with the
+/// size a client declares: a `Content-Length: 2000000` followed by one byte costs this, not
+/// 2 MB (the buffer at most doubles past what was received, up to the route's limit).
+pub const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
 /// Longest trailer section we accept (we read and discard trailers).
 const MAX_TRAILERS: usize = 8 * 1024;
 
 impl BodyDecoder {
-    /// A decoder for `framing`, or an error if a declared length is already over `limit`.
+    /// A decoder for `framing`, or an error if a declared length is already over `limit`
+    /// (a limit of 0 is a route that takes no body: any declared length is refused).
+    /// Nothing is allocated for the declared size; see [`INITIAL_BODY_CAPACITY`].
     pub fn new(framing: BodyFraming, limit: u64) -> Result<Self, HttpError> {
         let state = match framing {
             BodyFraming::None => BodyState::Done,
+            BodyFraming::Length(_) if limit == 0 => return Err(HttpError::BodyNotAllowed),
             BodyFraming::Length(n) if n > limit => return Err(HttpError::BodyTooLarge),
             BodyFraming::Length(n) => BodyState::Length { remaining: n },
             BodyFraming::Chunked => BodyState::ChunkSize,
         };
         let cap = match framing {
-            BodyFraming::Length(n) => n as usize,
+            BodyFraming::Length(n) => (n as usize).min(INITIAL_BODY_CAPACITY),
             _ => 0,
         };
         Ok(Self {
@@ -372,6 +382,9 @@ impl BodyDecoder {
                     if size == 0 {
                         self.state = BodyState::Trailers;
                     } else {
+                        if self.limit == 0 {
+                            return Err(HttpError::BodyNotAllowed);
+                        }
                         if self.body.len() as u64 + size > self.limit {
                             return Err(HttpError::BodyTooLarge);
                         }
@@ -404,6 +417,10 @@ impl BodyDecoder {
                     let Some(line_end) = find_crlf(buf, MAX_TRAILERS)? else {
                         return Ok(None);
                     };
+                    if buf[..line_end].iter().any(|&b| b == b'\r' || b == b'\n') {
+                        // A bare CR or LF ends the line for a lenient reader, not for us.
+                        return Err(HttpError::Malformed("bare CR or LF in trailer"));
+                    }
                     buf.advance(line_end + 2);
                     if line_end == 0 {
                         self.state = BodyState::Done;
@@ -424,15 +441,36 @@ fn find_crlf(buf: &[u8], max: usize) -> Result<Option<usize>, HttpError> {
     }
 }
 
-/// Parses `hex-size [;ext...]` (without the CRLF).
+/// Parses a chunk-size line (without its CRLF), RFC 9112 §7.1:
+/// `chunk-size = 1*HEXDIG`, then optional whitespace (BWS) and `;ext` only.
+///
+/// Strict on purpose: a front proxy that reads a line differently from us is half of a
+/// request-smuggling attack. Refused: anything before the first digit (`" 5"`, `"\t5"`,
+/// `"+5"`, `"0x5"`), an empty size, more than 15 digits, and a bare CR, LF or other control
+/// byte anywhere in the line (a lenient reader ends the line there). Accepted as nginx and
+/// hyper do: spaces or tabs after the digits, before `;` or the end of the line.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
-    let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-    let hex = hex.trim_ascii();
-    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
-        return Err(HttpError::Malformed("invalid chunk size"));
+    let bad = || HttpError::Malformed("invalid chunk size");
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return Err(bad());
+    }
+    let rest = &line[digits..];
+    let after_bws = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let rest = &rest[after_bws..];
+    if !(rest.is_empty() || rest[0] == b';') {
+        return Err(bad());
+    }
+    // chunk-ext: visible characters, spaces and tabs (and obs-text), never controls.
+    if rest
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Err(HttpError::Malformed("control character in chunk extension"));
     }
     // ≤ 15 hex digits always fits in u64.
-    Ok(u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("0"), 16).unwrap_or(0))
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| bad())?;
+    u64::from_str_radix(hex, 16).map_err(|_| bad())
 }
 
 /// The reason phrase for the statuses we send.
@@ -647,6 +685,95 @@ mod tests {
         let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
         let mut buf = BytesMut::from(vec![b'1'; 2000].as_slice());
         assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
+    }
+
+    fn chunk_line(line: &[u8]) -> Result<u64, HttpError> {
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
+        let mut buf = BytesMut::from(line);
+        buf.extend_from_slice(b"\r\n");
+        match d.decode(&mut buf) {
+            Ok(_) => Ok(match d.state {
+                BodyState::ChunkData { remaining } => remaining,
+                BodyState::Trailers => 0,
+                ref s => panic!("unexpected state {s:?}"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[test]
+    fn chunk_size_with_leading_whitespace_is_refused() {
+        for line in [
+            &b" 5"[..],
+            b"\t5",
+            b"  5;x=y",
+            b"+5",
+            b"0x5",
+            b"",
+            b";ext",
+            b"5 x",
+            b"5\n",
+            b"5;a\nb",
+            b"5;a\rb",
+            b"5;\x00",
+            b"0000000000000005",
+        ] {
+            let e = chunk_line(line).unwrap_err();
+            assert_eq!(e.status(), 400, "{:?} → {e:?}", String::from_utf8_lossy(line));
+        }
+        for (line, size) in [
+            (&b"5"[..], 5),
+            (b"5 ", 5),
+            (b"5\t", 5),
+            (b"5 ;name=v", 5),
+            (b"a;name=\"q v\"", 10),
+            (b"00F", 15),
+            (b"0", 0),
+        ] {
+            assert_eq!(
+                chunk_line(line).unwrap(),
+                size,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn trailer_with_a_bare_lf_is_refused() {
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
+        let mut buf = BytesMut::from(&b"0\r\nX: 1\n\r\n\r\n"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn declared_length_is_not_allocated_up_front() {
+        let d = BodyDecoder::new(BodyFraming::Length(2_113_536), 4 * 1024 * 1024).unwrap();
+        assert!(d.body.capacity() <= INITIAL_BODY_CAPACITY, "{}", d.body.capacity());
+        // The buffer grows with what arrives.
+        let mut d = BodyDecoder::new(BodyFraming::Length(100_000), 100_000).unwrap();
+        let mut buf = BytesMut::from(vec![b'x'; 40_000].as_slice());
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert!(d.body.capacity() < 100_000, "{}", d.body.capacity());
+        buf.extend_from_slice(&[b'y'; 60_000]);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap().len(), 100_000);
+    }
+
+    #[test]
+    fn a_route_without_a_body_refuses_a_declared_one() {
+        assert_eq!(
+            BodyDecoder::new(BodyFraming::Length(1_048_576), 0).unwrap_err(),
+            HttpError::BodyNotAllowed
+        );
+        assert_eq!(HttpError::BodyNotAllowed.status(), 413);
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 0).unwrap();
+        let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap_err(), HttpError::BodyNotAllowed);
+        // An empty chunked body is no body.
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 0).unwrap();
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap(), "");
+        assert!(BodyDecoder::new(BodyFraming::None, 0).is_ok());
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! - body: the body not complete within `body_timeout` → 408 and close;
 //! - write: a response not accepted by the peer within `write_timeout` → close.
 //!
+//! Bodies: a route's gate (if any) checks the head before a body byte is read; a GET,
+//! HEAD or OPTIONS route takes no body (a declared one is a 413, unread); a body buffer
+//! grows with what arrives, within the route's limit.
+//!
 //! Which errors close: any error response to a request whose body was not read (we cannot
 //! find the next request), every 408/413/431/400 from the parser, and any I/O error. Errors
 //! never leave this task: a connection's failure is its own.
@@ -143,7 +147,7 @@ async fn serve_until_takeover<S: Service>(
 
         // 2. Route it.
         let has_body = head.framing != BodyFraming::None;
-        let (handler, params, body_limit) = match head.method {
+        let (handler, params, body_limit, gate) = match head.method {
             None => {
                 let r = Response::error(501, code::NOT_IMPLEMENTED, "method not implemented");
                 if respond(&state, &mut stream, &mut out, r, false, false).await {
@@ -157,10 +161,22 @@ async fn serve_until_takeover<S: Service>(
                         handler,
                         params,
                         body_limit,
+                        gate,
                         ..
                     } => {
-                        let limit = body_limit.unwrap_or(state.limits().max_body);
-                        Ok((handler, params, limit))
+                        let limit = match body_limit {
+                            Some(l) => l,
+                            // GET, HEAD and OPTIONS routes take no body unless they say so.
+                            None if matches!(
+                                method,
+                                Method::Get | Method::Head | Method::Options
+                            ) =>
+                            {
+                                0
+                            }
+                            None => state.limits().max_body,
+                        };
+                        Ok((handler, params, limit, gate))
                     }
                     Lookup::MethodNotAllowed(methods) => {
                         let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
@@ -191,7 +207,20 @@ async fn serve_until_takeover<S: Service>(
             }
         };
 
-        // 3. Its body.
+        // 3. The route's check of the head (authentication), before any body byte is
+        //    read: refused, it is answered and the connection closed with the body unread.
+        if let Some(gate) = gate {
+            if let Err(r) = gate(&state, &head) {
+                let r = state.refine(&head, r);
+                let head_only = head.method == Some(Method::Head);
+                if respond(&state, &mut stream, &mut out, r, false, head_only).await {
+                    finish(&state, stream, out).await;
+                }
+                return;
+            }
+        }
+
+        // 4. Its body, buffered as it arrives (never at its declared size).
         let mut decoder = match BodyDecoder::new(head.framing, body_limit) {
             Ok(d) => d,
             Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
@@ -220,7 +249,7 @@ async fn serve_until_takeover<S: Service>(
             }
         };
 
-        // 4. The handler, and its answer.
+        // 5. The handler, and its answer.
         let is_head = head.method == Some(Method::Head);
         let wants_keep_alive = head.keep_alive;
         let request = Request {
@@ -303,7 +332,7 @@ async fn fail<S: Service>(
 ) {
     let code = match &e {
         HttpError::HeadersTooLarge | HttpError::TooManyHeaders => code::HEADERS_TOO_LARGE,
-        HttpError::BodyTooLarge => code::BODY_TOO_LARGE,
+        HttpError::BodyTooLarge | HttpError::BodyNotAllowed => code::BODY_TOO_LARGE,
         HttpError::Malformed(_) => code::BAD_REQUEST,
         HttpError::UnsupportedVersion => code::VERSION,
         HttpError::UnsupportedTransferEncoding => code::NOT_IMPLEMENTED,
@@ -367,16 +396,59 @@ async fn read_some(
     }
 }
 
+/// How long a connection refused at accept may take to send the start of its request.
+/// Short: a client that sends nothing is closed without an answer, so a flood of refused
+/// connections cannot park work on the shard.
+const REFUSE_WAIT: Duration = Duration::from_millis(250);
+/// What is read of a refused connection's request: enough to see that it is HTTP.
+const REFUSE_READ: usize = 1024;
+
+/// Answers a connection refused at accept (see `crate::admit`): one short read, bounded
+/// by [`REFUSE_WAIT`] and [`REFUSE_READ`]; if what arrived looks like an HTTP request, a
+/// `503` with `Retry-After` and the JSON error envelope, then a brief close. Anything else
+/// (silence, a TLS hello, garbage) is closed without a word.
+pub async fn refuse(mut stream: TcpStream, retry_after_secs: u32, message: &str) {
+    let read = stream.read(Vec::with_capacity(REFUSE_READ));
+    let head = match monoio::time::timeout(REFUSE_WAIT, read).await {
+        Ok((Ok(n), buf)) if n > 0 => buf,
+        _ => return,
+    };
+    // A request line starts with a method token: upper-case letters, then a space.
+    let method_len = head.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    if method_len == 0 || (method_len < head.len() && head[method_len] != b' ') {
+        return;
+    }
+    let r = Response::error(503, code::UNAVAILABLE, message);
+    let mut out = Vec::with_capacity(256);
+    let retry = retry_after_secs.to_string();
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .chain([("Retry-After", retry.as_str())])
+        .collect();
+    codec::encode_head(&mut out, 503, &headers, Some(r.body.len()), false);
+    out.extend_from_slice(&r.body);
+    if let Ok((Ok(_), _)) = monoio::time::timeout(REFUSE_WAIT, stream.write_all(out)).await {
+        close_within(stream, REFUSE_WAIT, 16 * 1024).await;
+    }
+}
+
 /// Closes so that the peer sees our last response: shut down our side, then read and
 /// discard briefly, so unread request bytes do not turn the close into a reset that would
 /// destroy the response in flight.
-pub async fn close_gracefully(mut stream: TcpStream) {
+pub async fn close_gracefully(stream: TcpStream) {
+    close_within(stream, Duration::from_millis(500), 256 * 1024).await
+}
+
+/// [`close_gracefully`] within `wait` and at most `max_drain` bytes read and discarded.
+async fn close_within(mut stream: TcpStream, wait: Duration, max_drain: usize) {
     let _ = stream.shutdown().await;
-    let deadline = Instant::now() + Duration::from_millis(500);
+    let deadline = Instant::now() + wait;
     let mut drained = 0usize;
     // monoio reads into `[len..capacity]`: the buffer is emptied before each read.
     let mut buf = Vec::with_capacity(4096);
-    while drained < 256 * 1024 {
+    while drained < max_drain {
         let wait = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(wait, stream.read(buf)).await {
             Ok((Ok(n), mut b)) if n > 0 => {

@@ -697,7 +697,10 @@ fn disconnects_are_counted_by_the_servers_close_code() {
 fn two_processes_from_many_source_addresses_account_for_everything() {
     // At most 40 connections per client address (20 per shard): 152 connections can only
     // all come up if they really came from several addresses (19 per address over 8).
-    let server = Server::start_with("procs", &["server.max_conns_per_ip=40"]);
+    let server = Server::start_with(
+        "procs",
+        &["server.max_conns_per_ip=40", "server.per_ip_exempt="],
+    );
     let mut args = fanout_args(
         &server,
         &[

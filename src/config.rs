@@ -321,7 +321,12 @@ pub enum DriverChoice {
 pub struct HttpConfig {
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Body limit of routes that take a body and set no limit of their own (GET, HEAD
+    /// and OPTIONS routes take none; the API's routes have their own limits).
     pub max_body_bytes: u64,
+    /// Bytes of request bodies one shard holds at once, all connections together (bodies
+    /// are buffered as they arrive; past this, a 503 with `Retry-After`).
+    pub body_budget_bytes: u64,
     pub header_timeout_ms: u64,
     pub body_timeout_ms: u64,
     pub idle_timeout_ms: u64,
@@ -462,6 +467,7 @@ impl Default for HttpConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_body_bytes: 1024 * 1024,
+            body_budget_bytes: 128 * 1024 * 1024,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
@@ -672,6 +678,11 @@ impl Config {
                 check(false, "server.per_ip_exempt", &why);
             }
         }
+        check(
+            self.http.body_budget_bytes > 0,
+            "http.body_budget_bytes",
+            "must be positive",
+        );
         check(
             self.server.accept_rate_per_ip == 0 || self.server.accept_burst_per_ip > 0,
             "server.accept_burst_per_ip",

@@ -199,6 +199,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
             max_headers: cfg.http.max_headers,
         },
         max_body: cfg.http.max_body_bytes,
+        body_budget: cfg.http.body_budget_bytes,
         header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
         body_timeout: Duration::from_millis(cfg.http.body_timeout_ms),
         idle_timeout: Duration::from_millis(cfg.http.idle_timeout_ms),

@@ -43,6 +43,8 @@ pub enum HttpError {
     UnsupportedTransferEncoding,
     /// Headers or body not received in time (408).
     Timeout,
+    /// The shard holds as many partial request bodies as it may (503, retry later).
+    Busy,
 }
 
 impl HttpError {
@@ -54,6 +56,7 @@ impl HttpError {
             HttpError::UnsupportedVersion => 505,
             HttpError::UnsupportedTransferEncoding => 501,
             HttpError::Timeout => 408,
+            HttpError::Busy => 503,
         }
     }
 
@@ -67,6 +70,7 @@ impl HttpError {
             HttpError::UnsupportedVersion => "HTTP version not supported".into(),
             HttpError::UnsupportedTransferEncoding => "transfer encoding not supported".into(),
             HttpError::Timeout => "request not received in time".into(),
+            HttpError::Busy => "the server is receiving too many request bodies, retry later".into(),
         }
     }
 }
@@ -321,7 +325,10 @@ enum BodyState {
     ChunkSize,
     ChunkData { remaining: u64 },
     ChunkDataEnd,
-    Trailers,
+    /// Trailer fields, read and discarded; `seen` bytes of them so far.
+    Trailers {
+        seen: usize,
+    },
     Done,
 }
 
@@ -357,6 +364,11 @@ impl BodyDecoder {
         })
     }
 
+    /// Bytes the body buffer holds (its capacity), for the shard's budget of bodies.
+    pub fn buffered(&self) -> usize {
+        self.body.capacity()
+    }
+
     /// Consumes what it can from `buf`. `Ok(Some(body))` once the body is complete.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
         loop {
@@ -380,7 +392,7 @@ impl BodyDecoder {
                     let size = parse_chunk_size(&buf[..line_end])?;
                     buf.advance(line_end + 2);
                     if size == 0 {
-                        self.state = BodyState::Trailers;
+                        self.state = BodyState::Trailers { seen: 0 };
                     } else {
                         if self.limit == 0 {
                             return Err(HttpError::BodyNotAllowed);
@@ -412,9 +424,10 @@ impl BodyDecoder {
                     buf.advance(2);
                     self.state = BodyState::ChunkSize;
                 }
-                BodyState::Trailers => {
-                    // Trailer fields until an empty line; read and ignored.
-                    let Some(line_end) = find_crlf(buf, MAX_TRAILERS)? else {
+                BodyState::Trailers { seen } => {
+                    // Trailer fields until an empty line; read and ignored, within
+                    // MAX_TRAILERS for the whole section.
+                    let Some(line_end) = find_crlf(buf, MAX_TRAILERS - seen)? else {
                         return Ok(None);
                     };
                     if buf[..line_end].iter().any(|&b| b == b'\r' || b == b'\n') {
@@ -422,9 +435,15 @@ impl BodyDecoder {
                         return Err(HttpError::Malformed("bare CR or LF in trailer"));
                     }
                     buf.advance(line_end + 2);
-                    if line_end == 0 {
-                        self.state = BodyState::Done;
-                    }
+                    self.state = if line_end == 0 {
+                        BodyState::Done
+                    } else {
+                        let seen = seen + line_end + 2;
+                        if seen > MAX_TRAILERS {
+                            return Err(HttpError::Malformed("trailer section too long"));
+                        }
+                        BodyState::Trailers { seen }
+                    };
                 }
             }
         }
@@ -694,7 +713,7 @@ mod tests {
         match d.decode(&mut buf) {
             Ok(_) => Ok(match d.state {
                 BodyState::ChunkData { remaining } => remaining,
-                BodyState::Trailers => 0,
+                BodyState::Trailers { .. } => 0,
                 ref s => panic!("unexpected state {s:?}"),
             }),
             Err(e) => Err(e),
@@ -737,6 +756,21 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn endless_trailers_are_refused() {
+        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
+        let mut buf = BytesMut::from(&b"0\r\n"[..]);
+        let mut refused = false;
+        for _ in 0..2000 {
+            buf.extend_from_slice(b"X-T: 1\r\n");
+            if d.decode(&mut buf).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a trailer section has a bound, not only each line");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!
 //! Bodies: a route's gate (if any) checks the head before a body byte is read; a GET,
 //! HEAD or OPTIONS route takes no body (a declared one is a 413, unread); a body buffer
-//! grows with what arrives, within the route's limit.
+//! grows with what arrives, within the route's limit, and all the bodies a shard holds at
+//! once stay within `body_budget` (past it, a 503 with `Retry-After`).
 //!
 //! Which errors close: any error response to a request whose body was not read (we cannot
 //! find the next request), every 408/413/431/400 from the parser, and any I/O error. Errors
@@ -24,6 +25,7 @@
 //! On shutdown an idle connection is closed at once; a request in flight finishes and its
 //! response carries `Connection: close`.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -45,6 +47,9 @@ pub struct HttpLimits {
     pub head: HeadLimits,
     /// Body limit for routes that do not set their own.
     pub max_body: u64,
+    /// Bytes of partial request bodies the shard may hold at once, all connections
+    /// together; past it, the request that would grow them is answered 503.
+    pub body_budget: u64,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -74,6 +79,34 @@ const MAX_PENDING_OUT: usize = 64 * 1024;
 /// Bodies up to this size are copied next to their head (one write); larger ones are
 /// written as their own buffer.
 const INLINE_BODY: usize = 16 * 1024;
+
+thread_local! {
+    /// Bytes of request bodies being collected or handled on this shard (a shard is one
+    /// thread), charged as body buffers grow.
+    static BODY_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// One request's share of [`BODY_BYTES`], given back when it is dropped.
+struct BodyCharge(u64);
+
+impl BodyCharge {
+    /// Charges the request for `now` bytes (it only grows); false if the shard is then
+    /// over `budget`.
+    fn update(&mut self, now: usize, budget: u64) -> bool {
+        let now = now as u64;
+        if now > self.0 {
+            BODY_BYTES.with(|b| b.set(b.get() + (now - self.0)));
+            self.0 = now;
+        }
+        BODY_BYTES.with(|b| b.get()) <= budget
+    }
+}
+
+impl Drop for BodyCharge {
+    fn drop(&mut self) {
+        BODY_BYTES.with(|b| b.set(b.get().saturating_sub(self.0)));
+    }
+}
 
 enum ReadOutcome {
     Data,
@@ -229,8 +262,19 @@ async fn serve_until_takeover<S: Service>(
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         let body_deadline = Instant::now() + state.limits().body_timeout;
+        // Held until the handler is done with the body.
+        let mut charge = BodyCharge(0);
+        let budget = state.limits().body_budget;
         let body = loop {
-            match decoder.decode(&mut buf) {
+            let decoded = decoder.decode(&mut buf);
+            let held = match &decoded {
+                Ok(Some(body)) => body.len(),
+                _ => decoder.buffered(),
+            };
+            if !charge.update(held, budget) {
+                return fail(&state, stream, out, HttpError::Busy, Some(&head)).await;
+            }
+            match decoded {
                 Ok(Some(body)) => break body,
                 Ok(None) => {}
                 Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
@@ -258,7 +302,9 @@ async fn serve_until_takeover<S: Service>(
             params,
             peer,
         };
-        match handler(state.clone(), request).await {
+        let reply = handler(state.clone(), request).await;
+        drop(charge);
+        match reply {
             Reply::Response(r) => {
                 let keep = wants_keep_alive && !state.shutdown().is_raised();
                 if !respond(&state, &mut stream, &mut out, r, keep, is_head).await {
@@ -337,9 +383,13 @@ async fn fail<S: Service>(
         HttpError::UnsupportedVersion => code::VERSION,
         HttpError::UnsupportedTransferEncoding => code::NOT_IMPLEMENTED,
         HttpError::Timeout => code::TIMEOUT,
+        HttpError::Busy => code::UNAVAILABLE,
     };
     tracing::debug!(error = ?e, "refusing request");
     let mut r = Response::error(e.status(), code, e.message());
+    if e == HttpError::Busy {
+        r = r.header("Retry-After", "1");
+    }
     if let Some(head) = head {
         r = state.refine(head, r);
     }

@@ -8,7 +8,7 @@ use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use super::support::read_response;
+use super::support::{self, read_response};
 use super::*;
 
 /// `api.cover_max_bytes` (2 MiB) plus the multipart slack: the largest body the upload
@@ -86,4 +86,50 @@ fn healthz_with_a_declared_1_mib_body_is_413_at_once() {
         resp.header("access-control-allow-origin"),
         Some("https://app.example.com")
     );
+}
+
+#[test]
+fn partial_bodies_past_the_shard_budget_get_503() {
+    // Bodies are buffered as they arrive; the shard's budget bounds them all together.
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--set",
+        "server.debug_endpoints=true",
+        "--set",
+        "http.max_body_bytes=2000000",
+        "--set",
+        "http.body_budget_bytes=1200000",
+    ]);
+    let conns: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = server.connect();
+            let _ = s.write_all(
+                b"POST /debug/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n",
+            );
+            let _ = s.write_all(&vec![b'x'; 300_000]);
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            s
+        })
+        .collect();
+    // Whichever body pushed the total over the budget is refused (the others wait for
+    // the rest of theirs).
+    let refused = support::eventually(Duration::from_secs(5), || {
+        conns.iter().find_map(|s| {
+            let r = read_response(&mut BufReader::new(s.try_clone().ok()?))?;
+            Some(r)
+        })
+    })
+    .expect("one of three 300 KB partial bodies is refused over a 1.2 MB budget");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.json()["code"], 50300);
+    // Once they are gone, the budget is free again.
+    drop(conns);
+    let ok = support::eventually(Duration::from_secs(5), || {
+        let r = server.request("POST", "/debug/echo", &[], &[b'y'; 500_000]);
+        (r.status == 200).then_some(r)
+    });
+    assert!(ok.is_some(), "served again once the partial bodies are gone");
 }

@@ -13,9 +13,11 @@
 //! block one subscriber is given, so rotating through addresses inside it gains nothing;
 //! an IPv4-mapped IPv6 address is its IPv4 address.
 //!
-//! The per-address numbers are split evenly over the shards (ceil(n / shards)): the kernel
-//! spreads one address's connections over the SO_REUSEPORT listeners by a hash of the
-//! 4-tuple, so each shard judges its share alone and no shard asks another.
+//! The per-address numbers are split over the shards ([`share`]): the kernel spreads one
+//! address's connections over the SO_REUSEPORT listeners by a hash of the 4-tuple, so each
+//! shard judges its share alone and no shard asks another. A share is n / shards plus a
+//! margin for the hash's uneven spread, so an address is refused near n in total rather than
+//! when its fullest shard reaches n / shards.
 //!
 //! Memory: one small entry per address with an open connection (bounded by the open
 //! connections themselves), plus at most [`MAX_IDLE`] entries that only remember a recent
@@ -136,6 +138,21 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// One shard's share of a per-address number `n` (0 stays 0, "off"): n / shards plus three
+/// standard deviations of how many of n connections the kernel's 4-tuple hash puts on one
+/// shard (binomial, p = 1 / shards), at most n. With one shard it is n exactly; with 16 and
+/// n = 1,000 it is 86 (62.5 + 23), so an address reaches the cap at about 1,000 connections,
+/// and can never hold more than 16 × 86.
+pub fn share(n: u32, shards: u32) -> u32 {
+    if n == 0 {
+        return 0;
+    }
+    let p = 1.0 / f64::from(shards.max(1));
+    let mean = f64::from(n) * p;
+    let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
+    ((mean + 3.0 * sd).ceil() as u32).clamp(1, n)
+}
+
 /// Entries kept per shard for addresses with no open connection (rate state only).
 pub const MAX_IDLE: usize = 16 * 1024;
 /// Idle entries are swept at most this often.
@@ -178,10 +195,10 @@ impl Admission {
         let burst = if cfg.accept_rate_per_ip == 0 {
             0.0
         } else {
-            f64::from(cfg.accept_burst_per_ip.div_ceil(shards).max(1))
+            f64::from(share(cfg.accept_burst_per_ip, shards))
         };
         Self {
-            cap: cfg.max_conns_per_ip.div_ceil(shards),
+            cap: share(cfg.max_conns_per_ip, shards),
             rate,
             burst,
             global_rate: f64::from(cfg.accept_rate_per_sec),
@@ -348,7 +365,7 @@ mod tests {
 
     #[test]
     fn the_cap_counts_open_connections_and_frees_on_release() {
-        let a = Admission::new(&cfg(4, 0, 0, &[]), 2);
+        let a = Admission::new(&cfg(2, 0, 0, &[]), 1);
         let now = Instant::now();
         let t1 = a.admit(ip("10.0.0.1"), now).unwrap();
         let t2 = a.admit(ip("10.0.0.1"), now).unwrap();
@@ -357,6 +374,17 @@ mod tests {
         a.release(t1);
         assert!(a.admit(ip("10.0.0.1"), now).is_ok());
         a.release(t2);
+    }
+
+    #[test]
+    fn shares_leave_room_for_an_uneven_spread() {
+        assert_eq!(share(0, 4), 0);
+        assert_eq!(share(3, 1), 3);
+        assert_eq!(share(1000, 1), 1000);
+        assert_eq!(share(1000, 2), 548);
+        assert_eq!(share(1000, 16), 86);
+        assert_eq!(share(40, 2), 30);
+        assert_eq!(share(1, 64), 1);
     }
 
     #[test]

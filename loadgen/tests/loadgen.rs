@@ -695,7 +695,7 @@ fn disconnects_are_counted_by_the_servers_close_code() {
 
 #[test]
 fn two_processes_from_many_source_addresses_account_for_everything() {
-    // At most 40 connections per client address (20 per shard): 152 connections can only
+    // At most 40 connections per client address (30 per shard): 152 connections can only
     // all come up if they really came from several addresses (19 per address over 8).
     let server = Server::start_with(
         "procs",

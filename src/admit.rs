@@ -131,9 +131,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The key a client address is counted under: IPv4 as is, IPv6 by its /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {
     match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(
-            u128::from(v6) & !((1u128 << 64) - 1),
-        )),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
         v4 => v4,
     }
 }
@@ -223,7 +221,8 @@ impl Admission {
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<Ticket, Refusal> {
         if self.global_rate > 0.0 {
             let (tokens, last) = self.global.get();
-            let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.global_rate)
+            let tokens = (tokens
+                + now.saturating_duration_since(last).as_secs_f64() * self.global_rate)
                 .min(self.global_rate);
             if tokens < 1.0 {
                 self.global.set((tokens, now));

@@ -241,7 +241,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         shard.clone(),
         http,
         Refused::Answer503,
-        |shard, stream, peer| crate::http::conn::serve(shard, stream, peer),
+        crate::http::conn::serve,
     ));
     match TcpListener::from_std(seed.rtmp) {
         Ok(rtmp) => {

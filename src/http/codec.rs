@@ -70,7 +70,9 @@ impl HttpError {
             HttpError::UnsupportedVersion => "HTTP version not supported".into(),
             HttpError::UnsupportedTransferEncoding => "transfer encoding not supported".into(),
             HttpError::Timeout => "request not received in time".into(),
-            HttpError::Busy => "the server is receiving too many request bodies, retry later".into(),
+            HttpError::Busy => {
+                "the server is receiving too many request bodies, retry later".into()
+            }
         }
     }
 }
@@ -321,9 +323,13 @@ pub struct BodyDecoder {
 
 #[derive(Debug, PartialEq, Eq)]
 enum BodyState {
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     ChunkSize,
-    ChunkData { remaining: u64 },
+    ChunkData {
+        remaining: u64,
+    },
     ChunkDataEnd,
     /// Trailer fields, read and discarded; `seen` bytes of them so far.
     Trailers {
@@ -475,16 +481,16 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
         return Err(bad());
     }
     let rest = &line[digits..];
-    let after_bws = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let after_bws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
     let rest = &rest[after_bws..];
     if !(rest.is_empty() || rest[0] == b';') {
         return Err(bad());
     }
     // chunk-ext: visible characters, spaces and tabs (and obs-text), never controls.
-    if rest
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-    {
+    if rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(HttpError::Malformed("control character in chunk extension"));
     }
     // ≤ 15 hex digits always fits in u64.
@@ -738,7 +744,12 @@ mod tests {
             b"0000000000000005",
         ] {
             let e = chunk_line(line).unwrap_err();
-            assert_eq!(e.status(), 400, "{:?} → {e:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                e.status(),
+                400,
+                "{:?} → {e:?}",
+                String::from_utf8_lossy(line)
+            );
         }
         for (line, size) in [
             (&b"5"[..], 5),
@@ -783,7 +794,11 @@ mod tests {
     #[test]
     fn declared_length_is_not_allocated_up_front() {
         let d = BodyDecoder::new(BodyFraming::Length(2_113_536), 4 * 1024 * 1024).unwrap();
-        assert!(d.body.capacity() <= INITIAL_BODY_CAPACITY, "{}", d.body.capacity());
+        assert!(
+            d.body.capacity() <= INITIAL_BODY_CAPACITY,
+            "{}",
+            d.body.capacity()
+        );
         // The buffer grows with what arrives.
         let mut d = BodyDecoder::new(BodyFraming::Length(100_000), 100_000).unwrap();
         let mut buf = BytesMut::from(vec![b'x'; 40_000].as_slice());

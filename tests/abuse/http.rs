@@ -131,5 +131,8 @@ fn partial_bodies_past_the_shard_budget_get_503() {
         let r = server.request("POST", "/debug/echo", &[], &[b'y'; 500_000]);
         (r.status == 200).then_some(r)
     });
-    assert!(ok.is_some(), "served again once the partial bodies are gone");
+    assert!(
+        ok.is_some(),
+        "served again once the partial bodies are gone"
+    );
 }

@@ -74,6 +74,9 @@ pub trait Service: Sized + 'static {
 /// Bytes reserved per read when the buffer runs short. Small on purpose: most requests
 /// fit, and an idle keep-alive connection holds no more than this.
 const READ_CHUNK: usize = 4096;
+/// The most buffer capacity (read or write) a connection keeps while it waits for its
+/// next request; past it, a buffer is dropped and the next request starts a fresh one.
+const KEEP_IDLE: usize = 2 * READ_CHUNK;
 /// Responses queued for pipelined requests are flushed at least this often.
 const MAX_PENDING_OUT: usize = 64 * 1024;
 /// Bodies up to this size are copied next to their head (one write); larger ones are
@@ -160,6 +163,11 @@ async fn serve_until_takeover<S: Service>(
             };
             if shutdown.is_some_and(|s| s.is_raised()) {
                 return close_gracefully(stream).await;
+            }
+            if started.is_none() && buf.capacity() > KEEP_IDLE {
+                // Idle between requests: keep no more than a small buffer, whatever the
+                // last request needed (a 16 KiB head, a pipelined burst).
+                buf = BytesMut::new();
             }
             let (outcome, b) = read_some(&mut stream, buf, deadline, shutdown).await;
             buf = b;
@@ -412,7 +420,10 @@ async fn flush<S: Service>(state: &Rc<S>, stream: &mut TcpStream, out: &mut Vec<
     match monoio::time::timeout(state.limits().write_timeout, write).await {
         Ok((Ok(_), mut buf)) => {
             buf.clear();
-            *out = buf;
+            // A burst of pipelined answers does not stay reserved on an idle connection.
+            if buf.capacity() <= KEEP_IDLE {
+                *out = buf;
+            }
             true
         }
         _ => false,

@@ -136,3 +136,62 @@ fn partial_bodies_past_the_shard_budget_get_503() {
         "served again once the partial bodies are gone"
     );
 }
+
+#[test]
+fn anonymous_clients_that_never_read_a_2_mib_cover_share_one_copy() {
+    let server = Server::start(&["--shards", "1"]);
+    // A PNG as far as the sniffer can tell, just under the 2 MiB limit.
+    let mut image =
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+    image.resize(2 * 1024 * 1024 - 1024, 0);
+    let token = support::token(&server, "cover-owner", &[]);
+    let up = server.request(
+        "POST",
+        "/api/v1/uploads/cover",
+        &[("Authorization", &format!("Bearer {token}"))],
+        &image,
+    );
+    assert_eq!(up.status, 200, "{}", up.text());
+    let name = up.json()["data"]["name"].as_str().unwrap().to_string();
+    let before = rss_bytes(&server);
+    let mut conns: Vec<TcpStream> = Vec::new();
+    let peak = peak_rss_during(&server, Duration::from_millis(700), || {
+        for _ in 0..100 {
+            let mut s = server.connect();
+            // A small receive window, and never a read: the answer stays with the server.
+            let small: libc::c_int = 4096;
+            // SAFETY: a valid socket and a c_int option value of the right size.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    &small as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+            write!(s, "GET /covers/{name} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            conns.push(s);
+        }
+    });
+    let grew = peak.saturating_sub(before);
+    eprintln!(
+        "100 stalled readers of one 2 MiB cover: RSS {} MiB → peak {} MiB (+{} KiB)",
+        before / MIB,
+        peak / MIB,
+        grew / 1024
+    );
+    assert!(
+        grew < 24 * MIB,
+        "100 clients not reading one 2 MiB cover grew the server by {} MiB (from {} MiB; \
+         a copy each grew it by ~56 MiB, the rest of 200 MiB in socket buffers)",
+        grew / MIB,
+        before / MIB
+    );
+    // Others are still served, byte for byte.
+    let resp = server.get(&format!("/covers/{name}"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, image);
+    drop(conns);
+}

@@ -1,6 +1,7 @@
 //! The HTTP/1.1 front: one port serves REST, WebSocket upgrades, HTTP-FLV, HLS, metrics.
 //!
-//! - [`codec`]  — sans-IO request head parser (httparse) and body decoder, response heads.
+//! - [`codec`]  — sans-IO request head parser (httparse), response heads.
+//! - [`body`]   — sans-IO body decoder (length / strict chunked), growing with arrival.
 //! - [`router`] — method + path pattern → handler, `{param}` segments, 404/405, each
 //!   route's body limit and optional pre-body gate.
 //! - [`conn`]   — the per-connection driver: reads, limits and timeouts, keep-alive,
@@ -10,6 +11,7 @@
 //! the application's per-shard state `S`, and a handler that needs the socket for itself
 //! (WebSocket, a streamed FLV body) answers [`Reply::Takeover`].
 
+pub mod body;
 pub mod codec;
 pub mod conn;
 pub mod router;

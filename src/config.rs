@@ -300,11 +300,21 @@ pub struct ServerConfig {
     pub debug_endpoints: bool,
     /// Open connections one client address may hold (HTTP and RTMP together; 0 = no cap).
     /// Enforced per shard as ceil(cap / shards): SO_REUSEPORT spreads one address's
-    /// connections evenly, so no shard has to ask another. Mind carrier-grade NAT: many
-    /// mini-program users can share one address.
+    /// connections evenly, so no shard has to ask another. Sized for carrier-grade and
+    /// campus NAT, where hundreds of mini-program users share one address (see
+    /// `tuning/README.md`). An IPv6 client is counted by its /64.
     pub max_conns_per_ip: u32,
-    /// New connections accepted per second per shard (0 = no limit); beyond it they are
-    /// closed at once, so a connection storm cannot starve the connections already open.
+    /// New connections accepted per second from one client address (0 = no limit), with
+    /// a burst of `accept_burst_per_ip`; split over the shards like the cap.
+    pub accept_rate_per_ip: u32,
+    pub accept_burst_per_ip: u32,
+    /// Addresses (`a.b.c.d/n`, `x::/n` or a bare address) that the per-address cap and
+    /// rate do not apply to: loopback by default, for a local reverse proxy and local
+    /// tools. Behind a proxy on another host, add its address; empty it to cap everyone.
+    pub per_ip_exempt: Vec<String>,
+    /// New connections accepted per second per shard, all addresses together (0 = no
+    /// limit): a storm guard, so a connection storm cannot starve the connections already
+    /// open. Applies to exempt addresses too.
     pub accept_rate_per_sec: u32,
 }
 
@@ -321,7 +331,12 @@ pub enum DriverChoice {
 pub struct HttpConfig {
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Body limit of routes that take a body and set no limit of their own (GET, HEAD
+    /// and OPTIONS routes take none; the API's routes have their own limits).
     pub max_body_bytes: u64,
+    /// Bytes of request bodies one shard holds at once, all connections together (bodies
+    /// are buffered as they arrive; past this, a 503 with `Retry-After`).
+    pub body_budget_bytes: u64,
     pub header_timeout_ms: u64,
     pub body_timeout_ms: u64,
     pub idle_timeout_ms: u64,
@@ -447,7 +462,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             shutdown_timeout_ms: 10_000,
             debug_endpoints: false,
-            max_conns_per_ip: 0,
+            max_conns_per_ip: 1000,
+            accept_rate_per_ip: 200,
+            accept_burst_per_ip: 1000,
+            per_ip_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
             accept_rate_per_sec: 0,
         }
     }
@@ -459,6 +477,7 @@ impl Default for HttpConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_body_bytes: 1024 * 1024,
+            body_budget_bytes: 128 * 1024 * 1024,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
@@ -726,6 +745,21 @@ impl Config {
             self.server.shards <= 1024,
             "server.shards",
             "at most 1024 shards",
+        );
+        for entry in &self.server.per_ip_exempt {
+            if let Err(why) = crate::admit::Cidr::parse(entry) {
+                check(false, "server.per_ip_exempt", &why);
+            }
+        }
+        check(
+            self.http.body_budget_bytes > 0,
+            "http.body_budget_bytes",
+            "must be positive",
+        );
+        check(
+            self.server.accept_rate_per_ip == 0 || self.server.accept_burst_per_ip > 0,
+            "server.accept_burst_per_ip",
+            "must be positive when server.accept_rate_per_ip is set",
         );
         check(
             self.server.shutdown_timeout_ms > 0,

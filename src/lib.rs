@@ -5,6 +5,7 @@
 //! - [`server`]  — `serve`: bind listener groups, start the shards, signals, drain.
 //! - [`shard`]   — one shard's state ([`shard::Shard`]), its accept loop and main future,
 //!   and [`shard::ShardMsg`], everything that crosses shards.
+//! - [`admit`]   — admission at accept: per-address caps and rates, the storm guard.
 //! - [`routes`]  — the HTTP route table and the operational routes (health, metrics).
 //! - [`http`]    — HTTP/1.1: sans-IO codec, router, connection driver.
 //! - [`ws`]      — WebSocket handshake and frame codec (sans-IO).
@@ -22,6 +23,7 @@
 //! The thread-per-core engine itself (shards, pinning, the SPSC ring mesh, SO_REUSEPORT
 //! groups) is the `shards` crate.
 
+pub mod admit;
 pub mod api;
 pub mod auth;
 pub mod config;

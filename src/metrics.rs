@@ -17,7 +17,8 @@ use shards::{DriverInUse, MeshStats};
 pub struct ShardMetrics {
     pub conns_open: AtomicI64,
     pub conns_accepted: AtomicU64,
-    pub conns_refused: AtomicU64,
+    /// Connections refused at accept, by [`crate::admit::Refusal`] (its discriminant).
+    pub conns_refused: [AtomicU64; 3],
     /// Responses by status class: index 0 = 1xx … 4 = 5xx.
     pub http_responses: [AtomicU64; 5],
     /// Event-loop lag: how late the shard's 100 ms tick woke, last value and maximum (µs).
@@ -155,13 +156,20 @@ impl Metrics {
             "Connections accepted.",
             |s| s.conns_accepted.load(Relaxed),
         );
-        self.per_shard(
-            &mut w,
+        w.family(
             "liveshard_connections_refused_total",
             "counter",
-            "Connections refused at accept (limits, shutdown).",
-            |s| s.conns_refused.load(Relaxed),
+            "Connections refused at accept, by reason (accept_rate, per_ip_cap, per_ip_rate).",
         );
+        for (i, s) in self.shards.iter().enumerate() {
+            for r in crate::admit::Refusal::ALL {
+                w.sample(
+                    "liveshard_connections_refused_total",
+                    &format!("shard=\"{i}\",reason=\"{}\"", r.label()),
+                    s.conns_refused[r as usize].load(Relaxed),
+                );
+            }
+        }
         w.family(
             "liveshard_http_responses_total",
             "counter",

@@ -37,6 +37,9 @@ pub fn router(cfg: &Config) -> Router<Shard> {
     crate::api::register(&mut r, cfg);
     if cfg.server.debug_endpoints {
         r.add(Method::Get, "/debug/sleep", handler(debug_sleep));
+        // No limit of its own: bodies up to `http.max_body_bytes`, the default for
+        // routes that take one.
+        r.add(Method::Post, "/debug/echo", handler(debug_echo));
     }
     r
 }
@@ -77,4 +80,10 @@ async fn debug_sleep(_shard: Rc<Shard>, req: Request) -> Reply {
     let ms = ms.min(60_000);
     monoio::time::sleep(Duration::from_millis(ms)).await;
     Response::ok(&json!({"slept_ms": ms})).into()
+}
+
+/// `POST /debug/echo` answers how many body bytes it received: a route under the default
+/// body limit, for drills on request bodies (framing, limits, slow senders).
+async fn debug_echo(_shard: Rc<Shard>, req: Request) -> Reply {
+    Response::ok(&json!({"bytes": req.body.len()})).into()
 }

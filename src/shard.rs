@@ -4,13 +4,13 @@
 //! its slot of the metrics registry and its mesh endpoint. [`Common`] is what every shard
 //! reads and nobody writes after start (config, the metrics registry).
 //!
-//! [`run`] is the shard's life: accept on its own SO_REUSEPORT listener, serve the mesh,
+//! [`run`] is the shard's life: accept on its own SO_REUSEPORT listener (admission by
+//! [`crate::admit`]: refused HTTP clients get a 503 with `Retry-After`), serve the mesh,
 //! measure loop lag; on stop, raise the shutdown signal (connections finish what they are
 //! doing and close), stop accepting and wait until the last connection is gone.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
+use std::cell::Cell;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use monoio::net::{TcpListener, TcpStream};
 use shards::local::{Notify, Signal};
 use shards::ShardCtx;
 
+use crate::admit::{Admission, Ticket};
 use crate::config::Config;
 use crate::danmaku::Danmaku;
 use crate::http::codec::{HeadLimits, RequestHead};
@@ -78,11 +79,16 @@ pub struct Shard {
     shutdown: Rc<Signal>,
     conns: Cell<usize>,
     all_closed: Notify,
-    /// Open connections per client address (only kept when `server.max_conns_per_ip` is set).
-    per_ip: RefCell<HashMap<IpAddr, u32>>,
-    /// Accept-rate token bucket: (tokens, last refill).
-    accept_tokens: Cell<(f64, Instant)>,
+    /// Per-address caps and rates, and the accept storm guard.
+    admission: Admission,
+    /// Refused connections being answered (a 503 to an HTTP client) right now.
+    refusing: Cell<usize>,
 }
+
+/// Refused connections answered at once per shard; past it, a refused connection is
+/// closed without an answer, so a flood of refusals costs no more than this many small
+/// tasks (each holds a 1 KiB buffer for at most a few hundred milliseconds).
+const MAX_REFUSING: usize = 256;
 
 impl Shard {
     pub fn id(&self) -> usize {
@@ -104,30 +110,6 @@ impl Shard {
     /// Raised when the shard begins its graceful shutdown (long-lived connections end).
     pub fn shutdown_signal(&self) -> &Signal {
         &self.shutdown
-    }
-
-    /// Whether a new connection from `ip` may be served: the accept rate and the
-    /// per-address cap (both off by default).
-    fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
-        let s = &self.config().server;
-        if s.accept_rate_per_sec > 0 {
-            let rate = s.accept_rate_per_sec as f64;
-            let (tokens, last) = self.accept_tokens.get();
-            let now = Instant::now();
-            let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
-            if tokens < 1.0 {
-                self.accept_tokens.set((tokens, now));
-                return Err("accept rate limit");
-            }
-            self.accept_tokens.set((tokens - 1.0, now));
-        }
-        if s.max_conns_per_ip > 0 {
-            let per_shard = s.max_conns_per_ip.div_ceil(self.ctx.count as u32);
-            if self.per_ip.borrow().get(&ip).copied().unwrap_or(0) >= per_shard {
-                return Err("too many connections from this address");
-            }
-        }
-        Ok(())
     }
 
     /// Runs `f` on shard `to` and returns its result — seastar's `submit_to` with a
@@ -180,35 +162,24 @@ impl Service for Shard {
     }
 }
 
-/// Counts a connection open for as long as it lives.
-struct ConnGuard(Rc<Shard>, Option<IpAddr>);
+/// Counts a connection open for as long as it lives (and its address's share).
+struct ConnGuard(Rc<Shard>, Ticket);
 
 impl ConnGuard {
-    fn new(shard: Rc<Shard>, ip: Option<IpAddr>) -> Self {
+    fn new(shard: Rc<Shard>, ticket: Ticket) -> Self {
         shard.conns.set(shard.conns.get() + 1);
         shard
             .metrics()
             .conns_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(ip) = ip {
-            *shard.per_ip.borrow_mut().entry(ip).or_insert(0) += 1;
-        }
-        Self(shard, ip)
+        Self(shard, ticket)
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let s = &self.0;
-        if let Some(ip) = self.1 {
-            let mut per_ip = s.per_ip.borrow_mut();
-            if let Some(n) = per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
-        }
+        s.admission.release(self.1.take());
         s.conns.set(s.conns.get() - 1);
         s.metrics()
             .conns_open
@@ -228,6 +199,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
             max_headers: cfg.http.max_headers,
         },
         max_body: cfg.http.max_body_bytes,
+        body_budget: cfg.http.body_budget_bytes,
         header_timeout: Duration::from_millis(cfg.http.header_timeout_ms),
         body_timeout: Duration::from_millis(cfg.http.body_timeout_ms),
         idle_timeout: Duration::from_millis(cfg.http.idle_timeout_ms),
@@ -239,8 +211,8 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         shutdown: Signal::new(),
         conns: Cell::new(0),
         all_closed: Notify::new(),
-        per_ip: RefCell::new(HashMap::new()),
-        accept_tokens: Cell::new((cfg.server.accept_rate_per_sec as f64, Instant::now())),
+        admission: Admission::new(&cfg.server, ctx.count),
+        refusing: Cell::new(0),
         common: common.clone(),
         danmaku: Danmaku::new(),
         live: crate::live::Live::new(),
@@ -265,14 +237,18 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
             return;
         }
     };
-    monoio::spawn(accept_loop(shard.clone(), http, |shard, stream, peer| {
-        crate::http::conn::serve(shard, stream, peer)
-    }));
+    monoio::spawn(accept_loop(
+        shard.clone(),
+        http,
+        Refused::Answer503,
+        crate::http::conn::serve,
+    ));
     match TcpListener::from_std(seed.rtmp) {
         Ok(rtmp) => {
             monoio::spawn(accept_loop(
                 shard.clone(),
                 rtmp,
+                Refused::Close,
                 |shard, stream, peer| async move {
                     crate::live::rtmp_conn::serve(shard, stream, peer).await;
                     None
@@ -310,11 +286,20 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
     tracing::debug!(shard = shard.id(), "shard stopped");
 }
 
-/// Accepts until shutdown; each connection becomes a task counted by a [`ConnGuard`].
-/// The listener is dropped when the loop ends, so the shard stops accepting at once.
-/// `serve` may hand back a continuation (a connection taken over by WebSocket or a media
-/// stream): it runs as a new task, so the first task's state is freed first.
-async fn accept_loop<F, Fut>(shard: Rc<Shard>, listener: TcpListener, serve: F)
+/// What a listener does with a connection it refuses.
+#[derive(Clone, Copy)]
+enum Refused {
+    /// HTTP: read the request head briefly and answer 503 with `Retry-After`.
+    Answer503,
+    /// RTMP has no way to say why before its handshake: close.
+    Close,
+}
+
+/// Accepts until shutdown; each admitted connection becomes a task counted by a
+/// [`ConnGuard`]. The listener is dropped when the loop ends, so the shard stops accepting
+/// at once. `serve` may hand back a continuation (a connection taken over by WebSocket or a
+/// media stream): it runs as a new task, so the first task's state is freed first.
+async fn accept_loop<F, Fut>(shard: Rc<Shard>, listener: TcpListener, refused: Refused, serve: F)
 where
     F: Fn(Rc<Shard>, TcpStream, SocketAddr) -> Fut + 'static,
     Fut: std::future::Future<Output = Option<crate::http::LocalBoxFuture<'static, ()>>> + 'static,
@@ -330,18 +315,17 @@ where
                     .metrics()
                     .conns_accepted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Err(why) = shard.admit(peer.ip()) {
-                    shard
-                        .metrics()
-                        .conns_refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::debug!(%peer, why, "connection refused");
-                    // Closed at once: no task, no buffers for it.
-                    drop(stream);
-                    continue;
-                }
-                let tracked = (shard.config().server.max_conns_per_ip > 0).then(|| peer.ip());
-                let guard = ConnGuard::new(shard.clone(), tracked);
+                let ticket = match shard.admission.admit(peer.ip(), Instant::now()) {
+                    Ok(ticket) => ticket,
+                    Err(why) => {
+                        shard.metrics().conns_refused[why as usize]
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(%peer, reason = why.label(), "connection refused");
+                        refuse(&shard, stream, refused, why);
+                        continue;
+                    }
+                };
+                let guard = ConnGuard::new(shard.clone(), ticket);
                 let conn = serve(shard.clone(), stream, peer);
                 monoio::spawn(async move {
                     if let Some(next) = conn.await {
@@ -359,6 +343,20 @@ where
             }
         }
     }
+}
+
+/// Tells a refused HTTP client why (bounded: see [`MAX_REFUSING`]), or just closes.
+fn refuse(shard: &Rc<Shard>, stream: TcpStream, refused: Refused, why: crate::admit::Refusal) {
+    if matches!(refused, Refused::Close) || shard.refusing.get() >= MAX_REFUSING {
+        drop(stream);
+        return;
+    }
+    shard.refusing.set(shard.refusing.get() + 1);
+    let shard = shard.clone();
+    monoio::spawn(async move {
+        crate::http::conn::refuse(stream, why.retry_after_secs(), why.message()).await;
+        shard.refusing.set(shard.refusing.get() - 1);
+    });
 }
 
 /// Every 100 ms, records how much later than asked the shard's timer fired: the time the

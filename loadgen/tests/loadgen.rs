@@ -695,9 +695,12 @@ fn disconnects_are_counted_by_the_servers_close_code() {
 
 #[test]
 fn two_processes_from_many_source_addresses_account_for_everything() {
-    // At most 40 connections per client address (20 per shard): 152 connections can only
+    // At most 40 connections per client address (30 per shard): 152 connections can only
     // all come up if they really came from several addresses (19 per address over 8).
-    let server = Server::start_with("procs", &["server.max_conns_per_ip=40"]);
+    let server = Server::start_with(
+        "procs",
+        &["server.max_conns_per_ip=40", "server.per_ip_exempt="],
+    );
     let mut args = fanout_args(
         &server,
         &[
@@ -753,17 +756,19 @@ fn two_processes_from_many_source_addresses_account_for_everything() {
     assert_eq!(r["server_dropped"], 0);
     assert!(r["server_cpu_s"].as_f64().is_some());
 
-    // The cap is real: the same shape from one address cannot all come up.
+    // The cap is real: the same shape from one address cannot all come up (at most 30 per
+    // shard, 60 in all), and the refused are told so with a 503.
     let mut args = strings(&[
-        "ws-idle", "--conns", "60", "--procs", "2", "--hold", "0", "--settle", "0", "--quiet",
+        "ws-idle", "--conns", "100", "--procs", "2", "--hold", "0", "--settle", "0", "--quiet",
     ]);
     args.extend(["--url".into(), format!("ws://{}/ws", server.http)]);
     let (_, report) = run_loadgen_raw(&args);
     let c = &report.expect("report written")["results"]["connections"];
     assert!(
-        c["failed"].as_u64().unwrap() >= 20,
+        c["failed"].as_u64().unwrap() >= 40,
         "one address over the cap: {c:#}"
     );
+    assert!(c["failures"]["http_503"].as_u64().unwrap() >= 1, "{c:#}");
 }
 
 #[test]

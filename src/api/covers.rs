@@ -6,17 +6,30 @@
 //! digits and the extension of the sniffed type), so nothing the client sends reaches the
 //! file system; the files thread checks the name again ([`crate::store::files`]). The body
 //! limit is the route's own (`api.cover_max_bytes` plus room for multipart headers), and
-//! the image itself is checked against `api.cover_max_bytes`.
+//! the image itself is checked against `api.cover_max_bytes`. The bearer token is checked
+//! from the request head ([`gate`]) before a byte of the body is read, so an anonymous
+//! client cannot make the server buffer megabytes it will refuse.
+//!
+//! Serving is shared ([`Served`]): a cover many clients ask for at once is one copy on the
+//! shard, and the copies a shard holds (cached, or being written to clients that read
+//! slowly or not at all) stay within [`HELD_MAX`]; past it, a request that needs a fresh
+//! copy is answered 503 50304. Without this, a 60-byte anonymous request could make the
+//! shard hold a 2 MiB read of the file for as long as the write timeout. Requests for a
+//! cover that is being read wait for that read instead of starting their own.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use bytes::Bytes;
 use serde_json::json;
+use shards::local::Signal;
 
 use super::error::{self, ApiError, ApiResult};
 use super::{input, urls};
-use crate::http::{Request, Response};
+use crate::http::{Request, RequestHead, Response};
 use crate::shard::Shard;
 use crate::store::files;
 
@@ -126,6 +139,15 @@ fn boundary(content_type: &str) -> Option<&str> {
     })
 }
 
+/// The upload route's check of the head: a valid bearer token, before the body is read.
+/// The refusal is the same envelope the handler would answer (CORS is added by the HTTP
+/// layer's `refine`).
+pub fn gate(shard: &Shard, head: &RequestHead) -> Result<(), Response> {
+    input::bearer_header(shard, head.header_str("authorization"))
+        .map(|_| ())
+        .map_err(|e| e.response())
+}
+
 /// `POST /api/v1/uploads/cover`.
 pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
     input::bearer(&shard, &req)?;
@@ -175,6 +197,127 @@ pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
     })))
 }
 
+/// Bytes of cover copies kept per shard for reuse (most recently served first).
+pub const CACHE_MAX: u64 = 32 * 1024 * 1024;
+/// Bytes of cover copies one shard holds at most: cached, or still being written.
+pub const HELD_MAX: u64 = 128 * 1024 * 1024;
+
+/// One shard's served covers: a small cache by name, and the count of every copy alive.
+struct Served {
+    /// (name, bytes), least recently served first; `cached` bytes in all.
+    cache: Vec<(String, Bytes)>,
+    cached: u64,
+    /// Bytes of copies alive (cache and responses in flight), decremented when the last
+    /// reference to a copy is dropped (see [`Counted`]).
+    held: Arc<AtomicU64>,
+}
+
+thread_local! {
+    static SERVED: RefCell<Served> = RefCell::new(Served {
+        cache: Vec::new(),
+        cached: 0,
+        held: Arc::new(AtomicU64::new(0)),
+    });
+}
+
+/// A cover copy that gives its size back to the shard's count when its last reference
+/// goes (the response written, the cache entry evicted).
+struct Counted {
+    bytes: Bytes,
+    held: Arc<AtomicU64>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes.len() as u64, Relaxed);
+    }
+}
+
+thread_local! {
+    /// Covers being read from disk on this shard right now, each with the signal its
+    /// other requesters wait on.
+    static LOADING: RefCell<Vec<(String, Rc<Signal>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The signal of a read of `name` under way, if there is one.
+fn loading(name: &str) -> Option<Rc<Signal>> {
+    LOADING.with(|l| {
+        l.borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+    })
+}
+
+/// A read of a cover under way; when it ends (however it ends) its waiters are woken.
+struct Loading(String);
+
+impl Loading {
+    fn start(name: &str) -> Loading {
+        LOADING.with(|l| l.borrow_mut().push((name.to_string(), Signal::new())));
+        Loading(name.to_string())
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        LOADING.with(|l| {
+            let mut l = l.borrow_mut();
+            if let Some(at) = l.iter().position(|(n, _)| *n == self.0) {
+                l.swap_remove(at).1.raise();
+            }
+        });
+    }
+}
+
+/// The shared copy of `name`, if the shard has one.
+fn cached(name: &str) -> Option<Bytes> {
+    SERVED.with(|s| {
+        let mut s = s.borrow_mut();
+        let at = s.cache.iter().position(|(n, _)| n == name)?;
+        let entry = s.cache.remove(at);
+        let bytes = entry.1.clone();
+        s.cache.push(entry);
+        Some(bytes)
+    })
+}
+
+/// Makes `bytes`, just read, the shard's copy of `name`: `None` if the shard already holds
+/// [`HELD_MAX`] of copies.
+fn keep(name: &str, bytes: Bytes) -> Option<Bytes> {
+    SERVED.with(|s| {
+        let mut s = s.borrow_mut();
+        if let Some((_, b)) = s.cache.iter().find(|(n, _)| n == name) {
+            // Read twice at once: serve the first copy.
+            return Some(b.clone());
+        }
+        let len = bytes.len() as u64;
+        if s.held.load(Relaxed) + len > HELD_MAX {
+            return None;
+        }
+        s.held.fetch_add(len, Relaxed);
+        let shared = Bytes::from_owner(Counted {
+            bytes,
+            held: s.held.clone(),
+        });
+        if len <= CACHE_MAX {
+            s.cache.push((name.to_string(), shared.clone()));
+            s.cached += len;
+            while s.cached > CACHE_MAX {
+                let (_, old) = s.cache.remove(0);
+                s.cached -= old.len() as u64;
+            }
+        }
+        Some(shared)
+    })
+}
+
 /// `GET /covers/{name}`: an uploaded image, with its type and long-lived caching (names
 /// are never reused).
 pub async fn serve(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
@@ -187,13 +330,29 @@ pub async fn serve(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         .rsplit_once('.')
         .and_then(|(_, ext)| ImageType::from_ext(ext))
         .ok_or_else(not_found)?;
-    let bytes = shard
-        .common
-        .api
-        .files
-        .read(name.to_string())
-        .await?
-        .ok_or_else(not_found)?;
+    let bytes = match cached(name) {
+        Some(b) => b,
+        None => {
+            // A read of it already under way: wait for its copy rather than make another.
+            if let Some(loading) = loading(name) {
+                loading.wait().await;
+            }
+            match cached(name) {
+                Some(b) => b,
+                None => {
+                    let _loading = Loading::start(name);
+                    let read = shard
+                        .common
+                        .api
+                        .files
+                        .read(name.to_string())
+                        .await?
+                        .ok_or_else(not_found)?;
+                    keep(name, read).ok_or_else(ApiError::busy)?
+                }
+            }
+        }
+    };
     Ok(Response::with_body(200, kind.content_type(), bytes)
         .header("Cache-Control", "public, max-age=31536000, immutable")
         .header("X-Content-Type-Options", "nosniff"))
@@ -224,6 +383,31 @@ mod tests {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n"), None, "signature alone");
         assert_eq!(sniff(b"RIFF\x24\x00\x00\x00WAVEfmt "), None);
         assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn served_copies_are_shared_and_counted() {
+        let held = || SERVED.with(|s| s.borrow().held.load(Relaxed));
+        let a = keep("a.png", Bytes::from(vec![1u8; 1000])).unwrap();
+        let again = cached("a.png").unwrap();
+        assert_eq!(a.as_ptr(), again.as_ptr(), "one copy");
+        assert_eq!(held(), 1000);
+        // Evicted from the cache and no longer written anywhere: given back.
+        let big = keep("b.png", Bytes::from(vec![2u8; CACHE_MAX as usize])).unwrap();
+        assert!(cached("a.png").is_none(), "evicted");
+        assert_eq!(held(), 1000 + CACHE_MAX, "a is still referenced here");
+        drop((a, again));
+        assert_eq!(held(), CACHE_MAX);
+        drop(big);
+        // Over the bound, a fresh copy is refused.
+        let mut alive = Vec::new();
+        let mut n = 0;
+        while let Some(b) = keep(&format!("{n}.png"), Bytes::from(vec![0u8; 16 << 20])) {
+            alive.push(b);
+            n += 1;
+        }
+        assert!(held() <= HELD_MAX, "{}", held());
+        assert!(n >= 4, "{n}");
     }
 
     #[test]

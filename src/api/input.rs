@@ -11,7 +11,13 @@ use crate::shard::Shard;
 
 /// The caller's verified claims, from `Authorization: Bearer <token>`.
 pub fn bearer(shard: &Shard, req: &Request) -> ApiResult<Claims> {
-    let Some(value) = req.header("authorization") else {
+    bearer_header(shard, req.header("authorization"))
+}
+
+/// [`bearer`] from the `Authorization` value alone: for checks on a request head before
+/// its body is read.
+pub fn bearer_header(shard: &Shard, authorization: Option<&str>) -> ApiResult<Claims> {
+    let Some(value) = authorization else {
         return Err(ApiError::new(
             error::TOKEN_MISSING,
             "login required: send Authorization: Bearer <token>",

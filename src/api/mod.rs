@@ -253,7 +253,10 @@ pub fn register(r: &mut Router<Shard>, cfg: &Config) {
 
     let mut paths: Vec<(&'static str, Vec<Method>)> = Vec::new();
     for (method, pattern, handler, limit) in routes {
-        r.add_with_limit(method, pattern, handler, limit);
+        // Uploads are authenticated from the head, before their (large) body is read.
+        let gate: Option<http::Gate<Shard>> =
+            (pattern == "/api/v1/uploads/cover").then(|| Rc::new(covers::gate) as _);
+        r.add_gated(method, pattern, handler, limit, gate);
         match paths.iter_mut().find(|(p, _)| *p == pattern) {
             Some((_, methods)) => methods.push(method),
             None => paths.push((pattern, vec![method])),

@@ -5,13 +5,15 @@
 //!
 //! Parsing is in two steps, as a request is read: [`parse_head`] returns the request line and
 //! headers once the whole header block is buffered (or says it needs more, or why it is
-//! bad); the router then picks the body limit for that route, and [`BodyDecoder`] collects a
-//! `Content-Length` or chunked body within that limit. Errors separate "need more bytes"
+//! bad); the router then picks the body limit for that route, and [`BodyDecoder`]
+//! (in [`super::body`]) collects a `Content-Length` or chunked body within that limit. Errors separate "need more bytes"
 //! (`Ok(None)`) from bad input (`Err`), and each bad input maps to one status.
 
 use std::fmt::Write as _;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
+
+pub use super::body::{BodyDecoder, INITIAL_BODY_CAPACITY};
 
 /// Limits on the request head. Exceeding them is a 431; malformed input is a 400.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +35,8 @@ pub enum HttpError {
     TooManyHeaders,
     /// Body larger than the route allows (413).
     BodyTooLarge,
+    /// A body sent to a route that takes none (413): refused from the head, unread.
+    BodyNotAllowed,
     /// Malformed request line, header or chunked framing (400).
     Malformed(&'static str),
     /// Only HTTP/1.0 and 1.1 are spoken here (505).
@@ -41,17 +45,20 @@ pub enum HttpError {
     UnsupportedTransferEncoding,
     /// Headers or body not received in time (408).
     Timeout,
+    /// The shard holds as many partial request bodies as it may (503, retry later).
+    Busy,
 }
 
 impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::HeadersTooLarge | HttpError::TooManyHeaders => 431,
-            HttpError::BodyTooLarge => 413,
+            HttpError::BodyTooLarge | HttpError::BodyNotAllowed => 413,
             HttpError::Malformed(_) => 400,
             HttpError::UnsupportedVersion => 505,
             HttpError::UnsupportedTransferEncoding => 501,
             HttpError::Timeout => 408,
+            HttpError::Busy => 503,
         }
     }
 
@@ -60,10 +67,14 @@ impl HttpError {
             HttpError::HeadersTooLarge => "request header block too large".into(),
             HttpError::TooManyHeaders => "too many request headers".into(),
             HttpError::BodyTooLarge => "request body too large".into(),
+            HttpError::BodyNotAllowed => "this route takes no request body".into(),
             HttpError::Malformed(why) => format!("malformed request: {why}"),
             HttpError::UnsupportedVersion => "HTTP version not supported".into(),
             HttpError::UnsupportedTransferEncoding => "transfer encoding not supported".into(),
             HttpError::Timeout => "request not received in time".into(),
+            HttpError::Busy => {
+                "the server is receiving too many request bodies, retry later".into()
+            }
         }
     }
 }
@@ -304,137 +315,6 @@ fn framing(head: &RequestHead) -> Result<BodyFraming, HttpError> {
     })
 }
 
-/// Collects a request body from the connection's buffer within a byte limit.
-#[derive(Debug)]
-pub struct BodyDecoder {
-    state: BodyState,
-    limit: u64,
-    body: BytesMut,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum BodyState {
-    Length { remaining: u64 },
-    ChunkSize,
-    ChunkData { remaining: u64 },
-    ChunkDataEnd,
-    Trailers,
-    Done,
-}
-
-/// Longest chunk-size line we accept (hex digits, extensions, CRLF).
-const MAX_CHUNK_LINE: usize = 1024;
-/// Longest trailer section we accept (we read and discard trailers).
-const MAX_TRAILERS: usize = 8 * 1024;
-
-impl BodyDecoder {
-    /// A decoder for `framing`, or an error if a declared length is already over `limit`.
-    pub fn new(framing: BodyFraming, limit: u64) -> Result<Self, HttpError> {
-        let state = match framing {
-            BodyFraming::None => BodyState::Done,
-            BodyFraming::Length(n) if n > limit => return Err(HttpError::BodyTooLarge),
-            BodyFraming::Length(n) => BodyState::Length { remaining: n },
-            BodyFraming::Chunked => BodyState::ChunkSize,
-        };
-        let cap = match framing {
-            BodyFraming::Length(n) => n as usize,
-            _ => 0,
-        };
-        Ok(Self {
-            state,
-            limit,
-            body: BytesMut::with_capacity(cap),
-        })
-    }
-
-    /// Consumes what it can from `buf`. `Ok(Some(body))` once the body is complete.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
-        loop {
-            match self.state {
-                BodyState::Done => return Ok(Some(std::mem::take(&mut self.body).freeze())),
-                BodyState::Length { remaining } => {
-                    let take = (remaining as usize).min(buf.len());
-                    self.body.extend_from_slice(&buf[..take]);
-                    buf.advance(take);
-                    let remaining = remaining - take as u64;
-                    if remaining > 0 {
-                        self.state = BodyState::Length { remaining };
-                        return Ok(None);
-                    }
-                    self.state = BodyState::Done;
-                }
-                BodyState::ChunkSize => {
-                    let Some(line_end) = find_crlf(buf, MAX_CHUNK_LINE)? else {
-                        return Ok(None);
-                    };
-                    let size = parse_chunk_size(&buf[..line_end])?;
-                    buf.advance(line_end + 2);
-                    if size == 0 {
-                        self.state = BodyState::Trailers;
-                    } else {
-                        if self.body.len() as u64 + size > self.limit {
-                            return Err(HttpError::BodyTooLarge);
-                        }
-                        self.state = BodyState::ChunkData { remaining: size };
-                    }
-                }
-                BodyState::ChunkData { remaining } => {
-                    let take = (remaining as usize).min(buf.len());
-                    self.body.extend_from_slice(&buf[..take]);
-                    buf.advance(take);
-                    let remaining = remaining - take as u64;
-                    if remaining > 0 {
-                        self.state = BodyState::ChunkData { remaining };
-                        return Ok(None);
-                    }
-                    self.state = BodyState::ChunkDataEnd;
-                }
-                BodyState::ChunkDataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(HttpError::Malformed("chunk not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    self.state = BodyState::ChunkSize;
-                }
-                BodyState::Trailers => {
-                    // Trailer fields until an empty line; read and ignored.
-                    let Some(line_end) = find_crlf(buf, MAX_TRAILERS)? else {
-                        return Ok(None);
-                    };
-                    buf.advance(line_end + 2);
-                    if line_end == 0 {
-                        self.state = BodyState::Done;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Position of the first CRLF in `buf`, refusing lines longer than `max`.
-fn find_crlf(buf: &[u8], max: usize) -> Result<Option<usize>, HttpError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(p) if p <= max => Ok(Some(p)),
-        Some(_) => Err(HttpError::Malformed("chunk line too long")),
-        None if buf.len() > max => Err(HttpError::Malformed("chunk line too long")),
-        None => Ok(None),
-    }
-}
-
-/// Parses `hex-size [;ext...]` (without the CRLF).
-fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
-    let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-    let hex = hex.trim_ascii();
-    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
-        return Err(HttpError::Malformed("invalid chunk size"));
-    }
-    // ≤ 15 hex digits always fits in u64.
-    Ok(u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("0"), 16).unwrap_or(0))
-}
-
 /// The reason phrase for the statuses we send.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -596,57 +476,6 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, BodyFraming::Length(3));
-    }
-
-    #[test]
-    fn length_body_in_pieces() {
-        let mut d = BodyDecoder::new(BodyFraming::Length(5), 10).unwrap();
-        let mut buf = BytesMut::from(&b"he"[..]);
-        assert_eq!(d.decode(&mut buf).unwrap(), None);
-        buf.extend_from_slice(b"lloGET");
-        assert_eq!(d.decode(&mut buf).unwrap().unwrap(), "hello");
-        assert_eq!(
-            &buf[..],
-            b"GET",
-            "the next pipelined request stays buffered"
-        );
-        assert_eq!(
-            BodyDecoder::new(BodyFraming::Length(11), 10).unwrap_err(),
-            HttpError::BodyTooLarge
-        );
-    }
-
-    #[test]
-    fn chunked_body_with_extensions_and_trailers() {
-        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
-        let raw = b"4;name=x\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
-        // Byte by byte: every split point must work.
-        let mut buf = BytesMut::new();
-        let mut out = None;
-        for &b in raw.iter() {
-            buf.extend_from_slice(&[b]);
-            if out.is_none() {
-                out = d.decode(&mut buf).unwrap();
-            }
-        }
-        assert_eq!(out.unwrap(), "Wikipedia");
-        assert_eq!(&buf[..], b"NEXT");
-    }
-
-    #[test]
-    fn chunked_body_over_limit_and_bad_framing() {
-        let mut d = BodyDecoder::new(BodyFraming::Chunked, 4).unwrap();
-        let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
-        assert_eq!(d.decode(&mut buf).unwrap_err(), HttpError::BodyTooLarge);
-        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
-        let mut buf = BytesMut::from(&b"zz\r\n"[..]);
-        assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
-        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
-        let mut buf = BytesMut::from(&b"2\r\nabXX"[..]);
-        assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
-        let mut d = BodyDecoder::new(BodyFraming::Chunked, 100).unwrap();
-        let mut buf = BytesMut::from(vec![b'1'; 2000].as_slice());
-        assert_eq!(d.decode(&mut buf).unwrap_err().status(), 400);
     }
 
     #[test]

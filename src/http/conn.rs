@@ -13,6 +13,11 @@
 //! - body: the body not complete within `body_timeout` → 408 and close;
 //! - write: a response not accepted by the peer within `write_timeout` → close.
 //!
+//! Bodies: a route's gate (if any) checks the head before a body byte is read; a GET,
+//! HEAD or OPTIONS route takes no body (a declared one is a 413, unread); a body buffer
+//! grows with what arrives, within the route's limit, and all the bodies a shard holds at
+//! once stay within `body_budget` (past it, a 503 with `Retry-After`).
+//!
 //! Which errors close: any error response to a request whose body was not read (we cannot
 //! find the next request), every 408/413/431/400 from the parser, and any I/O error. Errors
 //! never leave this task: a connection's failure is its own.
@@ -20,6 +25,7 @@
 //! On shutdown an idle connection is closed at once; a request in flight finishes and its
 //! response carries `Connection: close`.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -41,6 +47,9 @@ pub struct HttpLimits {
     pub head: HeadLimits,
     /// Body limit for routes that do not set their own.
     pub max_body: u64,
+    /// Bytes of partial request bodies the shard may hold at once, all connections
+    /// together; past it, the request that would grow them is answered 503.
+    pub body_budget: u64,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
@@ -65,11 +74,42 @@ pub trait Service: Sized + 'static {
 /// Bytes reserved per read when the buffer runs short. Small on purpose: most requests
 /// fit, and an idle keep-alive connection holds no more than this.
 const READ_CHUNK: usize = 4096;
+/// The most buffer capacity (read or write) a connection keeps while it waits for its
+/// next request; past it, a buffer is dropped and the next request starts a fresh one.
+const KEEP_IDLE: usize = 2 * READ_CHUNK;
 /// Responses queued for pipelined requests are flushed at least this often.
 const MAX_PENDING_OUT: usize = 64 * 1024;
 /// Bodies up to this size are copied next to their head (one write); larger ones are
 /// written as their own buffer.
 const INLINE_BODY: usize = 16 * 1024;
+
+thread_local! {
+    /// Bytes of request bodies being collected or handled on this shard (a shard is one
+    /// thread), charged as body buffers grow.
+    static BODY_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// One request's share of [`BODY_BYTES`], given back when it is dropped.
+struct BodyCharge(u64);
+
+impl BodyCharge {
+    /// Charges the request for `now` bytes (it only grows); false if the shard is then
+    /// over `budget`.
+    fn update(&mut self, now: usize, budget: u64) -> bool {
+        let now = now as u64;
+        if now > self.0 {
+            BODY_BYTES.with(|b| b.set(b.get() + (now - self.0)));
+            self.0 = now;
+        }
+        BODY_BYTES.with(|b| b.get()) <= budget
+    }
+}
+
+impl Drop for BodyCharge {
+    fn drop(&mut self) {
+        BODY_BYTES.with(|b| b.set(b.get().saturating_sub(self.0)));
+    }
+}
 
 enum ReadOutcome {
     Data,
@@ -124,6 +164,11 @@ async fn serve_until_takeover<S: Service>(
             if shutdown.is_some_and(|s| s.is_raised()) {
                 return close_gracefully(stream).await;
             }
+            if started.is_none() && buf.capacity() > KEEP_IDLE {
+                // Idle between requests: keep no more than a small buffer, whatever the
+                // last request needed (a 16 KiB head, a pipelined burst).
+                buf = BytesMut::new();
+            }
             let (outcome, b) = read_some(&mut stream, buf, deadline, shutdown).await;
             buf = b;
             match outcome {
@@ -143,7 +188,7 @@ async fn serve_until_takeover<S: Service>(
 
         // 2. Route it.
         let has_body = head.framing != BodyFraming::None;
-        let (handler, params, body_limit) = match head.method {
+        let (handler, params, body_limit, gate) = match head.method {
             None => {
                 let r = Response::error(501, code::NOT_IMPLEMENTED, "method not implemented");
                 if respond(&state, &mut stream, &mut out, r, false, false).await {
@@ -157,10 +202,22 @@ async fn serve_until_takeover<S: Service>(
                         handler,
                         params,
                         body_limit,
+                        gate,
                         ..
                     } => {
-                        let limit = body_limit.unwrap_or(state.limits().max_body);
-                        Ok((handler, params, limit))
+                        let limit = match body_limit {
+                            Some(l) => l,
+                            // GET, HEAD and OPTIONS routes take no body unless they say so.
+                            None if matches!(
+                                method,
+                                Method::Get | Method::Head | Method::Options
+                            ) =>
+                            {
+                                0
+                            }
+                            None => state.limits().max_body,
+                        };
+                        Ok((handler, params, limit, gate))
                     }
                     Lookup::MethodNotAllowed(methods) => {
                         let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
@@ -191,7 +248,20 @@ async fn serve_until_takeover<S: Service>(
             }
         };
 
-        // 3. Its body.
+        // 3. The route's check of the head (authentication), before any body byte is
+        //    read: refused, it is answered and the connection closed with the body unread.
+        if let Some(gate) = gate {
+            if let Err(r) = gate(&state, &head) {
+                let r = state.refine(&head, r);
+                let head_only = head.method == Some(Method::Head);
+                if respond(&state, &mut stream, &mut out, r, false, head_only).await {
+                    finish(&state, stream, out).await;
+                }
+                return;
+            }
+        }
+
+        // 4. Its body, buffered as it arrives (never at its declared size).
         let mut decoder = match BodyDecoder::new(head.framing, body_limit) {
             Ok(d) => d,
             Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
@@ -200,8 +270,19 @@ async fn serve_until_takeover<S: Service>(
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         let body_deadline = Instant::now() + state.limits().body_timeout;
+        // Held until the handler is done with the body.
+        let mut charge = BodyCharge(0);
+        let budget = state.limits().body_budget;
         let body = loop {
-            match decoder.decode(&mut buf) {
+            let decoded = decoder.decode(&mut buf);
+            let held = match &decoded {
+                Ok(Some(body)) => body.len(),
+                _ => decoder.buffered(),
+            };
+            if !charge.update(held, budget) {
+                return fail(&state, stream, out, HttpError::Busy, Some(&head)).await;
+            }
+            match decoded {
                 Ok(Some(body)) => break body,
                 Ok(None) => {}
                 Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
@@ -220,7 +301,7 @@ async fn serve_until_takeover<S: Service>(
             }
         };
 
-        // 4. The handler, and its answer.
+        // 5. The handler, and its answer.
         let is_head = head.method == Some(Method::Head);
         let wants_keep_alive = head.keep_alive;
         let request = Request {
@@ -229,7 +310,9 @@ async fn serve_until_takeover<S: Service>(
             params,
             peer,
         };
-        match handler(state.clone(), request).await {
+        let reply = handler(state.clone(), request).await;
+        drop(charge);
+        match reply {
             Reply::Response(r) => {
                 let keep = wants_keep_alive && !state.shutdown().is_raised();
                 if !respond(&state, &mut stream, &mut out, r, keep, is_head).await {
@@ -303,14 +386,18 @@ async fn fail<S: Service>(
 ) {
     let code = match &e {
         HttpError::HeadersTooLarge | HttpError::TooManyHeaders => code::HEADERS_TOO_LARGE,
-        HttpError::BodyTooLarge => code::BODY_TOO_LARGE,
+        HttpError::BodyTooLarge | HttpError::BodyNotAllowed => code::BODY_TOO_LARGE,
         HttpError::Malformed(_) => code::BAD_REQUEST,
         HttpError::UnsupportedVersion => code::VERSION,
         HttpError::UnsupportedTransferEncoding => code::NOT_IMPLEMENTED,
         HttpError::Timeout => code::TIMEOUT,
+        HttpError::Busy => code::UNAVAILABLE,
     };
     tracing::debug!(error = ?e, "refusing request");
     let mut r = Response::error(e.status(), code, e.message());
+    if e == HttpError::Busy {
+        r = r.header("Retry-After", "1");
+    }
     if let Some(head) = head {
         r = state.refine(head, r);
     }
@@ -333,7 +420,10 @@ async fn flush<S: Service>(state: &Rc<S>, stream: &mut TcpStream, out: &mut Vec<
     match monoio::time::timeout(state.limits().write_timeout, write).await {
         Ok((Ok(_), mut buf)) => {
             buf.clear();
-            *out = buf;
+            // A burst of pipelined answers does not stay reserved on an idle connection.
+            if buf.capacity() <= KEEP_IDLE {
+                *out = buf;
+            }
             true
         }
         _ => false,
@@ -367,16 +457,59 @@ async fn read_some(
     }
 }
 
+/// How long a connection refused at accept may take to send the start of its request.
+/// Short: a client that sends nothing is closed without an answer, so a flood of refused
+/// connections cannot park work on the shard.
+const REFUSE_WAIT: Duration = Duration::from_millis(250);
+/// What is read of a refused connection's request: enough to see that it is HTTP.
+const REFUSE_READ: usize = 1024;
+
+/// Answers a connection refused at accept (see `crate::admit`): one short read, bounded
+/// by [`REFUSE_WAIT`] and [`REFUSE_READ`]; if what arrived looks like an HTTP request, a
+/// `503` with `Retry-After` and the JSON error envelope, then a brief close. Anything else
+/// (silence, a TLS hello, garbage) is closed without a word.
+pub async fn refuse(mut stream: TcpStream, retry_after_secs: u32, message: &str) {
+    let read = stream.read(Vec::with_capacity(REFUSE_READ));
+    let head = match monoio::time::timeout(REFUSE_WAIT, read).await {
+        Ok((Ok(n), buf)) if n > 0 => buf,
+        _ => return,
+    };
+    // A request line starts with a method token: upper-case letters, then a space.
+    let method_len = head.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    if method_len == 0 || (method_len < head.len() && head[method_len] != b' ') {
+        return;
+    }
+    let r = Response::error(503, code::UNAVAILABLE, message);
+    let mut out = Vec::with_capacity(256);
+    let retry = retry_after_secs.to_string();
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .chain([("Retry-After", retry.as_str())])
+        .collect();
+    codec::encode_head(&mut out, 503, &headers, Some(r.body.len()), false);
+    out.extend_from_slice(&r.body);
+    if let Ok((Ok(_), _)) = monoio::time::timeout(REFUSE_WAIT, stream.write_all(out)).await {
+        close_within(stream, REFUSE_WAIT, 16 * 1024).await;
+    }
+}
+
 /// Closes so that the peer sees our last response: shut down our side, then read and
 /// discard briefly, so unread request bytes do not turn the close into a reset that would
 /// destroy the response in flight.
-pub async fn close_gracefully(mut stream: TcpStream) {
+pub async fn close_gracefully(stream: TcpStream) {
+    close_within(stream, Duration::from_millis(500), 256 * 1024).await
+}
+
+/// [`close_gracefully`] within `wait` and at most `max_drain` bytes read and discarded.
+async fn close_within(mut stream: TcpStream, wait: Duration, max_drain: usize) {
     let _ = stream.shutdown().await;
-    let deadline = Instant::now() + Duration::from_millis(500);
+    let deadline = Instant::now() + wait;
     let mut drained = 0usize;
     // monoio reads into `[len..capacity]`: the buffer is emptied before each read.
     let mut buf = Vec::with_capacity(4096);
-    while drained < 256 * 1024 {
+    while drained < max_drain {
         let wait = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(wait, stream.read(buf)).await {
             Ok((Ok(n), mut b)) if n > 0 => {

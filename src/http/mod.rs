@@ -1,7 +1,9 @@
 //! The HTTP/1.1 front: one port serves REST, WebSocket upgrades, HTTP-FLV, HLS, metrics.
 //!
-//! - [`codec`]  — sans-IO request head parser (httparse) and body decoder, response heads.
-//! - [`router`] — method + path pattern → handler, `{param}` segments, 404/405.
+//! - [`codec`]  — sans-IO request head parser (httparse), response heads.
+//! - [`body`]   — sans-IO body decoder (length / strict chunked), growing with arrival.
+//! - [`router`] — method + path pattern → handler, `{param}` segments, 404/405, each
+//!   route's body limit and optional pre-body gate.
 //! - [`conn`]   — the per-connection driver: reads, limits and timeouts, keep-alive,
 //!   pipelined requests answered in order, graceful close, hand-over to upgrades.
 //!
@@ -9,6 +11,7 @@
 //! the application's per-shard state `S`, and a handler that needs the socket for itself
 //! (WebSocket, a streamed FLV body) answers [`Reply::Takeover`].
 
+pub mod body;
 pub mod codec;
 pub mod conn;
 pub mod router;
@@ -28,6 +31,10 @@ pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// A route handler over the application's per-shard state `S`.
 pub type Handler<S> = Rc<dyn Fn(Rc<S>, Request) -> LocalBoxFuture<'static, Reply>>;
+
+/// A check of a request's head before its body is read: `Err` is the answer to send
+/// (the connection is then closed without reading the body).
+pub type Gate<S> = Rc<dyn Fn(&S, &RequestHead) -> Result<(), Response>>;
 
 /// Wraps an async fn as a [`Handler`].
 pub fn handler<S, F, Fut>(f: F) -> Handler<S>

@@ -11,7 +11,7 @@
 use std::rc::Rc;
 
 use super::codec::Method;
-use super::{Handler, Params};
+use super::{Gate, Handler, Params};
 
 struct Route<S> {
     method: Method,
@@ -19,6 +19,7 @@ struct Route<S> {
     segments: Vec<Segment>,
     handler: Handler<S>,
     body_limit: Option<u64>,
+    gate: Option<Gate<S>>,
 }
 
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub enum Lookup<S> {
         params: Params,
         /// The route's own body limit, if it set one.
         body_limit: Option<u64>,
+        /// A check of the head that runs before any body byte is read.
+        gate: Option<Gate<S>>,
         pattern: &'static str,
     },
     /// The path exists under these methods only.
@@ -64,13 +67,30 @@ impl<S> Router<S> {
         self.add_with_limit(method, pattern, handler, None)
     }
 
-    /// Adds a route whose request bodies may be up to `body_limit` bytes.
+    /// Adds a route whose request bodies may be up to `body_limit` bytes. Without one, a
+    /// GET, HEAD or OPTIONS route takes no body (a declared one is a 413, unread) and other
+    /// methods get `http.max_body_bytes`.
     pub fn add_with_limit(
         &mut self,
         method: Method,
         pattern: &'static str,
         handler: Handler<S>,
         body_limit: Option<u64>,
+    ) -> &mut Self {
+        self.add_gated(method, pattern, handler, body_limit, None)
+    }
+
+    /// Adds a route with a `gate`: a check of the request head (a bearer token, say) that
+    /// the driver runs before it reads a byte of the body. What the gate refuses is
+    /// answered at once and the connection closed, so an anonymous client cannot make the
+    /// server hold a body it will never accept.
+    pub fn add_gated(
+        &mut self,
+        method: Method,
+        pattern: &'static str,
+        handler: Handler<S>,
+        body_limit: Option<u64>,
+        gate: Option<Gate<S>>,
     ) -> &mut Self {
         let segments = parse_pattern(pattern);
         self.routes.push(Route {
@@ -79,6 +99,7 @@ impl<S> Router<S> {
             segments,
             handler,
             body_limit,
+            gate,
         });
         self
     }
@@ -117,6 +138,7 @@ impl<S> Router<S> {
                 handler: Rc::clone(&route.handler),
                 params,
                 body_limit: route.body_limit,
+                gate: route.gate.clone(),
                 pattern: route.pattern,
             },
             None if !allowed.is_empty() => Lookup::MethodNotAllowed(allowed),

@@ -395,8 +395,12 @@ pub struct DanmakuConfig {
     pub room_cap_per_sec: u32,
     /// Origin allow-list for browsers (empty = any origin).
     pub origins: Vec<String>,
-    /// SO_SNDBUF for WebSocket connections (0 = kernel default): lower it to bound kernel
-    /// memory per viewer on very large deployments.
+    /// SO_SNDBUF for WebSocket connections (0 = kernel autotuning). The kernel doubles the
+    /// value for its bookkeeping, so the default 64 KiB lets a stalled viewer park at most
+    /// 128 KiB of kernel memory (autotuning lets it grow to `tcp_wmem` max, 4 MiB) before
+    /// `queue_bytes` sees back-pressure and the slow-consumer close can come. It still
+    /// carries ~64 KiB per round trip: 320 KB/s at 200 ms, far above a busy room's batches
+    /// (one every `merge_window_ms`). Values above `net.core.wmem_max` are capped there.
     pub send_buffer_bytes: usize,
     /// A home room with no viewers and nothing pending is dropped after this long.
     pub room_idle_secs: u64,
@@ -420,7 +424,7 @@ impl Default for DanmakuConfig {
             slow_grace_ms: 5000,
             room_cap_per_sec: 0,
             origins: Vec::new(),
-            send_buffer_bytes: 0,
+            send_buffer_bytes: 64 * 1024,
             room_idle_secs: 600,
         }
     }

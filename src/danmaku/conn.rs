@@ -14,7 +14,6 @@
 //! built without a socket, which is how the fan-out benchmark drives it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use shards::local::Notify;
 
 use super::hygiene::{clean_text, TokenBucket, Verdict};
 use super::protocol::{self, close, code, ClientMsg};
+use super::sendq::{Overflow, SendQueue};
 use super::{home_shard, valid_room_id, Actor, ConnRef, ModOp, Msg, Post, PostBody, RoomId, Uid};
 use crate::auth::{now_unix, Claims};
 use crate::http::{self, code as http_code, Reply, Request, Response};
@@ -70,17 +70,18 @@ pub struct Conn {
     pub room_slot: Cell<usize>,
     /// True once the home shard accepted the join and the connection is in its room.
     pub joined: Cell<bool>,
-    out: RefCell<VecDeque<Bytes>>,
-    out_bytes: Cell<usize>,
-    queue_limit: usize,
-    /// Since when the queue has been over its bound (a slow consumer), if it is.
-    over_since: Cell<Option<Instant>>,
+    /// Everything on its way to the peer, under one byte bound (see `sendq`).
+    q: RefCell<SendQueue>,
+    /// The reader stopped decoding because the queue is over its bound.
+    reader_paused: Cell<bool>,
+    /// Closed as a slow consumer (counted once, when the connection is let go).
+    slow: Cell<bool>,
     last_seen: Cell<Instant>,
     bucket: Cell<TokenBucket>,
     closing: Cell<Option<(u16, &'static str)>>,
     /// Wakes the writer: data queued, or closing.
     writer: Notify,
-    /// Wakes the reader: closing.
+    /// Wakes the reader: closing, or the queue drained enough to read again.
     reader: Notify,
     /// Aborts a write in flight (slow consumer, shutdown bound, write timeout).
     abort: Notify,
@@ -89,9 +90,6 @@ pub struct Conn {
     fd: Cell<Option<RawFd>>,
     /// The writer holds bytes it has not finished writing: no direct send may overtake them.
     in_flight: Cell<bool>,
-    /// When the write in flight started (the sweeper enforces the write timeout with it, so
-    /// no timer is armed per write).
-    write_since: Cell<Option<Instant>>,
     /// Bytes written straight from the fan-out path, for metrics.
     direct_bytes: Cell<u64>,
 }
@@ -110,10 +108,9 @@ impl Conn {
             user: RefCell::new(user),
             room_slot: Cell::new(usize::MAX),
             joined: Cell::new(false),
-            out: RefCell::new(VecDeque::new()),
-            out_bytes: Cell::new(0),
-            queue_limit,
-            over_since: Cell::new(None),
+            q: RefCell::new(SendQueue::new(queue_limit)),
+            reader_paused: Cell::new(false),
+            slow: Cell::new(false),
             last_seen: Cell::new(Instant::now()),
             bucket: Cell::new(TokenBucket::full(burst, crate::danmaku::engine::now_ms())),
             closing: Cell::new(None),
@@ -122,34 +119,32 @@ impl Conn {
             abort: Notify::new(),
             fd: Cell::new(None),
             in_flight: Cell::new(false),
-            write_since: Cell::new(None),
             direct_bytes: Cell::new(0),
         }
     }
 
-    /// Puts `frame` on the wire at once if nothing is ahead of it, else queues (the rest of)
-    /// it for the writer.
-    fn enqueue(&self, frame: &Bytes) {
-        let mut rest = frame.clone();
-        if let Some(fd) = self.fd.get() {
-            if !self.in_flight.get() && self.out.borrow().is_empty() {
-                match send_now(fd, &[frame]) {
-                    SendNow::All => {
-                        self.direct_bytes
-                            .set(self.direct_bytes.get() + frame.len() as u64);
-                        return;
-                    }
-                    SendNow::Partial(n) => {
-                        self.direct_bytes.set(self.direct_bytes.get() + n as u64);
-                        rest = frame.slice(n..);
-                    }
-                    SendNow::Nothing => {}
-                }
-            }
+    /// Puts `frame` on the wire at once if nothing is ahead of it; returns what is left
+    /// of it for the queue (`None`: all of it went).
+    fn try_direct(&self, frame: &Bytes) -> Option<Bytes> {
+        let fd = self.fd.get()?;
+        if self.in_flight.get() || !self.q.borrow().is_empty() {
+            return Some(frame.clone());
         }
-        self.out_bytes.set(self.out_bytes.get() + rest.len());
-        self.out.borrow_mut().push_back(rest);
-        self.writer.notify();
+        match send_now(fd, &[frame]) {
+            SendNow::All => {
+                self.direct_bytes
+                    .set(self.direct_bytes.get() + frame.len() as u64);
+                None
+            }
+            SendNow::Partial(n) => {
+                self.direct_bytes.set(self.direct_bytes.get() + n as u64);
+                let rest = frame.slice(n..);
+                self.q.borrow_mut().push_rest(rest, Instant::now());
+                self.writer.notify();
+                None
+            }
+            SendNow::Nothing => Some(frame.clone()),
+        }
     }
 
     /// Bytes written directly since the last call (the sweeper collects them).
@@ -157,21 +152,31 @@ impl Conn {
         self.direct_bytes.replace(0)
     }
 
-    /// When the write in flight started, if one is.
+    /// When the oldest byte not yet written was queued, if one is: the write timeout
+    /// runs from there, so a peer that takes a few bytes at a time does not restart it.
     pub fn write_since(&self) -> Option<Instant> {
-        self.write_since.get()
+        self.q.borrow().oldest_unwritten()
     }
 
     pub fn uid(&self) -> Option<Uid> {
         self.user.borrow().as_ref().map(|u| u.uid.clone())
     }
 
-    /// Sends a frame this connection must get (acks, errors, history, pongs).
+    /// Sends a frame this connection must get (acks, errors, history, private messages).
+    /// Past the hard ceiling (twice the bound) the connection is closed as a slow consumer
+    /// instead: it has stopped reading, and nothing more is held for it.
     pub fn send(&self, frame: Bytes) {
         if self.closing.get().is_some() {
             return;
         }
-        self.enqueue(&frame);
+        let Some(frame) = self.try_direct(&frame) else {
+            return;
+        };
+        let pushed = self.q.borrow_mut().push(frame, Instant::now());
+        match pushed {
+            Ok(()) => self.writer.notify(),
+            Err(Overflow) => self.close_slow(),
+        }
     }
 
     /// Queues a fan-out frame unless the queue is over its bound; returns false if the
@@ -180,30 +185,46 @@ impl Conn {
         if self.closing.get().is_some() {
             return true;
         }
-        if self.out_bytes.get() + frame.len() > self.queue_limit {
-            if self.over_since.get().is_none() {
-                self.over_since.set(Some(Instant::now()));
-            }
-            return false;
+        let Some(frame) = self.try_direct(frame) else {
+            return true;
+        };
+        let queued = self.q.borrow_mut().push_droppable(&frame, Instant::now());
+        if queued {
+            self.writer.notify();
         }
-        self.enqueue(frame);
-        true
+        queued
+    }
+
+    /// Answers a ping. At most one pong waits: a newer ping replaces the older one's answer
+    /// (RFC 6455 §5.5.3), so a flood of pings holds one control frame, not a queue of them.
+    fn send_pong(&self, frame: Bytes) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        let Some(frame) = self.try_direct(&frame) else {
+            return;
+        };
+        self.q.borrow_mut().set_pong(frame, Instant::now());
+        self.writer.notify();
     }
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.out_bytes.get()
+        self.q.borrow().bytes()
     }
 
     /// Takes every queued frame (the fan-out benchmark's in-memory sink).
     pub fn drain_queue(&self) -> usize {
-        let n = self.out.borrow_mut().drain(..).count();
-        self.out_bytes.set(0);
-        n
+        self.q.borrow_mut().drain()
     }
 
     pub fn over_since(&self) -> Option<Instant> {
-        self.over_since.get()
+        self.q.borrow().over_since()
+    }
+
+    /// Whether it was closed as a slow consumer.
+    pub fn closed_slow(&self) -> bool {
+        self.slow.get()
     }
 
     pub fn last_seen(&self) -> Instant {
@@ -227,6 +248,14 @@ impl Conn {
     pub fn close_now(&self, code: u16, reason: &'static str) {
         self.close(code, reason);
         self.abort.notify();
+    }
+
+    /// Closes with 1008 "slow consumer" at once (the grace ran out, or the hard ceiling).
+    pub fn close_slow(&self) {
+        if self.closing.get().is_none() {
+            self.slow.set(true);
+        }
+        self.close_now(close::POLICY, "slow consumer");
     }
 }
 
@@ -357,20 +386,30 @@ async fn read_loop(
 ) {
     let mut decoder = Decoder::new(shard.common.danmaku.settings.ws);
     loop {
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(msg)) => {
-                    conn.last_seen.set(Instant::now());
-                    on_message(shard, conn, msg);
-                    if conn.is_closing() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    conn.close(e.close_code(), e.reason());
+        // Back-pressure: while the peer does not take what it is sent, nothing it sent is
+        // decoded (not even what is already buffered), so it cannot make the server
+        // answer it into memory; its frames wait in the kernel, and its TCP window closes.
+        while conn.q.borrow().backed_up() {
+            conn.reader_paused.set(true);
+            conn.reader.notified().await;
+            conn.reader_paused.set(false);
+            if conn.is_closing() {
+                return;
+            }
+        }
+        match decoder.decode(&mut buf) {
+            Ok(Some(msg)) => {
+                conn.last_seen.set(Instant::now());
+                on_message(shard, conn, msg);
+                if conn.is_closing() {
                     return;
                 }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                conn.close(e.close_code(), e.reason());
+                return;
             }
         }
         if buf.is_empty() && decoder.is_idle() {
@@ -382,7 +421,8 @@ async fn read_loop(
             _ = conn.reader.notified() => None,
         };
         match woke {
-            None => return,
+            None if conn.is_closing() => return,
+            None => continue,
             Some(Err(_)) => {
                 conn.close_now(close::ABNORMAL, "read failed");
                 return;
@@ -414,9 +454,9 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
     let mut iov = IoVecs::new();
     loop {
         {
-            let mut out = conn.out.borrow_mut();
+            let mut q = conn.q.borrow_mut();
             while iov.len() < MAX_IOVECS {
-                match out.pop_front() {
+                match q.take_next() {
                     Some(b) => iov.push(b),
                     None => break,
                 }
@@ -436,12 +476,10 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
         }
         conn.in_flight.set(true);
         iov.prepare();
-        conn.write_since.set(Some(Instant::now()));
         let result = monoio::select! {
             r = writer.writev(iov) => Some(r),
             _ = conn.abort.notified() => None,
         };
-        conn.write_since.set(None);
         let Some((Ok(n), back)) = result else {
             // Aborted or failed: try the close frame briefly, then give up.
             if let Some((code, reason)) = conn.closing.get().filter(|(c, _)| *c != close::ABNORMAL)
@@ -457,10 +495,14 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
         };
         iov = back;
         iov.advance(n);
-        conn.out_bytes.set(conn.out_bytes.get().saturating_sub(n));
         shard.danmaku.wrote(n);
-        if conn.out_bytes.get() <= conn.queue_limit {
-            conn.over_since.set(None);
+        let resume = {
+            let mut q = conn.q.borrow_mut();
+            q.wrote(n);
+            q.below_low_water()
+        };
+        if resume && conn.reader_paused.get() {
+            conn.reader.notify();
         }
     }
 }
@@ -489,14 +531,12 @@ fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message) {
             "binary frames are not part of the protocol; send JSON text",
             None,
         )),
-        Message::Ping(payload) => {
-            conn.send(crate::ws::codec::encode_frame(
-                tungstenite::protocol::frame::coding::OpCode::Control(
-                    tungstenite::protocol::frame::coding::Control::Pong,
-                ),
-                &payload,
-            ));
-        }
+        Message::Ping(payload) => conn.send_pong(crate::ws::codec::encode_frame(
+            tungstenite::protocol::frame::coding::OpCode::Control(
+                tungstenite::protocol::frame::coding::Control::Pong,
+            ),
+            &payload,
+        )),
         Message::Pong(_) => {}
         Message::Close(_) => conn.close(close::NORMAL, "bye"),
     }

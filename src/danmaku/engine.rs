@@ -208,6 +208,10 @@ impl Danmaku {
     fn forget(&self, shard: &Shard, conn: &Rc<Conn>) {
         // What was written straight to it since the last sweep still counts.
         bump(&self.counters.bytes_written, conn.take_direct_bytes());
+        // Counted here, once, whether the sweeper's grace or the hard ceiling closed it.
+        if conn.closed_slow() {
+            bump(&self.counters.slow_closed, 1);
+        }
         self.joining_since
             .borrow_mut()
             .remove(&(conn.id.key as usize));
@@ -877,8 +881,7 @@ impl Danmaku {
             if c.over_since()
                 .is_some_and(|t| now.duration_since(t) >= s.slow_grace)
             {
-                bump(&self.counters.slow_closed, 1);
-                c.close_now(close::POLICY, "slow consumer");
+                c.close_slow();
             } else if now.duration_since(c.last_seen()) >= silence {
                 bump(&self.counters.heartbeat_closed, 1);
                 c.close_now(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");

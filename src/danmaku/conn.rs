@@ -4,11 +4,16 @@
 //!   token from the query or `Sec-WebSocket-Protocol`) before the 101 is sent.
 //! - The *reader* (the connection's own task) waits for readability without holding a
 //!   buffer, so an idle connection owns no read memory; it decodes frames and handles
-//!   client messages, forwarding posts to the room's home shard.
+//!   client messages, forwarding posts to the room's home shard. While the outbound queue
+//!   is over its bound it decodes nothing (back-pressure: a client that does not read
+//!   cannot make the server answer it into memory) and goes on under half the bound.
 //! - The *writer* drains the connection's outbound queue of shared `Bytes` with vectored
-//!   writes. The queue is byte-bounded: past the bound, droppable frames (batches, online
-//!   counts) are dropped for this viewer and counted; a connection still over the bound
-//!   after the grace period is closed with 1008 "slow consumer" by the shard's sweeper.
+//!   writes. Every frame counts against the queue's one byte bound ([`super::sendq`]):
+//!   past it, droppable frames (batches, online counts) are dropped for this viewer and
+//!   counted, must-send frames stop at twice the bound (the connection is closed then),
+//!   and pongs are coalesced to one. A connection judged slow for the grace period is
+//!   closed with 1008 "slow consumer" by the shard's sweeper, which also closes one whose
+//!   oldest unwritten byte is older than the write timeout.
 //!
 //! [`Conn`] is the state both tasks and the shard's rooms share (`Rc`, `Cell`): it can be
 //! built without a socket, which is how the fan-out benchmark drives it.

@@ -36,6 +36,9 @@ pub fn now_ms() -> u64 {
 
 /// How long a join may wait for the home shard's answer before the connection is closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle home room with nothing but what the store holds is kept (see
+/// `HomeRoom::is_pristine`).
+const PRISTINE_IDLE: Duration = Duration::from_secs(3);
 /// Messages held per room while its stored state loads; past it, posts are refused.
 const MAX_WAITING: usize = 10_000;
 
@@ -901,11 +904,17 @@ impl Danmaku {
             }
         }
         let idle_ms = s.room_idle.as_millis() as u64;
+        let pristine_idle_ms = idle_ms.min(PRISTINE_IDLE.as_millis() as u64);
         let wall = now_ms();
         self.home.borrow_mut().retain(|_, r| {
+            let keep_ms = if r.is_pristine() && !r.loading {
+                pristine_idle_ms
+            } else {
+                idle_ms
+            };
             r.dirty
                 || r.idle_since_ms
-                    .is_none_or(|t| wall.saturating_sub(t) < idle_ms)
+                    .is_none_or(|t| wall.saturating_sub(t) < keep_ms)
         });
         bump(&self.counters.bytes_written, direct);
         self.publish(shard, queued);

@@ -439,3 +439,39 @@ fn a_stalled_viewer_parks_little_kernel_memory_and_is_closed_under_defaults() {
         "the stalled viewer was not closed after {sent} bytes were posted to its room"
     );
 }
+
+/// Audit: every join to a room id nobody used made its home shard hold a room (state,
+/// maps, a store read) for `danmaku.room_idle_secs` (10 minutes) after the viewer left, so
+/// anonymous joins to made-up ids piled rooms up. Such a room now goes within seconds; a
+/// room with anything the store does not rebuild (here: a post) is kept as before.
+#[test]
+fn joins_to_made_up_room_ids_are_not_kept_for_the_idle_period() {
+    const ROOMS_HOME: &str = "liveshard_ws_rooms_home";
+    let server = Server::start(&["--shards", "2"]);
+    let mut poster = Client::connect(
+        server.http,
+        &format!("room=real&token={}", token(&server, "p", &[])),
+    )
+    .unwrap();
+    poster.expect("history", T);
+    poster.send(serde_json::json!({"type": "danmaku", "text": "hello"}));
+    poster.expect("ack", T);
+    poster.close();
+    for i in 0..40 {
+        let mut c = Client::connect(server.http, &format!("room=made-up-{i}")).unwrap();
+        c.expect("history", T);
+        c.close();
+    }
+    assert!(
+        eventually(T, || (sum(&server, ROOMS_HOME) >= 41.0).then_some(())).is_some(),
+        "every room was homed"
+    );
+    let gone = eventually(Duration::from_secs(8), || {
+        (sum(&server, ROOMS_HOME) == 1.0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{} home rooms left; only the one with a post should stay",
+        sum(&server, ROOMS_HOME)
+    );
+}

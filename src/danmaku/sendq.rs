@@ -97,9 +97,12 @@ impl SendQueue {
     /// When the oldest unwritten byte was queued, if any is.
     pub fn oldest_unwritten(&self) -> Option<Instant> {
         let mut oldest = self.taken.front().map(|t| t.0);
-        for t in [self.frames.front().map(|f| f.1), self.pong.as_ref().map(|p| p.1)]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.frames.front().map(|f| f.1),
+            self.pong.as_ref().map(|p| p.1),
+        ]
+        .into_iter()
+        .flatten()
         {
             oldest = Some(oldest.map_or(t, |o| o.min(t)));
         }
@@ -343,7 +346,11 @@ mod tests {
         while q.take_next().is_some() {}
         q.wrote(10);
         q.wrote(10);
-        assert_eq!(q.oldest_unwritten(), Some(t0), "partial writes keep the clock");
+        assert_eq!(
+            q.oldest_unwritten(),
+            Some(t0),
+            "partial writes keep the clock"
+        );
         q.wrote(80);
         assert_eq!(q.oldest_unwritten(), Some(t1));
         q.wrote(100);

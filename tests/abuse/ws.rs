@@ -22,7 +22,11 @@ const DEFAULT_QUEUE: f64 = 256.0 * 1024.0;
 /// A per-shard metric summed over the shards.
 fn sum(server: &Server, name: &str) -> f64 {
     (0..SHARDS)
-        .map(|s| server.metric(&format!("{name}{{shard=\"{s}\"}}")).unwrap_or(0.0))
+        .map(|s| {
+            server
+                .metric(&format!("{name}{{shard=\"{s}\"}}"))
+                .unwrap_or(0.0)
+        })
         .sum()
 }
 
@@ -160,8 +164,7 @@ fn metrics_text(addr: std::net::SocketAddr) -> String {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(T));
-    if s
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return String::new();
@@ -218,7 +221,12 @@ fn invalid_json_flood_from_a_viewer_that_never_reads_is_bounded_and_closed() {
     let frame = masked(1, b"{bad}xx");
     warm_up(&server, &frame);
     let (_client, mut raw) = viewer(&server, "room=flood", 0);
-    let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 4096).collect();
+    let chunk: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 4096)
+        .collect();
     let before = rss_bytes(&server);
     let started = Instant::now();
     let (mut sent, mut queue, mut closed) = (0, 0.0, false);
@@ -268,7 +276,12 @@ fn ping_flood_from_a_viewer_that_never_reads_queues_one_pong() {
     let frame = masked(9, &[b'p'; 125]);
     warm_up(&server, &frame);
     let (_client, mut raw) = viewer(&server, "room=pings", 0);
-    let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 512).collect();
+    let chunk: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 512)
+        .collect();
     let before = rss_bytes(&server);
     let started = Instant::now();
     let (mut sent, mut queue, mut closed) = (0, 0.0, false);
@@ -343,7 +356,12 @@ fn a_trickle_reader_flooded_with_errors_is_still_closed() {
     });
     let mut writer = raw;
     let frame = masked(1, b"{bad}xx");
-    let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 1024).collect();
+    let chunk: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 1024)
+        .collect();
     let started = Instant::now();
     let mut sent = 0;
     let closed = eventually(Duration::from_secs(8), || {
@@ -353,9 +371,7 @@ fn a_trickle_reader_flooded_with_errors_is_still_closed() {
     let until_closed = started.elapsed();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let read = trickle.join().unwrap();
-    eprintln!(
-        "sent {sent} bytes, read {read} bytes, {until_closed:?} until closed"
-    );
+    eprintln!("sent {sent} bytes, read {read} bytes, {until_closed:?} until closed");
     assert!(
         closed.is_some(),
         "a client reading a trickle was never closed ({sent} bytes sent)"

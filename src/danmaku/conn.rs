@@ -128,27 +128,32 @@ impl Conn {
         }
     }
 
-    /// Puts `frame` on the wire at once if nothing is ahead of it; returns what is left
-    /// of it for the queue (`None`: all of it went).
-    fn try_direct(&self, frame: &Bytes) -> Option<Bytes> {
-        let fd = self.fd.get()?;
+    /// Puts `frame` on the wire at once if nothing is ahead of it. Returns true if that
+    /// took care of it (all of it went, or its unwritten tail is queued first); false if
+    /// the caller must queue it.
+    fn try_direct(&self, frame: &Bytes) -> bool {
+        // No socket (the benchmark's in-memory sink), or the writer has stopped.
+        let Some(fd) = self.fd.get() else {
+            return false;
+        };
         if self.in_flight.get() || !self.q.borrow().is_empty() {
-            return Some(frame.clone());
+            return false;
         }
         match send_now(fd, &[frame]) {
             SendNow::All => {
                 self.direct_bytes
                     .set(self.direct_bytes.get() + frame.len() as u64);
-                None
+                true
             }
             SendNow::Partial(n) => {
                 self.direct_bytes.set(self.direct_bytes.get() + n as u64);
-                let rest = frame.slice(n..);
-                self.q.borrow_mut().push_rest(rest, Instant::now());
+                self.q
+                    .borrow_mut()
+                    .push_rest(frame.slice(n..), Instant::now());
                 self.writer.notify();
-                None
+                true
             }
-            SendNow::Nothing => Some(frame.clone()),
+            SendNow::Nothing => false,
         }
     }
 
@@ -174,9 +179,9 @@ impl Conn {
         if self.closing.get().is_some() {
             return;
         }
-        let Some(frame) = self.try_direct(&frame) else {
+        if self.try_direct(&frame) {
             return;
-        };
+        }
         let pushed = self.q.borrow_mut().push(frame, Instant::now());
         match pushed {
             Ok(()) => self.writer.notify(),
@@ -185,15 +190,16 @@ impl Conn {
     }
 
     /// Queues a fan-out frame unless the queue is over its bound; returns false if the
-    /// frame was dropped for this viewer (the slow-consumer clock starts then).
-    pub fn send_droppable(&self, frame: &Bytes) -> bool {
+    /// frame was dropped for this viewer (the slow-consumer clock starts then). `now` is
+    /// read once per fan-out by the caller.
+    pub fn send_droppable(&self, frame: &Bytes, now: Instant) -> bool {
         if self.closing.get().is_some() {
             return true;
         }
-        let Some(frame) = self.try_direct(frame) else {
+        if self.try_direct(frame) {
             return true;
-        };
-        let queued = self.q.borrow_mut().push_droppable(&frame, Instant::now());
+        }
+        let queued = self.q.borrow_mut().push_droppable(frame, now);
         if queued {
             self.writer.notify();
         }
@@ -206,9 +212,9 @@ impl Conn {
         if self.closing.get().is_some() {
             return;
         }
-        let Some(frame) = self.try_direct(&frame) else {
+        if self.try_direct(&frame) {
             return;
-        };
+        }
         self.q.borrow_mut().set_pong(frame, Instant::now());
         self.writer.notify();
     }

@@ -488,8 +488,11 @@ impl LocalRoom {
     /// Returns (delivered, dropped for slow consumers).
     pub fn fanout(&self, frame: &Bytes) -> (u64, u64) {
         let mut dropped = 0;
+        // One clock read per fan-out, not per viewer: it stamps the frame where a viewer's
+        // queue holds it (the write timeout runs from there).
+        let now = std::time::Instant::now();
         for conn in &self.viewers {
-            if !conn.send_droppable(frame) {
+            if !conn.send_droppable(frame, now) {
                 dropped += 1;
             }
         }

@@ -183,16 +183,14 @@ impl SendQueue {
     pub fn wrote(&mut self, n: usize) {
         self.bytes = self.bytes.saturating_sub(n);
         let mut left = n;
-        while left > 0 {
-            let Some(front) = self.taken.front_mut() else {
-                break;
-            };
+        // (An empty buffer, which the writer never writes, is done at once.)
+        while let Some(front) = self.taken.front_mut() {
             if front.1 <= left {
                 left -= front.1;
                 self.taken.pop_front();
             } else {
                 front.1 -= left;
-                left = 0;
+                break;
             }
         }
         if self.over_since.is_some() {

@@ -106,6 +106,14 @@ fn connect_with_receive_buffer(addr: std::net::SocketAddr, bytes: libc::c_int) -
     }
 }
 
+/// Waits for the online count the join answer carries and for the one the online ticker
+/// pushes after a join (a fan-out frame), so that a test of must-send frames sees no
+/// fan-out frame after it starts.
+fn past_the_joins_online_counts(c: &mut Client) {
+    c.expect("online", T);
+    c.expect("online", T);
+}
+
 /// Writes `chunk` over and over, `total` bytes at most, for `limit` at most; stops early
 /// when the server stops taking bytes or the connection is gone. Returns the bytes sent.
 fn flood(s: &mut TcpStream, chunk: &[u8], total: usize, limit: Duration) -> usize {
@@ -220,7 +228,8 @@ fn invalid_json_flood_from_a_viewer_that_never_reads_is_bounded_and_closed() {
     ]);
     let frame = masked(1, b"{bad}xx");
     warm_up(&server, &frame);
-    let (_client, mut raw) = viewer(&server, "room=flood", 0);
+    let (mut client, mut raw) = viewer(&server, "room=flood", 0);
+    past_the_joins_online_counts(&mut client);
     let chunk: Vec<u8> = frame
         .iter()
         .copied()
@@ -335,7 +344,8 @@ fn a_trickle_reader_flooded_with_errors_is_still_closed() {
         "--set",
         "danmaku.online_interval_ms=600000",
     ]);
-    let (_client, raw) = viewer(&server, "room=trickle", 0);
+    let (mut client, raw) = viewer(&server, "room=trickle", 0);
+    past_the_joins_online_counts(&mut client);
     let mut reader = raw.try_clone().unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = done.clone();

@@ -3,10 +3,11 @@
 //! - `GET /ws?room=ID[&token=JWT]` is checked (room id, upgrade headers, Origin allow-list,
 //!   token from the query or `Sec-WebSocket-Protocol`) before the 101 is sent.
 //! - The *reader* (the connection's own task) waits for readability without holding a
-//!   buffer, so an idle connection owns no read memory; it decodes frames and handles
-//!   client messages, forwarding posts to the room's home shard. While the outbound queue
-//!   is over its bound it decodes nothing (back-pressure: a client that does not read
-//!   cannot make the server answer it into memory) and goes on under half the bound.
+//!   buffer, so an idle connection owns no read memory; it decodes frames and hands each
+//!   message to [`super::client`] (which forwards posts to the room's home shard). While
+//!   the outbound queue is over its bound it decodes nothing (back-pressure: a client that
+//!   does not read cannot make the server answer it into memory) and goes on under half
+//!   the bound.
 //! - The *writer* drains the connection's outbound queue of shared `Bytes` with vectored
 //!   writes. Every frame counts against the queue's one byte bound ([`super::sendq`]):
 //!   past it, droppable frames (batches, online counts) are dropped for this viewer and
@@ -27,18 +28,17 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use serde_json::json;
 use shards::local::Notify;
 
-use super::hygiene::{clean_text, TokenBucket, Verdict};
-use super::protocol::{self, close, code, ClientMsg};
+use super::hygiene::TokenBucket;
+use super::protocol::close;
 use super::sendq::{Overflow, SendQueue};
-use super::{home_shard, valid_room_id, Actor, ConnRef, ModOp, Msg, Post, PostBody, RoomId, Uid};
+use super::{home_shard, valid_room_id, ConnRef, Msg, RoomId, Uid};
 use crate::auth::{now_unix, Claims};
 use crate::http::{self, code as http_code, Reply, Request, Response};
 use crate::shard::{Shard, ShardMsg};
 use crate::sockio::{read_append, readable, send_now, IoVecs, SendNow};
-use crate::ws::codec::{close_frame, Decoder, Message};
+use crate::ws::codec::{close_frame, Decoder};
 use crate::ws::handshake::{check_upgrade, switching_protocols};
 
 /// A logged-in user, as the token says.
@@ -51,7 +51,7 @@ pub struct User {
 }
 
 impl User {
-    fn from_claims(c: Claims) -> Self {
+    pub(super) fn from_claims(c: Claims) -> Self {
         let nick = if c.nick.is_empty() {
             c.sub.clone()
         } else {
@@ -82,7 +82,8 @@ pub struct Conn {
     /// Closed as a slow consumer (counted once, when the connection is let go).
     slow: Cell<bool>,
     last_seen: Cell<Instant>,
-    bucket: Cell<TokenBucket>,
+    /// This connection's own post rate limit (the room's home keeps the per-user one).
+    pub(super) bucket: Cell<TokenBucket>,
     closing: Cell<Option<(u16, &'static str)>>,
     /// Wakes the writer: data queued, or closing.
     writer: Notify,
@@ -208,7 +209,7 @@ impl Conn {
 
     /// Answers a ping. At most one pong waits: a newer ping replaces the older one's answer
     /// (RFC 6455 §5.5.3), so a flood of pings holds one control frame, not a queue of them.
-    fn send_pong(&self, frame: Bytes) {
+    pub(super) fn send_pong(&self, frame: Bytes) {
         if self.closing.get().is_some() {
             return;
         }
@@ -411,7 +412,7 @@ async fn read_loop(
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
                 conn.last_seen.set(Instant::now());
-                on_message(shard, conn, msg);
+                super::client::on_message(shard, conn, msg);
                 if conn.is_closing() {
                     return;
                 }
@@ -529,202 +530,6 @@ async fn write_close(
 ) {
     let frame = close_frame(code, reason);
     let _ = Box::pin(monoio::time::timeout(limit, writer.write_all(frame))).await;
-}
-
-fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message) {
-    match msg {
-        Message::Text(text) => match protocol::parse_client(&text) {
-            Ok(m) => on_client(shard, conn, m),
-            Err(why) => conn.send(protocol::error_frame(code::BAD_MESSAGE, &why, None)),
-        },
-        Message::Binary(_) => conn.send(protocol::error_frame(
-            code::BAD_MESSAGE,
-            "binary frames are not part of the protocol; send JSON text",
-            None,
-        )),
-        Message::Ping(payload) => conn.send_pong(crate::ws::codec::encode_frame(
-            tungstenite::protocol::frame::coding::OpCode::Control(
-                tungstenite::protocol::frame::coding::Control::Pong,
-            ),
-            &payload,
-        )),
-        Message::Pong(_) => {}
-        Message::Close(_) => conn.close(close::NORMAL, "bye"),
-    }
-}
-
-fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
-    let shared = &shard.common.danmaku;
-    let settings = &shared.settings;
-    match msg {
-        ClientMsg::Ping { ts } => {
-            let now = super::engine::now_ms();
-            conn.send(protocol::frame_json(
-                &json!({"type": "pong", "ts": ts, "server_ts": now}),
-            ));
-        }
-        ClientMsg::Auth { token } => {
-            if conn.user.borrow().is_some() {
-                return conn.send(protocol::error_frame(
-                    code::ALREADY_AUTHENTICATED,
-                    "already authenticated",
-                    None,
-                ));
-            }
-            match shared.jwt.verify(&token, now_unix()) {
-                Ok(claims) => {
-                    let user = Rc::new(User::from_claims(claims));
-                    let uid = user.uid.clone();
-                    *conn.user.borrow_mut() = Some(user);
-                    shard.danmaku.identify(shard, conn, uid);
-                    conn.send(protocol::frame_json(
-                        &json!({"type": "authed", "uid": &*conn.uid().unwrap_or_default()}),
-                    ));
-                }
-                Err(e) => conn.send(protocol::error_frame(code::BAD_TOKEN, e.message(), None)),
-            }
-        }
-        other => {
-            let cid = client_cid(&other);
-            let Some(user) = conn.user.borrow().clone() else {
-                return conn.send(protocol::error_frame(
-                    code::LOGIN_REQUIRED,
-                    "log in to send (anonymous viewers may only read)",
-                    cid.as_deref(),
-                ));
-            };
-            let reply = |c: u32, m: &str| conn.send(protocol::error_frame(c, m, cid.as_deref()));
-            if let Some(op) = moderation(&other) {
-                let actor = Actor::User {
-                    uid: user.uid.clone(),
-                    global_admin: user.admin,
-                    reply: conn.id,
-                    cid,
-                };
-                return shard
-                    .danmaku
-                    .moderate(shard, conn.room.clone(), op, actor, Some(conn));
-            }
-            let mut bucket = conn.bucket.get();
-            let allowed = bucket.take(
-                settings.rate_per_sec,
-                settings.rate_burst,
-                super::engine::now_ms(),
-            );
-            conn.bucket.set(bucket);
-            if !allowed {
-                shard.danmaku.rejected();
-                return reply(code::RATE_LIMITED, "too many messages; slow down");
-            }
-            let body = match other {
-                ClientMsg::Danmaku {
-                    text, color, mode, ..
-                } => {
-                    let Some(text) = checked_text(shard, &text, &reply) else {
-                        return;
-                    };
-                    let Some(color) = protocol::parse_color(color.as_deref()) else {
-                        return reply(code::BAD_MESSAGE, "color must be #RRGGBB");
-                    };
-                    PostBody::Danmaku {
-                        text,
-                        color,
-                        mode: mode.unwrap_or_default(),
-                    }
-                }
-                ClientMsg::Gift { gift_id, count, .. } => PostBody::Gift {
-                    gift_id,
-                    count: count.unwrap_or(1).clamp(1, 9999),
-                },
-                ClientMsg::Like { count, .. } => PostBody::Like {
-                    count: count.unwrap_or(1).clamp(1, 100),
-                },
-                ClientMsg::Pm { to, text, .. } => {
-                    let Some(text) = checked_text(shard, &text, &reply) else {
-                        return;
-                    };
-                    PostBody::Pm {
-                        to: to.into(),
-                        text,
-                    }
-                }
-                _ => return,
-            };
-            let post = Post {
-                room: conn.room.clone(),
-                from: Some(conn.id),
-                uid: user.uid.clone(),
-                nick: user.nick.clone(),
-                vip: user.vip,
-                cid,
-                body,
-            };
-            shard.danmaku.post(shard, conn, post);
-        }
-    }
-}
-
-/// Cleans, length-checks and filters text; answers the client and returns `None` if it
-/// cannot be sent.
-fn checked_text(shard: &Shard, text: &str, reply: &impl Fn(u32, &str)) -> Option<String> {
-    let settings = &shard.common.danmaku.settings;
-    let text = clean_text(text);
-    let chars = text.chars().count();
-    if chars == 0 || chars > settings.max_text_chars {
-        shard.danmaku.rejected();
-        reply(
-            code::TEXT_LENGTH,
-            &format!("text must be 1 to {} characters", settings.max_text_chars),
-        );
-        return None;
-    }
-    match shard.common.danmaku.filter.check(text) {
-        Verdict::Clean(t) | Verdict::Masked(t) => Some(t),
-        Verdict::Rejected => {
-            shard.danmaku.rejected();
-            reply(code::FILTERED, "text contains a blocked word");
-            None
-        }
-    }
-}
-
-fn client_cid(msg: &ClientMsg) -> Option<String> {
-    match msg {
-        ClientMsg::Danmaku { cid, .. }
-        | ClientMsg::Gift { cid, .. }
-        | ClientMsg::Like { cid, .. }
-        | ClientMsg::Pm { cid, .. }
-        | ClientMsg::Mute { cid, .. }
-        | ClientMsg::Unmute { cid, .. }
-        | ClientMsg::Ban { cid, .. }
-        | ClientMsg::Unban { cid, .. }
-        | ClientMsg::Kick { cid, .. }
-        | ClientMsg::SlowMode { cid, .. } => cid.clone(),
-        _ => None,
-    }
-}
-
-fn moderation(msg: &ClientMsg) -> Option<ModOp> {
-    Some(match msg {
-        ClientMsg::Mute { uid, seconds, .. } => ModOp::Mute {
-            uid: uid.as_str().into(),
-            secs: *seconds,
-        },
-        ClientMsg::Unmute { uid, .. } => ModOp::Unmute {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::Ban { uid, .. } => ModOp::Ban {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::Unban { uid, .. } => ModOp::Unban {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::Kick { uid, .. } => ModOp::Kick {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::SlowMode { seconds, .. } => ModOp::SlowMode { secs: *seconds },
-        _ => return None,
-    })
 }
 
 /// The home shard of a connection's room.

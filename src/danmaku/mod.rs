@@ -15,9 +15,10 @@
 //!
 //! Files: [`protocol`] (JSON messages, frames, codes), [`hygiene`] (text, filter, rate),
 //! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling,
-//! tickers), [`conn`] (the WebSocket connection driver), [`sendq`] (its outbound queue and
-//! the slow-consumer rules).
+//! tickers), [`conn`] (the WebSocket connection driver), [`client`] (what a viewer's
+//! messages do), [`sendq`] (its outbound queue and the slow-consumer rules).
 
+pub mod client;
 pub mod conn;
 pub mod engine;
 pub mod hygiene;

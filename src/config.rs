@@ -411,19 +411,30 @@ pub struct DanmakuConfig {
     pub heartbeat_secs: u64,
     /// Online counts are pushed at most this often, when they changed.
     pub online_interval_ms: u64,
-    /// Outbound queue bound per connection.
+    /// Outbound queue bound per connection, for every frame sent to it (batches, online
+    /// counts, acks, errors, history, private messages, pongs). Past it fan-out frames are
+    /// dropped for that viewer and the connection is not read; must-send frames stop at
+    /// twice the bound (closed with 1008 then).
     pub queue_bytes: usize,
-    /// How long a connection may stay over its queue bound before it is closed.
+    /// How long a connection may stay slow before it is closed with 1008: slow from when
+    /// its queue passes the bound until it drains under half the bound or has taken a
+    /// whole bound's worth of bytes since.
     pub slow_grace_ms: u64,
     /// Delivery cap per room, items per second (0 = no cap). Plain danmaku is sampled over
     /// the cap; gifts, VIP and system items always go through.
     pub room_cap_per_sec: u32,
     /// Origin allow-list for browsers (empty = any origin).
     pub origins: Vec<String>,
-    /// SO_SNDBUF for WebSocket connections (0 = kernel default): lower it to bound kernel
-    /// memory per viewer on very large deployments.
+    /// SO_SNDBUF for WebSocket connections (0 = kernel autotuning). The kernel doubles the
+    /// value for its bookkeeping, so the default 64 KiB lets a stalled viewer park at most
+    /// 128 KiB of kernel memory (autotuning lets it grow to `tcp_wmem` max, 4 MiB) before
+    /// `queue_bytes` sees back-pressure and the slow-consumer close can come. It still
+    /// carries ~64 KiB per round trip: 320 KB/s at 200 ms, far above a busy room's batches
+    /// (one every `merge_window_ms`). Values above `net.core.wmem_max` are capped there.
     pub send_buffer_bytes: usize,
-    /// A home room with no viewers and nothing pending is dropped after this long.
+    /// A home room with no viewers and nothing pending is dropped after this long (one that
+    /// holds nothing beyond its stored state — never posted to, no moderation — after at
+    /// most 3 s, so joins to made-up room ids do not pile rooms up).
     pub room_idle_secs: u64,
 }
 
@@ -445,7 +456,7 @@ impl Default for DanmakuConfig {
             slow_grace_ms: 5000,
             room_cap_per_sec: 0,
             origins: Vec::new(),
-            send_buffer_bytes: 0,
+            send_buffer_bytes: 64 * 1024,
             room_idle_secs: 600,
         }
     }

@@ -3,18 +3,23 @@
 //! - `GET /ws?room=ID[&token=JWT]` is checked (room id, upgrade headers, Origin allow-list,
 //!   token from the query or `Sec-WebSocket-Protocol`) before the 101 is sent.
 //! - The *reader* (the connection's own task) waits for readability without holding a
-//!   buffer, so an idle connection owns no read memory; it decodes frames and handles
-//!   client messages, forwarding posts to the room's home shard.
+//!   buffer, so an idle connection owns no read memory; it decodes frames and hands each
+//!   message to [`super::client`] (which forwards posts to the room's home shard). While
+//!   the outbound queue is over its bound it decodes nothing (back-pressure: a client that
+//!   does not read cannot make the server answer it into memory) and goes on under half
+//!   the bound.
 //! - The *writer* drains the connection's outbound queue of shared `Bytes` with vectored
-//!   writes. The queue is byte-bounded: past the bound, droppable frames (batches, online
-//!   counts) are dropped for this viewer and counted; a connection still over the bound
-//!   after the grace period is closed with 1008 "slow consumer" by the shard's sweeper.
+//!   writes. Every frame counts against the queue's one byte bound ([`super::sendq`]):
+//!   past it, droppable frames (batches, online counts) are dropped for this viewer and
+//!   counted, must-send frames stop at twice the bound (the connection is closed then),
+//!   and pongs are coalesced to one. A connection judged slow for the grace period is
+//!   closed with 1008 "slow consumer" by the shard's sweeper, which also closes one whose
+//!   oldest unwritten byte is older than the write timeout.
 //!
 //! [`Conn`] is the state both tasks and the shard's rooms share (`Rc`, `Cell`): it can be
 //! built without a socket, which is how the fan-out benchmark drives it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,17 +28,17 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use serde_json::json;
 use shards::local::Notify;
 
-use super::hygiene::{clean_text, TokenBucket, Verdict};
-use super::protocol::{self, close, code, ClientMsg};
-use super::{home_shard, valid_room_id, Actor, ConnRef, ModOp, Msg, Post, PostBody, RoomId, Uid};
+use super::hygiene::TokenBucket;
+use super::protocol::close;
+use super::sendq::{Overflow, SendQueue};
+use super::{home_shard, valid_room_id, ConnRef, Msg, RoomId, Uid};
 use crate::auth::{now_unix, Claims};
 use crate::http::{self, code as http_code, Reply, Request, Response};
 use crate::shard::{Shard, ShardMsg};
 use crate::sockio::{read_append, readable, send_now, IoVecs, SendNow};
-use crate::ws::codec::{close_frame, Decoder, Message};
+use crate::ws::codec::{close_frame, Decoder};
 use crate::ws::handshake::{check_upgrade, switching_protocols};
 
 /// A logged-in user, as the token says.
@@ -46,7 +51,7 @@ pub struct User {
 }
 
 impl User {
-    fn from_claims(c: Claims) -> Self {
+    pub(super) fn from_claims(c: Claims) -> Self {
         let nick = if c.nick.is_empty() {
             c.sub.clone()
         } else {
@@ -70,17 +75,19 @@ pub struct Conn {
     pub room_slot: Cell<usize>,
     /// True once the home shard accepted the join and the connection is in its room.
     pub joined: Cell<bool>,
-    out: RefCell<VecDeque<Bytes>>,
-    out_bytes: Cell<usize>,
-    queue_limit: usize,
-    /// Since when the queue has been over its bound (a slow consumer), if it is.
-    over_since: Cell<Option<Instant>>,
+    /// Everything on its way to the peer, under one byte bound (see `sendq`).
+    q: RefCell<SendQueue>,
+    /// The reader stopped decoding because the queue is over its bound.
+    reader_paused: Cell<bool>,
+    /// Closed as a slow consumer (counted once, when the connection is let go).
+    slow: Cell<bool>,
     last_seen: Cell<Instant>,
-    bucket: Cell<TokenBucket>,
+    /// This connection's own post rate limit (the room's home keeps the per-user one).
+    pub(super) bucket: Cell<TokenBucket>,
     closing: Cell<Option<(u16, &'static str)>>,
     /// Wakes the writer: data queued, or closing.
     writer: Notify,
-    /// Wakes the reader: closing.
+    /// Wakes the reader: closing, or the queue drained enough to read again.
     reader: Notify,
     /// Aborts a write in flight (slow consumer, shutdown bound, write timeout).
     abort: Notify,
@@ -89,9 +96,6 @@ pub struct Conn {
     fd: Cell<Option<RawFd>>,
     /// The writer holds bytes it has not finished writing: no direct send may overtake them.
     in_flight: Cell<bool>,
-    /// When the write in flight started (the sweeper enforces the write timeout with it, so
-    /// no timer is armed per write).
-    write_since: Cell<Option<Instant>>,
     /// Bytes written straight from the fan-out path, for metrics.
     direct_bytes: Cell<u64>,
 }
@@ -110,10 +114,9 @@ impl Conn {
             user: RefCell::new(user),
             room_slot: Cell::new(usize::MAX),
             joined: Cell::new(false),
-            out: RefCell::new(VecDeque::new()),
-            out_bytes: Cell::new(0),
-            queue_limit,
-            over_since: Cell::new(None),
+            q: RefCell::new(SendQueue::new(queue_limit)),
+            reader_paused: Cell::new(false),
+            slow: Cell::new(false),
             last_seen: Cell::new(Instant::now()),
             bucket: Cell::new(TokenBucket::full(burst, crate::danmaku::engine::now_ms())),
             closing: Cell::new(None),
@@ -122,34 +125,37 @@ impl Conn {
             abort: Notify::new(),
             fd: Cell::new(None),
             in_flight: Cell::new(false),
-            write_since: Cell::new(None),
             direct_bytes: Cell::new(0),
         }
     }
 
-    /// Puts `frame` on the wire at once if nothing is ahead of it, else queues (the rest of)
-    /// it for the writer.
-    fn enqueue(&self, frame: &Bytes) {
-        let mut rest = frame.clone();
-        if let Some(fd) = self.fd.get() {
-            if !self.in_flight.get() && self.out.borrow().is_empty() {
-                match send_now(fd, &[frame]) {
-                    SendNow::All => {
-                        self.direct_bytes
-                            .set(self.direct_bytes.get() + frame.len() as u64);
-                        return;
-                    }
-                    SendNow::Partial(n) => {
-                        self.direct_bytes.set(self.direct_bytes.get() + n as u64);
-                        rest = frame.slice(n..);
-                    }
-                    SendNow::Nothing => {}
-                }
-            }
+    /// Puts `frame` on the wire at once if nothing is ahead of it. Returns true if that
+    /// took care of it (all of it went, or its unwritten tail is queued first); false if
+    /// the caller must queue it.
+    fn try_direct(&self, frame: &Bytes) -> bool {
+        // No socket (the benchmark's in-memory sink), or the writer has stopped.
+        let Some(fd) = self.fd.get() else {
+            return false;
+        };
+        if self.in_flight.get() || !self.q.borrow().is_empty() {
+            return false;
         }
-        self.out_bytes.set(self.out_bytes.get() + rest.len());
-        self.out.borrow_mut().push_back(rest);
-        self.writer.notify();
+        match send_now(fd, &[frame]) {
+            SendNow::All => {
+                self.direct_bytes
+                    .set(self.direct_bytes.get() + frame.len() as u64);
+                true
+            }
+            SendNow::Partial(n) => {
+                self.direct_bytes.set(self.direct_bytes.get() + n as u64);
+                self.q
+                    .borrow_mut()
+                    .push_rest(frame.slice(n..), Instant::now());
+                self.writer.notify();
+                true
+            }
+            SendNow::Nothing => false,
+        }
     }
 
     /// Bytes written directly since the last call (the sweeper collects them).
@@ -157,53 +163,80 @@ impl Conn {
         self.direct_bytes.replace(0)
     }
 
-    /// When the write in flight started, if one is.
+    /// When the oldest byte not yet written was queued, if one is: the write timeout
+    /// runs from there, so a peer that takes a few bytes at a time does not restart it.
     pub fn write_since(&self) -> Option<Instant> {
-        self.write_since.get()
+        self.q.borrow().oldest_unwritten()
     }
 
     pub fn uid(&self) -> Option<Uid> {
         self.user.borrow().as_ref().map(|u| u.uid.clone())
     }
 
-    /// Sends a frame this connection must get (acks, errors, history, pongs).
+    /// Sends a frame this connection must get (acks, errors, history, private messages).
+    /// Past the hard ceiling (twice the bound) the connection is closed as a slow consumer
+    /// instead: it has stopped reading, and nothing more is held for it.
     pub fn send(&self, frame: Bytes) {
         if self.closing.get().is_some() {
             return;
         }
-        self.enqueue(&frame);
+        if self.try_direct(&frame) {
+            return;
+        }
+        let pushed = self.q.borrow_mut().push(frame, Instant::now());
+        match pushed {
+            Ok(()) => self.writer.notify(),
+            Err(Overflow) => self.close_slow(),
+        }
     }
 
     /// Queues a fan-out frame unless the queue is over its bound; returns false if the
-    /// frame was dropped for this viewer (the slow-consumer clock starts then).
-    pub fn send_droppable(&self, frame: &Bytes) -> bool {
+    /// frame was dropped for this viewer (the slow-consumer clock starts then). `now` is
+    /// read once per fan-out by the caller.
+    pub fn send_droppable(&self, frame: &Bytes, now: Instant) -> bool {
         if self.closing.get().is_some() {
             return true;
         }
-        if self.out_bytes.get() + frame.len() > self.queue_limit {
-            if self.over_since.get().is_none() {
-                self.over_since.set(Some(Instant::now()));
-            }
-            return false;
+        if self.try_direct(frame) {
+            return true;
         }
-        self.enqueue(frame);
-        true
+        let queued = self.q.borrow_mut().push_droppable(frame, now);
+        if queued {
+            self.writer.notify();
+        }
+        queued
+    }
+
+    /// Answers a ping. At most one pong waits: a newer ping replaces the older one's answer
+    /// (RFC 6455 §5.5.3), so a flood of pings holds one control frame, not a queue of them.
+    pub(super) fn send_pong(&self, frame: Bytes) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        if self.try_direct(&frame) {
+            return;
+        }
+        self.q.borrow_mut().set_pong(frame, Instant::now());
+        self.writer.notify();
     }
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.out_bytes.get()
+        self.q.borrow().bytes()
     }
 
     /// Takes every queued frame (the fan-out benchmark's in-memory sink).
     pub fn drain_queue(&self) -> usize {
-        let n = self.out.borrow_mut().drain(..).count();
-        self.out_bytes.set(0);
-        n
+        self.q.borrow_mut().drain()
     }
 
     pub fn over_since(&self) -> Option<Instant> {
-        self.over_since.get()
+        self.q.borrow().over_since()
+    }
+
+    /// Whether it was closed as a slow consumer.
+    pub fn closed_slow(&self) -> bool {
+        self.slow.get()
     }
 
     pub fn last_seen(&self) -> Instant {
@@ -227,6 +260,14 @@ impl Conn {
     pub fn close_now(&self, code: u16, reason: &'static str) {
         self.close(code, reason);
         self.abort.notify();
+    }
+
+    /// Closes with 1008 "slow consumer" at once (the grace ran out, or the hard ceiling).
+    pub fn close_slow(&self) {
+        if self.closing.get().is_none() {
+            self.slow.set(true);
+        }
+        self.close_now(close::POLICY, "slow consumer");
     }
 }
 
@@ -357,20 +398,30 @@ async fn read_loop(
 ) {
     let mut decoder = Decoder::new(shard.common.danmaku.settings.ws);
     loop {
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(msg)) => {
-                    conn.last_seen.set(Instant::now());
-                    on_message(shard, conn, msg);
-                    if conn.is_closing() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    conn.close(e.close_code(), e.reason());
+        // Back-pressure: while the peer does not take what it is sent, nothing it sent is
+        // decoded (not even what is already buffered), so it cannot make the server
+        // answer it into memory; its frames wait in the kernel, and its TCP window closes.
+        while conn.q.borrow().backed_up() {
+            conn.reader_paused.set(true);
+            conn.reader.notified().await;
+            conn.reader_paused.set(false);
+            if conn.is_closing() {
+                return;
+            }
+        }
+        match decoder.decode(&mut buf) {
+            Ok(Some(msg)) => {
+                conn.last_seen.set(Instant::now());
+                super::client::on_message(shard, conn, msg);
+                if conn.is_closing() {
                     return;
                 }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                conn.close(e.close_code(), e.reason());
+                return;
             }
         }
         if buf.is_empty() && decoder.is_idle() {
@@ -382,7 +433,8 @@ async fn read_loop(
             _ = conn.reader.notified() => None,
         };
         match woke {
-            None => return,
+            None if conn.is_closing() => return,
+            None => continue,
             Some(Err(_)) => {
                 conn.close_now(close::ABNORMAL, "read failed");
                 return;
@@ -414,9 +466,9 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
     let mut iov = IoVecs::new();
     loop {
         {
-            let mut out = conn.out.borrow_mut();
+            let mut q = conn.q.borrow_mut();
             while iov.len() < MAX_IOVECS {
-                match out.pop_front() {
+                match q.take_next() {
                     Some(b) => iov.push(b),
                     None => break,
                 }
@@ -436,12 +488,10 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
         }
         conn.in_flight.set(true);
         iov.prepare();
-        conn.write_since.set(Some(Instant::now()));
         let result = monoio::select! {
             r = writer.writev(iov) => Some(r),
             _ = conn.abort.notified() => None,
         };
-        conn.write_since.set(None);
         let Some((Ok(n), back)) = result else {
             // Aborted or failed: try the close frame briefly, then give up.
             if let Some((code, reason)) = conn.closing.get().filter(|(c, _)| *c != close::ABNORMAL)
@@ -457,10 +507,14 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
         };
         iov = back;
         iov.advance(n);
-        conn.out_bytes.set(conn.out_bytes.get().saturating_sub(n));
         shard.danmaku.wrote(n);
-        if conn.out_bytes.get() <= conn.queue_limit {
-            conn.over_since.set(None);
+        let resume = {
+            let mut q = conn.q.borrow_mut();
+            q.wrote(n);
+            q.below_low_water()
+        };
+        if resume && conn.reader_paused.get() {
+            conn.reader.notify();
         }
     }
 }
@@ -476,204 +530,6 @@ async fn write_close(
 ) {
     let frame = close_frame(code, reason);
     let _ = Box::pin(monoio::time::timeout(limit, writer.write_all(frame))).await;
-}
-
-fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message) {
-    match msg {
-        Message::Text(text) => match protocol::parse_client(&text) {
-            Ok(m) => on_client(shard, conn, m),
-            Err(why) => conn.send(protocol::error_frame(code::BAD_MESSAGE, &why, None)),
-        },
-        Message::Binary(_) => conn.send(protocol::error_frame(
-            code::BAD_MESSAGE,
-            "binary frames are not part of the protocol; send JSON text",
-            None,
-        )),
-        Message::Ping(payload) => {
-            conn.send(crate::ws::codec::encode_frame(
-                tungstenite::protocol::frame::coding::OpCode::Control(
-                    tungstenite::protocol::frame::coding::Control::Pong,
-                ),
-                &payload,
-            ));
-        }
-        Message::Pong(_) => {}
-        Message::Close(_) => conn.close(close::NORMAL, "bye"),
-    }
-}
-
-fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
-    let shared = &shard.common.danmaku;
-    let settings = &shared.settings;
-    match msg {
-        ClientMsg::Ping { ts } => {
-            let now = super::engine::now_ms();
-            conn.send(protocol::frame_json(
-                &json!({"type": "pong", "ts": ts, "server_ts": now}),
-            ));
-        }
-        ClientMsg::Auth { token } => {
-            if conn.user.borrow().is_some() {
-                return conn.send(protocol::error_frame(
-                    code::ALREADY_AUTHENTICATED,
-                    "already authenticated",
-                    None,
-                ));
-            }
-            match shared.jwt.verify(&token, now_unix()) {
-                Ok(claims) => {
-                    let user = Rc::new(User::from_claims(claims));
-                    let uid = user.uid.clone();
-                    *conn.user.borrow_mut() = Some(user);
-                    shard.danmaku.identify(shard, conn, uid);
-                    conn.send(protocol::frame_json(
-                        &json!({"type": "authed", "uid": &*conn.uid().unwrap_or_default()}),
-                    ));
-                }
-                Err(e) => conn.send(protocol::error_frame(code::BAD_TOKEN, e.message(), None)),
-            }
-        }
-        other => {
-            let cid = client_cid(&other);
-            let Some(user) = conn.user.borrow().clone() else {
-                return conn.send(protocol::error_frame(
-                    code::LOGIN_REQUIRED,
-                    "log in to send (anonymous viewers may only read)",
-                    cid.as_deref(),
-                ));
-            };
-            let reply = |c: u32, m: &str| conn.send(protocol::error_frame(c, m, cid.as_deref()));
-            if let Some(op) = moderation(&other) {
-                let actor = Actor::User {
-                    uid: user.uid.clone(),
-                    global_admin: user.admin,
-                    reply: conn.id,
-                    cid,
-                };
-                return shard
-                    .danmaku
-                    .moderate(shard, conn.room.clone(), op, actor, Some(conn));
-            }
-            let mut bucket = conn.bucket.get();
-            let allowed = bucket.take(
-                settings.rate_per_sec,
-                settings.rate_burst,
-                super::engine::now_ms(),
-            );
-            conn.bucket.set(bucket);
-            if !allowed {
-                shard.danmaku.rejected();
-                return reply(code::RATE_LIMITED, "too many messages; slow down");
-            }
-            let body = match other {
-                ClientMsg::Danmaku {
-                    text, color, mode, ..
-                } => {
-                    let Some(text) = checked_text(shard, &text, &reply) else {
-                        return;
-                    };
-                    let Some(color) = protocol::parse_color(color.as_deref()) else {
-                        return reply(code::BAD_MESSAGE, "color must be #RRGGBB");
-                    };
-                    PostBody::Danmaku {
-                        text,
-                        color,
-                        mode: mode.unwrap_or_default(),
-                    }
-                }
-                ClientMsg::Gift { gift_id, count, .. } => PostBody::Gift {
-                    gift_id,
-                    count: count.unwrap_or(1).clamp(1, 9999),
-                },
-                ClientMsg::Like { count, .. } => PostBody::Like {
-                    count: count.unwrap_or(1).clamp(1, 100),
-                },
-                ClientMsg::Pm { to, text, .. } => {
-                    let Some(text) = checked_text(shard, &text, &reply) else {
-                        return;
-                    };
-                    PostBody::Pm {
-                        to: to.into(),
-                        text,
-                    }
-                }
-                _ => return,
-            };
-            let post = Post {
-                room: conn.room.clone(),
-                from: Some(conn.id),
-                uid: user.uid.clone(),
-                nick: user.nick.clone(),
-                vip: user.vip,
-                cid,
-                body,
-            };
-            shard.danmaku.post(shard, conn, post);
-        }
-    }
-}
-
-/// Cleans, length-checks and filters text; answers the client and returns `None` if it
-/// cannot be sent.
-fn checked_text(shard: &Shard, text: &str, reply: &impl Fn(u32, &str)) -> Option<String> {
-    let settings = &shard.common.danmaku.settings;
-    let text = clean_text(text);
-    let chars = text.chars().count();
-    if chars == 0 || chars > settings.max_text_chars {
-        shard.danmaku.rejected();
-        reply(
-            code::TEXT_LENGTH,
-            &format!("text must be 1 to {} characters", settings.max_text_chars),
-        );
-        return None;
-    }
-    match shard.common.danmaku.filter.check(text) {
-        Verdict::Clean(t) | Verdict::Masked(t) => Some(t),
-        Verdict::Rejected => {
-            shard.danmaku.rejected();
-            reply(code::FILTERED, "text contains a blocked word");
-            None
-        }
-    }
-}
-
-fn client_cid(msg: &ClientMsg) -> Option<String> {
-    match msg {
-        ClientMsg::Danmaku { cid, .. }
-        | ClientMsg::Gift { cid, .. }
-        | ClientMsg::Like { cid, .. }
-        | ClientMsg::Pm { cid, .. }
-        | ClientMsg::Mute { cid, .. }
-        | ClientMsg::Unmute { cid, .. }
-        | ClientMsg::Ban { cid, .. }
-        | ClientMsg::Unban { cid, .. }
-        | ClientMsg::Kick { cid, .. }
-        | ClientMsg::SlowMode { cid, .. } => cid.clone(),
-        _ => None,
-    }
-}
-
-fn moderation(msg: &ClientMsg) -> Option<ModOp> {
-    Some(match msg {
-        ClientMsg::Mute { uid, seconds, .. } => ModOp::Mute {
-            uid: uid.as_str().into(),
-            secs: *seconds,
-        },
-        ClientMsg::Unmute { uid, .. } => ModOp::Unmute {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::Ban { uid, .. } => ModOp::Ban {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::Unban { uid, .. } => ModOp::Unban {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::Kick { uid, .. } => ModOp::Kick {
-            uid: uid.as_str().into(),
-        },
-        ClientMsg::SlowMode { seconds, .. } => ModOp::SlowMode { secs: *seconds },
-        _ => return None,
-    })
 }
 
 /// The home shard of a connection's room.

@@ -36,6 +36,9 @@ pub fn now_ms() -> u64 {
 
 /// How long a join may wait for the home shard's answer before the connection is closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle home room with nothing but what the store holds is kept (see
+/// `HomeRoom::is_pristine`).
+const PRISTINE_IDLE: Duration = Duration::from_secs(3);
 /// Messages held per room while its stored state loads; past it, posts are refused.
 const MAX_WAITING: usize = 10_000;
 
@@ -208,6 +211,10 @@ impl Danmaku {
     fn forget(&self, shard: &Shard, conn: &Rc<Conn>) {
         // What was written straight to it since the last sweep still counts.
         bump(&self.counters.bytes_written, conn.take_direct_bytes());
+        // Counted here, once, whether the sweeper's grace or the hard ceiling closed it.
+        if conn.closed_slow() {
+            bump(&self.counters.slow_closed, 1);
+        }
         self.joining_since
             .borrow_mut()
             .remove(&(conn.id.key as usize));
@@ -877,8 +884,7 @@ impl Danmaku {
             if c.over_since()
                 .is_some_and(|t| now.duration_since(t) >= s.slow_grace)
             {
-                bump(&self.counters.slow_closed, 1);
-                c.close_now(close::POLICY, "slow consumer");
+                c.close_slow();
             } else if now.duration_since(c.last_seen()) >= silence {
                 bump(&self.counters.heartbeat_closed, 1);
                 c.close_now(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
@@ -898,11 +904,17 @@ impl Danmaku {
             }
         }
         let idle_ms = s.room_idle.as_millis() as u64;
+        let pristine_idle_ms = idle_ms.min(PRISTINE_IDLE.as_millis() as u64);
         let wall = now_ms();
         self.home.borrow_mut().retain(|_, r| {
+            let keep_ms = if r.is_pristine() && !r.loading {
+                pristine_idle_ms
+            } else {
+                idle_ms
+            };
             r.dirty
                 || r.idle_since_ms
-                    .is_none_or(|t| wall.saturating_sub(t) < idle_ms)
+                    .is_none_or(|t| wall.saturating_sub(t) < keep_ms)
         });
         bump(&self.counters.bytes_written, direct);
         self.publish(shard, queued);

@@ -15,13 +15,16 @@
 //!
 //! Files: [`protocol`] (JSON messages, frames, codes), [`hygiene`] (text, filter, rate),
 //! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling,
-//! tickers), [`conn`] (the WebSocket connection driver).
+//! tickers), [`conn`] (the WebSocket connection driver), [`client`] (what a viewer's
+//! messages do), [`sendq`] (its outbound queue and the slow-consumer rules).
 
+pub mod client;
 pub mod conn;
 pub mod engine;
 pub mod hygiene;
 pub mod protocol;
 pub mod room;
+pub mod sendq;
 
 use std::sync::Arc;
 use std::time::Duration;

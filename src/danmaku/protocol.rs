@@ -146,6 +146,8 @@ pub enum ClientMsg {
 pub const MAX_CID: usize = 64;
 /// Longest id or gift name accepted.
 pub const MAX_ID: usize = 64;
+/// Longest `ts` of an app-level ping (as JSON), echoed back in its pong.
+pub const MAX_TS: usize = 64;
 
 /// Parses a client text frame. The error is the message sent back with `BAD_MESSAGE`.
 pub fn parse_client(text: &[u8]) -> Result<ClientMsg, String> {
@@ -182,6 +184,13 @@ pub fn parse_client(text: &[u8]) -> Result<ClientMsg, String> {
     };
     if ids.iter().any(|id| id.is_empty() || id.len() > MAX_ID) {
         return Err(format!("ids must be 1 to {MAX_ID} bytes"));
+    }
+    // `ts` is echoed in the pong: without a bound a client could have the server send it
+    // a frame as large as the one it sent, for every ping.
+    if let ClientMsg::Ping { ts: Some(ts) } = &msg {
+        if serde_json::to_vec(ts).map_or(true, |v| v.len() > MAX_TS) {
+            return Err(format!("ts longer than {MAX_TS} bytes of JSON"));
+        }
     }
     Ok(msg)
 }
@@ -364,6 +373,10 @@ mod tests {
         let long_cid = format!(r#"{{"type":"like","cid":"{}"}}"#, "c".repeat(65));
         assert!(parse_client(long_cid.as_bytes()).is_err());
         assert!(parse_client(br#"{"type":"pm","to":"","text":"x"}"#).is_err());
+        assert!(parse_client(br#"{"type":"ping","ts":1732345678901}"#).is_ok());
+        assert!(parse_client(br#"{"type":"ping","ts":{"t":"x"}}"#).is_ok());
+        let long_ts = format!(r#"{{"type":"ping","ts":[{}0]}}"#, "0,".repeat(40));
+        assert!(parse_client(long_ts.as_bytes()).is_err());
     }
 
     #[test]

@@ -409,6 +409,25 @@ impl HomeRoom {
         self.media_clock = None;
     }
 
+    /// Nothing here that the store does not hold: no item ever, no owner or moderation,
+    /// no rate-limit or slow-mode state, no stream clock. Rebuilding such a room costs one
+    /// store read, so an idle one need not be kept for `room_idle_secs` (anonymous joins to
+    /// made-up room ids would otherwise each hold a room that long).
+    pub fn is_pristine(&self) -> bool {
+        self.next_id == 1
+            && self.history.is_empty()
+            && self.pending.is_empty()
+            && self.owner.is_none()
+            && self.admins.is_empty()
+            && self.mutes.is_empty()
+            && self.bans.is_empty()
+            && self.slow_mode_ms == 0
+            && self.buckets.is_empty()
+            && self.last_post_ms.is_empty()
+            && self.media_clock.is_none()
+            && !self.is_live()
+    }
+
     /// Whether the room's stream is live (its media clock is running).
     pub fn is_live(&self) -> bool {
         self.media_clock.is_some()
@@ -469,8 +488,11 @@ impl LocalRoom {
     /// Returns (delivered, dropped for slow consumers).
     pub fn fanout(&self, frame: &Bytes) -> (u64, u64) {
         let mut dropped = 0;
+        // One clock read per fan-out, not per viewer: it stamps the frame where a viewer's
+        // queue holds it (the write timeout runs from there).
+        let now = std::time::Instant::now();
         for conn in &self.viewers {
-            if !conn.send_droppable(frame) {
+            if !conn.send_droppable(frame, now) {
                 dropped += 1;
             }
         }

@@ -3,7 +3,8 @@
 //! [`Decoder::decode`] takes bytes from the connection's buffer and returns whole messages:
 //! fragmented data messages are reassembled (up to `max_message`), control frames may
 //! arrive between fragments, text must be valid UTF-8. Limits are checked on the header,
-//! before the payload is waited for, so an announced 2 GiB frame is refused at once.
+//! before the payload is waited for, so an announced 2 GiB frame is refused at once; and
+//! nothing is allocated for an announced length: buffers grow with what arrives.
 //! Each error carries the close code the connection must send.
 //!
 //! Server frames are unmasked; [`encode_frame`] writes one into a buffer the caller owns, so
@@ -108,8 +109,9 @@ impl Decoder {
             }
             let len = len as usize;
             if buf.len() < header_len + len {
-                // Room for the rest of this frame, so the next read can complete it.
-                buf.reserve(header_len + len - buf.len());
+                // Not reserved here: the buffer grows with the bytes that arrive, not with
+                // what a header announces (a client could announce `max_frame` on many
+                // connections and send nothing more).
                 return Ok(None);
             }
             let _ = buf.split_to(header_len);
@@ -376,6 +378,19 @@ pub(crate) mod tests {
                 .close_code(),
             1002
         );
+    }
+
+    #[test]
+    fn an_announced_frame_reserves_nothing_before_its_bytes_arrive() {
+        let mut d = Decoder::new(LIMITS);
+        // A header announcing the largest frame allowed, and nothing more.
+        let mut raw = vec![0x81, 0x80 | 126];
+        raw.extend_from_slice(&1024u16.to_be_bytes());
+        raw.extend_from_slice(&[1, 2, 3, 4]);
+        let mut buf = BytesMut::from(&raw[..]);
+        let before = buf.capacity();
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert_eq!(buf.capacity(), before);
     }
 
     #[test]

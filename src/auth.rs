@@ -275,26 +275,6 @@ pub enum Revocation {
     },
 }
 
-impl Revocation {
-    /// When the entry can be forgotten.
-    pub fn expires(&self) -> u64 {
-        match self {
-            Revocation::Token { exp, .. } => *exp,
-            Revocation::User { until, .. } => *until,
-        }
-    }
-
-    /// Whether this revocation refuses `c`.
-    pub fn refuses(&self, c: &Claims) -> bool {
-        match self {
-            Revocation::Token { jti, .. } => c.jti.as_deref() == Some(jti.as_str()),
-            Revocation::User {
-                uid, not_before, ..
-            } => c.sub == *uid && c.iat.unwrap_or(0) < *not_before,
-        }
-    }
-}
-
 /// A shard's in-memory copy of the live revocations: looked up on every token check, so
 /// a check costs two hash look-ups and never touches the store or another shard. Loaded
 /// from the store at start and kept current by the broadcast that follows each committed

@@ -239,3 +239,27 @@ fn revocations_survive_kill_9() {
     let mut c = viewer(&server, 1, &format!("room=r3&token={again}"), &[]);
     assert_still_open(&mut c, "a new token after restart");
 }
+
+/// Each logout needs a token from a login, but one account may log in and out at will: past
+/// 32 revoked tokens its logouts become one mark, so the account holds at most 33 entries.
+#[test]
+fn one_users_logouts_past_the_bound_become_a_single_mark() {
+    let server = start(1);
+    let older = token(&server, "gina", &[]);
+    let mut last = None;
+    for i in 0..33 {
+        let t = dev_login(&server, "gina");
+        last = Some(ok(&logout(&server, &t)));
+        if i < 32 {
+            assert_eq!(last.as_ref().unwrap()["revoked"], "token", "logout {i}");
+        }
+    }
+    let last = last.unwrap();
+    assert_eq!(
+        (last["revoked"].as_str(), last["uid"].as_str()),
+        (Some("user"), Some("gina")),
+        "the 33rd: {last}"
+    );
+    // The mark is a revocation like the others: an older token of the user is refused.
+    err(&logout(&server, &older), 401, TOKEN_REVOKED);
+}

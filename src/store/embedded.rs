@@ -400,48 +400,7 @@ impl Backend for Embedded {
         Ok(new.clone())
     }
 
-    fn revoke_token(&mut self, uid: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
-        self.revoke_token_impl(uid, jti, exp)
-    }
-
-    fn revoke_user(&mut self, uid: &str, not_before: u64, until: u64) -> Result<(), StoreError> {
-        self.revoke_user_impl(uid, not_before, until)
-    }
-
-    fn revocations(&mut self, now: u64) -> Result<Vec<Revocation>, StoreError> {
-        self.revocations_impl(now)
-    }
-
-    fn sweep_revocations(&mut self, now: u64) -> Result<usize, StoreError> {
-        self.sweep_revocations_impl(now)
-    }
-
-    fn revocation_counts(&self, uid: &str) -> Result<RevocationCounts, StoreError> {
-        self.revocation_counts_impl(uid)
-    }
-}
-
-impl Embedded {
-    fn sweep_in(tx: &redb::WriteTransaction, now: u64) -> Result<usize, StoreError> {
-        let mut dropped = 0;
-        let mut tokens = tx.open_table(REVOKED_TOKENS)?;
-        tokens.retain(|_, exp| {
-            let keep = exp > now;
-            dropped += usize::from(!keep);
-            keep
-        })?;
-        let mut users = tx.open_table(REVOKED_USERS)?;
-        users.retain(|_, (_, until)| {
-            let keep = until > now;
-            dropped += usize::from(!keep);
-            keep
-        })?;
-        Ok(dropped)
-    }
-}
-
-impl Embedded {
-    pub(super) fn revoke_token_impl(
+    fn revoke_token(
         &mut self,
         uid: &str,
         jti: &str,
@@ -453,7 +412,7 @@ impl Embedded {
         Ok(())
     }
 
-    pub(super) fn revoke_user_impl(
+    fn revoke_user(
         &mut self,
         uid: &str,
         not_before: u64,
@@ -469,7 +428,7 @@ impl Embedded {
         Ok(())
     }
 
-    pub(super) fn revocations_impl(&mut self, now: u64) -> Result<Vec<Revocation>, StoreError> {
+    fn revocations(&mut self, now: u64) -> Result<Vec<Revocation>, StoreError> {
         let tx = self.write_durable()?;
         Self::sweep_in(&tx, now)?;
         let mut out = Vec::new();
@@ -497,14 +456,14 @@ impl Embedded {
         Ok(out)
     }
 
-    pub(super) fn sweep_revocations_impl(&mut self, now: u64) -> Result<usize, StoreError> {
+    fn sweep_revocations(&mut self, now: u64) -> Result<usize, StoreError> {
         let tx = self.write_durable()?;
         let n = Self::sweep_in(&tx, now)?;
         tx.commit()?;
         Ok(n)
     }
 
-    pub(super) fn revocation_counts_impl(
+    fn revocation_counts(
         &self,
         uid: &str,
     ) -> Result<RevocationCounts, StoreError> {
@@ -521,6 +480,25 @@ impl Embedded {
             marks: users.len()? as usize,
             has_mark: users.get(uid)?.is_some(),
         })
+    }
+}
+
+impl Embedded {
+    fn sweep_in(tx: &redb::WriteTransaction, now: u64) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        let mut tokens = tx.open_table(REVOKED_TOKENS)?;
+        tokens.retain(|_, exp| {
+            let keep = exp > now;
+            dropped += usize::from(!keep);
+            keep
+        })?;
+        let mut users = tx.open_table(REVOKED_USERS)?;
+        users.retain(|_, (_, until)| {
+            let keep = until > now;
+            dropped += usize::from(!keep);
+            keep
+        })?;
+        Ok(dropped)
     }
 }
 

@@ -485,8 +485,12 @@ mod tests {
 
     #[test]
     fn tokens_carry_distinct_jtis_and_an_iat() {
-        let a = jwt().verify(&jwt().issue("u1", "", &[], 60, 1000), 1001).unwrap();
-        let b = jwt().verify(&jwt().issue("u1", "", &[], 60, 1000), 1001).unwrap();
+        let a = jwt()
+            .verify(&jwt().issue("u1", "", &[], 60, 1000), 1001)
+            .unwrap();
+        let b = jwt()
+            .verify(&jwt().issue("u1", "", &[], 60, 1000), 1001)
+            .unwrap();
         assert_eq!(a.iat, Some(1000));
         let (ja, jb) = (a.jti.clone().unwrap(), b.jti.clone().unwrap());
         assert_eq!(ja.len(), 22, "128 bits, base64url");
@@ -517,8 +521,14 @@ mod tests {
             until: 3000,
         });
         assert!(r.refuses(&c("u2", Some("x"), Some(1499))));
-        assert!(!r.refuses(&c("u2", Some("x"), Some(1500))), "issued at the mark");
-        assert!(r.refuses(&c("u2", None, None)), "no iat: refused by any mark");
+        assert!(
+            !r.refuses(&c("u2", Some("x"), Some(1500))),
+            "issued at the mark"
+        );
+        assert!(
+            r.refuses(&c("u2", None, None)),
+            "no iat: refused by any mark"
+        );
         assert!(!r.refuses(&c("u3", None, Some(1))));
         // An earlier mark does not move the mark back.
         r.apply(&Revocation::User {

@@ -137,7 +137,10 @@ impl Shard {
     }
 
     /// Verifies a login token: signature and claims, then this shard's revocations.
-    pub fn verify_token(&self, token: &str) -> Result<crate::auth::Claims, crate::auth::TokenError> {
+    pub fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<crate::auth::Claims, crate::auth::TokenError> {
         let claims = self
             .common
             .danmaku

@@ -159,9 +159,21 @@ fn an_admin_revoke_stops_every_older_token_of_the_user_and_not_a_newer_one() {
     let mut bystander = viewer(&server, 0, &format!("room=r2&token={dave}"), &[]);
 
     // Only a global admin may, and the uid is checked.
-    let r = call(&server, "POST", "/api/v1/admin/users/carol/revoke", Some(&dave), None);
+    let r = call(
+        &server,
+        "POST",
+        "/api/v1/admin/users/carol/revoke",
+        Some(&dave),
+        None,
+    );
     err(&r, 403, 40307);
-    let r = call(&server, "POST", "/api/v1/admin/users/carol/revoke", None, None);
+    let r = call(
+        &server,
+        "POST",
+        "/api/v1/admin/users/carol/revoke",
+        None,
+        None,
+    );
     err(&r, 401, 40101);
 
     let at = Instant::now();
@@ -172,7 +184,10 @@ fn an_admin_revoke_stops_every_older_token_of_the_user_and_not_a_newer_one() {
         Some(&admin),
         None,
     ));
-    assert_eq!((data["revoked"].as_str(), data["uid"].as_str()), (Some("user"), Some("carol")));
+    assert_eq!(
+        (data["revoked"].as_str(), data["uid"].as_str()),
+        (Some("user"), Some("carol"))
+    );
     for (i, c) in conns.iter_mut().enumerate() {
         assert_closed_as_revoked(c, at, &format!("carol's connection on shard {i}"));
     }
@@ -190,8 +205,10 @@ fn an_admin_revoke_stops_every_older_token_of_the_user_and_not_a_newer_one() {
             .unwrap()
             .as_secs()
     };
-    eventually(Duration::from_secs(3), || (now() >= not_before).then_some(()))
-        .expect("the clock reaches the mark");
+    eventually(Duration::from_secs(3), || {
+        (now() >= not_before).then_some(())
+    })
+    .expect("the clock reaches the mark");
     let fresh = dev_login(&server, "carol");
     ok(&call(
         &server,

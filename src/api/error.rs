@@ -62,7 +62,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         403,
         "the `on_play` hook refused the player",
     ),
-    (ADMIN_REQUIRED, 403, "only a global admin (role `admin`) may do that"),
+    (
+        ADMIN_REQUIRED,
+        403,
+        "only a global admin (role `admin`) may do that",
+    ),
     (ROOM_NOT_FOUND, 404, "no such room"),
     (FILE_NOT_FOUND, 404, "no such uploaded file"),
     (ROOM_CLOSED, 409, "the room is closed"),

@@ -35,10 +35,10 @@ pub fn bearer_header(shard: &Shard, authorization: Option<&str>) -> ApiResult<Cl
         ));
     };
     shard.verify_token(token).map_err(|e| match e {
-            TokenError::Expired => ApiError::new(error::TOKEN_EXPIRED, e.message()),
-            TokenError::Revoked => ApiError::new(error::TOKEN_REVOKED, e.message()),
-            _ => ApiError::new(error::TOKEN_INVALID, e.message()),
-        })
+        TokenError::Expired => ApiError::new(error::TOKEN_EXPIRED, e.message()),
+        TokenError::Revoked => ApiError::new(error::TOKEN_REVOKED, e.message()),
+        _ => ApiError::new(error::TOKEN_INVALID, e.message()),
+    })
 }
 
 /// The body as a JSON object; an empty body is an empty object (for routes whose fields

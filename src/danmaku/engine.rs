@@ -319,7 +319,11 @@ impl Danmaku {
     /// are closed with 4011 (after what is already queued for them).
     pub fn close_revoked(&self, rev: &crate::auth::Revocation) {
         for (_, conn) in self.conns.borrow().iter() {
-            let revoked = conn.user.borrow().as_ref().is_some_and(|u| u.revoked_by(rev));
+            let revoked = conn
+                .user
+                .borrow()
+                .as_ref()
+                .is_some_and(|u| u.revoked_by(rev));
             if revoked {
                 conn.close(close::TOKEN_REVOKED, "token revoked");
             }

@@ -400,24 +400,14 @@ impl Backend for Embedded {
         Ok(new.clone())
     }
 
-    fn revoke_token(
-        &mut self,
-        uid: &str,
-        jti: &str,
-        exp: u64,
-    ) -> Result<(), StoreError> {
+    fn revoke_token(&mut self, uid: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
         let tx = self.write_durable()?;
         tx.open_table(REVOKED_TOKENS)?.insert((uid, jti), exp)?;
         tx.commit()?;
         Ok(())
     }
 
-    fn revoke_user(
-        &mut self,
-        uid: &str,
-        not_before: u64,
-        until: u64,
-    ) -> Result<(), StoreError> {
+    fn revoke_user(&mut self, uid: &str, not_before: u64, until: u64) -> Result<(), StoreError> {
         let tx = self.write_durable()?;
         {
             let mut t = tx.open_table(REVOKED_USERS)?;
@@ -463,17 +453,14 @@ impl Backend for Embedded {
         Ok(n)
     }
 
-    fn revocation_counts(
-        &self,
-        uid: &str,
-    ) -> Result<RevocationCounts, StoreError> {
+    fn revocation_counts(&self, uid: &str) -> Result<RevocationCounts, StoreError> {
         let tx = self.db.begin_read()?;
         let tokens = tx.open_table(REVOKED_TOKENS)?;
         let users = tx.open_table(REVOKED_USERS)?;
         // Bounded: a user holds at most `auth::MAX_REVOKED_PER_USER` entries.
-        let user_tokens = tokens.range((uid, "")..)?.take_while(|r| {
-            r.as_ref().is_ok_and(|(k, _)| k.value().0 == uid)
-        });
+        let user_tokens = tokens
+            .range((uid, "")..)?
+            .take_while(|r| r.as_ref().is_ok_and(|(k, _)| k.value().0 == uid));
         Ok(RevocationCounts {
             user_tokens: user_tokens.count(),
             tokens: tokens.len()? as usize,
@@ -690,26 +677,38 @@ mod tests {
             }
         );
         assert!(s.revocation_counts("u3").unwrap().has_mark);
-        assert_eq!(s.revocation_counts("u").unwrap().user_tokens, 0, "a prefix is not the user");
+        assert_eq!(
+            s.revocation_counts("u").unwrap().user_tokens,
+            0,
+            "a prefix is not the user"
+        );
         drop(s);
         // Reopened (the durability policy was the fast one; revocations are fsynced anyway).
         let mut s = Embedded::open(&dir, 5, false).unwrap();
         let mut all = s.revocations(10).unwrap();
         all.sort_by_key(|r| format!("{r:?}"));
         assert_eq!(all.len(), 4);
-        assert!(all.contains(&Revocation::User {
-            uid: "u3".into(),
-            not_before: 50,
-            until: 200
-        }), "a mark only moves forward: {all:?}");
+        assert!(
+            all.contains(&Revocation::User {
+                uid: "u3".into(),
+                not_before: 50,
+                until: 200
+            }),
+            "a mark only moves forward: {all:?}"
+        );
         // At 100 the first token has expired; at 200 the mark has.
         assert_eq!(s.revocations(100).unwrap().len(), 3);
         assert_eq!(s.sweep_revocations(200).unwrap(), 1);
         let left = s.revocations(200).unwrap();
         assert_eq!(left.len(), 2);
-        assert!(left.iter().all(|r| matches!(r, Revocation::Token { exp: 300, .. })));
+        assert!(left
+            .iter()
+            .all(|r| matches!(r, Revocation::Token { exp: 300, .. })));
         assert_eq!(s.sweep_revocations(300).unwrap(), 2);
-        assert_eq!(s.revocation_counts("u1").unwrap(), RevocationCounts::default());
+        assert_eq!(
+            s.revocation_counts("u1").unwrap(),
+            RevocationCounts::default()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -62,7 +62,8 @@ pub async fn revoke_user(shard: Rc<Shard>, req: Request) -> ApiResult<Response> 
         not_before: now + 1,
         until: mark_until(&shard, now),
     };
-    let stored = commit(&shard, uid, mark.clone(), mark).await?;
+    let stored = commit(&shard, uid.clone(), mark.clone(), mark).await?;
+    tracing::info!(%uid, by = %claims.sub, "every token of the user revoked");
     Ok(Response::ok(&view(&stored)))
 }
 

@@ -6,6 +6,13 @@
 //! there is no algorithm confusion to exploit. Checked: signature (constant time), `exp`
 //! (required), `nbf` if present, `iss` (must equal the configured issuer), `sub` non-empty.
 //!
+//! Every token issued here carries a `jti` (128 random bits, base64url) and an `iat`, so it
+//! can be revoked ([`Revoked`], the per-shard copy of the stored revocations): by its `jti`
+//! (logout), or with every other token of its user issued before a "not before" mark (an
+//! admin's revoke). A token without a `jti` (issued before tokens had one) can only be
+//! stopped by its user's mark; a token without an `iat` counts as issued at 0, so any mark
+//! of its user refuses it.
+//!
 //! Why not the `jsonwebtoken` crate: it brings the RSA/EC/EdDSA stacks for algorithms we
 //! must refuse anyway. HMAC-SHA256 and base64 come from RustCrypto and the `base64` crate;
 //! what is left here is the claim checks.
@@ -42,6 +49,9 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(default)]
     pub iss: String,
+    /// Token id, for revoking this token alone (logout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// Global roles, e.g. "admin".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
@@ -63,6 +73,8 @@ pub enum TokenError {
     NotYetValid,
     Issuer,
     MissingSubject,
+    /// Logged out, or revoked by an admin (see [`Revoked`]).
+    Revoked,
 }
 
 impl TokenError {
@@ -75,6 +87,7 @@ impl TokenError {
             TokenError::NotYetValid => "token is not valid yet",
             TokenError::Issuer => "token issuer is not accepted",
             TokenError::MissingSubject => "token has no subject",
+            TokenError::Revoked => "token has been revoked: log in again",
         }
     }
 }
@@ -123,6 +136,7 @@ impl Jwt {
             nbf: None,
             iat: Some(now),
             iss: self.issuer.clone(),
+            jti: Some(new_jti()),
             roles: roles.to_vec(),
         };
         self.sign(&claims)
@@ -188,7 +202,142 @@ impl Jwt {
         if claims.sub.is_empty() || claims.sub.len() > 128 {
             return Err(TokenError::MissingSubject);
         }
+        if claims.jti.as_ref().is_some_and(|j| j.len() > MAX_JTI_LEN) {
+            return Err(TokenError::Malformed);
+        }
         Ok(claims)
+    }
+}
+
+/// 128 random bits, base64url: a token's id. `getrandom` does not fail on Linux ≥ 3.17
+/// once the pool is initialised; if it ever did, the id falls back to the clock and a
+/// counter, which is still unique per process (ids need to be unique, not secret: the
+/// token's signature is what cannot be forged).
+fn new_jti() -> String {
+    let mut raw = [0u8; 16];
+    let mut filled = 0;
+    while filled < raw.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `raw`.
+        let n = unsafe {
+            libc::getrandom(
+                raw[filled..].as_mut_ptr().cast::<libc::c_void>(),
+                raw.len() - filled,
+                0,
+            )
+        };
+        if n <= 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            raw[..8].copy_from_slice(&nanos.to_le_bytes());
+            raw[8..].copy_from_slice(
+                &NEXT
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .to_le_bytes(),
+            );
+            break;
+        }
+        filled += n as usize;
+    }
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Longest `jti` kept in a revocation (ours are 22 characters; a longer one in a validly
+/// signed token is refused as malformed rather than stored).
+pub const MAX_JTI_LEN: usize = 64;
+
+/// Revoked tokens kept in all (past it, a logout becomes its user's mark; see
+/// `store::decide`). A jti entry costs about 80 bytes in each shard's copy.
+pub const MAX_REVOKED_TOKENS: usize = 100_000;
+/// Revoked tokens kept per user: a user who logs out more often than this within a token
+/// lifetime gets a mark instead (all their older tokens stop), so one account cannot grow
+/// the set.
+pub const MAX_REVOKED_PER_USER: usize = 32;
+/// Users with a mark, past which a logout that needs a new mark is refused (503).
+pub const MAX_USER_MARKS: usize = 100_000;
+
+/// One stored revocation, as the store keeps it and the shards apply it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revocation {
+    /// The token with this `jti`; kept until the token would have expired.
+    Token { jti: String, exp: u64 },
+    /// Every token of `uid` issued before `not_before` (`iat < not_before`); kept until
+    /// `until`, when every token it could refuse has expired.
+    User {
+        uid: String,
+        not_before: u64,
+        until: u64,
+    },
+}
+
+/// A shard's in-memory copy of the live revocations: looked up on every token check, so
+/// a check costs two hash look-ups and never touches the store or another shard. Loaded
+/// from the store at start and kept current by the broadcast that follows each committed
+/// revocation; entries are dropped once they expire ([`Revoked::sweep`]).
+#[derive(Clone, Debug, Default)]
+pub struct Revoked {
+    /// jti → the token's expiry.
+    tokens: std::collections::HashMap<String, u64>,
+    /// uid → (not_before, until).
+    users: std::collections::HashMap<String, (u64, u64)>,
+}
+
+impl Revoked {
+    pub fn from_list(list: impl IntoIterator<Item = Revocation>) -> Self {
+        let mut r = Self::default();
+        for rev in list {
+            r.apply(&rev);
+        }
+        r
+    }
+
+    pub fn apply(&mut self, rev: &Revocation) {
+        match rev {
+            Revocation::Token { jti, exp } => {
+                self.tokens.insert(jti.clone(), *exp);
+            }
+            Revocation::User {
+                uid,
+                not_before,
+                until,
+            } => {
+                let e = self.users.entry(uid.clone()).or_insert((0, 0));
+                // Marks only move forward: a later mark refuses everything an earlier did.
+                e.0 = e.0.max(*not_before);
+                e.1 = e.1.max(*until);
+            }
+        }
+    }
+
+    /// Whether `c` (already verified) has been revoked.
+    pub fn refuses(&self, c: &Claims) -> bool {
+        if let Some(jti) = &c.jti {
+            if self.tokens.contains_key(jti.as_str()) {
+                return true;
+            }
+        }
+        self.users
+            .get(c.sub.as_str())
+            .is_some_and(|&(not_before, _)| c.iat.unwrap_or(0) < not_before)
+    }
+
+    /// Drops what expired by `now`.
+    pub fn sweep(&mut self, now: u64) {
+        self.tokens.retain(|_, exp| *exp > now);
+        self.users.retain(|_, (_, until)| *until > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -332,6 +481,66 @@ mod tests {
         let last = tampered.pop().unwrap();
         tampered.push(if last == 'A' { 'B' } else { 'A' });
         assert!(jwt().verify(&tampered, 1001).is_err());
+    }
+
+    #[test]
+    fn tokens_carry_distinct_jtis_and_an_iat() {
+        let a = jwt()
+            .verify(&jwt().issue("u1", "", &[], 60, 1000), 1001)
+            .unwrap();
+        let b = jwt()
+            .verify(&jwt().issue("u1", "", &[], 60, 1000), 1001)
+            .unwrap();
+        assert_eq!(a.iat, Some(1000));
+        let (ja, jb) = (a.jti.clone().unwrap(), b.jti.clone().unwrap());
+        assert_eq!(ja.len(), 22, "128 bits, base64url");
+        assert_ne!(ja, jb);
+    }
+
+    #[test]
+    fn revoked_refuses_by_jti_and_by_user_mark_and_forgets_expired_entries() {
+        let c = |sub: &str, jti: Option<&str>, iat: Option<u64>| Claims {
+            sub: sub.into(),
+            nick: String::new(),
+            exp: 2000,
+            nbf: None,
+            iat,
+            iss: "liveshard".into(),
+            jti: jti.map(Into::into),
+            roles: Vec::new(),
+        };
+        let mut r = Revoked::from_list([Revocation::Token {
+            jti: "j1".into(),
+            exp: 2000,
+        }]);
+        assert!(r.refuses(&c("u1", Some("j1"), Some(1000))));
+        assert!(!r.refuses(&c("u1", Some("j2"), Some(1000))));
+        r.apply(&Revocation::User {
+            uid: "u2".into(),
+            not_before: 1500,
+            until: 3000,
+        });
+        assert!(r.refuses(&c("u2", Some("x"), Some(1499))));
+        assert!(
+            !r.refuses(&c("u2", Some("x"), Some(1500))),
+            "issued at the mark"
+        );
+        assert!(
+            r.refuses(&c("u2", None, None)),
+            "no iat: refused by any mark"
+        );
+        assert!(!r.refuses(&c("u3", None, Some(1))));
+        // An earlier mark does not move the mark back.
+        r.apply(&Revocation::User {
+            uid: "u2".into(),
+            not_before: 10,
+            until: 20,
+        });
+        assert!(r.refuses(&c("u2", Some("x"), Some(1499))));
+        r.sweep(2000);
+        assert_eq!(r.len(), 1, "the jti entry expired with its token");
+        r.sweep(3000);
+        assert!(r.is_empty());
     }
 
     #[test]

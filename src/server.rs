@@ -81,6 +81,10 @@ pub fn run(config: Config) -> Result<(), String> {
         )
     })?;
     let mut store = crate::store::Store::new(Box::new(backend), config.store.queue);
+    let revoked = store
+        .revocations_at_start(crate::auth::now_unix())
+        .map_err(|e| format!("cannot read the token revocations: {e}"))?;
+    let revoked = crate::auth::Revoked::from_list(revoked);
     let outbound = crate::outbound::Outbound::start(&config.outbound.settings())
         .map_err(|e| format!("cannot start the outbound threads: {e}"))?;
     let (api, api_services) = crate::api::Services::start(&config, http_addr, rtmp_addr)?;
@@ -92,6 +96,7 @@ pub fn run(config: Config) -> Result<(), String> {
         metrics: Arc::new(Metrics::new(shard_count, driver)),
         danmaku: Arc::new(danmaku),
         live: Arc::new(live),
+        revoked,
         config: Arc::new(config),
     });
     let engine = {

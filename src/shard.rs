@@ -9,7 +9,7 @@
 //! measure loop lag; on stop, raise the shutdown signal (connections finish what they are
 //! doing and close), stop accepting and wait until the last connection is gone.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -61,6 +61,8 @@ pub struct Common {
     pub outbound: crate::outbound::OutboundHandle,
     /// What the REST API shares (keys, files, the WeChat client).
     pub api: crate::api::Shared,
+    /// The revocations in force when the server started (each shard copies them).
+    pub revoked: crate::auth::Revoked,
 }
 
 /// What each shard owns from birth.
@@ -83,6 +85,9 @@ pub struct Shard {
     admission: Admission,
     /// Refused connections being answered (a 503 to an HTTP client) right now.
     refusing: Cell<usize>,
+    /// This shard's copy of the token revocations: every token check looks here, never
+    /// at the store or another shard.
+    revoked: RefCell<crate::auth::Revoked>,
 }
 
 /// Refused connections answered at once per shard; past it, a refused connection is
@@ -129,6 +134,34 @@ impl Shard {
         }));
         self.ctx.mesh.submit_to(to, ShardMsg::Run(task)).ok()?;
         rx.await.ok()
+    }
+
+    /// Verifies a login token: signature and claims, then this shard's revocations.
+    pub fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<crate::auth::Claims, crate::auth::TokenError> {
+        let claims = self
+            .common
+            .danmaku
+            .jwt
+            .verify(token, crate::auth::now_unix())?;
+        if self.revoked.borrow().refuses(&claims) {
+            return Err(crate::auth::TokenError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Applies a committed revocation here: later checks refuse what it names, and this
+    /// shard's WebSocket connections that used such a token are closed.
+    pub fn apply_revocation(self: &Rc<Self>, rev: &crate::auth::Revocation) {
+        self.revoked.borrow_mut().apply(rev);
+        self.danmaku.close_revoked(rev);
+    }
+
+    /// Drops revocations that expired (the danmaku sweep calls it).
+    pub fn sweep_revocations(&self, now: u64) {
+        self.revoked.borrow_mut().sweep(now);
     }
 
     fn handle_msg(self: &Rc<Self>, from: usize, msg: ShardMsg) {
@@ -213,6 +246,7 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         all_closed: Notify::new(),
         admission: Admission::new(&cfg.server, ctx.count),
         refusing: Cell::new(0),
+        revoked: RefCell::new(common.revoked.clone()),
         common: common.clone(),
         danmaku: Danmaku::new(),
         live: crate::live::Live::new(),

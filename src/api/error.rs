@@ -31,6 +31,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         401,
         "WeChat refused the login code (invalid or already used: errcode 40029 / 40163)",
     ),
+    (
+        TOKEN_REVOKED,
+        401,
+        "the token was revoked (logged out, or an admin revoked the user's tokens): log in again",
+    ),
     (NOT_OWNER, 403, "only the room owner may do that"),
     (
         NOT_MODERATOR,
@@ -56,6 +61,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         PLAY_HOOK_REFUSED,
         403,
         "the `on_play` hook refused the player",
+    ),
+    (
+        ADMIN_REQUIRED,
+        403,
+        "only a global admin (role `admin`) may do that",
     ),
     (ROOM_NOT_FOUND, 404, "no such room"),
     (FILE_NOT_FOUND, 404, "no such uploaded file"),
@@ -107,6 +117,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         503,
         "the server is busy (internal queues full, or too many event streams): retry",
     ),
+    (
+        REVOCATIONS_FULL,
+        503,
+        "too many revoked tokens are kept: the token was not revoked (it still expires on time)",
+    ),
     (WECHAT_TIMEOUT, 504, "WeChat did not answer in time"),
 ];
 
@@ -115,12 +130,14 @@ pub const TOKEN_MISSING: u32 = 40101;
 pub const TOKEN_INVALID: u32 = 40102;
 pub const TOKEN_EXPIRED: u32 = 40103;
 pub const WECHAT_CODE_INVALID: u32 = 40104;
+pub const TOKEN_REVOKED: u32 = 40105;
 pub const NOT_OWNER: u32 = 40301;
 pub const NOT_MODERATOR: u32 = 40302;
 pub const ORIGIN_NOT_ALLOWED: u32 = 40303;
 pub const PLAY_REFERER_REFUSED: u32 = 40304;
 pub const PLAY_SIGNATURE_REFUSED: u32 = 40305;
 pub const PLAY_HOOK_REFUSED: u32 = 40306;
+pub const ADMIN_REQUIRED: u32 = 40307;
 pub const ROOM_NOT_FOUND: u32 = 40401;
 pub const FILE_NOT_FOUND: u32 = 40402;
 pub const ROOM_CLOSED: u32 = 40901;
@@ -135,6 +152,7 @@ pub const STORE_BUSY: u32 = 50301;
 pub const WECHAT_BUSY: u32 = 50302;
 pub const WECHAT_NOT_CONFIGURED: u32 = 50303;
 pub const SERVER_BUSY: u32 = 50304;
+pub const REVOCATIONS_FULL: u32 = 50305;
 pub const WECHAT_TIMEOUT: u32 = 50401;
 
 /// An error answer: status, stable code, message, and the offending field if any.

@@ -34,15 +34,11 @@ pub fn bearer_header(shard: &Shard, authorization: Option<&str>) -> ApiResult<Cl
             "the Authorization header must be `Bearer <token>`",
         ));
     };
-    shard
-        .common
-        .danmaku
-        .jwt
-        .verify(token, crate::auth::now_unix())
-        .map_err(|e| match e {
-            TokenError::Expired => ApiError::new(error::TOKEN_EXPIRED, e.message()),
-            _ => ApiError::new(error::TOKEN_INVALID, e.message()),
-        })
+    shard.verify_token(token).map_err(|e| match e {
+        TokenError::Expired => ApiError::new(error::TOKEN_EXPIRED, e.message()),
+        TokenError::Revoked => ApiError::new(error::TOKEN_REVOKED, e.message()),
+        _ => ApiError::new(error::TOKEN_INVALID, e.message()),
+    })
 }
 
 /// The body as a JSON object; an empty body is an empty object (for routes whose fields

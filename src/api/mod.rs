@@ -5,6 +5,7 @@
 //! - [`error`]      — `ApiError` and the code table.
 //! - [`input`]      — bearer tokens, JSON bodies and fields, path ids, randomness.
 //! - [`login`]      — `POST /auth/wechat`, `POST /auth/dev`.
+//! - [`revoke`]     — `POST /auth/logout`, `POST /admin/users/{uid}/revoke`.
 //! - [`wechat`]     — the WeChat client: `jscode2session`, the cached access token.
 //! - [`rooms`]      — rooms CRUD, listing with live status, push-URL signing.
 //! - [`moderation`] — mutes, bans, kicks, admins, slow mode.
@@ -28,6 +29,7 @@ pub mod input;
 pub mod login;
 pub mod moderation;
 pub mod openapi;
+pub mod revoke;
 pub mod rooms;
 pub mod sse;
 pub mod urls;
@@ -147,6 +149,18 @@ pub fn register(r: &mut Router<Shard>, cfg: &Config) {
             "/api/v1/auth/wechat",
             route(login::wechat),
             json,
+        ),
+        (
+            Method::Post,
+            "/api/v1/auth/logout",
+            route(revoke::logout),
+            None,
+        ),
+        (
+            Method::Post,
+            "/api/v1/admin/users/{uid}/revoke",
+            route(revoke::revoke_user),
+            None,
         ),
         (Method::Get, "/api/v1/rooms", route(rooms::list), None),
         (Method::Post, "/api/v1/rooms", route(rooms::create), json),

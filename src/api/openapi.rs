@@ -111,7 +111,7 @@ impl Op {
         }
         let mut codes: Vec<u32> = self.errors.to_vec();
         if self.auth {
-            codes.extend([40101, 40102, 40103]);
+            codes.extend([40101, 40102, 40103, 40105]);
         }
         let mut by_status: std::collections::BTreeMap<u16, Vec<u32>> = Default::default();
         for c in codes {
@@ -203,6 +203,33 @@ pub fn document(cfg: &Config) -> Value {
             )],
         ));
     }
+    paths.push((
+        "/api/v1/auth/logout",
+        vec![(
+            "post",
+            Op::new(
+                "Log out: revoke the bearer token (REST and WebSocket refuse it; \
+                 connections that used it are closed with 4011)",
+            )
+            .auth()
+            .ok(schema_ref("Revocation"))
+            .errors(&[50001, 50301, 50305]),
+        )],
+    ));
+    paths.push((
+        "/api/v1/admin/users/{uid}/revoke",
+        vec![(
+            "post",
+            Op::new(
+                "Revoke every token of a user issued until now (global admins; \
+                 tokens issued later work)",
+            )
+            .auth()
+            .params(vec![uid()])
+            .ok(schema_ref("Revocation"))
+            .errors(&[40307, 42201, 50001, 50301]),
+        )],
+    ));
     paths.push((
         "/api/v1/rooms",
         vec![
@@ -521,6 +548,13 @@ pub fn document(cfg: &Config) -> Value {
                 "Login": {"type": "object", "properties": {
                     "token": {"type": "string"}, "expires_at": {"type": "integer"},
                     "user": schema_ref("User")
+                }},
+                "Revocation": {"type": "object", "required": ["revoked", "until"], "properties": {
+                    "revoked": {"type": "string", "enum": ["token", "user"],
+                                "description": "token: this token alone; user: every token of `uid` issued before `not_before` (a logout past the per-user bound becomes this)"},
+                    "uid": {"type": "string"},
+                    "not_before": {"type": "integer", "description": "Unix seconds: tokens with an earlier iat are refused"},
+                    "until": {"type": "integer", "description": "Unix seconds: when the revocation is forgotten (every token it refuses has expired)"}
                 }},
                 "Push": {"type": "object", "properties": {
                     "url": {"type": "string"}, "server_url": {"type": "string"},

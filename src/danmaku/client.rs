@@ -11,7 +11,6 @@ use super::conn::{Conn, User};
 use super::hygiene::{clean_text, Verdict};
 use super::protocol::{self, close, code, ClientMsg};
 use super::{Actor, ModOp, Post, PostBody};
-use crate::auth::now_unix;
 use crate::shard::Shard;
 use crate::ws::codec::Message;
 
@@ -55,7 +54,7 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
                     None,
                 ));
             }
-            match shared.jwt.verify(&token, now_unix()) {
+            match shard.verify_token(&token) {
                 Ok(claims) => {
                     let user = Rc::new(User::from_claims(claims));
                     let uid = user.uid.clone();

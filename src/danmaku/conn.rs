@@ -34,7 +34,7 @@ use super::hygiene::TokenBucket;
 use super::protocol::close;
 use super::sendq::{Overflow, SendQueue};
 use super::{home_shard, valid_room_id, ConnRef, Msg, RoomId, Uid};
-use crate::auth::{now_unix, Claims};
+use crate::auth::Claims;
 use crate::http::{self, code as http_code, Reply, Request, Response};
 use crate::shard::{Shard, ShardMsg};
 use crate::sockio::{read_append, readable, send_now, IoVecs, SendNow};
@@ -48,6 +48,10 @@ pub struct User {
     pub nick: Arc<str>,
     pub admin: bool,
     pub vip: bool,
+    /// The token's id and issue time, so a revocation can find the connections that
+    /// used it (kept here, not in `Conn`, which anonymous viewers also pay for).
+    pub jti: Option<Box<str>>,
+    pub iat: u64,
 }
 
 impl User {
@@ -60,8 +64,20 @@ impl User {
         Self {
             admin: c.has_role("admin"),
             vip: c.has_role("vip"),
+            jti: c.jti.map(String::into_boxed_str),
+            iat: c.iat.unwrap_or(0),
             uid: c.sub.into(),
             nick: nick.into(),
+        }
+    }
+
+    /// Whether `rev` names the token this user connected with.
+    pub fn revoked_by(&self, rev: &crate::auth::Revocation) -> bool {
+        match rev {
+            crate::auth::Revocation::Token { jti, .. } => self.jti.as_deref() == Some(jti.as_str()),
+            crate::auth::Revocation::User {
+                uid, not_before, ..
+            } => &*self.uid == uid.as_str() && self.iat < *not_before,
         }
     }
 }
@@ -321,8 +337,15 @@ pub async fn ws_handler(shard: Rc<Shard>, req: Request) -> Reply {
         .or(from_protocol.clone());
     let user = match token {
         None => None,
-        Some(t) => match shared.jwt.verify(&t, now_unix()) {
+        Some(t) => match shard.verify_token(&t) {
             Ok(claims) => Some(Rc::new(User::from_claims(claims))),
+            Err(crate::auth::TokenError::Revoked) => {
+                return fail(
+                    401,
+                    crate::api::error::TOKEN_REVOKED,
+                    crate::auth::TokenError::Revoked.message(),
+                )
+            }
             Err(e) => return fail(401, 40100, e.message()),
         },
     };

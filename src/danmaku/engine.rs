@@ -315,6 +315,21 @@ impl Danmaku {
         }
     }
 
+    /// A token revocation was committed: this shard's connections whose token it names
+    /// are closed with 4011 (after what is already queued for them).
+    pub fn close_revoked(&self, rev: &crate::auth::Revocation) {
+        for (_, conn) in self.conns.borrow().iter() {
+            let revoked = conn
+                .user
+                .borrow()
+                .as_ref()
+                .is_some_and(|u| u.revoked_by(rev));
+            if revoked {
+                conn.close(close::TOKEN_REVOKED, "token revoked");
+            }
+        }
+    }
+
     /// Abandons writes still in flight (the shutdown bound is near).
     pub fn abort_all(&self) {
         for (_, conn) in self.conns.borrow().iter() {
@@ -963,8 +978,15 @@ async fn online_loop(shard: Rc<Shard>) {
 }
 
 async fn sweep_loop(shard: Rc<Shard>) {
+    let mut ticks = 0u32;
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         shard.danmaku.sweep(&shard);
+        // Expired revocations go once a minute: the set can be large, and an expired
+        // entry refuses nothing the token's own `exp` does not.
+        ticks = ticks.wrapping_add(1);
+        if ticks % 60 == 0 {
+            shard.sweep_revocations(crate::auth::now_unix());
+        }
     }
 }

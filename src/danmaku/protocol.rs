@@ -57,6 +57,9 @@ pub mod close {
     pub const KICKED: u16 = 4001;
     /// Banned from the room.
     pub const BANNED: u16 = 4003;
+    /// The connection's token was revoked (its user logged out, or an admin revoked the
+    /// user's tokens); the same number as the error code for a refused token.
+    pub const TOKEN_REVOKED: u16 = 4011;
     /// No message (not even a ping) for two heartbeat intervals.
     pub const HEARTBEAT_TIMEOUT: u16 = 4008;
 }

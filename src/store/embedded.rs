@@ -13,6 +13,8 @@
 //! | `mods` | room id | ModState (JSON) |
 //! | `last_ids` | room id | last item id |
 //! | `danmaku` | (room id, item id) | item JSON, as clients see it |
+//! | `revoked_tokens` | (uid, jti) | the token's expiry |
+//! | `revoked_users` | uid | (not_before, until) |
 //!
 //! Danmaku history is a bounded tail per room: appending trims what falls out of it.
 
@@ -22,7 +24,8 @@ use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::model::{ModState, Room, RoomPage, RoomPatch, RoomState, User};
-use super::{Backend, StoreError};
+use super::{Backend, RevocationCounts, StoreError};
+use crate::auth::Revocation;
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const OPENIDS: TableDefinition<&str, &str> = TableDefinition::new("openids");
@@ -31,6 +34,8 @@ const MODS: TableDefinition<&str, &[u8]> = TableDefinition::new("mods");
 const LAST_IDS: TableDefinition<&str, u64> = TableDefinition::new("last_ids");
 const DANMAKU: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("danmaku");
 const OPEN_ROOMS: TableDefinition<(u64, &str), ()> = TableDefinition::new("open_rooms");
+const REVOKED_TOKENS: TableDefinition<(&str, &str), u64> = TableDefinition::new("revoked_tokens");
+const REVOKED_USERS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("revoked_users");
 
 /// The `open_rooms` key of a room: newest first when iterated in key order.
 fn open_key(room: &Room) -> (u64, &str) {
@@ -107,6 +112,8 @@ impl Embedded {
         tx.open_table(MODS)?;
         tx.open_table(LAST_IDS)?;
         tx.open_table(DANMAKU)?;
+        tx.open_table(REVOKED_TOKENS)?;
+        tx.open_table(REVOKED_USERS)?;
         {
             // A data directory from before the index existed: build it once.
             let rooms = tx.open_table(ROOMS)?;
@@ -136,6 +143,14 @@ impl Embedded {
     fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(self.durability);
+        Ok(tx)
+    }
+
+    /// A write that is fsynced on commit whatever the policy: a revocation is answered
+    /// only once it would survive `kill -9`.
+    fn write_durable(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate);
         Ok(tx)
     }
 }
@@ -384,6 +399,94 @@ impl Backend for Embedded {
         self.put_user(new)?;
         Ok(new.clone())
     }
+
+    fn revoke_token(&mut self, uid: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let tx = self.write_durable()?;
+        tx.open_table(REVOKED_TOKENS)?.insert((uid, jti), exp)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revoke_user(&mut self, uid: &str, not_before: u64, until: u64) -> Result<(), StoreError> {
+        let tx = self.write_durable()?;
+        {
+            let mut t = tx.open_table(REVOKED_USERS)?;
+            let old = t.get(uid)?.map(|v| v.value()).unwrap_or((0, 0));
+            t.insert(uid, (old.0.max(not_before), old.1.max(until)))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revocations(&mut self, now: u64) -> Result<Vec<Revocation>, StoreError> {
+        let tx = self.write_durable()?;
+        Self::sweep_in(&tx, now)?;
+        let mut out = Vec::new();
+        {
+            let tokens = tx.open_table(REVOKED_TOKENS)?;
+            for row in tokens.iter()? {
+                let (k, v) = row?;
+                out.push(Revocation::Token {
+                    jti: k.value().1.to_string(),
+                    exp: v.value(),
+                });
+            }
+            let users = tx.open_table(REVOKED_USERS)?;
+            for row in users.iter()? {
+                let (k, v) = row?;
+                let (not_before, until) = v.value();
+                out.push(Revocation::User {
+                    uid: k.value().to_string(),
+                    not_before,
+                    until,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn sweep_revocations(&mut self, now: u64) -> Result<usize, StoreError> {
+        let tx = self.write_durable()?;
+        let n = Self::sweep_in(&tx, now)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn revocation_counts(&self, uid: &str) -> Result<RevocationCounts, StoreError> {
+        let tx = self.db.begin_read()?;
+        let tokens = tx.open_table(REVOKED_TOKENS)?;
+        let users = tx.open_table(REVOKED_USERS)?;
+        // Bounded: a user holds at most `auth::MAX_REVOKED_PER_USER` entries.
+        let user_tokens = tokens
+            .range((uid, "")..)?
+            .take_while(|r| r.as_ref().is_ok_and(|(k, _)| k.value().0 == uid));
+        Ok(RevocationCounts {
+            user_tokens: user_tokens.count(),
+            tokens: tokens.len()? as usize,
+            marks: users.len()? as usize,
+            has_mark: users.get(uid)?.is_some(),
+        })
+    }
+}
+
+impl Embedded {
+    fn sweep_in(tx: &redb::WriteTransaction, now: u64) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        let mut tokens = tx.open_table(REVOKED_TOKENS)?;
+        tokens.retain(|_, exp| {
+            let keep = exp > now;
+            dropped += usize::from(!keep);
+            keep
+        })?;
+        let mut users = tx.open_table(REVOKED_USERS)?;
+        users.retain(|_, (_, until)| {
+            let keep = until > now;
+            dropped += usize::from(!keep);
+            keep
+        })?;
+        Ok(dropped)
+    }
 }
 
 #[cfg(test)]
@@ -552,5 +655,109 @@ mod tests {
         dev.nick = "other".into();
         assert_eq!(s.user_or_create(&dev).unwrap().nick, "d");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn revocations_are_kept_across_reopen_and_swept_when_expired() {
+        let dir = tmp();
+        let mut s = Embedded::open(&dir, 5, false).unwrap();
+        s.revoke_token("u1", "j1", 100).unwrap();
+        s.revoke_token("u1", "j2", 300).unwrap();
+        s.revoke_token("u2", "j3", 300).unwrap();
+        s.revoke_user("u3", 50, 200).unwrap();
+        s.revoke_user("u3", 40, 150).unwrap();
+        let counts = s.revocation_counts("u1").unwrap();
+        assert_eq!(
+            counts,
+            RevocationCounts {
+                user_tokens: 2,
+                tokens: 3,
+                marks: 1,
+                has_mark: false
+            }
+        );
+        assert!(s.revocation_counts("u3").unwrap().has_mark);
+        assert_eq!(
+            s.revocation_counts("u").unwrap().user_tokens,
+            0,
+            "a prefix is not the user"
+        );
+        drop(s);
+        // Reopened (the durability policy was the fast one; revocations are fsynced anyway).
+        let mut s = Embedded::open(&dir, 5, false).unwrap();
+        let mut all = s.revocations(10).unwrap();
+        all.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(all.len(), 4);
+        assert!(
+            all.contains(&Revocation::User {
+                uid: "u3".into(),
+                not_before: 50,
+                until: 200
+            }),
+            "a mark only moves forward: {all:?}"
+        );
+        // At 100 the first token has expired; at 200 the mark has.
+        assert_eq!(s.revocations(100).unwrap().len(), 3);
+        assert_eq!(s.sweep_revocations(200).unwrap(), 1);
+        let left = s.revocations(200).unwrap();
+        assert_eq!(left.len(), 2);
+        assert!(left
+            .iter()
+            .all(|r| matches!(r, Revocation::Token { exp: 300, .. })));
+        assert_eq!(s.sweep_revocations(300).unwrap(), 2);
+        assert_eq!(
+            s.revocation_counts("u1").unwrap(),
+            RevocationCounts::default()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn revocations_past_the_bounds_become_the_users_mark() {
+        use crate::store::{decide, RevokeOutcome};
+        let tok = Revocation::Token {
+            jti: "j".into(),
+            exp: 9,
+        };
+        let mark = Revocation::User {
+            uid: "u".into(),
+            not_before: 5,
+            until: 9,
+        };
+        let c = |user_tokens, tokens, marks, has_mark| RevocationCounts {
+            user_tokens,
+            tokens,
+            marks,
+            has_mark,
+        };
+        let per_user = crate::auth::MAX_REVOKED_PER_USER;
+        let total = crate::auth::MAX_REVOKED_TOKENS;
+        let marks = crate::auth::MAX_USER_MARKS;
+        assert_eq!(
+            decide(c(0, 0, 0, false), tok.clone(), mark.clone()),
+            RevokeOutcome::Stored(tok.clone())
+        );
+        assert_eq!(
+            decide(c(per_user, per_user, 0, false), tok.clone(), mark.clone()),
+            RevokeOutcome::Stored(mark.clone())
+        );
+        assert_eq!(
+            decide(c(0, total, 0, false), tok.clone(), mark.clone()),
+            RevokeOutcome::Stored(mark.clone())
+        );
+        assert_eq!(
+            decide(c(0, total, marks, false), tok.clone(), mark.clone()),
+            RevokeOutcome::Full
+        );
+        assert_eq!(
+            decide(c(0, total, marks, true), tok.clone(), mark.clone()),
+            RevokeOutcome::Stored(mark.clone()),
+            "a user's existing mark can always move"
+        );
+        assert_eq!(
+            decide(c(0, total, marks, false), mark.clone(), mark.clone()),
+            RevokeOutcome::Stored(mark),
+            "an admin's revoke is always kept"
+        );
     }
 }

@@ -17,6 +17,12 @@
 //! atomic [`model::RoomPatch`], paged from an index of open rooms), so a Redis backend can
 //! map them onto hashes, sorted sets and `HSETNX`/`WATCH` without a query language.
 //! [`files`] keeps uploaded files (covers) on a thread of their own.
+//!
+//! Token revocations (logout, an admin's revoke-all) go through the backend too, so they
+//! hold for every node sharing it: the thread applies the bounds of [`RevokeOutcome`]
+//! (a user's logouts past `auth::MAX_REVOKED_PER_USER`, or any past the global cap, become
+//! that user's "not before" mark), commits durably, and only then answers; expired
+//! entries are swept at start and every [`SWEEP_EVERY`].
 
 pub mod embedded;
 pub mod files;
@@ -28,6 +34,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use crate::auth::Revocation;
 use crate::danmaku::{ConnRef, Msg as DanmakuMsg};
 use crate::shard::ShardMsg;
 use model::{ModState, Room, RoomPage, RoomPatch, RoomState, User};
@@ -96,7 +103,44 @@ pub trait Backend: Send + 'static {
     fn user_by_openid_or_create(&mut self, new: &User) -> Result<User, StoreError>;
     /// The user `new.uid`, created as `new` if absent.
     fn user_or_create(&mut self, new: &User) -> Result<User, StoreError>;
+    /// Revokes token `jti` of `uid` until `exp`; committed durably (fsynced) on return,
+    /// whatever the danmaku durability policy.
+    fn revoke_token(&mut self, uid: &str, jti: &str, exp: u64) -> Result<(), StoreError>;
+    /// Refuses `uid`'s tokens issued before `not_before`, until `until`; a mark already
+    /// there only moves forward. Durable on return.
+    fn revoke_user(&mut self, uid: &str, not_before: u64, until: u64) -> Result<(), StoreError>;
+    /// Every revocation still in force at `now` (expired ones are dropped first).
+    fn revocations(&mut self, now: u64) -> Result<Vec<Revocation>, StoreError>;
+    /// Drops revocations expired by `now`; how many were dropped.
+    fn sweep_revocations(&mut self, now: u64) -> Result<usize, StoreError>;
+    /// How many revocations are kept, for the bounds (expired ones not yet swept count).
+    fn revocation_counts(&self, uid: &str) -> Result<RevocationCounts, StoreError>;
 }
+
+/// What [`Backend::revocation_counts`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevocationCounts {
+    /// Revoked tokens of this user.
+    pub user_tokens: usize,
+    /// Revoked tokens of everyone.
+    pub tokens: usize,
+    /// Users with a "not before" mark.
+    pub marks: usize,
+    /// Whether this user has one.
+    pub has_mark: bool,
+}
+
+/// What a revocation request ended as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Stored and committed: this (a token revocation may have become its user's mark).
+    Stored(Revocation),
+    /// Over the global bounds: nothing stored.
+    Full,
+}
+
+/// How often the store thread drops expired revocations.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where an item's ack goes once it is stored.
 #[derive(Debug)]
@@ -184,6 +228,14 @@ pub enum Request {
         user: User,
         reply: Reply<User>,
     },
+    /// Stores a revocation within the bounds; a token's becomes the user mark
+    /// `mark` when the bounds say so (see [`decide`]).
+    Revoke {
+        uid: String,
+        rev: Revocation,
+        mark: Revocation,
+        reply: Reply<RevokeOutcome>,
+    },
     /// Finish what was queued before this, then stop.
     Shutdown,
 }
@@ -238,6 +290,15 @@ impl Store {
         self.handle.clone()
     }
 
+    /// The revocations in force at `now`, read (and swept) before the thread starts, so
+    /// every shard begins with them.
+    pub fn revocations_at_start(&mut self, now: u64) -> Result<Vec<Revocation>, StoreError> {
+        match self.backend.as_mut() {
+            Some(b) => b.revocations(now),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Starts serving requests; acks go to shards through `remotes`.
     pub fn start(&mut self, remotes: Vec<shards::Remote<ShardMsg>>) -> std::io::Result<()> {
         let (Some(backend), Some(rx)) = (self.backend.take(), self.rx.take()) else {
@@ -279,7 +340,21 @@ fn serve(
     let mut acks: Vec<(u64, AckTo)> = Vec::new();
     let mut others: Vec<Request> = Vec::new();
     let mut stop = false;
-    while let Ok(first) = rx.recv() {
+    let mut swept = std::time::Instant::now();
+    loop {
+        if swept.elapsed() >= SWEEP_EVERY {
+            swept = std::time::Instant::now();
+            match backend.sweep_revocations(crate::auth::now_unix()) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(dropped = n, "expired revocations swept"),
+                Err(e) => tracing::warn!(error = %e, "revocation sweep failed"),
+            }
+        }
+        let first = match rx.recv_timeout(SWEEP_EVERY) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(req) = next.take() {
@@ -401,5 +476,54 @@ fn answer(b: &mut dyn Backend, req: Request) {
         Request::UserOrCreate { user, reply } => {
             let _ = reply.send(b.user_or_create(&user));
         }
+        Request::Revoke {
+            uid,
+            rev,
+            mark,
+            reply,
+        } => {
+            let _ = reply.send(revoke(b, &uid, rev, mark));
+        }
     }
+}
+
+/// What a revocation of one of `uid`'s tokens becomes, given the counts: the token's own
+/// entry while the user has fewer than `auth::MAX_REVOKED_PER_USER` and everyone fewer
+/// than `auth::MAX_REVOKED_TOKENS`; else the user's mark (which also stops their other
+/// tokens: the price of logging out that often), as long as there is room for marks or
+/// the user has one already; else nothing. So each account holds at most
+/// `MAX_REVOKED_PER_USER` + 1 entries, and the whole set stays under its caps.
+pub fn decide(counts: RevocationCounts, rev: Revocation, mark: Revocation) -> RevokeOutcome {
+    if matches!(rev, Revocation::User { .. }) {
+        // An admin's revoke: always kept (one entry per user, and admins are few).
+        return RevokeOutcome::Stored(rev);
+    }
+    if counts.user_tokens < crate::auth::MAX_REVOKED_PER_USER
+        && counts.tokens < crate::auth::MAX_REVOKED_TOKENS
+    {
+        RevokeOutcome::Stored(rev)
+    } else if counts.has_mark || counts.marks < crate::auth::MAX_USER_MARKS {
+        RevokeOutcome::Stored(mark)
+    } else {
+        RevokeOutcome::Full
+    }
+}
+
+fn revoke(
+    b: &mut dyn Backend,
+    uid: &str,
+    rev: Revocation,
+    mark: Revocation,
+) -> Result<RevokeOutcome, StoreError> {
+    let outcome = decide(b.revocation_counts(uid)?, rev, mark);
+    match &outcome {
+        RevokeOutcome::Stored(Revocation::Token { jti, exp }) => b.revoke_token(uid, jti, *exp)?,
+        RevokeOutcome::Stored(Revocation::User {
+            uid,
+            not_before,
+            until,
+        }) => b.revoke_user(uid, *not_before, *until)?,
+        RevokeOutcome::Full => {}
+    }
+    Ok(outcome)
 }

@@ -211,6 +211,54 @@ fn max_queue_during(server: &Server, f: impl FnOnce()) -> f64 {
     m
 }
 
+/// What a flood did to the server: bytes sent, peak RSS growth over `before`, the largest
+/// outbound queue seen, and whether (and when) the flooding connection was let go.
+struct Flooded {
+    sent: usize,
+    growth: u64,
+    queue: f64,
+    closed: bool,
+    elapsed: Duration,
+}
+
+/// Floods `raw` with `chunk` (`total` bytes within `limit` at most), then waits up to
+/// `close_within` for the server to let the connection go, sampling RSS and queue bytes
+/// all along.
+fn flood_and_measure(
+    server: &Server,
+    raw: &mut TcpStream,
+    chunk: &[u8],
+    (total, limit): (usize, Duration),
+    close_within: Duration,
+) -> Flooded {
+    let before = rss_bytes(server);
+    let started = Instant::now();
+    let (mut sent, mut queue, mut closed) = (0, 0.0, false);
+    let peak = peak_rss_during(server, Duration::ZERO, || {
+        queue = max_queue_during(server, || {
+            sent = flood(raw, chunk, total, limit);
+            closed = no_connections_left(server, close_within);
+        });
+    });
+    let f = Flooded {
+        sent,
+        growth: peak.saturating_sub(before),
+        queue,
+        closed,
+        elapsed: started.elapsed(),
+    };
+    eprintln!(
+        "sent {} bytes; RSS {} -> {} KiB (+{} KiB); queue at most {} bytes; {:?} until closed",
+        f.sent,
+        before / 1024,
+        peak / 1024,
+        f.growth / 1024,
+        f.queue,
+        f.elapsed
+    );
+    f
+}
+
 /// Defect: errors to a viewer that never reads were queued without bound (an anonymous
 /// client sending 7-byte invalid-JSON frames made the server hold 16× what it sent). Now the
 /// errors count against the default 256 KiB bound, the server stops reading the connection
@@ -236,22 +284,18 @@ fn invalid_json_flood_from_a_viewer_that_never_reads_is_bounded_and_closed() {
         .cycle()
         .take(frame.len() * 4096)
         .collect();
-    let before = rss_bytes(&server);
-    let started = Instant::now();
-    let (mut sent, mut queue, mut closed) = (0, 0.0, false);
-    let peak = peak_rss_during(&server, Duration::ZERO, || {
-        queue = max_queue_during(&server, || {
-            sent = flood(&mut raw, &chunk, 6 << 20, Duration::from_secs(8));
-            closed = no_connections_left(&server, Duration::from_secs(6));
-        });
-    });
-    let growth = peak.saturating_sub(before);
-    eprintln!(
-        "sent {sent} bytes; RSS {} -> {} KiB (+{} KiB); queue at most {queue} bytes; {:?} until closed",
-        before / 1024,
-        peak / 1024,
-        growth / 1024,
-        started.elapsed()
+    let Flooded {
+        sent,
+        growth,
+        queue,
+        closed,
+        elapsed,
+    } = flood_and_measure(
+        &server,
+        &mut raw,
+        &chunk,
+        (6 << 20, Duration::from_secs(8)),
+        Duration::from_secs(6),
     );
     // The old code held 8-16 bytes per byte sent (+27 MB for 3 MB in a debug build, +50 MB
     // for 3.2 MB in a release build); the bound holds 512 KiB at most (the hard ceiling is
@@ -267,8 +311,7 @@ fn invalid_json_flood_from_a_viewer_that_never_reads_is_bounded_and_closed() {
     );
     assert!(
         closed,
-        "the flooding viewer was not closed {:?} after the flood began",
-        started.elapsed()
+        "the flooding viewer was not closed {elapsed:?} after the flood began"
     );
     assert!(
         eventually(T, || (sum(&server, SLOW_CLOSED) == 1.0).then_some(())).is_some(),
@@ -291,22 +334,18 @@ fn ping_flood_from_a_viewer_that_never_reads_queues_one_pong() {
         .cycle()
         .take(frame.len() * 512)
         .collect();
-    let before = rss_bytes(&server);
-    let started = Instant::now();
-    let (mut sent, mut queue, mut closed) = (0, 0.0, false);
-    let peak = peak_rss_during(&server, Duration::ZERO, || {
-        queue = max_queue_during(&server, || {
-            sent = flood(&mut raw, &chunk, 32 << 20, Duration::from_secs(10));
-            closed = no_connections_left(&server, Duration::from_secs(8));
-        });
-    });
-    let growth = peak.saturating_sub(before);
-    eprintln!(
-        "sent {sent} bytes of pings; RSS {} -> {} KiB (+{} KiB); queue at most {queue} bytes; {:?} until closed",
-        before / 1024,
-        peak / 1024,
-        growth / 1024,
-        started.elapsed()
+    let Flooded {
+        sent,
+        growth,
+        queue,
+        closed,
+        ..
+    } = flood_and_measure(
+        &server,
+        &mut raw,
+        &chunk,
+        (32 << 20, Duration::from_secs(10)),
+        Duration::from_secs(8),
     );
     // The old code held a queued pong per ping: about 1.4 bytes per byte sent (+92 MB for
     // 64 MB); one pending pong is nothing, and 8 MiB leaves room for the allocator's 4 MiB

@@ -4,12 +4,69 @@
 //! no contention, no lock); whichever shard serves `/metrics` reads them all. Counters are
 //! statistics, so Relaxed is enough: a scrape may see one counter a few increments ahead of
 //! another, never a torn value.
+//!
+//! Latency histograms ([`histogram`]) follow the same rule: per-shard slots written by their
+//! shard alone, added together at scrape. Calls made off the shards (store thread, outbound
+//! pool) write process-wide slots of their own ([`STORE_TIMES`], [`OUTBOUND_TIMES`]). The
+//! standard `process_*` families are read from the kernel at scrape ([`process`]).
+
+pub mod histogram;
+pub mod process;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use shards::{DriverInUse, MeshStats};
+
+use histogram::{Histogram, Merged};
+
+/// Label of HTTP requests that matched no route (404, 405) or failed before routing.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Outbound call kinds, the `kind` label of [`histogram::OUTBOUND`].
+pub const OUTBOUND_KINDS: [&str; 3] = ["hook", "wechat_login", "wechat_token"];
+/// Outbound call durations by [`OUTBOUND_KINDS`] index, written by the pool threads.
+pub static OUTBOUND_TIMES: [Histogram; 3] = [const { Histogram::new() }; 3];
+
+/// Store operations, the `op` label of [`histogram::STORE`]; the last is for any other.
+pub const STORE_OPS: [&str; 18] = [
+    "append_danmaku",
+    "save_mods",
+    "room_state",
+    "danmaku_page",
+    "put_user",
+    "get_user",
+    "user_by_openid",
+    "put_room",
+    "get_room",
+    "list_rooms",
+    "delete_room",
+    "create_room",
+    "update_room",
+    "get_rooms",
+    "open_rooms_page",
+    "user_by_openid_or_create",
+    "user_or_create",
+    "other",
+];
+/// Store operation durations by [`STORE_OPS`] index, written by the store thread.
+pub static STORE_TIMES: [Histogram; 18] = [const { Histogram::new() }; 18];
+
+/// Records a store operation's duration (called on the store thread).
+pub fn observe_store(op: &str, d: std::time::Duration) {
+    let i = STORE_OPS
+        .iter()
+        .position(|o| *o == op)
+        .unwrap_or(STORE_OPS.len() - 1);
+    STORE_TIMES[i].observe_shared(&histogram::STORE, d);
+}
+
+/// Media protocols, the `protocol` label of [`histogram::TTFF`].
+pub const TTFF_PROTOCOLS: [&str; 2] = ["rtmp", "flv"];
+
+/// How many rooms `liveshard_room_online` lists at most (the busiest).
+pub const TOP_ROOMS: usize = 20;
 
 /// One shard's counters. Padded so neighbours never share a cache line.
 #[repr(align(128))]
@@ -64,6 +121,13 @@ pub struct ShardMetrics {
     pub media_hls_bytes_out: AtomicU64,
     pub media_hls_streams: AtomicU64,
     pub media_hls_held_bytes: AtomicU64,
+
+    // Latency histograms, written by the shard alone.
+    /// HTTP request durations by route index ([`Metrics::route_index`]).
+    pub http_durations: Box<[Histogram]>,
+    pub danmaku_delivery: Histogram,
+    /// Time to first frame by [`TTFF_PROTOCOLS`] index.
+    pub ttff: [Histogram; 2],
 }
 
 impl ShardMetrics {
@@ -76,6 +140,21 @@ impl ShardMetrics {
         self.loop_lag_us.store(lag_us, Relaxed);
         self.loop_lag_max_us.fetch_max(lag_us, Relaxed);
     }
+
+    pub fn observe_http(&self, route: usize, d: std::time::Duration) {
+        if let Some(h) = self.http_durations.get(route) {
+            h.observe(&histogram::HTTP, d);
+        }
+    }
+
+    pub fn observe_danmaku_delivery(&self, d: std::time::Duration) {
+        self.danmaku_delivery.observe(&histogram::DANMAKU, d);
+    }
+
+    /// `protocol` is an index into [`TTFF_PROTOCOLS`].
+    pub fn observe_ttff(&self, protocol: usize, d: std::time::Duration) {
+        self.ttff[protocol].observe(&histogram::TTFF, d);
+    }
 }
 
 /// The process-wide registry: one slot per shard, created before the shards start.
@@ -83,14 +162,85 @@ pub struct Metrics {
     pub shards: Box<[ShardMetrics]>,
     pub driver: DriverInUse,
     pub started: Instant,
+    /// Seconds since the epoch when the registry was made (the process start).
+    pub start_time: f64,
+    /// The route patterns, sorted: a route's histogram is its index here; one more slot
+    /// holds [`UNMATCHED_ROUTE`]. Patterns, never paths, so the label set is bounded.
+    routes: Box<[&'static str]>,
 }
 
 impl Metrics {
-    pub fn new(shards: usize, driver: DriverInUse) -> Self {
+    pub fn new(
+        shards: usize,
+        driver: DriverInUse,
+        routes: impl IntoIterator<Item = &'static str>,
+    ) -> Self {
+        let mut routes: Vec<&'static str> = routes.into_iter().collect();
+        routes.sort_unstable();
+        routes.dedup();
         Self {
-            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            shards: (0..shards)
+                .map(|_| ShardMetrics {
+                    http_durations: (0..=routes.len()).map(|_| Histogram::new()).collect(),
+                    ..ShardMetrics::default()
+                })
+                .collect(),
             driver,
             started: Instant::now(),
+            start_time: process::now_epoch_seconds(),
+            routes: routes.into(),
+        }
+    }
+
+    /// The histogram slot of a route pattern (`None`: unmatched).
+    pub fn route_index(&self, route: Option<&str>) -> usize {
+        route
+            .and_then(|r| self.routes.binary_search(&r).ok())
+            .unwrap_or(self.routes.len())
+    }
+
+    /// Appends the latency histograms, each shard's slots added together. Routes nobody
+    /// asked for yet are left out (their family header is always there).
+    fn render_histograms(&self, out: &mut String) {
+        histogram::header(out, &histogram::HTTP);
+        let labels = self.routes.iter().copied().chain([UNMATCHED_ROUTE]);
+        for (i, route) in labels.enumerate() {
+            let mut m = Merged::default();
+            for s in self.shards.iter() {
+                m.add(&s.http_durations[i]);
+            }
+            if m.count() > 0 {
+                let label = format!("route=\"{}\"", escape_label(route));
+                m.render(out, &histogram::HTTP, &label);
+            }
+        }
+        histogram::header(out, &histogram::DANMAKU);
+        let mut m = Merged::default();
+        for s in self.shards.iter() {
+            m.add(&s.danmaku_delivery);
+        }
+        m.render(out, &histogram::DANMAKU, "");
+        histogram::header(out, &histogram::TTFF);
+        for (i, p) in TTFF_PROTOCOLS.iter().enumerate() {
+            let mut m = Merged::default();
+            for s in self.shards.iter() {
+                m.add(&s.ttff[i]);
+            }
+            m.render(out, &histogram::TTFF, &format!("protocol=\"{p}\""));
+        }
+        histogram::header(out, &histogram::OUTBOUND);
+        for (kind, h) in OUTBOUND_KINDS.iter().zip(&OUTBOUND_TIMES) {
+            let mut m = Merged::default();
+            m.add(h);
+            m.render(out, &histogram::OUTBOUND, &format!("kind=\"{kind}\""));
+        }
+        histogram::header(out, &histogram::STORE);
+        for (op, h) in STORE_OPS.iter().zip(&STORE_TIMES) {
+            let mut m = Merged::default();
+            m.add(h);
+            if m.count() > 0 {
+                m.render(out, &histogram::STORE, &format!("op=\"{op}\""));
+            }
         }
     }
 
@@ -141,6 +291,7 @@ impl Metrics {
             "Resident set size of the process.",
         );
         w.sample("liveshard_process_resident_memory_bytes", "", rss_bytes());
+        process::render(w.out, self.start_time);
 
         self.per_shard(
             &mut w,
@@ -479,6 +630,7 @@ impl Metrics {
                 }
             }
         }
+        self.render_histograms(&mut out);
         out
     }
 
@@ -546,6 +698,41 @@ pub fn render_streams(out: &mut String, streams: &[crate::live::engine::StreamSt
             s.subscribers as u64,
         );
     }
+}
+
+/// Appends `liveshard_room_online`: the [`TOP_ROOMS`] rooms with the most viewers, from
+/// `rooms` (room, online) as the home shards report them. A bounded label set whatever
+/// the number of rooms.
+pub fn render_rooms(out: &mut String, rooms: &mut [(String, u64)]) {
+    let mut w = Writer { out };
+    w.family(
+        "liveshard_room_online",
+        "gauge",
+        "Viewers online in the busiest rooms (at most 20 rooms, by viewers).",
+    );
+    let top = rooms.len().min(TOP_ROOMS);
+    if top > 0 {
+        rooms.select_nth_unstable_by(top - 1, |a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        rooms[..top].sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    }
+    for (room, online) in &rooms[..top] {
+        w.sample(
+            "liveshard_room_online",
+            &format!("room=\"{}\"", escape_label(room)),
+            *online,
+        );
+    }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 /// Resident set size from /proc/self/statm (0 where unavailable).

@@ -11,7 +11,15 @@
 //! standard `process_*` families are read from the kernel at scrape ([`process`]).
 
 pub mod histogram;
+mod latency;
 pub mod process;
+mod scrape;
+
+pub use latency::{
+    observe_store, OUTBOUND_KINDS, OUTBOUND_TIMES, STORE_OPS, STORE_TIMES, TOP_ROOMS,
+    TTFF_PROTOCOLS, UNMATCHED_ROUTE,
+};
+pub use scrape::{render_rooms, render_streams};
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -19,54 +27,7 @@ use std::time::Instant;
 
 use shards::{DriverInUse, MeshStats};
 
-use histogram::{Histogram, Merged};
-
-/// Label of HTTP requests that matched no route (404, 405) or failed before routing.
-pub const UNMATCHED_ROUTE: &str = "unmatched";
-
-/// Outbound call kinds, the `kind` label of [`histogram::OUTBOUND`].
-pub const OUTBOUND_KINDS: [&str; 3] = ["hook", "wechat_login", "wechat_token"];
-/// Outbound call durations by [`OUTBOUND_KINDS`] index, written by the pool threads.
-pub static OUTBOUND_TIMES: [Histogram; 3] = [const { Histogram::new() }; 3];
-
-/// Store operations, the `op` label of [`histogram::STORE`]; the last is for any other.
-pub const STORE_OPS: [&str; 18] = [
-    "append_danmaku",
-    "save_mods",
-    "room_state",
-    "danmaku_page",
-    "put_user",
-    "get_user",
-    "user_by_openid",
-    "put_room",
-    "get_room",
-    "list_rooms",
-    "delete_room",
-    "create_room",
-    "update_room",
-    "get_rooms",
-    "open_rooms_page",
-    "user_by_openid_or_create",
-    "user_or_create",
-    "other",
-];
-/// Store operation durations by [`STORE_OPS`] index, written by the store thread.
-pub static STORE_TIMES: [Histogram; 18] = [const { Histogram::new() }; 18];
-
-/// Records a store operation's duration (called on the store thread).
-pub fn observe_store(op: &str, d: std::time::Duration) {
-    let i = STORE_OPS
-        .iter()
-        .position(|o| *o == op)
-        .unwrap_or(STORE_OPS.len() - 1);
-    STORE_TIMES[i].observe_shared(&histogram::STORE, d);
-}
-
-/// Media protocols, the `protocol` label of [`histogram::TTFF`].
-pub const TTFF_PROTOCOLS: [&str; 2] = ["rtmp", "flv"];
-
-/// How many rooms `liveshard_room_online` lists at most (the busiest).
-pub const TOP_ROOMS: usize = 20;
+use histogram::Histogram;
 
 /// One shard's counters. Padded so neighbours never share a cache line.
 #[repr(align(128))]
@@ -199,50 +160,6 @@ impl Metrics {
             .unwrap_or(self.routes.len())
     }
 
-    /// Appends the latency histograms, each shard's slots added together. Routes nobody
-    /// asked for yet are left out (their family header is always there).
-    fn render_histograms(&self, out: &mut String) {
-        histogram::header(out, &histogram::HTTP);
-        let labels = self.routes.iter().copied().chain([UNMATCHED_ROUTE]);
-        for (i, route) in labels.enumerate() {
-            let mut m = Merged::default();
-            for s in self.shards.iter() {
-                m.add(&s.http_durations[i]);
-            }
-            if m.count() > 0 {
-                let label = format!("route=\"{}\"", escape_label(route));
-                m.render(out, &histogram::HTTP, &label);
-            }
-        }
-        histogram::header(out, &histogram::DANMAKU);
-        let mut m = Merged::default();
-        for s in self.shards.iter() {
-            m.add(&s.danmaku_delivery);
-        }
-        m.render(out, &histogram::DANMAKU, "");
-        histogram::header(out, &histogram::TTFF);
-        for (i, p) in TTFF_PROTOCOLS.iter().enumerate() {
-            let mut m = Merged::default();
-            for s in self.shards.iter() {
-                m.add(&s.ttff[i]);
-            }
-            m.render(out, &histogram::TTFF, &format!("protocol=\"{p}\""));
-        }
-        histogram::header(out, &histogram::OUTBOUND);
-        for (kind, h) in OUTBOUND_KINDS.iter().zip(&OUTBOUND_TIMES) {
-            let mut m = Merged::default();
-            m.add(h);
-            m.render(out, &histogram::OUTBOUND, &format!("kind=\"{kind}\""));
-        }
-        histogram::header(out, &histogram::STORE);
-        for (op, h) in STORE_OPS.iter().zip(&STORE_TIMES) {
-            let mut m = Merged::default();
-            m.add(h);
-            if m.count() > 0 {
-                m.render(out, &histogram::STORE, &format!("op=\"{op}\""));
-            }
-        }
-    }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, mesh: &[MeshStats]) -> String {
@@ -630,7 +547,7 @@ impl Metrics {
                 }
             }
         }
-        self.render_histograms(&mut out);
+        latency::render(self, &mut out);
         out
     }
 
@@ -671,58 +588,6 @@ impl Writer<'_> {
     }
 }
 
-/// Appends per-stream samples gathered from the shards that own the streams.
-pub fn render_streams(out: &mut String, streams: &[crate::live::engine::StreamStats]) {
-    let mut w = Writer { out };
-    w.family(
-        "liveshard_stream_ingest_bitrate_bps",
-        "gauge",
-        "Average ingest bitrate of a live stream since it started (bits/s).",
-    );
-    for s in streams {
-        w.sample_f(
-            "liveshard_stream_ingest_bitrate_bps",
-            &format!("stream=\"{}\"", s.stream),
-            s.bitrate_bps,
-        );
-    }
-    w.family(
-        "liveshard_stream_subscribed_shards",
-        "gauge",
-        "Shards that receive a live stream (have viewers of it).",
-    );
-    for s in streams {
-        w.sample(
-            "liveshard_stream_subscribed_shards",
-            &format!("stream=\"{}\"", s.stream),
-            s.subscribers as u64,
-        );
-    }
-}
-
-/// Appends `liveshard_room_online`: the [`TOP_ROOMS`] rooms with the most viewers, from
-/// `rooms` (room, online) as the home shards report them. A bounded label set whatever
-/// the number of rooms.
-pub fn render_rooms(out: &mut String, rooms: &mut [(String, u64)]) {
-    let mut w = Writer { out };
-    w.family(
-        "liveshard_room_online",
-        "gauge",
-        "Viewers online in the busiest rooms (at most 20 rooms, by viewers).",
-    );
-    let top = rooms.len().min(TOP_ROOMS);
-    if top > 0 {
-        rooms.select_nth_unstable_by(top - 1, |a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        rooms[..top].sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    }
-    for (room, online) in &rooms[..top] {
-        w.sample(
-            "liveshard_room_online",
-            &format!("room=\"{}\"", escape_label(room)),
-            *online,
-        );
-    }
-}
 
 /// A label value as the text format wants it: `\`, `"` and newlines escaped.
 fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {

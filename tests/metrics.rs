@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use support::media::{publish, signed_url, wait_live};
 use support::ws::Client;
-use support::{eventually, token, Server};
+use support::{eventually, token, HookServer, Server};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -127,11 +127,16 @@ fn a_danmaku_post_seen_by_a_viewer_moves_the_delivery_histogram_and_the_room_gau
             .filter(|n| *n >= 2.0)
     });
     assert_eq!(online, Some(2.0), "two connections in the room");
+    // The room's state was loaded from the store when it was first joined.
+    let store = "liveshard_store_request_duration_seconds";
+    assert!(count(&scrape(&server), store, "op=\"room_state\"") >= 1.0);
 }
 
 #[test]
-fn an_flv_player_of_a_live_stream_moves_the_time_to_first_frame_histogram() {
-    let server = Server::start(&["--shards", "2"]);
+fn an_flv_player_of_a_live_stream_moves_the_time_to_first_frame_and_hook_histograms() {
+    let hook = HookServer::start(200, "0");
+    let on_play = format!("media.on_play={}", hook.url);
+    let server = Server::start(&["--shards", "2", "--set", &on_play]);
     let _ff = publish(&signed_url(&server, "ttff", &[]), 30);
     wait_live(&server, "ttff");
     let family = "liveshard_media_ttff_seconds";
@@ -154,6 +159,9 @@ fn an_flv_player_of_a_live_stream_moves_the_time_to_first_frame_histogram() {
         (n > before).then_some(n)
     });
     assert!(after.is_some(), "no time to first frame was recorded");
+    let m = scrape(&server);
+    let hooks = count(&m, "liveshard_outbound_request_duration_seconds", "kind=\"hook\"");
+    assert!(hooks >= 1.0, "on_play calls timed: {hooks}");
 }
 
 #[test]

@@ -411,7 +411,10 @@ mod tests {
             call_kind("https://api.weixin.qq.com/cgi-bin/token?grant_type=client_credential"),
             2
         );
-        assert_eq!(call_kind("https://api.weixin.qq.com/cgi-bin/stable_token"), 2);
+        assert_eq!(
+            call_kind("https://api.weixin.qq.com/cgi-bin/stable_token"),
+            2
+        );
     }
 
     #[test]

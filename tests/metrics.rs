@@ -7,10 +7,11 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::media::{publish, signed_url, wait_live};
+use support::media::{publish, rtmp_addr, signed_url, wait_live};
 use support::ws::Client;
 use support::{eventually, token, HookServer, Server};
 
@@ -133,7 +134,7 @@ fn a_danmaku_post_seen_by_a_viewer_moves_the_delivery_histogram_and_the_room_gau
 }
 
 #[test]
-fn an_flv_player_of_a_live_stream_moves_the_time_to_first_frame_and_hook_histograms() {
+fn flv_and_rtmp_players_of_a_live_stream_move_the_time_to_first_frame_and_hook_histograms() {
     let hook = HookServer::start(200, "0");
     let on_play = format!("media.on_play={}", hook.url);
     let server = Server::start(&["--shards", "2", "--set", &on_play]);
@@ -159,8 +160,21 @@ fn an_flv_player_of_a_live_stream_moves_the_time_to_first_frame_and_hook_histogr
         (n > before).then_some(n)
     });
     assert!(after.is_some(), "no time to first frame was recorded");
+    // An RTMP player (ffmpeg) too.
+    let rtmp = format!("rtmp://{}/live/ttff", rtmp_addr(&server));
+    let played = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &rtmp, "-t", "1", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(played.status.success(), "{played:?}");
+    let rtmp_ttff = count(&scrape(&server), family, "protocol=\"rtmp\"");
+    assert!(rtmp_ttff >= 1.0, "RTMP play timed: {rtmp_ttff}");
     let m = scrape(&server);
-    let hooks = count(&m, "liveshard_outbound_request_duration_seconds", "kind=\"hook\"");
+    let hooks = count(
+        &m,
+        "liveshard_outbound_request_duration_seconds",
+        "kind=\"hook\"",
+    );
     assert!(hooks >= 1.0, "on_play calls timed: {hooks}");
 }
 
@@ -173,10 +187,7 @@ fn process_metrics_report_a_start_time_of_now_and_open_descriptors() {
         .unwrap()
         .as_secs_f64();
     let start = m["process_start_time_seconds"];
-    assert!(
-        (now - start).abs() < 120.0,
-        "start time {start}, now {now}"
-    );
+    assert!((now - start).abs() < 120.0, "start time {start}, now {now}");
     assert!(m["process_open_fds"] >= 3.0, "{}", m["process_open_fds"]);
     assert!(m["process_max_fds"] >= m["process_open_fds"]);
     assert!(m["process_cpu_seconds_total"] > 0.0);
@@ -231,7 +242,9 @@ fn every_metric_the_grafana_dashboard_queries_exists_on_a_fresh_server() {
         serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard file"))
             .expect("dashboard is JSON");
     assert!(dashboard["title"].is_string() && dashboard["panels"].is_array());
-    let vars = dashboard["templating"]["list"].as_array().expect("variables");
+    let vars = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
     assert!(
         vars.iter()
             .any(|v| v["type"] == "datasource" && v["query"] == "prometheus"),

@@ -850,7 +850,8 @@ impl Danmaku {
                 home.get_mut(&room).and_then(|r| {
                     r.dirty = false;
                     let since = r.pending_since.take();
-                    r.flush().map(|f| (f, r.targets().collect::<Vec<_>>(), since))
+                    r.flush()
+                        .map(|f| (f, r.targets().collect::<Vec<_>>(), since))
                 })
             };
             if let Some((frame, targets, since)) = flushed {

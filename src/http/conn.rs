@@ -168,7 +168,9 @@ async fn serve_until_takeover<S: Service>(
                 match codec::parse_head(&buf, state.limits().head) {
                     Ok(Some(parsed)) => break parsed,
                     Ok(None) => {}
-                    Err(e) => return fail(&state, stream, out, e, None, Timing::unrouted(started)).await,
+                    Err(e) => {
+                        return fail(&state, stream, out, e, None, Timing::unrouted(started)).await
+                    }
                 }
             }
             if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
@@ -194,7 +196,15 @@ async fn serve_until_takeover<S: Service>(
                     started.get_or_insert_with(Instant::now);
                 }
                 ReadOutcome::Timeout if started.is_some() => {
-                    return fail(&state, stream, out, HttpError::Timeout, None, Timing::unrouted(started)).await
+                    return fail(
+                        &state,
+                        stream,
+                        out,
+                        HttpError::Timeout,
+                        None,
+                        Timing::unrouted(started),
+                    )
+                    .await
                 }
                 ReadOutcome::Shutdown | ReadOutcome::Timeout => {
                     return close_gracefully(stream).await
@@ -256,7 +266,8 @@ async fn serve_until_takeover<S: Service>(
                         let r = state.refine(&head, r);
                         let keep = head.keep_alive && !has_body;
                         let head_only = method == Method::Head;
-                        if !respond(&state, &mut stream, &mut out, r, keep, head_only, timing).await {
+                        if !respond(&state, &mut stream, &mut out, r, keep, head_only, timing).await
+                        {
                             return;
                         }
                         if keep {

@@ -60,7 +60,8 @@ pub const OUTBOUND: Family = Family {
 /// Store operations on the store thread: index reads take µs, a commit with fsync ms.
 pub const STORE: Family = Family {
     name: "liveshard_store_request_duration_seconds",
-    help: "Store operation duration on the store thread (a danmaku group commit counts once), by op.",
+    help:
+        "Store operation duration on the store thread (a danmaku group commit counts once), by op.",
     bounds_us: &[
         25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
         500_000, 1_000_000,

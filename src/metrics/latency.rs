@@ -104,11 +104,7 @@ mod tests {
 
     #[test]
     fn shards_slots_are_added_and_unknown_routes_share_one_label() {
-        let m = Metrics::new(
-            2,
-            shards::DriverInUse::Epoll,
-            ["/b", "/a/{id}", "/b", "/c"],
-        );
+        let m = Metrics::new(2, shards::DriverInUse::Epoll, ["/b", "/a/{id}", "/b", "/c"]);
         let a = m.route_index(Some("/a/{id}"));
         assert_ne!(a, m.route_index(None));
         assert_eq!(m.route_index(Some("/zzz")), m.route_index(None));
@@ -119,10 +115,15 @@ mod tests {
         render(&m, &mut out);
         let http = "liveshard_http_request_duration_seconds";
         assert!(out.contains(&format!("{http}_count{{route=\"/a/{{id}}\"}} 2\n")));
-        assert!(out.contains(&format!("{http}_bucket{{route=\"/a/{{id}}\",le=\"0.0005\"}} 1\n")));
+        assert!(out.contains(&format!(
+            "{http}_bucket{{route=\"/a/{{id}}\",le=\"0.0005\"}} 1\n"
+        )));
         assert!(out.contains(&format!("{http}_sum{{route=\"/a/{{id}}\"}} 0.0033\n")));
         assert!(out.contains(&format!("{http}_count{{route=\"unmatched\"}} 1\n")));
-        assert!(!out.contains("route=\"/b\""), "routes not asked for are left out");
+        assert!(
+            !out.contains("route=\"/b\""),
+            "routes not asked for are left out"
+        );
         assert_eq!(out.matches("# TYPE ").count(), 5, "{out}");
     }
 }

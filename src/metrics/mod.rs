@@ -160,7 +160,6 @@ impl Metrics {
             .unwrap_or(self.routes.len())
     }
 
-
     /// Renders the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, mesh: &[MeshStats]) -> String {
         let mut out = String::with_capacity(4096);
@@ -587,7 +586,6 @@ impl Writer<'_> {
         let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
     }
 }
-
 
 /// A label value as the text format wants it: `\`, `"` and newlines escaped.
 fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {

@@ -250,6 +250,18 @@ fn every_metric_the_grafana_dashboard_queries_exists_on_a_fresh_server() {
             .any(|v| v["type"] == "datasource" && v["query"] == "prometheus"),
         "a Prometheus datasource variable"
     );
+    // Every panel queries the chosen data source, and ids are unique.
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    for p in panels {
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "id twice: {p}"
+        );
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        }
+    }
     let mut all = Vec::new();
     exprs(&dashboard, &mut all);
     assert!(all.len() >= 15, "only {} queries", all.len());

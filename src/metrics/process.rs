@@ -20,7 +20,7 @@ fn cpu_seconds() -> f64 {
         return 0.0;
     }
     // Added in whole microseconds, so the value prints as a short decimal.
-    let us = |t: libc::timeval| t.tv_sec as i64 * 1_000_000 + t.tv_usec as i64;
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
     (us(ru.ru_utime) + us(ru.ru_stime)) as f64 / 1e6
 }
 

@@ -98,7 +98,23 @@ impl Client {
     }
 
     /// One request, blocking, bounded by `timeout` from connect to the last body byte.
+    /// Its duration goes to `liveshard_outbound_request_duration_seconds` (every outbound
+    /// call, pool or token keeper, passes here).
     pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, &[u8])>,
+        timeout: Duration,
+    ) -> Result<HttpReply, OutboundError> {
+        let started = Instant::now();
+        let result = self.request_untimed(method, url, body, timeout);
+        crate::metrics::OUTBOUND_TIMES[call_kind(url)]
+            .observe_shared(&crate::metrics::histogram::OUTBOUND, started.elapsed());
+        result
+    }
+
+    fn request_untimed(
         &self,
         method: &str,
         url: &str,
@@ -126,6 +142,20 @@ impl Client {
             Err(e) if is_timeout(&e) => Err(OutboundError::Timeout),
             Err(e) => Err(OutboundError::Io(redacted(&e.to_string()))),
         }
+    }
+}
+
+/// Which [`crate::metrics::OUTBOUND_KINDS`] a call is, from the WeChat API paths it uses
+/// (`/sns/jscode2session` logs in, `/cgi-bin/…token` fetches the access token); anything
+/// else is a publish hook, the only other caller.
+fn call_kind(url: &str) -> usize {
+    let path = url.split('?').next().unwrap_or(url);
+    if path.ends_with("/sns/jscode2session") {
+        1
+    } else if path.contains("/cgi-bin/") && path.ends_with("token") {
+        2
+    } else {
+        0
     }
 }
 
@@ -368,6 +398,23 @@ mod tests {
         let text = e.to_string();
         assert!(!text.contains("TopSecret1"), "{text}");
         assert!(text.contains("secret=***"), "{text}");
+    }
+
+    #[test]
+    fn calls_are_labelled_by_the_service_they_reach() {
+        assert_eq!(call_kind("http://127.0.0.1:9/hooks/publish"), 0);
+        assert_eq!(
+            call_kind("https://api.weixin.qq.com/sns/jscode2session?appid=a&js_code=c"),
+            1
+        );
+        assert_eq!(
+            call_kind("https://api.weixin.qq.com/cgi-bin/token?grant_type=client_credential"),
+            2
+        );
+        assert_eq!(
+            call_kind("https://api.weixin.qq.com/cgi-bin/stable_token"),
+            2
+        );
     }
 
     #[test]

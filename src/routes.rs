@@ -68,6 +68,15 @@ async fn metrics(shard: Rc<Shard>, _req: Request) -> Reply {
         }
     }
     crate::metrics::render_streams(&mut text, &streams);
+    // Online counts live on the rooms' home shards: each lists its active rooms, and the
+    // busiest few are rendered (bounded labels, whatever the number of rooms).
+    let mut rooms = Vec::new();
+    for s in 0..shard.ctx.count {
+        if let Some(active) = shard.run_on(s, |s| s.danmaku.home_active()).await {
+            rooms.extend(active.into_iter().map(|(room, online, _)| (room, online)));
+        }
+    }
+    crate::metrics::render_rooms(&mut text, &mut rooms);
     Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text).into()
 }
 

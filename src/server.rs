@@ -93,7 +93,11 @@ pub fn run(config: Config) -> Result<(), String> {
         store: store.handle(),
         outbound: outbound.handle(),
         api,
-        metrics: Arc::new(Metrics::new(shard_count, driver)),
+        metrics: Arc::new(Metrics::new(
+            shard_count,
+            driver,
+            crate::routes::router(&config).routes().map(|(_, p)| p),
+        )),
         danmaku: Arc::new(danmaku),
         live: Arc::new(live),
         revoked,

@@ -186,8 +186,10 @@ impl Service for Shard {
         &self.shutdown
     }
 
-    fn observe(&self, status: u16) {
-        self.metrics().observe_status(status);
+    fn observe(&self, status: u16, route: Option<&'static str>, elapsed: Duration) {
+        let m = self.metrics();
+        m.observe_status(status);
+        m.observe_http(self.common.metrics.route_index(route), elapsed);
     }
 
     fn refine(&self, head: &RequestHead, r: Response) -> Response {

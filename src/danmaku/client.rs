@@ -136,6 +136,7 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
             let post = Post {
                 room: conn.room.clone(),
                 from: Some(conn.id),
+                at: std::time::Instant::now(),
                 uid: user.uid.clone(),
                 nick: user.nick.clone(),
                 vip: user.vip,

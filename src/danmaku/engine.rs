@@ -265,6 +265,7 @@ impl Danmaku {
         let post = Post {
             room: room.clone(),
             from: None,
+            at: Instant::now(),
             uid: "".into(),
             nick: "".into(),
             vip: false,
@@ -420,7 +421,7 @@ impl Danmaku {
                     c.send(frame);
                 }
             }
-            Msg::Deliver { room, frame } => self.fanout_local(&room, &frame),
+            Msg::Deliver { room, frame, since } => self.fanout_local(shard, &room, &frame, since),
             Msg::DeliverTo { room, uid, frame } => {
                 if let Some(r) = self.local.borrow().get(&room) {
                     for c in r.users.get(&uid).into_iter().flatten() {
@@ -680,7 +681,9 @@ impl Danmaku {
             body,
         });
         bump(&self.counters.items, 1);
-        if !r.push(item.clone(), priority, now) {
+        if r.push(item.clone(), priority, now) {
+            r.pending_since.get_or_insert(post.at);
+        } else {
             bump(&self.counters.sampled_out, 1);
         }
         // The ack waits for the store under the durable policy: it is sent by the store
@@ -711,8 +714,9 @@ impl Danmaku {
             // Window 0: one frame per item, sent at once.
             if let Some(frame) = r.flush() {
                 let targets: Vec<usize> = r.targets().collect();
+                let since = r.pending_since.take();
                 drop(home);
-                self.deliver(shard, &post.room, frame, targets);
+                self.deliver(shard, &post.room, frame, targets, since);
             }
         } else if !r.dirty {
             r.dirty = true;
@@ -814,15 +818,23 @@ impl Danmaku {
     }
 
     /// Sends one encoded frame to every target shard; this shard's viewers directly.
-    fn deliver(&self, shard: &Shard, room: &RoomId, frame: Bytes, targets: Vec<usize>) {
+    fn deliver(
+        &self,
+        shard: &Shard,
+        room: &RoomId,
+        frame: Bytes,
+        targets: Vec<usize>,
+        since: Option<Instant>,
+    ) {
         bump(&self.counters.batches, 1);
         for s in targets {
             if s == shard.id() {
-                self.fanout_local(room, &frame);
+                self.fanout_local(shard, room, &frame, since);
             } else {
                 let msg = Msg::Deliver {
                     room: room.clone(),
                     frame: frame.clone(),
+                    since,
                 };
                 if submit(shard, s, msg).is_err() {
                     // That shard's ring and backlog are full: its viewers miss this batch.
@@ -832,11 +844,16 @@ impl Danmaku {
         }
     }
 
-    fn fanout_local(&self, room: &str, frame: &Bytes) {
+    /// Queues a frame to this shard's viewers of `room`. A batch of posts is timed once
+    /// here, for the whole shard (no per-viewer cost).
+    fn fanout_local(&self, shard: &Shard, room: &str, frame: &Bytes, since: Option<Instant>) {
         if let Some(r) = self.local.borrow().get(room) {
             let (delivered, dropped) = r.fanout(frame);
             bump(&self.counters.deliveries, delivered);
             bump(&self.counters.dropped, dropped);
+            if let Some(t) = since.filter(|_| delivered + dropped > 0) {
+                shard.metrics().observe_danmaku_delivery(t.elapsed());
+            }
         }
     }
 
@@ -847,11 +864,13 @@ impl Danmaku {
                 let mut home = self.home.borrow_mut();
                 home.get_mut(&room).and_then(|r| {
                     r.dirty = false;
-                    r.flush().map(|f| (f, r.targets().collect::<Vec<_>>()))
+                    let since = r.pending_since.take();
+                    r.flush()
+                        .map(|f| (f, r.targets().collect::<Vec<_>>(), since))
                 })
             };
-            if let Some((frame, targets)) = flushed {
-                self.deliver(shard, &room, frame, targets);
+            if let Some((frame, targets, since)) = flushed {
+                self.deliver(shard, &room, frame, targets, since);
             }
         }
     }
@@ -873,7 +892,7 @@ impl Danmaku {
             }
         }
         for (room, frame, targets) in out {
-            self.deliver(shard, &room, frame, targets);
+            self.deliver(shard, &room, frame, targets, None);
         }
     }
 

@@ -131,6 +131,9 @@ pub struct Post {
     pub room: RoomId,
     /// The sending connection, for the ack; `None` for server-originated items.
     pub from: Option<ConnRef>,
+    /// When its frame was decoded on the sender's shard (or the server made it): where
+    /// `liveshard_danmaku_delivery_seconds` starts.
+    pub at: std::time::Instant,
     pub uid: Uid,
     pub nick: Arc<str>,
     pub vip: bool,
@@ -173,7 +176,13 @@ pub enum Msg {
     /// Home → viewer shard: a frame for one connection (ack, error).
     Reply { conn: ConnRef, frame: Bytes },
     /// Home → viewer shards: a frame for every local viewer of the room.
-    Deliver { room: RoomId, frame: Bytes },
+    /// `since`: when the batch's oldest post was decoded (`None` for frames that are not
+    /// posts, such as online counts).
+    Deliver {
+        room: RoomId,
+        frame: Bytes,
+        since: Option<std::time::Instant>,
+    },
     /// Home → viewer shards: a frame for the local connections of one user in the room.
     DeliverTo {
         room: RoomId,

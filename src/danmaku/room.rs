@@ -89,6 +89,9 @@ pub struct HomeRoom {
     pending: Vec<Bytes>,
     /// Whether the room is on its shard's list of rooms to flush.
     pub dirty: bool,
+    /// When the oldest pending item's post was decoded (for the delivery histogram); the
+    /// engine sets it on push and takes it on flush.
+    pub pending_since: Option<std::time::Instant>,
     cap: Option<Cap>,
     /// Viewers per shard, as each shard last reported (absolute counts).
     shard_counts: Vec<u32>,
@@ -127,6 +130,7 @@ impl HomeRoom {
             history_capacity: settings.history_capacity,
             pending: Vec::new(),
             dirty: false,
+            pending_since: None,
             cap: (settings.cap_per_sec > 0).then_some(Cap {
                 per_sec: settings.cap_per_sec as f64,
                 tokens: settings.cap_per_sec as f64,

@@ -62,12 +62,30 @@ pub trait Service: Sized + 'static {
     fn limits(&self) -> &HttpLimits;
     /// Raised when the shard begins its graceful shutdown.
     fn shutdown(&self) -> &Signal;
-    /// Called once per response written (for metrics).
-    fn observe(&self, status: u16);
+    /// Called once per response written (for metrics): its status, the pattern of the
+    /// route it matched (`None`: no route, or refused before routing) and how long since
+    /// the first byte of its head. Takeovers (WebSocket, media) are not answers: not called.
+    fn observe(&self, status: u16, route: Option<&'static str>, elapsed: Duration);
     /// Lets the application add headers (CORS, say) to an answer the HTTP layer gives on
     /// its own for a request whose head it has read: 404, 405, 413, 408 during the body.
     fn refine(&self, _head: &RequestHead, r: Response) -> Response {
         r
+    }
+}
+
+/// What a request's duration metric needs: its route pattern and when its head began.
+#[derive(Clone, Copy)]
+struct Timing {
+    route: Option<&'static str>,
+    started: Instant,
+}
+
+impl Timing {
+    fn unrouted(started: Option<Instant>) -> Self {
+        Self {
+            route: None,
+            started: started.unwrap_or_else(Instant::now),
+        }
     }
 }
 
@@ -150,7 +168,9 @@ async fn serve_until_takeover<S: Service>(
                 match codec::parse_head(&buf, state.limits().head) {
                     Ok(Some(parsed)) => break parsed,
                     Ok(None) => {}
-                    Err(e) => return fail(&state, stream, out, e, None).await,
+                    Err(e) => {
+                        return fail(&state, stream, out, e, None, Timing::unrouted(started)).await
+                    }
                 }
             }
             if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
@@ -176,7 +196,15 @@ async fn serve_until_takeover<S: Service>(
                     started.get_or_insert_with(Instant::now);
                 }
                 ReadOutcome::Timeout if started.is_some() => {
-                    return fail(&state, stream, out, HttpError::Timeout, None).await
+                    return fail(
+                        &state,
+                        stream,
+                        out,
+                        HttpError::Timeout,
+                        None,
+                        Timing::unrouted(started),
+                    )
+                    .await
                 }
                 ReadOutcome::Shutdown | ReadOutcome::Timeout => {
                     return close_gracefully(stream).await
@@ -185,13 +213,14 @@ async fn serve_until_takeover<S: Service>(
             }
         };
         buf.advance(head_len);
+        let mut timing = Timing::unrouted(started);
 
         // 2. Route it.
         let has_body = head.framing != BodyFraming::None;
         let (handler, params, body_limit, gate) = match head.method {
             None => {
                 let r = Response::error(501, code::NOT_IMPLEMENTED, "method not implemented");
-                if respond(&state, &mut stream, &mut out, r, false, false).await {
+                if respond(&state, &mut stream, &mut out, r, false, false, timing).await {
                     finish(&state, stream, out).await;
                 }
                 return;
@@ -203,8 +232,9 @@ async fn serve_until_takeover<S: Service>(
                         params,
                         body_limit,
                         gate,
-                        ..
+                        pattern,
                     } => {
+                        timing.route = Some(pattern);
                         let limit = match body_limit {
                             Some(l) => l,
                             // GET, HEAD and OPTIONS routes take no body unless they say so.
@@ -236,7 +266,8 @@ async fn serve_until_takeover<S: Service>(
                         let r = state.refine(&head, r);
                         let keep = head.keep_alive && !has_body;
                         let head_only = method == Method::Head;
-                        if !respond(&state, &mut stream, &mut out, r, keep, head_only).await {
+                        if !respond(&state, &mut stream, &mut out, r, keep, head_only, timing).await
+                        {
                             return;
                         }
                         if keep {
@@ -254,7 +285,7 @@ async fn serve_until_takeover<S: Service>(
             if let Err(r) = gate(&state, &head) {
                 let r = state.refine(&head, r);
                 let head_only = head.method == Some(Method::Head);
-                if respond(&state, &mut stream, &mut out, r, false, head_only).await {
+                if respond(&state, &mut stream, &mut out, r, false, head_only, timing).await {
                     finish(&state, stream, out).await;
                 }
                 return;
@@ -264,7 +295,7 @@ async fn serve_until_takeover<S: Service>(
         // 4. Its body, buffered as it arrives (never at its declared size).
         let mut decoder = match BodyDecoder::new(head.framing, body_limit) {
             Ok(d) => d,
-            Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
+            Err(e) => return fail(&state, stream, out, e, Some(&head), timing).await,
         };
         if has_body && head.expect_continue {
             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -280,12 +311,12 @@ async fn serve_until_takeover<S: Service>(
                 _ => decoder.buffered(),
             };
             if !charge.update(held, budget) {
-                return fail(&state, stream, out, HttpError::Busy, Some(&head)).await;
+                return fail(&state, stream, out, HttpError::Busy, Some(&head), timing).await;
             }
             match decoded {
                 Ok(Some(body)) => break body,
                 Ok(None) => {}
-                Err(e) => return fail(&state, stream, out, e, Some(&head)).await,
+                Err(e) => return fail(&state, stream, out, e, Some(&head), timing).await,
             }
             if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
                 return;
@@ -295,7 +326,7 @@ async fn serve_until_takeover<S: Service>(
             match outcome {
                 ReadOutcome::Data => {}
                 ReadOutcome::Timeout => {
-                    return fail(&state, stream, out, HttpError::Timeout, Some(&head)).await
+                    return fail(&state, stream, out, HttpError::Timeout, Some(&head), timing).await
                 }
                 _ => return,
             }
@@ -315,7 +346,7 @@ async fn serve_until_takeover<S: Service>(
         match reply {
             Reply::Response(r) => {
                 let keep = wants_keep_alive && !state.shutdown().is_raised();
-                if !respond(&state, &mut stream, &mut out, r, keep, is_head).await {
+                if !respond(&state, &mut stream, &mut out, r, keep, is_head, timing).await {
                     return;
                 }
                 if !keep {
@@ -348,8 +379,9 @@ async fn respond<S: Service>(
     r: Response,
     keep_alive: bool,
     head_only: bool,
+    timing: Timing,
 ) -> bool {
-    state.observe(r.status);
+    state.observe(r.status, timing.route, timing.started.elapsed());
     let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let has_length = !(100..200).contains(&r.status) && r.status != 204;
     codec::encode_head(
@@ -383,6 +415,7 @@ async fn fail<S: Service>(
     mut out: Vec<u8>,
     e: HttpError,
     head: Option<&RequestHead>,
+    timing: Timing,
 ) {
     let code = match &e {
         HttpError::HeadersTooLarge | HttpError::TooManyHeaders => code::HEADERS_TOO_LARGE,
@@ -401,7 +434,7 @@ async fn fail<S: Service>(
     if let Some(head) = head {
         r = state.refine(head, r);
     }
-    if respond(state, &mut stream, &mut out, r, false, false).await {
+    if respond(state, &mut stream, &mut out, r, false, false, timing).await {
         finish(state, stream, out).await;
     }
 }

@@ -47,6 +47,9 @@ pub struct Viewer {
     /// Set when its stream ends (the connection then closes or, for RTMP, tells the player).
     pub ended: Notify,
     pub is_ended: Cell<bool>,
+    /// When the player asked to play, until its first keyframe is queued: then the time to
+    /// first frame is observed (`liveshard_media_ttff_seconds`) and this cleared.
+    pub requested: Cell<Option<Instant>>,
 }
 
 impl Viewer {
@@ -56,7 +59,19 @@ impl Viewer {
             proto,
             ended: Notify::new(),
             is_ended: Cell::new(false),
+            requested: Cell::new(Some(Instant::now())),
         })
+    }
+
+    /// Observes the time to first frame if this is the viewer's first keyframe.
+    fn first_keyframe(&self, shard: &Shard) {
+        if let Some(t) = self.requested.take() {
+            let proto = match self.proto {
+                Proto::Rtmp => 0,
+                Proto::Flv => 1,
+            };
+            shard.metrics().observe_ttff(proto, t.elapsed());
+        }
     }
 
     fn end(&self) {
@@ -380,7 +395,7 @@ impl Live {
                 continue;
             }
             if s == shard.id() {
-                self.on_frame(&frame);
+                self.on_frame(shard, &frame);
             } else if !submit(shard, s, Msg::Frame(frame.clone())) {
                 bump(&self.counters.frames_lost, 1);
             }
@@ -450,7 +465,7 @@ impl Live {
         });
         let subscribe = !ls.ready && ls.viewers.is_empty();
         if ls.ready {
-            self.start_viewer(ls, &viewer);
+            self.start_viewer(shard, ls, &viewer);
         }
         ls.viewers.push(viewer.clone());
         let owner = ls.owner;
@@ -515,9 +530,11 @@ impl Live {
     }
 
     /// Writes the start of the stream (from this shard's GOP mirror) to a new viewer.
-    fn start_viewer(&self, ls: &LocalStream, viewer: &Viewer) {
+    fn start_viewer(&self, shard: &Shard, ls: &LocalStream, viewer: &Viewer) {
         if ls.gop.has_gop() {
             bump(&self.counters.gop_hits, 1);
+            // A cached GOP starts on a keyframe: the player's first picture goes out now.
+            viewer.first_keyframe(shard);
         }
         match viewer.proto {
             Proto::Rtmp => {
@@ -538,7 +555,7 @@ impl Live {
         }
     }
 
-    fn on_frame(&self, frame: &Arc<Frame>) {
+    fn on_frame(&self, shard: &Shard, frame: &Arc<Frame>) {
         let mut local = self.local.borrow_mut();
         let Some(ls) = local.get_mut(&frame.stream) else {
             return;
@@ -564,7 +581,12 @@ impl Live {
                 v.outbox.offer(frame, parts)
             };
             match offer {
-                Offer::Queued => direct += v.outbox.take_direct_bytes(),
+                Offer::Queued => {
+                    direct += v.outbox.take_direct_bytes();
+                    if frame.keyframe {
+                        v.first_keyframe(shard);
+                    }
+                }
                 Offer::Skipped => skipped += 1,
                 Offer::Closed => closed += 1,
             }
@@ -612,7 +634,7 @@ impl Live {
         });
     }
 
-    fn on_start(&self, stream: StreamId, gop: Vec<Packaged>, has_metadata: bool) {
+    fn on_start(&self, shard: &Shard, stream: StreamId, gop: Vec<Packaged>, has_metadata: bool) {
         let mut local = self.local.borrow_mut();
         let Some(ls) = local.get_mut(&stream) else {
             return;
@@ -630,7 +652,7 @@ impl Live {
         if !ls.ready {
             ls.ready = true;
             for v in &ls.viewers {
-                self.start_viewer(ls, v);
+                self.start_viewer(shard, ls, v);
             }
         }
     }
@@ -692,8 +714,8 @@ impl Live {
                 stream,
                 gop,
                 has_metadata,
-            } => self.on_start(stream, *gop, has_metadata),
-            Msg::Frame(frame) => self.on_frame(&frame),
+            } => self.on_start(shard, stream, *gop, has_metadata),
+            Msg::Frame(frame) => self.on_frame(shard, &frame),
             Msg::HlsHistory { stream, history } => self.hls.adopt(shard, stream, *history),
             Msg::Stop { stream } => {
                 if let Some(o) = self.owned.borrow().get(&stream) {

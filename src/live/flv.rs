@@ -34,6 +34,8 @@ pub fn handler() -> http::Handler<Shard> {
 }
 
 async fn flv_handler(shard: Rc<Shard>, req: Request) -> Reply {
+    // The time to first frame runs from here (the play hook included).
+    let requested = std::time::Instant::now();
     let Some(name) = req.param("stream") else {
         return not_found().into();
     };
@@ -50,7 +52,7 @@ async fn flv_handler(shard: Rc<Shard>, req: Request) -> Reply {
     let stream: StreamId = name.into();
     let peer = req.peer;
     Reply::Takeover(Box::new(move |sock, _rest| {
-        Box::pin(serve(shard, sock, stream, query, peer))
+        Box::pin(serve(shard, sock, stream, query, peer, requested))
     }))
 }
 
@@ -133,6 +135,7 @@ async fn serve(
     stream: StreamId,
     query: String,
     peer: SocketAddr,
+    requested: std::time::Instant,
 ) {
     let settings = &shard.common.live;
     if settings.send_buffer > 0 {
@@ -145,6 +148,7 @@ async fn serve(
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
     outbox.push(Bytes::from_static(HEAD.as_bytes()));
     let viewer = Viewer::new(outbox.clone(), Proto::Flv);
+    viewer.requested.set(Some(requested));
     let watching = shard.live.watch(&shard, &stream, viewer.clone());
     let (mut reader, mut writer) = sock.into_split();
     let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);

@@ -348,8 +348,9 @@ async fn on_event(
                 true
             }
         },
-        Event::Play(req) => match check_play(shard, &req, peer).await {
-            Ok(stream) => {
+        // The time to first frame runs from the play command (the play hook included).
+        Event::Play(req) => match (Instant::now(), check_play(shard, &req, peer).await) {
+            (asked, Ok(stream)) => {
                 if session.accept_play().is_err() {
                     return false;
                 }
@@ -362,6 +363,7 @@ async fn on_event(
                     crate::sockio::set_send_buffer(fd, send_buffer);
                 }
                 let viewer = Viewer::new(outbox.clone(), Proto::Rtmp);
+                viewer.requested.set(Some(asked));
                 if !shard.live.watch(shard, &stream, viewer.clone()) {
                     session.notify_unpublished();
                     return false;
@@ -373,7 +375,7 @@ async fn on_event(
                 };
                 true
             }
-            Err((code, why)) => {
+            (_, Err((code, why))) => {
                 let _ = session.reject(code, &why);
                 true
             }

@@ -382,7 +382,9 @@ fn serve(
             }
         }
         if !appends.is_empty() {
+            let t = std::time::Instant::now();
             let result = backend.append_danmaku(&appends);
+            crate::metrics::observe_store("append_danmaku", t.elapsed());
             appends.clear();
             for (id, ack) in acks.drain(..) {
                 let frame = match &result {
@@ -405,10 +407,37 @@ fn serve(
             }
         }
         for req in others.drain(..) {
+            let (op, t) = (req.op(), std::time::Instant::now());
             answer(&mut *backend, req);
+            crate::metrics::observe_store(op, t.elapsed());
         }
         if stop {
             return;
+        }
+    }
+}
+
+impl Request {
+    /// The `op` label of the store's duration histogram (see [`crate::metrics::STORE_OPS`]).
+    fn op(&self) -> &'static str {
+        match self {
+            Request::SaveMods { .. } => "save_mods",
+            Request::RoomState { .. } => "room_state",
+            Request::DanmakuPage { .. } => "danmaku_page",
+            Request::PutUser { .. } => "put_user",
+            Request::GetUser { .. } => "get_user",
+            Request::UserByOpenid { .. } => "user_by_openid",
+            Request::PutRoom { .. } => "put_room",
+            Request::GetRoom { .. } => "get_room",
+            Request::ListRooms { .. } => "list_rooms",
+            Request::DeleteRoom { .. } => "delete_room",
+            Request::CreateRoom { .. } => "create_room",
+            Request::UpdateRoom { .. } => "update_room",
+            Request::GetRooms { .. } => "get_rooms",
+            Request::OpenRoomsPage { .. } => "open_rooms_page",
+            Request::UserByOpenidOrCreate { .. } => "user_by_openid_or_create",
+            Request::UserOrCreate { .. } => "user_or_create",
+            _ => "other",
         }
     }
 }

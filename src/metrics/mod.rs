@@ -4,12 +4,30 @@
 //! no contention, no lock); whichever shard serves `/metrics` reads them all. Counters are
 //! statistics, so Relaxed is enough: a scrape may see one counter a few increments ahead of
 //! another, never a torn value.
+//!
+//! Latency histograms ([`histogram`]) follow the same rule: per-shard slots written by their
+//! shard alone, added together at scrape. Calls made off the shards (store thread, outbound
+//! pool) write process-wide slots of their own ([`STORE_TIMES`], [`OUTBOUND_TIMES`]). The
+//! standard `process_*` families are read from the kernel at scrape ([`process`]).
+
+pub mod histogram;
+mod latency;
+pub mod process;
+mod scrape;
+
+pub use latency::{
+    observe_store, OUTBOUND_KINDS, OUTBOUND_TIMES, STORE_OPS, STORE_TIMES, TOP_ROOMS,
+    TTFF_PROTOCOLS, UNMATCHED_ROUTE,
+};
+pub use scrape::{render_rooms, render_streams};
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use shards::{DriverInUse, MeshStats};
+
+use histogram::Histogram;
 
 /// One shard's counters. Padded so neighbours never share a cache line.
 #[repr(align(128))]
@@ -64,6 +82,13 @@ pub struct ShardMetrics {
     pub media_hls_bytes_out: AtomicU64,
     pub media_hls_streams: AtomicU64,
     pub media_hls_held_bytes: AtomicU64,
+
+    // Latency histograms, written by the shard alone.
+    /// HTTP request durations by route index ([`Metrics::route_index`]).
+    pub http_durations: Box<[Histogram]>,
+    pub danmaku_delivery: Histogram,
+    /// Time to first frame by [`TTFF_PROTOCOLS`] index.
+    pub ttff: [Histogram; 2],
 }
 
 impl ShardMetrics {
@@ -76,6 +101,21 @@ impl ShardMetrics {
         self.loop_lag_us.store(lag_us, Relaxed);
         self.loop_lag_max_us.fetch_max(lag_us, Relaxed);
     }
+
+    pub fn observe_http(&self, route: usize, d: std::time::Duration) {
+        if let Some(h) = self.http_durations.get(route) {
+            h.observe(&histogram::HTTP, d);
+        }
+    }
+
+    pub fn observe_danmaku_delivery(&self, d: std::time::Duration) {
+        self.danmaku_delivery.observe(&histogram::DANMAKU, d);
+    }
+
+    /// `protocol` is an index into [`TTFF_PROTOCOLS`].
+    pub fn observe_ttff(&self, protocol: usize, d: std::time::Duration) {
+        self.ttff[protocol].observe(&histogram::TTFF, d);
+    }
 }
 
 /// The process-wide registry: one slot per shard, created before the shards start.
@@ -83,15 +123,41 @@ pub struct Metrics {
     pub shards: Box<[ShardMetrics]>,
     pub driver: DriverInUse,
     pub started: Instant,
+    /// Seconds since the epoch when the registry was made (the process start).
+    pub start_time: f64,
+    /// The route patterns, sorted: a route's histogram is its index here; one more slot
+    /// holds [`UNMATCHED_ROUTE`]. Patterns, never paths, so the label set is bounded.
+    routes: Box<[&'static str]>,
 }
 
 impl Metrics {
-    pub fn new(shards: usize, driver: DriverInUse) -> Self {
+    pub fn new(
+        shards: usize,
+        driver: DriverInUse,
+        routes: impl IntoIterator<Item = &'static str>,
+    ) -> Self {
+        let mut routes: Vec<&'static str> = routes.into_iter().collect();
+        routes.sort_unstable();
+        routes.dedup();
         Self {
-            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            shards: (0..shards)
+                .map(|_| ShardMetrics {
+                    http_durations: (0..=routes.len()).map(|_| Histogram::new()).collect(),
+                    ..ShardMetrics::default()
+                })
+                .collect(),
             driver,
             started: Instant::now(),
+            start_time: process::now_epoch_seconds(),
+            routes: routes.into(),
         }
+    }
+
+    /// The histogram slot of a route pattern (`None`: unmatched).
+    pub fn route_index(&self, route: Option<&str>) -> usize {
+        route
+            .and_then(|r| self.routes.binary_search(&r).ok())
+            .unwrap_or(self.routes.len())
     }
 
     /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -141,6 +207,7 @@ impl Metrics {
             "Resident set size of the process.",
         );
         w.sample("liveshard_process_resident_memory_bytes", "", rss_bytes());
+        process::render(w.out, self.start_time);
 
         self.per_shard(
             &mut w,
@@ -479,6 +546,7 @@ impl Metrics {
                 }
             }
         }
+        latency::render(self, &mut out);
         out
     }
 
@@ -519,33 +587,15 @@ impl Writer<'_> {
     }
 }
 
-/// Appends per-stream samples gathered from the shards that own the streams.
-pub fn render_streams(out: &mut String, streams: &[crate::live::engine::StreamStats]) {
-    let mut w = Writer { out };
-    w.family(
-        "liveshard_stream_ingest_bitrate_bps",
-        "gauge",
-        "Average ingest bitrate of a live stream since it started (bits/s).",
-    );
-    for s in streams {
-        w.sample_f(
-            "liveshard_stream_ingest_bitrate_bps",
-            &format!("stream=\"{}\"", s.stream),
-            s.bitrate_bps,
-        );
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
     }
-    w.family(
-        "liveshard_stream_subscribed_shards",
-        "gauge",
-        "Shards that receive a live stream (have viewers of it).",
-    );
-    for s in streams {
-        w.sample(
-            "liveshard_stream_subscribed_shards",
-            &format!("stream=\"{}\"", s.stream),
-            s.subscribers as u64,
-        );
-    }
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }
 
 /// Resident set size from /proc/self/statm (0 where unavailable).

@@ -260,6 +260,9 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
     for task in tasks {
         task.await;
     }
+    // Flushed before `finished`, so the worker's last progress line (the report's timeline)
+    // holds every delivery and latency, not only its final report.
+    local.flush();
     local.exec().finished.store(true, Relaxed);
     flusher.await;
     local.flush();

@@ -94,7 +94,10 @@ pub fn page(report: &Report, url: &str, hist: Option<&Histogram<u64>>) -> String
     s.push_str("<h2>Parameters</h2>\n");
     table(&mut s, &report.config);
     s.push_str("<h2>Machine</h2>\n");
-    table(&mut s, &serde_json::to_value(&report.machine).unwrap_or(Value::Null));
+    table(
+        &mut s,
+        &serde_json::to_value(&report.machine).unwrap_or(Value::Null),
+    );
     s.push_str("</body></html>\n");
     s
 }
@@ -176,7 +179,9 @@ fn charts(s: &mut String, results: &Results, t: &Timeline) {
     }
     let x_max = pts.last().map_or(1.0, |p| p.t_s + t.interval_s);
     let series = |f: fn(&crate::timeline::Point) -> f64| -> Vec<(f64, f64)> {
-        pts.iter().map(|p| (p.t_s + t.interval_s / 2.0, f(p))).collect()
+        pts.iter()
+            .map(|p| (p.t_s + t.interval_s / 2.0, f(p)))
+            .collect()
     };
     let (title, unit, one): (&str, &str, Vec<(f64, f64)>) = match results {
         Results::Fanout(_) => (
@@ -238,7 +243,10 @@ fn axis_label(v: f64) -> String {
 }
 
 /// Lines over seconds of the window; y from 0.
-fn line_chart(unit: &str, x_max: f64, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+/// One line of a chart: its name, colour and (seconds, value) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+fn line_chart(unit: &str, x_max: f64, series: &[Series<'_>]) -> String {
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let y_top = nice_ceil(
         series

@@ -12,11 +12,11 @@ use hdrhistogram::Histogram;
 
 use crate::plan::{Plan, Scenario};
 use crate::probe;
-use crate::timeline::{Collector, Progress};
 use crate::report::{
     self, Connections, FanoutResults, IdleResults, MediaResults, Percentiles, Report, Results,
     WorkerCommand, WorkerEvent, WorkerReport,
 };
+use crate::timeline::{Collector, Progress};
 use crate::worker::{merge_worker, unix_ns};
 
 const DROPPED_METRIC: &str = "liveshard_ws_messages_dropped_total";

@@ -984,7 +984,10 @@ fn html_report_is_self_contained_and_shows_the_runs_figures() {
 
     assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..100]);
     assert!(page.trim_end().ends_with("</html>"));
-    assert!(page.matches("<svg").count() >= 3, "throughput, latency and histogram charts");
+    assert!(
+        page.matches("<svg").count() >= 3,
+        "throughput, latency and histogram charts"
+    );
     assert_eq!(page.matches("<svg").count(), page.matches("</svg>").count());
     // Viewable offline: nothing to fetch, nothing to run.
     let lower = page.to_ascii_lowercase();
@@ -1011,7 +1014,10 @@ fn html_report_is_self_contained_and_shows_the_runs_figures() {
     // Per-interval figures: the window's deliveries are all in the timeline.
     let points = report["timeline"]["points"].as_array().expect("timeline");
     assert!(!points.is_empty());
-    let in_timeline: u64 = points.iter().map(|p| p["deliveries"].as_u64().unwrap()).sum();
+    let in_timeline: u64 = points
+        .iter()
+        .map(|p| p["deliveries"].as_u64().unwrap())
+        .sum();
     assert_eq!(in_timeline, deliveries, "{:#}", report["timeline"]);
     // Rate limits raised (Server::start): no refusals, no warning.
     assert_eq!(r["refused_rate_limited"], 0, "{r:#}");
@@ -1048,12 +1054,22 @@ fn a_run_against_default_rate_limits_counts_refusals_and_says_what_to_raise() {
     let refused = r["refused_rate_limited"].as_u64().unwrap();
     let acks = r["acks"].as_u64().unwrap();
     assert!(refused * 2 > sent, "{r:#}");
-    assert_eq!(acks + refused, sent, "every post acknowledged or refused: {r:#}");
+    assert_eq!(
+        acks + refused,
+        sent,
+        "every post acknowledged or refused: {r:#}"
+    );
     for setting in ["danmaku.rate_per_sec", "danmaku.rate_burst"] {
-        assert!(stderr.contains(setting), "warning names {setting}: {stderr}");
+        assert!(
+            stderr.contains(setting),
+            "warning names {setting}: {stderr}"
+        );
         assert!(page.contains(setting), "page warns about {setting}");
     }
-    assert!(stderr.contains("refused by the server's rate limit"), "{stderr}");
+    assert!(
+        stderr.contains("refused by the server's rate limit"),
+        "{stderr}"
+    );
     assert!(page.contains("class=\"warn\""));
     assert_eq!(report["warnings"].as_array().unwrap().len(), 1);
 }

@@ -177,11 +177,9 @@ fn charts(s: &mut String, results: &Results, t: &Timeline) {
     if pts.is_empty() {
         return;
     }
-    let x_max = pts.last().map_or(1.0, |p| p.t_s + t.interval_s);
+    let x_max = t.window_s;
     let series = |f: fn(&crate::timeline::Point) -> f64| -> Vec<(f64, f64)> {
-        pts.iter()
-            .map(|p| (p.t_s + t.interval_s / 2.0, f(p)))
-            .collect()
+        pts.iter().map(|p| (p.t_s + p.secs / 2.0, f(p))).collect()
     };
     let (title, unit, one): (&str, &str, Vec<(f64, f64)>) = match results {
         Results::Fanout(_) => (
@@ -198,11 +196,14 @@ fn charts(s: &mut String, results: &Results, t: &Timeline) {
         t.interval_s,
         line_chart(unit, x_max, &[(unit, COLOURS[0], one)])
     );
-    if pts.iter().any(|p| p.latency_us.count > 0) {
+    // Media latencies are times to first frame, taken while viewers connect (before the
+    // window): over the window they would be a few stragglers, not a curve.
+    let fanout = matches!(results, Results::Fanout(_));
+    if fanout && pts.iter().any(|p| p.latency_us.count > 0) {
         let lat = |f: fn(&Percentiles) -> u64| -> Vec<(f64, f64)> {
             pts.iter()
                 .filter(|p| p.latency_us.count > 0)
-                .map(|p| (p.t_s + t.interval_s / 2.0, f(&p.latency_us) as f64 / 1000.0))
+                .map(|p| (p.t_s + p.secs / 2.0, f(&p.latency_us) as f64 / 1000.0))
                 .collect()
         };
         let lines = [

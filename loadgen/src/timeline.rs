@@ -7,8 +7,9 @@
 //! interval its worker reported it in: up to one progress period (plus the executors'
 //! 250 ms flush) after it was measured.
 //!
-//! Bounded: at most [`MAX_POINTS`] intervals (longer runs get wider ones), and histograms
-//! are kept only for the intervals some worker has not reported past yet.
+//! Bounded: at most [`MAX_POINTS`] intervals (longer runs get wider ones; what arrives after
+//! the window counts in its last one), and histograms are kept only for the intervals some
+//! worker has not reported past yet.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,8 @@ pub const MAX_POINTS: u64 = 600;
 pub struct Point {
     /// Start of the interval, seconds after the measurement began.
     pub t_s: f64,
+    /// Its length: `interval_s`, or less for the last one when the window ends inside it.
+    pub secs: f64,
     /// Marked messages viewers received in it (ws-fanout).
     pub deliveries: u64,
     pub deliveries_per_sec: f64,
@@ -40,6 +43,8 @@ pub struct Point {
 #[derive(Debug, Clone, Serialize)]
 pub struct Timeline {
     pub interval_s: f64,
+    /// The measurement window (ws-fanout: --duration plus --drain).
+    pub window_s: f64,
     pub points: Vec<Point>,
 }
 
@@ -54,6 +59,9 @@ struct Slot {
 pub struct Collector {
     go_ns: u64,
     width_ns: u64,
+    /// The window's length; later figures (the last progress lines, the drain of a
+    /// stopping run) count in its last interval.
+    run_ns: u64,
     /// Per worker: (deliveries, bytes_in) of its previous progress line.
     prev: Vec<(u64, u64)>,
     up: Vec<u64>,
@@ -81,6 +89,7 @@ impl Collector {
         Collector {
             go_ns,
             width_ns: secs * 1_000_000_000,
+            run_ns: run_ms.max(1) * 1_000_000,
             prev: vec![(0, 0); workers],
             up: vec![0; workers],
             seen_ns: vec![0; workers],
@@ -101,9 +110,9 @@ impl Collector {
         self.up[w] = p.up;
         self.seen_ns[w] = self.seen_ns[w].max(p.at_ns);
         if p.at_ns >= self.go_ns {
-            let idx = (p.at_ns - self.go_ns) / self.width_ns;
-            // A worker far past the window (a clock step) is not allowed to grow the report.
-            if idx < MAX_POINTS * 2 {
+            let last = (self.run_ns - 1) / self.width_ns;
+            let idx = ((p.at_ns - self.go_ns) / self.width_ns).min(last);
+            {
                 let up: u64 = self.up.iter().sum();
                 let slot = self.open.entry(idx).or_insert_with(|| Slot {
                     deliveries: 0,
@@ -130,14 +139,16 @@ impl Collector {
     }
 
     fn close(&mut self, slots: BTreeMap<u64, Slot>) {
-        let width_s = self.width_ns as f64 / 1e9;
         for (idx, s) in slots {
+            let start = idx * self.width_ns;
+            let secs = self.width_ns.min(self.run_ns - start) as f64 / 1e9;
             self.points.push(Point {
-                t_s: idx as f64 * width_s,
+                t_s: start as f64 / 1e9,
+                secs,
                 deliveries: s.deliveries,
-                deliveries_per_sec: s.deliveries as f64 / width_s,
+                deliveries_per_sec: s.deliveries as f64 / secs,
                 bytes_in: s.bytes_in,
-                mbit_per_sec: s.bytes_in as f64 * 8.0 / width_s / 1e6,
+                mbit_per_sec: s.bytes_in as f64 * 8.0 / secs / 1e6,
                 up: s.up,
                 latency_us: Percentiles::of(&s.hist),
             });
@@ -149,6 +160,7 @@ impl Collector {
         self.close(rest);
         Timeline {
             interval_s: self.width_ns as f64 / 1e9,
+            window_s: self.run_ns as f64 / 1e9,
             points: self.points,
         }
     }
@@ -161,7 +173,7 @@ mod tests {
     #[test]
     fn progress_lands_in_its_interval_and_counts_only_after_go() {
         let go = 10_000_000_000;
-        let mut c = Collector::new(go, 3000, 2);
+        let mut c = Collector::new(go, 1500, 2);
         c.baseline(0, 5, 0);
         c.baseline(1, 7, 0);
         let mut h = report::new_histogram();
@@ -176,11 +188,22 @@ mod tests {
                 hist: Some(&h),
             });
         }
+        // After the window: counted in its last interval, a short one.
+        c.add(Progress {
+            worker: 0,
+            at_ns: go + 3_400_000_000,
+            up: 3,
+            deliveries: 26,
+            bytes_in: 0,
+            hist: None,
+        });
         let t = c.finish();
         assert_eq!(t.interval_s, 1.0);
         assert_eq!(t.points.len(), 2);
         assert_eq!(t.points[0].deliveries, 20);
-        assert_eq!(t.points[1].deliveries, 30);
+        assert_eq!(t.points[1].deliveries, 31);
+        assert_eq!(t.points[1].secs, 0.5);
+        assert_eq!(t.points[1].deliveries_per_sec, 62.0);
         assert_eq!(t.points[1].up, 6);
         assert_eq!(t.points[0].latency_us.count, 2);
     }

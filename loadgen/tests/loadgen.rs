@@ -973,6 +973,8 @@ fn html_report_is_self_contained_and_shows_the_runs_figures() {
             "0.5",
             "--token-secret",
             SECRET,
+            "--procs",
+            "2",
             "--quiet",
         ],
     );
@@ -1011,7 +1013,8 @@ fn html_report_is_self_contained_and_shows_the_runs_figures() {
         page.contains(&format!("<b>{} µs</b>", grouped(p99))),
         "p99 {p99} µs not on the page"
     );
-    // Per-interval figures: the window's deliveries are all in the timeline.
+    // Per-interval figures, merged over both worker processes: the window's deliveries are
+    // all in the timeline.
     let points = report["timeline"]["points"].as_array().expect("timeline");
     assert!(!points.is_empty());
     let in_timeline: u64 = points

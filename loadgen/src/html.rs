@@ -355,7 +355,7 @@ fn histogram_svg(h: &Histogram<u64>) -> String {
         return String::new();
     };
     let n = (hi - lo + 1) as f64;
-    let top = counts.values().copied().max().unwrap_or(1).max(1) as f64;
+    let top = nice_ceil(counts.values().copied().max().unwrap_or(1) as f64);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let bw = pw / n;
     let edge = |k: i64| 10f64.powf(k as f64 / PER_DECADE);

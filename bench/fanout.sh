@@ -12,7 +12,8 @@
 #
 # It prints deliveries/s, p99, server CPU (utime+stime from /proc over the publishing window)
 # and deliveries per server CPU-second for each, with the ratios liveshard/peer, and writes
-# every loadgen JSON report, the summary and SETUP.md to bench/runs/<date>-<host>/.
+# every loadgen JSON report (and its --html page), the summary and SETUP.md to
+# bench/runs/<date>-<host>/.
 #
 # Usage: bench/fanout.sh [options]
 #   --viewers N      viewers in all (default 4000)      --rooms R       (default 4)
@@ -112,7 +113,8 @@ fanout() { # label metrics_url
   local cmd=("$LOADGEN" ws-fanout --url "ws://$ADDR/ws" --rooms "$ROOMS" --viewers "$VIEWERS"
     --publishers "$PUBLISHERS" --rate "$RATE" --duration "$DURATION" --payload "$PAYLOAD"
     --procs "$PROCS" --threads "$THREADS" --src "$SRC" --token-secret "$SECRET"
-    --metrics-url "$metrics" --server-pid "$PID" --json "$OUT/fanout-$label.json" --quiet)
+    --metrics-url "$metrics" --server-pid "$PID" --json "$OUT/fanout-$label.json"
+    --html "$OUT/fanout-$label.html" --quiet)
   echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||; s|$SECRET|\$SECRET|" >>"$COMMANDS"
   echo "== fanout: $label"
   "${cmd[@]}" | sed 's/^/   /'
@@ -122,7 +124,7 @@ idle() { # label
   local procs=$(( (IDLE_CONNS + 18999) / 19000 ))
   local cmd=("$LOADGEN" ws-idle --url "ws://$ADDR/ws" --conns "$IDLE_CONNS" --rooms "$ROOMS"
     --procs "$procs" --src "$SRC" --server-pid "$PID" --hold 2 --settle 3
-    --json "$OUT/idle-$1.json" --quiet)
+    --json "$OUT/idle-$1.json" --html "$OUT/idle-$1.html" --quiet)
   echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||" >>"$COMMANDS"
   echo "== idle: $1"
   "${cmd[@]}" | sed 's/^/   /'

@@ -16,7 +16,7 @@
 # delivered Mbit/s, per-viewer kbit/s, server CPU (utime+stime of the server process and
 # its children from /proc over the window), server cores per delivered Gbit/s, viewers held
 # per server core, loadgen's own CPU; then the ratios liveshard/nginx-rtmp and the SPEC §3
-# goal check. Every loadgen JSON report, commands.txt, summary.txt and SETUP.md go to
+# goal check. Every loadgen JSON report (and its --html page), commands.txt, summary.txt and SETUP.md go to
 # bench/runs/<date>-<host>-media/.
 #
 # Usage: bench/media.sh [options]
@@ -188,7 +188,7 @@ viewers() {
   local cmd=("$LOADGEN" "$scenario" --url "$url" --viewers "$n" --duration "$DURATION"
     --ramp "$RAMP" --procs "$procs" --threads "$THREADS" --src "$SRC" --server-pid "$PID"
     --min-kbps "$MIN_KBPS"
-    "$@" --json "$OUT/$file" --quiet)
+    "$@" --json "$OUT/$file" --html "$OUT/${file%.json}.html" --quiet)
   note "${cmd[*]}"
   echo "== $file"
   "${cmd[@]}" | sed 's/^/   /' || true

@@ -24,6 +24,10 @@ use crate::marker;
 use crate::worker::{unix_ns, Local};
 use crate::wsproto::{self, FrameError, Rng};
 
+/// The start of liveshard's rate-limit refusal, `{"type":"error","code":4290,…}` (code
+/// RATE_LIMITED in docs/protocol.md).
+const RATE_LIMITED_ERROR: &[u8] = br#""type":"error","code":4290"#;
+
 /// Viewer read buffers start small (idle connections stay cheap) and grow to fit a frame.
 const INITIAL_BUF: usize = 4096;
 
@@ -547,12 +551,19 @@ async fn publisher_reader(local: &Local, mut c: Conn) {
     local.fds.borrow_mut().insert(c.stream.as_raw_fd());
     let ack = memchr::memmem::Finder::new(br#""type":"ack""#);
     let err = memchr::memmem::Finder::new(br#""type":"error""#);
+    // liveshard writes the code right after the type (docs/protocol.md, error codes); a
+    // danmaku text cannot hold this unescaped, so echoes never match.
+    let limited = memchr::memmem::Finder::new(RATE_LIMITED_ERROR);
     let end = 'conn: loop {
         let mut acks = 0;
         let steps = drain_frames(&mut c, |payload| {
             acks += ack.find_iter(payload).count() as u64;
             let errors = err.find_iter(payload).count() as u64;
             if errors > 0 {
+                let refused = limited.find_iter(payload).count() as u64;
+                local
+                    .refused_rate_limited
+                    .set(local.refused_rate_limited.get() + refused);
                 local.server_errors.set(local.server_errors.get() + errors);
                 let mut sample = local.server_error_sample.borrow_mut();
                 if sample.is_none() {

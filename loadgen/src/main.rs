@@ -14,6 +14,8 @@
 //! - `marker.rs`   — latency markers written by publishers and scanned by viewers
 //! - `token.rs`    — HS256 tokens for publishers
 //! - `report.rs`   — report types, histogram (de)serialization, summaries, machine facts
+//! - `timeline.rs` — per-interval figures of the measurement window, from workers' progress
+//! - `html.rs`     — the `--html` page: figures, charts and the histogram as inline SVG
 //! - `probe.rs`    — what loadgen reads from the server side: `/metrics`, `/proc/PID`
 //!
 //! Why glommio and not the server's monoio: a runtime bug must not hide on both sides of a
@@ -22,6 +24,7 @@
 mod amf0;
 mod conn;
 mod flvproto;
+mod html;
 mod marker;
 mod media;
 mod parent;
@@ -29,6 +32,7 @@ mod plan;
 mod probe;
 mod report;
 mod rtmpproto;
+mod timeline;
 mod token;
 mod worker;
 mod wsproto;
@@ -87,6 +91,10 @@ pub struct CommonArgs {
     /// Write the full report (config, machine, results, merged histogram) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page (figures, deliveries and latency
+    /// over time, the latency histogram; inline SVG, viewable offline).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// The server's process id: its CPU time (fan-out, media) and RSS (idle, media) are read
     /// from /proc. Media scenarios add the process's descendants (nginx workers).
     #[arg(long, value_name = "PID")]

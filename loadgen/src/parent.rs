@@ -16,6 +16,7 @@ use crate::report::{
     self, Connections, FanoutResults, IdleResults, MediaResults, Percentiles, Report, Results,
     WorkerCommand, WorkerEvent, WorkerReport,
 };
+use crate::timeline::{Collector, Progress};
 use crate::worker::{merge_worker, unix_ns};
 
 const DROPPED_METRIC: &str = "liveshard_ws_messages_dropped_total";
@@ -177,6 +178,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     // (time, deliveries) at each draw; the rate shown is over the last two seconds, so
     // workers' unsynchronized reports do not make it jump.
     let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut timeline: Option<Collector> = None;
     let mut last_draw = Instant::now();
 
     while st.iter().any(|s| s.report.is_none()) {
@@ -195,12 +197,24 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
                     frames,
                     bytes_in,
                     interval_hist,
+                    at_unix_ns,
                 } => {
                     let s = &mut st[w];
                     (s.up, s.failed, s.deliveries, s.frames) = (up, failed, deliveries, frames);
                     s.bytes_in = bytes_in;
-                    if let Ok(h) = report::hist_from_b64(&interval_hist) {
-                        report::merge(&mut so_far, &h);
+                    let h = report::hist_from_b64(&interval_hist).ok();
+                    if let Some(h) = &h {
+                        report::merge(&mut so_far, h);
+                    }
+                    if let Some(t) = timeline.as_mut() {
+                        t.add(Progress {
+                            worker: w,
+                            at_ns: at_unix_ns,
+                            up,
+                            deliveries,
+                            bytes_in,
+                            hist: h.as_ref(),
+                        });
                     }
                 }
                 WorkerEvent::Ready { up, failed } => {
@@ -247,6 +261,11 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
                 }
             }
             go_at = Some(at);
+            let mut t = Collector::new(at, run_ms, plan.procs);
+            for (w, s) in st.iter().enumerate() {
+                t.baseline(w, s.deliveries, s.bytes_in);
+            }
+            timeline = Some(t);
             deadline =
                 Instant::now() + GO_LEAD + Duration::from_millis(run_ms) + Duration::from_secs(60);
             std::thread::sleep(GO_LEAD);
@@ -397,6 +416,15 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
             hold_s: wp.hold_ms as f64 / 1000.0,
         })
     };
+    let mut warnings = Vec::new();
+    if let Results::Fanout(r) = &results {
+        if let Some(w) = rate_limit_warning(r.sent, r.refused_rate_limited) {
+            warnings.push(w);
+        }
+    }
+    for w in &warnings {
+        eprintln!("loadgen: {w}");
+    }
     let report = Report {
         tool: "loadgen",
         version: env!("CARGO_PKG_VERSION"),
@@ -405,11 +433,18 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         machine,
         results,
         latency_hist_v2: (fanout || media).then(|| report::hist_to_b64(&latency)),
+        timeline: timeline.map(Collector::finish),
+        warnings,
     };
     print!("{}", report.summary(&plan.url));
     if let Some(path) = &plan.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &plan.html {
+        let hist = (fanout || media).then_some(&latency);
+        std::fs::write(path, crate::html::page(&report, &plan.url, hist))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     let no_publisher = fanout && publishers_up == 0;
@@ -422,6 +457,26 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// The warning for a run whose posts the server mostly refused: the numbers then measure
+/// the rate limit, not fan-out. Over half refused is well past any burst at the start.
+fn rate_limit_warning(sent: u64, refused: u64) -> Option<String> {
+    (sent > 0 && refused * 2 > sent).then(|| {
+        format!(
+            "{} of {} posts ({:.1}%) were refused by the server's rate limit (error 4290), so \
+             this run measured the limit, not fan-out. liveshard limits each user's posts to a \
+             room (all their connections together), and each connection, to \
+             danmaku.rate_per_sec (default 2) with bursts of danmaku.rate_burst (default 5); \
+             each loadgen publisher is one user. Raise both above --rate / --publishers (e.g. \
+             liveshard serve --set danmaku.rate_per_sec=1000 --set danmaku.rate_burst=1000, \
+             or [danmaku] rate_per_sec and rate_burst in its config file), or spread the rate \
+             over more --publishers.",
+            report::thousands(refused),
+            report::thousands(sent),
+            refused as f64 * 100.0 / sent as f64
+        )
     })
 }
 
@@ -474,6 +529,7 @@ fn fanout_results(
         acks: m.acks,
         server_errors: m.server_errors,
         server_error_sample: m.server_error_sample.clone(),
+        refused_rate_limited: m.refused_rate_limited,
         expected_deliveries: expected,
         deliveries: m.deliveries,
         delivery_ratio: if expected > 0 {

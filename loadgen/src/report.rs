@@ -55,6 +55,10 @@ pub enum WorkerEvent {
         #[serde(default)]
         bytes_in: u64,
         interval_hist: String,
+        /// When the worker took these figures (Unix ns), so the parent can place them on
+        /// the report's timeline.
+        #[serde(default)]
+        at_unix_ns: u64,
     },
     /// Every connection of this worker was attempted; waiting for `go`.
     Ready { up: u64, failed: u64 },
@@ -90,6 +94,9 @@ pub struct WorkerReport {
     pub acks: u64,
     pub server_errors: u64,
     pub server_error_sample: Option<String>,
+    /// Error frames with the rate-limit code (a post the server refused).
+    #[serde(default)]
+    pub refused_rate_limited: u64,
     /// Disconnects before loadgen closed, by close code ("1008") or "eof"/"error".
     pub disconnects: BTreeMap<String, u64>,
     pub latency_hist: String,
@@ -217,6 +224,8 @@ pub struct FanoutResults {
     pub acks: u64,
     pub server_errors: u64,
     pub server_error_sample: Option<String>,
+    /// Posts the server refused with its rate-limit error (4290), counted in server_errors.
+    pub refused_rate_limited: u64,
     /// Σ over rooms of messages sent to the room × its viewers.
     pub expected_deliveries: u64,
     pub deliveries: u64,
@@ -325,9 +334,13 @@ pub struct Report {
     /// The merged latency histogram (HdrHistogram V2, base64), for comparing runs: the
     /// publish→deliver latency (ws-fanout) or the time to first frame (media).
     pub latency_hist_v2: Option<String>,
+    /// Figures per interval of the measurement window (deliveries, bytes, latencies).
+    pub timeline: Option<crate::timeline::Timeline>,
+    /// What loadgen warned about on stderr (e.g. most posts refused by the rate limit).
+    pub warnings: Vec<String>,
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -373,11 +386,16 @@ impl Report {
                 ));
                 s.push_str(&format!("connections  {}\n", failures(&r.connections)));
                 s.push_str(&format!(
-                    "sent         {} msgs ({:.1}/s), acks {}, server errors {}{}\n",
+                    "sent         {} msgs ({:.1}/s), acks {}, server errors {}{}{}\n",
                     thousands(r.sent),
                     r.sent_per_sec,
                     thousands(r.acks),
                     thousands(r.server_errors),
+                    if r.refused_rate_limited > 0 {
+                        format!(" ({} rate-limited)", thousands(r.refused_rate_limited))
+                    } else {
+                        String::new()
+                    },
                     r.server_error_sample
                         .as_deref()
                         .map(|e| format!(" (e.g. {e})"))

@@ -106,6 +106,8 @@ pub struct Local {
     pub acks: Cell<u64>,
     pub server_errors: Cell<u64>,
     pub server_error_sample: RefCell<Option<String>>,
+    /// Posts refused with the rate-limit error.
+    pub refused_rate_limited: Cell<u64>,
     /// Media scenarios: what this executor's viewers saw.
     pub media: RefCell<MediaAgg>,
 }
@@ -189,6 +191,7 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         acks: Cell::new(0),
         server_errors: Cell::new(0),
         server_error_sample: RefCell::new(None),
+        refused_rate_limited: Cell::new(0),
         media: RefCell::new(MediaAgg::default()),
         shared: shared.clone(),
         t,
@@ -257,6 +260,9 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
     for task in tasks {
         task.await;
     }
+    // Flushed before `finished`, so the worker's last progress line (the report's timeline)
+    // holds every delivery and latency, not only its final report.
+    local.flush();
     local.exec().finished.store(true, Relaxed);
     flusher.await;
     local.flush();
@@ -271,6 +277,7 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         acks: local.acks.get(),
         server_errors: local.server_errors.get(),
         server_error_sample: local.server_error_sample.take(),
+        refused_rate_limited: local.refused_rate_limited.get(),
         disconnects: local.disconnects.take(),
         ..WorkerReport::default()
     };
@@ -448,6 +455,7 @@ pub fn main() -> ExitCode {
                     frames: sum(|e| &e.frames),
                     bytes_in: sum(|e| &e.bytes_in),
                     interval_hist: report::hist_to_b64(&interval),
+                    at_unix_ns: unix_ns(),
                 },
             );
         }
@@ -513,6 +521,7 @@ pub fn merge_worker(into: &mut WorkerReport, r: WorkerReport, lag: &mut Histogra
     into.bytes_in += r.bytes_in;
     into.acks += r.acks;
     into.server_errors += r.server_errors;
+    into.refused_rate_limited += r.refused_rate_limited;
     if into.server_error_sample.is_none() {
         into.server_error_sample = r.server_error_sample;
     }

@@ -6,7 +6,9 @@
 //! `--tokens` file (and refused ones counted), disconnects counted by the server's close
 //! code, `--procs` with `--src` merging into one report, `--payload` and `--ramp` showing
 //! in the numbers, and the live progress line on a terminal (through `script`, which
-//! util-linux provides) and not elsewhere.
+//! util-linux provides) and not elsewhere. Last, the reports people read: the `--html`
+//! page with the run's figures, and the warning when the server's rate limit refused most
+//! posts.
 //!
 //! The server binary is the workspace's `liveshard`, found next to this package's binary
 //! (same target directory): `cargo test --workspace` builds both. The media test needs
@@ -915,4 +917,162 @@ fn progress_line_on_a_terminal_only() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("\x1b[2K"), "{stderr:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("ws-fanout"));
+}
+
+/// A ws-fanout run writing both reports; its stderr, the JSON report and the HTML page.
+fn run_with_html(args: &[String]) -> (String, serde_json::Value, String) {
+    let dir = temp_dir("html");
+    let (json, html) = (dir.join("report.json"), dir.join("report.html"));
+    let out = Command::new(LOADGEN)
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+        .expect("report is JSON");
+    let page = std::fs::read_to_string(&html).expect("--html FILE written");
+    let _ = std::fs::remove_dir_all(&dir);
+    (stderr, report, page)
+}
+
+/// 1234567 → "1,234,567", as the page writes counts and microseconds.
+fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn html_report_is_self_contained_and_shows_the_runs_figures() {
+    let server = Server::start("html");
+    let args = fanout_args(
+        &server,
+        &[
+            "--viewers",
+            "10",
+            "--rate",
+            "20",
+            "--duration",
+            "1.5",
+            "--drain",
+            "0.5",
+            "--token-secret",
+            SECRET,
+            "--procs",
+            "2",
+            "--quiet",
+        ],
+    );
+    let (stderr, report, page) = run_with_html(&args);
+    let r = &report["results"];
+    let deliveries = r["deliveries"].as_u64().unwrap();
+    let p99 = r["latency_us"]["p99"].as_u64().unwrap();
+    assert!(deliveries > 0, "{r:#}");
+
+    assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..100]);
+    assert!(page.trim_end().ends_with("</html>"));
+    assert!(
+        page.matches("<svg").count() >= 3,
+        "throughput, latency and histogram charts"
+    );
+    assert_eq!(page.matches("<svg").count(), page.matches("</svg>").count());
+    // Viewable offline: nothing to fetch, nothing to run.
+    let lower = page.to_ascii_lowercase();
+    for fetch in [
+        "src=\"http",
+        "href=\"http",
+        "url(",
+        "@import",
+        "<script",
+        "<link",
+        "<iframe",
+    ] {
+        assert!(!lower.contains(fetch), "page references {fetch}");
+    }
+    // The JSON report's figures, as the page formats them.
+    assert!(
+        page.contains(&format!("<b>{}</b>", grouped(deliveries))),
+        "delivered {deliveries} not on the page"
+    );
+    assert!(
+        page.contains(&format!("<b>{} µs</b>", grouped(p99))),
+        "p99 {p99} µs not on the page"
+    );
+    // Per-interval figures, merged over both worker processes: the window's deliveries are
+    // all in the timeline.
+    let points = report["timeline"]["points"].as_array().expect("timeline");
+    assert!(!points.is_empty());
+    let in_timeline: u64 = points
+        .iter()
+        .map(|p| p["deliveries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_timeline, deliveries, "{:#}", report["timeline"]);
+    // Rate limits raised (Server::start): no refusals, no warning.
+    assert_eq!(r["refused_rate_limited"], 0, "{r:#}");
+    assert!(!stderr.contains("rate limit"), "{stderr}");
+    assert!(!page.contains("class=\"warn\""));
+}
+
+#[test]
+fn a_run_against_default_rate_limits_counts_refusals_and_says_what_to_raise() {
+    // liveshard's defaults: 2 posts/s with bursts of 5, per user in a room.
+    let server = Server::start_with(
+        "ratelimit",
+        &["danmaku.rate_per_sec=2", "danmaku.rate_burst=5"],
+    );
+    let args = fanout_args(
+        &server,
+        &[
+            "--viewers",
+            "5",
+            "--rate",
+            "30",
+            "--duration",
+            "1.5",
+            "--drain",
+            "0.5",
+            "--token-secret",
+            SECRET,
+            "--quiet",
+        ],
+    );
+    let (stderr, report, page) = run_with_html(&args);
+    let r = &report["results"];
+    let sent = r["sent"].as_u64().unwrap();
+    let refused = r["refused_rate_limited"].as_u64().unwrap();
+    let acks = r["acks"].as_u64().unwrap();
+    assert!(refused * 2 > sent, "{r:#}");
+    assert_eq!(
+        acks + refused,
+        sent,
+        "every post acknowledged or refused: {r:#}"
+    );
+    for setting in ["danmaku.rate_per_sec", "danmaku.rate_burst"] {
+        assert!(
+            stderr.contains(setting),
+            "warning names {setting}: {stderr}"
+        );
+        assert!(page.contains(setting), "page warns about {setting}");
+    }
+    assert!(
+        stderr.contains("refused by the server's rate limit"),
+        "{stderr}"
+    );
+    assert!(page.contains("class=\"warn\""));
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 1);
 }

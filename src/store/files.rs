@@ -10,6 +10,12 @@
 //! can hold a `/`, a `..` or anything a filesystem would interpret. A save is written to a
 //! temporary file, fsynced, renamed into place and the directory fsynced, so a file is
 //! either entirely there after a crash or not at all.
+//!
+//! A cover upload ([`FilesHandle::save_cover`]) is decoded and its thumbnails derived here
+//! too ([`super::thumbs`]), so the shard that took the upload only awaits the answer. The
+//! thumbnails (`<stem>-320.jpg`, `<stem>-640.jpg`) are written before the original, so an
+//! original that exists has its thumbnails. A thumbnail asked for that is missing (a cover
+//! uploaded before thumbnails existed) is derived from its original on that first read.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,22 +26,47 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use super::thumbs::{self, Refusal};
 use super::StoreError;
 
 /// Extensions a stored file may have.
 pub const EXTENSIONS: &[&str] = &["jpg", "png", "webp"];
 
 /// Whether `name` is one we could have generated: 16–64 lower-case hex digits, a dot and a
-/// known extension.
+/// known extension (an original), or the same digits, `-` and a thumbnail width, `.jpg`.
 pub fn valid_name(name: &str) -> bool {
     let Some((stem, ext)) = name.split_once('.') else {
         return false;
     };
+    match stem.split_once('-') {
+        None => valid_stem(stem) && EXTENSIONS.contains(&ext),
+        Some((stem, width)) => valid_stem(stem) && ext == "jpg" && thumb_width(width).is_some(),
+    }
+}
+
+fn valid_stem(stem: &str) -> bool {
     (16..=64).contains(&stem.len())
         && stem
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && EXTENSIONS.contains(&ext)
+}
+
+fn thumb_width(width: &str) -> Option<u32> {
+    thumbs::WIDTHS.into_iter().find(|w| w.to_string() == width)
+}
+
+/// Whether `name` is a valid original's name (not a thumbnail's).
+pub fn is_original(name: &str) -> bool {
+    valid_name(name) && !name.contains('-')
+}
+
+/// What a cover upload made: the image's dimensions and its thumbnails' (name, width,
+/// height), smallest first.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    pub width: u32,
+    pub height: u32,
+    pub thumbs: Vec<(String, u32, u32)>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -45,6 +76,11 @@ enum FileRequest {
         name: String,
         bytes: Bytes,
         reply: Reply<()>,
+    },
+    SaveCover {
+        name: String,
+        bytes: Bytes,
+        reply: Reply<Result<Saved, Refusal>>,
     },
     Read {
         name: String,
@@ -71,6 +107,19 @@ impl FilesHandle {
     pub async fn save(&self, name: String, bytes: Bytes) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(FileRequest::Save { name, bytes, reply })?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Stores the cover image `bytes` as `name` (an original's generated name) with its
+    /// thumbnails; an image that is too large or cannot be decoded is refused and nothing is
+    /// written. The decoding is done on the files thread.
+    pub async fn save_cover(
+        &self,
+        name: String,
+        bytes: Bytes,
+    ) -> Result<Result<Saved, Refusal>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(FileRequest::SaveCover { name, bytes, reply })?;
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
@@ -135,6 +184,13 @@ fn serve(dir: &Path, rx: &Receiver<FileRequest>, max_read: u64) {
                 }
                 let _ = reply.send(result);
             }
+            FileRequest::SaveCover { name, bytes, reply } => {
+                let result = save_cover(dir, &name, &bytes);
+                if let Err(e) = &result {
+                    tracing::error!(%name, error = %e, "cover not saved");
+                }
+                let _ = reply.send(result);
+            }
             FileRequest::Read { name, reply } => {
                 let _ = reply.send(read(dir, &name, max_read));
             }
@@ -172,10 +228,80 @@ fn save(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         .map_err(io_err)
 }
 
+fn save_cover(dir: &Path, name: &str, bytes: &[u8]) -> Result<Result<Saved, Refusal>, StoreError> {
+    if !is_original(name) {
+        return Err(StoreError::Backend(format!(
+            "not a stored cover name: {name:?}"
+        )));
+    }
+    let Some(format) = thumbs::format_of(name) else {
+        return Err(StoreError::Backend(format!("no image format for {name:?}")));
+    };
+    let ((width, height), made) = match thumbs::derive(bytes, format) {
+        Ok(d) => d,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let mut saved = Saved {
+        width,
+        height,
+        thumbs: Vec::with_capacity(made.len()),
+    };
+    for t in made {
+        let thumb = thumbs::name(name, thumbs::WIDTHS[saved.thumbs.len()]);
+        save(dir, &thumb, &t.jpeg)?;
+        saved.thumbs.push((thumb, t.width, t.height));
+    }
+    save(dir, name, bytes)?;
+    Ok(Ok(saved))
+}
+
+/// A missing thumbnail `name`, derived from its original if that exists (and kept).
+fn derive_missing(dir: &Path, name: &str, max_read: u64) -> Result<Option<Bytes>, StoreError> {
+    let Some((stem, width)) = name.split_once('.').and_then(|(s, _)| s.split_once('-')) else {
+        return Ok(None);
+    };
+    let Some(at) = thumbs::WIDTHS.iter().position(|w| w.to_string() == width) else {
+        return Ok(None);
+    };
+    for ext in EXTENSIONS {
+        let original = format!("{stem}.{ext}");
+        let Some(bytes) = read_file(dir, &original, max_read)? else {
+            continue;
+        };
+        let Some(format) = thumbs::format_of(&original) else {
+            continue;
+        };
+        return match thumbs::derive(&bytes, format) {
+            Ok((_, made)) => {
+                let mut wanted = None;
+                for (i, t) in made.into_iter().enumerate() {
+                    save(dir, &thumbs::name(&original, thumbs::WIDTHS[i]), &t.jpeg)?;
+                    if i == at {
+                        wanted = Some(Bytes::from(t.jpeg));
+                    }
+                }
+                Ok(wanted)
+            }
+            Err(refusal) => {
+                tracing::warn!(%original, %refusal, "no thumbnail for a stored cover");
+                Ok(None)
+            }
+        };
+    }
+    Ok(None)
+}
+
 fn read(dir: &Path, name: &str, max_read: u64) -> Result<Option<Bytes>, StoreError> {
     if !valid_name(name) {
         return Ok(None);
     }
+    match read_file(dir, name, max_read)? {
+        None if !is_original(name) => derive_missing(dir, name, max_read),
+        found => Ok(found),
+    }
+}
+
+fn read_file(dir: &Path, name: &str, max_read: u64) -> Result<Option<Bytes>, StoreError> {
     let path = dir.join(name);
     match std::fs::metadata(&path) {
         Ok(m) if !m.is_file() => return Ok(None),
@@ -203,10 +329,17 @@ mod tests {
     fn only_generated_names_are_accepted() {
         assert!(valid_name("0123456789abcdef0123456789abcdef.png"));
         assert!(valid_name("0123456789abcdef.webp"));
+        assert!(valid_name("0123456789abcdef-320.jpg"));
+        assert!(valid_name("0123456789abcdef-640.jpg"));
+        assert!(!is_original("0123456789abcdef-640.jpg"));
         for bad in [
             "../../x",
             "..%2F..%2Fx",
             "0123456789abcdef0123456789abcdef.png/../x",
+            "0123456789abcdef-320.png",
+            "0123456789abcdef-100.jpg",
+            "0123456789abcdef-320-320.jpg",
+            "-320.jpg",
             "0123456789ABCDEF0123456789ABCDEF.png",
             "0123456789abcdef0123456789abcdef.exe",
             "0123456789abcdef0123456789abcdef",

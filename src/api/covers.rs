@@ -10,6 +10,11 @@
 //! from the request head ([`gate`]) before a byte of the body is read, so an anonymous
 //! client cannot make the server buffer megabytes it will refuse.
 //!
+//! Each upload is decoded for its 320 and 640 px JPEG thumbnails before it is kept
+//! ([`files::FilesHandle::save_cover`], on the thumbs thread: never here); an image whose
+//! header is over the pixel limits is 41302 before decoding, one that does not decode
+//! 42202. Thumbnails are served by the same route as covers (`<stem>-320.jpg`).
+//!
 //! Serving is shared ([`Served`]): a cover many clients ask for at once is one copy on the
 //! shard, and the copies a shard holds (cached, or being written to clients that read
 //! slowly or not at all) stay within [`HELD_MAX`]; past it, a request that needs a fresh

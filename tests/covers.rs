@@ -6,12 +6,13 @@
 
 mod support;
 
+use std::io::{BufReader, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::api::{call, chunk, create_room, dev_login, err, ok, png};
-use support::{HttpResponse, Server, TempDir};
+use support::{read_response, HttpResponse, Server, TempDir};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -270,4 +271,54 @@ fn a_truncated_image_with_a_valid_header_is_refused_cleanly() {
     err(&upload(&server, &alice, &garbage), 422, 42202);
     assert_eq!(stored_covers(&server), 0, "nothing stored");
     ok(&upload(&server, &alice, &image));
+}
+
+#[test]
+fn uploads_past_the_decode_queue_are_busy_at_once_and_covers_are_served_meanwhile() {
+    let server = Server::start(&["--shards", "2", "--set", "auth.dev_login=true"]);
+    let dir = TempDir::new("covers-busy");
+    let alice = dev_login(&server, "alice");
+    let small = ok(&upload(&server, &alice, &png(64, 36)));
+    let thumb = path_of(small["thumbs"]["320"].as_str().unwrap());
+    // 6.5 Mpx: a few tenths of a second to decode each, longer than ten uploads take to
+    // arrive.
+    let big = ffmpeg_image(&dir, "big.jpg", "2560x2560");
+    let addr = server.http;
+    let head = format!(
+        "POST /api/v1/uploads/cover HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Authorization: Bearer {alice}\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let answers: Vec<(u16, u64, Duration)> = std::thread::scope(|s| {
+        let uploads: Vec<_> = (0..10)
+            .map(|_| {
+                s.spawn(|| {
+                    let start = Instant::now();
+                    let mut c = std::net::TcpStream::connect(addr).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    c.write_all(head.as_bytes()).unwrap();
+                    c.write_all(&big).unwrap();
+                    let r = read_response(&mut BufReader::new(c)).expect("an answer");
+                    (r.status, r.json()["code"].as_u64().unwrap(), start.elapsed())
+                })
+            })
+            .collect();
+        // While they are decoded, covers are still served at once.
+        std::thread::sleep(Duration::from_millis(200));
+        let start = Instant::now();
+        let r = server.get(&thumb);
+        assert_eq!(r.status, 200);
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(500), "a thumbnail took {took:?} meanwhile");
+        uploads.into_iter().map(|u| u.join().unwrap()).collect()
+    });
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    let done = answers.iter().filter(|a| a.0 == 200).count();
+    eprintln!("{answers:?}");
+    // One decoding and 4 waiting: the rest of ten that arrive together are busy.
+    assert!(done >= 1 && !busy.is_empty(), "{answers:?}");
+    for b in busy {
+        assert_eq!(b.1, 50301, "{answers:?}");
+        assert!(b.2 < Duration::from_millis(500), "busy at once: {answers:?}");
+    }
 }

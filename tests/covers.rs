@@ -45,7 +45,11 @@ fn ffmpeg_image(dir: &TempDir, file: &str, size: &str) -> Vec<u8> {
         .arg(&path)
         .output()
         .expect("ffmpeg runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(&path).unwrap()
 }
 
@@ -55,7 +59,12 @@ fn probe(dir: &TempDir, bytes: &[u8]) -> (u32, u32) {
     let path = dir.0.join(format!("probe-{}.jpg", support::rand_u64()));
     std::fs::write(&path, bytes).unwrap();
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=width,height,codec_name"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width,height,codec_name",
+        ])
         .args(["-of", "csv=p=0"])
         .arg(&path)
         .output()
@@ -96,11 +105,21 @@ fn uploads_get_320_and_640_thumbnails_that_a_real_decoder_reads_at_that_size() {
         for (width, height) in [320, 640].into_iter().zip(heights) {
             let url = up["thumbs"][width.to_string()].as_str().unwrap();
             let thumb = fetch_thumb(&server, url);
-            assert_eq!(probe(&dir, &thumb), (width, height), "{file} at {width}: {url}");
-            assert!(thumb.len() < image.len(), "{file}: a thumbnail smaller than the image");
+            assert_eq!(
+                probe(&dir, &thumb),
+                (width, height),
+                "{file} at {width}: {url}"
+            );
+            assert!(
+                thumb.len() < image.len(),
+                "{file}: a thumbnail smaller than the image"
+            );
         }
         // The original is still served byte for byte.
-        assert_eq!(server.get(&path_of(up["url"].as_str().unwrap())).body, image);
+        assert_eq!(
+            server.get(&path_of(up["url"].as_str().unwrap())).body,
+            image
+        );
 
         // The room record names the thumbnails of its cover.
         let room = create_room(&server, &alice, "thumbs")["id"]
@@ -236,7 +255,10 @@ fn a_20000_by_20000_png_bomb_is_refused_from_its_header_quickly_with_bounded_rss
             v["message"].as_str().unwrap().contains("20000 x 20000"),
             "{what}: {v}"
         );
-        assert!(took < Duration::from_secs(3), "{what} bomb refused in {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{what} bomb refused in {took:?}"
+        );
         eprintln!("{what} bomb ({} bytes) refused in {took:?}", image.len());
     }
     let (rss_after, peak) = memory(&server);
@@ -299,7 +321,11 @@ fn uploads_past_the_decode_queue_are_busy_at_once_and_covers_are_served_meanwhil
                     c.write_all(head.as_bytes()).unwrap();
                     c.write_all(&big).unwrap();
                     let r = read_response(&mut BufReader::new(c)).expect("an answer");
-                    (r.status, r.json()["code"].as_u64().unwrap(), start.elapsed())
+                    (
+                        r.status,
+                        r.json()["code"].as_u64().unwrap(),
+                        start.elapsed(),
+                    )
                 })
             })
             .collect();
@@ -309,7 +335,10 @@ fn uploads_past_the_decode_queue_are_busy_at_once_and_covers_are_served_meanwhil
         let r = server.get(&thumb);
         assert_eq!(r.status, 200);
         let took = start.elapsed();
-        assert!(took < Duration::from_millis(500), "a thumbnail took {took:?} meanwhile");
+        assert!(
+            took < Duration::from_millis(500),
+            "a thumbnail took {took:?} meanwhile"
+        );
         uploads.into_iter().map(|u| u.join().unwrap()).collect()
     });
     let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
@@ -319,6 +348,9 @@ fn uploads_past_the_decode_queue_are_busy_at_once_and_covers_are_served_meanwhil
     assert!(done >= 1 && !busy.is_empty(), "{answers:?}");
     for b in busy {
         assert_eq!(b.1, 50301, "{answers:?}");
-        assert!(b.2 < Duration::from_millis(500), "busy at once: {answers:?}");
+        assert!(
+            b.2 < Duration::from_millis(500),
+            "busy at once: {answers:?}"
+        );
     }
 }

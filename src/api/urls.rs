@@ -134,7 +134,10 @@ pub fn cover(bases: &Bases, name: &str) -> String {
 /// here: `/covers/<name>` or any `http(s)://…/covers/<name>` with a generated original's
 /// name. They keep the cover URL's own origin (the one the client stored), or `bases`
 /// for a bare path. `None` for other images (nothing was derived for them).
-pub fn cover_thumbs(bases: &Bases, cover_url: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+pub fn cover_thumbs(
+    bases: &Bases,
+    cover_url: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
     let (prefix, name) = cover_url.rsplit_once("/covers/")?;
     if !crate::store::files::is_original(name) {
         return None;

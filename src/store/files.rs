@@ -439,15 +439,25 @@ mod tests {
         for (thumb, _, _) in &saved.thumbs {
             assert!(dir.join(thumb).is_file(), "{thumb}");
         }
-        assert!(matches!(save_cover(&dir, name, b"\x89PNG\r\n\x1a\nxx"), Ok(Err(_))));
+        assert!(matches!(
+            save_cover(&dir, name, b"\x89PNG\r\n\x1a\nxx"),
+            Ok(Err(_))
+        ));
 
         // Stored before thumbnails existed: derived when first asked for, then kept.
         let old = "fedcba9876543210fedcba9876543210.png";
         save(&dir, old, &png).unwrap();
         let mut failed = Failed::default();
-        let t = read(&dir, "fedcba9876543210fedcba9876543210-320.jpg", 1 << 20, &mut failed);
+        let t = read(
+            &dir,
+            "fedcba9876543210fedcba9876543210-320.jpg",
+            1 << 20,
+            &mut failed,
+        );
         assert!(t.unwrap().is_some_and(|b| b.starts_with(&[0xFF, 0xD8])));
-        assert!(dir.join("fedcba9876543210fedcba9876543210-640.jpg").is_file());
+        assert!(dir
+            .join("fedcba9876543210fedcba9876543210-640.jpg")
+            .is_file());
         // An old original that cannot be thumbnailed is tried once.
         let broken = "00000000000000000000000000000000.png";
         save(&dir, broken, b"\x89PNG\r\n\x1a\nxx").unwrap();
@@ -456,7 +466,16 @@ mod tests {
         assert_eq!(failed.0.len(), 1);
         assert_eq!(read(&dir, thumb, 1 << 20, &mut failed).unwrap(), None);
         assert_eq!(failed.0.len(), 1);
-        assert_eq!(read(&dir, "11111111111111111111111111111111-640.jpg", 1 << 20, &mut failed).unwrap(), None);
+        assert_eq!(
+            read(
+                &dir,
+                "11111111111111111111111111111111-640.jpg",
+                1 << 20,
+                &mut failed
+            )
+            .unwrap(),
+            None
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -120,7 +120,9 @@ pub fn derive(bytes: &[u8], format: ImageFormat) -> Result<((u32, u32), Vec<Thum
             height: h,
         });
     }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
     // Rotations by a quarter turn swap the sides: scale the stored image so that, once
     // turned, the thumbnail has the promised width.
@@ -137,15 +139,21 @@ pub fn derive(bytes: &[u8], format: ImageFormat) -> Result<((u32, u32), Vec<Thum
     for &width in WIDTHS.iter().rev() {
         let tw = width.min(ow);
         let th = scaled(ow, oh, tw);
-        let mut small = if (tw, th) == (ow, oh) {
-            image.clone()
-        } else if turned {
-            image.thumbnail_exact(th, tw)
+        // Not enlarged: an image this narrow is encoded at its own size (converted to
+        // 8-bit RGB, turned), without a copy at its own depth first.
+        let rgb = if (tw, th) == (ow, oh) {
+            let mut rgb = DynamicImage::ImageRgb8(over_white(&image));
+            rgb.apply_orientation(orientation);
+            rgb.into_rgb8()
         } else {
-            image.thumbnail_exact(tw, th)
+            let mut small = if turned {
+                image.thumbnail_exact(th, tw)
+            } else {
+                image.thumbnail_exact(tw, th)
+            };
+            small.apply_orientation(orientation);
+            over_white(&small)
         };
-        small.apply_orientation(orientation);
-        let rgb = over_white(&small);
         let mut jpeg = Vec::new();
         let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, QUALITY);
         rgb.write_with_encoder(encoder)
@@ -219,6 +227,9 @@ mod tests {
             Err(Refusal::Undecodable(_))
         ));
         assert_eq!(scaled(3, 1, 1), 1, "at least one pixel");
-        assert_eq!(name("0123456789abcdef.png", 320), "0123456789abcdef-320.jpg");
+        assert_eq!(
+            name("0123456789abcdef.png", 320),
+            "0123456789abcdef-320.jpg"
+        );
     }
 }

@@ -143,7 +143,11 @@ fn anonymous_clients_that_never_read_a_2_mib_cover_share_one_copy() {
     // A real PNG (uploads are decoded for their thumbnails) just under the 2 MiB limit:
     // 720 × 720 RGBA in stored (uncompressed) blocks is 2,074,xxx bytes.
     let image = support::api::png(720, 720);
-    assert!((2_000_000..2 * 1024 * 1024).contains(&image.len()), "{}", image.len());
+    assert!(
+        (2_000_000..2 * 1024 * 1024).contains(&image.len()),
+        "{}",
+        image.len()
+    );
     let token = support::token(&server, "cover-owner", &[]);
     let up = server.request(
         "POST",

@@ -216,6 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn exif_orientation_is_applied() {
+        let jpeg = encode(&DynamicImage::new_rgb8(1000, 500), ImageFormat::Jpeg);
+        // An APP1 Exif segment right after SOI: one IFD entry, Orientation (0x0112) = 6,
+        // "rotate 90° clockwise to display".
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+        let mut turned = jpeg[..2].to_vec();
+        turned.extend_from_slice(&[0xFF, 0xE1]);
+        turned.extend_from_slice(&(exif.len() as u16 + 2).to_be_bytes());
+        turned.extend_from_slice(&exif);
+        turned.extend_from_slice(&jpeg[2..]);
+        let (dims, thumbs) = derive(&turned, ImageFormat::Jpeg).unwrap();
+        assert_eq!(dims, (500, 1000), "as displayed");
+        let sizes: Vec<_> = thumbs.iter().map(|t| (t.width, t.height)).collect();
+        assert_eq!(sizes, [(320, 640), (500, 1000)]);
+    }
+
+    #[test]
     fn refusals() {
         let png = encode(&DynamicImage::new_rgb8(64, 64), ImageFormat::Png);
         assert!(matches!(

@@ -10,6 +10,11 @@
 //! from the request head ([`gate`]) before a byte of the body is read, so an anonymous
 //! client cannot make the server buffer megabytes it will refuse.
 //!
+//! Each upload is decoded for its 320 and 640 px JPEG thumbnails before it is kept
+//! ([`files::FilesHandle::save_cover`], on the thumbs thread: never here); an image whose
+//! header is over the pixel limits is 41302 before decoding, one that does not decode
+//! 42202. Thumbnails are served by the same route as covers (`<stem>-320.jpg`).
+//!
 //! Serving is shared ([`Served`]): a cover many clients ask for at once is one copy on the
 //! shard, and the copies a shard holds (cached, or being written to clients that read
 //! slowly or not at all) stay within [`HELD_MAX`]; past it, a request that needs a fresh
@@ -32,6 +37,7 @@ use super::{input, urls};
 use crate::http::{Request, RequestHead, Response};
 use crate::shard::Shard;
 use crate::store::files;
+use crate::store::thumbs::{self, Refusal};
 
 /// What the multipart framing may add to the image within the route's body limit.
 pub const MULTIPART_SLACK: u64 = 16 * 1024;
@@ -187,13 +193,34 @@ pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         kind.ext()
     );
     let size = image.len();
-    shard.common.api.files.save(name.clone(), image).await?;
+    // Decoded and thumbnailed on the files thread; a full queue is 50301 at once.
+    let saved = shard
+        .common
+        .api
+        .files
+        .save_cover(name.clone(), image)
+        .await?
+        .map_err(|refusal| match refusal {
+            Refusal::TooLarge { .. } => {
+                ApiError::new(error::IMAGE_DIMENSIONS_TOO_LARGE, refusal.to_string())
+            }
+            Refusal::Undecodable(_) => ApiError::new(error::IMAGE_UNDECODABLE, refusal.to_string()),
+        })?;
     let bases = urls::bases(&shard, &req);
+    let thumbs: serde_json::Map<String, serde_json::Value> = saved
+        .thumbs
+        .iter()
+        .zip(thumbs::WIDTHS)
+        .map(|((thumb, _, _), w)| (w.to_string(), urls::cover(&bases, thumb).into()))
+        .collect();
     Ok(Response::ok(&json!({
         "url": urls::cover(&bases, &name),
         "name": name,
         "content_type": kind.content_type(),
         "size": size,
+        "width": saved.width,
+        "height": saved.height,
+        "thumbs": thumbs,
     })))
 }
 

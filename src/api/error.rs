@@ -76,6 +76,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         "the image is over `api.cover_max_bytes` (a whole body over the limit is 41300)",
     ),
     (
+        IMAGE_DIMENSIONS_TOO_LARGE,
+        413,
+        "the image's header says more than 8192 pixels a side or 16 Mpx (refused before decoding)",
+    ),
+    (
         UNSUPPORTED_IMAGE,
         415,
         "not a JPEG, PNG or WebP image (decided from the bytes, not the name)",
@@ -84,6 +89,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         INVALID_FIELD,
         422,
         "a field is missing, of the wrong type or out of range; `data.field` names it",
+    ),
+    (
+        IMAGE_UNDECODABLE,
+        422,
+        "the image cannot be decoded (truncated or corrupt past a valid header)",
     ),
     (
         WECHAT_RATE_LIMITED,
@@ -142,8 +152,10 @@ pub const ROOM_NOT_FOUND: u32 = 40401;
 pub const FILE_NOT_FOUND: u32 = 40402;
 pub const ROOM_CLOSED: u32 = 40901;
 pub const IMAGE_TOO_LARGE: u32 = 41301;
+pub const IMAGE_DIMENSIONS_TOO_LARGE: u32 = 41302;
 pub const UNSUPPORTED_IMAGE: u32 = 41501;
 pub const INVALID_FIELD: u32 = 42201;
+pub const IMAGE_UNDECODABLE: u32 = 42202;
 pub const WECHAT_RATE_LIMITED: u32 = 42901;
 pub const INTERNAL: u32 = 50001;
 pub const WECHAT_REFUSED: u32 = 50201;

@@ -456,9 +456,11 @@ pub fn document(cfg: &Config) -> Value {
                 }}))
                 .ok(json!({"type": "object", "properties": {
                     "url": {"type": "string"}, "name": {"type": "string"},
-                    "content_type": {"type": "string"}, "size": {"type": "integer"}
+                    "content_type": {"type": "string"}, "size": {"type": "integer"},
+                    "width": {"type": "integer"}, "height": {"type": "integer"},
+                    "thumbs": schema_ref("CoverThumbs")
                 }}))
-                .errors(&[41301, 41501, 42201, 50001, 50301]),
+                .errors(&[41301, 41302, 41501, 42201, 42202, 50001, 50301]),
         )],
     ));
     paths.push((
@@ -473,7 +475,7 @@ pub fn document(cfg: &Config) -> Value {
         "/covers/{name}",
         vec![(
             "get",
-            Op::new("An uploaded cover image")
+            Op::new("An uploaded cover image, or one of its JPEG thumbnails (`<stem>-320.jpg`, `<stem>-640.jpg`)")
                 .params(vec![path_param("name", "the name an upload answered")])
                 .ok_raw(json!({"description": "the image", "content": {
                     "image/jpeg": {}, "image/png": {}, "image/webp": {}}}))
@@ -563,10 +565,15 @@ pub fn document(cfg: &Config) -> Value {
                 "Play": {"type": "object", "properties": {
                     "rtmp": {"type": "string"}, "flv": {"type": "string"}, "hls": {"type": "string"}
                 }},
+                "CoverThumbs": {"type": "object",
+                    "description": "thumbnail URLs by width in pixels (an image narrower than a width is not enlarged)",
+                    "properties": {"320": {"type": "string"}, "640": {"type": "string"}}},
                 "Room": {"type": "object", "properties": {
                     "id": {"type": "string"}, "owner": {"type": "string"},
                     "title": {"type": "string"}, "category": {"type": "string"},
                     "cover_url": {"type": "string"},
+                    "cover_thumbs": {"allOf": [schema_ref("CoverThumbs")], "nullable": true,
+                        "description": "JPEG thumbnails of a cover uploaded here, by width; null for other cover URLs"},
                     "created_at": {"type": "integer"}, "updated_at": {"type": "integer"},
                     "status": {"type": "string", "enum": ["live", "offline", "closed"]},
                     "live": {"type": "boolean"}, "online": {"type": "integer"},

@@ -125,6 +125,7 @@ pub fn view(shard: &Shard, bases: &Bases, room: &Room, (online, live): (u64, boo
         "title": room.title,
         "category": room.category,
         "cover_url": room.cover_url,
+        "cover_thumbs": urls::cover_thumbs(bases, &room.cover_url),
         "created_at": room.created_at,
         "updated_at": room.updated_at,
         "status": status,

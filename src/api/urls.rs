@@ -130,6 +130,36 @@ pub fn cover(bases: &Bases, name: &str) -> String {
     format!("{}/covers/{name}", bases.http)
 }
 
+/// The thumbnail URLs (by width) of a room's `cover_url` when it names a cover uploaded
+/// here: `/covers/<name>` or any `http(s)://…/covers/<name>` with a generated original's
+/// name. They keep the cover URL's own origin (the one the client stored), or `bases`
+/// for a bare path. `None` for other images (nothing was derived for them).
+pub fn cover_thumbs(
+    bases: &Bases,
+    cover_url: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let (prefix, name) = cover_url.rsplit_once("/covers/")?;
+    if !crate::store::files::is_original(name) {
+        return None;
+    }
+    let origin = if prefix.is_empty() {
+        bases.http.as_str()
+    } else if prefix.starts_with("http://") || prefix.starts_with("https://") {
+        prefix
+    } else {
+        return None;
+    };
+    Some(
+        crate::store::thumbs::WIDTHS
+            .iter()
+            .map(|&w| {
+                let thumb = crate::store::thumbs::name(name, w);
+                (w.to_string(), format!("{origin}/covers/{thumb}").into())
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +175,29 @@ mod tests {
         assert_eq!(host_name("example.com"), "example.com");
         assert_eq!(host_name("[::1]:8080"), "[::1]");
         assert_eq!(host_name("127.0.0.1:0"), "127.0.0.1");
+    }
+
+    #[test]
+    fn thumbnails_of_our_covers_only() {
+        let bases = Bases {
+            http: "http://h:1".into(),
+            ws: String::new(),
+            rtmp_app: String::new(),
+        };
+        let name = "0123456789abcdef0123456789abcdef";
+        let t = cover_thumbs(&bases, &format!("/covers/{name}.png")).unwrap();
+        assert_eq!(t["320"], format!("http://h:1/covers/{name}-320.jpg"));
+        assert_eq!(t["640"], format!("http://h:1/covers/{name}-640.jpg"));
+        let t = cover_thumbs(&bases, &format!("https://cdn.x/covers/{name}.webp")).unwrap();
+        assert_eq!(t["320"], format!("https://cdn.x/covers/{name}-320.jpg"));
+        for other in [
+            "",
+            "https://x/y.png",
+            "https://x/covers/abc.png",
+            "/covers/0123456789abcdef-320.jpg",
+            "javascript:/covers/0123456789abcdef.png",
+        ] {
+            assert!(cover_thumbs(&bases, other).is_none(), "{other}");
+        }
     }
 }

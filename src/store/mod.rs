@@ -27,6 +27,7 @@
 pub mod embedded;
 pub mod files;
 pub mod model;
+pub mod thumbs;
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;

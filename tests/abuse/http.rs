@@ -140,10 +140,14 @@ fn partial_bodies_past_the_shard_budget_get_503() {
 #[test]
 fn anonymous_clients_that_never_read_a_2_mib_cover_share_one_copy() {
     let server = Server::start(&["--shards", "1"]);
-    // A PNG as far as the sniffer can tell, just under the 2 MiB limit.
-    let mut image =
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
-    image.resize(2 * 1024 * 1024 - 1024, 0);
+    // A real PNG (uploads are decoded for their thumbnails) just under the 2 MiB limit:
+    // 720 × 720 RGBA in stored (uncompressed) blocks is 2,074,xxx bytes.
+    let image = support::api::png(720, 720);
+    assert!(
+        (2_000_000..2 * 1024 * 1024).contains(&image.len()),
+        "{}",
+        image.len()
+    );
     let token = support::token(&server, "cover-owner", &[]);
     let up = server.request(
         "POST",

@@ -115,7 +115,7 @@ fanout() { # label metrics_url
     --procs "$PROCS" --threads "$THREADS" --src "$SRC" --token-secret "$SECRET"
     --metrics-url "$metrics" --server-pid "$PID" --json "$OUT/fanout-$label.json"
     --html "$OUT/fanout-$label.html" --quiet)
-  echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||; s|$SECRET|\$SECRET|" >>"$COMMANDS"
+  echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||g; s|$SECRET|\$SECRET|" >>"$COMMANDS"
   echo "== fanout: $label"
   "${cmd[@]}" | sed 's/^/   /'
 }
@@ -125,7 +125,7 @@ idle() { # label
   local cmd=("$LOADGEN" ws-idle --url "ws://$ADDR/ws" --conns "$IDLE_CONNS" --rooms "$ROOMS"
     --procs "$procs" --src "$SRC" --server-pid "$PID" --hold 2 --settle 3
     --json "$OUT/idle-$1.json" --html "$OUT/idle-$1.html" --quiet)
-  echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||" >>"$COMMANDS"
+  echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||g" >>"$COMMANDS"
   echo "== idle: $1"
   "${cmd[@]}" | sed 's/^/   /'
 }

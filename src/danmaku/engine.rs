@@ -1,11 +1,10 @@
 //! One shard's danmaku engine: its connections, the local halves of rooms with viewers
-//! here, the home halves of rooms homed here, and the handling of danmaku mesh messages.
+//! here, the home halves of rooms homed here, and the dispatch of danmaku mesh messages
+//! (joins, leaves, replies, deliveries, kicks, the media clock).
 //!
-//! Three background tasks per shard keep time: the *flusher* encodes and sends each dirty
-//! room's batch once per merge window; the *online ticker* pushes changed online counts;
-//! the *sweeper* (every second) closes connections past their heartbeat or slow-consumer
-//! grace, times out joins the home shard never answered, evicts idle home rooms and
-//! publishes this shard's counters to the metrics registry.
+//! The rest of `Danmaku` lives next door as `impl Danmaku` blocks: `post.rs` (a post on
+//! the home shard), `moderate.rs` (moderation actions) and `tasks.rs` (the flusher, online
+//! ticker and sweeper, and the publishing of the counters below).
 //!
 //! Hot counters live in `Cell`s here and reach the shared atomics once a second, so the
 //! per-delivery path touches no atomic but the `Bytes` refcount.
@@ -20,12 +19,12 @@ use bytes::Bytes;
 use slab::Slab;
 
 use super::conn::{home_of, submit, Conn, User};
-use super::protocol::{self, close, code, encode_item, Item, ItemBody};
-use super::room::{HomeRoom, LocalRoom, Priority, RoomSettings};
-use super::{Actor, ConnRef, JoinAnswer, ModOp, Msg, Post, PostBody, RoomId, Uid};
+use super::protocol::{self, close, code};
+use super::room::{HomeRoom, LocalRoom, RoomSettings};
+use super::{ConnRef, JoinAnswer, Msg, Post, PostBody, RoomId, Uid};
 use crate::shard::Shard;
 use crate::store::model::RoomState;
-use crate::store::{AckTo, Request};
+use crate::store::Request;
 
 /// Wall-clock milliseconds since the Unix epoch (item timestamps, rate limits).
 pub fn now_ms() -> u64 {
@@ -34,11 +33,6 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// How long a join may wait for the home shard's answer before the connection is closed.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an idle home room with nothing but what the store holds is kept (see
-/// `HomeRoom::is_pristine`).
-const PRISTINE_IDLE: Duration = Duration::from_secs(3);
 /// Messages held per room while its stored state loads; past it, posts are refused.
 const MAX_WAITING: usize = 10_000;
 
@@ -57,32 +51,32 @@ fn home_room_of(msg: &Msg) -> Option<&RoomId> {
 
 /// Counters kept in cells and published to `ShardMetrics` by the sweeper.
 #[derive(Default)]
-struct Counters {
-    posts: Cell<u64>,
-    rejected: Cell<u64>,
-    items: Cell<u64>,
-    batches: Cell<u64>,
-    deliveries: Cell<u64>,
-    dropped: Cell<u64>,
-    sampled_out: Cell<u64>,
-    bytes_written: Cell<u64>,
-    slow_closed: Cell<u64>,
-    heartbeat_closed: Cell<u64>,
+pub(super) struct Counters {
+    pub(super) posts: Cell<u64>,
+    pub(super) rejected: Cell<u64>,
+    pub(super) items: Cell<u64>,
+    pub(super) batches: Cell<u64>,
+    pub(super) deliveries: Cell<u64>,
+    pub(super) dropped: Cell<u64>,
+    pub(super) sampled_out: Cell<u64>,
+    pub(super) bytes_written: Cell<u64>,
+    pub(super) slow_closed: Cell<u64>,
+    pub(super) heartbeat_closed: Cell<u64>,
 }
 
-fn bump(c: &Cell<u64>, n: u64) {
+pub(super) fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
 
 pub struct Danmaku {
-    conns: RefCell<Slab<Rc<Conn>>>,
-    joining_since: RefCell<HashMap<usize, Instant>>,
+    pub(super) conns: RefCell<Slab<Rc<Conn>>>,
+    pub(super) joining_since: RefCell<HashMap<usize, Instant>>,
     next_gen: Cell<u32>,
-    local: RefCell<HashMap<RoomId, LocalRoom>>,
-    home: RefCell<HashMap<RoomId, HomeRoom>>,
-    dirty: RefCell<Vec<RoomId>>,
-    flush_kick: shards::local::Notify,
-    counters: Counters,
+    pub(super) local: RefCell<HashMap<RoomId, LocalRoom>>,
+    pub(super) home: RefCell<HashMap<RoomId, HomeRoom>>,
+    pub(super) dirty: RefCell<Vec<RoomId>>,
+    pub(super) flush_kick: shards::local::Notify,
+    pub(super) counters: Counters,
 }
 
 impl Default for Danmaku {
@@ -105,18 +99,11 @@ impl Danmaku {
         }
     }
 
-    /// Starts the shard's danmaku tasks.
-    pub fn spawn_tasks(shard: &Rc<Shard>) {
-        monoio::spawn(flush_loop(shard.clone()));
-        monoio::spawn(online_loop(shard.clone()));
-        monoio::spawn(sweep_loop(shard.clone()));
-    }
-
-    fn settings(shard: &Shard) -> &super::Settings {
+    pub(super) fn settings(shard: &Shard) -> &super::Settings {
         &shard.common.danmaku.settings
     }
 
-    fn room_settings(shard: &Shard) -> RoomSettings {
+    pub(super) fn room_settings(shard: &Shard) -> RoomSettings {
         let s = Self::settings(shard);
         RoomSettings {
             history_capacity: s.history_capacity,
@@ -273,32 +260,6 @@ impl Danmaku {
             body,
         };
         let _ = submit(shard, home_of(shard, &room), Msg::Post(Box::new(post)));
-    }
-
-    /// Sends a moderation action to the room's home shard.
-    pub fn moderate(
-        &self,
-        shard: &Shard,
-        room: RoomId,
-        op: ModOp,
-        actor: Actor,
-        conn: Option<&Rc<Conn>>,
-    ) {
-        let home = home_of(shard, &room);
-        let msg = Msg::Moderate {
-            room,
-            op,
-            actor: Box::new(actor),
-        };
-        if submit(shard, home, msg).is_err() {
-            if let Some(conn) = conn {
-                conn.send(protocol::error_frame(
-                    code::BUSY,
-                    "server busy, retry",
-                    None,
-                ));
-            }
-        }
     }
 
     pub fn rejected(&self) {
@@ -519,7 +480,7 @@ impl Danmaku {
     }
 
     /// Sends a frame to one connection, wherever it is.
-    fn reply_to(&self, shard: &Shard, to: Option<ConnRef>, frame: Bytes) {
+    pub(super) fn reply_to(&self, shard: &Shard, to: Option<ConnRef>, frame: Bytes) {
         let Some(to) = to else { return };
         if to.shard as usize == shard.id() {
             if let Some(c) = self.lookup(to) {
@@ -588,237 +549,8 @@ impl Danmaku {
         }
     }
 
-    fn on_post(&self, shard: &Rc<Shard>, post: Post) {
-        let now = now_ms();
-        let reply = |frame: Bytes| self.reply_to(shard, post.from, frame);
-        let mut home = self.home.borrow_mut();
-        let r = home.entry(post.room.clone()).or_insert_with(|| {
-            HomeRoom::new(
-                post.room.clone(),
-                shard.ctx.count,
-                &Self::room_settings(shard),
-                now,
-            )
-        });
-        if post.from.is_some() {
-            if let Err((c, m)) = r.admit(&post.uid, now) {
-                return reply(protocol::error_frame(c, m, post.cid.as_deref()));
-            }
-        }
-        if let PostBody::Pm { to, text } = &post.body {
-            if !r.has_user(to) {
-                return reply(protocol::error_frame(
-                    code::NO_SUCH_USER,
-                    "that user is not in this room",
-                    post.cid.as_deref(),
-                ));
-            }
-            let id = r.next_id();
-            let frame = protocol::frame_json(&serde_json::json!({
-                "type": "pm", "id": id, "room": &*post.room, "from": &*post.uid,
-                "nick": &*post.nick, "to": &**to, "text": text, "ts": now,
-            }));
-            let targets: Vec<usize> = r.targets().collect();
-            drop(home);
-            reply(protocol::ack_frame(post.cid.as_deref(), id));
-            for s in targets {
-                let msg = Msg::DeliverTo {
-                    room: post.room.clone(),
-                    uid: to.clone(),
-                    frame: frame.clone(),
-                };
-                if s == shard.id() {
-                    self.handle(shard, s, msg);
-                } else {
-                    let _ = submit(shard, s, msg);
-                }
-            }
-            return;
-        }
-        let id = r.next_id();
-        let media_ts = r.media_now(now);
-        let (kind, body, priority) = match &post.body {
-            PostBody::Danmaku { text, color, mode } => (
-                "danmaku",
-                ItemBody::Danmaku {
-                    text,
-                    color,
-                    mode: *mode,
-                },
-                if post.vip {
-                    Priority::Vip
-                } else {
-                    Priority::Plain
-                },
-            ),
-            PostBody::Gift { gift_id, count } => (
-                "gift",
-                ItemBody::Gift {
-                    gift_id,
-                    count: *count,
-                },
-                Priority::Gift,
-            ),
-            PostBody::Like { count } => ("like", ItemBody::Like { count: *count }, Priority::Plain),
-            PostBody::System { text } => ("system", ItemBody::System { text }, Priority::System),
-            PostBody::Live { live } => (
-                "live",
-                ItemBody::Live {
-                    status: if *live { "live" } else { "offline" },
-                },
-                Priority::System,
-            ),
-            PostBody::Pm { .. } => unreachable!("handled above"),
-        };
-        let item = encode_item(&Item {
-            kind,
-            id,
-            room: &post.room,
-            uid: &post.uid,
-            nick: &post.nick,
-            ts: now,
-            media_ts,
-            body,
-        });
-        bump(&self.counters.items, 1);
-        if r.push(item.clone(), priority, now) {
-            r.pending_since.get_or_insert(post.at);
-        } else {
-            bump(&self.counters.sampled_out, 1);
-        }
-        // The ack waits for the store under the durable policy: it is sent by the store
-        // thread once the item is committed.
-        let durable = Self::settings(shard).durable_ack && post.from.is_some();
-        let append = Request::AppendDanmaku {
-            room: post.room.to_string(),
-            id,
-            item,
-            ack: durable.then(|| AckTo {
-                conn: post.from.expect("checked"),
-                cid: post.cid.clone(),
-            }),
-        };
-        match shard.common.store.send(append) {
-            Ok(()) if durable => {}
-            Ok(()) => reply(protocol::ack_frame(post.cid.as_deref(), id)),
-            Err(e) => {
-                tracing::warn!(room = %post.room, error = %e, "item not stored");
-                reply(protocol::error_frame(
-                    code::BUSY,
-                    "delivered but not stored; retry later",
-                    post.cid.as_deref(),
-                ));
-            }
-        }
-        if Self::settings(shard).merge_window.is_zero() {
-            // Window 0: one frame per item, sent at once.
-            if let Some(frame) = r.flush() {
-                let targets: Vec<usize> = r.targets().collect();
-                let since = r.pending_since.take();
-                drop(home);
-                self.deliver(shard, &post.room, frame, targets, since);
-            }
-        } else if !r.dirty {
-            r.dirty = true;
-            self.dirty.borrow_mut().push(post.room.clone());
-            self.flush_kick.notify();
-        }
-    }
-
-    fn on_moderate(&self, shard: &Rc<Shard>, room: RoomId, op: ModOp, actor: Actor) {
-        let now = now_ms();
-        let (reply_to, cid) = match &actor {
-            Actor::User { reply, cid, .. } => (Some(*reply), cid.clone()),
-            Actor::System => (None, None),
-        };
-        let answer = |frame: Bytes| {
-            if let Some(to) = reply_to {
-                let _ = submit(shard, to.shard as usize, Msg::Reply { conn: to, frame });
-            }
-        };
-        let mut home = self.home.borrow_mut();
-        let r = home.entry(room.clone()).or_insert_with(|| {
-            HomeRoom::new(
-                room.clone(),
-                shard.ctx.count,
-                &Self::room_settings(shard),
-                now,
-            )
-        });
-        let allowed = match &actor {
-            Actor::System => true,
-            Actor::User {
-                uid, global_admin, ..
-            } => {
-                let owner_only = matches!(
-                    op,
-                    ModOp::AddAdmin { .. } | ModOp::RemoveAdmin { .. } | ModOp::SetOwner { .. }
-                );
-                *global_admin
-                    || (!owner_only && r.is_moderator(uid))
-                    || r.owner.as_deref() == Some(&**uid)
-            }
-        };
-        if !allowed {
-            return answer(protocol::error_frame(
-                code::NOT_ALLOWED,
-                "only the room owner or an admin may do that",
-                cid.as_deref(),
-            ));
-        }
-        let mut kick: Option<(Uid, u16, &'static str)> = None;
-        match op {
-            ModOp::Mute { uid, secs } => {
-                let until = if secs == 0 {
-                    u64::MAX
-                } else {
-                    now.saturating_add(secs.saturating_mul(1000))
-                };
-                r.mute(uid, until);
-            }
-            ModOp::Unmute { uid } => r.unmute(&uid),
-            ModOp::Ban { uid } => {
-                r.ban(uid.clone());
-                kick = Some((uid, close::BANNED, "banned from this room"));
-            }
-            ModOp::Unban { uid } => r.unban(&uid),
-            ModOp::Kick { uid } => kick = Some((uid, close::KICKED, "kicked by a moderator")),
-            ModOp::SlowMode { secs } => r.set_slow_mode(secs.min(3600)),
-            ModOp::AddAdmin { uid } => r.add_admin(uid),
-            ModOp::RemoveAdmin { uid } => r.remove_admin(&uid),
-            ModOp::SetOwner { uid } => r.owner = Some(uid),
-        }
-        let mods = r.mod_snapshot(now);
-        if let Err(e) = shard.common.store.send(Request::SaveMods {
-            room: room.to_string(),
-            mods,
-        }) {
-            tracing::warn!(%room, error = %e, "moderation change not stored");
-        }
-        let targets: Vec<usize> = r.targets().collect();
-        drop(home);
-        answer(protocol::frame_json(
-            &serde_json::json!({"type": "ack", "cid": cid}),
-        ));
-        if let Some((uid, code, reason)) = kick {
-            for s in targets {
-                let msg = Msg::Kick {
-                    room: room.clone(),
-                    uid: uid.clone(),
-                    code,
-                    reason,
-                };
-                if s == shard.id() {
-                    self.handle(shard, s, msg);
-                } else {
-                    let _ = submit(shard, s, msg);
-                }
-            }
-        }
-    }
-
     /// Sends one encoded frame to every target shard; this shard's viewers directly.
-    fn deliver(
+    pub(super) fn deliver(
         &self,
         shard: &Shard,
         room: &RoomId,
@@ -854,158 +586,6 @@ impl Danmaku {
             if let Some(t) = since.filter(|_| delivered + dropped > 0) {
                 shard.metrics().observe_danmaku_delivery(t.elapsed());
             }
-        }
-    }
-
-    fn flush_dirty(&self, shard: &Shard) {
-        let rooms = std::mem::take(&mut *self.dirty.borrow_mut());
-        for room in rooms {
-            let flushed = {
-                let mut home = self.home.borrow_mut();
-                home.get_mut(&room).and_then(|r| {
-                    r.dirty = false;
-                    let since = r.pending_since.take();
-                    r.flush()
-                        .map(|f| (f, r.targets().collect::<Vec<_>>(), since))
-                })
-            };
-            if let Some((frame, targets, since)) = flushed {
-                self.deliver(shard, &room, frame, targets, since);
-            }
-        }
-    }
-
-    fn push_online(&self, shard: &Shard, interval: Duration) {
-        let now = now_ms();
-        let mut out = Vec::new();
-        for r in self.home.borrow_mut().values_mut() {
-            if r.online_changed
-                && now.saturating_sub(r.online_sent_ms) >= interval.as_millis() as u64
-            {
-                r.online_changed = false;
-                r.online_sent_ms = now;
-                out.push((
-                    r.id.clone(),
-                    protocol::online_frame(&r.id, r.online()),
-                    r.targets().collect::<Vec<_>>(),
-                ));
-            }
-        }
-        for (room, frame, targets) in out {
-            self.deliver(shard, &room, frame, targets, None);
-        }
-    }
-
-    fn sweep(&self, shard: &Shard) {
-        let s = Self::settings(shard);
-        let now = Instant::now();
-        let silence = s.heartbeat * 2;
-        let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
-        let mut queued = 0usize;
-        let mut direct = 0u64;
-        for (_, c) in self.conns.borrow().iter() {
-            queued += c.queued_bytes();
-            direct += c.take_direct_bytes();
-            if c.is_closing() {
-                continue;
-            }
-            if c.write_since()
-                .is_some_and(|t| now.duration_since(t) >= write_timeout)
-            {
-                c.close_now(close::ABNORMAL, "write timed out");
-                continue;
-            }
-            if c.over_since()
-                .is_some_and(|t| now.duration_since(t) >= s.slow_grace)
-            {
-                c.close_slow();
-            } else if now.duration_since(c.last_seen()) >= silence {
-                bump(&self.counters.heartbeat_closed, 1);
-                c.close_now(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-            }
-        }
-        let stuck: Vec<usize> = self
-            .joining_since
-            .borrow()
-            .iter()
-            .filter(|(_, t)| now.duration_since(**t) >= JOIN_TIMEOUT)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in stuck {
-            self.joining_since.borrow_mut().remove(&key);
-            if let Some(c) = self.conns.borrow().get(key) {
-                c.close_now(close::TRY_AGAIN_LATER, "join timed out, try again");
-            }
-        }
-        let idle_ms = s.room_idle.as_millis() as u64;
-        let pristine_idle_ms = idle_ms.min(PRISTINE_IDLE.as_millis() as u64);
-        let wall = now_ms();
-        self.home.borrow_mut().retain(|_, r| {
-            let keep_ms = if r.is_pristine() && !r.loading {
-                pristine_idle_ms
-            } else {
-                idle_ms
-            };
-            r.dirty
-                || r.idle_since_ms
-                    .is_none_or(|t| wall.saturating_sub(t) < keep_ms)
-        });
-        bump(&self.counters.bytes_written, direct);
-        self.publish(shard, queued);
-        shard.live.publish_metrics(shard);
-    }
-
-    fn publish(&self, shard: &Shard, queued: usize) {
-        let m = shard.metrics();
-        let c = &self.counters;
-        let take = |cell: &Cell<u64>| cell.replace(0);
-        m.ws_posts.fetch_add(take(&c.posts), Relaxed);
-        m.ws_rejected.fetch_add(take(&c.rejected), Relaxed);
-        m.ws_items.fetch_add(take(&c.items), Relaxed);
-        m.ws_batches.fetch_add(take(&c.batches), Relaxed);
-        m.ws_deliveries.fetch_add(take(&c.deliveries), Relaxed);
-        m.ws_dropped.fetch_add(take(&c.dropped), Relaxed);
-        m.ws_sampled_out.fetch_add(take(&c.sampled_out), Relaxed);
-        m.ws_bytes_out.fetch_add(take(&c.bytes_written), Relaxed);
-        m.ws_slow_closed.fetch_add(take(&c.slow_closed), Relaxed);
-        m.ws_heartbeat_closed
-            .fetch_add(take(&c.heartbeat_closed), Relaxed);
-        m.ws_queue_bytes.store(queued as u64, Relaxed);
-        m.ws_rooms_home
-            .store(self.home.borrow().len() as u64, Relaxed);
-        m.ws_rooms_local
-            .store(self.local.borrow().len() as u64, Relaxed);
-    }
-}
-
-async fn flush_loop(shard: Rc<Shard>) {
-    let window = Danmaku::settings(&shard).merge_window;
-    loop {
-        shard.danmaku.flush_kick.notified().await;
-        monoio::time::sleep(window).await;
-        shard.danmaku.flush_dirty(&shard);
-    }
-}
-
-async fn online_loop(shard: Rc<Shard>) {
-    let interval = Danmaku::settings(&shard).online_interval;
-    let tick = interval.clamp(Duration::from_millis(50), Duration::from_secs(1));
-    loop {
-        monoio::time::sleep(tick).await;
-        shard.danmaku.push_online(&shard, interval);
-    }
-}
-
-async fn sweep_loop(shard: Rc<Shard>) {
-    let mut ticks = 0u32;
-    loop {
-        monoio::time::sleep(Duration::from_secs(1)).await;
-        shard.danmaku.sweep(&shard);
-        // Expired revocations go once a minute: the set can be large, and an expired
-        // entry refuses nothing the token's own `exp` does not.
-        ticks = ticks.wrapping_add(1);
-        if ticks % 60 == 0 {
-            shard.sweep_revocations(crate::auth::now_unix());
         }
     }
 }

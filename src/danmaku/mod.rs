@@ -14,7 +14,8 @@
 //!    vectored writes. No per-viewer encoding, copy or lock anywhere on the way.
 //!
 //! Files: [`protocol`] (JSON messages, frames, codes), [`hygiene`] (text, filter, rate),
-//! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling,
+//! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling) with
+//! `post.rs` (a post on the home shard), `moderate.rs` (moderation) and `tasks.rs` (the
 //! tickers), [`conn`] (the WebSocket connection driver), [`client`] (what a viewer's
 //! messages do), [`sendq`] (its outbound queue and the slow-consumer rules).
 
@@ -22,9 +23,12 @@ pub mod client;
 pub mod conn;
 pub mod engine;
 pub mod hygiene;
+mod moderate;
+mod post;
 pub mod protocol;
 pub mod room;
 pub mod sendq;
+mod tasks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,154 @@
+//! A post on the room's home shard: admission (moderation, rate, slow mode), private
+//! messages, the item's id and one encode, the delivery cap, the store append and its ack,
+//! then the merge window (or an immediate frame when the window is zero).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::conn::submit;
+use super::engine::{bump, now_ms, Danmaku};
+use super::protocol::{self, code, encode_item, Item, ItemBody};
+use super::room::{HomeRoom, Priority};
+use super::{Msg, Post, PostBody};
+use crate::shard::Shard;
+use crate::store::{AckTo, Request};
+
+impl Danmaku {
+    pub(super) fn on_post(&self, shard: &Rc<Shard>, post: Post) {
+        let now = now_ms();
+        let reply = |frame: Bytes| self.reply_to(shard, post.from, frame);
+        let mut home = self.home.borrow_mut();
+        let r = home.entry(post.room.clone()).or_insert_with(|| {
+            HomeRoom::new(
+                post.room.clone(),
+                shard.ctx.count,
+                &Self::room_settings(shard),
+                now,
+            )
+        });
+        if post.from.is_some() {
+            if let Err((c, m)) = r.admit(&post.uid, now) {
+                return reply(protocol::error_frame(c, m, post.cid.as_deref()));
+            }
+        }
+        if let PostBody::Pm { to, text } = &post.body {
+            if !r.has_user(to) {
+                return reply(protocol::error_frame(
+                    code::NO_SUCH_USER,
+                    "that user is not in this room",
+                    post.cid.as_deref(),
+                ));
+            }
+            let id = r.next_id();
+            let frame = protocol::frame_json(&serde_json::json!({
+                "type": "pm", "id": id, "room": &*post.room, "from": &*post.uid,
+                "nick": &*post.nick, "to": &**to, "text": text, "ts": now,
+            }));
+            let targets: Vec<usize> = r.targets().collect();
+            drop(home);
+            reply(protocol::ack_frame(post.cid.as_deref(), id));
+            for s in targets {
+                let msg = Msg::DeliverTo {
+                    room: post.room.clone(),
+                    uid: to.clone(),
+                    frame: frame.clone(),
+                };
+                if s == shard.id() {
+                    self.handle(shard, s, msg);
+                } else {
+                    let _ = submit(shard, s, msg);
+                }
+            }
+            return;
+        }
+        let id = r.next_id();
+        let media_ts = r.media_now(now);
+        let (kind, body, priority) = match &post.body {
+            PostBody::Danmaku { text, color, mode } => (
+                "danmaku",
+                ItemBody::Danmaku {
+                    text,
+                    color,
+                    mode: *mode,
+                },
+                if post.vip {
+                    Priority::Vip
+                } else {
+                    Priority::Plain
+                },
+            ),
+            PostBody::Gift { gift_id, count } => (
+                "gift",
+                ItemBody::Gift {
+                    gift_id,
+                    count: *count,
+                },
+                Priority::Gift,
+            ),
+            PostBody::Like { count } => ("like", ItemBody::Like { count: *count }, Priority::Plain),
+            PostBody::System { text } => ("system", ItemBody::System { text }, Priority::System),
+            PostBody::Live { live } => (
+                "live",
+                ItemBody::Live {
+                    status: if *live { "live" } else { "offline" },
+                },
+                Priority::System,
+            ),
+            PostBody::Pm { .. } => unreachable!("handled above"),
+        };
+        let item = encode_item(&Item {
+            kind,
+            id,
+            room: &post.room,
+            uid: &post.uid,
+            nick: &post.nick,
+            ts: now,
+            media_ts,
+            body,
+        });
+        bump(&self.counters.items, 1);
+        if r.push(item.clone(), priority, now) {
+            r.pending_since.get_or_insert(post.at);
+        } else {
+            bump(&self.counters.sampled_out, 1);
+        }
+        // The ack waits for the store under the durable policy: it is sent by the store
+        // thread once the item is committed.
+        let durable = Self::settings(shard).durable_ack && post.from.is_some();
+        let append = Request::AppendDanmaku {
+            room: post.room.to_string(),
+            id,
+            item,
+            ack: durable.then(|| AckTo {
+                conn: post.from.expect("checked"),
+                cid: post.cid.clone(),
+            }),
+        };
+        match shard.common.store.send(append) {
+            Ok(()) if durable => {}
+            Ok(()) => reply(protocol::ack_frame(post.cid.as_deref(), id)),
+            Err(e) => {
+                tracing::warn!(room = %post.room, error = %e, "item not stored");
+                reply(protocol::error_frame(
+                    code::BUSY,
+                    "delivered but not stored; retry later",
+                    post.cid.as_deref(),
+                ));
+            }
+        }
+        if Self::settings(shard).merge_window.is_zero() {
+            // Window 0: one frame per item, sent at once.
+            if let Some(frame) = r.flush() {
+                let targets: Vec<usize> = r.targets().collect();
+                let since = r.pending_since.take();
+                drop(home);
+                self.deliver(shard, &post.room, frame, targets, since);
+            }
+        } else if !r.dirty {
+            r.dirty = true;
+            self.dirty.borrow_mut().push(post.room.clone());
+            self.flush_kick.notify();
+        }
+    }
+}

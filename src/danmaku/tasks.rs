@@ -1,0 +1,181 @@
+//! The danmaku engine's periodic tasks, one of each per shard: the *flusher* encodes and
+//! sends each dirty room's batch once per merge window; the *online ticker* pushes changed
+//! online counts; the *sweeper* (every second) closes connections past their heartbeat,
+//! write or slow-consumer grace, times out joins the home shard never answered, evicts
+//! idle home rooms and publishes this shard's counters to the metrics registry.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::engine::{bump, now_ms, Danmaku};
+use super::protocol::{self, close};
+use crate::shard::Shard;
+
+/// How long a join may wait for the home shard's answer before the connection is closed.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle home room with nothing but what the store holds is kept (see
+/// `HomeRoom::is_pristine`).
+const PRISTINE_IDLE: Duration = Duration::from_secs(3);
+
+impl Danmaku {
+    /// Starts the shard's danmaku tasks.
+    pub fn spawn_tasks(shard: &Rc<Shard>) {
+        monoio::spawn(flush_loop(shard.clone()));
+        monoio::spawn(online_loop(shard.clone()));
+        monoio::spawn(sweep_loop(shard.clone()));
+    }
+
+    fn flush_dirty(&self, shard: &Shard) {
+        let rooms = std::mem::take(&mut *self.dirty.borrow_mut());
+        for room in rooms {
+            let flushed = {
+                let mut home = self.home.borrow_mut();
+                home.get_mut(&room).and_then(|r| {
+                    r.dirty = false;
+                    let since = r.pending_since.take();
+                    r.flush()
+                        .map(|f| (f, r.targets().collect::<Vec<_>>(), since))
+                })
+            };
+            if let Some((frame, targets, since)) = flushed {
+                self.deliver(shard, &room, frame, targets, since);
+            }
+        }
+    }
+
+    fn push_online(&self, shard: &Shard, interval: Duration) {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for r in self.home.borrow_mut().values_mut() {
+            if r.online_changed
+                && now.saturating_sub(r.online_sent_ms) >= interval.as_millis() as u64
+            {
+                r.online_changed = false;
+                r.online_sent_ms = now;
+                out.push((
+                    r.id.clone(),
+                    protocol::online_frame(&r.id, r.online()),
+                    r.targets().collect::<Vec<_>>(),
+                ));
+            }
+        }
+        for (room, frame, targets) in out {
+            self.deliver(shard, &room, frame, targets, None);
+        }
+    }
+
+    fn sweep(&self, shard: &Shard) {
+        let s = Self::settings(shard);
+        let now = Instant::now();
+        let silence = s.heartbeat * 2;
+        let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+        let mut queued = 0usize;
+        let mut direct = 0u64;
+        for (_, c) in self.conns.borrow().iter() {
+            queued += c.queued_bytes();
+            direct += c.take_direct_bytes();
+            if c.is_closing() {
+                continue;
+            }
+            if c.write_since()
+                .is_some_and(|t| now.duration_since(t) >= write_timeout)
+            {
+                c.close_now(close::ABNORMAL, "write timed out");
+                continue;
+            }
+            if c.over_since()
+                .is_some_and(|t| now.duration_since(t) >= s.slow_grace)
+            {
+                c.close_slow();
+            } else if now.duration_since(c.last_seen()) >= silence {
+                bump(&self.counters.heartbeat_closed, 1);
+                c.close_now(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+            }
+        }
+        let stuck: Vec<usize> = self
+            .joining_since
+            .borrow()
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= JOIN_TIMEOUT)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stuck {
+            self.joining_since.borrow_mut().remove(&key);
+            if let Some(c) = self.conns.borrow().get(key) {
+                c.close_now(close::TRY_AGAIN_LATER, "join timed out, try again");
+            }
+        }
+        let idle_ms = s.room_idle.as_millis() as u64;
+        let pristine_idle_ms = idle_ms.min(PRISTINE_IDLE.as_millis() as u64);
+        let wall = now_ms();
+        self.home.borrow_mut().retain(|_, r| {
+            let keep_ms = if r.is_pristine() && !r.loading {
+                pristine_idle_ms
+            } else {
+                idle_ms
+            };
+            r.dirty
+                || r.idle_since_ms
+                    .is_none_or(|t| wall.saturating_sub(t) < keep_ms)
+        });
+        bump(&self.counters.bytes_written, direct);
+        self.publish(shard, queued);
+        shard.live.publish_metrics(shard);
+    }
+
+    fn publish(&self, shard: &Shard, queued: usize) {
+        let m = shard.metrics();
+        let c = &self.counters;
+        let take = |cell: &Cell<u64>| cell.replace(0);
+        m.ws_posts.fetch_add(take(&c.posts), Relaxed);
+        m.ws_rejected.fetch_add(take(&c.rejected), Relaxed);
+        m.ws_items.fetch_add(take(&c.items), Relaxed);
+        m.ws_batches.fetch_add(take(&c.batches), Relaxed);
+        m.ws_deliveries.fetch_add(take(&c.deliveries), Relaxed);
+        m.ws_dropped.fetch_add(take(&c.dropped), Relaxed);
+        m.ws_sampled_out.fetch_add(take(&c.sampled_out), Relaxed);
+        m.ws_bytes_out.fetch_add(take(&c.bytes_written), Relaxed);
+        m.ws_slow_closed.fetch_add(take(&c.slow_closed), Relaxed);
+        m.ws_heartbeat_closed
+            .fetch_add(take(&c.heartbeat_closed), Relaxed);
+        m.ws_queue_bytes.store(queued as u64, Relaxed);
+        m.ws_rooms_home
+            .store(self.home.borrow().len() as u64, Relaxed);
+        m.ws_rooms_local
+            .store(self.local.borrow().len() as u64, Relaxed);
+    }
+}
+
+async fn flush_loop(shard: Rc<Shard>) {
+    let window = Danmaku::settings(&shard).merge_window;
+    loop {
+        shard.danmaku.flush_kick.notified().await;
+        monoio::time::sleep(window).await;
+        shard.danmaku.flush_dirty(&shard);
+    }
+}
+
+async fn online_loop(shard: Rc<Shard>) {
+    let interval = Danmaku::settings(&shard).online_interval;
+    let tick = interval.clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        monoio::time::sleep(tick).await;
+        shard.danmaku.push_online(&shard, interval);
+    }
+}
+
+async fn sweep_loop(shard: Rc<Shard>) {
+    let mut ticks = 0u32;
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        shard.danmaku.sweep(&shard);
+        // Expired revocations go once a minute: the set can be large, and an expired
+        // entry refuses nothing the token's own `exp` does not.
+        ticks = ticks.wrapping_add(1);
+        if ticks % 60 == 0 {
+            shard.sweep_revocations(crate::auth::now_unix());
+        }
+    }
+}

@@ -279,7 +279,25 @@ mod tests {
         let tree = process_tree(std::process::id());
         assert_eq!(tree[0], std::process::id());
         assert!(tree.contains(&child.id()), "{tree:?}");
-        assert!(tree_rss_kib(std::process::id()).unwrap() > rss_kib(std::process::id()).unwrap());
+        // Until the child has exec'd `sleep`, its RSS is a copy of ours; after that it stays
+        // put, so the tree's sum is larger than the child's alone by our own (nonzero) RSS.
+        // (Comparing against our own RSS instead races with other tests' allocations.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{}/comm", child.id()))
+            .map_or(true, |c| c.trim() != "sleep")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never exec'd"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let child_rss = rss_kib(child.id()).unwrap();
+        let tree_rss = tree_rss_kib(std::process::id()).unwrap();
+        assert!(
+            tree_rss > child_rss,
+            "{tree_rss} KiB vs the child's {child_rss} KiB"
+        );
         assert!(tree_cpu_seconds(std::process::id()).is_ok());
         let _ = child.kill();
         let _ = child.wait();

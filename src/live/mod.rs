@@ -17,17 +17,20 @@
 //! - HLS segments are made on the owner shard too, once per stream, and every shard
 //!   answers HLS requests from the owner's segments ([`hls`] says how and why).
 //!
-//! Files: [`engine`] (per-shard state and mesh messages), [`outbox`] (a viewer's bounded
-//! queue with the skip-to-keyframe policy, and its writer), [`rtmp_conn`] (the RTMP
-//! connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`), [`hls`]
-//! (`GET /{app}/{stream}.m3u8` and its segments), [`hooks`] (on_publish / on_unpublish /
-//! on_play / on_stop callbacks).
+//! Files: [`engine`] (per-shard state and mesh messages, the owner side), `registry` (the
+//! home shard's claims and announcements), `mirror` (the viewer side), [`outbox`] (a
+//! viewer's bounded queue with the skip-to-keyframe policy, and its writer), [`rtmp_conn`]
+//! (the RTMP connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`),
+//! [`hls`] (`GET /{app}/{stream}.m3u8` and its segments), [`hooks`] (on_publish /
+//! on_unpublish / on_play / on_stop callbacks).
 
 pub mod engine;
 pub mod flv;
 pub mod hls;
 pub mod hooks;
+mod mirror;
 pub mod outbox;
+mod registry;
 pub mod rtmp_conn;
 
 use std::sync::Arc;

@@ -1,0 +1,284 @@
+//! The viewer half of [`Live`] (streams watched on this shard): the GOP mirror, the
+//! viewers, corked writes and the owner announcements that start and end them.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::engine::{bump, submit, Live, LocalStream, Proto, Viewer};
+use super::outbox::Offer;
+use super::{Frame, Msg, StreamId};
+use crate::media::gop::GopCache;
+use crate::media::{MediaKind, Packaged};
+use crate::shard::Shard;
+
+static CRLF: Bytes = Bytes::from_static(b"\r\n");
+
+impl Live {
+    // --- viewer side -------------------------------------------------------------------
+
+    /// Whether `stream` is live as far as this shard knows (its owner was announced).
+    pub fn is_watchable(&self, stream: &str) -> bool {
+        self.owners.borrow().contains_key(stream)
+    }
+
+    /// The shard that owns live `stream`, as far as this shard knows.
+    pub fn owner(&self, stream: &str) -> Option<usize> {
+        self.owners.borrow().get(stream).copied()
+    }
+
+    /// Adds a viewer of `stream` on this shard. Returns false if the stream is not live
+    /// (as far as this shard knows).
+    pub fn watch(&self, shard: &Shard, stream: &StreamId, viewer: Rc<Viewer>) -> bool {
+        let Some(owner) = self.owners.borrow().get(stream).copied() else {
+            return false;
+        };
+        let mut local = self.local.borrow_mut();
+        let ls = local.entry(stream.clone()).or_insert_with(|| LocalStream {
+            owner,
+            gop: GopCache::new(Self::settings(shard).gop),
+            ready: false,
+            viewers: Vec::new(),
+            cork: !Self::settings(shard).cork.is_zero(),
+            corked: false,
+        });
+        let subscribe = !ls.ready && ls.viewers.is_empty();
+        if ls.ready {
+            self.start_viewer(shard, ls, &viewer);
+        }
+        ls.viewers.push(viewer.clone());
+        let owner = ls.owner;
+        drop(local);
+        self.count_viewer(shard, viewer.proto, 1);
+        if subscribe {
+            self.send_or_local(
+                shard,
+                owner,
+                Msg::Subscribe {
+                    stream: stream.clone(),
+                },
+            );
+        }
+        true
+    }
+
+    /// Removes a viewer; unsubscribes when it was the last one here.
+    pub fn unwatch(&self, shard: &Shard, stream: &StreamId, viewer: &Rc<Viewer>) {
+        let mut local = self.local.borrow_mut();
+        let Some(ls) = local.get_mut(stream) else {
+            return;
+        };
+        let before = ls.viewers.len();
+        ls.viewers.retain(|v| !Rc::ptr_eq(v, viewer));
+        if ls.viewers.len() == before {
+            return;
+        }
+        let empty = ls.viewers.is_empty();
+        let owner = ls.owner;
+        if empty {
+            local.remove(stream);
+        }
+        drop(local);
+        self.count_viewer(shard, viewer.proto, -1);
+        if empty {
+            self.send_or_local(
+                shard,
+                owner,
+                Msg::Unsubscribe {
+                    stream: stream.clone(),
+                },
+            );
+        }
+    }
+
+    fn count_viewer(&self, shard: &Shard, proto: Proto, delta: i64) {
+        let m = shard.metrics();
+        let gauge = match proto {
+            Proto::Rtmp => &m.media_viewers_rtmp,
+            Proto::Flv => &m.media_viewers_flv,
+        };
+        gauge.fetch_add(delta, Relaxed);
+    }
+
+    fn send_or_local(&self, shard: &Shard, to: usize, msg: Msg) {
+        if to == shard.id() {
+            self.handle_local(shard, to, msg);
+        } else {
+            let _ = submit(shard, to, msg);
+        }
+    }
+
+    /// Writes the start of the stream (from this shard's GOP mirror) to a new viewer.
+    fn start_viewer(&self, shard: &Shard, ls: &LocalStream, viewer: &Viewer) {
+        if ls.gop.has_gop() {
+            bump(&self.counters.gop_hits, 1);
+            // A cached GOP starts on a keyframe: the player's first picture goes out now.
+            viewer.first_keyframe(shard);
+        }
+        match viewer.proto {
+            Proto::Rtmp => {
+                for b in ls.gop.rtmp_start() {
+                    viewer.outbox.push(b);
+                }
+            }
+            Proto::Flv => {
+                // Header and cached tags as one HTTP chunk.
+                let parts = ls.gop.flv_start();
+                let len: usize = parts.iter().map(Bytes::len).sum();
+                viewer.outbox.push(Bytes::from(format!("{len:x}\r\n")));
+                for b in parts {
+                    viewer.outbox.push(b);
+                }
+                viewer.outbox.push(CRLF.clone());
+            }
+        }
+    }
+
+    pub(super) fn on_frame(&self, shard: &Shard, frame: &Arc<Frame>) {
+        let mut local = self.local.borrow_mut();
+        let Some(ls) = local.get_mut(&frame.stream) else {
+            return;
+        };
+        if !ls.ready {
+            return;
+        }
+        if frame.packaged.kind == MediaKind::Data && frame.essential {
+            ls.gop.set_metadata(frame.packaged.clone());
+        } else {
+            ls.gop.push(frame.packaged.clone());
+        }
+        let corked = !ls.corked && ls.cork;
+        let (mut skipped, mut closed, mut direct) = (0u64, 0u64, 0u64);
+        for v in &ls.viewers {
+            let parts: &[&Bytes] = match v.proto {
+                Proto::Rtmp => &[&frame.packaged.rtmp],
+                Proto::Flv => &[&frame.flv_chunk_head, &frame.packaged.flv, &CRLF],
+            };
+            let offer = if ls.cork {
+                v.outbox.offer_corked(frame, parts)
+            } else {
+                v.outbox.offer(frame, parts)
+            };
+            match offer {
+                Offer::Queued => {
+                    direct += v.outbox.take_direct_bytes();
+                    if frame.keyframe {
+                        v.first_keyframe(shard);
+                    }
+                }
+                Offer::Skipped => skipped += 1,
+                Offer::Closed => closed += 1,
+            }
+        }
+        bump(&self.counters.bytes_out, direct);
+        bump(&self.counters.skipped, skipped);
+        bump(&self.counters.slow_closed, closed);
+        if corked {
+            ls.corked = true;
+            self.corked.borrow_mut().push(frame.stream.clone());
+            self.cork_kick.notify();
+        }
+    }
+
+    /// Sends what each corked stream's viewers have queued, one system call per viewer.
+    fn flush_corked(&self) {
+        let streams = std::mem::take(&mut *self.corked.borrow_mut());
+        let mut sent = 0;
+        let mut local = self.local.borrow_mut();
+        for stream in streams {
+            let Some(ls) = local.get_mut(&stream) else {
+                continue;
+            };
+            ls.corked = false;
+            for v in &ls.viewers {
+                sent += v.outbox.flush();
+            }
+        }
+        bump(&self.counters.bytes_out, sent);
+    }
+
+    /// Starts the shard's media tasks (the cork flusher).
+    pub fn spawn_tasks(shard: &Rc<Shard>) {
+        let cork = Self::settings(shard).cork;
+        if cork.is_zero() {
+            return;
+        }
+        let shard = shard.clone();
+        monoio::spawn(async move {
+            loop {
+                shard.live.cork_kick.notified().await;
+                monoio::time::sleep(cork).await;
+                shard.live.flush_corked();
+            }
+        });
+    }
+
+    pub(super) fn on_start(
+        &self,
+        shard: &Shard,
+        stream: StreamId,
+        gop: Vec<Packaged>,
+        has_metadata: bool,
+    ) {
+        let mut local = self.local.borrow_mut();
+        let Some(ls) = local.get_mut(&stream) else {
+            return;
+        };
+        ls.gop.clear();
+        let mut items = gop.into_iter();
+        if has_metadata {
+            if let Some(m) = items.next() {
+                ls.gop.set_metadata(m);
+            }
+        }
+        for p in items {
+            ls.gop.push(p);
+        }
+        if !ls.ready {
+            ls.ready = true;
+            for v in &ls.viewers {
+                self.start_viewer(shard, ls, v);
+            }
+        }
+    }
+
+    pub(super) fn on_announce(&self, shard: &Shard, stream: StreamId, owner: Option<usize>) {
+        match owner {
+            Some(owner) => {
+                self.owners.borrow_mut().insert(stream.clone(), owner);
+                self.hls.on_owner(shard, &stream, owner);
+                // Streams this shard published before lose their ownership to the new owner.
+                if owner != shard.id() {
+                    self.owned.borrow_mut().remove(&stream);
+                }
+                let resubscribe = {
+                    let mut local = self.local.borrow_mut();
+                    match local.get_mut(&stream) {
+                        Some(ls) if ls.owner != owner => {
+                            ls.owner = owner;
+                            ls.ready = false;
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if resubscribe {
+                    self.send_or_local(shard, owner, Msg::Subscribe { stream });
+                }
+            }
+            None => {
+                let owner = self.owners.borrow_mut().remove(&stream);
+                self.owned.borrow_mut().remove(&stream);
+                self.hls.on_offline(shard, &stream, owner);
+                if let Some(ls) = self.local.borrow_mut().remove(&stream) {
+                    for v in &ls.viewers {
+                        self.count_viewer(shard, v.proto, -1);
+                        v.end();
+                    }
+                }
+            }
+        }
+    }
+}

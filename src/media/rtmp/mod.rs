@@ -40,7 +40,9 @@
 //! supported; type 17/15 messages with the usual AMF0 body are.
 
 pub mod chunk;
+mod commands;
 pub mod handshake;
+mod media_msg;
 pub mod message;
 pub mod play;
 pub mod session;

@@ -43,19 +43,18 @@ use super::chunk::{
     encode_message, ChunkDecoder, ChunkError, ChunkLimits, PartialBudget, DEFAULT_CHUNK_SIZE,
 };
 use super::handshake::{Handshake, HandshakeError, HandshakeKind};
-use super::message::{self, types, user_control, Command, CommandError};
+use super::message::{self, types, user_control, CommandError};
 use super::play;
-use crate::media::amf0::{self, Amf0Error, Amf0Value, Limits};
-use crate::media::flv::{self, FlvError};
+use crate::media::amf0::{Amf0Error, Amf0Value, Limits};
+use crate::media::flv::FlvError;
 use crate::media::packet::{MediaKind, MediaMessage};
-use crate::media::sign::StreamName;
 
 /// Chunk stream for protocol control and user control messages (fixed by the spec).
-const CSID_CONTROL: u32 = 2;
+pub(super) const CSID_CONTROL: u32 = 2;
 /// Chunk stream for the session's command replies.
 const CSID_COMMAND: u32 = 3;
 /// Tags one aggregate message may carry (see `handle_aggregate`).
-const MAX_AGGREGATE_TAGS: usize = 4096;
+pub(super) const MAX_AGGREGATE_TAGS: usize = 4096;
 
 /// `onStatus` codes an application passes to [`ServerSession::reject`].
 pub mod status {
@@ -188,7 +187,7 @@ impl From<ChunkError> for SessionError {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Handshake,
     /// Waiting for `connect`.
     Connecting,
@@ -198,7 +197,7 @@ enum Phase {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StreamState {
+pub(super) enum StreamState {
     Idle,
     PublishPending,
     Publishing,
@@ -209,20 +208,20 @@ enum StreamState {
 /// One RTMP server connection. See the module documentation.
 #[derive(Debug)]
 pub struct ServerSession {
-    config: SessionConfig,
-    phase: Phase,
+    pub(super) config: SessionConfig,
+    pub(super) phase: Phase,
     handshake: Handshake,
     decoder: ChunkDecoder,
     /// Charged with an accepted publisher's partial messages (shared by the shard).
     publish_budget: Option<PartialBudget>,
     out: BytesMut,
-    out_chunk_size: u32,
-    events: VecDeque<Event>,
-    app: String,
-    app_query: Option<String>,
-    tc_url: Option<String>,
-    stream: StreamState,
-    stream_name: String,
+    pub(super) out_chunk_size: u32,
+    pub(super) events: VecDeque<Event>,
+    pub(super) app: String,
+    pub(super) app_query: Option<String>,
+    pub(super) tc_url: Option<String>,
+    pub(super) stream: StreamState,
+    pub(super) stream_name: String,
     /// The peer's Window Acknowledgement Size: we acknowledge every that many bytes.
     peer_window: Option<u32>,
     bytes_received: u64,
@@ -431,7 +430,7 @@ impl ServerSession {
         self.send_status("status", "NetStream.Play.PublishNotify", &desc);
     }
 
-    fn send(&mut self, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) {
+    pub(super) fn send(&mut self, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) {
         encode_message(
             &mut self.out,
             csid,
@@ -443,7 +442,13 @@ impl ServerSession {
         );
     }
 
-    fn send_command(&mut self, stream_id: u32, name: &str, txn: f64, values: &[Amf0Value]) {
+    pub(super) fn send_command(
+        &mut self,
+        stream_id: u32,
+        name: &str,
+        txn: f64,
+        values: &[Amf0Value],
+    ) {
         let body = message::command_body(name, txn, values);
         self.send(CSID_COMMAND, types::COMMAND_AMF0, stream_id, &body);
     }
@@ -513,246 +518,14 @@ impl ServerSession {
             _ => Ok(()),
         }
     }
-
-    fn handle_command(&mut self, cmd: Command) -> Result<(), SessionError> {
-        if self.phase == Phase::Connecting {
-            if cmd.name != "connect" {
-                return Err(SessionError::Protocol("a command before connect"));
-            }
-            return self.handle_connect(cmd);
-        }
-        let txn = cmd.transaction_id;
-        match cmd.name.as_str() {
-            "connect" => Err(SessionError::Protocol("connect sent twice")),
-            "createStream" => {
-                let id = Amf0Value::Number(f64::from(play::STREAM_ID));
-                self.send_command(0, "_result", txn, &[Amf0Value::Null, id]);
-                Ok(())
-            }
-            "releaseStream" | "FCPublish" => {
-                if txn != 0.0 {
-                    self.send_command(0, "_result", txn, &[Amf0Value::Null, Amf0Value::Undefined]);
-                }
-                Ok(())
-            }
-            "publish" => {
-                self.check_new_stream_request()?;
-                let raw = cmd.args.first().and_then(Amf0Value::as_str).unwrap_or("");
-                let name = StreamName::parse(raw);
-                let publish_type = cmd
-                    .args
-                    .get(1)
-                    .and_then(Amf0Value::as_str)
-                    .unwrap_or("live")
-                    .to_owned();
-                self.stream = StreamState::PublishPending;
-                self.stream_name = name.name.clone();
-                let query = self.request_query(name.query);
-                self.events.push_back(Event::Publish(PublishRequest {
-                    app: self.app.clone(),
-                    stream: name.name,
-                    query,
-                    publish_type,
-                    tc_url: self.tc_url.clone(),
-                }));
-                Ok(())
-            }
-            "play" => {
-                self.check_new_stream_request()?;
-                let raw = cmd.args.first().and_then(Amf0Value::as_str).unwrap_or("");
-                let name = StreamName::parse(raw);
-                self.stream = StreamState::PlayPending;
-                self.stream_name = name.name.clone();
-                let query = self.request_query(name.query);
-                self.events.push_back(Event::Play(PlayRequest {
-                    app: self.app.clone(),
-                    stream: name.name,
-                    query,
-                    tc_url: self.tc_url.clone(),
-                }));
-                Ok(())
-            }
-            "FCUnpublish" => {
-                if self.stream == StreamState::Publishing {
-                    self.stream = StreamState::Idle;
-                    self.events.push_back(Event::Unpublish);
-                }
-                if txn != 0.0 {
-                    self.send_command(0, "_result", txn, &[Amf0Value::Null, Amf0Value::Undefined]);
-                }
-                Ok(())
-            }
-            "deleteStream" | "closeStream" => {
-                match self.stream {
-                    StreamState::Publishing => self.events.push_back(Event::Unpublish),
-                    StreamState::Playing => self.events.push_back(Event::PlayStop),
-                    _ => {}
-                }
-                self.stream = StreamState::Idle;
-                Ok(())
-            }
-            // getStreamLength, _checkbw, receiveAudio, pause, …: a live server has nothing
-            // to say, and clients do not wait for answers to them.
-            _ => Ok(()),
-        }
-    }
-
-    fn check_new_stream_request(&self) -> Result<(), SessionError> {
-        match self.stream {
-            StreamState::Idle => Ok(()),
-            _ => Err(SessionError::Protocol(
-                "publish or play while a stream is already open",
-            )),
-        }
-    }
-
-    /// The stream name's query, else the app's, else the tcUrl's.
-    fn request_query(&self, stream_query: Option<String>) -> Option<String> {
-        let non_empty = |q: &Option<String>| q.as_ref().filter(|q| !q.is_empty()).cloned();
-        non_empty(&stream_query)
-            .or_else(|| non_empty(&self.app_query))
-            .or_else(|| {
-                let url = self.tc_url.as_deref()?;
-                let (_, q) = url.split_once('?')?;
-                (!q.is_empty()).then(|| q.to_owned())
-            })
-    }
-
-    fn handle_connect(&mut self, cmd: Command) -> Result<(), SessionError> {
-        let raw_app = cmd
-            .object
-            .get("app")
-            .and_then(Amf0Value::as_str)
-            .unwrap_or("");
-        let app = StreamName::parse(raw_app);
-        // Some clients end the app with a slash ("live/").
-        self.app = app.name.trim_end_matches('/').to_owned();
-        self.app_query = app.query;
-        self.tc_url = cmd
-            .object
-            .get("tcUrl")
-            .and_then(Amf0Value::as_str)
-            .map(str::to_owned);
-        self.phase = Phase::Connected;
-
-        let w = self.config.window_ack_size;
-        self.send(
-            CSID_CONTROL,
-            types::WINDOW_ACK_SIZE,
-            0,
-            &message::window_ack_size(w),
-        );
-        self.send(
-            CSID_CONTROL,
-            types::SET_PEER_BANDWIDTH,
-            0,
-            &message::set_peer_bandwidth(w, 2),
-        );
-        self.send(
-            CSID_CONTROL,
-            types::SET_CHUNK_SIZE,
-            0,
-            &message::set_chunk_size(play::CHUNK_SIZE),
-        );
-        self.out_chunk_size = play::CHUNK_SIZE;
-        let props = Amf0Value::object([
-            ("fmsVer", Amf0Value::string("FMS/3,0,1,123")),
-            ("capabilities", Amf0Value::Number(31.0)),
-        ]);
-        let info = Amf0Value::object([
-            ("level", Amf0Value::string("status")),
-            ("code", Amf0Value::string("NetConnection.Connect.Success")),
-            ("description", Amf0Value::string("Connection succeeded.")),
-            ("objectEncoding", Amf0Value::Number(0.0)),
-        ]);
-        self.send_command(0, "_result", cmd.transaction_id, &[props, info]);
-        self.events.push_back(Event::Connect {
-            app: self.app.clone(),
-            tc_url: self.tc_url.clone(),
-            query: self.app_query.clone(),
-        });
-        Ok(())
-    }
-
-    /// A data message from the publisher: metadata is recognised, the rest forwarded.
-    fn handle_data(&mut self, timestamp: u32, body: Bytes) -> Result<(), SessionError> {
-        let limits = self.config.amf0_limits;
-        let (first, used) = amf0::decode(&body, limits).map_err(SessionError::Data)?;
-        let (name, payload) = match first.as_str() {
-            // `@setDataFrame("onMetaData", obj)`: what is forwarded starts after the wrapper.
-            Some("@setDataFrame") => {
-                let rest = body.slice(used..);
-                let (inner, _) = amf0::decode(&rest, limits).map_err(SessionError::Data)?;
-                (inner.as_str().unwrap_or("").to_owned(), rest)
-            }
-            Some(name) => (name.to_owned(), body.clone()),
-            None => return Err(SessionError::Data(Amf0Error::Incomplete)),
-        };
-        if name == "onMetaData" {
-            let values = amf0::decode_all(&payload, limits).map_err(SessionError::Data)?;
-            let object = values.into_iter().nth(1).unwrap_or(Amf0Value::Null);
-            self.events.push_back(Event::Metadata {
-                message: MediaMessage {
-                    kind: MediaKind::Data,
-                    timestamp,
-                    payload,
-                },
-                object,
-            });
-        } else {
-            self.events.push_back(Event::Media(MediaMessage {
-                kind: MediaKind::Data,
-                timestamp,
-                payload,
-            }));
-        }
-        Ok(())
-    }
-
-    /// An aggregate message: FLV tags back to back, timestamps relative to the first.
-    ///
-    /// Each tag becomes an event (and then a packaged message), so the number of tags is
-    /// what one message can multiply: an 8 MiB aggregate of empty 15-byte tags would be
-    /// 560,000 events at once. Empty tags carry nothing and are skipped; more than
-    /// [`MAX_AGGREGATE_TAGS`] is refused (relays that aggregate send a few dozen).
-    fn handle_aggregate(&mut self, timestamp: u32, body: Bytes) -> Result<(), SessionError> {
-        let mut rest = body;
-        let mut base = None;
-        let mut tags = 0usize;
-        while !rest.is_empty() {
-            let (tag, used) = flv::read_tag(&rest)
-                .map_err(SessionError::Aggregate)?
-                .ok_or(SessionError::Aggregate(FlvError::Truncated))?;
-            rest = rest.slice(used..);
-            tags += 1;
-            if tags > MAX_AGGREGATE_TAGS {
-                return Err(SessionError::Aggregate(FlvError::Malformed(
-                    "more than 4096 tags in one aggregate message",
-                )));
-            }
-            if tag.payload.is_empty() {
-                continue;
-            }
-            let first = *base.get_or_insert(tag.timestamp);
-            let ts = timestamp.wrapping_add(tag.timestamp.wrapping_sub(first));
-            match MediaKind::from_type_id(tag.tag_type) {
-                Some(MediaKind::Data) => self.handle_data(ts, tag.payload)?,
-                Some(kind) => self.events.push_back(Event::Media(MediaMessage {
-                    kind,
-                    timestamp: ts,
-                    payload: tag.payload,
-                })),
-                None => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::media::rtmp::chunk::RawMessage;
+    use crate::media::rtmp::message::Command;
+    use crate::media::{amf0, flv};
 
     /// A minimal in-memory RTMP client: builds the messages a real publisher or player
     /// sends and reads what the server answers.

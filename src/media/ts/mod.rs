@@ -31,10 +31,21 @@
 //! Annex B and ADTS to the caller — the bulk of this file — and copies each packet's
 //! payload into its own buffer first. Here a frame is copied once, into the segment.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::flv::{AudioCodec, AudioPacket, AudioTag, FrameType, VideoCodec, VideoPacket, VideoTag};
 use super::packet::MediaKind;
+
+mod adts;
+mod annexb;
+mod pes;
+mod psi;
+
+pub use psi::crc32_mpeg2;
+
+use adts::{adts_header, parse_audio_specific_config, AacConfig, ADTS_HEADER_LEN, ADTS_MAX_FRAME};
+use annexb::{parse_avc_config, AvcConfig, Nalus, AUD, START_CODE};
+use pes::{packetize, pes_header};
 
 /// Length of a transport stream packet.
 pub const PACKET_LEN: usize = 188;
@@ -47,26 +58,13 @@ pub const AUDIO_PID: u16 = 0x101;
 /// How far PTS/DTS run ahead of the PCR: 700 ms in 90 kHz ticks.
 pub const PTS_DELAY: u64 = 63_000;
 
-const STREAM_TYPE_H264: u8 = 0x1B;
-const STREAM_TYPE_AAC: u8 = 0x0F;
 const STREAM_ID_VIDEO: u8 = 0xE0;
 const STREAM_ID_AUDIO: u8 = 0xC0;
 const TS_MASK: u64 = (1 << 33) - 1;
 const PAYLOAD_LEN: usize = PACKET_LEN - 4;
-/// An ADTS frame length is 13 bits, header included.
-const ADTS_MAX_FRAME: usize = 0x1FFF;
-const ADTS_HEADER_LEN: usize = 7;
 /// The scratch buffer for one access unit is dropped after a frame larger than this, so
 /// one huge frame does not pin its memory for the stream's life.
 const SCRATCH_KEEP: usize = 1024 * 1024;
-const START_CODE: [u8; 4] = [0, 0, 0, 1];
-/// Largest SPS + PPS set (Annex B) taken from an AVCDecoderConfigurationRecord. Real ones
-/// are a few hundred bytes; they are written again before every keyframe, so a record
-/// the size of a whole message (up to `media.max_message_bytes`) would be copied into
-/// every keyframe of every segment. Over it, the record is refused as malformed.
-const MAX_PARAMETER_SETS: usize = 64 * 1024;
-/// Access unit delimiter, primary_pic_type 7 (any slice type).
-const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xF0];
 
 /// Why a message was skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,24 +136,6 @@ fn is_legacy_avc(t: &VideoTag) -> bool {
     t.codec == VideoCodec::Avc && !t.enhanced
 }
 
-/// H.264 decoder configuration, from the AVCDecoderConfigurationRecord.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct AvcConfig {
-    /// Bytes of each NALU length prefix (1, 2, 3 or 4).
-    length_size: usize,
-    /// SPS and PPS NALUs, each after a 4-byte start code.
-    parameter_sets: Vec<u8>,
-}
-
-/// AAC configuration as ADTS needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct AacConfig {
-    /// ADTS profile: audio object type - 1 (0 Main, 1 LC, 2 SSR, 3 LTP).
-    profile: u8,
-    sampling_index: u8,
-    channels: u8,
-}
-
 /// The tracks a PMT announced.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Tracks {
@@ -214,42 +194,6 @@ impl TsMuxer {
         } else {
             AUDIO_PID
         }
-    }
-
-    /// Writes a PAT and a PMT for the tracks configured so far (two packets).
-    pub fn write_tables(&mut self, out: &mut BytesMut) {
-        let tracks = self.tracks();
-        if self.announced.is_some_and(|a| a != tracks) {
-            self.pmt_version = (self.pmt_version + 1) & 0x1F;
-        }
-        self.announced = Some(tracks);
-
-        // PAT: program 1 → PMT_PID.
-        let mut pat = Vec::with_capacity(16);
-        pat.extend_from_slice(&[0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00]);
-        pat.extend_from_slice(&[0x00, 0x01]);
-        pat.extend_from_slice(&(0xE000 | PMT_PID).to_be_bytes());
-        write_section(out, 0, &mut self.cc_pat, pat);
-
-        let mut pmt = Vec::with_capacity(32);
-        let es_count = usize::from(tracks.video) + usize::from(tracks.audio);
-        let section_length = 9 + 5 * es_count + 4;
-        pmt.push(0x02);
-        pmt.extend_from_slice(&(0xB000 | section_length as u16).to_be_bytes());
-        pmt.extend_from_slice(&[0x00, 0x01, 0xC1 | (self.pmt_version << 1), 0x00, 0x00]);
-        pmt.extend_from_slice(&(0xE000 | self.pcr_pid()).to_be_bytes());
-        pmt.extend_from_slice(&[0xF0, 0x00]);
-        if tracks.video {
-            pmt.push(STREAM_TYPE_H264);
-            pmt.extend_from_slice(&(0xE000 | VIDEO_PID).to_be_bytes());
-            pmt.extend_from_slice(&[0xF0, 0x00]);
-        }
-        if tracks.audio {
-            pmt.push(STREAM_TYPE_AAC);
-            pmt.extend_from_slice(&(0xE000 | AUDIO_PID).to_be_bytes());
-            pmt.extend_from_slice(&[0xF0, 0x00]);
-        }
-        write_section(out, PMT_PID, &mut self.cc_pmt, pmt);
     }
 
     /// Muxes one message at `timestamp` (milliseconds) into `out`. See the module
@@ -433,285 +377,9 @@ impl TsMuxer {
     }
 }
 
-/// The NALUs of an AVCC frame; sets `malformed` and stops at a length past the end.
-struct Nalus<'a> {
-    rest: &'a [u8],
-    length_size: usize,
-    malformed: bool,
-}
-
-impl<'a> Nalus<'a> {
-    fn new(body: &'a [u8], length_size: usize) -> Self {
-        Nalus {
-            rest: body,
-            length_size,
-            malformed: false,
-        }
-    }
-}
-
-impl<'a> Iterator for Nalus<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.rest.is_empty() || self.malformed {
-            return None;
-        }
-        let Some(len_bytes) = self.rest.get(..self.length_size) else {
-            self.malformed = true;
-            return None;
-        };
-        let len = len_bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        let start = self.length_size;
-        let Some(nalu) = self.rest.get(start..start.saturating_add(len)) else {
-            self.malformed = true;
-            return None;
-        };
-        self.rest = &self.rest[start + len..];
-        Some(nalu)
-    }
-}
-
-/// Reads an AVCDecoderConfigurationRecord; `None` if it is malformed or has no SPS/PPS.
-fn parse_avc_config(rec: &[u8]) -> Option<AvcConfig> {
-    if rec.len() < 7 || rec[0] != 1 {
-        return None;
-    }
-    let length_size = usize::from(rec[4] & 0x03) + 1;
-    let mut parameter_sets = Vec::new();
-    let mut pos = 5;
-    let mut counts = [0usize; 2];
-    for (i, mask) in [0x1Fu8, 0xFF].into_iter().enumerate() {
-        let n = usize::from(*rec.get(pos)? & mask);
-        pos += 1;
-        for _ in 0..n {
-            let len = usize::from(u16::from_be_bytes([*rec.get(pos)?, *rec.get(pos + 1)?]));
-            pos += 2;
-            let nalu = rec.get(pos..pos + len)?;
-            pos += len;
-            if nalu.is_empty() {
-                continue;
-            }
-            if parameter_sets.len() + START_CODE.len() + nalu.len() > MAX_PARAMETER_SETS {
-                return None;
-            }
-            parameter_sets.extend_from_slice(&START_CODE);
-            parameter_sets.extend_from_slice(nalu);
-            counts[i] += 1;
-        }
-    }
-    if counts[0] == 0 || counts[1] == 0 {
-        return None;
-    }
-    Some(AvcConfig {
-        length_size,
-        parameter_sets,
-    })
-}
-
-/// Reads the fields ADTS needs from an AudioSpecificConfig.
-fn parse_audio_specific_config(asc: &[u8]) -> Result<AacConfig, Skip> {
-    if asc.len() < 2 {
-        return Err(Skip::Malformed);
-    }
-    let object_type = asc[0] >> 3;
-    let sampling_index = ((asc[0] & 0x07) << 1) | (asc[1] >> 7);
-    let channels = (asc[1] >> 3) & 0x0F;
-    let profile = match object_type {
-        1..=4 => object_type - 1,
-        // HE-AAC v1/v2 signalled explicitly: the first sampling index is the core's, and
-        // the core is AAC LC; players find SBR/PS in the stream (implicit signalling).
-        5 | 29 => 1,
-        _ => return Err(Skip::Unsupported),
-    };
-    // Index 15 is an explicit 24-bit frequency, which ADTS cannot carry; 13 and 14 are
-    // reserved.
-    if sampling_index >= 13 || channels > 7 {
-        return Err(Skip::Unsupported);
-    }
-    Ok(AacConfig {
-        profile,
-        sampling_index,
-        channels,
-    })
-}
-
-fn adts_header(aac: AacConfig, frame_len: usize) -> [u8; ADTS_HEADER_LEN] {
-    let len = frame_len as u16;
-    [
-        0xFF,
-        0xF1, // MPEG-4, layer 0, no CRC
-        (aac.profile << 6) | (aac.sampling_index << 2) | (aac.channels >> 2),
-        ((aac.channels & 0x03) << 6) | (len >> 11) as u8,
-        (len >> 3) as u8,
-        ((len & 0x07) << 5) as u8 | 0x1F, // buffer fullness 0x7FF: variable rate
-        0xFC,                             // fullness continued, one raw data block
-    ]
-}
-
-/// Writes a PES header into `out` and returns its length. `es_len` gives a bounded
-/// PES_packet_length (audio); `None` writes 0, allowed for video in TS.
-fn pes_header(
-    out: &mut [u8],
-    stream_id: u8,
-    pts: u64,
-    dts: Option<u64>,
-    es_len: Option<usize>,
-) -> usize {
-    let dts = dts.filter(|&d| d != pts);
-    let header_data = if dts.is_some() { 10 } else { 5 };
-    let packet_len = es_len
-        .map(|n| 3 + header_data + n)
-        .filter(|&n| n <= usize::from(u16::MAX))
-        .unwrap_or(0) as u16;
-    out[..4].copy_from_slice(&[0, 0, 1, stream_id]);
-    out[4..6].copy_from_slice(&packet_len.to_be_bytes());
-    out[6] = 0x80; // '10' marker, nothing else set
-    out[7] = if dts.is_some() { 0xC0 } else { 0x80 };
-    out[8] = header_data as u8;
-    put_timestamp(&mut out[9..14], if dts.is_some() { 0x3 } else { 0x2 }, pts);
-    if let Some(dts) = dts {
-        put_timestamp(&mut out[14..19], 0x1, dts);
-    }
-    9 + header_data
-}
-
-/// The 5-byte PTS/DTS encoding: a 4-bit prefix and 33 bits split by marker bits.
-fn put_timestamp(out: &mut [u8], prefix: u8, ts: u64) {
-    out[0] = (prefix << 4) | (((ts >> 29) & 0x0E) as u8) | 1;
-    out[1] = (ts >> 22) as u8;
-    out[2] = (((ts >> 14) & 0xFE) as u8) | 1;
-    out[3] = (ts >> 7) as u8;
-    out[4] = (((ts << 1) & 0xFE) as u8) | 1;
-}
-
-/// Splits `head` + `body` (one PES) into TS packets on `pid`. The first packet carries the
-/// payload unit start flag, and an adaptation field with the PCR and the random access
-/// indicator when asked; the last is padded with adaptation-field stuffing.
-fn packetize(
-    out: &mut BytesMut,
-    pid: u16,
-    cc: &mut u8,
-    pcr: Option<u64>,
-    random_access: bool,
-    head: &[u8],
-    body: &[u8],
-) {
-    let total = head.len() + body.len();
-    out.reserve(total.div_ceil(PAYLOAD_LEN - 8) * PACKET_LEN + PACKET_LEN);
-    let mut pos = 0;
-    let mut first = true;
-    while first || pos < total {
-        let remaining = total - pos;
-        let flags = first && (pcr.is_some() || random_access);
-        let fields = if flags {
-            1 + if pcr.is_some() { 6 } else { 0 }
-        } else {
-            0
-        };
-        // Payload bytes in this packet; the adaptation field takes the rest.
-        let payload_len = if flags {
-            remaining.min(PAYLOAD_LEN - 1 - fields)
-        } else {
-            remaining.min(PAYLOAD_LEN)
-        };
-        let adaptation = payload_len < PAYLOAD_LEN;
-        out.put_u8(0x47);
-        out.put_u8((u8::from(first) << 6) | ((pid >> 8) as u8 & 0x1F));
-        out.put_u8(pid as u8);
-        out.put_u8(if adaptation { 0x30 } else { 0x10 } | (*cc & 0x0F));
-        *cc = (*cc + 1) & 0x0F;
-        if adaptation {
-            let af_len = PAYLOAD_LEN - payload_len - 1;
-            out.put_u8(af_len as u8);
-            if af_len > 0 {
-                let mut flag_byte = 0u8;
-                if flags && random_access {
-                    flag_byte |= 0x40;
-                }
-                let pcr = pcr.filter(|_| flags);
-                if pcr.is_some() {
-                    flag_byte |= 0x10;
-                }
-                out.put_u8(flag_byte);
-                let mut used = 1;
-                if let Some(base) = pcr {
-                    out.put_slice(&[
-                        (base >> 25) as u8,
-                        (base >> 17) as u8,
-                        (base >> 9) as u8,
-                        (base >> 1) as u8,
-                        (((base & 1) as u8) << 7) | 0x7E,
-                        0,
-                    ]);
-                    used += 6;
-                }
-                out.put_bytes(0xFF, af_len - used);
-            }
-        }
-        // The payload: from the header, then the body.
-        let mut left = payload_len;
-        if pos < head.len() {
-            let n = left.min(head.len() - pos);
-            out.put_slice(&head[pos..pos + n]);
-            pos += n;
-            left -= n;
-        }
-        if left > 0 {
-            let from = pos - head.len();
-            out.put_slice(&body[from..from + left]);
-            pos += left;
-        }
-        first = false;
-    }
-}
-
-/// Writes one PSI section (PAT or PMT) as a single packet: pointer field, section, CRC,
-/// 0xFF fill.
-fn write_section(out: &mut BytesMut, pid: u16, cc: &mut u8, mut section: Vec<u8>) {
-    let crc = crc32_mpeg2(&section);
-    section.extend_from_slice(&crc.to_be_bytes());
-    out.put_u8(0x47);
-    out.put_u8(0x40 | ((pid >> 8) as u8 & 0x1F));
-    out.put_u8(pid as u8);
-    out.put_u8(0x10 | (*cc & 0x0F));
-    *cc = (*cc + 1) & 0x0F;
-    out.put_u8(0); // pointer field
-    out.put_slice(&section);
-    out.put_bytes(0xFF, PAYLOAD_LEN - 1 - section.len());
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = (i as u32) << 24;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 0x8000_0000 != 0 {
-                (c << 1) ^ 0x04C1_1DB7
-            } else {
-                c << 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-/// CRC-32/MPEG-2 (polynomial 0x04C11DB7, no reflection, initial all ones, no final xor).
-pub fn crc32_mpeg2(data: &[u8]) -> u32 {
-    data.iter().fold(0xFFFF_FFFF, |crc, &b| {
-        (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)]
-    })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::psi::{STREAM_TYPE_AAC, STREAM_TYPE_H264};
     use super::*;
     use std::collections::HashMap;
 
@@ -869,11 +537,6 @@ pub(crate) mod tests {
         );
         assert!(out.is_empty(), "sequence headers write nothing");
         m
-    }
-
-    #[test]
-    fn crc_matches_the_mpeg2_check_value() {
-        assert_eq!(crc32_mpeg2(b"123456789"), 0x0376_E6E7);
     }
 
     #[test]

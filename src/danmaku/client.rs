@@ -68,7 +68,7 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
             }
         }
         other => {
-            let cid = client_cid(&other);
+            let cid = other.cid().map(str::to_owned);
             let Some(user) = conn.user.borrow().clone() else {
                 return conn.send(protocol::error_frame(
                     code::LOGIN_REQUIRED,
@@ -169,22 +169,6 @@ fn checked_text(shard: &Shard, text: &str, reply: &impl Fn(u32, &str)) -> Option
             reply(code::FILTERED, "text contains a blocked word");
             None
         }
-    }
-}
-
-fn client_cid(msg: &ClientMsg) -> Option<String> {
-    match msg {
-        ClientMsg::Danmaku { cid, .. }
-        | ClientMsg::Gift { cid, .. }
-        | ClientMsg::Like { cid, .. }
-        | ClientMsg::Pm { cid, .. }
-        | ClientMsg::Mute { cid, .. }
-        | ClientMsg::Unmute { cid, .. }
-        | ClientMsg::Ban { cid, .. }
-        | ClientMsg::Unban { cid, .. }
-        | ClientMsg::Kick { cid, .. }
-        | ClientMsg::SlowMode { cid, .. } => cid.clone(),
-        _ => None,
     }
 }
 

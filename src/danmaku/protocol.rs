@@ -152,6 +152,25 @@ pub const MAX_ID: usize = 64;
 /// Longest `ts` of an app-level ping (as JSON), echoed back in its pong.
 pub const MAX_TS: usize = 64;
 
+impl ClientMsg {
+    /// The client's correlation id, for the messages that carry one.
+    pub fn cid(&self) -> Option<&str> {
+        match self {
+            ClientMsg::Danmaku { cid, .. }
+            | ClientMsg::Gift { cid, .. }
+            | ClientMsg::Like { cid, .. }
+            | ClientMsg::Pm { cid, .. }
+            | ClientMsg::Mute { cid, .. }
+            | ClientMsg::Unmute { cid, .. }
+            | ClientMsg::Ban { cid, .. }
+            | ClientMsg::Unban { cid, .. }
+            | ClientMsg::Kick { cid, .. }
+            | ClientMsg::SlowMode { cid, .. } => cid.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// Parses a client text frame. The error is the message sent back with `BAD_MESSAGE`.
 pub fn parse_client(text: &[u8]) -> Result<ClientMsg, String> {
     let msg: ClientMsg = serde_json::from_slice(text).map_err(|e| {
@@ -159,19 +178,7 @@ pub fn parse_client(text: &[u8]) -> Result<ClientMsg, String> {
         s.truncate(160);
         s
     })?;
-    let cid = match &msg {
-        ClientMsg::Danmaku { cid, .. }
-        | ClientMsg::Gift { cid, .. }
-        | ClientMsg::Like { cid, .. }
-        | ClientMsg::Pm { cid, .. }
-        | ClientMsg::Mute { cid, .. }
-        | ClientMsg::Unmute { cid, .. }
-        | ClientMsg::Ban { cid, .. }
-        | ClientMsg::Unban { cid, .. }
-        | ClientMsg::Kick { cid, .. }
-        | ClientMsg::SlowMode { cid, .. } => cid.as_deref(),
-        _ => None,
-    };
+    let cid = msg.cid();
     if cid.is_some_and(|c| c.len() > MAX_CID) {
         return Err(format!("cid longer than {MAX_CID} bytes"));
     }

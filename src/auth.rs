@@ -341,6 +341,46 @@ impl Revoked {
     }
 }
 
+/// One shard's token check: signature and claims ([`Jwt`]), then this shard's copy of the
+/// revocations ([`Revoked`]), never the store or another shard. The engines that check
+/// tokens (the danmaku upgrade, the API) share one per shard behind an `Rc`.
+pub struct Tokens {
+    jwt: std::sync::Arc<Jwt>,
+    revoked: std::cell::RefCell<Revoked>,
+}
+
+impl Tokens {
+    pub fn new(jwt: std::sync::Arc<Jwt>, revoked: Revoked) -> Self {
+        Self {
+            jwt,
+            revoked: std::cell::RefCell::new(revoked),
+        }
+    }
+
+    pub fn jwt(&self) -> &Jwt {
+        &self.jwt
+    }
+
+    /// Verifies a login token: signature and claims, then the revocations.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = self.jwt.verify(token, now_unix())?;
+        if self.revoked.borrow().refuses(&claims) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// A committed revocation: later checks refuse what it names.
+    pub fn apply(&self, rev: &Revocation) {
+        self.revoked.borrow_mut().apply(rev);
+    }
+
+    /// Drops revocations that expired.
+    pub fn sweep(&self, now: u64) {
+        self.revoked.borrow_mut().sweep(now);
+    }
+}
+
 /// The signing secret: the configured one, or one generated on first start and kept in
 /// the data directory (mode 0600), so a default install is neither insecure nor broken
 /// between restarts, and `liveshard token --data-dir DIR` signs with the same secret.

@@ -25,15 +25,19 @@
 
 pub mod admit;
 pub mod api;
+pub mod app;
 pub mod auth;
+pub mod codes;
 pub mod config;
 pub mod danmaku;
 pub mod http;
+pub mod ids;
 pub mod live;
 pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod outbound;
+pub mod port;
 pub mod routes;
 pub mod server;
 pub mod shard;

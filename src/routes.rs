@@ -8,33 +8,46 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::app::App;
 use crate::config::Config;
+use crate::danmaku::Danmaku;
 use crate::http::{code, handler, Method, Reply, Request, Response, Router};
-use crate::shard::Shard;
+use crate::live::Live;
 
-pub fn router(cfg: &Config) -> Router<Shard> {
+/// Every route. Each capability's handlers take its own context (the danmaku engine, the
+/// live engine, the API), mounted here from the shard's [`App`].
+pub fn router(cfg: &Config) -> Router<App> {
     let mut r = Router::new();
     r.add(Method::Get, "/healthz", handler(healthz));
     r.add(Method::Get, "/readyz", handler(readyz));
     r.add(Method::Get, "/metrics", handler(metrics));
-    r.add(Method::Get, "/ws", crate::danmaku::conn::handler());
-    r.add(
+
+    let mut danmaku = Router::new();
+    danmaku.add(Method::Get, "/ws", crate::danmaku::conn::handler());
+    r.mount(danmaku, |app| app.danmaku.clone());
+
+    let mut live = Router::new();
+    live.add(
         Method::Get,
         "/{app}/{stream}.flv",
         crate::live::flv::handler(),
     );
-    r.add(
+    live.add(
         Method::Get,
         "/{app}/{stream}.m3u8",
         crate::live::hls::playlist_handler(),
     );
     // HLS segments: `{stream}-{sequence}.ts`, named by the playlist.
-    r.add(
+    live.add(
         Method::Get,
         "/{app}/{segment}.ts",
         crate::live::hls::segment_handler(),
     );
-    crate::api::register(&mut r, cfg);
+    r.mount(live, |app| app.live.clone());
+
+    let mut api = Router::new();
+    crate::api::register(&mut api, cfg);
+    r.mount(api, |app| app.api.clone());
     if cfg.server.debug_endpoints {
         r.add(Method::Get, "/debug/sleep", handler(debug_sleep));
         // No limit of its own: bodies up to `http.max_body_bytes`, the default for
@@ -45,25 +58,27 @@ pub fn router(cfg: &Config) -> Router<Shard> {
 }
 
 /// Liveness: the shard's loop answers.
-async fn healthz(shard: Rc<Shard>, _req: Request) -> Reply {
-    Response::ok(&json!({"status": "ok", "shard": shard.id()})).into()
+async fn healthz(app: Rc<App>, _req: Request) -> Reply {
+    Response::ok(&json!({"status": "ok", "shard": app.id})).into()
 }
 
 /// Readiness: ready to take new work (false while shutting down).
-async fn readyz(shard: Rc<Shard>, _req: Request) -> Reply {
-    if shard.shutting_down() {
+async fn readyz(app: Rc<App>, _req: Request) -> Reply {
+    if app.shutting_down() {
         Response::error(503, code::UNAVAILABLE, "shutting down").into()
     } else {
         Response::ok(&json!({"status": "ready"})).into()
     }
 }
 
-async fn metrics(shard: Rc<Shard>, _req: Request) -> Reply {
-    let mut text = shard.common.metrics.render(shard.ctx.mesh.all_stats());
+async fn metrics(app: Rc<App>, _req: Request) -> Reply {
+    let mut text = app.metrics.registry().render(app.mesh.all_stats());
     // Per-stream numbers live on the streams' owner shards: ask each.
     let mut streams = Vec::new();
-    for s in 0..shard.ctx.count {
-        if let Some(mut stats) = shard.run_on(s, |s| s.live.stream_stats()).await {
+    let shards = app.mesh.shards();
+    for s in 0..shards {
+        let call = app.live.port().call(s, |l: &Rc<Live>| l.stream_stats());
+        if let Some(mut stats) = call.await {
             streams.append(&mut stats);
         }
     }
@@ -71,8 +86,12 @@ async fn metrics(shard: Rc<Shard>, _req: Request) -> Reply {
     // Online counts live on the rooms' home shards: each lists its active rooms, and the
     // busiest few are rendered (bounded labels, whatever the number of rooms).
     let mut rooms = Vec::new();
-    for s in 0..shard.ctx.count {
-        if let Some(active) = shard.run_on(s, |s| s.danmaku.home_active()).await {
+    for s in 0..shards {
+        let call = app
+            .danmaku
+            .port()
+            .call(s, |d: &Rc<Danmaku>| d.home_active());
+        if let Some(active) = call.await {
             rooms.extend(active.into_iter().map(|(room, online, _)| (room, online)));
         }
     }
@@ -82,7 +101,7 @@ async fn metrics(shard: Rc<Shard>, _req: Request) -> Reply {
 
 /// `GET /debug/sleep?ms=N` answers after N ms (at most 60 s): a request that is in flight
 /// for as long as a drill needs (graceful shutdown, slow-client handling).
-async fn debug_sleep(_shard: Rc<Shard>, req: Request) -> Reply {
+async fn debug_sleep(_app: Rc<App>, req: Request) -> Reply {
     let Some(ms) = req.query("ms").and_then(|v| v.parse::<u64>().ok()) else {
         return Response::error(400, code::BAD_REQUEST, "ms must be a number").into();
     };
@@ -93,6 +112,6 @@ async fn debug_sleep(_shard: Rc<Shard>, req: Request) -> Reply {
 
 /// `POST /debug/echo` answers how many body bytes it received: a route under the default
 /// body limit, for drills on request bodies (framing, limits, slow senders).
-async fn debug_echo(_shard: Rc<Shard>, req: Request) -> Reply {
+async fn debug_echo(_app: Rc<App>, req: Request) -> Reply {
     Response::ok(&json!({"bytes": req.body.len()})).into()
 }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::app::{Common, ShardMsg};
 use crate::config::{Config, DriverChoice};
 use crate::metrics::Metrics;
-use crate::shard::{self, Common, Seed, ShardMsg};
+use crate::shard::{self, Seed};
 
 pub fn run(config: Config) -> Result<(), String> {
     let shard_count = config.shard_count();
@@ -69,6 +70,13 @@ pub fn run(config: Config) -> Result<(), String> {
         .collect();
 
     let danmaku = crate::danmaku::Shared::from_config(&config)?;
+    let secret =
+        crate::auth::load_or_create_secret(&config.auth.jwt_secret, &config.server.data_dir)
+            .map_err(|e| format!("token secret: {e}"))?;
+    let jwt = Arc::new(crate::auth::Jwt::new(
+        secret,
+        config.auth.jwt_issuer.clone(),
+    ));
     let backend = crate::store::embedded::Embedded::open(
         &config.server.data_dir,
         config.store.history_per_room,
@@ -92,7 +100,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let common = Arc::new(Common {
         store: store.handle(),
         outbound: outbound.handle(),
-        api,
+        api: Arc::new(api),
+        jwt,
         metrics: Arc::new(Metrics::new(
             shard_count,
             driver,
@@ -120,7 +129,7 @@ pub fn run(config: Config) -> Result<(), String> {
     };
 
     store
-        .start(engine.remotes())
+        .start(crate::app::commit_sink(engine.remotes()))
         .map_err(|e| format!("cannot start the store thread: {e}"))?;
     tracing::info!(%http_addr, %rtmp_addr, shards = shard_count, driver = %driver, "liveshard started");
     // One machine-readable line for scripts and tests that start us on port 0.

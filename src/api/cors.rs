@@ -8,10 +8,10 @@
 
 use std::rc::Rc;
 
+use super::Api;
 use crate::config::CorsConfig;
 use crate::http::codec::RequestHead;
 use crate::http::{self, Method, Reply, Request, Response};
-use crate::shard::Shard;
 
 use super::error::{self, ApiError};
 
@@ -56,15 +56,15 @@ pub fn decorate(mut resp: Response, allow: Option<&str>) -> Response {
 }
 
 /// The `OPTIONS` handler for a path served under `methods`.
-pub fn preflight(methods: Vec<Method>) -> http::Handler<Shard> {
+pub fn preflight(methods: Vec<Method>) -> http::Handler<Api> {
     let mut names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
     names.push("OPTIONS");
     let allow = names.join(", ");
     let allow = Rc::new(allow);
-    http::handler(move |shard: Rc<Shard>, req: Request| {
+    http::handler(move |api: Rc<Api>, req: Request| {
         let allow = allow.clone();
         async move {
-            let cfg = &shard.config().cors;
+            let cfg = &api.config().cors;
             if req.header("origin").is_none() {
                 // A plain OPTIONS: say what the path supports.
                 return Reply::Response(Response::empty(204).header("Allow", allow.as_str()));

@@ -33,9 +33,9 @@ use serde_json::json;
 use shards::local::Signal;
 
 use super::error::{self, ApiError, ApiResult};
+use super::Api;
 use super::{input, urls};
 use crate::http::{Request, RequestHead, Response};
-use crate::shard::Shard;
 use crate::store::files;
 use crate::store::thumbs::{self, Refusal};
 
@@ -148,15 +148,15 @@ fn boundary(content_type: &str) -> Option<&str> {
 /// The upload route's check of the head: a valid bearer token, before the body is read.
 /// The refusal is the same envelope the handler would answer (CORS is added by the HTTP
 /// layer's `refine`).
-pub fn gate(shard: &Shard, head: &RequestHead) -> Result<(), Response> {
-    input::bearer_header(shard, head.header_str("authorization"))
+pub fn gate(api: &Api, head: &RequestHead) -> Result<(), Response> {
+    input::bearer_header(api, head.header_str("authorization"))
         .map(|_| ())
         .map_err(|e| e.response())
 }
 
 /// `POST /api/v1/uploads/cover`.
-pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
-    input::bearer(&shard, &req)?;
+pub async fn upload(api: Rc<Api>, req: Request) -> ApiResult<Response> {
+    input::bearer(&api, &req)?;
     let content_type = req.header("content-type").unwrap_or("");
     let image = if content_type
         .trim_start()
@@ -174,7 +174,7 @@ pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
     if image.is_empty() {
         return Err(ApiError::field("file", "the image is empty"));
     }
-    let max = shard.config().api.cover_max_bytes;
+    let max = api.config().api.cover_max_bytes;
     if image.len() as u64 > max {
         return Err(ApiError::new(
             error::IMAGE_TOO_LARGE,
@@ -194,9 +194,8 @@ pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
     );
     let size = image.len();
     // Decoded and thumbnailed on the files thread; a full queue is 50301 at once.
-    let saved = shard
-        .common
-        .api
+    let saved = api
+        .shared
         .files
         .save_cover(name.clone(), image)
         .await?
@@ -206,7 +205,7 @@ pub async fn upload(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
             }
             Refusal::Undecodable(_) => ApiError::new(error::IMAGE_UNDECODABLE, refusal.to_string()),
         })?;
-    let bases = urls::bases(&shard, &req);
+    let bases = urls::bases(&api, &req);
     let thumbs: serde_json::Map<String, serde_json::Value> = saved
         .thumbs
         .iter()
@@ -347,7 +346,7 @@ fn keep(name: &str, bytes: Bytes) -> Option<Bytes> {
 
 /// `GET /covers/{name}`: an uploaded image, with its type and long-lived caching (names
 /// are never reused).
-pub async fn serve(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+pub async fn serve(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let not_found = || ApiError::new(error::FILE_NOT_FOUND, "no such file");
     let name = req.param("name").unwrap_or("");
     if !files::valid_name(name) {
@@ -368,9 +367,8 @@ pub async fn serve(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
                 Some(b) => b,
                 None => {
                     let _loading = Loading::start(name);
-                    let read = shard
-                        .common
-                        .api
+                    let read = api
+                        .shared
                         .files
                         .read(name.to_string())
                         .await?

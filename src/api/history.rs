@@ -11,24 +11,23 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::error::ApiResult;
 use super::input;
 use super::rooms;
+use super::Api;
 use crate::http::{Request, Response};
-use crate::shard::Shard;
 use crate::store::Request as StoreRequest;
 
 /// Most items per page.
 pub const MAX_LIMIT: u64 = 100;
 
-pub async fn page(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+pub async fn page(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let id = input::room_id(&req)?;
     let limit = input::query_number(&req, "limit", 20, 1, MAX_LIMIT)? as usize;
     let before = match req.query("before") {
         None => None,
         Some(_) => Some(input::query_number(&req, "before", 0, 1, u64::MAX)?),
     };
-    rooms::load(&shard, &id).await?;
+    rooms::load(&api, &id).await?;
     let room = id.clone();
-    let items = shard
-        .common
+    let items = api
         .store
         .call(|reply| StoreRequest::DanmakuPage {
             room,

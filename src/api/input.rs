@@ -5,18 +5,18 @@
 use serde_json::{Map, Value};
 
 use super::error::{self, ApiError, ApiResult};
+use super::Api;
 use crate::auth::{Claims, TokenError};
 use crate::http::Request;
-use crate::shard::Shard;
 
 /// The caller's verified claims, from `Authorization: Bearer <token>`.
-pub fn bearer(shard: &Shard, req: &Request) -> ApiResult<Claims> {
-    bearer_header(shard, req.header("authorization"))
+pub fn bearer(api: &Api, req: &Request) -> ApiResult<Claims> {
+    bearer_header(api, req.header("authorization"))
 }
 
 /// [`bearer`] from the `Authorization` value alone: for checks on a request head before
 /// its body is read.
-pub fn bearer_header(shard: &Shard, authorization: Option<&str>) -> ApiResult<Claims> {
+pub fn bearer_header(api: &Api, authorization: Option<&str>) -> ApiResult<Claims> {
     let Some(value) = authorization else {
         return Err(ApiError::new(
             error::TOKEN_MISSING,
@@ -34,7 +34,7 @@ pub fn bearer_header(shard: &Shard, authorization: Option<&str>) -> ApiResult<Cl
             "the Authorization header must be `Bearer <token>`",
         ));
     };
-    shard.verify_token(token).map_err(|e| match e {
+    api.tokens.verify(token).map_err(|e| match e {
         TokenError::Expired => ApiError::new(error::TOKEN_EXPIRED, e.message()),
         TokenError::Revoked => ApiError::new(error::TOKEN_REVOKED, e.message()),
         _ => ApiError::new(error::TOKEN_INVALID, e.message()),

@@ -9,20 +9,16 @@ use serde_json::json;
 use super::error::{self, ApiError, ApiResult};
 use super::input;
 use super::wechat::WxError;
+use super::Api;
 use crate::http::{Request, Response};
-use crate::shard::Shard;
 use crate::store::model::User;
 use crate::store::Request as StoreRequest;
 
 /// What a login answers: the token and who it is for.
-fn logged_in(shard: &Shard, user: &User) -> Response {
+fn logged_in(api: &Api, user: &User) -> Response {
     let now = crate::auth::now_unix();
-    let ttl = shard.config().auth.token_ttl_secs;
-    let token = shard
-        .common
-        .danmaku
-        .jwt
-        .issue(&user.uid, &user.nick, &[], ttl, now);
+    let ttl = api.config().auth.token_ttl_secs;
+    let token = api.tokens.jwt().issue(&user.uid, &user.nick, &[], ttl, now);
     Response::ok(&json!({
         "token": token,
         "expires_at": now.saturating_add(ttl),
@@ -67,19 +63,19 @@ fn wechat_error(e: WxError) -> ApiError {
 }
 
 /// `POST /api/v1/auth/wechat {"code", "nick"?, "avatar_url"?}`.
-pub async fn wechat(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+pub async fn wechat(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let body = input::json_object(&req)?;
     let code = input::required_text(&body, "code", 1, 128)?;
     let nick = input::text(&body, "nick", 0, 32)?.unwrap_or_default();
     let avatar_url = input::image_url(&body, "avatar_url")?.unwrap_or_default();
-    let Some(wx) = shard.common.api.wechat.as_ref() else {
+    let Some(wx) = api.shared.wechat.as_ref() else {
         return Err(ApiError::new(
             error::WECHAT_NOT_CONFIGURED,
             "WeChat login is not configured on this server",
         ));
     };
     let session = wx
-        .code2session(&shard.common.outbound, &code)
+        .code2session(&api.outbound, &code)
         .await
         .map_err(wechat_error)?;
     let new = User {
@@ -89,16 +85,15 @@ pub async fn wechat(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         avatar_url,
         created_at: crate::auth::now_unix(),
     };
-    let user = shard
-        .common
+    let user = api
         .store
         .call(|reply| StoreRequest::UserByOpenidOrCreate { user: new, reply })
         .await?;
-    Ok(logged_in(&shard, &user))
+    Ok(logged_in(&api, &user))
 }
 
 /// `POST /api/v1/auth/dev {"uid", "nick"?}` — registered only with `auth.dev_login`.
-pub async fn dev(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+pub async fn dev(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let body = input::json_object(&req)?;
     let uid = input::required_text(&body, "uid", 1, 64)?;
     if !uid
@@ -118,10 +113,9 @@ pub async fn dev(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         avatar_url: String::new(),
         created_at: crate::auth::now_unix(),
     };
-    let user = shard
-        .common
+    let user = api
         .store
         .call(|reply| StoreRequest::UserOrCreate { user: new, reply })
         .await?;
-    Ok(logged_in(&shard, &user))
+    Ok(logged_in(&api, &user))
 }

@@ -18,8 +18,9 @@
 //!
 //! Handlers run on the shard that accepted the request. What they need from elsewhere they
 //! ask without blocking: the store thread (rooms, users, history), the files thread
-//! (covers), the outbound pool (WeChat), and a room's home shard through `Shard::run_on`
-//! (online counts, live status, moderation).
+//! (covers), the outbound pool (WeChat), and a room's home shard through the engines'
+//! ports (`port().call`: online counts, live status, moderation). [`Api`] is what they are
+//! given: the API sits above the engines and reaches them only through it.
 
 pub mod cors;
 pub mod covers;
@@ -38,18 +39,42 @@ pub mod wechat;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::config::Config;
 use crate::http::{self, Method, Reply, Request, Response, Router};
-use crate::shard::Shard;
 use crate::store::files::{Files, FilesHandle};
 use error::ApiResult;
 use moderation::Action;
 
-/// What the API handlers share, read-only after start (part of `shard::Common`).
+/// One shard's API context: what every handler gets, and nothing else of the shard.
+pub struct Api {
+    pub config: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub store: crate::store::StoreHandle,
+    pub outbound: crate::outbound::OutboundHandle,
+    pub tokens: Rc<crate::auth::Tokens>,
+    pub danmaku: Rc<crate::danmaku::Danmaku>,
+    pub live: Rc<crate::live::Live>,
+    pub metrics: crate::metrics::Slot,
+    pub shutdown: Rc<shards::local::Signal>,
+}
+
+impl Api {
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How many shards there are.
+    pub fn shards(&self) -> usize {
+        self.danmaku.port().shards()
+    }
+}
+
+/// What the API handlers share, read-only after start (built once, before the shards).
 pub struct Shared {
     /// Key for push URLs (`media.push_key` or `<data_dir>/push.key`).
     pub push_key: String,
@@ -116,17 +141,17 @@ impl Services {
 
 /// Wraps a handler that answers `Result<Response, ApiError>`: errors become their
 /// envelope, and allowed CORS origins get their header.
-fn route<F, Fut>(f: F) -> http::Handler<Shard>
+fn route<F, Fut>(f: F) -> http::Handler<Api>
 where
-    F: Fn(Rc<Shard>, Request) -> Fut + 'static,
+    F: Fn(Rc<Api>, Request) -> Fut + 'static,
     Fut: Future<Output = ApiResult<Response>> + 'static,
 {
     let f = Rc::new(f);
-    http::handler(move |shard: Rc<Shard>, req: Request| {
+    http::handler(move |api: Rc<Api>, req: Request| {
         let f = f.clone();
         async move {
-            let allow = cors::allow_origin(&shard.config().cors, &req);
-            let resp = match f(shard, req).await {
+            let allow = cors::allow_origin(&api.config().cors, &req);
+            let resp = match f(api, req).await {
                 Ok(r) => r,
                 Err(e) => e.response(),
             };
@@ -135,15 +160,15 @@ where
     })
 }
 
-fn moderation_route(action: Action) -> http::Handler<Shard> {
-    route(move |shard, req| moderation::act(shard, req, action))
+fn moderation_route(action: Action) -> http::Handler<Api> {
+    route(move |api, req| moderation::act(api, req, action))
 }
 
 /// Registers every API route (and `OPTIONS` for each of their paths) on `r`.
-pub fn register(r: &mut Router<Shard>, cfg: &Config) {
+pub fn register(r: &mut Router<Api>, cfg: &Config) {
     let json = Some(cfg.api.json_max_bytes);
     let cover = Some(cfg.api.cover_max_bytes + covers::MULTIPART_SLACK);
-    let mut routes: Vec<(Method, &'static str, http::Handler<Shard>, Option<u64>)> = vec![
+    let mut routes: Vec<(Method, &'static str, http::Handler<Api>, Option<u64>)> = vec![
         (
             Method::Post,
             "/api/v1/auth/wechat",
@@ -258,7 +283,7 @@ pub fn register(r: &mut Router<Shard>, cfg: &Config) {
     routes.push((
         Method::Get,
         "/api/v1/openapi.json",
-        route(move |_shard, _req| {
+        route(move |_api, _req| {
             let doc = doc.clone();
             async move { Ok(Response::with_body(200, "application/json", doc)) }
         }),
@@ -268,7 +293,7 @@ pub fn register(r: &mut Router<Shard>, cfg: &Config) {
     let mut paths: Vec<(&'static str, Vec<Method>)> = Vec::new();
     for (method, pattern, handler, limit) in routes {
         // Uploads are authenticated from the head, before their (large) body is read.
-        let gate: Option<http::Gate<Shard>> =
+        let gate: Option<http::Gate<Api>> =
             (pattern == "/api/v1/uploads/cover").then(|| Rc::new(covers::gate) as _);
         r.add_gated(method, pattern, handler, limit, gate);
         match paths.iter_mut().find(|(p, _)| *p == pattern) {

@@ -13,10 +13,10 @@ use serde_json::json;
 use super::error::{self, ApiError, ApiResult};
 use super::input;
 use super::rooms;
+use super::Api;
 use crate::auth::Claims;
 use crate::danmaku::ModOp;
 use crate::http::{Request, Response};
-use crate::shard::Shard;
 use crate::store::model::{Room, RoomPatch};
 use crate::store::Request as StoreRequest;
 
@@ -68,8 +68,8 @@ fn check_moderator(claims: &Claims, room: &Room) -> ApiResult<()> {
 }
 
 /// The handler for one action.
-pub async fn act(shard: Rc<Shard>, req: Request, action: Action) -> ApiResult<Response> {
-    let claims = input::bearer(&shard, &req)?;
+pub async fn act(api: Rc<Api>, req: Request, action: Action) -> ApiResult<Response> {
+    let claims = input::bearer(&api, &req)?;
     let id = input::room_id(&req)?;
     let uid = match action {
         Action::SlowMode => None,
@@ -87,7 +87,7 @@ pub async fn act(shard: Rc<Shard>, req: Request, action: Action) -> ApiResult<Re
             ),
             _ => None,
         };
-    let room = rooms::load(&shard, &id).await?;
+    let room = rooms::load(&api, &id).await?;
     if action.owner_only() {
         rooms::check_owner(&claims, &room)?;
     } else {
@@ -124,9 +124,7 @@ pub async fn act(shard: Rc<Shard>, req: Request, action: Action) -> ApiResult<Re
             ..RoomPatch::default()
         };
         let key = id.clone();
-        shard
-            .common
-            .store
+        api.store
             .call(|reply| StoreRequest::UpdateRoom {
                 id: key,
                 patch,
@@ -135,7 +133,7 @@ pub async fn act(shard: Rc<Shard>, req: Request, action: Action) -> ApiResult<Re
             .await?
             .ok_or_else(ApiError::room_not_found)?;
     }
-    rooms::moderate(&shard, &id, op).await?;
+    rooms::moderate(&api, &id, op).await?;
     let mut data = json!({"room": id, "action": action.name()});
     if let Some(uid) = uid {
         data["uid"] = json!(uid);

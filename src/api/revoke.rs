@@ -19,19 +19,20 @@ use serde_json::json;
 
 use super::error::{self, ApiError, ApiResult};
 use super::input;
+use super::Api;
 use crate::auth::{now_unix, Revocation};
+use crate::danmaku::Danmaku;
 use crate::http::{Request, Response};
-use crate::shard::Shard;
 use crate::store::{Request as StoreRequest, RevokeOutcome};
 
 /// `POST /api/v1/auth/logout`: revokes the bearer token.
-pub async fn logout(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
-    let claims = input::bearer(&shard, &req)?;
+pub async fn logout(api: Rc<Api>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&api, &req)?;
     let now = now_unix();
     let mark = Revocation::User {
         uid: claims.sub.clone(),
         not_before: now + 1,
-        until: mark_until(&shard, now).max(claims.exp),
+        until: mark_until(&api, now).max(claims.exp),
     };
     let rev = match &claims.jti {
         Some(jti) => Revocation::Token {
@@ -41,14 +42,14 @@ pub async fn logout(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         // A token from before tokens had ids: only its user's mark can stop it.
         None => mark.clone(),
     };
-    let stored = commit(&shard, claims.sub, rev, mark).await?;
+    let stored = commit(&api, claims.sub, rev, mark).await?;
     Ok(Response::ok(&view(&stored)))
 }
 
 /// `POST /api/v1/admin/users/{uid}/revoke`: every token of `uid` issued until now stops
 /// working (a global admin only).
-pub async fn revoke_user(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
-    let claims = input::bearer(&shard, &req)?;
+pub async fn revoke_user(api: Rc<Api>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&api, &req)?;
     if !claims.has_role("admin") {
         return Err(ApiError::new(
             error::ADMIN_REQUIRED,
@@ -60,9 +61,9 @@ pub async fn revoke_user(shard: Rc<Shard>, req: Request) -> ApiResult<Response> 
     let mark = Revocation::User {
         uid: uid.clone(),
         not_before: now + 1,
-        until: mark_until(&shard, now),
+        until: mark_until(&api, now),
     };
-    let stored = commit(&shard, uid.clone(), mark.clone(), mark).await?;
+    let stored = commit(&api, uid.clone(), mark.clone(), mark).await?;
     tracing::info!(%uid, by = %claims.sub, "every token of the user revoked");
     Ok(Response::ok(&view(&stored)))
 }
@@ -70,9 +71,9 @@ pub async fn revoke_user(shard: Rc<Shard>, req: Request) -> ApiResult<Response> 
 /// When a mark set at `now` can be forgotten: every token it refuses was issued by now
 /// and lives at most `auth.token_ttl_secs`. (A longer-lived token from `liveshard token
 /// --ttl` outlives its user's mark; logging it out revokes it by its id until it expires.)
-fn mark_until(shard: &Shard, now: u64) -> u64 {
+fn mark_until(api: &Api, now: u64) -> u64 {
     now.saturating_add(1)
-        .saturating_add(shard.config().auth.token_ttl_secs)
+        .saturating_add(api.config().auth.token_ttl_secs)
 }
 
 fn view(rev: &Revocation) -> serde_json::Value {
@@ -88,13 +89,12 @@ fn view(rev: &Revocation) -> serde_json::Value {
 
 /// Stores the revocation, then applies what was stored on every shard.
 async fn commit(
-    shard: &Rc<Shard>,
+    api: &Rc<Api>,
     uid: String,
     rev: Revocation,
     mark: Revocation,
 ) -> ApiResult<Revocation> {
-    let outcome = shard
-        .common
+    let outcome = api
         .store
         .call(|reply| StoreRequest::Revoke {
             uid,
@@ -113,27 +113,29 @@ async fn commit(
             ));
         }
     };
-    broadcast(shard, &stored).await;
+    broadcast(api, &stored).await;
     Ok(stored)
 }
 
 /// Applies `rev` on every shard, waiting for each. A full mesh is retried for a while (a
 /// revocation is rare, and worth the wait); a shard still unreachable then is logged, and
 /// gets the revocation from the store at the next start.
-async fn broadcast(shard: &Rc<Shard>, rev: &Revocation) {
-    for to in 0..shard.ctx.count {
+async fn broadcast(api: &Rc<Api>, rev: &Revocation) {
+    for to in 0..api.shards() {
         let mut tries = 0;
         loop {
             let r = rev.clone();
-            if shard
-                .run_on(to, move |s| s.apply_revocation(&r))
+            if api
+                .danmaku
+                .port()
+                .call(to, move |d: &Rc<Danmaku>| d.apply_revocation(&r))
                 .await
                 .is_some()
             {
                 break;
             }
             tries += 1;
-            if tries >= 100 || shard.shutting_down() {
+            if tries >= 100 || api.shutdown.is_raised() {
                 tracing::error!(to, "revocation not applied on a shard (mesh full)");
                 break;
             }

@@ -13,30 +13,36 @@ use serde_json::{json, Value};
 use super::error::{self, ApiError, ApiResult};
 use super::input;
 use super::urls::{self, Bases};
+use super::Api;
 use crate::auth::Claims;
-use crate::danmaku::{home_shard, Actor, ModOp, Msg, PostBody};
+use crate::danmaku::{Danmaku, ModOp, PostBody};
 use crate::http::{Request, Response};
-use crate::shard::Shard;
+use crate::live::Live;
 use crate::store::model::{Room, RoomPatch};
 use crate::store::Request as StoreRequest;
 
 /// Online count and live status of a room, from its home shard; `(0, false)` when the
 /// room is not active there (or the shard could not be asked).
-pub async fn status(shard: &Rc<Shard>, id: &str) -> (u64, bool) {
-    let home = home_shard(id, shard.ctx.count);
+pub async fn status(api: &Rc<Api>, id: &str) -> (u64, bool) {
+    let home = api.danmaku.port().home_of(id);
     let room = id.to_string();
-    shard
-        .run_on(home, move |s| s.danmaku.home_status(&room))
+    api.danmaku
+        .port()
+        .call(home, move |d: &Rc<Danmaku>| d.home_status(&room))
         .await
         .flatten()
         .unwrap_or((0, false))
 }
 
 /// Every room that is live or has viewers, on any shard: id → (online, live).
-async fn active(shard: &Rc<Shard>) -> HashMap<String, (u64, bool)> {
+async fn active(api: &Rc<Api>) -> HashMap<String, (u64, bool)> {
     let mut all = HashMap::new();
-    for s in 0..shard.ctx.count {
-        if let Some(rooms) = shard.run_on(s, |s| s.danmaku.home_active()).await {
+    for s in 0..api.shards() {
+        let call = api
+            .danmaku
+            .port()
+            .call(s, |d: &Rc<Danmaku>| d.home_active());
+        if let Some(rooms) = call.await {
             all.extend(
                 rooms
                     .into_iter()
@@ -48,11 +54,9 @@ async fn active(shard: &Rc<Shard>) -> HashMap<String, (u64, bool)> {
 }
 
 /// The stored room `id`, or 40401.
-pub async fn load(shard: &Shard, id: &str) -> ApiResult<Room> {
+pub async fn load(api: &Api, id: &str) -> ApiResult<Room> {
     let id = id.to_string();
-    shard
-        .common
-        .store
+    api.store
         .call(|reply| StoreRequest::GetRoom { id, reply })
         .await?
         .ok_or_else(ApiError::room_not_found)
@@ -85,31 +89,23 @@ pub fn check_open(room: &Room) -> ApiResult<()> {
 /// The home shard queues the room's new moderation state to the store as it applies the
 /// action; one more store round trip after that (the store answers in order) means it is
 /// committed before the API answers.
-pub async fn moderate(shard: &Rc<Shard>, room: &str, op: ModOp) -> ApiResult<()> {
-    let home = home_shard(room, shard.ctx.count);
+pub async fn moderate(api: &Rc<Api>, room: &str, op: ModOp) -> ApiResult<()> {
+    let home = api.danmaku.port().home_of(room);
     let id: crate::danmaku::RoomId = room.into();
-    shard
-        .run_on(home, move |s| {
-            let msg = Msg::Moderate {
-                room: id,
-                op,
-                actor: Box::new(Actor::System),
-            };
-            s.danmaku.handle(s, s.id(), msg);
-        })
+    api.danmaku
+        .port()
+        .call(home, move |d: &Rc<Danmaku>| d.moderate_system(id, op))
         .await
         .ok_or_else(ApiError::busy)?;
     let id = room.to_string();
-    shard
-        .common
-        .store
+    api.store
         .call(|reply| StoreRequest::GetRoom { id, reply })
         .await?;
     Ok(())
 }
 
 /// A room as clients see it.
-pub fn view(shard: &Shard, bases: &Bases, room: &Room, (online, live): (u64, bool)) -> Value {
+pub fn view(api: &Api, bases: &Bases, room: &Room, (online, live): (u64, bool)) -> Value {
     let now = crate::auth::now_unix();
     let live = live && !room.closed;
     let status = if room.closed {
@@ -132,14 +128,14 @@ pub fn view(shard: &Shard, bases: &Bases, room: &Room, (online, live): (u64, boo
         "live": live,
         "online": online,
         "admins": room.admins,
-        "play": urls::play(shard, bases, &room.id, now),
+        "play": urls::play(api, bases, &room.id, now),
         "ws_url": urls::ws(bases, &room.id),
     })
 }
 
 /// `POST /api/v1/rooms {"title", "category"?, "cover_url"?}`.
-pub async fn create(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
-    let claims = input::bearer(&shard, &req)?;
+pub async fn create(api: Rc<Api>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&api, &req)?;
     let body = input::json_object(&req)?;
     let title = input::required_text(&body, "title", 1, 64)?;
     let category = input::text(&body, "category", 0, 32)?.unwrap_or_default();
@@ -159,8 +155,7 @@ pub async fn create(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
             admins: Vec::new(),
         };
         let stored = room.clone();
-        let created = shard
-            .common
+        let created = api
             .store
             .call(|reply| StoreRequest::CreateRoom {
                 room: stored,
@@ -173,14 +168,14 @@ pub async fn create(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         let owner = ModOp::SetOwner {
             uid: claims.sub.as_str().into(),
         };
-        if let Err(e) = moderate(&shard, &room.id, owner).await {
+        if let Err(e) = moderate(&api, &room.id, owner).await {
             // The API checks ownership from the stored room; only moderating over the
             // WebSocket waits for the owner to reach the danmaku room.
             tracing::warn!(room = %room.id, error = %e.message, "room owner not set in danmaku");
         }
-        let bases = urls::bases(&shard, &req);
-        let mut data = view(&shard, &bases, &room, (0, false));
-        data["push"] = json!(urls::push(&shard, &bases, &room.id, now));
+        let bases = urls::bases(&api, &req);
+        let mut data = view(&api, &bases, &room, (0, false));
+        data["push"] = json!(urls::push(&api, &bases, &room.id, now));
         return Ok(Response::ok(&data));
     }
     Err(ApiError::new(
@@ -191,17 +186,17 @@ pub async fn create(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
 
 /// `GET /api/v1/rooms?status=live|all&page=1&size=20`: live rooms first (most viewers
 /// first), then the other open rooms, newest first.
-pub async fn list(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+pub async fn list(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let which = req.query("status").unwrap_or_else(|| "all".into());
     if which != "live" && which != "all" {
         return Err(ApiError::field("status", "status must be live or all"));
     }
     let page = input::query_number(&req, "page", 1, 1, 10_000)? as usize;
-    let max_size = shard.config().api.page_size_max as u64;
+    let max_size = api.config().api.page_size_max as u64;
     let size = input::query_number(&req, "size", 20.min(max_size), 1, max_size)? as usize;
     let offset = (page - 1) * size;
 
-    let active = active(&shard).await;
+    let active = active(&api).await;
     let mut live: Vec<(&String, u64)> = active
         .iter()
         .filter(|(_, (_, live))| *live)
@@ -210,8 +205,7 @@ pub async fn list(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
     live.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let live_ids: Vec<String> = live.iter().map(|(id, _)| (*id).clone()).collect();
     let ids = live_ids.clone();
-    let stored = shard
-        .common
+    let stored = api
         .store
         .call(|reply| StoreRequest::GetRooms { ids, reply })
         .await?;
@@ -223,8 +217,7 @@ pub async fn list(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         let skip = live_ids;
         let store_offset = offset.saturating_sub(live_rooms.len());
         let limit = size - rooms.len();
-        let rest = shard
-            .common
+        let rest = api
             .store
             .call(|reply| StoreRequest::OpenRoomsPage {
                 skip,
@@ -236,12 +229,12 @@ pub async fn list(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         total += rest.total;
         rooms.extend(rest.rooms);
     }
-    let bases = urls::bases(&shard, &req);
+    let bases = urls::bases(&api, &req);
     let items: Vec<Value> = rooms
         .iter()
         .map(|r| {
             let st = active.get(&r.id).copied().unwrap_or((0, false));
-            view(&shard, &bases, r, st)
+            view(&api, &bases, r, st)
         })
         .collect();
     Ok(Response::ok(&json!({
@@ -253,17 +246,17 @@ pub async fn list(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
 }
 
 /// `GET /api/v1/rooms/{id}`.
-pub async fn get(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
+pub async fn get(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let id = input::room_id(&req)?;
-    let room = load(&shard, &id).await?;
-    let st = status(&shard, &id).await;
-    let bases = urls::bases(&shard, &req);
-    Ok(Response::ok(&view(&shard, &bases, &room, st)))
+    let room = load(&api, &id).await?;
+    let st = status(&api, &id).await;
+    let bases = urls::bases(&api, &req);
+    Ok(Response::ok(&view(&api, &bases, &room, st)))
 }
 
 /// `PATCH /api/v1/rooms/{id} {"title"?, "category"?, "cover_url"?}` (owner).
-pub async fn update(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
-    let claims = input::bearer(&shard, &req)?;
+pub async fn update(api: Rc<Api>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&api, &req)?;
     let id = input::room_id(&req)?;
     let body = input::json_object(&req)?;
     let patch = RoomPatch {
@@ -279,29 +272,28 @@ pub async fn update(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
             "nothing to change: send title, category or cover_url",
         ));
     }
-    let room = load(&shard, &id).await?;
+    let room = load(&api, &id).await?;
     check_owner(&claims, &room)?;
     check_open(&room)?;
-    let room = shard
-        .common
+    let room = api
         .store
         .call(|reply| StoreRequest::UpdateRoom { id, patch, reply })
         .await?
         .ok_or_else(ApiError::room_not_found)?;
-    let st = status(&shard, &room.id).await;
-    let bases = urls::bases(&shard, &req);
-    Ok(Response::ok(&view(&shard, &bases, &room, st)))
+    let st = status(&api, &room.id).await;
+    let bases = urls::bases(&api, &req);
+    Ok(Response::ok(&view(&api, &bases, &room, st)))
 }
 
 /// `POST /api/v1/rooms/{id}/push-url` (owner): a freshly signed push URL.
-pub async fn push_url(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
-    let claims = input::bearer(&shard, &req)?;
+pub async fn push_url(api: Rc<Api>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&api, &req)?;
     let id = input::room_id(&req)?;
-    let room = load(&shard, &id).await?;
+    let room = load(&api, &id).await?;
     check_owner(&claims, &room)?;
     check_open(&room)?;
-    let bases = urls::bases(&shard, &req);
-    let push = urls::push(&shard, &bases, &id, crate::auth::now_unix());
+    let bases = urls::bases(&api, &req);
+    let push = urls::push(&api, &bases, &id, crate::auth::now_unix());
     Ok(Response::ok(&json!({ "push": push })))
 }
 
@@ -309,15 +301,15 @@ pub async fn push_url(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
 /// status "closed") but refuses changes and publishing and is left out of lists. A live
 /// stream is stopped (viewers get its `live` offline item) and viewers get a `system`
 /// item. Closing a closed room is a no-op that answers the same.
-pub async fn close(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
-    let claims = input::bearer(&shard, &req)?;
+pub async fn close(api: Rc<Api>, req: Request) -> ApiResult<Response> {
+    let claims = input::bearer(&api, &req)?;
     let id = input::room_id(&req)?;
-    let room = load(&shard, &id).await?;
+    let room = load(&api, &id).await?;
     check_owner(&claims, &room)?;
-    let bases = urls::bases(&shard, &req);
+    let bases = urls::bases(&api, &req);
     if room.closed {
-        let st = status(&shard, &id).await;
-        return Ok(Response::ok(&view(&shard, &bases, &room, st)));
+        let st = status(&api, &id).await;
+        return Ok(Response::ok(&view(&api, &bases, &room, st)));
     }
     let patch = RoomPatch {
         close: true,
@@ -325,8 +317,7 @@ pub async fn close(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         ..RoomPatch::default()
     };
     let key = id.clone();
-    let room = shard
-        .common
+    let room = api
         .store
         .call(|reply| StoreRequest::UpdateRoom {
             id: key,
@@ -335,25 +326,26 @@ pub async fn close(shard: Rc<Shard>, req: Request) -> ApiResult<Response> {
         })
         .await?
         .ok_or_else(ApiError::room_not_found)?;
-    let st = status(&shard, &id).await;
+    let st = status(&api, &id).await;
     // Stop the publisher, if any: the stream's home shard (the room's home) knows which
     // shard holds it; the unpublish that follows tells viewers the stream is offline, and
     // a new publish is refused because the room is closed.
     let stream: crate::live::StreamId = id.as_str().into();
-    let home = home_shard(&id, shard.ctx.count);
-    if shard
-        .run_on(home, move |s| s.live.stop(s, &stream))
+    let home = api.live.port().home_of(&id);
+    if api
+        .live
+        .port()
+        .call(home, move |l: &Rc<Live>| l.stop(&stream))
         .await
         .is_none()
     {
         tracing::warn!(room = %id, "could not ask the stream's home shard to stop it");
     }
-    shard.danmaku.system_post(
-        &shard,
+    api.danmaku.system_post(
         id.as_str().into(),
         PostBody::System {
             text: "This room has been closed.".into(),
         },
     );
-    Ok(Response::ok(&view(&shard, &bases, &room, st)))
+    Ok(Response::ok(&view(&api, &bases, &room, st)))
 }

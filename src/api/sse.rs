@@ -29,10 +29,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 
 use super::error::{ApiError, ApiResult};
+use super::Api;
 use super::{cors, input, rooms};
-use crate::http::conn::Service as _;
 use crate::http::{self, Reply, Request};
-use crate::shard::Shard;
 
 thread_local! {
     /// Event streams open on this shard (each shard is one thread).
@@ -59,27 +58,27 @@ impl Drop for Open {
     }
 }
 
-pub fn handler() -> http::Handler<Shard> {
+pub fn handler() -> http::Handler<Api> {
     http::handler(events)
 }
 
-async fn events(shard: Rc<Shard>, req: Request) -> Reply {
-    let allow = cors::allow_origin(&shard.config().cors, &req);
-    match prepare(&shard, &req).await {
+async fn events(api: Rc<Api>, req: Request) -> Reply {
+    let allow = cors::allow_origin(&api.config().cors, &req);
+    match prepare(&api, &req).await {
         Ok((room, open)) => Reply::Takeover(Box::new(move |stream, _leftover| {
-            Box::pin(stream_events(shard, stream, room, allow, open))
+            Box::pin(stream_events(api, stream, room, allow, open))
         })),
         Err(e) => Reply::Response(cors::decorate(e.response(), allow.as_deref())),
     }
 }
 
-async fn prepare(shard: &Rc<Shard>, req: &Request) -> ApiResult<(String, Open)> {
+async fn prepare(api: &Rc<Api>, req: &Request) -> ApiResult<(String, Open)> {
     let id = input::room_id(req)?;
-    rooms::load(shard, &id).await?;
-    if shard.shutting_down() {
+    rooms::load(api, &id).await?;
+    if api.shutdown.is_raised() {
         return Err(ApiError::busy());
     }
-    let open = Open::try_new(shard.config().api.sse_max_per_shard).ok_or_else(|| {
+    let open = Open::try_new(api.config().api.sse_max_per_shard).ok_or_else(|| {
         ApiError::new(
             super::error::SERVER_BUSY,
             "too many event streams on this server, retry later",
@@ -113,16 +112,16 @@ async fn closed_by_peer(mut reader: OwnedReadHalf<TcpStream>) {
 }
 
 async fn stream_events(
-    shard: Rc<Shard>,
+    api: Rc<Api>,
     stream: TcpStream,
     room: String,
     allow: Option<String>,
     _open: Open,
 ) {
-    let cfg = &shard.config().api;
+    let cfg = &api.config().api;
     let poll = Duration::from_millis(cfg.sse_poll_ms);
     let keepalive = Duration::from_secs(cfg.sse_keepalive_secs);
-    let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+    let write_timeout = Duration::from_millis(api.config().http.write_timeout_ms);
     let mut head = String::from(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
          Connection: close\r\nX-Accel-Buffering: no\r\n",
@@ -134,7 +133,7 @@ async fn stream_events(
     }
     head.push_str("\r\nretry: 3000\n\n");
     // Counted as an answer; a stream has no duration to put in the histogram.
-    shard.metrics().observe_status(200);
+    api.metrics.observe_status(200);
 
     let (reader, mut writer) = stream.into_split();
     let mut peer_gone = std::pin::pin!(closed_by_peer(reader));
@@ -142,7 +141,7 @@ async fn stream_events(
     let mut last: Option<(u64, bool)> = None;
     let mut last_write = Instant::now();
     loop {
-        let (online, live) = rooms::status(&shard, &room).await;
+        let (online, live) = rooms::status(&api, &room).await;
         let mut out = String::new();
         if last.map(|l| l.1) != Some(live) {
             event(
@@ -173,7 +172,7 @@ async fn stream_events(
         }
         monoio::select! {
             _ = &mut peer_gone => return,
-            _ = shard.shutdown().wait() => return,
+            _ = api.shutdown.wait() => return,
             _ = monoio::time::sleep(poll) => {}
         }
     }

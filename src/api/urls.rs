@@ -9,9 +9,9 @@
 
 use serde::Serialize;
 
+use super::Api;
 use crate::http::Request;
 use crate::media::sign;
-use crate::shard::Shard;
 
 /// Base URLs for one request, without trailing slashes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,9 +38,9 @@ fn host_name(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-pub fn bases(shard: &Shard, req: &Request) -> Bases {
-    let cfg = shard.config();
-    let api = &shard.common.api;
+pub fn bases(api: &Api, req: &Request) -> Bases {
+    let cfg = api.config();
+    let api = &api.shared;
     let host = req
         .header("host")
         .map(str::trim)
@@ -86,9 +86,9 @@ pub struct Push {
     pub expires_at: u64,
 }
 
-pub fn push(shard: &Shard, bases: &Bases, room: &str, now: u64) -> Push {
-    let expires_at = now.saturating_add(shard.config().media.push_url_ttl_secs);
-    let (secret, time) = sign::sign(&shard.common.api.push_key, room, expires_at);
+pub fn push(api: &Api, bases: &Bases, room: &str, now: u64) -> Push {
+    let expires_at = now.saturating_add(api.config().media.push_url_ttl_secs);
+    let (secret, time) = sign::sign(&api.shared.push_key, room, expires_at);
     let stream_key = format!("{room}?txSecret={secret}&txTime={time}");
     Push {
         url: format!("{}/{stream_key}", bases.rtmp_app),
@@ -105,11 +105,11 @@ pub struct Play {
     pub hls: String,
 }
 
-pub fn play(shard: &Shard, bases: &Bases, room: &str, now: u64) -> Play {
-    let media = &shard.config().media;
+pub fn play(api: &Api, bases: &Bases, room: &str, now: u64) -> Play {
+    let media = &api.config().media;
     let query = if media.play_sign {
         let expires_at = now.saturating_add(media.push_url_ttl_secs);
-        let (secret, time) = sign::sign(&shard.common.api.play_key, room, expires_at);
+        let (secret, time) = sign::sign(&api.shared.play_key, room, expires_at);
         format!("?txSecret={secret}&txTime={time}")
     } else {
         String::new()

@@ -5,19 +5,17 @@
 
 use std::rc::Rc;
 
-use serde_json::json;
-
 use super::conn::{Conn, User};
+use super::engine::Danmaku;
 use super::hygiene::{clean_text, Verdict};
 use super::protocol::{self, close, code, ClientMsg};
 use super::{Actor, ModOp, Post, PostBody};
-use crate::shard::Shard;
 use crate::ws::codec::Message;
 
-pub(super) fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message) {
+pub(super) fn on_message(dm: &Danmaku, conn: &Rc<Conn>, msg: Message) {
     match msg {
         Message::Text(text) => match protocol::parse_client(&text) {
-            Ok(m) => on_client(shard, conn, m),
+            Ok(m) => on_client(dm, conn, m),
             Err(why) => conn.send(protocol::error_frame(code::BAD_MESSAGE, &why, None)),
         },
         Message::Binary(_) => conn.send(protocol::error_frame(
@@ -36,15 +34,13 @@ pub(super) fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message) {
     }
 }
 
-fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
-    let shared = &shard.common.danmaku;
+fn on_client(dm: &Danmaku, conn: &Rc<Conn>, msg: ClientMsg) {
+    let shared = &dm.ctx.shared;
     let settings = &shared.settings;
     match msg {
         ClientMsg::Ping { ts } => {
             let now = super::engine::now_ms();
-            conn.send(protocol::frame_json(
-                &json!({"type": "pong", "ts": ts, "server_ts": now}),
-            ));
+            conn.send(protocol::pong_frame(ts.as_ref(), now));
         }
         ClientMsg::Auth { token } => {
             if conn.user.borrow().is_some() {
@@ -54,15 +50,13 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
                     None,
                 ));
             }
-            match shard.verify_token(&token) {
+            match dm.tokens().verify(&token) {
                 Ok(claims) => {
                     let user = Rc::new(User::from_claims(claims));
                     let uid = user.uid.clone();
                     *conn.user.borrow_mut() = Some(user);
-                    shard.danmaku.identify(shard, conn, uid);
-                    conn.send(protocol::frame_json(
-                        &json!({"type": "authed", "uid": &*conn.uid().unwrap_or_default()}),
-                    ));
+                    dm.identify(conn, uid.clone());
+                    conn.send(protocol::authed_frame(&uid));
                 }
                 Err(e) => conn.send(protocol::error_frame(code::BAD_TOKEN, e.message(), None)),
             }
@@ -84,9 +78,7 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
                     reply: conn.id,
                     cid,
                 };
-                return shard
-                    .danmaku
-                    .moderate(shard, conn.room.clone(), op, actor, Some(conn));
+                return dm.moderate(conn.room.clone(), op, actor, Some(conn));
             }
             let mut bucket = conn.bucket.get();
             let allowed = bucket.take(
@@ -96,14 +88,14 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
             );
             conn.bucket.set(bucket);
             if !allowed {
-                shard.danmaku.rejected();
+                dm.rejected();
                 return reply(code::RATE_LIMITED, "too many messages; slow down");
             }
             let body = match other {
                 ClientMsg::Danmaku {
                     text, color, mode, ..
                 } => {
-                    let Some(text) = checked_text(shard, &text, &reply) else {
+                    let Some(text) = checked_text(dm, &text, &reply) else {
                         return;
                     };
                     let Some(color) = protocol::parse_color(color.as_deref()) else {
@@ -123,7 +115,7 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
                     count: count.unwrap_or(1).clamp(1, 100),
                 },
                 ClientMsg::Pm { to, text, .. } => {
-                    let Some(text) = checked_text(shard, &text, &reply) else {
+                    let Some(text) = checked_text(dm, &text, &reply) else {
                         return;
                     };
                     PostBody::Pm {
@@ -143,29 +135,29 @@ fn on_client(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: ClientMsg) {
                 cid,
                 body,
             };
-            shard.danmaku.post(shard, conn, post);
+            dm.post(conn, post);
         }
     }
 }
 
 /// Cleans, length-checks and filters text; answers the client and returns `None` if it
 /// cannot be sent.
-fn checked_text(shard: &Shard, text: &str, reply: &impl Fn(u32, &str)) -> Option<String> {
-    let settings = &shard.common.danmaku.settings;
+fn checked_text(dm: &Danmaku, text: &str, reply: &impl Fn(u32, &str)) -> Option<String> {
+    let settings = &dm.ctx.shared.settings;
     let text = clean_text(text);
     let chars = text.chars().count();
     if chars == 0 || chars > settings.max_text_chars {
-        shard.danmaku.rejected();
+        dm.rejected();
         reply(
             code::TEXT_LENGTH,
             &format!("text must be 1 to {} characters", settings.max_text_chars),
         );
         return None;
     }
-    match shard.common.danmaku.filter.check(text) {
+    match dm.ctx.shared.filter.check(text) {
         Verdict::Clean(t) | Verdict::Masked(t) => Some(t),
         Verdict::Rejected => {
-            shard.danmaku.rejected();
+            dm.rejected();
             reply(code::FILTERED, "text contains a blocked word");
             None
         }

@@ -30,13 +30,13 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHal
 use monoio::net::TcpStream;
 use shards::local::Notify;
 
+use super::engine::Danmaku;
 use super::hygiene::TokenBucket;
 use super::protocol::close;
 use super::sendq::{Overflow, SendQueue};
-use super::{home_shard, valid_room_id, ConnRef, Msg, RoomId, Uid};
+use super::{valid_room_id, ConnRef, RoomId, Uid};
 use crate::auth::Claims;
 use crate::http::{self, code as http_code, Reply, Request, Response};
-use crate::shard::{Shard, ShardMsg};
 use crate::sockio::{read_append, readable, send_now, IoVecs, SendNow};
 use crate::ws::codec::{close_frame, Decoder};
 use crate::ws::handshake::{check_upgrade, switching_protocols};
@@ -288,7 +288,7 @@ impl Conn {
 }
 
 /// `GET /ws`: checks the request and takes the connection over.
-pub async fn ws_handler(shard: Rc<Shard>, req: Request) -> Reply {
+pub async fn ws_handler(dm: Rc<Danmaku>, req: Request) -> Reply {
     let fail =
         |status: u16, code: u32, msg: &str| Reply::Response(Response::error(status, code, msg));
     let Some(room) = req.query("room").filter(|r| valid_room_id(r)) else {
@@ -314,7 +314,7 @@ pub async fn ws_handler(shard: Rc<Shard>, req: Request) -> Reply {
             return Reply::Response(resp);
         }
     };
-    let shared = &shard.common.danmaku;
+    let shared = &dm.ctx.shared;
     let origins = &shared.settings.origins;
     if !origins.is_empty()
         && !upgrade
@@ -337,19 +337,19 @@ pub async fn ws_handler(shard: Rc<Shard>, req: Request) -> Reply {
         .or(from_protocol.clone());
     let user = match token {
         None => None,
-        Some(t) => match shard.verify_token(&t) {
+        Some(t) => match dm.tokens().verify(&t) {
             Ok(claims) => Some(Rc::new(User::from_claims(claims))),
             Err(crate::auth::TokenError::Revoked) => {
                 return fail(
                     401,
-                    crate::api::error::TOKEN_REVOKED,
+                    crate::codes::TOKEN_REVOKED,
                     crate::auth::TokenError::Revoked.message(),
                 )
             }
             Err(e) => return fail(401, 40100, e.message()),
         },
     };
-    if shard.shutting_down() {
+    if dm.ctx.shutdown.is_raised() {
         return fail(503, http_code::UNAVAILABLE, "shutting down");
     }
     let response = switching_protocols(
@@ -359,7 +359,7 @@ pub async fn ws_handler(shard: Rc<Shard>, req: Request) -> Reply {
             .or(upgrade.protocols.first().map(String::as_str)),
     );
     Reply::Takeover(Box::new(move |stream, leftover| {
-        Box::pin(run(shard, stream, leftover, room.into(), user, response))
+        Box::pin(run(dm, stream, leftover, room.into(), user, response))
     }))
 }
 
@@ -370,7 +370,7 @@ const READ_CHUNK: usize = 1024;
 const MAX_IOVECS: usize = 64;
 
 async fn run(
-    shard: Rc<Shard>,
+    dm: Rc<Danmaku>,
     stream: TcpStream,
     leftover: BytesMut,
     room: RoomId,
@@ -380,26 +380,26 @@ async fn run(
     // The opening is boxed and finished before the long-lived part starts, so that what
     // it needed (the 101's buffer, a timer) is not part of the connection's future for
     // the connection's whole life (measured: this future went from 1,648 to 648 bytes).
-    let Some((conn, stream)) = Box::pin(open(&shard, stream, room, user, response)).await else {
+    let Some((conn, stream)) = Box::pin(open(&dm, stream, room, user, response)).await else {
         return;
     };
     let (reader, writer) = stream.into_split();
-    let writer_task = monoio::spawn(write_loop(shard.clone(), conn.clone(), writer));
-    read_loop(&shard, &conn, reader, leftover).await;
+    let writer_task = monoio::spawn(write_loop(dm.clone(), conn.clone(), writer));
+    read_loop(&dm, &conn, reader, leftover).await;
     conn.close(close::ABNORMAL, "reader ended");
     writer_task.await;
-    shard.danmaku.unregister(&shard, &conn);
+    dm.unregister(&conn);
 }
 
 /// Sends the 101, registers the connection and asks the room's home to admit it.
 async fn open(
-    shard: &Rc<Shard>,
+    dm: &Rc<Danmaku>,
     mut stream: TcpStream,
     room: RoomId,
     user: Option<Rc<User>>,
     response: Vec<u8>,
 ) -> Option<(Rc<Conn>, TcpStream)> {
-    let settings = &shard.common.danmaku.settings;
+    let settings = &dm.ctx.shared.settings;
     let write = monoio::time::timeout(Duration::from_secs(10), stream.write_all(response)).await;
     if !matches!(write, Ok((Ok(_), _))) {
         return None;
@@ -407,19 +407,19 @@ async fn open(
     if settings.send_buffer > 0 {
         crate::sockio::set_send_buffer(stream.as_raw_fd(), settings.send_buffer);
     }
-    let conn = shard.danmaku.register(shard, room, user);
+    let conn = dm.register(room, user);
     conn.fd.set(Some(stream.as_raw_fd()));
-    shard.danmaku.join(shard, &conn);
+    dm.join(&conn);
     Some((conn, stream))
 }
 
 async fn read_loop(
-    shard: &Rc<Shard>,
+    dm: &Rc<Danmaku>,
     conn: &Rc<Conn>,
     mut reader: OwnedReadHalf<TcpStream>,
     mut buf: BytesMut,
 ) {
-    let mut decoder = Decoder::new(shard.common.danmaku.settings.ws);
+    let mut decoder = Decoder::new(dm.ctx.shared.settings.ws);
     loop {
         // Back-pressure: while the peer does not take what it is sent, nothing it sent is
         // decoded (not even what is already buffered), so it cannot make the server
@@ -435,7 +435,7 @@ async fn read_loop(
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
                 conn.last_seen.set(Instant::now());
-                super::client::on_message(shard, conn, msg);
+                super::client::on_message(dm, conn, msg);
                 if conn.is_closing() {
                     return;
                 }
@@ -477,15 +477,15 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(shard: Rc<Shard>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<TcpStream>) {
-    write_queue(&shard, &conn, &mut writer).await;
+async fn write_loop(dm: Rc<Danmaku>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<TcpStream>) {
+    write_queue(&dm, &conn, &mut writer).await;
     // From here on nothing may write to the socket directly: it is about to close.
     conn.fd.set(None);
     conn.in_flight.set(false);
     conn.reader.notify();
 }
 
-async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<TcpStream>) {
+async fn write_queue(dm: &Danmaku, conn: &Conn, writer: &mut OwnedWriteHalf<TcpStream>) {
     let mut iov = IoVecs::new();
     loop {
         {
@@ -530,7 +530,7 @@ async fn write_queue(shard: &Shard, conn: &Conn, writer: &mut OwnedWriteHalf<Tcp
         };
         iov = back;
         iov.advance(n);
-        shard.danmaku.wrote(n);
+        dm.wrote(n);
         let resume = {
             let mut q = conn.q.borrow_mut();
             q.wrote(n);
@@ -555,25 +555,7 @@ async fn write_close(
     let _ = Box::pin(monoio::time::timeout(limit, writer.write_all(frame))).await;
 }
 
-/// The home shard of a connection's room.
-pub fn home_of(shard: &Shard, room: &str) -> usize {
-    home_shard(room, shard.ctx.count)
-}
-
-/// Sends a danmaku message to `to` through the mesh.
-pub fn submit(shard: &Shard, to: usize, msg: Msg) -> Result<(), Msg> {
-    shard
-        .ctx
-        .mesh
-        .submit_to(to, ShardMsg::Danmaku(msg))
-        .map_err(|full| match full.0 {
-            ShardMsg::Danmaku(m) => m,
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("what went in comes back"),
-        })
-}
-
 /// Turns an HTTP-level helper into a handler (keeps `routes.rs` free of danmaku types).
-pub fn handler() -> http::Handler<Shard> {
+pub fn handler() -> http::Handler<Danmaku> {
     http::handler(ws_handler)
 }

@@ -13,18 +13,21 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slab::Slab;
 
-use super::conn::{home_of, submit, Conn, User};
+use super::conn::{Conn, User};
 use super::protocol::{self, close, code};
 use super::room::{HomeRoom, LocalRoom, RoomSettings};
-use super::{ConnRef, JoinAnswer, Msg, Post, PostBody, RoomId, Uid};
-use crate::shard::Shard;
+use super::{ConnRef, JoinAnswer, Msg, Post, PostBody, RoomId, Shared, Uid};
+use crate::auth::Tokens;
+use crate::metrics::Slot;
+use crate::port::Port;
 use crate::store::model::RoomState;
-use crate::store::Request;
+use crate::store::{Committed, Request, StoreHandle};
 
 /// Wall-clock milliseconds since the Unix epoch (item timestamps, rate limits).
 pub fn now_ms() -> u64 {
@@ -68,7 +71,20 @@ pub(super) fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
 
+/// What the danmaku engine is given when its shard wires it, and nothing else of the
+/// shard: its mesh port, its settings, the store, its metrics slot, the shard's token
+/// check, and the shutdown signal.
+pub struct Ctx {
+    pub port: Port<Msg>,
+    pub shared: Arc<Shared>,
+    pub store: StoreHandle,
+    pub metrics: Slot,
+    pub tokens: Rc<Tokens>,
+    pub shutdown: Rc<shards::local::Signal>,
+}
+
 pub struct Danmaku {
+    pub(super) ctx: Ctx,
     pub(super) conns: RefCell<Slab<Rc<Conn>>>,
     pub(super) joining_since: RefCell<HashMap<usize, Instant>>,
     next_gen: Cell<u32>,
@@ -79,15 +95,10 @@ pub struct Danmaku {
     pub(super) counters: Counters,
 }
 
-impl Default for Danmaku {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Danmaku {
-    pub fn new() -> Self {
-        Self {
+    pub fn new(ctx: Ctx) -> Rc<Self> {
+        Rc::new(Self {
+            ctx,
             conns: RefCell::new(Slab::new()),
             joining_since: RefCell::new(HashMap::new()),
             next_gen: Cell::new(0),
@@ -96,15 +107,51 @@ impl Danmaku {
             dirty: RefCell::new(Vec::new()),
             flush_kick: shards::local::Notify::new(),
             counters: Counters::default(),
-        }
+        })
     }
 
-    pub(super) fn settings(shard: &Shard) -> &super::Settings {
-        &shard.common.danmaku.settings
+    /// The engine's mesh port (the API calls other shards' engines through it).
+    pub fn port(&self) -> &Port<Msg> {
+        &self.ctx.port
     }
 
-    pub(super) fn room_settings(shard: &Shard) -> RoomSettings {
-        let s = Self::settings(shard);
+    pub fn tokens(&self) -> &Tokens {
+        &self.ctx.tokens
+    }
+
+    pub(super) fn settings(&self) -> &super::Settings {
+        &self.ctx.shared.settings
+    }
+
+    /// Sends a danmaku message to shard `to` (this one included) through the mesh.
+    pub(super) fn submit(&self, to: usize, msg: Msg) -> Result<(), Msg> {
+        self.ctx.port.submit_to(to, msg)
+    }
+
+    /// The home shard of `room`.
+    pub(super) fn home_of(&self, room: &str) -> usize {
+        self.ctx.port.home_of(room)
+    }
+
+    /// The home half of `room`, created empty if this shard has none yet.
+    pub(super) fn home_room<'a>(
+        &self,
+        home: &'a mut HashMap<RoomId, HomeRoom>,
+        room: &RoomId,
+        now: u64,
+    ) -> &'a mut HomeRoom {
+        home.entry(room.clone()).or_insert_with(|| {
+            HomeRoom::new(
+                room.clone(),
+                self.ctx.port.shards(),
+                &self.room_settings(),
+                now,
+            )
+        })
+    }
+
+    pub(super) fn room_settings(&self) -> RoomSettings {
+        let s = self.settings();
         RoomSettings {
             history_capacity: s.history_capacity,
             cap_per_sec: s.cap_per_sec,
@@ -115,20 +162,20 @@ impl Danmaku {
     // --- connections (viewer side) -----------------------------------------------------
 
     /// Adds a new connection to this shard's registry.
-    pub fn register(&self, shard: &Shard, room: RoomId, user: Option<Rc<User>>) -> Rc<Conn> {
-        let s = Self::settings(shard);
+    pub fn register(&self, room: RoomId, user: Option<Rc<User>>) -> Rc<Conn> {
+        let s = self.settings();
         let mut conns = self.conns.borrow_mut();
         let entry = conns.vacant_entry();
         let gen = self.next_gen.get().wrapping_add(1);
         self.next_gen.set(gen);
         let id = ConnRef {
-            shard: shard.id() as u16,
+            shard: self.ctx.port.me() as u16,
             key: entry.key() as u32,
             gen,
         };
         let conn = Rc::new(Conn::new(id, room, user, s.queue_bytes, s.rate_burst));
         entry.insert(conn.clone());
-        shard.metrics().ws_connections.fetch_add(1, Relaxed);
+        self.ctx.metrics.ws_connections.fetch_add(1, Relaxed);
         conn
     }
 
@@ -141,7 +188,7 @@ impl Danmaku {
     }
 
     /// Asks the room's home shard to admit the connection.
-    pub fn join(&self, shard: &Shard, conn: &Rc<Conn>) {
+    pub fn join(&self, conn: &Rc<Conn>) {
         let count = {
             let mut local = self.local.borrow_mut();
             let room = local.entry(conn.room.clone()).or_default();
@@ -157,18 +204,18 @@ impl Danmaku {
             uid: conn.uid(),
             count,
         };
-        if submit(shard, home_of(shard, &conn.room), msg).is_err() {
+        if self.submit(self.home_of(&conn.room), msg).is_err() {
             conn.close_now(close::TRY_AGAIN_LATER, "server busy, try again later");
         }
     }
 
     /// Removes a closed connection from its room and the registry, and tells the home.
-    pub fn unregister(&self, shard: &Shard, conn: &Rc<Conn>) {
+    pub fn unregister(&self, conn: &Rc<Conn>) {
         let uid = conn.uid();
         let count = {
             let mut local = self.local.borrow_mut();
             let Some(room) = local.get_mut(&conn.room) else {
-                return self.forget(shard, conn);
+                return self.forget(conn);
             };
             if conn.joined.get() {
                 room.remove(conn);
@@ -191,11 +238,11 @@ impl Danmaku {
         };
         // A full ring here leaves the home's count high until this shard's next change
         // for the room; counts are absolute, so the next one corrects it.
-        let _ = submit(shard, home_of(shard, &conn.room), msg);
-        self.forget(shard, conn);
+        let _ = self.submit(self.home_of(&conn.room), msg);
+        self.forget(conn);
     }
 
-    fn forget(&self, shard: &Shard, conn: &Rc<Conn>) {
+    fn forget(&self, conn: &Rc<Conn>) {
         // What was written straight to it since the last sweep still counts.
         bump(&self.counters.bytes_written, conn.take_direct_bytes());
         // Counted here, once, whether the sweeper's grace or the hard ceiling closed it.
@@ -211,20 +258,19 @@ impl Danmaku {
             .is_some_and(|c| c.id == conn.id)
         {
             conns.remove(conn.id.key as usize);
-            shard.metrics().ws_connections.fetch_sub(1, Relaxed);
+            self.ctx.metrics.ws_connections.fetch_sub(1, Relaxed);
         }
     }
 
     /// An anonymous connection logged in: index it and tell the home shard.
-    pub fn identify(&self, shard: &Shard, conn: &Rc<Conn>, uid: Uid) {
+    pub fn identify(&self, conn: &Rc<Conn>, uid: Uid) {
         if conn.joined.get() {
             if let Some(room) = self.local.borrow_mut().get_mut(&conn.room) {
                 room.index_user(uid.clone(), conn.clone());
             }
         }
-        let _ = submit(
-            shard,
-            home_of(shard, &conn.room),
+        let _ = self.submit(
+            self.home_of(&conn.room),
             Msg::Identify {
                 room: conn.room.clone(),
                 uid,
@@ -233,9 +279,12 @@ impl Danmaku {
     }
 
     /// Forwards a checked post to the room's home shard.
-    pub fn post(&self, shard: &Shard, conn: &Rc<Conn>, post: Post) {
+    pub fn post(&self, conn: &Rc<Conn>, post: Post) {
         let cid = post.cid.clone();
-        if submit(shard, home_of(shard, &post.room), Msg::Post(Box::new(post))).is_err() {
+        if self
+            .submit(self.home_of(&post.room), Msg::Post(Box::new(post)))
+            .is_err()
+        {
             conn.send(protocol::error_frame(
                 code::BUSY,
                 "server busy, retry",
@@ -248,7 +297,7 @@ impl Danmaku {
     }
 
     /// A server-originated item (system notice, live/offline) for `room`.
-    pub fn system_post(&self, shard: &Shard, room: RoomId, body: PostBody) {
+    pub fn system_post(&self, room: RoomId, body: PostBody) {
         let post = Post {
             room: room.clone(),
             from: None,
@@ -259,7 +308,13 @@ impl Danmaku {
             cid: None,
             body,
         };
-        let _ = submit(shard, home_of(shard, &room), Msg::Post(Box::new(post)));
+        let _ = self.submit(self.home_of(&room), Msg::Post(Box::new(post)));
+    }
+
+    /// The stream clock of `room` (media timestamp in ms; `None` when the stream stops),
+    /// for the room's home shard.
+    pub fn media_clock(&self, room: RoomId, media_ms: Option<u64>) {
+        let _ = self.submit(self.home_of(&room), Msg::MediaClock { room, media_ms });
     }
 
     pub fn rejected(&self) {
@@ -277,9 +332,11 @@ impl Danmaku {
         }
     }
 
-    /// A token revocation was committed: this shard's connections whose token it names
-    /// are closed with 4011 (after what is already queued for them).
-    pub fn close_revoked(&self, rev: &crate::auth::Revocation) {
+    /// A token revocation was committed: this shard's token checks refuse what it names
+    /// from now on, and its connections that used such a token are closed with 4011 (after
+    /// what is already queued for them).
+    pub fn apply_revocation(&self, rev: &crate::auth::Revocation) {
+        self.ctx.tokens.apply(rev);
         for (_, conn) in self.conns.borrow().iter() {
             let revoked = conn
                 .user
@@ -300,7 +357,7 @@ impl Danmaku {
     }
 
     /// Online count and live status of a room homed on this shard (`None` if the room is
-    /// not active here). Ask the home shard: `shard.run_on(home_of(room), …)`.
+    /// not active here). Ask the home shard: `port().call(home, …)`.
     pub fn home_status(&self, room: &str) -> Option<(u64, bool)> {
         self.home
             .borrow()
@@ -321,9 +378,11 @@ impl Danmaku {
 
     // --- mesh messages -----------------------------------------------------------------
 
-    pub fn handle(&self, shard: &Rc<Shard>, from: usize, msg: Msg) {
+    /// A danmaku message from shard `from` (this one included). Messages for a room whose
+    /// stored state is still loading wait, and are dispatched in order once it is loaded.
+    pub fn handle(self: &Rc<Self>, from: usize, msg: Msg) {
         if let Some(room) = home_room_of(&msg) {
-            if !self.home_ready(shard, room) {
+            if !self.home_ready(room) {
                 let mut home = self.home.borrow_mut();
                 let r = home.get_mut(room).expect("home_ready created it");
                 if r.waiting.len() < MAX_WAITING {
@@ -331,7 +390,6 @@ impl Danmaku {
                 } else if let Msg::Post(post) = msg {
                     drop(home);
                     self.reply_to(
-                        shard,
                         post.from,
                         protocol::error_frame(
                             code::BUSY,
@@ -343,13 +401,17 @@ impl Danmaku {
                 return;
             }
         }
+        self.dispatch(from, msg);
+    }
+
+    fn dispatch(self: &Rc<Self>, from: usize, msg: Msg) {
         match msg {
             Msg::Join {
                 room,
                 conn,
                 uid,
                 count,
-            } => self.on_join(shard, from, room, conn, uid, count),
+            } => self.on_join(from, room, conn, uid, count),
             Msg::Joined { conn, answer } => self.on_joined(conn, answer),
             Msg::Leave { room, uid, count } => {
                 if let Some(r) = self.home.borrow_mut().get_mut(&room) {
@@ -373,16 +435,16 @@ impl Danmaku {
                         code: close::BANNED,
                         reason: "banned from this room",
                     };
-                    let _ = submit(shard, from, kick);
+                    let _ = self.submit(from, kick);
                 }
             }
-            Msg::Post(post) => self.on_post(shard, *post),
+            Msg::Post(post) => self.on_post(*post),
             Msg::Reply { conn, frame } => {
                 if let Some(c) = self.lookup(conn) {
                     c.send(frame);
                 }
             }
-            Msg::Deliver { room, frame, since } => self.fanout_local(shard, &room, &frame, since),
+            Msg::Deliver { room, frame, since } => self.fanout_local(&room, &frame, since),
             Msg::DeliverTo { room, uid, frame } => {
                 if let Some(r) = self.local.borrow().get(&room) {
                     for c in r.users.get(&uid).into_iter().flatten() {
@@ -408,44 +470,37 @@ impl Danmaku {
                     }
                 }
             }
-            Msg::Moderate { room, op, actor } => self.on_moderate(shard, room, op, *actor),
+            Msg::Moderate { room, op, actor } => self.on_moderate(room, op, *actor),
             Msg::MediaClock { room, media_ms } => {
                 let mut home = self.home.borrow_mut();
-                let r = home.entry(room.clone()).or_insert_with(|| {
-                    HomeRoom::new(room, shard.ctx.count, &Self::room_settings(shard), now_ms())
-                });
+                let r = self.home_room(&mut home, &room, now_ms());
                 match media_ms {
                     Some(ms) => r.set_media_clock(ms, now_ms()),
                     None => r.clear_media_clock(),
                 }
             }
+            Msg::Committed(c) => self.on_committed(c),
+            Msg::Call(call) => call.run(self),
         }
     }
 
     /// Whether the home half of `room` is ready; creates it (and starts loading its stored
     /// state) if it does not exist.
-    fn home_ready(&self, shard: &Rc<Shard>, room: &RoomId) -> bool {
+    fn home_ready(self: &Rc<Self>, room: &RoomId) -> bool {
         let mut home = self.home.borrow_mut();
         if let Some(r) = home.get(room) {
             return !r.loading;
         }
-        let mut r = HomeRoom::new(
-            room.clone(),
-            shard.ctx.count,
-            &Self::room_settings(shard),
-            now_ms(),
-        );
-        r.loading = true;
-        home.insert(room.clone(), r);
+        self.home_room(&mut home, room, now_ms()).loading = true;
         drop(home);
-        let shard = shard.clone();
+        let me = self.clone();
         let room = room.clone();
         monoio::spawn(async move {
-            let tail = Self::settings(&shard).history_capacity;
+            let tail = me.settings().history_capacity;
             let mut delay = Duration::from_millis(50);
             loop {
-                let state = shard
-                    .common
+                let state = me
+                    .ctx
                     .store
                     .call(|reply| Request::RoomState {
                         room: room.to_string(),
@@ -454,7 +509,7 @@ impl Danmaku {
                     })
                     .await;
                 match state {
-                    Ok(state) => return shard.danmaku.loaded(&shard, &room, state),
+                    Ok(state) => return me.loaded(&room, state),
                     Err(e) => {
                         tracing::warn!(%room, error = %e, "room state not loaded yet; retrying");
                         monoio::time::sleep(delay).await;
@@ -466,7 +521,9 @@ impl Danmaku {
         false
     }
 
-    fn loaded(&self, shard: &Rc<Shard>, room: &RoomId, state: RoomState) {
+    /// The room's stored state arrived (in a task of its own, not inside `handle`): what
+    /// waited for it is dispatched now, in arrival order.
+    fn loaded(self: &Rc<Self>, room: &RoomId, state: RoomState) {
         let waiting = {
             let mut home = self.home.borrow_mut();
             let Some(r) = home.get_mut(room) else { return };
@@ -475,41 +532,38 @@ impl Danmaku {
             std::mem::take(&mut r.waiting)
         };
         for (from, msg) in waiting {
-            self.handle(shard, from, msg);
+            self.dispatch(from, msg);
+        }
+    }
+
+    /// A group commit finished: the acks (or errors) of this shard's connections.
+    fn on_committed(&self, c: Committed) {
+        for (id, ack) in c.acks {
+            let frame = if c.stored {
+                protocol::ack_frame(ack.cid.as_deref(), id)
+            } else {
+                protocol::error_frame(
+                    code::BUSY,
+                    "could not store the message; it may not be kept",
+                    ack.cid.as_deref(),
+                )
+            };
+            if let Some(conn) = self.lookup(ack.conn) {
+                conn.send(frame);
+            }
         }
     }
 
     /// Sends a frame to one connection, wherever it is.
-    pub(super) fn reply_to(&self, shard: &Shard, to: Option<ConnRef>, frame: Bytes) {
+    pub(super) fn reply_to(&self, to: Option<ConnRef>, frame: Bytes) {
         let Some(to) = to else { return };
-        if to.shard as usize == shard.id() {
-            if let Some(c) = self.lookup(to) {
-                c.send(frame);
-            }
-        } else {
-            let _ = submit(shard, to.shard as usize, Msg::Reply { conn: to, frame });
-        }
+        let _ = self.submit(to.shard as usize, Msg::Reply { conn: to, frame });
     }
 
-    fn on_join(
-        &self,
-        shard: &Shard,
-        from: usize,
-        room: RoomId,
-        conn: ConnRef,
-        uid: Option<Uid>,
-        count: u32,
-    ) {
+    fn on_join(&self, from: usize, room: RoomId, conn: ConnRef, uid: Option<Uid>, count: u32) {
         let answer = {
             let mut home = self.home.borrow_mut();
-            let r = home.entry(room.clone()).or_insert_with(|| {
-                HomeRoom::new(
-                    room.clone(),
-                    shard.ctx.count,
-                    &Self::room_settings(shard),
-                    now_ms(),
-                )
-            });
+            let r = self.home_room(&mut home, &room, now_ms());
             r.set_count(from, count, now_ms());
             if uid.as_deref().is_some_and(|u| r.is_banned(u)) {
                 Err((close::BANNED, "banned from this room"))
@@ -518,12 +572,12 @@ impl Danmaku {
                     r.user_joined(uid);
                 }
                 Ok(Box::new(JoinAnswer {
-                    history: r.history_frame(Self::settings(shard).history_on_join),
+                    history: r.history_frame(self.settings().history_on_join),
                     online: protocol::online_frame(&room, r.online()),
                 }))
             }
         };
-        let _ = submit(shard, from, Msg::Joined { conn, answer });
+        let _ = self.submit(from, Msg::Joined { conn, answer });
     }
 
     fn on_joined(&self, id: ConnRef, answer: Result<Box<JoinAnswer>, (u16, &'static str)>) {
@@ -549,10 +603,10 @@ impl Danmaku {
         }
     }
 
-    /// Sends one encoded frame to every target shard; this shard's viewers directly.
+    /// Sends one encoded frame to every target shard (this one through the mesh's local
+    /// queue, like any other).
     pub(super) fn deliver(
         &self,
-        shard: &Shard,
         room: &RoomId,
         frame: Bytes,
         targets: Vec<usize>,
@@ -560,31 +614,27 @@ impl Danmaku {
     ) {
         bump(&self.counters.batches, 1);
         for s in targets {
-            if s == shard.id() {
-                self.fanout_local(shard, room, &frame, since);
-            } else {
-                let msg = Msg::Deliver {
-                    room: room.clone(),
-                    frame: frame.clone(),
-                    since,
-                };
-                if submit(shard, s, msg).is_err() {
-                    // That shard's ring and backlog are full: its viewers miss this batch.
-                    bump(&self.counters.dropped, 1);
-                }
+            let msg = Msg::Deliver {
+                room: room.clone(),
+                frame: frame.clone(),
+                since,
+            };
+            if self.submit(s, msg).is_err() {
+                // That shard's ring and backlog are full: its viewers miss this batch.
+                bump(&self.counters.dropped, 1);
             }
         }
     }
 
     /// Queues a frame to this shard's viewers of `room`. A batch of posts is timed once
     /// here, for the whole shard (no per-viewer cost).
-    fn fanout_local(&self, shard: &Shard, room: &str, frame: &Bytes, since: Option<Instant>) {
+    fn fanout_local(&self, room: &str, frame: &Bytes, since: Option<Instant>) {
         if let Some(r) = self.local.borrow().get(room) {
             let (delivered, dropped) = r.fanout(frame);
             bump(&self.counters.deliveries, delivered);
             bump(&self.counters.dropped, dropped);
             if let Some(t) = since.filter(|_| delivered + dropped > 0) {
-                shard.metrics().observe_danmaku_delivery(t.elapsed());
+                self.ctx.metrics.observe_danmaku_delivery(t.elapsed());
             }
         }
     }

@@ -37,42 +37,11 @@ use bytes::Bytes;
 
 pub use engine::Danmaku;
 
-use crate::auth::Jwt;
 use crate::ws::WsLimits;
 use hygiene::Filter;
 use protocol::Mode;
 
-/// Room ids and user ids travel between shards; `Arc<str>` clones are a refcount bump.
-pub type RoomId = Arc<str>;
-pub type Uid = Arc<str>;
-
-/// Which shard is a room's home: FNV-1a of its id, so every shard (and every node, later)
-/// computes the same answer without asking anyone.
-pub fn home_shard(room: &str, shards: usize) -> usize {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in room.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    (h % shards as u64) as usize
-}
-
-/// Room ids: 1–64 of `A-Z a-z 0-9 _ - .` (they appear in URLs and stream names).
-pub fn valid_room_id(room: &str) -> bool {
-    (1..=64).contains(&room.len())
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// A connection's address across shards: its shard, slab key and a generation that makes
-/// a reply to a connection that has since closed (and whose key was reused) harmless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnRef {
-    pub shard: u16,
-    pub key: u32,
-    pub gen: u32,
-}
+pub use crate::ids::{home_shard, valid_room_id, ConnRef, RoomId, Uid};
 
 /// Who asks for a moderation action; the home shard decides if they may.
 #[derive(Clone, Debug)]
@@ -152,7 +121,7 @@ pub struct JoinAnswer {
     pub online: Bytes,
 }
 
-/// Danmaku messages between shards (carried in `ShardMsg::Danmaku`).
+/// Danmaku messages between shards, through the engine's [`crate::port::Port`].
 #[derive(Debug)]
 pub enum Msg {
     /// Viewer shard → home: a connection joins; `count` is that shard's new total.
@@ -209,6 +178,16 @@ pub enum Msg {
     /// Any shard → home: the room's stream clock (media timestamp in ms), or `None` when
     /// the stream stops.
     MediaClock { room: RoomId, media_ms: Option<u64> },
+    /// Store → this shard (through the wiring's commit sink): a group commit finished.
+    Committed(crate::store::Committed),
+    /// Any shard → any shard: run a function on this shard's engine (control paths).
+    Call(crate::port::Call<Danmaku>),
+}
+
+impl From<crate::port::Call<Danmaku>> for Msg {
+    fn from(c: crate::port::Call<Danmaku>) -> Self {
+        Msg::Call(c)
+    }
 }
 
 /// Settings of the danmaku engine, from `[danmaku]`.
@@ -231,18 +210,19 @@ pub struct Settings {
     pub room_idle: Duration,
     /// Acks wait until the item is stored durably (`store.ack = "durable"`).
     pub durable_ack: bool,
+    /// A write that makes no progress for this long closes the connection
+    /// (`http.write_timeout_ms`).
+    pub write_timeout: Duration,
 }
 
 /// What every shard's danmaku engine reads and nobody writes after start.
 pub struct Shared {
     pub settings: Settings,
     pub filter: Filter,
-    pub jwt: Jwt,
 }
 
 impl Shared {
-    /// Builds the engine's shared state from the validated config (loads or creates the
-    /// token secret).
+    /// Builds the engine's shared state from the validated config.
     pub fn from_config(cfg: &crate::config::Config) -> Result<Self, String> {
         let d = &cfg.danmaku;
         let mode = if d.filter_mode == "mask" {
@@ -250,8 +230,6 @@ impl Shared {
         } else {
             hygiene::FilterMode::Reject
         };
-        let secret = crate::auth::load_or_create_secret(&cfg.auth.jwt_secret, &cfg.server.data_dir)
-            .map_err(|e| format!("token secret: {e}"))?;
         Ok(Self {
             settings: Settings {
                 merge_window: Duration::from_millis(d.merge_window_ms),
@@ -273,33 +251,9 @@ impl Shared {
                 send_buffer: d.send_buffer_bytes,
                 room_idle: Duration::from_secs(d.room_idle_secs),
                 durable_ack: cfg.store.ack == "durable",
+                write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
             },
             filter: Filter::new(&d.filter_words, mode)?,
-            jwt: Jwt::new(secret, cfg.auth.jwt_issuer.clone()),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn home_shard_is_stable_and_spread() {
-        assert_eq!(home_shard("room-1", 4), home_shard("room-1", 4));
-        let mut seen = [0; 4];
-        for i in 0..1000 {
-            seen[home_shard(&format!("room-{i}"), 4)] += 1;
-        }
-        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
-    }
-
-    #[test]
-    fn room_ids() {
-        assert!(valid_room_id("abc_1-2.x"));
-        assert!(!valid_room_id(""));
-        assert!(!valid_room_id("a b"));
-        assert!(!valid_room_id(&"a".repeat(65)));
-        assert!(!valid_room_id("房间"));
     }
 }

@@ -7,31 +7,22 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::conn::{home_of, submit, Conn};
+use super::conn::Conn;
 use super::engine::{now_ms, Danmaku};
 use super::protocol::{self, close, code};
-use super::room::HomeRoom;
 use super::{Actor, ModOp, Msg, RoomId, Uid};
-use crate::shard::Shard;
 use crate::store::Request;
 
 impl Danmaku {
     /// Sends a moderation action to the room's home shard.
-    pub fn moderate(
-        &self,
-        shard: &Shard,
-        room: RoomId,
-        op: ModOp,
-        actor: Actor,
-        conn: Option<&Rc<Conn>>,
-    ) {
-        let home = home_of(shard, &room);
+    pub fn moderate(&self, room: RoomId, op: ModOp, actor: Actor, conn: Option<&Rc<Conn>>) {
+        let home = self.home_of(&room);
         let msg = Msg::Moderate {
             room,
             op,
             actor: Box::new(actor),
         };
-        if submit(shard, home, msg).is_err() {
+        if self.submit(home, msg).is_err() {
             if let Some(conn) = conn {
                 conn.send(protocol::error_frame(
                     code::BUSY,
@@ -42,7 +33,19 @@ impl Danmaku {
         }
     }
 
-    pub(super) fn on_moderate(&self, shard: &Rc<Shard>, room: RoomId, op: ModOp, actor: Actor) {
+    /// A moderation action by the server itself (the REST API, having checked who may),
+    /// run on the room's home shard through `port().call`: applied now, or queued behind
+    /// the room's stored state like any message for the room.
+    pub fn moderate_system(self: &Rc<Self>, room: RoomId, op: ModOp) {
+        let msg = Msg::Moderate {
+            room,
+            op,
+            actor: Box::new(Actor::System),
+        };
+        self.handle(self.ctx.port.me(), msg);
+    }
+
+    pub(super) fn on_moderate(&self, room: RoomId, op: ModOp, actor: Actor) {
         let now = now_ms();
         let (reply_to, cid) = match &actor {
             Actor::User { reply, cid, .. } => (Some(*reply), cid.clone()),
@@ -50,18 +53,11 @@ impl Danmaku {
         };
         let answer = |frame: Bytes| {
             if let Some(to) = reply_to {
-                let _ = submit(shard, to.shard as usize, Msg::Reply { conn: to, frame });
+                let _ = self.submit(to.shard as usize, Msg::Reply { conn: to, frame });
             }
         };
         let mut home = self.home.borrow_mut();
-        let r = home.entry(room.clone()).or_insert_with(|| {
-            HomeRoom::new(
-                room.clone(),
-                shard.ctx.count,
-                &Self::room_settings(shard),
-                now,
-            )
-        });
+        let r = self.home_room(&mut home, &room, now);
         let allowed = match &actor {
             Actor::System => true,
             Actor::User {
@@ -106,7 +102,7 @@ impl Danmaku {
             ModOp::SetOwner { uid } => r.owner = Some(uid),
         }
         let mods = r.mod_snapshot(now);
-        if let Err(e) = shard.common.store.send(Request::SaveMods {
+        if let Err(e) = self.ctx.store.send(Request::SaveMods {
             room: room.to_string(),
             mods,
         }) {
@@ -114,9 +110,7 @@ impl Danmaku {
         }
         let targets: Vec<usize> = r.targets().collect();
         drop(home);
-        answer(protocol::frame_json(
-            &serde_json::json!({"type": "ack", "cid": cid}),
-        ));
+        answer(protocol::action_ack_frame(cid.as_deref()));
         if let Some((uid, code, reason)) = kick {
             for s in targets {
                 let msg = Msg::Kick {
@@ -125,11 +119,7 @@ impl Danmaku {
                     code,
                     reason,
                 };
-                if s == shard.id() {
-                    self.handle(shard, s, msg);
-                } else {
-                    let _ = submit(shard, s, msg);
-                }
+                let _ = self.submit(s, msg);
             }
         }
     }

@@ -2,31 +2,20 @@
 //! messages, the item's id and one encode, the delivery cap, the store append and its ack,
 //! then the merge window (or an immediate frame when the window is zero).
 
-use std::rc::Rc;
-
 use bytes::Bytes;
 
-use super::conn::submit;
 use super::engine::{bump, now_ms, Danmaku};
 use super::protocol::{self, code, encode_item, Item, ItemBody};
-use super::room::{HomeRoom, Priority};
+use super::room::Priority;
 use super::{Msg, Post, PostBody};
-use crate::shard::Shard;
 use crate::store::{AckTo, Request};
 
 impl Danmaku {
-    pub(super) fn on_post(&self, shard: &Rc<Shard>, post: Post) {
+    pub(super) fn on_post(&self, post: Post) {
         let now = now_ms();
-        let reply = |frame: Bytes| self.reply_to(shard, post.from, frame);
+        let reply = |frame: Bytes| self.reply_to(post.from, frame);
         let mut home = self.home.borrow_mut();
-        let r = home.entry(post.room.clone()).or_insert_with(|| {
-            HomeRoom::new(
-                post.room.clone(),
-                shard.ctx.count,
-                &Self::room_settings(shard),
-                now,
-            )
-        });
+        let r = self.home_room(&mut home, &post.room, now);
         if post.from.is_some() {
             if let Err((c, m)) = r.admit(&post.uid, now) {
                 return reply(protocol::error_frame(c, m, post.cid.as_deref()));
@@ -41,10 +30,7 @@ impl Danmaku {
                 ));
             }
             let id = r.next_id();
-            let frame = protocol::frame_json(&serde_json::json!({
-                "type": "pm", "id": id, "room": &*post.room, "from": &*post.uid,
-                "nick": &*post.nick, "to": &**to, "text": text, "ts": now,
-            }));
+            let frame = protocol::pm_frame(id, &post.room, &post.uid, &post.nick, to, text, now);
             let targets: Vec<usize> = r.targets().collect();
             drop(home);
             reply(protocol::ack_frame(post.cid.as_deref(), id));
@@ -54,11 +40,7 @@ impl Danmaku {
                     uid: to.clone(),
                     frame: frame.clone(),
                 };
-                if s == shard.id() {
-                    self.handle(shard, s, msg);
-                } else {
-                    let _ = submit(shard, s, msg);
-                }
+                let _ = self.submit(s, msg);
             }
             return;
         }
@@ -115,7 +97,7 @@ impl Danmaku {
         }
         // The ack waits for the store under the durable policy: it is sent by the store
         // thread once the item is committed.
-        let durable = Self::settings(shard).durable_ack && post.from.is_some();
+        let durable = self.settings().durable_ack && post.from.is_some();
         let append = Request::AppendDanmaku {
             room: post.room.to_string(),
             id,
@@ -125,7 +107,7 @@ impl Danmaku {
                 cid: post.cid.clone(),
             }),
         };
-        match shard.common.store.send(append) {
+        match self.ctx.store.send(append) {
             Ok(()) if durable => {}
             Ok(()) => reply(protocol::ack_frame(post.cid.as_deref(), id)),
             Err(e) => {
@@ -137,13 +119,13 @@ impl Danmaku {
                 ));
             }
         }
-        if Self::settings(shard).merge_window.is_zero() {
+        if self.settings().merge_window.is_zero() {
             // Window 0: one frame per item, sent at once.
             if let Some(frame) = r.flush() {
                 let targets: Vec<usize> = r.targets().collect();
                 let since = r.pending_since.take();
                 drop(home);
-                self.deliver(shard, &post.room, frame, targets, since);
+                self.deliver(&post.room, frame, targets, since);
             }
         } else if !r.dirty {
             r.dirty = true;

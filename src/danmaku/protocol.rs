@@ -299,6 +299,37 @@ pub fn ack_frame(cid: Option<&str>, id: u64) -> Bytes {
     frame_json(&A { t: "ack", cid, id })
 }
 
+/// The answer to a moderation action by a viewer (`cid` is `null` when it sent none).
+pub fn action_ack_frame(cid: Option<&str>) -> Bytes {
+    frame_json(&serde_json::json!({"type": "ack", "cid": cid}))
+}
+
+/// A private message, as its recipient's connections get it.
+pub fn pm_frame(
+    id: u64,
+    room: &str,
+    from: &str,
+    nick: &str,
+    to: &str,
+    text: &str,
+    ts: u64,
+) -> Bytes {
+    frame_json(&serde_json::json!({
+        "type": "pm", "id": id, "room": room, "from": from,
+        "nick": nick, "to": to, "text": text, "ts": ts,
+    }))
+}
+
+/// The answer to an application-level `ping` (its `ts` echoed, the server's clock added).
+pub fn pong_frame(ts: Option<&serde_json::Value>, server_ts: u64) -> Bytes {
+    frame_json(&serde_json::json!({"type": "pong", "ts": ts, "server_ts": server_ts}))
+}
+
+/// The answer to a successful `auth` message.
+pub fn authed_frame(uid: &str) -> Bytes {
+    frame_json(&serde_json::json!({"type": "authed", "uid": uid}))
+}
+
 pub fn online_frame(room: &str, count: u64) -> Bytes {
     frame_json(&serde_json::json!({"type": "online", "room": room, "count": count}))
 }

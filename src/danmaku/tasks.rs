@@ -2,7 +2,11 @@
 //! sends each dirty room's batch once per merge window; the *online ticker* pushes changed
 //! online counts; the *sweeper* (every second) closes connections past their heartbeat,
 //! write or slow-consumer grace, times out joins the home shard never answered, evicts
-//! idle home rooms and publishes this shard's counters to the metrics registry.
+//! idle home rooms, drops expired token revocations once a minute and publishes this
+//! shard's counters to the metrics registry.
+//!
+//! Each tick is a plain method (`flush_dirty`, `push_online`, `sweep`) that the tasks call
+//! on their timers and a test can call directly.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -11,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use super::engine::{bump, now_ms, Danmaku};
 use super::protocol::{self, close};
-use crate::shard::Shard;
 
 /// How long a join may wait for the home shard's answer before the connection is closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,13 +24,14 @@ const PRISTINE_IDLE: Duration = Duration::from_secs(3);
 
 impl Danmaku {
     /// Starts the shard's danmaku tasks.
-    pub fn spawn_tasks(shard: &Rc<Shard>) {
-        monoio::spawn(flush_loop(shard.clone()));
-        monoio::spawn(online_loop(shard.clone()));
-        monoio::spawn(sweep_loop(shard.clone()));
+    pub fn spawn_tasks(self: &Rc<Self>) {
+        monoio::spawn(flush_loop(self.clone()));
+        monoio::spawn(online_loop(self.clone()));
+        monoio::spawn(sweep_loop(self.clone()));
     }
 
-    fn flush_dirty(&self, shard: &Shard) {
+    /// Encodes and sends the batch of every room that has items waiting.
+    pub fn flush_dirty(&self) {
         let rooms = std::mem::take(&mut *self.dirty.borrow_mut());
         for room in rooms {
             let flushed = {
@@ -40,12 +44,14 @@ impl Danmaku {
                 })
             };
             if let Some((frame, targets, since)) = flushed {
-                self.deliver(shard, &room, frame, targets, since);
+                self.deliver(&room, frame, targets, since);
             }
         }
     }
 
-    fn push_online(&self, shard: &Shard, interval: Duration) {
+    /// Sends the online count of every room whose count changed, at most once per
+    /// `interval`.
+    pub fn push_online(&self, interval: Duration) {
         let now = now_ms();
         let mut out = Vec::new();
         for r in self.home.borrow_mut().values_mut() {
@@ -62,15 +68,16 @@ impl Danmaku {
             }
         }
         for (room, frame, targets) in out {
-            self.deliver(shard, &room, frame, targets, None);
+            self.deliver(&room, frame, targets, None);
         }
     }
 
-    fn sweep(&self, shard: &Shard) {
-        let s = Self::settings(shard);
+    /// The once-a-second sweep (see the module docs).
+    pub fn sweep(&self) {
+        let s = self.settings();
         let now = Instant::now();
         let silence = s.heartbeat * 2;
-        let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+        let write_timeout = s.write_timeout;
         let mut queued = 0usize;
         let mut direct = 0u64;
         for (_, c) in self.conns.borrow().iter() {
@@ -121,12 +128,11 @@ impl Danmaku {
                     .is_none_or(|t| wall.saturating_sub(t) < keep_ms)
         });
         bump(&self.counters.bytes_written, direct);
-        self.publish(shard, queued);
-        shard.live.publish_metrics(shard);
+        self.publish(queued);
     }
 
-    fn publish(&self, shard: &Shard, queued: usize) {
-        let m = shard.metrics();
+    fn publish(&self, queued: usize) {
+        let m = &self.ctx.metrics;
         let c = &self.counters;
         let take = |cell: &Cell<u64>| cell.replace(0);
         m.ws_posts.fetch_add(take(&c.posts), Relaxed);
@@ -148,34 +154,34 @@ impl Danmaku {
     }
 }
 
-async fn flush_loop(shard: Rc<Shard>) {
-    let window = Danmaku::settings(&shard).merge_window;
+async fn flush_loop(dm: Rc<Danmaku>) {
+    let window = dm.settings().merge_window;
     loop {
-        shard.danmaku.flush_kick.notified().await;
+        dm.flush_kick.notified().await;
         monoio::time::sleep(window).await;
-        shard.danmaku.flush_dirty(&shard);
+        dm.flush_dirty();
     }
 }
 
-async fn online_loop(shard: Rc<Shard>) {
-    let interval = Danmaku::settings(&shard).online_interval;
+async fn online_loop(dm: Rc<Danmaku>) {
+    let interval = dm.settings().online_interval;
     let tick = interval.clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         monoio::time::sleep(tick).await;
-        shard.danmaku.push_online(&shard, interval);
+        dm.push_online(interval);
     }
 }
 
-async fn sweep_loop(shard: Rc<Shard>) {
+async fn sweep_loop(dm: Rc<Danmaku>) {
     let mut ticks = 0u32;
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
-        shard.danmaku.sweep(&shard);
+        dm.sweep();
         // Expired revocations go once a minute: the set can be large, and an expired
         // entry refuses nothing the token's own `exp` does not.
         ticks = ticks.wrapping_add(1);
         if ticks % 60 == 0 {
-            shard.sweep_revocations(crate::auth::now_unix());
+            dm.ctx.tokens.sweep(crate::auth::now_unix());
         }
     }
 }

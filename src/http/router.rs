@@ -104,6 +104,24 @@ impl<S> Router<S> {
         self
     }
 
+    /// Adds every route of `other`, a router over a narrower state `T` (one engine's
+    /// context), reached from this router's state by `project`. So each capability keeps
+    /// its handlers over its own context and one table still holds the whole surface.
+    pub fn mount<T: 'static>(&mut self, other: Router<T>, project: fn(&S) -> Rc<T>) -> &mut Self
+    where
+        S: 'static,
+    {
+        for r in other.routes {
+            let inner = r.handler;
+            let handler: Handler<S> = Rc::new(move |s: Rc<S>, req| inner(project(&s), req));
+            let gate = r
+                .gate
+                .map(|g| -> Gate<S> { Rc::new(move |s: &S, head| g(&project(s), head)) });
+            self.add_gated(r.method, r.pattern, handler, r.body_limit, gate);
+        }
+        self
+    }
+
     /// Every (method, pattern) registered, in order — for the OpenAPI consistency check.
     pub fn routes(&self) -> impl Iterator<Item = (Method, &'static str)> + '_ {
         self.routes.iter().map(|r| (r.method, r.pattern))

@@ -26,11 +26,13 @@ use bytes::Bytes;
 use shards::local::Notify;
 
 use super::outbox::Outbox;
-use super::{home_shard, Frame, Msg, StreamId};
+use super::{Frame, Msg, RoomEvents, Settings, StreamId};
 use crate::media::flv::{AudioTag, VideoTag};
 use crate::media::gop::GopCache;
 use crate::media::{MediaKind, MediaMessage, Packaged};
-use crate::shard::{Shard, ShardMsg};
+use crate::metrics::{Slot, StreamStats};
+use crate::outbound::OutboundHandle;
+use crate::port::Port;
 
 /// How a viewer is written to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,13 +65,13 @@ impl Viewer {
     }
 
     /// Observes the time to first frame if this is the viewer's first keyframe.
-    pub(super) fn first_keyframe(&self, shard: &Shard) {
+    pub(super) fn first_keyframe(&self, metrics: &Slot) {
         if let Some(t) = self.requested.take() {
             let proto = match self.proto {
                 Proto::Rtmp => 0,
                 Proto::Flv => 1,
             };
-            shard.metrics().observe_ttff(proto, t.elapsed());
+            metrics.observe_ttff(proto, t.elapsed());
         }
     }
 
@@ -100,7 +102,6 @@ pub(super) struct Owned {
 
 /// A stream watched on this shard.
 pub struct LocalStream {
-    pub(super) owner: usize,
     pub(super) gop: GopCache,
     /// The owner's `Start` has arrived; viewers can be started from `gop`.
     pub(super) ready: bool,
@@ -134,19 +135,30 @@ pub(super) fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
 
-/// Per-stream numbers for `/metrics` (from the owner shard).
-pub struct StreamStats {
-    pub stream: String,
-    pub bitrate_bps: f64,
-    pub subscribers: usize,
+/// What the live engine is given when its shard wires it, and nothing else of the shard:
+/// its mesh port, its settings, the outbound pool (hooks), its metrics slot, where room
+/// events go (the danmaku room's live/offline and clock), and the shutdown signal.
+pub struct Ctx {
+    pub port: Port<Msg>,
+    pub settings: Arc<Settings>,
+    pub outbound: OutboundHandle,
+    /// For the publish check that the stream's room is not closed.
+    pub store: crate::store::StoreHandle,
+    pub metrics: Slot,
+    pub events: Rc<dyn RoomEvents>,
+    pub shutdown: Rc<shards::local::Signal>,
 }
 
-#[derive(Default)]
 pub struct Live {
+    pub(super) ctx: Ctx,
     pub(super) registry: RefCell<HashMap<StreamId, Claim>>,
     pub(super) next_epoch: Cell<u64>,
     pub(super) owned: RefCell<HashMap<StreamId, Owned>>,
     pub(super) owners: RefCell<HashMap<StreamId, usize>>,
+    /// Shards that subscribed to a stream announced as this shard's before its publisher
+    /// started it here (at most one entry per shard per such stream; dropped when the
+    /// stream is announced elsewhere or offline).
+    pub(super) early: RefCell<HashMap<StreamId, Vec<usize>>>,
     pub(super) local: RefCell<HashMap<StreamId, LocalStream>>,
     pub(super) counters: Counters,
     /// HLS segmenters of streams published here, and where ended playlists are.
@@ -162,26 +174,43 @@ pub struct Live {
 /// Interval of the media clock sent to the danmaku room (C4).
 const CLOCK_EVERY: Duration = Duration::from_millis(500);
 
-pub(super) fn submit(shard: &Shard, to: usize, msg: Msg) -> bool {
-    shard.ctx.mesh.submit_to(to, ShardMsg::Live(msg)).is_ok()
-}
-
 impl Live {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(ctx: Ctx) -> Rc<Self> {
+        Rc::new(Self {
+            ctx,
+            registry: Default::default(),
+            next_epoch: Default::default(),
+            owned: Default::default(),
+            owners: Default::default(),
+            early: Default::default(),
+            local: Default::default(),
+            counters: Default::default(),
+            hls: Default::default(),
+            corked: Default::default(),
+            cork_kick: Notify::new(),
+            partial: Default::default(),
+        })
     }
 
-    pub(super) fn settings(shard: &Shard) -> &super::Settings {
-        &shard.common.live
+    /// The engine's mesh port (the API and HLS call other shards' engines through it).
+    pub fn port(&self) -> &Port<Msg> {
+        &self.ctx.port
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.ctx.settings
+    }
+
+    /// Sends a live message to shard `to` (this one included); false if its lane is full.
+    pub(super) fn submit(&self, to: usize, msg: Msg) -> bool {
+        self.ctx.port.submit_to(to, msg).is_ok()
     }
 
     /// The shard's budget for publishers' partial RTMP messages.
-    pub fn partial_budget(&self, shard: &Shard) -> crate::media::rtmp::PartialBudget {
+    pub fn partial_budget(&self) -> crate::media::rtmp::PartialBudget {
         self.partial
             .get_or_init(|| {
-                crate::media::rtmp::PartialBudget::new(
-                    Self::settings(shard).max_partial_bytes_per_shard,
-                )
+                crate::media::rtmp::PartialBudget::new(self.settings().max_partial_bytes_per_shard)
             })
             .clone()
     }
@@ -190,11 +219,11 @@ impl Live {
 
     /// The publisher of `stream` connected on this shard (after its claim was granted).
     /// Returns the notify that asks it to stop.
-    pub fn start_owned(&self, shard: &Rc<Shard>, stream: &StreamId) -> Rc<Notify> {
+    pub fn start_owned(self: &Rc<Self>, stream: &StreamId) -> Rc<Notify> {
         let mut owned = self.owned.borrow_mut();
         let o = owned.entry(stream.clone()).or_insert_with(|| Owned {
-            gop: GopCache::new(Self::settings(shard).gop),
-            subscribers: vec![false; shard.ctx.count],
+            gop: GopCache::new(self.settings().gop),
+            subscribers: vec![false; self.ctx.port.shards()],
             stop: Rc::new(Notify::new()),
             bytes_in: 0,
             started: Instant::now(),
@@ -204,31 +233,44 @@ impl Live {
         // old ones as they arrive.
         o.gop.clear();
         o.stop = Rc::new(Notify::new());
-        shard.metrics().media_publishers.fetch_add(1, Relaxed);
+        // Shards that subscribed between the announcement and now start from the (empty)
+        // cache; the live frames follow.
+        let early = self.early.borrow_mut().remove(stream).unwrap_or_default();
+        for &s in &early {
+            o.subscribers[s] = true;
+        }
+        self.ctx.metrics.media_publishers.fetch_add(1, Relaxed);
         let stop = o.stop.clone();
         drop(owned);
-        self.hls.start(shard, stream);
+        for s in early {
+            let start = Msg::Start {
+                stream: stream.clone(),
+                has_metadata: false,
+                gop: Box::default(),
+            };
+            let _ = self.submit(s, start);
+        }
+        self.hls.start(&self.ctx, stream);
         stop
     }
 
     /// The publisher of `stream` on this shard is gone (`for_good`: it unpublished).
-    pub fn publisher_gone(&self, shard: &Rc<Shard>, stream: &StreamId, for_good: bool) {
-        shard.metrics().media_publishers.fetch_sub(1, Relaxed);
-        self.hls.publisher_gone(shard, stream);
-        let home = home_shard(stream, shard.ctx.count);
-        let from = shard.id();
+    pub fn publisher_gone(self: &Rc<Self>, stream: &StreamId, for_good: bool) {
+        self.ctx.metrics.media_publishers.fetch_sub(1, Relaxed);
+        self.hls.publisher_gone(&self.ctx, stream);
+        let home = self.ctx.port.home_of(stream);
+        let from = self.ctx.port.me();
         let stream = stream.clone();
-        let shard = shard.clone();
+        let port = self.ctx.port.clone();
         monoio::spawn(async move {
-            let s = stream.clone();
-            let _ = shard
-                .run_on(home, move |h| h.live.release(h, s, from, for_good))
+            let _ = port
+                .call(home, move |h: &Rc<Live>| h.release(stream, from, for_good))
                 .await;
         });
     }
 
     /// One message from the publisher of `stream`: package it once, cache it, send it on.
-    pub fn ingest(&self, shard: &Shard, stream: &StreamId, msg: MediaMessage, metadata: bool) {
+    pub fn ingest(&self, stream: &StreamId, msg: MediaMessage, metadata: bool) {
         let len = msg.payload.len() as u64;
         bump(&self.counters.bytes_in, len);
         let Ok(packaged) = Packaged::new(&msg) else {
@@ -261,34 +303,34 @@ impl Live {
             });
             (o.subscribers.clone(), clock)
         };
-        self.hls.ingest(shard, stream, &msg);
+        self.hls.ingest(&self.ctx, stream, &msg);
         for (s, subscribed) in subscribers.into_iter().enumerate() {
             if !subscribed {
                 continue;
             }
-            if s == shard.id() {
-                self.on_frame(shard, &frame);
-            } else if !submit(shard, s, Msg::Frame(frame.clone())) {
+            if !self.submit(s, Msg::Frame(frame.clone())) {
                 bump(&self.counters.frames_lost, 1);
             }
         }
         if let Some(media_ms) = clock {
-            // The stream clock for danmaku timestamps (C4), on the room's home shard.
-            let msg = crate::danmaku::Msg::MediaClock {
-                room: stream.clone(),
-                media_ms: Some(media_ms),
-            };
-            let _ = shard
-                .ctx
-                .mesh
-                .submit_to(home_shard(stream, shard.ctx.count), ShardMsg::Danmaku(msg));
+            // The stream clock for danmaku timestamps (C4).
+            self.ctx.events.clock(stream, Some(media_ms));
         }
     }
 
-    fn on_subscribe(&self, shard: &Shard, from: usize, stream: StreamId) {
+    fn on_subscribe(&self, from: usize, stream: StreamId) {
         let start = {
             let mut owned = self.owned.borrow_mut();
             let Some(o) = owned.get_mut(&stream) else {
+                // Announced as ours, but the publisher's connection has not started the
+                // stream yet (the announcement and the claim's answer race): remember.
+                if self.owners.borrow().get(&stream) == Some(&self.ctx.port.me()) {
+                    let mut early = self.early.borrow_mut();
+                    let subs = early.entry(stream).or_default();
+                    if !subs.contains(&from) {
+                        subs.push(from);
+                    }
+                }
                 return;
             };
             o.subscribers[from] = true;
@@ -301,23 +343,16 @@ impl Live {
                 gop: Box::new(gop),
             }
         };
-        if from == shard.id() {
-            self.handle_local(shard, from, start);
-        } else {
-            let _ = submit(shard, from, start);
-        }
+        let _ = self.submit(from, start);
     }
 
     // --- messages ----------------------------------------------------------------------
 
-    pub fn handle(&self, shard: &Rc<Shard>, from: usize, msg: Msg) {
-        self.handle_local(shard, from, msg)
-    }
-
-    pub(super) fn handle_local(&self, shard: &Shard, from: usize, msg: Msg) {
+    /// A live message from shard `from` (this one included).
+    pub fn handle(self: &Rc<Self>, from: usize, msg: Msg) {
         match msg {
-            Msg::Announce { stream, owner } => self.on_announce(shard, stream, owner),
-            Msg::Subscribe { stream } => self.on_subscribe(shard, from, stream),
+            Msg::Announce { stream, owner } => self.on_announce(stream, owner),
+            Msg::Subscribe { stream } => self.on_subscribe(from, stream),
             Msg::Unsubscribe { stream } => {
                 if let Some(o) = self.owned.borrow_mut().get_mut(&stream) {
                     o.subscribers[from] = false;
@@ -327,14 +362,15 @@ impl Live {
                 stream,
                 gop,
                 has_metadata,
-            } => self.on_start(shard, stream, *gop, has_metadata),
-            Msg::Frame(frame) => self.on_frame(shard, &frame),
-            Msg::HlsHistory { stream, history } => self.hls.adopt(shard, stream, *history),
+            } => self.on_start(stream, *gop, has_metadata),
+            Msg::Frame(frame) => self.on_frame(&frame),
+            Msg::HlsHistory { stream, history } => self.hls.adopt(&self.ctx, stream, *history),
             Msg::Stop { stream } => {
                 if let Some(o) = self.owned.borrow().get(&stream) {
                     o.stop.notify();
                 }
             }
+            Msg::Call(call) => call.run(self),
         }
     }
 
@@ -356,9 +392,10 @@ impl Live {
             .collect()
     }
 
-    /// Publishes this shard's counters (called by the shard's sweeper every second).
-    pub fn publish_metrics(&self, shard: &Shard) {
-        let m = shard.metrics();
+    /// The once-a-second sweep: expired HLS playlists are let go, and this shard's
+    /// counters are published.
+    pub fn sweep(&self) {
+        let m = &self.ctx.metrics;
         let c = &self.counters;
         let take = |cell: &Cell<u64>| cell.replace(0);
         m.media_bytes_in.fetch_add(take(&c.bytes_in), Relaxed);
@@ -369,6 +406,7 @@ impl Live {
         m.media_frames_lost.fetch_add(take(&c.frames_lost), Relaxed);
         m.media_streams
             .store(self.owned.borrow().len() as u64, Relaxed);
+        // Playlists of ended streams are let go once their time is up.
         self.hls.sweep(Instant::now());
         let (streams, bytes) = self.hls.held();
         m.media_hls_streams.store(streams as u64, Relaxed);

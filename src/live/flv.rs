@@ -9,50 +9,47 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
 
-use super::engine::{Proto, Viewer};
+use super::engine::{Live, Proto, Viewer};
 use super::hooks;
 use super::outbox::{write_loop, Outbox};
-use super::rtmp_conn::hook_event;
 use super::{valid_stream, StreamId};
-use crate::api::error;
 use crate::auth::now_unix;
+use crate::codes;
 use crate::http::{self, code, Reply, Request, Response};
 use crate::media::sign;
-use crate::shard::Shard;
 use crate::sockio::{read_append, readable};
 
 const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n";
 
-pub fn handler() -> http::Handler<Shard> {
+pub fn handler() -> http::Handler<Live> {
     http::handler(flv_handler)
 }
 
-async fn flv_handler(shard: Rc<Shard>, req: Request) -> Reply {
+async fn flv_handler(live: Rc<Live>, req: Request) -> Reply {
     // The time to first frame runs from here (the play hook included).
     let requested = std::time::Instant::now();
     let Some(name) = req.param("stream") else {
         return not_found().into();
     };
-    let query = match check_http_play(&shard, &req, name) {
+    let query = match check_http_play(&live, &req, name) {
         Ok(query) => query,
         Err(refused) => return refused.into(),
     };
-    if !shard.live.is_watchable(name) {
+    if !live.is_watchable(name) {
         return not_found().into();
     }
-    if let Err(refused) = ask_on_play(&shard, name, &query, req.peer, "flv").await {
+    if let Err(refused) = ask_on_play(&live, name, &query, req.peer, "flv").await {
         return refused.into();
     }
     let stream: StreamId = name.into();
     let peer = req.peer;
     Reply::Takeover(Box::new(move |sock, _rest| {
-        Box::pin(serve(shard, sock, stream, query, peer, requested))
+        Box::pin(serve(live, sock, stream, query, peer, requested))
     }))
 }
 
@@ -64,12 +61,8 @@ pub(super) fn not_found() -> Response {
 /// and HLS): the app, a valid stream name, the Referer allow-list, and the play signature
 /// when `media.play_sign` is on. Returns the request's query (for hooks and for the
 /// signature HLS carries on to its segment URLs); a refusal is the response to send.
-pub(super) fn check_http_play(
-    shard: &Shard,
-    req: &Request,
-    name: &str,
-) -> Result<String, Response> {
-    let settings = &shard.common.live;
+pub(super) fn check_http_play(live: &Live, req: &Request, name: &str) -> Result<String, Response> {
+    let settings = &live.ctx.settings;
     if req.param("app") != Some(settings.app.as_str()) || !valid_stream(name) {
         return Err(not_found());
     }
@@ -78,7 +71,7 @@ pub(super) fn check_http_play(
     {
         return Err(Response::error(
             403,
-            error::PLAY_REFERER_REFUSED,
+            codes::PLAY_REFERER_REFUSED,
             "referer not allowed",
         ));
     }
@@ -87,7 +80,7 @@ pub(super) fn check_http_play(
         if let Err(e) = sign::verify(&settings.play_key, name, &query, now_unix()) {
             return Err(Response::error(
                 403,
-                error::PLAY_SIGNATURE_REFUSED,
+                codes::PLAY_SIGNATURE_REFUSED,
                 format!("play refused: {e}"),
             ));
         }
@@ -97,19 +90,19 @@ pub(super) fn check_http_play(
 
 /// Asks the `on_play` hook, when one is configured, whether `peer` may play `name`.
 pub(super) async fn ask_on_play(
-    shard: &Shard,
+    live: &Live,
     name: &str,
     query: &str,
     peer: SocketAddr,
     protocol: &'static str,
 ) -> Result<(), Response> {
-    let Some(url) = &shard.common.live.hooks.on_play else {
+    let Some(url) = &live.ctx.settings.hooks.on_play else {
         return Ok(());
     };
-    let event = hook_event("on_play", shard, name, query, peer, protocol);
-    hooks::ask(shard, url, &event)
+    let event = hooks::event("on_play", live, name, query, peer, protocol);
+    hooks::ask(live, url, &event)
         .await
-        .map_err(|why| Response::error(403, error::PLAY_HOOK_REFUSED, why))
+        .map_err(|why| Response::error(403, codes::PLAY_HOOK_REFUSED, why))
 }
 
 /// Whether the Referer's host is an allowed host or a subdomain of one.
@@ -130,14 +123,14 @@ fn referer_allowed(referer: Option<&str>, allow: &[String]) -> bool {
 }
 
 async fn serve(
-    shard: Rc<Shard>,
+    live: Rc<Live>,
     sock: TcpStream,
     stream: StreamId,
     query: String,
     peer: SocketAddr,
     requested: std::time::Instant,
 ) {
-    let settings = &shard.common.live;
+    let settings = &live.ctx.settings;
     if settings.send_buffer > 0 {
         crate::sockio::set_send_buffer(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
@@ -149,13 +142,13 @@ async fn serve(
     outbox.push(Bytes::from_static(HEAD.as_bytes()));
     let viewer = Viewer::new(outbox.clone(), Proto::Flv);
     viewer.requested.set(Some(requested));
-    let watching = shard.live.watch(&shard, &stream, viewer.clone());
+    let watching = live.watch(&stream, viewer.clone());
     let (mut reader, mut writer) = sock.into_split();
-    let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+    let write_timeout = live.settings().write_timeout;
     let writer_task = {
-        let (outbox, shard) = (outbox.clone(), shard.clone());
+        let (outbox, live) = (outbox.clone(), live.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, write_timeout, |n| shard.live.wrote(n)).await;
+            write_loop(&outbox, &mut writer, write_timeout, |n| live.wrote(n)).await;
         })
     };
     if watching {
@@ -165,7 +158,7 @@ async fn serve(
             let woke = monoio::select! {
                 r = readable(&reader) => r.is_ok(),
                 _ = viewer.ended.notified() => false,
-                _ = shard.shutdown_signal().wait() => false,
+                _ = live.ctx.shutdown.wait() => false,
                 _ = outbox.closed.notified() => false,
             };
             if !woke || viewer.is_ended.get() {
@@ -185,12 +178,12 @@ async fn serve(
                 }
             }
         }
-        shard.live.unwatch(&shard, &stream, &viewer);
+        live.unwatch(&stream, &viewer);
         if let Some(url) = &settings.hooks.on_stop {
             hooks::notify(
-                &shard,
+                &live,
                 url,
-                &hook_event("on_stop", &shard, &stream, &query, peer, "flv"),
+                &hooks::event("on_stop", &live, &stream, &query, peer, "flv"),
             );
         }
     }

@@ -44,7 +44,7 @@
 //! and numbering starts from the wall clock so names are not reused after a restart),
 //! and `Access-Control-Allow-Origin: *` on every answer, as for HTTP-FLV.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -53,13 +53,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::engine::{Ctx, Live};
 use super::flv::{ask_on_play, check_http_play, not_found};
 use super::{Msg, StreamId};
-use crate::http::conn::Service;
 use crate::http::{self, code, query_param, Reply, Request, Response};
 use crate::media::hls::{History, Pushed, Segmenter};
 use crate::media::MediaMessage;
-use crate::shard::{Shard, ShardMsg};
 
 /// How long a positive `on_play` answer covers the same client's playlist polls.
 pub const HOOK_ALLOW_TTL: Duration = Duration::from_secs(30);
@@ -84,11 +83,11 @@ pub fn first_segment_wait(settings: &super::Settings) -> Duration {
     (target * 2 + Duration::from_secs(2)).min(Duration::from_secs(10))
 }
 
-pub fn playlist_handler() -> http::Handler<Shard> {
+pub fn playlist_handler() -> http::Handler<Live> {
     http::handler(playlist)
 }
 
-pub fn segment_handler() -> http::Handler<Shard> {
+pub fn segment_handler() -> http::Handler<Live> {
     http::handler(segment)
 }
 
@@ -115,7 +114,6 @@ pub struct HlsState {
     /// Streams that ended lately: the shard holding their last playlist, until when.
     ended_on: RefCell<HashMap<StreamId, (usize, Instant)>>,
     allowed: RefCell<HashMap<(IpAddr, StreamId, String), Instant>>,
-    watching_shutdown: Cell<bool>,
 }
 
 /// The first sequence number of a new stream: tenths of a second since the epoch, so a
@@ -127,8 +125,8 @@ fn first_sequence() -> u64 {
         .map_or(0, |d| d.as_millis() as u64 / 100)
 }
 
-fn count_pushed(shard: &Shard, pushed: Pushed) {
-    let m = shard.metrics();
+fn count_pushed(ctx: &Ctx, pushed: Pushed) {
+    let m = &ctx.metrics;
     if pushed.finished > 0 {
         m.media_hls_segments
             .fetch_add(u64::from(pushed.finished), Relaxed);
@@ -150,8 +148,8 @@ impl HlsState {
 
     /// A publisher of `stream` started on this shard: a new segmenter, or the held one
     /// resumed (after a discontinuity).
-    pub fn start(&self, shard: &Rc<Shard>, stream: &StreamId) {
-        let settings = &shard.common.live;
+    pub fn start(&self, ctx: &Ctx, stream: &StreamId) {
+        let settings = &ctx.settings;
         let mut streams = self.streams.borrow_mut();
         match streams.get_mut(stream) {
             Some(e) => {
@@ -163,57 +161,44 @@ impl HlsState {
                 streams.insert(stream.clone(), Entry { seg, expires: None });
             }
         }
-        drop(streams);
-        self.watch_shutdown(shard);
     }
 
     /// On shutdown, every open segment on this shard is finished (SPEC C1).
-    fn watch_shutdown(&self, shard: &Rc<Shard>) {
-        if self.watching_shutdown.replace(true) {
-            return;
-        }
-        let shard = shard.clone();
-        monoio::spawn(async move {
-            shard.shutdown().wait().await;
-            shard.live.hls.end_all(&shard);
-        });
-    }
-
-    fn end_all(&self, shard: &Shard) {
-        let keep = ended_keep(&shard.common.live);
+    pub(super) fn end_all(&self, ctx: &Ctx) {
+        let keep = ended_keep(&ctx.settings);
         for e in self.streams.borrow_mut().values_mut() {
             if !e.seg.is_ended() {
                 let finished = e.seg.end();
-                count_pushed(shard, finished_one(finished));
+                count_pushed(ctx, finished_one(finished));
                 e.expires = Some(Instant::now() + keep);
             }
         }
     }
 
     /// One ingested message of a stream published here.
-    pub fn ingest(&self, shard: &Shard, stream: &StreamId, msg: &MediaMessage) {
+    pub fn ingest(&self, ctx: &Ctx, stream: &StreamId, msg: &MediaMessage) {
         let pushed = match self.streams.borrow_mut().get_mut(stream) {
             Some(e) => e.seg.push_message(msg),
             None => return,
         };
-        count_pushed(shard, pushed);
+        count_pushed(ctx, pushed);
     }
 
     /// The publisher is gone (for now or for good): finish the open segment so players
     /// get its seconds at once.
-    pub fn publisher_gone(&self, shard: &Shard, stream: &StreamId) {
+    pub fn publisher_gone(&self, ctx: &Ctx, stream: &StreamId) {
         let finished = match self.streams.borrow_mut().get_mut(stream) {
             Some(e) => e.seg.finish(),
             None => return,
         };
-        count_pushed(shard, finished_one(finished));
+        count_pushed(ctx, finished_one(finished));
     }
 
     /// On every shard, when `stream`'s owner is announced: a shard that segmented it
     /// before hands its segments to the new owner.
-    pub fn on_owner(&self, shard: &Shard, stream: &StreamId, owner: usize) {
+    pub fn on_owner(&self, ctx: &Ctx, stream: &StreamId, owner: usize) {
         self.ended_on.borrow_mut().remove(stream);
-        if owner == shard.id() {
+        if owner == ctx.port.me() {
             return;
         }
         let Some(mut e) = self.streams.borrow_mut().remove(stream) else {
@@ -228,12 +213,12 @@ impl HlsState {
             history: Box::new(history),
         };
         // A full ring loses the old segments; the new owner's playlist starts afresh.
-        let _ = shard.ctx.mesh.submit_to(owner, ShardMsg::Live(msg));
+        let _ = ctx.port.submit_to(owner, msg);
     }
 
     /// On the new owner: the previous owner's segments.
-    pub fn adopt(&self, shard: &Shard, stream: StreamId, history: History) {
-        let settings = &shard.common.live;
+    pub fn adopt(&self, ctx: &Ctx, stream: StreamId, history: History) {
+        let settings = &ctx.settings;
         let mut streams = self.streams.borrow_mut();
         let e = streams.entry(stream.clone()).or_insert_with(|| Entry {
             seg: Segmenter::new(&stream, settings.hls, first_sequence()),
@@ -244,11 +229,11 @@ impl HlsState {
     }
 
     /// On every shard, when `stream` went offline; `owner` is the shard that owned it.
-    pub fn on_offline(&self, shard: &Shard, stream: &StreamId, owner: Option<usize>) {
-        let until = Instant::now() + ended_keep(&shard.common.live);
+    pub fn on_offline(&self, ctx: &Ctx, stream: &StreamId, owner: Option<usize>) {
+        let until = Instant::now() + ended_keep(&ctx.settings);
         if let Some(e) = self.streams.borrow_mut().get_mut(stream) {
             let finished = e.seg.end();
-            count_pushed(shard, finished_one(finished));
+            count_pushed(ctx, finished_one(finished));
             e.expires = Some(until);
         }
         if let Some(owner) = owner {
@@ -358,40 +343,40 @@ fn with_suffix(text: &[u8], suffix: &str) -> Bytes {
 }
 
 /// The shard holding `name`'s segments: its live owner, or where it ended lately.
-fn owner_of(shard: &Shard, name: &str) -> Option<usize> {
-    shard
-        .live
-        .owner(name)
-        .or_else(|| shard.live.hls.ended_owner(name))
+fn owner_of(live: &Live, name: &str) -> Option<usize> {
+    live.owner(name).or_else(|| live.hls.ended_owner(name))
 }
 
-async fn playlist(shard: Rc<Shard>, req: Request) -> Reply {
-    shard.metrics().media_hls_requests.fetch_add(1, Relaxed);
+async fn playlist(live: Rc<Live>, req: Request) -> Reply {
+    live.ctx.metrics.media_hls_requests.fetch_add(1, Relaxed);
     let Some(name) = req.param("stream") else {
         return refused(not_found());
     };
-    let query = match check_http_play(&shard, &req, name) {
+    let query = match check_http_play(&live, &req, name) {
         Ok(q) => q,
         Err(r) => return refused(r),
     };
-    let Some(owner) = owner_of(&shard, name) else {
+    let Some(owner) = owner_of(&live, name) else {
         return refused(not_found());
     };
     let stream: StreamId = name.into();
-    let hls = &shard.live.hls;
-    if shard.common.live.hooks.on_play.is_some() {
+    let hls = &live.hls;
+    if live.ctx.settings.hooks.on_play.is_some() {
         let key = (req.peer.ip(), stream.clone(), query.clone());
         if !hls.hook_allowed(&key) {
-            if let Err(r) = ask_on_play(&shard, name, &query, req.peer, "hls").await {
+            if let Err(r) = ask_on_play(&live, name, &query, req.peer, "hls").await {
                 return refused(r);
             }
             hls.remember_allowed(key);
         }
     }
-    let deadline = Instant::now() + first_segment_wait(&shard.common.live);
+    let deadline = Instant::now() + first_segment_wait(&live.ctx.settings);
     let answer = loop {
         let s = stream.clone();
-        let Some(answer) = shard.run_on(owner, move |o| o.live.hls.playlist(&s)).await else {
+        let call = live
+            .port()
+            .call(owner, move |o: &Rc<Live>| o.hls.playlist(&s));
+        let Some(answer) = call.await else {
             return busy();
         };
         let Some(answer) = answer else {
@@ -409,9 +394,9 @@ async fn playlist(shard: Rc<Shard>, req: Request) -> Reply {
             "no segment yet, try again",
         ));
     }
-    let body = match shard
-        .common
-        .live
+    let body = match live
+        .ctx
+        .settings
         .play_sign
         .then(|| signature_suffix(&query))
         .flatten()
@@ -419,8 +404,8 @@ async fn playlist(shard: Rc<Shard>, req: Request) -> Reply {
         Some(suffix) => with_suffix(&answer.text, &suffix),
         None => answer.text,
     };
-    shard
-        .metrics()
+    live.ctx
+        .metrics
         .media_hls_bytes_out
         .fetch_add(body.len() as u64, Relaxed);
     cors(Response::with_body(200, PLAYLIST_TYPE, body))
@@ -437,20 +422,21 @@ fn parse_segment_name(file: &str) -> Option<(&str, u64)> {
     Some((name, seq.parse().ok()?))
 }
 
-async fn segment(shard: Rc<Shard>, req: Request) -> Reply {
-    shard.metrics().media_hls_requests.fetch_add(1, Relaxed);
+async fn segment(live: Rc<Live>, req: Request) -> Reply {
+    live.ctx.metrics.media_hls_requests.fetch_add(1, Relaxed);
     let Some((name, sequence)) = req.param("segment").and_then(parse_segment_name) else {
         return refused(not_found());
     };
-    if let Err(r) = check_http_play(&shard, &req, name) {
+    if let Err(r) = check_http_play(&live, &req, name) {
         return refused(r);
     }
-    let Some(owner) = owner_of(&shard, name) else {
+    let Some(owner) = owner_of(&live, name) else {
         return refused(not_found());
     };
     let stream: StreamId = name.into();
-    let Some(found) = shard
-        .run_on(owner, move |o| o.live.hls.segment(&stream, sequence))
+    let Some(found) = live
+        .port()
+        .call(owner, move |o: &Rc<Live>| o.hls.segment(&stream, sequence))
         .await
     else {
         return busy();
@@ -458,8 +444,8 @@ async fn segment(shard: Rc<Shard>, req: Request) -> Reply {
     let Some(data) = found else {
         return refused(Response::error(404, code::NOT_FOUND, "no such segment"));
     };
-    shard
-        .metrics()
+    live.ctx
+        .metrics
         .media_hls_bytes_out
         .fetch_add(data.len() as u64, Relaxed);
     cors(Response::with_body(200, SEGMENT_TYPE, data))

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::shard::Shard;
+use std::net::SocketAddr;
+
+use super::engine::Live;
 
 #[derive(Clone, Debug, Default)]
 pub struct Hooks {
@@ -65,9 +67,9 @@ pub struct Event<'a> {
 pub const REASON_MAX_CHARS: usize = 200;
 
 /// Asks `url` whether to allow `event`; `Err(reason)` when refused.
-pub async fn ask(shard: &Shard, url: &str, event: &Event<'_>) -> Result<(), String> {
-    let timeout = shard.common.live.hooks.timeout;
-    let reply = shard.common.outbound.post_json(url, event, timeout).await;
+pub async fn ask(live: &Live, url: &str, event: &Event<'_>) -> Result<(), String> {
+    let timeout = live.settings().hooks.timeout;
+    let reply = live.ctx.outbound.post_json(url, event, timeout).await;
     if let Err(e) = &reply {
         // The details (which host, why) are for the operator; the client gets the kind.
         let hook = crate::logging::redact(url);
@@ -154,12 +156,37 @@ fn receiver_text(body: &[u8]) -> String {
 }
 
 /// Tells `url` about `event`, without waiting for the answer to matter.
-pub fn notify(shard: &Shard, url: &str, event: &Event<'_>) {
-    let timeout = shard.common.live.hooks.timeout;
-    let call = shard.common.outbound.post_json(url, event, timeout);
+pub fn notify(live: &Live, url: &str, event: &Event<'_>) {
+    let timeout = live.settings().hooks.timeout;
+    let call = live.ctx.outbound.post_json(url, event, timeout);
     monoio::spawn(async move {
         let _ = call.await;
     });
+}
+
+/// The callback body for `action` on `stream` by the client at `peer`.
+pub fn event<'a>(
+    action: &'static str,
+    live: &'a Live,
+    stream: &'a str,
+    query: &str,
+    peer: SocketAddr,
+    protocol: &'static str,
+) -> Event<'a> {
+    Event {
+        action,
+        client_id: format!("{}-{}", live.ctx.port.me(), peer),
+        ip: peer.ip().to_string(),
+        vhost: "__defaultVhost__",
+        app: &live.settings().app,
+        stream,
+        param: if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        },
+        protocol,
+    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::engine::{bump, submit, Live, LocalStream, Proto, Viewer};
+use super::engine::{bump, Live, LocalStream, Proto, Viewer};
 use super::outbox::Offer;
 use super::{Frame, Msg, StreamId};
 use crate::media::gop::GopCache;
 use crate::media::{MediaKind, Packaged};
-use crate::shard::Shard;
 
 static CRLF: Bytes = Bytes::from_static(b"\r\n");
 
@@ -31,30 +30,27 @@ impl Live {
 
     /// Adds a viewer of `stream` on this shard. Returns false if the stream is not live
     /// (as far as this shard knows).
-    pub fn watch(&self, shard: &Shard, stream: &StreamId, viewer: Rc<Viewer>) -> bool {
+    pub fn watch(&self, stream: &StreamId, viewer: Rc<Viewer>) -> bool {
         let Some(owner) = self.owners.borrow().get(stream).copied() else {
             return false;
         };
         let mut local = self.local.borrow_mut();
         let ls = local.entry(stream.clone()).or_insert_with(|| LocalStream {
-            owner,
-            gop: GopCache::new(Self::settings(shard).gop),
+            gop: GopCache::new(self.settings().gop),
             ready: false,
             viewers: Vec::new(),
-            cork: !Self::settings(shard).cork.is_zero(),
+            cork: !self.settings().cork.is_zero(),
             corked: false,
         });
         let subscribe = !ls.ready && ls.viewers.is_empty();
         if ls.ready {
-            self.start_viewer(shard, ls, &viewer);
+            self.start_viewer(ls, &viewer);
         }
         ls.viewers.push(viewer.clone());
-        let owner = ls.owner;
         drop(local);
-        self.count_viewer(shard, viewer.proto, 1);
+        self.count_viewer(viewer.proto, 1);
         if subscribe {
-            self.send_or_local(
-                shard,
+            let _ = self.submit(
                 owner,
                 Msg::Subscribe {
                     stream: stream.clone(),
@@ -65,7 +61,7 @@ impl Live {
     }
 
     /// Removes a viewer; unsubscribes when it was the last one here.
-    pub fn unwatch(&self, shard: &Shard, stream: &StreamId, viewer: &Rc<Viewer>) {
+    pub fn unwatch(&self, stream: &StreamId, viewer: &Rc<Viewer>) {
         let mut local = self.local.borrow_mut();
         let Some(ls) = local.get_mut(stream) else {
             return;
@@ -76,15 +72,15 @@ impl Live {
             return;
         }
         let empty = ls.viewers.is_empty();
-        let owner = ls.owner;
         if empty {
             local.remove(stream);
         }
         drop(local);
-        self.count_viewer(shard, viewer.proto, -1);
-        if empty {
-            self.send_or_local(
-                shard,
+        self.count_viewer(viewer.proto, -1);
+        // A stream that went offline has no owner left to tell.
+        let owner = self.owner(stream);
+        if let Some(owner) = owner.filter(|_| empty) {
+            let _ = self.submit(
                 owner,
                 Msg::Unsubscribe {
                     stream: stream.clone(),
@@ -93,8 +89,8 @@ impl Live {
         }
     }
 
-    fn count_viewer(&self, shard: &Shard, proto: Proto, delta: i64) {
-        let m = shard.metrics();
+    fn count_viewer(&self, proto: Proto, delta: i64) {
+        let m = &self.ctx.metrics;
         let gauge = match proto {
             Proto::Rtmp => &m.media_viewers_rtmp,
             Proto::Flv => &m.media_viewers_flv,
@@ -102,20 +98,12 @@ impl Live {
         gauge.fetch_add(delta, Relaxed);
     }
 
-    fn send_or_local(&self, shard: &Shard, to: usize, msg: Msg) {
-        if to == shard.id() {
-            self.handle_local(shard, to, msg);
-        } else {
-            let _ = submit(shard, to, msg);
-        }
-    }
-
     /// Writes the start of the stream (from this shard's GOP mirror) to a new viewer.
-    fn start_viewer(&self, shard: &Shard, ls: &LocalStream, viewer: &Viewer) {
+    fn start_viewer(&self, ls: &LocalStream, viewer: &Viewer) {
         if ls.gop.has_gop() {
             bump(&self.counters.gop_hits, 1);
             // A cached GOP starts on a keyframe: the player's first picture goes out now.
-            viewer.first_keyframe(shard);
+            viewer.first_keyframe(&self.ctx.metrics);
         }
         match viewer.proto {
             Proto::Rtmp => {
@@ -136,7 +124,7 @@ impl Live {
         }
     }
 
-    pub(super) fn on_frame(&self, shard: &Shard, frame: &Arc<Frame>) {
+    pub(super) fn on_frame(&self, frame: &Arc<Frame>) {
         let mut local = self.local.borrow_mut();
         let Some(ls) = local.get_mut(&frame.stream) else {
             return;
@@ -165,7 +153,7 @@ impl Live {
                 Offer::Queued => {
                     direct += v.outbox.take_direct_bytes();
                     if frame.keyframe {
-                        v.first_keyframe(shard);
+                        v.first_keyframe(&self.ctx.metrics);
                     }
                 }
                 Offer::Skipped => skipped += 1,
@@ -199,29 +187,35 @@ impl Live {
         bump(&self.counters.bytes_out, sent);
     }
 
-    /// Starts the shard's media tasks (the cork flusher).
-    pub fn spawn_tasks(shard: &Rc<Shard>) {
-        let cork = Self::settings(shard).cork;
-        if cork.is_zero() {
-            return;
+    /// Starts the shard's media tasks: the cork flusher, the once-a-second sweep, and the
+    /// end of every open HLS segment on shutdown (SPEC C1).
+    pub fn spawn_tasks(self: &Rc<Self>) {
+        let cork = self.settings().cork;
+        if !cork.is_zero() {
+            let me = self.clone();
+            monoio::spawn(async move {
+                loop {
+                    me.cork_kick.notified().await;
+                    monoio::time::sleep(cork).await;
+                    me.flush_corked();
+                }
+            });
         }
-        let shard = shard.clone();
+        let me = self.clone();
         monoio::spawn(async move {
             loop {
-                shard.live.cork_kick.notified().await;
-                monoio::time::sleep(cork).await;
-                shard.live.flush_corked();
+                monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+                me.sweep();
             }
+        });
+        let me = self.clone();
+        monoio::spawn(async move {
+            me.ctx.shutdown.wait().await;
+            me.hls.end_all(&me.ctx);
         });
     }
 
-    pub(super) fn on_start(
-        &self,
-        shard: &Shard,
-        stream: StreamId,
-        gop: Vec<Packaged>,
-        has_metadata: bool,
-    ) {
+    pub(super) fn on_start(&self, stream: StreamId, gop: Vec<Packaged>, has_metadata: bool) {
         let mut local = self.local.borrow_mut();
         let Some(ls) = local.get_mut(&stream) else {
             return;
@@ -239,42 +233,41 @@ impl Live {
         if !ls.ready {
             ls.ready = true;
             for v in &ls.viewers {
-                self.start_viewer(shard, ls, v);
+                self.start_viewer(ls, v);
             }
         }
     }
 
-    pub(super) fn on_announce(&self, shard: &Shard, stream: StreamId, owner: Option<usize>) {
+    pub(super) fn on_announce(&self, stream: StreamId, owner: Option<usize>) {
         match owner {
             Some(owner) => {
-                self.owners.borrow_mut().insert(stream.clone(), owner);
-                self.hls.on_owner(shard, &stream, owner);
+                let before = self.owners.borrow_mut().insert(stream.clone(), owner);
+                if owner != self.ctx.port.me() {
+                    self.early.borrow_mut().remove(&stream);
+                }
+                self.hls.on_owner(&self.ctx, &stream, owner);
                 // Streams this shard published before lose their ownership to the new owner.
-                if owner != shard.id() {
+                if owner != self.ctx.port.me() {
                     self.owned.borrow_mut().remove(&stream);
                 }
-                let resubscribe = {
-                    let mut local = self.local.borrow_mut();
-                    match local.get_mut(&stream) {
-                        Some(ls) if ls.owner != owner => {
-                            ls.owner = owner;
-                            ls.ready = false;
-                            true
-                        }
-                        _ => false,
-                    }
-                };
+                // Viewers here of a stream that moved: start again from the new owner.
+                let resubscribe = before != Some(owner)
+                    && self.local.borrow_mut().get_mut(&stream).is_some_and(|ls| {
+                        ls.ready = false;
+                        true
+                    });
                 if resubscribe {
-                    self.send_or_local(shard, owner, Msg::Subscribe { stream });
+                    let _ = self.submit(owner, Msg::Subscribe { stream });
                 }
             }
             None => {
                 let owner = self.owners.borrow_mut().remove(&stream);
+                self.early.borrow_mut().remove(&stream);
                 self.owned.borrow_mut().remove(&stream);
-                self.hls.on_offline(shard, &stream, owner);
+                self.hls.on_offline(&self.ctx, &stream, owner);
                 if let Some(ls) = self.local.borrow_mut().remove(&stream) {
                     for v in &ls.viewers {
-                        self.count_viewer(shard, v.proto, -1);
+                        self.count_viewer(v.proto, -1);
                         v.end();
                     }
                 }

@@ -49,12 +49,16 @@ pub type StreamId = Arc<str>;
 
 /// Stream names: the same rule as room ids (they are the same names).
 pub fn valid_stream(name: &str) -> bool {
-    crate::danmaku::valid_room_id(name)
+    crate::ids::valid_room_id(name)
 }
 
-/// The home shard of a stream: the same as its danmaku room's.
-pub fn home_shard(stream: &str, shards: usize) -> usize {
-    crate::danmaku::home_shard(stream, shards)
+/// What the live engine tells a stream's room: the one way it reaches the danmaku side,
+/// given to it by the wiring (so live never names the danmaku engine).
+pub trait RoomEvents {
+    /// The stream went live (`true`, on a new claim) or offline (`false`, when it ended).
+    fn live(&self, room: &StreamId, live: bool);
+    /// The stream's clock (media timestamp in ms), or `None` when the stream stops.
+    fn clock(&self, room: &StreamId, media_ms: Option<u64>);
 }
 
 /// One media message of a stream, packaged once, shared by every shard and viewer.
@@ -70,7 +74,7 @@ pub struct Frame {
     pub essential: bool,
 }
 
-/// Live-stream messages between shards (carried in `ShardMsg::Live`).
+/// Live-stream messages between shards, through the engine's [`crate::port::Port`].
 #[derive(Debug)]
 pub enum Msg {
     /// Home → every shard: `stream` is now owned by `owner` (`None`: it went offline).
@@ -99,6 +103,14 @@ pub enum Msg {
         stream: StreamId,
         history: Box<History>,
     },
+    /// Any shard → any shard: run a function on this shard's engine (control paths).
+    Call(crate::port::Call<Live>),
+}
+
+impl From<crate::port::Call<Live>> for Msg {
+    fn from(c: crate::port::Call<Live>) -> Self {
+        Msg::Call(c)
+    }
 }
 
 /// Settings from `[media]`.
@@ -123,6 +135,9 @@ pub struct Settings {
     pub hooks: hooks::Hooks,
     pub referer_allow: Vec<String>,
     pub hls: HlsConfig,
+    /// A write to a player that makes no progress for this long closes it
+    /// (`http.write_timeout_ms`).
+    pub write_timeout: Duration,
 }
 
 impl Settings {
@@ -152,6 +167,7 @@ impl Settings {
                 window: m.hls_window,
                 max_segment_bytes: m.hls_max_segment_bytes,
             },
+            write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
         })
     }
 }

@@ -3,16 +3,14 @@
 
 use std::rc::Rc;
 
-use super::engine::{submit, Claim, ClaimAnswer, Live};
+use super::engine::{Claim, ClaimAnswer, Live};
 use super::{Msg, StreamId};
-use crate::danmaku::PostBody;
-use crate::shard::{Shard, ShardMsg};
 
 impl Live {
     // --- registry (home shard) ---------------------------------------------------------
 
     /// On the stream's home shard: may `from` publish `stream`?
-    pub fn claim(&self, shard: &Rc<Shard>, stream: StreamId, from: usize) -> ClaimAnswer {
+    pub fn claim(self: &Rc<Self>, stream: StreamId, from: usize) -> ClaimAnswer {
         let epoch = self.next_epoch.get() + 1;
         self.next_epoch.set(epoch);
         let resumed = {
@@ -38,18 +36,16 @@ impl Live {
                 }
             }
         };
-        self.announce(shard, &stream, Some(from));
+        self.announce(&stream, Some(from));
         if !resumed {
-            shard
-                .danmaku
-                .system_post(shard, stream, PostBody::Live { live: true });
+            self.ctx.events.live(&stream, true);
         }
         ClaimAnswer::Granted { resumed }
     }
 
     /// On the home shard: the publisher of `stream` on `from` stopped. `for_good` (an
     /// explicit unpublish) ends the stream now; otherwise it waits for the grace period.
-    pub fn release(&self, shard: &Rc<Shard>, stream: StreamId, from: usize, for_good: bool) {
+    pub fn release(self: &Rc<Self>, stream: StreamId, from: usize, for_good: bool) {
         let epoch = {
             let mut reg = self.registry.borrow_mut();
             let Some(c) = reg.get_mut(&stream) else {
@@ -62,47 +58,36 @@ impl Live {
             c.epoch
         };
         if for_good {
-            return self.end(shard, &stream);
+            return self.end(&stream);
         }
-        let grace = Self::settings(shard).publisher_grace;
-        let shard = shard.clone();
+        let grace = self.settings().publisher_grace;
+        let me = self.clone();
         monoio::spawn(async move {
             monoio::time::sleep(grace).await;
-            let expired = shard
-                .live
+            let expired = me
                 .registry
                 .borrow()
                 .get(&stream)
                 .is_some_and(|c| !c.connected && c.epoch == epoch);
             if expired {
-                shard.live.end(&shard, &stream);
+                me.end(&stream);
             }
         });
     }
 
-    fn end(&self, shard: &Rc<Shard>, stream: &StreamId) {
+    fn end(self: &Rc<Self>, stream: &StreamId) {
         if self.registry.borrow_mut().remove(stream).is_none() {
             return;
         }
-        self.announce(shard, stream, None);
-        shard
-            .danmaku
-            .system_post(shard, stream.clone(), PostBody::Live { live: false });
-        let clock = crate::danmaku::Msg::MediaClock {
-            room: stream.clone(),
-            media_ms: None,
-        };
-        let _ = shard
-            .ctx
-            .mesh
-            .submit_to(shard.id(), ShardMsg::Danmaku(clock));
+        self.announce(stream, None);
+        self.ctx.events.live(stream, false);
+        self.ctx.events.clock(stream, None);
     }
 
     /// On the home shard: stop the stream's publisher (its room was closed).
-    pub fn stop(&self, shard: &Shard, stream: &StreamId) {
+    pub fn stop(&self, stream: &StreamId) {
         if let Some(c) = self.registry.borrow().get(stream) {
-            let _ = submit(
-                shard,
+            let _ = self.submit(
                 c.owner,
                 Msg::Stop {
                     stream: stream.clone(),
@@ -111,27 +96,15 @@ impl Live {
         }
     }
 
-    /// Whether `stream` is live (on its home shard).
-    pub fn is_claimed(&self, stream: &str) -> bool {
-        self.registry
-            .borrow()
-            .get(stream)
-            .is_some_and(|c| c.connected)
-    }
-
-    fn announce(&self, shard: &Shard, stream: &StreamId, owner: Option<usize>) {
-        for s in 0..shard.ctx.count {
+    fn announce(&self, stream: &StreamId, owner: Option<usize>) {
+        // A full ring here would leave that shard with a stale owner until the next
+        // announcement; it is counted by the mesh as overflow.
+        for s in 0..self.ctx.port.shards() {
             let msg = Msg::Announce {
                 stream: stream.clone(),
                 owner,
             };
-            if s == shard.id() {
-                let _ = shard.ctx.mesh.submit_to(s, ShardMsg::Live(msg));
-            } else {
-                // A full ring here would leave that shard with a stale owner until the next
-                // announcement; it is counted by the mesh as overflow.
-                let _ = submit(shard, s, msg);
-            }
+            let _ = self.submit(s, msg);
         }
     }
 }

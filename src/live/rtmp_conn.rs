@@ -32,10 +32,10 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use shards::local::Notify;
 
-use super::engine::{ClaimAnswer, Proto, Viewer};
-use super::hooks::{self, Event as HookEvent};
+use super::engine::{ClaimAnswer, Live, Proto, Viewer};
+use super::hooks;
 use super::outbox::{write_loop, Outbox};
-use super::{home_shard, valid_stream, StreamId};
+use super::{valid_stream, StreamId};
 use crate::auth::now_unix;
 use crate::media::rtmp::chunk::MAX_MESSAGE_LEN;
 use crate::media::rtmp::{
@@ -43,7 +43,6 @@ use crate::media::rtmp::{
     SessionConfig, SessionError,
 };
 use crate::media::sign;
-use crate::shard::Shard;
 use crate::sockio::read_append;
 use crate::store::Request as StoreRequest;
 
@@ -74,9 +73,9 @@ enum Role {
     },
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let settings = &shard.common.live;
+    let settings = &live.ctx.settings;
     let max_message = settings.max_message_bytes.min(MAX_MESSAGE_LEN as usize);
     let config = SessionConfig {
         chunk_limits: ChunkLimits::before_publish(),
@@ -89,15 +88,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         ..SessionConfig::default()
     };
     let mut session = ServerSession::new(config, Instant::now());
-    session.set_publish_budget(shard.live.partial_budget(&shard));
+    session.set_publish_budget(live.partial_budget());
     let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let (mut reader, mut writer) = stream.into_split();
-    let write_timeout = Duration::from_millis(shard.config().http.write_timeout_ms);
+    let write_timeout = live.settings().write_timeout;
     let writer_task = {
-        let (outbox, shard) = (outbox.clone(), shard.clone());
+        let (outbox, live) = (outbox.clone(), live.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, write_timeout, |n| shard.live.wrote(n)).await;
+            write_loop(&outbox, &mut writer, write_timeout, |n| live.wrote(n)).await;
         })
     };
 
@@ -150,7 +149,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             r = read => Wake::Read(r),
             // The server stops: a stream ends now (not after the grace period), a player is
             // told, like an operator's stop.
-            _ = shard.shutdown_signal().wait() => Wake::Stop,
+            _ = live.ctx.shutdown.wait() => Wake::Stop,
             _ = stop.notified() => Wake::Stop,
             _ = ended.notified() => Wake::Ended,
             _ = outbox.closed.notified() => Wake::Closed,
@@ -185,7 +184,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let _ = n;
         buf = b;
         if let Err(e) = session.handle_input(&buf, Instant::now()) {
-            note_input_error(&shard, &role, peer, &e);
+            note_input_error(&live, &role, peer, &e);
             // What the session still has to say (an acknowledgement, a pong) goes out.
             while let Some(b) = session.poll_transmit() {
                 outbox.push(b);
@@ -195,7 +194,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         buf.clear();
         let mut done = false;
         while let Some(event) = session.poll_event() {
-            if !on_event(&shard, &mut session, &mut role, &outbox, peer, event).await {
+            if !on_event(&live, &mut session, &mut role, &outbox, peer, event).await {
                 done = true;
                 break;
             }
@@ -216,12 +215,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             query,
             ..
         } => {
-            shard.live.publisher_gone(&shard, &stream, unpublished);
+            live.publisher_gone(&stream, unpublished);
             if let Some(url) = &settings.hooks.on_unpublish {
                 hooks::notify(
-                    &shard,
+                    &live,
                     url,
-                    &hook_event("on_unpublish", &shard, &stream, &query, peer, "rtmp"),
+                    &hooks::event("on_unpublish", &live, &stream, &query, peer, "rtmp"),
                 );
             }
         }
@@ -230,12 +229,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             viewer,
             query,
         } => {
-            shard.live.unwatch(&shard, &stream, &viewer);
+            live.unwatch(&stream, &viewer);
             if let Some(url) = &settings.hooks.on_stop {
                 hooks::notify(
-                    &shard,
+                    &live,
                     url,
-                    &hook_event("on_stop", &shard, &stream, &query, peer, "rtmp"),
+                    &hooks::event("on_stop", &live, &stream, &query, peer, "rtmp"),
                 );
             }
         }
@@ -252,13 +251,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 /// Says why input closed the connection. Passing the shard's partial-message bound is
 /// the one an operator must see (a warning and a metric): it means the shard's
 /// publishers together are sending more unfinished messages than it is sized for.
-fn note_input_error(shard: &Shard, role: &Role, peer: SocketAddr, e: &SessionError) {
+fn note_input_error(live: &Live, role: &Role, peer: SocketAddr, e: &SessionError) {
     let stream = match role {
         Role::Publisher { stream, .. } | Role::Player { stream, .. } => stream.as_ref(),
         Role::Setup => "",
     };
     if let SessionError::Chunk(ChunkError::SharedBufferLimit { .. }) = e {
-        shard.metrics().media_partial_closed.fetch_add(1, Relaxed);
+        live.ctx.metrics.media_partial_closed.fetch_add(1, Relaxed);
         tracing::warn!(
             %peer,
             stream,
@@ -293,33 +292,9 @@ async fn read_with_deadline<R: monoio::io::AsyncReadRent>(
     res.ok().map(|n| (n, buf))
 }
 
-pub(super) fn hook_event<'a>(
-    action: &'static str,
-    shard: &'a Shard,
-    stream: &'a str,
-    query: &str,
-    peer: SocketAddr,
-    protocol: &'static str,
-) -> HookEvent<'a> {
-    HookEvent {
-        action,
-        client_id: format!("{}-{}", shard.id(), peer),
-        ip: peer.ip().to_string(),
-        vhost: "__defaultVhost__",
-        app: &shard.common.live.app,
-        stream,
-        param: if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{query}")
-        },
-        protocol,
-    }
-}
-
 /// Acts on one session event. Returns false when the connection must close.
 async fn on_event(
-    shard: &Rc<Shard>,
+    live: &Rc<Live>,
     session: &mut ServerSession,
     role: &mut Role,
     outbox: &Rc<Outbox>,
@@ -327,12 +302,12 @@ async fn on_event(
     event: Event,
 ) -> bool {
     match event {
-        Event::Publish(req) => match check_publish(shard, &req, peer).await {
+        Event::Publish(req) => match check_publish(live, &req, peer).await {
             Ok(stream) => {
                 if session.accept_publish().is_err() {
                     return false;
                 }
-                let stop = shard.live.start_owned(shard, &stream);
+                let stop = live.start_owned(&stream);
                 tracing::info!(stream = %stream, %peer, "publishing");
                 *role = Role::Publisher {
                     stream,
@@ -349,7 +324,7 @@ async fn on_event(
             }
         },
         // The time to first frame runs from the play command (the play hook included).
-        Event::Play(req) => match (Instant::now(), check_play(shard, &req, peer).await) {
+        Event::Play(req) => match (Instant::now(), check_play(live, &req, peer).await) {
             (asked, Ok(stream)) => {
                 if session.accept_play().is_err() {
                     return false;
@@ -358,13 +333,13 @@ async fn on_event(
                 while let Some(b) = session.poll_transmit() {
                     outbox.push(b);
                 }
-                let send_buffer = shard.common.live.send_buffer;
+                let send_buffer = live.ctx.settings.send_buffer;
                 if let Some(fd) = outbox.fd().filter(|_| send_buffer > 0) {
                     crate::sockio::set_send_buffer(fd, send_buffer);
                 }
                 let viewer = Viewer::new(outbox.clone(), Proto::Rtmp);
                 viewer.requested.set(Some(asked));
-                if !shard.live.watch(shard, &stream, viewer.clone()) {
+                if !live.watch(&stream, viewer.clone()) {
                     session.notify_unpublished();
                     return false;
                 }
@@ -382,13 +357,13 @@ async fn on_event(
         },
         Event::Metadata { message, .. } => {
             if let Role::Publisher { stream, .. } = role {
-                shard.live.ingest(shard, stream, message, true);
+                live.ingest(stream, message, true);
             }
             true
         }
         Event::Media(msg) => {
             if let Role::Publisher { stream, .. } = role {
-                shard.live.ingest(shard, stream, msg, false);
+                live.ingest(stream, msg, false);
             }
             true
         }
@@ -407,11 +382,11 @@ async fn on_event(
 type Refusal = (&'static str, String);
 
 async fn check_publish(
-    shard: &Rc<Shard>,
+    live: &Rc<Live>,
     req: &PublishRequest,
     peer: SocketAddr,
 ) -> Result<StreamId, Refusal> {
-    let settings = &shard.common.live;
+    let settings = &live.ctx.settings;
     let what = format!("publish of {}/{}", req.app, req.stream);
     if req.app != settings.app {
         return Err((
@@ -429,8 +404,8 @@ async fn check_publish(
     if let Err(e) = sign::verify(&settings.push_key, &req.stream, &query, now_unix()) {
         return Err((status::PUBLISH_BAD_NAME, format!("{what} refused: {e}")));
     }
-    let room = shard
-        .common
+    let room = live
+        .ctx
         .store
         .call(|reply| StoreRequest::GetRoom {
             id: req.stream.clone(),
@@ -453,16 +428,20 @@ async fn check_publish(
         }
     }
     if let Some(url) = &settings.hooks.on_publish {
-        let event = hook_event("on_publish", shard, &req.stream, &query, peer, "rtmp");
-        if let Err(why) = hooks::ask(shard, url, &event).await {
+        let event = hooks::event("on_publish", live, &req.stream, &query, peer, "rtmp");
+        if let Err(why) = hooks::ask(live, url, &event).await {
             return Err((status::PUBLISH_DENIED, format!("{what} refused: {why}")));
         }
     }
     let stream: StreamId = req.stream.as_str().into();
-    let home = home_shard(&stream, shard.ctx.count);
-    let from = shard.id();
+    let home = live.port().home_of(&stream);
+    let from = live.port().me();
     let s = stream.clone();
-    match shard.run_on(home, move |h| h.live.claim(h, s, from)).await {
+    match live
+        .port()
+        .call(home, move |h: &Rc<Live>| h.claim(s, from))
+        .await
+    {
         Some(ClaimAnswer::Granted { .. }) => Ok(stream),
         Some(ClaimAnswer::Busy) => Err((
             status::PUBLISH_BAD_NAME,
@@ -476,11 +455,11 @@ async fn check_publish(
 }
 
 async fn check_play(
-    shard: &Rc<Shard>,
+    live: &Rc<Live>,
     req: &PlayRequest,
     peer: SocketAddr,
 ) -> Result<StreamId, Refusal> {
-    let settings = &shard.common.live;
+    let settings = &live.ctx.settings;
     let what = format!("play of {}/{}", req.app, req.stream);
     if req.app != settings.app || !valid_stream(&req.stream) {
         return Err((status::PLAY_NOT_FOUND, format!("{what}: no such stream")));
@@ -492,12 +471,12 @@ async fn check_play(
         }
     }
     if let Some(url) = &settings.hooks.on_play {
-        let event = hook_event("on_play", shard, &req.stream, &query, peer, "rtmp");
-        if let Err(why) = hooks::ask(shard, url, &event).await {
+        let event = hooks::event("on_play", live, &req.stream, &query, peer, "rtmp");
+        if let Err(why) = hooks::ask(live, url, &event).await {
             return Err((status::PLAY_FAILED, format!("{what} refused: {why}")));
         }
     }
-    if !shard.live.is_watchable(&req.stream) {
+    if !live.is_watchable(&req.stream) {
         return Err((
             status::PLAY_NOT_FOUND,
             format!("{what}: the stream is not live"),

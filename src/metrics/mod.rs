@@ -19,7 +19,7 @@ pub use latency::{
     observe_store, OUTBOUND_KINDS, OUTBOUND_TIMES, STORE_OPS, STORE_TIMES, TOP_ROOMS,
     TTFF_PROTOCOLS, UNMATCHED_ROUTE,
 };
-pub use scrape::{render_rooms, render_streams};
+pub use scrape::{render_rooms, render_streams, StreamStats};
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -115,6 +115,33 @@ impl ShardMetrics {
     /// `protocol` is an index into [`TTFF_PROTOCOLS`].
     pub fn observe_ttff(&self, protocol: usize, d: std::time::Duration) {
         self.ttff[protocol].observe(&histogram::TTFF, d);
+    }
+}
+
+/// One shard's handle on its own [`ShardMetrics`] (and the registry, for rendering): what
+/// an engine is given instead of the whole shard.
+#[derive(Clone)]
+pub struct Slot {
+    all: std::sync::Arc<Metrics>,
+    shard: usize,
+}
+
+impl Slot {
+    pub fn new(all: std::sync::Arc<Metrics>, shard: usize) -> Self {
+        Self { all, shard }
+    }
+
+    /// The whole registry (for `/metrics`).
+    pub fn registry(&self) -> &Metrics {
+        &self.all
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = ShardMetrics;
+
+    fn deref(&self) -> &ShardMetrics {
+        &self.all.shards[self.shard]
     }
 }
 

@@ -3,8 +3,15 @@
 
 use super::{escape_label, Writer, TOP_ROOMS};
 
+/// Per-stream numbers for `/metrics`, as the stream's owner shard reports them.
+pub struct StreamStats {
+    pub stream: String,
+    pub bitrate_bps: f64,
+    pub subscribers: usize,
+}
+
 /// Appends per-stream samples gathered from the shards that own the streams.
-pub fn render_streams(out: &mut String, streams: &[crate::live::engine::StreamStats]) {
+pub fn render_streams(out: &mut String, streams: &[StreamStats]) {
     let mut w = Writer { out };
     w.family(
         "liveshard_stream_ingest_bitrate_bps",

@@ -7,8 +7,9 @@
 //!
 //! Danmaku appends are group-committed: the thread takes every append waiting in the
 //! channel (up to a batch), writes them in one transaction, commits (fsync under the
-//! `durable` policy), and only then sends each sender its `ack` through that shard's
-//! [`shards::Remote`]. So an acknowledged item survives `kill -9`, and the cost of the
+//! `durable` policy), and only then tells each sender's shard what became of its items
+//! ([`Committed`], through the [`CommitSink`] the wiring gives the thread; the danmaku
+//! engine there builds the ack frames). So an acknowledged item survives `kill -9`, and the cost of the
 //! fsync is shared by everything that arrived while the previous commit was running.
 //!
 //! [`Backend`] is the interface a second backend (Redis, for clusters) implements;
@@ -36,8 +37,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use crate::auth::Revocation;
-use crate::danmaku::{ConnRef, Msg as DanmakuMsg};
-use crate::shard::ShardMsg;
+use crate::ids::ConnRef;
 use model::{ModState, Room, RoomPage, RoomPatch, RoomState, User};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +149,18 @@ pub struct AckTo {
     pub conn: ConnRef,
     pub cid: Option<String>,
 }
+
+/// The outcome of one group commit for one shard: the items of its connections that the
+/// commit held, with their ids, and whether they are stored.
+#[derive(Debug)]
+pub struct Committed {
+    pub stored: bool,
+    pub acks: Vec<(u64, AckTo)>,
+}
+
+/// Where the store thread sends each [`Committed`]: `sink(shard, committed)`. It may block
+/// (the thread waits for room on that shard's channel), never a shard.
+pub type CommitSink = Box<dyn Fn(usize, Committed) + Send>;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -300,15 +312,15 @@ impl Store {
         }
     }
 
-    /// Starts serving requests; acks go to shards through `remotes`.
-    pub fn start(&mut self, remotes: Vec<shards::Remote<ShardMsg>>) -> std::io::Result<()> {
+    /// Starts serving requests; what each commit did goes to the shards through `sink`.
+    pub fn start(&mut self, sink: CommitSink) -> std::io::Result<()> {
         let (Some(backend), Some(rx)) = (self.backend.take(), self.rx.take()) else {
             return Ok(());
         };
         self.thread = Some(
             std::thread::Builder::new()
                 .name("store".into())
-                .spawn(move || serve(backend, rx, remotes))?,
+                .spawn(move || serve(backend, rx, sink))?,
         );
         Ok(())
     }
@@ -332,11 +344,7 @@ impl Store {
     }
 }
 
-fn serve(
-    mut backend: Box<dyn Backend>,
-    rx: Receiver<Request>,
-    remotes: Vec<shards::Remote<ShardMsg>>,
-) {
+fn serve(mut backend: Box<dyn Backend>, rx: Receiver<Request>, sink: CommitSink) {
     let mut appends: Vec<(String, u64, Bytes)> = Vec::new();
     let mut acks: Vec<(u64, AckTo)> = Vec::new();
     let mut others: Vec<Request> = Vec::new();
@@ -387,24 +395,25 @@ fn serve(
             let result = backend.append_danmaku(&appends);
             crate::metrics::observe_store("append_danmaku", t.elapsed());
             appends.clear();
-            for (id, ack) in acks.drain(..) {
-                let frame = match &result {
-                    Ok(()) => crate::danmaku::protocol::ack_frame(ack.cid.as_deref(), id),
-                    Err(e) => {
-                        tracing::error!(error = %e, "danmaku not stored");
-                        crate::danmaku::protocol::error_frame(
-                            crate::danmaku::protocol::code::BUSY,
-                            "could not store the message; it may not be kept",
-                            ack.cid.as_deref(),
-                        )
-                    }
-                };
-                if let Some(r) = remotes.get(ack.conn.shard as usize) {
-                    let _ = r.send(ShardMsg::Danmaku(DanmakuMsg::Reply {
-                        conn: ack.conn,
-                        frame,
-                    }));
-                }
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "danmaku not stored");
+            }
+            // One message per shard for the whole group, in commit order.
+            acks.sort_by_key(|(_, a)| a.conn.shard);
+            while !acks.is_empty() {
+                let shard = acks[0].1.conn.shard;
+                let n = acks
+                    .iter()
+                    .take_while(|(_, a)| a.conn.shard == shard)
+                    .count();
+                let mine: Vec<_> = acks.drain(..n).collect();
+                sink(
+                    shard as usize,
+                    Committed {
+                        stored: result.is_ok(),
+                        acks: mine,
+                    },
+                );
             }
         }
         for req in others.drain(..) {

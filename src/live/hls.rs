@@ -58,7 +58,7 @@ use super::{Msg, StreamId};
 use crate::http::conn::Service;
 use crate::http::{self, code, query_param, Reply, Request, Response};
 use crate::media::hls::{History, Pushed, Segmenter};
-use crate::media::MediaMessage;
+use crate::media::Packaged;
 use crate::shard::{Shard, ShardMsg};
 
 /// How long a positive `on_play` answer covers the same client's playlist polls.
@@ -191,9 +191,9 @@ impl HlsState {
     }
 
     /// One ingested message of a stream published here.
-    pub fn ingest(&self, shard: &Shard, stream: &StreamId, msg: &MediaMessage) {
+    pub fn ingest(&self, shard: &Shard, stream: &StreamId, msg: &Packaged) {
         let pushed = match self.streams.borrow_mut().get_mut(stream) {
-            Some(e) => e.seg.push_message(msg),
+            Some(e) => e.seg.push_packaged(msg),
             None => return,
         };
         count_pushed(shard, pushed);

@@ -78,9 +78,7 @@ mod tests {
         assert!(c.is_keyframe());
         assert!(!c.is_sequence_header());
         assert!(!c.is_essential());
-        let Class::Video(t) = c else {
-            panic!("{c:?}")
-        };
+        let Class::Video(t) = c else { panic!("{c:?}") };
         assert_eq!(t.codec, VideoCodec::Avc);
         assert_eq!(t.packet, VideoPacket::Frame);
     }

@@ -336,7 +336,10 @@ impl Segmenter {
         let Some(open) = self.open.as_mut() else {
             return pushed;
         };
-        match self.mux.mux_classified(class, timestamp, payload, &mut open.buf) {
+        match self
+            .mux
+            .mux_classified(class, timestamp, payload, &mut open.buf)
+        {
             Muxed::Video { keyframe } => {
                 open.has_keyframe |= keyframe;
                 open.frames += 1;

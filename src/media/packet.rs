@@ -138,7 +138,11 @@ mod tests {
         let meta = Packaged::new_metadata(&msg).unwrap();
         assert!(meta.class.is_metadata());
         assert!(meta.class.is_essential());
-        assert_eq!(meta.flv, Packaged::new(&msg).unwrap().flv, "same bytes either way");
+        assert_eq!(
+            meta.flv,
+            Packaged::new(&msg).unwrap().flv,
+            "same bytes either way"
+        );
         assert_eq!(Packaged::new(&msg).unwrap().class, Class::Data);
         // Metadata packaging of a video message still reads its tag.
         let video = MediaMessage {

@@ -20,8 +20,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::local::{unix_ns, Local};
 use crate::marker;
-use crate::worker::{unix_ns, Local};
 use crate::wsproto::{self, FrameError, Rng};
 
 /// The start of liveshard's rate-limit refusal, `{"type":"error","code":4290,…}` (code

@@ -10,7 +10,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
-use crate::report::{thousands, Percentiles, Report, Results};
+use crate::hist::Percentiles;
+use crate::report::{thousands, Report, Results};
 use crate::timeline::Timeline;
 
 const W: f64 = 760.0;
@@ -513,7 +514,7 @@ mod tests {
 
     #[test]
     fn histogram_has_a_bar_per_quarter_decade() {
-        let mut h = crate::report::new_histogram();
+        let mut h = crate::hist::new_histogram();
         for v in [10u64, 11, 100, 1000, 10_000] {
             h.record(v).unwrap();
         }

@@ -13,7 +13,9 @@
 //! - `amf0.rs`      — the AMF0 values the RTMP client writes and reads
 //! - `marker.rs`   — latency markers written by publishers and scanned by viewers
 //! - `token.rs`    — HS256 tokens for publishers
-//! - `report.rs`   — report types, histogram (de)serialization, summaries, machine facts
+//! - `local.rs`    — one executor's shared state (counters, histograms, sockets), the wall clock
+//! - `report.rs`   — report types, summaries, machine facts
+//! - `hist.rs`     — latency histograms: wire form, merging, percentiles
 //! - `timeline.rs` — per-interval figures of the measurement window, from workers' progress
 //! - `html.rs`     — the `--html` page: figures, charts and the histogram as inline SVG
 //! - `probe.rs`    — what loadgen reads from the server side: `/metrics`, `/proc/PID`
@@ -24,7 +26,9 @@
 mod amf0;
 mod conn;
 mod flvproto;
+mod hist;
 mod html;
+mod local;
 mod marker;
 mod media;
 mod parent;

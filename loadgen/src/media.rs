@@ -26,45 +26,16 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use hdrhistogram::Histogram;
 
 use crate::conn::{self, io_failure, io_kind, Failure};
 use crate::flvproto::{self, VideoKind};
+use crate::local::{unix_ns, Local, MediaAgg};
 use crate::plan::Scenario;
-use crate::report::{self, MediaReport};
 use crate::rtmpproto::{Event, PlayClient};
-use crate::worker::{unix_ns, Local};
 
 /// Read buffer per viewer. Scanning streams, so this only sets how much one read takes in
 /// (a 600 kbit/s stream fills it in about half a second; the GOP burst in a few reads).
 const READ_BUF: usize = 32 << 10;
-
-/// One executor's media counters and histograms (per-viewer values are added when the
-/// viewer ends).
-pub struct MediaAgg {
-    pub ttff_key: Histogram<u64>,
-    pub rate_kbps: Histogram<u64>,
-    pub r: MediaReport,
-}
-
-impl Default for MediaAgg {
-    fn default() -> Self {
-        MediaAgg {
-            ttff_key: report::new_histogram(),
-            rate_kbps: report::new_histogram(),
-            r: MediaReport::default(),
-        }
-    }
-}
-
-impl MediaAgg {
-    pub fn into_report(self) -> MediaReport {
-        let mut r = self.r;
-        r.ttff_key_hist = report::hist_to_b64(&self.ttff_key);
-        r.rate_kbps_hist = report::hist_to_b64(&self.rate_kbps);
-        r
-    }
-}
 
 /// What one viewer has seen so far.
 struct Viewer {

@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::hist::{self, Percentiles};
+use crate::local::unix_ns;
 use crate::plan::{Plan, Scenario};
 use crate::probe;
 use crate::report::{
-    self, Connections, FanoutResults, IdleResults, MediaResults, Percentiles, Report, Results,
-    WorkerCommand, WorkerEvent, WorkerReport,
+    self, Connections, FanoutResults, IdleResults, MediaResults, Report, Results, WorkerCommand,
+    WorkerEvent, WorkerReport,
 };
 use crate::timeline::{Collector, Progress};
-use crate::worker::{merge_worker, unix_ns};
+use crate::worker::merge_worker;
 
 const DROPPED_METRIC: &str = "liveshard_ws_messages_dropped_total";
 /// liveshard's media counters a media run reports the change of.
@@ -165,7 +167,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     let mut deadline = t0 + connect_bound;
 
     let mut st: Vec<WorkerState> = (0..plan.procs).map(|_| WorkerState::default()).collect();
-    let mut so_far = report::new_histogram();
+    let mut so_far = hist::new_histogram();
     let mut go_at: Option<u64> = None;
     let mut rss_after = None;
     let mut cpu_go = None;
@@ -202,9 +204,9 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
                     let s = &mut st[w];
                     (s.up, s.failed, s.deliveries, s.frames) = (up, failed, deliveries, frames);
                     s.bytes_in = bytes_in;
-                    let h = report::hist_from_b64(&interval_hist).ok();
+                    let h = hist::hist_from_b64(&interval_hist).ok();
                     if let Some(h) = &h {
-                        report::merge(&mut so_far, h);
+                        hist::merge(&mut so_far, h);
                     }
                     if let Some(t) = timeline.as_mut() {
                         t.add(Progress {
@@ -336,12 +338,12 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         viewers_per_room: vec![0; wp.rooms],
         ..WorkerReport::default()
     };
-    let mut latency = report::new_histogram();
-    let mut lag = report::new_histogram();
+    let mut latency = hist::new_histogram();
+    let mut lag = hist::new_histogram();
     for s in st {
         let r = s.report.expect("loop ends when every worker reported");
-        let h = report::hist_from_b64(&r.latency_hist)?;
-        report::merge(&mut latency, &h);
+        let h = hist::hist_from_b64(&r.latency_hist)?;
+        hist::merge(&mut latency, &h);
         merge_worker(&mut merged, r, &mut lag);
     }
     let failed: u64 = merged.connect_failures.values().sum();
@@ -432,7 +434,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         config: plan.config.clone(),
         machine,
         results,
-        latency_hist_v2: (fanout || media).then(|| report::hist_to_b64(&latency)),
+        latency_hist_v2: (fanout || media).then(|| hist::hist_to_b64(&latency)),
         timeline: timeline.map(Collector::finish),
         warnings,
     };
@@ -574,7 +576,7 @@ fn media_results(
     let wp = &plan.worker;
     let secs = wp.duration_ms as f64 / 1000.0;
     let r = m.media.clone().unwrap_or_default();
-    let hist = |b64: &str| report::hist_from_b64(b64).unwrap_or_else(|_| report::new_histogram());
+    let hist = |b64: &str| hist::hist_from_b64(b64).unwrap_or_else(|_| hist::new_histogram());
     let key = hist(&r.ttff_key_hist);
     let rate = hist(&r.rate_kbps_hist);
     let mbit = m.bytes_in as f64 * 8.0 / secs / 1e6;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::report::{self, Percentiles};
+use crate::hist::{self, Percentiles};
 
 /// Intervals one report holds at most.
 pub const MAX_POINTS: u64 = 600;
@@ -118,13 +118,13 @@ impl Collector {
                     deliveries: 0,
                     bytes_in: 0,
                     up,
-                    hist: report::new_histogram(),
+                    hist: hist::new_histogram(),
                 });
                 slot.deliveries += p.deliveries.saturating_sub(d0);
                 slot.bytes_in += p.bytes_in.saturating_sub(b0);
                 slot.up = up;
                 if let Some(h) = p.hist {
-                    report::merge(&mut slot.hist, h);
+                    hist::merge(&mut slot.hist, h);
                 }
             }
         }
@@ -176,7 +176,7 @@ mod tests {
         let mut c = Collector::new(go, 1500, 2);
         c.baseline(0, 5, 0);
         c.baseline(1, 7, 0);
-        let mut h = report::new_histogram();
+        let mut h = hist::new_histogram();
         h.record(1500).unwrap();
         for (w, at, d) in [(0, 0.5, 15), (1, 0.6, 17), (0, 1.5, 25), (1, 1.7, 37)] {
             c.add(Progress {

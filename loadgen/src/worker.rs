@@ -10,22 +10,22 @@
 //! message.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
-use std::os::fd::RawFd;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
+use crate::hist;
+use crate::local::{unix_ns, ExecShared, Local, MediaAgg, Shared};
 use crate::marker::Scanner;
-use crate::media::MediaAgg;
 use crate::plan::{Scenario, WorkerPlan};
-use crate::report::{self, WorkerCommand, WorkerEvent, WorkerReport};
+use crate::report::{WorkerCommand, WorkerEvent, WorkerReport};
 use crate::{conn, media, probe};
 
 /// Registered-buffer memory per executor. glommio registers it with io_uring, which pins it
@@ -41,132 +41,6 @@ const CONNECTS_IN_FLIGHT: u64 = 64;
 /// How often a worker reports progress to the parent.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-/// Counters one executor shares with its process's main thread. Aligned so two executors'
-/// counters never share a cache line.
-#[repr(align(128))]
-pub struct ExecShared {
-    pub attempted: AtomicU64,
-    pub up: AtomicU64,
-    pub failed: AtomicU64,
-    pub deliveries: AtomicU64,
-    pub frames: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub connect_done: AtomicBool,
-    pub finished: AtomicBool,
-    pub interval: Mutex<Histogram<u64>>,
-}
-
-impl ExecShared {
-    fn new() -> Self {
-        ExecShared {
-            attempted: AtomicU64::new(0),
-            up: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            deliveries: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            connect_done: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
-            interval: Mutex::new(report::new_histogram()),
-        }
-    }
-}
-
-pub struct Shared {
-    pub plan: WorkerPlan,
-    /// 0 until the parent says go; then the wall-clock start in Unix nanoseconds.
-    pub go_at_ns: AtomicU64,
-    /// The parent went away: stop at once.
-    pub abort: AtomicBool,
-    pub execs: Vec<ExecShared>,
-}
-
-/// Per-executor state, owned by its thread: connection tasks update it through `Rc`.
-pub struct Local {
-    pub shared: Arc<Shared>,
-    pub t: usize,
-    pub scanner: Scanner,
-    pub connect_permits: glommio::sync::Semaphore,
-    pub measuring: Cell<bool>,
-    pub stopping: Cell<bool>,
-    /// Open sockets, so `stop` can wake every reader (shutdown(SHUT_RD) makes reads end).
-    pub fds: RefCell<HashSet<RawFd>>,
-    pub hist: RefCell<Histogram<u64>>,
-    pub lag: RefCell<Histogram<u64>>,
-    pub deliveries: Cell<u64>,
-    pub frames: Cell<u64>,
-    pub bytes_in: Cell<u64>,
-    pub failures: RefCell<BTreeMap<String, u64>>,
-    pub failure_samples: RefCell<BTreeMap<String, String>>,
-    pub disconnects: RefCell<BTreeMap<String, u64>>,
-    pub sent_per_room: RefCell<Vec<u64>>,
-    pub viewers_per_room: RefCell<Vec<u64>>,
-    pub viewers_up: Cell<u64>,
-    pub publishers_up: Cell<u64>,
-    pub acks: Cell<u64>,
-    pub server_errors: Cell<u64>,
-    pub server_error_sample: RefCell<Option<String>>,
-    /// Posts refused with the rate-limit error.
-    pub refused_rate_limited: Cell<u64>,
-    /// Media scenarios: what this executor's viewers saw.
-    pub media: RefCell<MediaAgg>,
-}
-
-impl Local {
-    pub fn plan(&self) -> &WorkerPlan {
-        &self.shared.plan
-    }
-
-    pub fn exec(&self) -> &ExecShared {
-        &self.shared.execs[self.t]
-    }
-
-    pub fn record_failure(&self, kind: String, detail: String) {
-        *self.failures.borrow_mut().entry(kind.clone()).or_default() += 1;
-        self.failure_samples
-            .borrow_mut()
-            .entry(kind)
-            .or_insert(detail);
-        self.exec().failed.fetch_add(1, Relaxed);
-    }
-
-    pub fn record_disconnect(&self, what: String) {
-        *self.disconnects.borrow_mut().entry(what).or_default() += 1;
-    }
-
-    /// Moves counters and the latency histogram to the shared side (every 250 ms).
-    fn flush(&self) {
-        let e = self.exec();
-        e.deliveries.fetch_add(self.deliveries.take(), Relaxed);
-        e.frames.fetch_add(self.frames.take(), Relaxed);
-        e.bytes_in.fetch_add(self.bytes_in.take(), Relaxed);
-        let mut h = self.hist.borrow_mut();
-        if !h.is_empty() {
-            if let Ok(mut shared) = e.interval.lock() {
-                report::merge(&mut shared, &h);
-            }
-            h.reset();
-        }
-    }
-
-    /// Ends the run for every connection of this executor.
-    fn stop(&self) {
-        self.measuring.set(false);
-        self.stopping.set(true);
-        for &fd in self.fds.borrow().iter() {
-            // SAFETY: `fd` is registered only while its connection task holds the socket
-            // open (it deregisters before dropping it), so this is a live socket of ours.
-            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
-        }
-    }
-}
-
-pub fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The executor's life: connect its slice, wait for go, run, stop, report.
 async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
     let plan = shared.plan.clone();
@@ -176,8 +50,8 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         measuring: Cell::new(false),
         stopping: Cell::new(false),
         fds: RefCell::new(HashSet::new()),
-        hist: RefCell::new(report::new_histogram()),
-        lag: RefCell::new(report::new_histogram()),
+        hist: RefCell::new(hist::new_histogram()),
+        lag: RefCell::new(hist::new_histogram()),
         deliveries: Cell::new(0),
         frames: Cell::new(0),
         bytes_in: Cell::new(0),
@@ -281,7 +155,7 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         disconnects: local.disconnects.take(),
         ..WorkerReport::default()
     };
-    r.send_lag_hist = report::hist_to_b64(&local.lag.borrow());
+    r.send_lag_hist = hist::hist_to_b64(&local.lag.borrow());
     if plan.scenario.is_media() {
         r.media = Some(local.media.take().into_report());
     }
@@ -416,7 +290,7 @@ pub fn main() -> ExitCode {
     }
 
     // Progress twice a second; ready once every connection was tried.
-    let mut total = report::new_histogram();
+    let mut total = hist::new_histogram();
     let mut ready_sent = false;
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
     loop {
@@ -438,14 +312,14 @@ pub fn main() -> ExitCode {
         let finished = execs.iter().all(|e| e.finished.load(Relaxed));
         if Instant::now() >= next_progress || finished {
             next_progress += PROGRESS_EVERY;
-            let mut interval = report::new_histogram();
+            let mut interval = hist::new_histogram();
             for e in execs {
                 if let Ok(mut h) = e.interval.lock() {
-                    report::merge(&mut interval, &h);
+                    hist::merge(&mut interval, &h);
                     h.reset();
                 }
             }
-            report::merge(&mut total, &interval);
+            hist::merge(&mut total, &interval);
             emit(
                 &mut out,
                 &WorkerEvent::Progress {
@@ -454,7 +328,7 @@ pub fn main() -> ExitCode {
                     deliveries: sum(|e| &e.deliveries),
                     frames: sum(|e| &e.frames),
                     bytes_in: sum(|e| &e.bytes_in),
-                    interval_hist: report::hist_to_b64(&interval),
+                    interval_hist: hist::hist_to_b64(&interval),
                     at_unix_ns: unix_ns(),
                 },
             );
@@ -469,7 +343,7 @@ pub fn main() -> ExitCode {
         viewers_per_room: vec![0; shared.plan.rooms],
         ..WorkerReport::default()
     };
-    let mut lag = report::new_histogram();
+    let mut lag = hist::new_histogram();
     for h in handles {
         let Ok(Some(r)) = h.join() else {
             emit(
@@ -484,14 +358,14 @@ pub fn main() -> ExitCode {
     }
     for e in &shared.execs {
         if let Ok(h) = e.interval.lock() {
-            report::merge(&mut total, &h);
+            hist::merge(&mut total, &h);
         }
         merged.deliveries += e.deliveries.load(Relaxed);
         merged.frames += e.frames.load(Relaxed);
         merged.bytes_in += e.bytes_in.load(Relaxed);
     }
-    merged.latency_hist = report::hist_to_b64(&total);
-    merged.send_lag_hist = report::hist_to_b64(&lag);
+    merged.latency_hist = hist::hist_to_b64(&total);
+    merged.send_lag_hist = hist::hist_to_b64(&lag);
     emit(&mut out, &WorkerEvent::Report(Box::new(merged)));
     ExitCode::SUCCESS
 }
@@ -525,8 +399,8 @@ pub fn merge_worker(into: &mut WorkerReport, r: WorkerReport, lag: &mut Histogra
     if into.server_error_sample.is_none() {
         into.server_error_sample = r.server_error_sample;
     }
-    if let Ok(h) = report::hist_from_b64(&r.send_lag_hist) {
-        report::merge(lag, &h);
+    if let Ok(h) = hist::hist_from_b64(&r.send_lag_hist) {
+        hist::merge(lag, &h);
     }
     if let Some(m) = r.media {
         into.media.get_or_insert_with(Default::default).merge(&m);

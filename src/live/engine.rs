@@ -27,7 +27,6 @@ use shards::local::Notify;
 
 use super::outbox::Outbox;
 use super::{Frame, Msg, RoomEvents, Settings, StreamId};
-use crate::media::flv::{AudioTag, VideoTag};
 use crate::media::gop::GopCache;
 use crate::media::{MediaKind, MediaMessage, Packaged};
 use crate::metrics::{Slot, StreamStats};
@@ -273,16 +272,21 @@ impl Live {
     pub fn ingest(&self, stream: &StreamId, msg: MediaMessage, metadata: bool) {
         let len = msg.payload.len() as u64;
         bump(&self.counters.bytes_in, len);
-        let Ok(packaged) = Packaged::new(&msg) else {
+        // Packaging classifies the message once; everyone downstream reads `class`.
+        let packaged = if metadata {
+            Packaged::new_metadata(&msg)
+        } else {
+            Packaged::new(&msg)
+        };
+        let Ok(packaged) = packaged else {
             return;
         };
-        let (keyframe, essential) = classify(&msg, metadata);
         let frame = Arc::new(Frame {
             stream: stream.clone(),
             flv_chunk_head: Bytes::from(format!("{:x}\r\n", packaged.flv.len())),
+            keyframe: packaged.class.is_keyframe(),
+            essential: packaged.class.is_essential(),
             packaged,
-            keyframe,
-            essential,
         });
         let (subscribers, clock) = {
             let mut owned = self.owned.borrow_mut();
@@ -303,7 +307,7 @@ impl Live {
             });
             (o.subscribers.clone(), clock)
         };
-        self.hls.ingest(&self.ctx, stream, &msg);
+        self.hls.ingest(&self.ctx, stream, &frame.packaged);
         for (s, subscribed) in subscribers.into_iter().enumerate() {
             if !subscribed {
                 continue;
@@ -413,24 +417,5 @@ impl Live {
         m.media_hls_held_bytes.store(bytes as u64, Relaxed);
         let partial = self.partial.get().map_or(0, |b| b.used());
         m.media_partial_bytes.store(partial as u64, Relaxed);
-    }
-}
-
-/// Whether a message is a keyframe (where a skipping viewer may resume) and whether it is
-/// essential (metadata, sequence headers: never skipped).
-fn classify(msg: &MediaMessage, metadata: bool) -> (bool, bool) {
-    match msg.kind {
-        MediaKind::Video => match VideoTag::parse(&msg.payload) {
-            Ok(t) => (
-                t.is_keyframe() && !t.is_sequence_header(),
-                t.is_sequence_header(),
-            ),
-            Err(_) => (false, false),
-        },
-        MediaKind::Audio => match AudioTag::parse(&msg.payload) {
-            Ok(t) => (false, t.is_sequence_header()),
-            Err(_) => (false, false),
-        },
-        MediaKind::Data => (false, metadata),
     }
 }

@@ -58,7 +58,7 @@ use super::flv::{ask_on_play, check_http_play, not_found};
 use super::{Msg, StreamId};
 use crate::http::{self, code, query_param, Reply, Request, Response};
 use crate::media::hls::{History, Pushed, Segmenter};
-use crate::media::MediaMessage;
+use crate::media::Packaged;
 
 /// How long a positive `on_play` answer covers the same client's playlist polls.
 pub const HOOK_ALLOW_TTL: Duration = Duration::from_secs(30);
@@ -176,9 +176,9 @@ impl HlsState {
     }
 
     /// One ingested message of a stream published here.
-    pub fn ingest(&self, ctx: &Ctx, stream: &StreamId, msg: &MediaMessage) {
+    pub fn ingest(&self, ctx: &Ctx, stream: &StreamId, msg: &Packaged) {
         let pushed = match self.streams.borrow_mut().get_mut(stream) {
-            Some(e) => e.seg.push_message(msg),
+            Some(e) => e.seg.push_packaged(msg),
             None => return,
         };
         count_pushed(ctx, pushed);

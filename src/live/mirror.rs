@@ -11,7 +11,7 @@ use super::engine::{bump, Live, LocalStream, Proto, Viewer};
 use super::outbox::Offer;
 use super::{Frame, Msg, StreamId};
 use crate::media::gop::GopCache;
-use crate::media::{MediaKind, Packaged};
+use crate::media::Packaged;
 
 static CRLF: Bytes = Bytes::from_static(b"\r\n");
 
@@ -132,7 +132,7 @@ impl Live {
         if !ls.ready {
             return;
         }
-        if frame.packaged.kind == MediaKind::Data && frame.essential {
+        if frame.packaged.class.is_metadata() {
             ls.gop.set_metadata(frame.packaged.clone());
         } else {
             ls.gop.push(frame.packaged.clone());

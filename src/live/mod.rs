@@ -68,9 +68,9 @@ pub struct Frame {
     pub packaged: Packaged,
     /// `"{len:x}\r\n"` for the FLV tag as one HTTP chunk, computed once.
     pub flv_chunk_head: Bytes,
-    /// A video keyframe (where a skipping viewer may resume).
+    /// A video keyframe (where a skipping viewer may resume): `packaged.class`, read once.
     pub keyframe: bool,
-    /// Metadata or a sequence header: never dropped for a slow viewer.
+    /// Metadata or a sequence header: never dropped for a slow viewer (`packaged.class`).
     pub essential: bool,
 }
 

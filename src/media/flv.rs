@@ -15,7 +15,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::packet::{MediaKind, PackageError, MAX_PAYLOAD};
+use super::kind::{MediaKind, PackageError, MAX_PAYLOAD};
 
 /// Length of an FLV tag header.
 pub const TAG_HEADER_LEN: usize = 11;

@@ -23,8 +23,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::flv::{self, AudioTag, VideoTag};
-use super::packet::{MediaKind, Packaged};
+use super::class::Class;
+use super::flv;
+use super::packet::Packaged;
 
 /// Largest metadata or sequence header kept (both packaged forms together).
 pub const MAX_SLOT_BYTES: usize = 256 * 1024;
@@ -80,13 +81,10 @@ impl GopCache {
     /// Adds one live message. Sequence headers replace the held ones; frames join the GOP
     /// as described in the module documentation.
     pub fn push(&mut self, p: Packaged) {
-        match p.kind {
-            MediaKind::Video => {
-                let payload = p.payload();
-                let Ok(tag) = VideoTag::parse(&payload) else {
-                    // An empty video message carries nothing a viewer could use.
-                    return;
-                };
+        // The class was read when the message was packaged; nothing is parsed here, on
+        // the owner or on any mirror.
+        match p.class {
+            Class::Video(tag) => {
                 if tag.is_sequence_header() {
                     self.video_header = slot(p);
                     return;
@@ -104,11 +102,7 @@ impl GopCache {
                     self.append(p);
                 }
             }
-            MediaKind::Audio => {
-                let payload = p.payload();
-                let Ok(tag) = AudioTag::parse(&payload) else {
-                    return;
-                };
+            Class::Audio(tag) => {
                 self.has_audio = true;
                 if tag.is_sequence_header() {
                     self.audio_header = slot(p);
@@ -118,11 +112,13 @@ impl GopCache {
                     self.append(p);
                 }
             }
-            MediaKind::Data => {
+            Class::Metadata | Class::Data => {
                 if !self.has_video || self.in_gop {
                     self.append(p);
                 }
             }
+            // An empty (or cut) audio or video message carries nothing a viewer could use.
+            Class::Unreadable => {}
         }
     }
 
@@ -229,6 +225,7 @@ fn slot(p: Packaged) -> Option<Packaged> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::kind::MediaKind;
     use crate::media::packet::MediaMessage;
 
     fn pkt(kind: MediaKind, ts: u32, payload: &[u8]) -> Packaged {

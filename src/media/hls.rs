@@ -42,8 +42,10 @@ use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
 
-use super::packet::{MediaKind, MediaMessage, Packaged};
-use super::ts::{self, Class, Muxed, Skip, TsMuxer};
+use super::class::Class;
+use super::kind::MediaKind;
+use super::packet::{MediaMessage, Packaged};
+use super::ts::{self, Carried, Muxed, Skip, TsMuxer};
 
 /// Segmenting settings (from `[media]`: `hls_segment_secs`, `hls_window`,
 /// `hls_max_segment_bytes`).
@@ -248,34 +250,41 @@ impl Segmenter {
             + self.open.as_ref().map_or(0, |o| o.buf.len())
     }
 
-    /// One message, as the ingest packaged it.
+    /// One message, as the ingest packaged (and classified) it.
     pub fn push_packaged(&mut self, p: &Packaged) -> Pushed {
-        self.push(p.kind, p.timestamp, &p.payload())
+        self.push_classified(&p.class, p.timestamp, &p.payload())
     }
 
-    /// One message from the ingest.
+    /// One message from the ingest, not packaged.
     pub fn push_message(&mut self, m: &MediaMessage) -> Pushed {
         self.push(m.kind, m.timestamp, &m.payload)
     }
 
     /// One message of the stream: `kind`, its timestamp in milliseconds, the FLV body.
     pub fn push(&mut self, kind: MediaKind, timestamp: u32, payload: &[u8]) -> Pushed {
+        self.push_classified(&Class::of(kind, payload), timestamp, payload)
+    }
+
+    /// One message whose `class` was read before (once, for the segmenter and the muxer
+    /// alike).
+    fn push_classified(&mut self, class: &Class, timestamp: u32, payload: &[u8]) -> Pushed {
         let mut pushed = Pushed::default();
         if self.ended {
             return pushed;
         }
-        match ts::classify(kind, payload) {
-            Class::Other => {
+        match ts::carried(class) {
+            Carried::Other => {
                 // Sequence headers, metadata, and what the muxer skips: nothing is written.
                 let mut none = BytesMut::new();
                 let out = self.open.as_mut().map_or(&mut none, |o| &mut o.buf);
-                if let Muxed::Skipped(why) = self.mux.mux(kind, timestamp, payload, out) {
+                if let Muxed::Skipped(why) = self.mux.mux_classified(class, timestamp, payload, out)
+                {
                     self.stats.skipped += 1;
                     pushed.skipped = Some(why);
                 }
                 return pushed;
             }
-            Class::VideoFrame { key } => {
+            Carried::VideoFrame { key } => {
                 if !self.mux.video_configured() {
                     return self.skip(Skip::NoSequenceHeader);
                 }
@@ -295,7 +304,7 @@ impl Segmenter {
                     self.note_gap(prev, timestamp);
                 }
             }
-            Class::AudioFrame => {
+            Carried::AudioFrame => {
                 if !self.mux.audio_configured() {
                     return self.skip(Skip::NoSequenceHeader);
                 }
@@ -327,7 +336,10 @@ impl Segmenter {
         let Some(open) = self.open.as_mut() else {
             return pushed;
         };
-        match self.mux.mux(kind, timestamp, payload, &mut open.buf) {
+        match self
+            .mux
+            .mux_classified(class, timestamp, payload, &mut open.buf)
+        {
             Muxed::Video { keyframe } => {
                 open.has_keyframe |= keyframe;
                 open.frames += 1;

@@ -10,43 +10,17 @@
 //! The raw payload is not kept beside the packaged forms: the FLV tag carries it contiguous,
 //! so [`Packaged::payload`] is a zero-copy slice of it (memory for a cached tag is the two
 //! packaged forms, about twice the payload).
-
-use std::fmt;
+//!
+//! Packaging also classifies the message once ([`Class`]: keyframe, sequence header,
+//! metadata, codec); the GOP cache, the viewers' skip policy and the HLS segmenter read
+//! `Packaged::class` rather than the payload.
 
 use bytes::Bytes;
 
+use super::class::Class;
 use super::flv;
+use super::kind::{MediaKind, PackageError};
 use super::rtmp::play;
-
-/// What a media message carries. The values are the RTMP message type ids, which are also
-/// the FLV tag types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    /// An AMF0 data message (`onMetaData`, cue points).
-    Data,
-}
-
-impl MediaKind {
-    /// RTMP message type id and FLV tag type (8, 9, 18).
-    pub fn type_id(self) -> u8 {
-        match self {
-            MediaKind::Audio => 8,
-            MediaKind::Video => 9,
-            MediaKind::Data => 18,
-        }
-    }
-
-    pub fn from_type_id(id: u8) -> Option<MediaKind> {
-        Some(match id {
-            8 => MediaKind::Audio,
-            9 => MediaKind::Video,
-            18 => MediaKind::Data,
-            _ => return None,
-        })
-    }
-}
 
 /// One audio, video or data message of a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,34 +31,15 @@ pub struct MediaMessage {
     pub payload: Bytes,
 }
 
-/// Why a message cannot be packaged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PackageError {
-    /// The payload is longer than the 24-bit length field of FLV tags and RTMP message
-    /// headers (16 MiB - 1). Ingest never produces one (its messages come through the same
-    /// 24-bit field); this guards other producers.
-    TooLarge(usize),
-}
-
-impl fmt::Display for PackageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PackageError::TooLarge(n) => write!(f, "media payload of {n} bytes exceeds 16 MiB"),
-        }
-    }
-}
-
-impl std::error::Error for PackageError {}
-
-/// The largest payload a 24-bit length field can carry.
-pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
-
-/// One media message, packaged once per playback protocol. Cloning is three reference-count
-/// increments; the bytes are shared.
+/// One media message, packaged once per playback protocol and classified once. Cloning is
+/// two reference-count increments; the bytes are shared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packaged {
     pub kind: MediaKind,
     pub timestamp: u32,
+    /// What the message is (keyframe, sequence header, metadata, codec), read once here
+    /// so that no one downstream parses the payload again.
+    pub class: Class,
     /// FLV tag: 11-byte tag header, payload, 4-byte PreviousTagSize.
     pub flv: Bytes,
     /// RTMP chunks for [`play`]'s fixed configuration (chunk size, stream and chunk stream ids).
@@ -95,9 +50,24 @@ impl Packaged {
     /// Packages `msg` for every playback protocol. This is the only place a media payload is
     /// copied after reassembly, once per protocol.
     pub fn new(msg: &MediaMessage) -> Result<Packaged, PackageError> {
+        Self::with_class(msg, Class::of(msg.kind, &msg.payload))
+    }
+
+    /// Packages the stream's `onMetaData` (a data message the session recognised as such;
+    /// anything else is classified as [`Packaged::new`] would).
+    pub fn new_metadata(msg: &MediaMessage) -> Result<Packaged, PackageError> {
+        let class = match msg.kind {
+            MediaKind::Data => Class::Metadata,
+            kind => Class::of(kind, &msg.payload),
+        };
+        Self::with_class(msg, class)
+    }
+
+    fn with_class(msg: &MediaMessage, class: Class) -> Result<Packaged, PackageError> {
         Ok(Packaged {
             kind: msg.kind,
             timestamp: msg.timestamp,
+            class,
             flv: flv::encode_tag(msg.kind, msg.timestamp, &msg.payload)?,
             rtmp: play::package(msg.kind, msg.timestamp, &msg.payload)?,
         })
@@ -132,11 +102,54 @@ mod tests {
         assert!(p.held_bytes() > 2 * msg.payload.len());
     }
 
+    fn package(kind: MediaKind, payload: &[u8]) -> Packaged {
+        Packaged::new(&MediaMessage {
+            kind,
+            timestamp: 0,
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn type_ids_match_rtmp_and_flv() {
-        for k in [MediaKind::Audio, MediaKind::Video, MediaKind::Data] {
-            assert_eq!(MediaKind::from_type_id(k.type_id()), Some(k));
-        }
-        assert_eq!(MediaKind::from_type_id(20), None);
+    fn packaging_classifies_keyframes_inter_frames_and_sequence_headers() {
+        let key = package(MediaKind::Video, &[0x17, 1, 0, 0, 0, 0x65]);
+        assert!(key.class.is_keyframe());
+        assert!(!key.class.is_essential());
+        let inter = package(MediaKind::Video, &[0x27, 1, 0, 0, 0, 0x41]);
+        assert!(!inter.class.is_keyframe());
+        assert!(!inter.class.is_essential());
+        let avc = package(MediaKind::Video, &[0x17, 0, 0, 0, 0, 1, 0x64]);
+        assert!(avc.class.is_sequence_header());
+        assert!(!avc.class.is_keyframe());
+        let aac = package(MediaKind::Audio, &[0xAF, 0, 0x12, 0x10]);
+        assert!(aac.class.is_sequence_header());
+        assert!(matches!(aac.class, Class::Audio(t) if t.is_aac_sequence_header()));
+        assert_eq!(package(MediaKind::Video, &[]).class, Class::Unreadable);
+    }
+
+    #[test]
+    fn metadata_is_marked_only_when_packaged_as_metadata() {
+        let msg = MediaMessage {
+            kind: MediaKind::Data,
+            timestamp: 0,
+            payload: Bytes::from_static(b"\x02\x00\x0aonMetaData"),
+        };
+        let meta = Packaged::new_metadata(&msg).unwrap();
+        assert!(meta.class.is_metadata());
+        assert!(meta.class.is_essential());
+        assert_eq!(
+            meta.flv,
+            Packaged::new(&msg).unwrap().flv,
+            "same bytes either way"
+        );
+        assert_eq!(Packaged::new(&msg).unwrap().class, Class::Data);
+        // Metadata packaging of a video message still reads its tag.
+        let video = MediaMessage {
+            kind: MediaKind::Video,
+            timestamp: 0,
+            payload: Bytes::from_static(&[0x17, 1, 0, 0, 0]),
+        };
+        assert!(Packaged::new_metadata(&video).unwrap().class.is_keyframe());
     }
 }

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use super::session::{Event, ServerSession, SessionError, MAX_AGGREGATE_TAGS};
 use crate::media::amf0::{self, Amf0Error, Amf0Value};
 use crate::media::flv::{self, FlvError};
-use crate::media::packet::{MediaKind, MediaMessage};
+use crate::media::kind::MediaKind;
+use crate::media::packet::MediaMessage;
 
 impl ServerSession {
     /// A data message from the publisher: metadata is recognised, the rest forwarded.

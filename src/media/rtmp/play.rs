@@ -15,7 +15,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::chunk::encode_message;
-use crate::media::packet::{MediaKind, PackageError, MAX_PAYLOAD};
+use crate::media::kind::{MediaKind, PackageError, MAX_PAYLOAD};
 
 /// Outbound chunk size of every connection (announced by the session after `connect`).
 /// 4096 is what ffmpeg and OBS use; large enough that most audio frames are one chunk.

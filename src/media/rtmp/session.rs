@@ -47,7 +47,8 @@ use super::message::{self, types, user_control, CommandError};
 use super::play;
 use crate::media::amf0::{Amf0Error, Amf0Value, Limits};
 use crate::media::flv::FlvError;
-use crate::media::packet::{MediaKind, MediaMessage};
+use crate::media::kind::MediaKind;
+use crate::media::packet::MediaMessage;
 
 /// Chunk stream for protocol control and user control messages (fixed by the spec).
 pub(super) const CSID_CONTROL: u32 = 2;

@@ -33,8 +33,9 @@
 
 use bytes::BytesMut;
 
+use super::class::Class;
 use super::flv::{AudioCodec, AudioPacket, AudioTag, FrameType, VideoCodec, VideoPacket, VideoTag};
-use super::packet::MediaKind;
+use super::kind::MediaKind;
 
 mod adts;
 mod annexb;
@@ -95,10 +96,10 @@ pub enum Muxed {
     Skipped(Skip),
 }
 
-/// What the first bytes of a payload say, for a segmenter deciding where to cut before
-/// anything is written.
+/// What TS makes of a message, for a segmenter deciding where to cut before anything is
+/// written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
+pub enum Carried {
     /// An H.264 coded frame; `key` per the FLV frame type.
     VideoFrame { key: bool },
     /// An AAC raw frame.
@@ -107,28 +108,22 @@ pub enum Class {
     Other,
 }
 
-/// Classifies a message without writing anything.
-pub fn classify(kind: MediaKind, payload: &[u8]) -> Class {
-    match kind {
-        MediaKind::Video => match VideoTag::parse(payload) {
-            Ok(t) if is_legacy_avc(&t) && t.packet == VideoPacket::Frame => {
-                if t.frame_type == FrameType::Command {
-                    Class::Other
-                } else {
-                    Class::VideoFrame {
-                        key: t.is_keyframe(),
-                    }
+/// What TS makes of a message of class `class` (read when it was packaged).
+pub fn carried(class: &Class) -> Carried {
+    match class {
+        Class::Video(t) if is_legacy_avc(t) && t.packet == VideoPacket::Frame => {
+            if t.frame_type == FrameType::Command {
+                Carried::Other
+            } else {
+                Carried::VideoFrame {
+                    key: t.is_keyframe(),
                 }
             }
-            _ => Class::Other,
-        },
-        MediaKind::Audio => match AudioTag::parse(payload) {
-            Ok(t) if t.codec == AudioCodec::Aac && t.packet == AudioPacket::Raw => {
-                Class::AudioFrame
-            }
-            _ => Class::Other,
-        },
-        MediaKind::Data => Class::Other,
+        }
+        Class::Audio(t) if t.codec == AudioCodec::Aac && t.packet == AudioPacket::Raw => {
+            Carried::AudioFrame
+        }
+        _ => Carried::Other,
     }
 }
 
@@ -196,8 +191,8 @@ impl TsMuxer {
         }
     }
 
-    /// Muxes one message at `timestamp` (milliseconds) into `out`. See the module
-    /// documentation for what is written and what is skipped.
+    /// Muxes one message at `timestamp` (milliseconds) into `out`, reading its tag header
+    /// first. See the module documentation for what is written and what is skipped.
     pub fn mux(
         &mut self,
         kind: MediaKind,
@@ -205,10 +200,22 @@ impl TsMuxer {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Muxed {
-        match kind {
-            MediaKind::Video => self.mux_video(timestamp, payload, out),
-            MediaKind::Audio => self.mux_audio(timestamp, payload, out),
-            MediaKind::Data => Muxed::Ignored,
+        self.mux_classified(&Class::of(kind, payload), timestamp, payload, out)
+    }
+
+    /// [`Self::mux`] for a message whose `class` is known (it was packaged).
+    pub fn mux_classified(
+        &mut self,
+        class: &Class,
+        timestamp: u32,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Muxed {
+        match class {
+            Class::Video(tag) => self.mux_video(tag, timestamp, payload, out),
+            Class::Audio(tag) => self.mux_audio(tag, timestamp, payload, out),
+            Class::Metadata | Class::Data => Muxed::Ignored,
+            Class::Unreadable => Muxed::Skipped(Skip::Malformed),
         }
     }
 
@@ -219,11 +226,14 @@ impl TsMuxer {
         }
     }
 
-    fn mux_video(&mut self, timestamp: u32, payload: &[u8], out: &mut BytesMut) -> Muxed {
-        let Ok(tag) = VideoTag::parse(payload) else {
-            return Muxed::Skipped(Skip::Malformed);
-        };
-        if !is_legacy_avc(&tag) {
+    fn mux_video(
+        &mut self,
+        tag: &VideoTag,
+        timestamp: u32,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Muxed {
+        if !is_legacy_avc(tag) {
             return Muxed::Skipped(Skip::Unsupported);
         }
         let Some(body) = payload.get(5..) else {
@@ -238,7 +248,7 @@ impl TsMuxer {
                 None => Muxed::Skipped(Skip::Malformed),
             },
             VideoPacket::Frame if tag.frame_type != FrameType::Command => {
-                self.video_frame(timestamp, &tag, payload, body, out)
+                self.video_frame(timestamp, tag, payload, body, out)
             }
             _ => Muxed::Ignored,
         }
@@ -318,10 +328,13 @@ impl TsMuxer {
         Muxed::Video { keyframe }
     }
 
-    fn mux_audio(&mut self, timestamp: u32, payload: &[u8], out: &mut BytesMut) -> Muxed {
-        let Ok(tag) = AudioTag::parse(payload) else {
-            return Muxed::Skipped(Skip::Malformed);
-        };
+    fn mux_audio(
+        &mut self,
+        tag: &AudioTag,
+        timestamp: u32,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Muxed {
         if tag.codec != AudioCodec::Aac {
             return Muxed::Skipped(Skip::Unsupported);
         }

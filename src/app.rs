@@ -147,6 +147,7 @@ impl App {
             metrics: metrics.clone(),
             tokens: tokens.clone(),
             shutdown: shutdown.clone(),
+            clock: Rc::new(crate::clock::SystemClock),
         });
         let live = Live::new(crate::live::engine::Ctx {
             port: port(&mesh, ShardMsg::Live, |m| match m {

@@ -27,6 +27,7 @@ pub mod admit;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod danmaku;

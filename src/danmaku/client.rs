@@ -12,7 +12,8 @@ use super::protocol::{self, close, code, ClientMsg};
 use super::{Actor, ModOp, Post, PostBody};
 use crate::ws::codec::Message;
 
-pub(super) fn on_message(dm: &Danmaku, conn: &Rc<Conn>, msg: Message) {
+/// One decoded message from a viewer.
+pub fn on_message(dm: &Danmaku, conn: &Rc<Conn>, msg: Message) {
     match msg {
         Message::Text(text) => match protocol::parse_client(&text) {
             Ok(m) => on_client(dm, conn, m),
@@ -39,7 +40,7 @@ fn on_client(dm: &Danmaku, conn: &Rc<Conn>, msg: ClientMsg) {
     let settings = &shared.settings;
     match msg {
         ClientMsg::Ping { ts } => {
-            let now = super::engine::now_ms();
+            let now = dm.now_ms();
             conn.send(protocol::pong_frame(ts.as_ref(), now));
         }
         ClientMsg::Auth { token } => {
@@ -81,11 +82,7 @@ fn on_client(dm: &Danmaku, conn: &Rc<Conn>, msg: ClientMsg) {
                 return dm.moderate(conn.room.clone(), op, actor, Some(conn));
             }
             let mut bucket = conn.bucket.get();
-            let allowed = bucket.take(
-                settings.rate_per_sec,
-                settings.rate_burst,
-                super::engine::now_ms(),
-            );
+            let allowed = bucket.take(settings.rate_per_sec, settings.rate_burst, dm.now_ms());
             conn.bucket.set(bucket);
             if !allowed {
                 dm.rejected();
@@ -128,7 +125,7 @@ fn on_client(dm: &Danmaku, conn: &Rc<Conn>, msg: ClientMsg) {
             let post = Post {
                 room: conn.room.clone(),
                 from: Some(conn.id),
-                at: std::time::Instant::now(),
+                at: dm.now(),
                 uid: user.uid.clone(),
                 nick: user.nick.clone(),
                 vip: user.vip,

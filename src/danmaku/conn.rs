@@ -241,6 +241,16 @@ impl Conn {
         self.q.borrow().bytes()
     }
 
+    /// Takes every queued frame, in order (an in-memory peer: the engine tests).
+    pub fn take_frames(&self) -> Vec<Bytes> {
+        self.q.borrow_mut().take_frames()
+    }
+
+    /// The close code and reason, once the connection started closing.
+    pub fn close_reason(&self) -> Option<(u16, &'static str)> {
+        self.closing.get()
+    }
+
     /// Takes every queued frame (the fan-out benchmark's in-memory sink).
     pub fn drain_queue(&self) -> usize {
         self.q.borrow_mut().drain()

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slab::Slab;
@@ -29,11 +29,10 @@ use crate::port::Port;
 use crate::store::model::RoomState;
 use crate::store::{Committed, Request, StoreHandle};
 
-/// Wall-clock milliseconds since the Unix epoch (item timestamps, rate limits).
+/// Wall-clock milliseconds since the Unix epoch (the real clock; the engine reads its
+/// context's [`crate::clock::Clock`]).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::unix_ms()
 }
 
 /// Messages held per room while its stored state loads; past it, posts are refused.
@@ -81,6 +80,8 @@ pub struct Ctx {
     pub metrics: Slot,
     pub tokens: Rc<Tokens>,
     pub shutdown: Rc<shards::local::Signal>,
+    /// What "now" is for the engine's decisions (rates, mutes, timeouts, idle rooms).
+    pub clock: Rc<dyn crate::clock::Clock>,
 }
 
 pub struct Danmaku {
@@ -117,6 +118,16 @@ impl Danmaku {
 
     pub fn tokens(&self) -> &Tokens {
         &self.ctx.tokens
+    }
+
+    /// The engine's wall clock in ms (item timestamps, rates, mutes).
+    pub(super) fn now_ms(&self) -> u64 {
+        self.ctx.clock.unix_ms()
+    }
+
+    /// The engine's monotonic clock.
+    pub(super) fn now(&self) -> Instant {
+        self.ctx.clock.now()
     }
 
     pub(super) fn settings(&self) -> &super::Settings {
@@ -197,7 +208,7 @@ impl Danmaku {
         };
         self.joining_since
             .borrow_mut()
-            .insert(conn.id.key as usize, Instant::now());
+            .insert(conn.id.key as usize, self.now());
         let msg = Msg::Join {
             room: conn.room.clone(),
             conn: conn.id,
@@ -301,7 +312,7 @@ impl Danmaku {
         let post = Post {
             room: room.clone(),
             from: None,
-            at: Instant::now(),
+            at: self.now(),
             uid: "".into(),
             nick: "".into(),
             vip: false,
@@ -365,6 +376,11 @@ impl Danmaku {
             .map(|r| (r.online(), r.is_live()))
     }
 
+    /// Rooms homed here whose stored state is still loading (their messages wait).
+    pub fn rooms_loading(&self) -> usize {
+        self.home.borrow().values().filter(|r| r.loading).count()
+    }
+
     /// Rooms homed on this shard that are live or have viewers: (room, online, live). For
     /// listings that put live rooms first.
     pub fn home_active(&self) -> Vec<(String, u64, bool)> {
@@ -415,7 +431,7 @@ impl Danmaku {
             Msg::Joined { conn, answer } => self.on_joined(conn, answer),
             Msg::Leave { room, uid, count } => {
                 if let Some(r) = self.home.borrow_mut().get_mut(&room) {
-                    r.set_count(from, count, now_ms());
+                    r.set_count(from, count, self.now_ms());
                     if let Some(uid) = uid {
                         r.user_left(&uid);
                     }
@@ -473,9 +489,9 @@ impl Danmaku {
             Msg::Moderate { room, op, actor } => self.on_moderate(room, op, *actor),
             Msg::MediaClock { room, media_ms } => {
                 let mut home = self.home.borrow_mut();
-                let r = self.home_room(&mut home, &room, now_ms());
+                let r = self.home_room(&mut home, &room, self.now_ms());
                 match media_ms {
-                    Some(ms) => r.set_media_clock(ms, now_ms()),
+                    Some(ms) => r.set_media_clock(ms, self.now_ms()),
                     None => r.clear_media_clock(),
                 }
             }
@@ -491,7 +507,7 @@ impl Danmaku {
         if let Some(r) = home.get(room) {
             return !r.loading;
         }
-        self.home_room(&mut home, room, now_ms()).loading = true;
+        self.home_room(&mut home, room, self.now_ms()).loading = true;
         drop(home);
         let me = self.clone();
         let room = room.clone();
@@ -527,7 +543,7 @@ impl Danmaku {
         let waiting = {
             let mut home = self.home.borrow_mut();
             let Some(r) = home.get_mut(room) else { return };
-            r.restore(state, now_ms());
+            r.restore(state, self.now_ms());
             r.loading = false;
             std::mem::take(&mut r.waiting)
         };
@@ -563,8 +579,8 @@ impl Danmaku {
     fn on_join(&self, from: usize, room: RoomId, conn: ConnRef, uid: Option<Uid>, count: u32) {
         let answer = {
             let mut home = self.home.borrow_mut();
-            let r = self.home_room(&mut home, &room, now_ms());
-            r.set_count(from, count, now_ms());
+            let r = self.home_room(&mut home, &room, self.now_ms());
+            r.set_count(from, count, self.now_ms());
             if uid.as_deref().is_some_and(|u| r.is_banned(u)) {
                 Err((close::BANNED, "banned from this room"))
             } else {

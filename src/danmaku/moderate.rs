@@ -8,7 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::conn::Conn;
-use super::engine::{now_ms, Danmaku};
+use super::engine::Danmaku;
 use super::protocol::{self, close, code};
 use super::{Actor, ModOp, Msg, RoomId, Uid};
 use crate::store::Request;
@@ -46,7 +46,7 @@ impl Danmaku {
     }
 
     pub(super) fn on_moderate(&self, room: RoomId, op: ModOp, actor: Actor) {
-        let now = now_ms();
+        let now = self.now_ms();
         let (reply_to, cid) = match &actor {
             Actor::User { reply, cid, .. } => (Some(*reply), cid.clone()),
             Actor::System => (None, None),

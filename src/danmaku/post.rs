@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::engine::{bump, now_ms, Danmaku};
+use super::engine::{bump, Danmaku};
 use super::protocol::{self, code, encode_item, Item, ItemBody};
 use super::room::Priority;
 use super::{Msg, Post, PostBody};
@@ -12,7 +12,7 @@ use crate::store::{AckTo, Request};
 
 impl Danmaku {
     pub(super) fn on_post(&self, post: Post) {
-        let now = now_ms();
+        let now = self.now_ms();
         let reply = |frame: Bytes| self.reply_to(post.from, frame);
         let mut home = self.home.borrow_mut();
         let r = self.home_room(&mut home, &post.room, now);

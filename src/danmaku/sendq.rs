@@ -203,6 +203,15 @@ impl SendQueue {
 
     /// Forgets everything queued (the fan-out benchmark's in-memory sink); returns the
     /// number of frames.
+    /// Takes every queued frame, in the order the peer would get them (an in-memory
+    /// peer: the engine tests). The pending pong goes last.
+    pub fn take_frames(&mut self) -> Vec<Bytes> {
+        let mut out: Vec<Bytes> = self.frames.drain(..).map(|(b, _)| b).collect();
+        out.extend(self.pong.take().map(|(b, _)| b));
+        self.drain();
+        out
+    }
+
     pub fn drain(&mut self) -> usize {
         let n = self.frames.len() + usize::from(self.pong.is_some());
         self.frames.clear();

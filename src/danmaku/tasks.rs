@@ -11,9 +11,9 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::engine::{bump, now_ms, Danmaku};
+use super::engine::{bump, Danmaku};
 use super::protocol::{self, close};
 
 /// How long a join may wait for the home shard's answer before the connection is closed.
@@ -52,7 +52,7 @@ impl Danmaku {
     /// Sends the online count of every room whose count changed, at most once per
     /// `interval`.
     pub fn push_online(&self, interval: Duration) {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut out = Vec::new();
         for r in self.home.borrow_mut().values_mut() {
             if r.online_changed
@@ -75,7 +75,7 @@ impl Danmaku {
     /// The once-a-second sweep (see the module docs).
     pub fn sweep(&self) {
         let s = self.settings();
-        let now = Instant::now();
+        let now = self.now();
         let silence = s.heartbeat * 2;
         let write_timeout = s.write_timeout;
         let mut queued = 0usize;
@@ -116,7 +116,7 @@ impl Danmaku {
         }
         let idle_ms = s.room_idle.as_millis() as u64;
         let pristine_idle_ms = idle_ms.min(PRISTINE_IDLE.as_millis() as u64);
-        let wall = now_ms();
+        let wall = self.now_ms();
         self.home.borrow_mut().retain(|_, r| {
             let keep_ms = if r.is_pristine() && !r.loading {
                 pristine_idle_ms

@@ -303,11 +303,6 @@ impl HomeRoom {
         id
     }
 
-    /// The ids assigned so far (the last one), for restoring from storage.
-    pub fn last_id(&self) -> u64 {
-        self.next_id - 1
-    }
-
     /// Queues an encoded item for the next batch, or — if the delivery cap samples it out —
     /// straight into history. Returns whether it will be delivered.
     pub fn push(&mut self, item: Bytes, priority: Priority, now_ms: u64) -> bool {
@@ -345,10 +340,6 @@ impl HomeRoom {
         Some(frame)
     }
 
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// The last `n` delivered items as a `history` frame. Items still pending are not in it:
     /// they reach a new viewer in the next batch, so nothing arrives twice.
     ///
@@ -364,11 +355,6 @@ impl HomeRoom {
         let frame = list_frame("history", &self.id, self.history.iter().skip(skip));
         self.history_frame_cache = Some((n, frame.clone()));
         frame
-    }
-
-    /// History items, newest first, with ids below `before` (for paging).
-    pub fn history_items(&self) -> impl DoubleEndedIterator<Item = &Bytes> {
-        self.history.iter()
     }
 
     // --- moderation -----------------------------------------------------------------

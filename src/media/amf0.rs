@@ -68,13 +68,6 @@ impl Amf0Value {
         }
     }
 
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            Amf0Value::Boolean(b) => Some(*b),
-            _ => None,
-        }
-    }
-
     /// The properties of an `Object` or `EcmaArray`.
     pub fn properties(&self) -> Option<&[(String, Amf0Value)]> {
         match self {

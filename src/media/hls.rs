@@ -44,7 +44,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::class::Class;
 use super::kind::MediaKind;
-use super::packet::{MediaMessage, Packaged};
+use super::packet::Packaged;
 use super::ts::{self, Carried, Muxed, Skip, TsMuxer};
 
 /// Segmenting settings (from `[media]`: `hls_segment_secs`, `hls_window`,
@@ -253,11 +253,6 @@ impl Segmenter {
     /// One message, as the ingest packaged (and classified) it.
     pub fn push_packaged(&mut self, p: &Packaged) -> Pushed {
         self.push_classified(&p.class, p.timestamp, &p.payload())
-    }
-
-    /// One message from the ingest, not packaged.
-    pub fn push_message(&mut self, m: &MediaMessage) -> Pushed {
-        self.push(m.kind, m.timestamp, &m.payload)
     }
 
     /// One message of the stream: `kind`, its timestamp in milliseconds, the FLV body.

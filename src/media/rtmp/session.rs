@@ -333,11 +333,6 @@ impl ServerSession {
         self.phase == Phase::Closing
     }
 
-    /// True while an accepted publisher is publishing.
-    pub fn is_publishing(&self) -> bool {
-        self.stream == StreamState::Publishing
-    }
-
     /// True while an accepted player is playing: the driver may write packaged media
     /// ([`super::play::package`]) between this session's own transmits.
     pub fn is_playing(&self) -> bool {
@@ -418,17 +413,6 @@ impl ServerSession {
         self.send_status("status", "NetStream.Play.UnpublishNotify", &desc);
         let eof = message::user_control_event(user_control::STREAM_EOF, play::STREAM_ID);
         self.send(CSID_CONTROL, types::USER_CONTROL, 0, &eof);
-    }
-
-    /// Tells a player its stream is published again: StreamBegin and
-    /// `NetStream.Play.PublishNotify`; the driver then sends the new sequence headers.
-    pub fn notify_published(&mut self) {
-        if self.stream != StreamState::Playing {
-            return;
-        }
-        self.send_stream_begin();
-        let desc = format!("{} is now published.", self.stream_name);
-        self.send_status("status", "NetStream.Play.PublishNotify", &desc);
     }
 
     pub(super) fn send(&mut self, csid: u32, type_id: u8, stream_id: u32, payload: &[u8]) {

@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod conn;
+mod dispatch;
 pub mod engine;
 pub mod hygiene;
 mod moderate;

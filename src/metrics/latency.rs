@@ -2,7 +2,8 @@
 //! rendering that adds every slot of a histogram together at scrape.
 
 use super::histogram::{self, Histogram, Merged};
-use super::{escape_label, Metrics};
+use super::render::escape_label;
+use super::Metrics;
 
 /// Label of HTTP requests that matched no route (404, 405) or failed before routing.
 pub const UNMATCHED_ROUTE: &str = "unmatched";

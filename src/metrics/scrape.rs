@@ -1,7 +1,8 @@
 //! Families gathered at scrape from the shards that own the numbers (per-stream figures
 //! from the streams' owners, online counts from the rooms' home shards).
 
-use super::{escape_label, Writer, TOP_ROOMS};
+use super::render::{escape_label, Writer};
+use super::TOP_ROOMS;
 
 /// Per-stream numbers for `/metrics`, as the stream's owner shard reports them.
 pub struct StreamStats {

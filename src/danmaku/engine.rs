@@ -373,5 +373,4 @@ impl Danmaku {
             .map(|r| (r.id.to_string(), r.online(), r.is_live()))
             .collect()
     }
-
 }

@@ -12,8 +12,8 @@
 
 pub mod histogram;
 mod latency;
-mod render;
 pub mod process;
+mod render;
 mod scrape;
 
 pub use latency::{

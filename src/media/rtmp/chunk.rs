@@ -35,18 +35,14 @@
 //! Errors are bad input (the connection is closed); "need more bytes" is simply the
 //! decoder returning with nothing, having kept what it needs.
 
-use std::cell::Cell;
 use std::fmt;
-use std::rc::Rc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-/// Chunk size every RTMP connection starts with.
-pub const DEFAULT_CHUNK_SIZE: u32 = 128;
-/// Largest chunk size the protocol allows (the top bit must be 0).
-pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
-/// Largest message the 24-bit length field can declare.
-pub const MAX_MESSAGE_LEN: u32 = 0xFF_FFFF;
+pub use super::encode::encode_message;
+pub use super::limits::{
+    ChunkLimits, PartialBudget, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_MESSAGE_LEN,
+};
 
 /// The smallest allocation for a partial message (less when the message is shorter): a
 /// whole audio frame or command in one step, small enough that a header declaring a
@@ -56,87 +52,6 @@ pub const MIN_GROW: usize = 4096;
 /// Message type ids of protocol control messages the decoder acts on.
 const TYPE_SET_CHUNK_SIZE: u8 = 1;
 const TYPE_ABORT: u8 = 2;
-
-/// Bounds on what a peer can make the decoder hold.
-#[derive(Clone, Copy, Debug)]
-pub struct ChunkLimits {
-    /// Largest message accepted (declared length). Default 8 MiB: a keyframe of a
-    /// high-bitrate 4K stream fits.
-    pub max_message_size: u32,
-    /// Chunk streams (csids) with state. Clients use a handful (ffmpeg 2–8, OBS 2–9).
-    pub max_chunk_streams: usize,
-    /// Bytes allocated for all partially received messages together.
-    pub max_buffered: usize,
-}
-
-impl Default for ChunkLimits {
-    fn default() -> Self {
-        ChunkLimits {
-            max_message_size: 8 * 1024 * 1024,
-            max_chunk_streams: 32,
-            max_buffered: 16 * 1024 * 1024,
-        }
-    }
-}
-
-impl ChunkLimits {
-    /// Until a publish is accepted (and for players, always): only commands and control
-    /// messages are expected, and the largest any client sends is `connect` with its
-    /// tcUrl, a few hundred bytes (ffmpeg ~300, OBS ~500). 16 KiB leaves room for long
-    /// signed queries and bounds what an unauthenticated peer can make us hold.
-    pub const fn before_publish() -> ChunkLimits {
-        ChunkLimits {
-            max_message_size: 16 * 1024,
-            max_chunk_streams: 32,
-            max_buffered: 16 * 1024,
-        }
-    }
-}
-
-/// Bytes allocated for partial messages by every decoder that shares it: one per shard,
-/// so the publishers of a shard together stay under one bound. Shard-local (`Rc`,
-/// `Cell`): decoders of one thread only.
-#[derive(Clone, Debug)]
-pub struct PartialBudget(Rc<BudgetState>);
-
-#[derive(Debug)]
-struct BudgetState {
-    limit: usize,
-    used: Cell<usize>,
-}
-
-impl PartialBudget {
-    pub fn new(limit: usize) -> PartialBudget {
-        PartialBudget(Rc::new(BudgetState {
-            limit,
-            used: Cell::new(0),
-        }))
-    }
-
-    /// Bytes charged right now, by all decoders sharing this budget.
-    pub fn used(&self) -> usize {
-        self.0.used.get()
-    }
-
-    pub fn limit(&self) -> usize {
-        self.0.limit
-    }
-
-    fn try_charge(&self, n: usize) -> bool {
-        let used = self.0.used.get();
-        match used.checked_add(n) {
-            Some(total) if total <= self.0.limit => {
-                self.0.used.set(total);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn release(&self, n: usize) {
-        self.0.used.set(self.0.used.get().saturating_sub(n));
-    }
-}
 
 /// One reassembled RTMP message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,7 +184,7 @@ impl ChunkDecoder {
         }
         self.charged = 0;
         if let Some(b) = &budget {
-            b.0.used.set(b.used() + self.buffered);
+            b.force_charge(self.buffered);
             self.charged = self.buffered;
         }
         self.budget = budget;
@@ -581,70 +496,10 @@ fn u24(b: &[u8]) -> u32 {
     u32::from_be_bytes([0, b[0], b[1], b[2]])
 }
 
-/// Appends one message as chunks: a fmt 0 header, then fmt 3 headers every `chunk_size`
-/// bytes. Every message starts with a full header, so the output depends on nothing sent
-/// before it — which is what lets one encoding be written to many connections.
-///
-/// `csid` must be 2..=65599 and `payload` at most 16 MiB - 1 ([`MAX_MESSAGE_LEN`]); the
-/// callers are our own code (fixed csids, payloads that came through the same 24-bit field),
-/// and [`crate::media::rtmp::play::package`] checks the length for other producers.
-pub fn encode_message(
-    out: &mut BytesMut,
-    csid: u32,
-    type_id: u8,
-    stream_id: u32,
-    timestamp: u32,
-    payload: &[u8],
-    chunk_size: u32,
-) {
-    let chunk_size = chunk_size.max(1) as usize;
-    let extended = timestamp >= 0xFF_FFFF;
-    let chunks = payload.len().div_ceil(chunk_size).max(1);
-    let ext_len = if extended { 4 } else { 0 };
-    out.reserve(payload.len() + 12 + ext_len + (chunks - 1) * (3 + ext_len));
-
-    put_basic_header(out, 0, csid);
-    let field = if extended { 0xFF_FFFF } else { timestamp };
-    out.put_slice(&field.to_be_bytes()[1..]);
-    let len = payload.len().min(MAX_MESSAGE_LEN as usize) as u32;
-    out.put_slice(&len.to_be_bytes()[1..]);
-    out.put_u8(type_id);
-    out.put_u32_le(stream_id);
-    if extended {
-        out.put_u32(timestamp);
-    }
-    let mut first = true;
-    for piece in payload.chunks(chunk_size) {
-        if !first {
-            put_basic_header(out, 3, csid);
-            if extended {
-                out.put_u32(timestamp);
-            }
-        }
-        first = false;
-        out.put_slice(piece);
-    }
-}
-
-fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
-    match csid {
-        2..=63 => out.put_u8((fmt << 6) | csid as u8),
-        64..=319 => {
-            out.put_u8(fmt << 6);
-            out.put_u8((csid - 64) as u8);
-        }
-        _ => {
-            let v = csid.saturating_sub(64).min(0xFFFF);
-            out.put_u8((fmt << 6) | 1);
-            out.put_u8((v & 0xFF) as u8);
-            out.put_u8((v >> 8) as u8);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn decode_all(dec: &mut ChunkDecoder, mut input: &[u8]) -> Result<Vec<RawMessage>, ChunkError> {
         let mut out = Vec::new();

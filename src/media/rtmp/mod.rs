@@ -41,7 +41,9 @@
 
 pub mod chunk;
 mod commands;
+mod encode;
 pub mod handshake;
+mod limits;
 mod media_msg;
 pub mod message;
 pub mod play;

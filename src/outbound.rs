@@ -38,6 +38,18 @@ pub struct OutboundSettings {
     pub max_response_bytes: usize,
 }
 
+impl OutboundSettings {
+    /// Here rather than in `config`, so that `config` (which `admit` and `metrics` reach)
+    /// does not import back into this pool.
+    pub fn from_config(c: &crate::config::OutboundConfig) -> Self {
+        OutboundSettings {
+            threads: c.threads,
+            queue: c.queue,
+            max_response_bytes: c.max_response_bytes,
+        }
+    }
+}
+
 /// A response: status and body (any status; the caller decides what is an error).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpReply {

@@ -93,8 +93,10 @@ pub fn run(config: Config) -> Result<(), String> {
         .revocations_at_start(crate::auth::now_unix())
         .map_err(|e| format!("cannot read the token revocations: {e}"))?;
     let revoked = crate::auth::Revoked::from_list(revoked);
-    let outbound = crate::outbound::Outbound::start(&config.outbound.settings())
-        .map_err(|e| format!("cannot start the outbound threads: {e}"))?;
+    let outbound = crate::outbound::Outbound::start(
+        &crate::outbound::OutboundSettings::from_config(&config.outbound),
+    )
+    .map_err(|e| format!("cannot start the outbound threads: {e}"))?;
     let (api, api_services) = crate::api::Services::start(&config, http_addr, rtmp_addr)?;
     let live = crate::live::Settings::from_config(&config)?;
     let common = Arc::new(Common {

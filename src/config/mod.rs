@@ -164,16 +164,6 @@ impl Default for OutboundConfig {
     }
 }
 
-impl OutboundConfig {
-    pub fn settings(&self) -> crate::outbound::OutboundSettings {
-        crate::outbound::OutboundSettings {
-            threads: self.threads,
-            queue: self.queue,
-            max_response_bytes: self.max_response_bytes,
-        }
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {

@@ -44,4 +44,5 @@ pub mod server;
 pub mod shard;
 pub mod sockio;
 pub mod store;
+pub mod text;
 pub mod ws;

@@ -146,7 +146,7 @@ fn allows(body: &[u8]) -> bool {
 /// characters removed, at most [`REASON_MAX_CHARS`] characters.
 fn receiver_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let clean = crate::danmaku::hygiene::clean_text(&text);
+    let clean = crate::text::clean_text(&text);
     let mut chars = clean.chars();
     let mut out: String = chars.by_ref().take(REASON_MAX_CHARS).collect();
     if chars.next().is_some() {

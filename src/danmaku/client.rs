@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use serde_json::json;
 
-use super::conn::{Conn, User};
+use super::viewer::{Conn, User};
 use super::hygiene::{clean_text, Verdict};
 use super::protocol::{self, close, code, ClientMsg};
 use super::{Actor, ModOp, Post, PostBody};

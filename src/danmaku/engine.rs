@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use slab::Slab;
 
-use super::conn::{home_of, submit, Conn, User};
+use super::conn::{home_of, submit};
+use super::viewer::{Conn, User};
 use super::protocol::{self, close, code};
 use super::room::{HomeRoom, LocalRoom, RoomSettings};
 use super::{ConnRef, JoinAnswer, Msg, Post, PostBody, RoomId, Uid};

@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::conn::{home_of, submit, Conn};
+use super::conn::{home_of, submit};
+use super::viewer::Conn;
 use super::engine::{now_ms, Danmaku};
 use super::protocol::{self, close, code};
 use super::room::HomeRoom;

@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::conn::Conn;
+use super::viewer::Conn;
 use super::hygiene::TokenBucket;
 use super::protocol::{code, list_frame};
 use super::{RoomId, Uid};

@@ -17,13 +17,13 @@ use monoio::net::TcpStream;
 
 use super::engine::{Proto, Viewer};
 use super::hooks;
-use super::outbox::{write_loop, Outbox};
 use super::rtmp_conn::hook_event;
 use super::{valid_stream, StreamId};
 use crate::api::error;
 use crate::auth::now_unix;
 use crate::http::{self, code, Reply, Request, Response};
 use crate::media::sign;
+use crate::outq::{write_loop, OutQueue, Policy};
 use crate::shard::Shard;
 use crate::sockio::{read_append, readable};
 
@@ -144,9 +144,12 @@ async fn serve(
             settings.send_buffer,
         );
     }
-    let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
+    let outbox = Rc::new(OutQueue::new(
+        settings.viewer_queue_bytes,
+        Policy::SkipToKeyframe,
+    ));
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
-    outbox.push(Bytes::from_static(HEAD.as_bytes()));
+    outbox.send(Bytes::from_static(HEAD.as_bytes()));
     let viewer = Viewer::new(outbox.clone(), Proto::Flv);
     viewer.requested.set(Some(requested));
     let watching = shard.live.watch(&shard, &stream, viewer.clone());
@@ -155,7 +158,11 @@ async fn serve(
     let writer_task = {
         let (outbox, shard) = (outbox.clone(), shard.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, write_timeout, |n| shard.live.wrote(n)).await;
+            write_loop(&outbox, &mut writer, Some(write_timeout), |n| {
+                shard.live.wrote(n)
+            })
+            .await;
+            let _ = monoio::io::AsyncWriteRent::shutdown(&mut writer).await;
         })
     };
     if watching {
@@ -166,7 +173,7 @@ async fn serve(
                 r = readable(&reader) => r.is_ok(),
                 _ = viewer.ended.notified() => false,
                 _ = shard.shutdown_signal().wait() => false,
-                _ = outbox.closed.notified() => false,
+                _ = outbox.reader_notified() => false,
             };
             if !woke || viewer.is_ended.get() {
                 break;
@@ -195,7 +202,7 @@ async fn serve(
         }
     }
     // The last chunk: the body ends cleanly when the stream does.
-    outbox.push(Bytes::from_static(b"0\r\n\r\n"));
+    outbox.send(Bytes::from_static(b"0\r\n\r\n"));
     outbox.finish();
     writer_task.await;
 }

@@ -1,0 +1,122 @@
+//! The one writer of an [`OutQueue`]: a connection's writer task drains the queue into
+//! its socket with vectored writes of shared `Bytes`, until the queue finishes or aborts
+//! or the peer fails.
+//!
+//! A partial write keeps the unwritten rest of its batch ([`IoVecs::advance`]) and writes
+//! it first next time; only then are more frames taken. The write timeout, when the caller
+//! gives one, runs from the oldest unwritten byte ([`OutQueue::oldest_unwritten`]), so a
+//! peer that takes a few bytes at a time does not restart it.
+
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncWriteRent;
+
+use super::{OutQueue, State};
+use crate::sockio::IoVecs;
+
+/// Frames per vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Why [`write_loop`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The queue was finished (or aborted with nothing left) and all of it was written.
+    Finished,
+    /// Aborted with bytes unwritten; a write in flight was abandoned.
+    Aborted,
+    /// A write failed (the peer is gone).
+    Failed,
+    /// The oldest unwritten byte waited longer than the timeout.
+    TimedOut,
+}
+
+/// Writes `out` to `writer` until it is finished or aborted, or the peer fails or times
+/// out (`timeout`, from the oldest unwritten byte; `None` leaves that to the caller).
+/// `written(n)` is told each write's size, and at the end the direct bytes not yet
+/// collected (metrics). Wakes a reader paused in [`OutQueue::wait_drained`] when the queue
+/// drains under half its bound. When it returns, the queue is aborted, nothing writes to
+/// the socket directly any more and the reader has been woken; shutting the socket down
+/// (after a last frame, say a WebSocket close) is the caller's.
+pub async fn write_loop<W: AsyncWriteRent>(
+    out: &OutQueue,
+    writer: &mut W,
+    timeout: Option<Duration>,
+    mut written: impl FnMut(usize),
+) -> End {
+    let mut iov = IoVecs::new();
+    let end = loop {
+        {
+            let mut q = out.q.borrow_mut();
+            while iov.len() < MAX_IOVECS {
+                match q.take_next() {
+                    Some(b) => iov.push(b),
+                    None => break,
+                }
+            }
+        }
+        if iov.is_empty() {
+            out.in_flight.set(false);
+            if out.state.get() != State::Open {
+                break End::Finished;
+            }
+            out.wake.notified().await;
+            continue;
+        }
+        if out.state.get() == State::Aborted {
+            break End::Aborted;
+        }
+        out.in_flight.set(true);
+        iov.prepare();
+        let left = timeout.map(|t| {
+            let since = out.oldest_unwritten().unwrap_or_else(Instant::now);
+            (since + t).saturating_duration_since(Instant::now())
+        });
+        let result = monoio::select! {
+            r = write_within(writer, iov, left) => Some(r),
+            _ = wait_abort(out) => None,
+        };
+        let (n, back) = match result {
+            None => break End::Aborted,
+            Some(None) => break End::TimedOut,
+            Some(Some((Err(_), _))) => break End::Failed,
+            Some(Some((Ok(n), back))) => (n, back),
+        };
+        iov = back;
+        iov.advance(n);
+        written(n);
+        let resume = {
+            let mut q = out.q.borrow_mut();
+            q.wrote(n);
+            q.below_low_water()
+        };
+        if resume && out.reader_paused.get() {
+            out.reader.notify();
+        }
+    };
+    // From here on nothing may write to the socket directly: it is about to close.
+    out.fd.set(None);
+    out.in_flight.set(false);
+    out.state.set(State::Aborted);
+    out.reader.notify();
+    written(out.take_direct_bytes() as usize);
+    end
+}
+
+/// One vectored write, within `limit` if one is given (`None`: it timed out).
+async fn write_within<W: AsyncWriteRent>(
+    writer: &mut W,
+    iov: IoVecs,
+    limit: Option<Duration>,
+) -> Option<monoio::BufResult<usize, IoVecs>> {
+    match limit {
+        None => Some(writer.writev(iov).await),
+        Some(limit) => monoio::time::timeout(limit, writer.writev(iov)).await.ok(),
+    }
+}
+
+/// Completes when the queue is aborted.
+async fn wait_abort(out: &OutQueue) {
+    while out.state.get() != State::Aborted {
+        out.abort.notified().await;
+    }
+}

@@ -37,7 +37,7 @@ use super::error::{ApiError, ApiResult};
 use super::{cors, input, rooms};
 use crate::http::conn::Service as _;
 use crate::http::{self, Reply, Request};
-use crate::outq::{write_loop, Offer, OutQueue, Policy};
+use crate::outq::{write_loop, Offer, OutQueue, Policy, Timeout};
 use crate::shard::Shard;
 
 /// Bytes an event stream may have waiting for a client that does not read. An event is a
@@ -153,7 +153,7 @@ async fn stream_events(
     let writer_task = {
         let out = out.clone();
         monoio::spawn(async move {
-            write_loop(&out, &mut writer, Some(write_timeout), |_| {}).await;
+            write_loop(&out, &mut writer, Timeout::OldestByte(write_timeout), |_| {}).await;
         })
     };
     let mut peer_gone = std::pin::pin!(closed_by_peer(reader));

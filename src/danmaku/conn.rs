@@ -26,7 +26,7 @@ use super::protocol::close;
 use super::viewer::{Conn, User};
 use super::{home_shard, valid_room_id, Msg, RoomId};
 use crate::http::{self, code as http_code, Reply, Request, Response};
-use crate::outq::End;
+use crate::outq::{End, Timeout};
 use crate::shard::{Shard, ShardMsg};
 use crate::sockio::{read_append, readable};
 use crate::ws::codec::{close_frame, Decoder};
@@ -220,7 +220,7 @@ async fn read_loop(
 
 async fn write_loop(shard: Rc<Shard>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<TcpStream>) {
     // The sweeper enforces the write timeout (it closes with a code), so none here.
-    let end = crate::outq::write_loop(conn.out(), &mut writer, None, |n| {
+    let end = crate::outq::write_loop(conn.out(), &mut writer, Timeout::Off, |n| {
         shard.danmaku.wrote(n)
     })
     .await;

@@ -23,7 +23,7 @@ use crate::api::error;
 use crate::auth::now_unix;
 use crate::http::{self, code, Reply, Request, Response};
 use crate::media::sign;
-use crate::outq::{write_loop, OutQueue, Policy};
+use crate::outq::{write_loop, OutQueue, Policy, Timeout};
 use crate::shard::Shard;
 use crate::sockio::{read_append, readable};
 
@@ -158,7 +158,7 @@ async fn serve(
     let writer_task = {
         let (outbox, shard) = (outbox.clone(), shard.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, Some(write_timeout), |n| {
+            write_loop(&outbox, &mut writer, Timeout::EachWrite(write_timeout), |n| {
                 shard.live.wrote(n)
             })
             .await;

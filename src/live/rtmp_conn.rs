@@ -42,7 +42,7 @@ use crate::media::rtmp::{
     SessionConfig, SessionError,
 };
 use crate::media::sign;
-use crate::outq::{write_loop, OutQueue, Policy};
+use crate::outq::{write_loop, OutQueue, Policy, Timeout};
 use crate::shard::Shard;
 use crate::sockio::read_append;
 use crate::store::Request as StoreRequest;
@@ -100,7 +100,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let writer_task = {
         let (outbox, shard) = (outbox.clone(), shard.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, Some(write_timeout), |n| {
+            write_loop(&outbox, &mut writer, Timeout::EachWrite(write_timeout), |n| {
                 shard.live.wrote(n)
             })
             .await;

@@ -33,7 +33,7 @@ use shards::local::{Notified, Notify};
 
 use crate::sockio::{send_now_iter, SendNow, SEND_NOW_MAX_PARTS};
 pub use queue::{Kind, Offer, Policy, Queue, HARD_CEILING};
-pub use writer::{write_loop, End};
+pub use writer::{write_loop, End, Timeout};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -130,13 +130,13 @@ impl OutQueue {
         self.q.borrow_mut().drain()
     }
 
-    /// Writes `parts` on the socket now if nothing is ahead of them; returns the bytes that
-    /// went (counted as direct bytes).
-    fn try_direct(&self, parts: &[&Bytes]) -> usize {
+    /// Writes `parts` on the socket now if nothing is ahead of them (`q` is this queue,
+    /// borrowed by the caller); returns the bytes that went (counted as direct bytes).
+    fn try_direct(&self, q: &Queue, parts: &[&Bytes]) -> usize {
         let Some(fd) = self.fd.get() else {
             return 0;
         };
-        if self.in_flight.get() || !self.q.borrow().is_empty() {
+        if self.in_flight.get() || !q.is_empty() {
             return 0;
         }
         let sent = match send_now_iter(fd, parts.iter().map(|p| p.as_ref())) {
@@ -169,58 +169,55 @@ impl OutQueue {
             return Offer::Dropped;
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let verdict = self.q.borrow_mut().admit(len, kind, now);
-        match verdict {
-            Offer::Queued => {}
-            Offer::Dropped => return verdict,
-            Offer::Closed => {
-                self.finish();
-                return verdict;
-            }
-        }
-        if len == 0 {
-            return verdict;
+        let mut q = self.q.borrow_mut();
+        let verdict = q.admit(len, kind, now);
+        if verdict != Offer::Queued || len == 0 {
+            drop(q);
+            return self.refused(verdict);
         }
         if corked {
-            self.q.borrow_mut().append(parts, 0, now);
+            q.append(parts, 0, now);
             if self.in_flight.get() {
                 // The writer is busy with this connection anyway: it takes these too.
                 self.wake.notify();
             }
             return verdict;
         }
-        let sent = self.try_direct(parts);
+        let sent = self.try_direct(&q, parts);
         if sent < len {
-            self.q.borrow_mut().append(parts, sent, now);
+            q.append(parts, sent, now);
             self.wake.notify();
         }
         verdict
     }
 
-    /// Offers one whole frame (the fan-out path: no slice of parts to build).
+    /// Offers one whole frame (the fan-out path: no slice of parts to build, one borrow).
     fn offer_one(&self, frame: &Bytes, kind: Kind, now: Instant) -> Offer {
         if !self.is_open() {
             return Offer::Dropped;
         }
-        let verdict = self.q.borrow_mut().admit(frame.len(), kind, now);
-        match verdict {
-            Offer::Queued => {}
-            Offer::Dropped => return verdict,
-            Offer::Closed => {
-                self.finish();
-                return verdict;
-            }
+        let mut q = self.q.borrow_mut();
+        let verdict = q.admit(frame.len(), kind, now);
+        if verdict != Offer::Queued {
+            drop(q);
+            return self.refused(verdict);
         }
-        let sent = self.try_direct(&[frame]);
+        let sent = self.try_direct(&q, &[frame]);
         if sent < frame.len() {
-            let mut q = self.q.borrow_mut();
             if sent == 0 {
                 q.append_one(frame.clone(), now);
             } else {
                 q.append(&[frame], sent, now);
             }
-            drop(q);
             self.wake.notify();
+        }
+        verdict
+    }
+
+    /// Acts on a verdict other than queued: [`Offer::Closed`] finishes the queue.
+    fn refused(&self, verdict: Offer) -> Offer {
+        if verdict == Offer::Closed {
+            self.finish();
         }
         verdict
     }
@@ -245,7 +242,8 @@ impl OutQueue {
         if !self.is_open() {
             return;
         }
-        let sent = self.try_direct(&[&frame]);
+        let mut q = self.q.borrow_mut();
+        let sent = self.try_direct(&q, &[&frame]);
         if sent == frame.len() {
             return;
         }
@@ -253,9 +251,9 @@ impl OutQueue {
         if sent > 0 {
             // Its head is on the wire: the rest is part of the stream now, not a pong that
             // a later one may replace.
-            self.q.borrow_mut().append(&[&frame], sent, now);
+            q.append(&[&frame], sent, now);
         } else {
-            self.q.borrow_mut().set_pong(frame, now);
+            q.set_pong(frame, now);
         }
         self.wake.notify();
     }

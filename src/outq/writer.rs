@@ -3,9 +3,8 @@
 //! or the peer fails.
 //!
 //! A partial write keeps the unwritten rest of its batch ([`IoVecs::advance`]) and writes
-//! it first next time; only then are more frames taken. The write timeout, when the caller
-//! gives one, runs from the oldest unwritten byte ([`OutQueue::oldest_unwritten`]), so a
-//! peer that takes a few bytes at a time does not restart it.
+//! it first next time; only then are more frames taken. The write timeout is the caller's
+//! choice ([`Timeout`]).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,22 @@ use crate::sockio::IoVecs;
 
 /// Frames per vectored write.
 const MAX_IOVECS: usize = 64;
+
+/// When the writer gives up on a peer that does not take its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// Never: the caller watches [`OutQueue::oldest_unwritten`] itself (the danmaku
+    /// sweeper, which closes with a code).
+    Off,
+    /// When the oldest unwritten byte has waited this long, so a peer that takes a few
+    /// bytes at a time does not restart the clock (event streams).
+    OldestByte(Duration),
+    /// When one write makes no progress for this long. For media viewers: their queue may
+    /// rightly hold half a minute of stream (4 MiB at 1 Mbit/s) while they keep up, and
+    /// their lag is judged by [`super::Policy::SkipToKeyframe`]; the writer only catches a
+    /// peer that stopped reading altogether.
+    EachWrite(Duration),
+}
 
 /// Why [`write_loop`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +46,7 @@ pub enum End {
 }
 
 /// Writes `out` to `writer` until it is finished or aborted, or the peer fails or times
-/// out (`timeout`, from the oldest unwritten byte; `None` leaves that to the caller).
+/// out (`timeout`).
 /// `written(n)` is told each write's size, and at the end the direct bytes not yet
 /// collected (metrics). Wakes a reader paused in [`OutQueue::wait_drained`] when the queue
 /// drains under half its bound. When it returns, the queue is aborted, nothing writes to
@@ -40,7 +55,7 @@ pub enum End {
 pub async fn write_loop<W: AsyncWriteRent>(
     out: &OutQueue,
     writer: &mut W,
-    timeout: Option<Duration>,
+    timeout: Timeout,
     mut written: impl FnMut(usize),
 ) -> End {
     let mut iov = IoVecs::new();
@@ -67,10 +82,15 @@ pub async fn write_loop<W: AsyncWriteRent>(
         }
         out.in_flight.set(true);
         iov.prepare();
-        let left = timeout.map(|t| {
-            let since = out.oldest_unwritten().unwrap_or_else(Instant::now);
-            (since + t).saturating_duration_since(Instant::now())
-        });
+        let left = match timeout {
+            Timeout::Off => None,
+            Timeout::EachWrite(t) => Some(t),
+            Timeout::OldestByte(t) => {
+                let now = Instant::now();
+                let since = out.oldest_unwritten().unwrap_or(now);
+                Some((since + t).saturating_duration_since(now))
+            }
+        };
         let result = monoio::select! {
             r = write_within(writer, iov, left) => Some(r),
             _ = wait_abort(out) => None,

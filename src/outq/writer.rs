@@ -140,3 +140,63 @@ async fn wait_abort(out: &OutQueue) {
         out.abort.notified().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    use bytes::Bytes;
+    use monoio::io::AsyncWriteRent as _;
+
+    use super::*;
+    use crate::outq::{Offer, Policy};
+
+    /// A small socket buffer makes nearly every write partial: what the peer reads must
+    /// still be every frame, whole and in order, counted once.
+    #[test]
+    fn the_writer_drains_everything_in_order_through_partial_writes() {
+        const FRAMES: usize = 48;
+        const LEN: usize = 64 * 1024;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let frames: Vec<Bytes> = (0..FRAMES)
+            .map(|i| Bytes::from(vec![i as u8; LEN]))
+            .collect();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let sent = frames.clone();
+        let (end, written) = rt.block_on(async move {
+            let mut stream = monoio::net::TcpStream::connect(addr).await.unwrap();
+            crate::sockio::set_send_buffer(stream.as_raw_fd(), 4096);
+            let out = OutQueue::new(FRAMES * LEN, Policy::Drop);
+            out.set_fd(stream.as_raw_fd());
+            for f in sent {
+                // The first goes out directly as far as it fits; the rest is queued.
+                assert_eq!(out.send(f), Offer::Queued);
+            }
+            out.finish();
+            let mut written = 0;
+            let timeout = Timeout::EachWrite(Duration::from_secs(10));
+            let end = write_loop(&out, &mut stream, timeout, |n| written += n).await;
+            assert_eq!(out.fd(), None, "no direct sends after the writer stopped");
+            let _ = stream.shutdown().await;
+            (end, written)
+        });
+        let got = peer.join().unwrap();
+        assert_eq!(end, End::Finished);
+        assert_eq!(written, FRAMES * LEN, "every byte counted once");
+        assert_eq!(got.len(), FRAMES * LEN);
+        for (i, chunk) in got.chunks(LEN).enumerate() {
+            assert!(chunk.iter().all(|&b| b == i as u8), "frame {i} intact");
+        }
+    }
+}

@@ -153,7 +153,13 @@ async fn stream_events(
     let writer_task = {
         let out = out.clone();
         monoio::spawn(async move {
-            write_loop(&out, &mut writer, Timeout::OldestByte(write_timeout), |_| {}).await;
+            write_loop(
+                &out,
+                &mut writer,
+                Timeout::OldestByte(write_timeout),
+                |_| {},
+            )
+            .await;
         })
     };
     let mut peer_gone = std::pin::pin!(closed_by_peer(reader));

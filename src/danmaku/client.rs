@@ -7,9 +7,9 @@ use std::rc::Rc;
 
 use serde_json::json;
 
-use super::viewer::{Conn, User};
 use super::hygiene::{clean_text, Verdict};
 use super::protocol::{self, close, code, ClientMsg};
+use super::viewer::{Conn, User};
 use super::{Actor, ModOp, Post, PostBody};
 use crate::shard::Shard;
 use crate::ws::codec::Message;

@@ -19,9 +19,9 @@ use bytes::Bytes;
 use slab::Slab;
 
 use super::conn::{home_of, submit};
-use super::viewer::{Conn, User};
 use super::protocol::{self, close, code};
 use super::room::{HomeRoom, LocalRoom, RoomSettings};
+use super::viewer::{Conn, User};
 use super::{ConnRef, JoinAnswer, Msg, Post, PostBody, RoomId, Uid};
 use crate::shard::Shard;
 use crate::store::model::RoomState;

@@ -8,10 +8,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::conn::{home_of, submit};
-use super::viewer::Conn;
 use super::engine::{now_ms, Danmaku};
 use super::protocol::{self, close, code};
 use super::room::HomeRoom;
+use super::viewer::Conn;
 use super::{Actor, ModOp, Msg, RoomId, Uid};
 use crate::shard::Shard;
 use crate::store::Request;

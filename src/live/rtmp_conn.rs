@@ -100,9 +100,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let writer_task = {
         let (outbox, shard) = (outbox.clone(), shard.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, Timeout::EachWrite(write_timeout), |n| {
-                shard.live.wrote(n)
-            })
+            write_loop(
+                &outbox,
+                &mut writer,
+                Timeout::EachWrite(write_timeout),
+                |n| shard.live.wrote(n),
+            )
             .await;
             let _ = monoio::io::AsyncWriteRent::shutdown(&mut writer).await;
         })

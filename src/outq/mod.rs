@@ -145,8 +145,7 @@ impl OutQueue {
             SendNow::Partial(n) => n,
             SendNow::Nothing => 0,
         };
-        self.direct_bytes
-            .set(self.direct_bytes.get() + sent as u64);
+        self.direct_bytes.set(self.direct_bytes.get() + sent as u64);
         sent
     }
 

@@ -49,7 +49,9 @@ pub enum Policy {
 pub enum Kind {
     MustSend,
     /// `keyframe`: a point a decoder can start from (only [`Policy::SkipToKeyframe`] reads it).
-    Droppable { keyframe: bool },
+    Droppable {
+        keyframe: bool,
+    },
 }
 
 /// What became of an offered frame.
@@ -219,7 +221,11 @@ impl Queue {
                 continue;
             }
             let from = sent.saturating_sub(start);
-            let bytes = if from == 0 { (*p).clone() } else { p.slice(from..) };
+            let bytes = if from == 0 {
+                (*p).clone()
+            } else {
+                p.slice(from..)
+            };
             self.push_part(bytes, now, start + from > 0);
         }
         if self.bytes > self.limit {
@@ -541,7 +547,11 @@ mod tests {
             Offer::Dropped,
             "no resuming on a delta frame"
         );
-        assert_eq!(offer(&mut q, true, 300), Offer::Queued, "resumes on the keyframe");
+        assert_eq!(
+            offer(&mut q, true, 300),
+            Offer::Queued,
+            "resumes on the keyframe"
+        );
         assert_eq!(offer(&mut q, false, 300), Offer::Queued);
     }
 
@@ -575,7 +585,10 @@ mod tests {
         q.sent_directly(3);
         assert_eq!(q.bytes(), 5);
         let rest: Vec<u8> = q.pending().flatten().copied().collect();
-        assert_eq!(rest, b"cdefg", "the rest of the frame that was cut goes first");
+        assert_eq!(
+            rest, b"cdefg",
+            "the rest of the frame that was cut goes first"
+        );
         q.set_pong(Bytes::from_static(b"Q"), t0);
         let rest: Vec<u8> = q.pending().flatten().copied().collect();
         assert_eq!(rest, b"cQdefg", "a pong waits for the frame boundary");

@@ -41,13 +41,12 @@ pub enum End {
     Aborted,
     /// A write failed (the peer is gone).
     Failed,
-    /// The oldest unwritten byte waited longer than the timeout.
+    /// The [`Timeout`] ran out.
     TimedOut,
 }
 
 /// Writes `out` to `writer` until it is finished or aborted, or the peer fails or times
-/// out (`timeout`).
-/// `written(n)` is told each write's size, and at the end the direct bytes not yet
+/// out (`timeout`). `written(n)` is told each write's size, and at the end the direct bytes not yet
 /// collected (metrics). Wakes a reader paused in [`OutQueue::wait_drained`] when the queue
 /// drains under half its bound. When it returns, the queue is aborted, nothing writes to
 /// the socket directly any more and the reader has been woken; shutting the socket down
@@ -82,18 +81,18 @@ pub async fn write_loop<W: AsyncWriteRent>(
         }
         out.in_flight.set(true);
         iov.prepare();
-        let left = match timeout {
-            Timeout::Off => None,
-            Timeout::EachWrite(t) => Some(t),
+        let result = match timeout {
+            Timeout::Off => monoio::select! {
+                r = writer.writev(iov) => Some(Some(r)),
+                _ = out.abort.notified() => None,
+            },
+            Timeout::EachWrite(t) => timed_write(out, writer, iov, t).await,
             Timeout::OldestByte(t) => {
                 let now = Instant::now();
                 let since = out.oldest_unwritten().unwrap_or(now);
-                Some((since + t).saturating_duration_since(now))
+                let left = (since + t).saturating_duration_since(now);
+                timed_write(out, writer, iov, left).await
             }
-        };
-        let result = monoio::select! {
-            r = write_within(writer, iov, left) => Some(r),
-            _ = wait_abort(out) => None,
         };
         let (n, back) = match result {
             None => break End::Aborted,
@@ -122,24 +121,25 @@ pub async fn write_loop<W: AsyncWriteRent>(
     end
 }
 
-/// One vectored write, within `limit` if one is given (`None`: it timed out).
-async fn write_within<W: AsyncWriteRent>(
-    writer: &mut W,
+/// One vectored write within `limit`, unless the queue is aborted first (`None`);
+/// `Some(None)`: it timed out. Boxed, so that a writer without a timeout (a WebSocket
+/// connection's, which lives as long as the connection) does not carry the timer's size.
+fn timed_write<'a, W: AsyncWriteRent>(
+    out: &'a OutQueue,
+    writer: &'a mut W,
     iov: IoVecs,
-    limit: Option<Duration>,
-) -> Option<monoio::BufResult<usize, IoVecs>> {
-    match limit {
-        None => Some(writer.writev(iov).await),
-        Some(limit) => monoio::time::timeout(limit, writer.writev(iov)).await.ok(),
-    }
+    limit: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = WriteResult> + 'a>> {
+    Box::pin(async move {
+        monoio::select! {
+            r = monoio::time::timeout(limit, writer.writev(iov)) => Some(r.ok()),
+            _ = out.abort.notified() => None,
+        }
+    })
 }
 
-/// Completes when the queue is aborted.
-async fn wait_abort(out: &OutQueue) {
-    while out.state.get() != State::Aborted {
-        out.abort.notified().await;
-    }
-}
+/// What a write raced against an abort gave: `None` aborted, `Some(None)` timed out.
+type WriteResult = Option<Option<monoio::BufResult<usize, IoVecs>>>;
 
 #[cfg(test)]
 mod tests {

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use liveshard::danmaku::conn::Conn;
 use liveshard::danmaku::protocol::{encode_item, Item, ItemBody, Mode};
 use liveshard::danmaku::room::{HomeRoom, LocalRoom, Priority, RoomSettings};
+use liveshard::danmaku::viewer::Conn;
 use liveshard::danmaku::ConnRef;
 
 struct Counting;

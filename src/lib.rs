@@ -19,6 +19,8 @@
 //! - [`metrics`] — per-shard counters and the Prometheus rendering.
 //! - [`logging`] — structured logs.
 //! - [`sockio`]  — socket helpers shared by the connection drivers.
+//! - [`outq`]    — the one outbound queue and writer of every stream to a peer (WebSocket,
+//!   HTTP-FLV, RTMP play, SSE): byte bound, drop or skip-to-keyframe, direct sends.
 //!
 //! The thread-per-core engine itself (shards, pinning, the SPSC ring mesh, SO_REUSEPORT
 //! groups) is the `shards` crate.
@@ -38,6 +40,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod outbound;
+pub mod outq;
 pub mod port;
 pub mod routes;
 pub mod server;

@@ -48,14 +48,6 @@ pub enum SendNow {
     Nothing,
 }
 
-/// Writes `parts` to a connected socket *now*, without waiting and without the event loop:
-/// one `sendmsg(MSG_DONTWAIT)`. The fan-out paths use it when a connection has nothing
-/// queued and no write in flight, so the common case — a viewer keeping up — costs one
-/// system call and no task wake-up; whatever does not fit is queued for the writer task.
-/// The socket itself stays blocking (io_uring operations on it are unchanged).
-///
-/// The caller guarantees `fd` is open and owned by the connection it writes for, and that
-/// no other write to it is in flight (bytes would interleave).
 /// Caps a socket's kernel send buffer (`SO_SNDBUF`; the kernel doubles the value for its
 /// bookkeeping). This turns send autotuning off for the socket, so a stalled peer holds at
 /// most this much kernel memory and the server's own byte-bounded queue sees back-pressure
@@ -75,6 +67,14 @@ pub fn set_send_buffer(fd: std::os::fd::RawFd, bytes: usize) {
     }
 }
 
+/// Writes `parts` to a connected socket *now*, without waiting and without the event loop:
+/// one `sendmsg(MSG_DONTWAIT)`. The fan-out paths use it when a connection has nothing
+/// queued and no write in flight, so the common case — a viewer keeping up — costs one
+/// system call and no task wake-up; whatever does not fit is queued for the writer task.
+/// The socket itself stays blocking (io_uring operations on it are unchanged).
+///
+/// The caller guarantees `fd` is open and owned by the connection it writes for, and that
+/// no other write to it is in flight (bytes would interleave).
 pub fn send_now(fd: std::os::fd::RawFd, parts: &[&[u8]]) -> SendNow {
     send_now_iter(fd, parts.iter().copied())
 }

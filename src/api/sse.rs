@@ -19,19 +19,30 @@
 //! vanished client is noticed by a failed write. The body is delimited by the connection
 //! closing (`Connection: close`), as EventSource expects; `retry: 3000` asks browsers to
 //! reconnect after 3 s. Each shard serves at most `api.sse_max_per_shard` streams.
+//!
+//! Events go out through the connection's outbound queue ([`crate::outq`]) and its writer
+//! task, like every other stream: bounded ([`QUEUE_LIMIT`]), sent directly while the client
+//! keeps up, and ended when the oldest unwritten byte waited `http.write_timeout_ms`.
 
 use std::cell::Cell;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
+use monoio::io::{AsyncReadRent, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 
 use super::error::{ApiError, ApiResult};
 use super::Api;
 use super::{cors, input, rooms};
 use crate::http::{self, Reply, Request};
+use crate::outq::{write_loop, Offer, OutQueue, Policy, Timeout};
+
+/// Bytes an event stream may have waiting for a client that does not read. An event is a
+/// few dozen bytes and at most two go out per poll, so this is many minutes of them; past
+/// twice this the stream is closed.
+const QUEUE_LIMIT: usize = 64 * 1024;
 
 thread_local! {
     /// Event streams open on this shard (each shard is one thread).
@@ -135,45 +146,63 @@ async fn stream_events(
     // Counted as an answer; a stream has no duration to put in the histogram.
     api.metrics.observe_status(200);
 
+    let out = Rc::new(OutQueue::new(QUEUE_LIMIT, Policy::Drop));
+    out.set_fd(stream.as_raw_fd());
     let (reader, mut writer) = stream.into_split();
+    let writer_task = {
+        let out = out.clone();
+        monoio::spawn(async move {
+            write_loop(
+                &out,
+                &mut writer,
+                Timeout::OldestByte(write_timeout),
+                |_| {},
+            )
+            .await;
+        })
+    };
     let mut peer_gone = std::pin::pin!(closed_by_peer(reader));
     let mut pending = BytesMut::from(head.as_bytes());
     let mut last: Option<(u64, bool)> = None;
     let mut last_write = Instant::now();
     loop {
         let (online, live) = rooms::status(&api, &room).await;
-        let mut out = String::new();
+        let mut out_text = String::new();
         if last.map(|l| l.1) != Some(live) {
             event(
-                &mut out,
+                &mut out_text,
                 "live",
                 &serde_json::json!({"room": room, "live": live}),
             );
         }
         if last.map(|l| l.0) != Some(online) {
             event(
-                &mut out,
+                &mut out_text,
                 "online",
                 &serde_json::json!({"room": room, "online": online}),
             );
         }
         last = Some((online, live));
-        if out.is_empty() && last_write.elapsed() >= keepalive {
-            out.push_str(": keep-alive\n\n");
+        if out_text.is_empty() && last_write.elapsed() >= keepalive {
+            out_text.push_str(": keep-alive\n\n");
         }
-        pending.extend_from_slice(out.as_bytes());
+        pending.extend_from_slice(out_text.as_bytes());
         if !pending.is_empty() {
             let bytes = std::mem::take(&mut pending).freeze();
-            let written = monoio::time::timeout(write_timeout, writer.write_all(bytes)).await;
-            if !matches!(written, Ok((Ok(_), _))) {
-                return;
+            if out.send(bytes) != Offer::Queued {
+                break;
             }
             last_write = Instant::now();
         }
         monoio::select! {
-            _ = &mut peer_gone => return,
-            _ = api.shutdown.wait() => return,
+            _ = &mut peer_gone => break,
+            _ = api.shutdown.wait() => break,
+            // The writer stopped: the client failed or took too long.
+            _ = out.reader_notified() => break,
             _ = monoio::time::sleep(poll) => {}
         }
     }
+    // Nothing more goes out: the client left, or the server stops.
+    out.abort();
+    writer_task.await;
 }

@@ -5,10 +5,10 @@
 
 use std::rc::Rc;
 
-use super::conn::{Conn, User};
 use super::engine::Danmaku;
 use super::hygiene::{clean_text, Verdict};
 use super::protocol::{self, close, code, ClientMsg};
+use super::viewer::{Conn, User};
 use super::{Actor, ModOp, Post, PostBody};
 use crate::ws::codec::Message;
 

@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::conn::{Conn, User};
 use super::protocol::{self, close, code};
 use super::room::{HomeRoom, LocalRoom, RoomSettings};
+use super::viewer::{Conn, User};
 use super::{ConnRef, Msg, Post, PostBody, RoomId, Shared, Uid};
 use crate::auth::Tokens;
 use crate::metrics::Slot;

@@ -16,8 +16,9 @@
 //! Files: [`protocol`] (JSON messages, frames, codes), [`hygiene`] (text, filter, rate),
 //! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling) with
 //! `post.rs` (a post on the home shard), `moderate.rs` (moderation) and `tasks.rs` (the
-//! tickers), [`conn`] (the WebSocket connection driver), [`client`] (what a viewer's
-//! messages do), [`sendq`] (its outbound queue and the slow-consumer rules).
+//! tickers), [`viewer`] (a viewer's user and connection state, with its outbound queue and
+//! the slow-consumer rules), [`conn`] (the WebSocket connection driver), [`client`] (what
+//! a viewer's messages do).
 
 pub mod client;
 pub mod conn;
@@ -28,8 +29,8 @@ mod moderate;
 mod post;
 pub mod protocol;
 pub mod room;
-pub mod sendq;
 mod tasks;
+pub mod viewer;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,9 +7,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::conn::Conn;
 use super::engine::Danmaku;
 use super::protocol::{self, close, code};
+use super::viewer::Conn;
 use super::{Actor, ModOp, Msg, RoomId, Uid};
 use crate::store::Request;
 

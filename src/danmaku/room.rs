@@ -13,9 +13,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::conn::Conn;
 use super::hygiene::TokenBucket;
 use super::protocol::{code, list_frame};
+use super::viewer::Conn;
 use super::{RoomId, Uid};
 
 /// How an item competes for the room's delivery cap.

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shards::local::Notify;
 
-use super::outbox::Outbox;
 use super::{Frame, Msg, RoomEvents, Settings, StreamId};
 use crate::media::gop::GopCache;
 use crate::media::{MediaKind, MediaMessage, Packaged};
 use crate::metrics::{Slot, StreamStats};
 use crate::outbound::OutboundHandle;
+use crate::outq::OutQueue;
 use crate::port::Port;
 
 /// How a viewer is written to.
@@ -42,7 +42,7 @@ pub enum Proto {
 
 /// One viewer of a stream on this shard.
 pub struct Viewer {
-    pub outbox: Rc<Outbox>,
+    pub outbox: Rc<OutQueue>,
     pub proto: Proto,
     /// Set when its stream ends (the connection then closes or, for RTMP, tells the player).
     pub ended: Notify,
@@ -53,7 +53,7 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    pub fn new(outbox: Rc<Outbox>, proto: Proto) -> Rc<Self> {
+    pub fn new(outbox: Rc<OutQueue>, proto: Proto) -> Rc<Self> {
         Rc::new(Self {
             outbox,
             proto,

@@ -16,12 +16,12 @@ use monoio::net::TcpStream;
 
 use super::engine::{Live, Proto, Viewer};
 use super::hooks;
-use super::outbox::{write_loop, Outbox};
 use super::{valid_stream, StreamId};
 use crate::auth::now_unix;
 use crate::codes;
 use crate::http::{self, code, Reply, Request, Response};
 use crate::media::sign;
+use crate::outq::{write_loop, OutQueue, Policy, Timeout};
 use crate::sockio::{read_append, readable};
 
 const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n";
@@ -137,9 +137,12 @@ async fn serve(
             settings.send_buffer,
         );
     }
-    let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
+    let outbox = Rc::new(OutQueue::new(
+        settings.viewer_queue_bytes,
+        Policy::SkipToKeyframe,
+    ));
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&sock));
-    outbox.push(Bytes::from_static(HEAD.as_bytes()));
+    outbox.send(Bytes::from_static(HEAD.as_bytes()));
     let viewer = Viewer::new(outbox.clone(), Proto::Flv);
     viewer.requested.set(Some(requested));
     let watching = live.watch(&stream, viewer.clone());
@@ -148,7 +151,14 @@ async fn serve(
     let writer_task = {
         let (outbox, live) = (outbox.clone(), live.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, write_timeout, |n| live.wrote(n)).await;
+            write_loop(
+                &outbox,
+                &mut writer,
+                Timeout::EachWrite(write_timeout),
+                |n| live.wrote(n),
+            )
+            .await;
+            let _ = monoio::io::AsyncWriteRent::shutdown(&mut writer).await;
         })
     };
     if watching {
@@ -159,7 +169,7 @@ async fn serve(
                 r = readable(&reader) => r.is_ok(),
                 _ = viewer.ended.notified() => false,
                 _ = live.ctx.shutdown.wait() => false,
-                _ = outbox.closed.notified() => false,
+                _ = outbox.reader_notified() => false,
             };
             if !woke || viewer.is_ended.get() {
                 break;
@@ -188,7 +198,7 @@ async fn serve(
         }
     }
     // The last chunk: the body ends cleanly when the stream does.
-    outbox.push(Bytes::from_static(b"0\r\n\r\n"));
+    outbox.send(Bytes::from_static(b"0\r\n\r\n"));
     outbox.finish();
     writer_task.await;
 }

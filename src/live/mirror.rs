@@ -4,14 +4,15 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::engine::{bump, Live, LocalStream, Proto, Viewer};
-use super::outbox::Offer;
 use super::{Frame, Msg, StreamId};
 use crate::media::gop::GopCache;
 use crate::media::Packaged;
+use crate::outq::{Kind, Offer};
 
 static CRLF: Bytes = Bytes::from_static(b"\r\n");
 
@@ -108,18 +109,18 @@ impl Live {
         match viewer.proto {
             Proto::Rtmp => {
                 for b in ls.gop.rtmp_start() {
-                    viewer.outbox.push(b);
+                    viewer.outbox.send(b);
                 }
             }
             Proto::Flv => {
                 // Header and cached tags as one HTTP chunk.
                 let parts = ls.gop.flv_start();
                 let len: usize = parts.iter().map(Bytes::len).sum();
-                viewer.outbox.push(Bytes::from(format!("{len:x}\r\n")));
+                viewer.outbox.send(Bytes::from(format!("{len:x}\r\n")));
                 for b in parts {
-                    viewer.outbox.push(b);
+                    viewer.outbox.send(b);
                 }
-                viewer.outbox.push(CRLF.clone());
+                viewer.outbox.send(CRLF.clone());
             }
         }
     }
@@ -139,15 +140,25 @@ impl Live {
         }
         let corked = !ls.corked && ls.cork;
         let (mut skipped, mut closed, mut direct) = (0u64, 0u64, 0u64);
+        // Metadata and sequence headers are never skipped: they are rare and a decoder
+        // needs them.
+        let kind = if frame.essential {
+            Kind::MustSend
+        } else {
+            Kind::Droppable {
+                keyframe: frame.keyframe,
+            }
+        };
+        let now = Instant::now();
         for v in &ls.viewers {
             let parts: &[&Bytes] = match v.proto {
                 Proto::Rtmp => &[&frame.packaged.rtmp],
                 Proto::Flv => &[&frame.flv_chunk_head, &frame.packaged.flv, &CRLF],
             };
             let offer = if ls.cork {
-                v.outbox.offer_corked(frame, parts)
+                v.outbox.offer_corked(parts, kind, now)
             } else {
-                v.outbox.offer(frame, parts)
+                v.outbox.offer(parts, kind, now)
             };
             match offer {
                 Offer::Queued => {
@@ -156,7 +167,7 @@ impl Live {
                         v.first_keyframe(&self.ctx.metrics);
                     }
                 }
-                Offer::Skipped => skipped += 1,
+                Offer::Dropped => skipped += 1,
                 Offer::Closed => closed += 1,
             }
         }

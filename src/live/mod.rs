@@ -18,8 +18,8 @@
 //!   answers HLS requests from the owner's segments ([`hls`] says how and why).
 //!
 //! Files: [`engine`] (per-shard state and mesh messages, the owner side), `registry` (the
-//! home shard's claims and announcements), `mirror` (the viewer side), [`outbox`] (a
-//! viewer's bounded queue with the skip-to-keyframe policy, and its writer), [`rtmp_conn`]
+//! home shard's claims and announcements), `mirror` (the viewer side; each viewer's queue
+//! is a [`crate::outq::OutQueue`] with the skip-to-keyframe policy), [`rtmp_conn`]
 //! (the RTMP connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`),
 //! [`hls`] (`GET /{app}/{stream}.m3u8` and its segments), [`hooks`] (on_publish /
 //! on_unpublish / on_play / on_stop callbacks).
@@ -29,7 +29,6 @@ pub mod flv;
 pub mod hls;
 pub mod hooks;
 mod mirror;
-pub mod outbox;
 mod registry;
 pub mod rtmp_conn;
 

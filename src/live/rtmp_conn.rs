@@ -1,6 +1,6 @@
 //! The RTMP connection driver: one task per connection on the shard that accepted it,
 //! feeding socket bytes to a sans-IO [`ServerSession`] and acting on its events; a writer
-//! task drains the connection's [`Outbox`] (session replies, and for a player the shared
+//! task drains the connection's [`OutQueue`] (session replies, and for a player the shared
 //! media `Bytes`).
 //!
 //! A publish is checked in this order — app, stream name, signature (`media.push_key`),
@@ -34,7 +34,6 @@ use shards::local::Notify;
 
 use super::engine::{ClaimAnswer, Live, Proto, Viewer};
 use super::hooks;
-use super::outbox::{write_loop, Outbox};
 use super::{valid_stream, StreamId};
 use crate::auth::now_unix;
 use crate::media::rtmp::chunk::MAX_MESSAGE_LEN;
@@ -43,6 +42,7 @@ use crate::media::rtmp::{
     SessionConfig, SessionError,
 };
 use crate::media::sign;
+use crate::outq::{write_loop, OutQueue, Policy, Timeout};
 use crate::sockio::read_append;
 use crate::store::Request as StoreRequest;
 
@@ -89,14 +89,24 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
     };
     let mut session = ServerSession::new(config, Instant::now());
     session.set_publish_budget(live.partial_budget());
-    let outbox = Rc::new(Outbox::new(settings.viewer_queue_bytes));
+    let outbox = Rc::new(OutQueue::new(
+        settings.viewer_queue_bytes,
+        Policy::SkipToKeyframe,
+    ));
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let (mut reader, mut writer) = stream.into_split();
     let write_timeout = live.settings().write_timeout;
     let writer_task = {
         let (outbox, live) = (outbox.clone(), live.clone());
         monoio::spawn(async move {
-            write_loop(&outbox, &mut writer, write_timeout, |n| live.wrote(n)).await;
+            write_loop(
+                &outbox,
+                &mut writer,
+                Timeout::EachWrite(write_timeout),
+                |n| live.wrote(n),
+            )
+            .await;
+            let _ = monoio::io::AsyncWriteRent::shutdown(&mut writer).await;
         })
     };
 
@@ -107,7 +117,7 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
     let never = Notify::new();
     loop {
         while let Some(b) = session.poll_transmit() {
-            outbox.push(b);
+            outbox.send(b);
         }
         if session.is_closing() || !outbox.is_open() {
             break;
@@ -152,7 +162,7 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
             _ = live.ctx.shutdown.wait() => Wake::Stop,
             _ = stop.notified() => Wake::Stop,
             _ = ended.notified() => Wake::Ended,
-            _ = outbox.closed.notified() => Wake::Closed,
+            _ = outbox.reader_notified() => Wake::Closed,
         };
         let (n, b) = match outcome {
             Wake::Read(Some((n, b))) if n > 0 => (n, b),
@@ -164,7 +174,7 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
                     Role::Player { .. } => {
                         session.notify_unpublished();
                         while let Some(b) = session.poll_transmit() {
-                            outbox.push(b);
+                            outbox.send(b);
                         }
                     }
                     Role::Setup => {}
@@ -175,7 +185,7 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
                 // The stream went offline: tell the player, let the outbox drain, close.
                 session.notify_unpublished();
                 while let Some(b) = session.poll_transmit() {
-                    outbox.push(b);
+                    outbox.send(b);
                 }
                 break;
             }
@@ -187,7 +197,7 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
             note_input_error(&live, &role, peer, &e);
             // What the session still has to say (an acknowledgement, a pong) goes out.
             while let Some(b) = session.poll_transmit() {
-                outbox.push(b);
+                outbox.send(b);
             }
             break;
         }
@@ -203,7 +213,7 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
             // Unpublished, stopped playing, or refused: the connection ends here (what the
             // session still has to say goes out first), not when the peer hangs up.
             while let Some(b) = session.poll_transmit() {
-                outbox.push(b);
+                outbox.send(b);
             }
             break;
         }
@@ -297,7 +307,7 @@ async fn on_event(
     live: &Rc<Live>,
     session: &mut ServerSession,
     role: &mut Role,
-    outbox: &Rc<Outbox>,
+    outbox: &Rc<OutQueue>,
     peer: SocketAddr,
     event: Event,
 ) -> bool {
@@ -331,7 +341,7 @@ async fn on_event(
                 }
                 // The session's replies go out before the first media bytes.
                 while let Some(b) = session.poll_transmit() {
-                    outbox.push(b);
+                    outbox.send(b);
                 }
                 let send_buffer = live.ctx.settings.send_buffer;
                 if let Some(fd) = outbox.fd().filter(|_| send_buffer > 0) {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use liveshard::auth::{Jwt, Revoked, Tokens};
-use liveshard::danmaku::conn::{Conn, User};
 use liveshard::danmaku::engine::Ctx;
 use liveshard::danmaku::protocol::close;
+use liveshard::danmaku::viewer::{Conn, User};
 use liveshard::danmaku::{Danmaku, Msg, Shared};
 use liveshard::metrics::{Metrics, Slot};
 use liveshard::store::Request as StoreRequest;
@@ -279,12 +279,12 @@ fn a_ban_closes_the_users_connections_on_every_shard_and_refuses_their_return() 
         c.settle().await;
         assert_eq!(of_type(&received(&owner), "ack").len(), 1);
         for b in &bob {
-            assert_eq!(b.close_reason().map(|r| r.0), Some(close::BANNED));
+            assert_eq!(b.closing().map(|r| r.0), Some(close::BANNED));
         }
-        assert!(other.close_reason().is_none(), "others stay");
+        assert!(other.closing().is_none(), "others stay");
         let again = c.connect(1, "mod", Some("bob"));
         c.settle().await;
-        assert_eq!(again.close_reason().map(|r| r.0), Some(close::BANNED));
+        assert_eq!(again.closing().map(|r| r.0), Some(close::BANNED));
         // A viewer who is not a moderator may not ban.
         c.send(&other, r#"{"type":"ban","uid":"owner","cid":"x"}"#);
         c.settle().await;
@@ -377,18 +377,12 @@ fn a_silent_connection_is_closed_after_two_heartbeats_on_the_clock() {
         for s in &c.shards {
             s.sweep();
         }
-        assert!(
-            quiet.close_reason().is_none(),
-            "one heartbeat is not enough"
-        );
+        assert!(quiet.closing().is_none(), "one heartbeat is not enough");
         c.clock.advance(Duration::from_secs(10));
         for s in &c.shards {
             s.sweep();
         }
-        assert_eq!(
-            quiet.close_reason().map(|r| r.0),
-            Some(close::HEARTBEAT_TIMEOUT)
-        );
+        assert_eq!(quiet.closing().map(|r| r.0), Some(close::HEARTBEAT_TIMEOUT));
     });
 }
 

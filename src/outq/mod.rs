@@ -1,0 +1,419 @@
+//! One outbound queue for every stream the server writes to a peer: danmaku WebSocket,
+//! HTTP-FLV and RTMP play viewers, Server-Sent Events.
+//!
+//! - [`Queue`] (sans-IO, [`queue`]) holds the frames under one byte bound and judges the
+//!   consumer: droppable vs must-send frames, the drop or skip-to-keyframe [`Policy`], the
+//!   coalesced pong, the slow-consumer clock and the write clock. Its rules are written
+//!   there and unit-tested with time passed in.
+//! - [`OutQueue`] is that queue shared (`Rc`, `RefCell`, `Cell`) by the code that produces
+//!   frames (a room's fan-out, a stream's mirror, the connection's own reader) and the one
+//!   writer task of the connection. When nothing is queued and no write is in flight, a
+//!   frame goes straight to the socket with [`send_now_iter`] (one `sendmsg`, no task
+//!   wake-up: the common case of a consumer that keeps up); whatever does not fit is queued
+//!   first for the writer.
+//! - [`write_loop`] ([`writer`]) is the writer: it drains the queue with vectored writes
+//!   until the queue is finished or aborted, or the peer fails or times out.
+//!
+//! Life of a queue: open → [`OutQueue::finish`] (the writer writes what is queued, then
+//! stops) or [`OutQueue::abort`] (it stops now; a write in flight is abandoned). When the
+//! writer stops, the socket is no longer written directly and the connection's reader is
+//! woken ([`OutQueue::reader_notified`]).
+//!
+//! Depends on nothing but `bytes`, [`crate::sockio`], `shards::local` and monoio.
+
+pub mod queue;
+pub mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use bytes::Bytes;
+use shards::local::{Notified, Notify};
+
+use crate::sockio::{send_now_iter, SendNow, SEND_NOW_MAX_PARTS};
+pub use queue::{Kind, Offer, Policy, Queue, HARD_CEILING};
+pub use writer::{write_loop, End, Timeout};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Write what is queued, then stop.
+    Finishing,
+    /// Stop now; what is queued is abandoned.
+    Aborted,
+}
+
+/// A connection's outbound queue, shared by its producers and its writer task.
+pub struct OutQueue {
+    q: RefCell<Queue>,
+    state: Cell<State>,
+    /// Wakes the writer: data queued, or a state change.
+    wake: Notify,
+    /// Aborts a write in flight.
+    abort: Notify,
+    /// Wakes the connection's reader: the queue finished or aborted, the writer stopped,
+    /// or it drained under half the bound while the reader waited in
+    /// [`OutQueue::wait_drained`].
+    reader: Notify,
+    /// The reader waits in [`OutQueue::wait_drained`].
+    reader_paused: Cell<bool>,
+    /// The socket, for direct sends while nothing is queued; `None` without a socket (the
+    /// fan-out benchmark) and from the moment the writer stops.
+    fd: Cell<Option<RawFd>>,
+    /// The writer holds bytes it has not finished writing: no direct send may overtake them.
+    in_flight: Cell<bool>,
+    /// Bytes written directly, not yet collected for metrics.
+    direct_bytes: Cell<u64>,
+}
+
+impl OutQueue {
+    pub fn new(limit: usize, policy: Policy) -> Self {
+        Self {
+            q: RefCell::new(Queue::new(limit, policy)),
+            state: Cell::new(State::Open),
+            wake: Notify::new(),
+            abort: Notify::new(),
+            reader: Notify::new(),
+            reader_paused: Cell::new(false),
+            fd: Cell::new(None),
+            in_flight: Cell::new(false),
+            direct_bytes: Cell::new(0),
+        }
+    }
+
+    /// Lets frames go to `fd` directly while nothing is queued. The writer clears it when
+    /// it stops, before the socket closes. The caller guarantees `fd` is the connection's
+    /// own socket and that only this queue's writer writes to it.
+    pub fn set_fd(&self, fd: RawFd) {
+        self.fd.set(Some(fd));
+    }
+
+    /// The socket, while the writer has not stopped.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fd.get()
+    }
+
+    /// Neither finished nor aborted: frames are taken.
+    pub fn is_open(&self) -> bool {
+        self.state.get() == State::Open
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.q.borrow().bytes()
+    }
+
+    /// Over the bound: the connection's reader must stop producing replies.
+    pub fn backed_up(&self) -> bool {
+        self.q.borrow().backed_up()
+    }
+
+    /// Since when the consumer has been behind, if it is (the slow-consumer clock).
+    pub fn over_since(&self) -> Option<Instant> {
+        self.q.borrow().over_since()
+    }
+
+    /// When the oldest byte not yet written was queued, if one is: the write timeout runs
+    /// from there, so a peer that takes a few bytes at a time does not restart it.
+    pub fn oldest_unwritten(&self) -> Option<Instant> {
+        self.q.borrow().oldest_unwritten()
+    }
+
+    /// Bytes written directly since the last call (for metrics).
+    pub fn take_direct_bytes(&self) -> u64 {
+        self.direct_bytes.replace(0)
+    }
+
+    /// Forgets every queued frame (the fan-out benchmark's in-memory sink); returns how many.
+    /// Takes everything queued, in the order the writer would write it, as if the peer had
+    /// read it all (an in-memory peer: the engine tests).
+    pub fn take_all(&self) -> Vec<Bytes> {
+        let mut q = self.q.borrow_mut();
+        let mut out = Vec::new();
+        while let Some(b) = q.take_next() {
+            out.push(b);
+        }
+        q.wrote(out.iter().map(Bytes::len).sum());
+        out
+    }
+
+    pub fn drain(&self) -> usize {
+        self.q.borrow_mut().drain()
+    }
+
+    /// Writes `parts` on the socket now if nothing is ahead of them (`q` is this queue,
+    /// borrowed by the caller); returns the bytes that went (counted as direct bytes).
+    fn try_direct(&self, q: &Queue, parts: &[&Bytes]) -> usize {
+        let Some(fd) = self.fd.get() else {
+            return 0;
+        };
+        if self.in_flight.get() || !q.is_empty() {
+            return 0;
+        }
+        let sent = match send_now_iter(fd, parts.iter().map(|p| p.as_ref())) {
+            // All of what one call gathers; more parts than that wait in the queue.
+            SendNow::All => parts.iter().take(SEND_NOW_MAX_PARTS).map(|p| p.len()).sum(),
+            SendNow::Partial(n) => n,
+            SendNow::Nothing => 0,
+        };
+        self.direct_bytes.set(self.direct_bytes.get() + sent as u64);
+        sent
+    }
+
+    /// Offers a frame whose wire form is `parts`, judged by the queue's [`Policy`]. Sent at
+    /// once when nothing is ahead of it; what does not fit is queued for the writer.
+    /// [`Offer::Closed`] finishes the queue (the caller may abort it instead).
+    pub fn offer(&self, parts: &[&Bytes], kind: Kind, now: Instant) -> Offer {
+        self.offer_as(parts, kind, now, false)
+    }
+
+    /// Like [`OutQueue::offer`], but the frame waits in the queue for the next
+    /// [`OutQueue::flush`] (corking: the frames of one flush interval leave in one system
+    /// call).
+    pub fn offer_corked(&self, parts: &[&Bytes], kind: Kind, now: Instant) -> Offer {
+        self.offer_as(parts, kind, now, true)
+    }
+
+    fn offer_as(&self, parts: &[&Bytes], kind: Kind, now: Instant, corked: bool) -> Offer {
+        if !self.is_open() {
+            return Offer::Dropped;
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut q = self.q.borrow_mut();
+        let verdict = q.admit(len, kind, now);
+        if verdict != Offer::Queued || len == 0 {
+            drop(q);
+            return self.refused(verdict);
+        }
+        if corked {
+            q.append(parts, 0, now);
+            if self.in_flight.get() {
+                // The writer is busy with this connection anyway: it takes these too.
+                self.wake.notify();
+            }
+            return verdict;
+        }
+        let sent = self.try_direct(&q, parts);
+        if sent < len {
+            q.append(parts, sent, now);
+            self.wake.notify();
+        }
+        verdict
+    }
+
+    /// Offers one whole frame (the fan-out path: no slice of parts to build, one borrow).
+    fn offer_one(&self, frame: &Bytes, kind: Kind, now: Instant) -> Offer {
+        if !self.is_open() {
+            return Offer::Dropped;
+        }
+        let mut q = self.q.borrow_mut();
+        let verdict = q.admit(frame.len(), kind, now);
+        if verdict != Offer::Queued {
+            drop(q);
+            return self.refused(verdict);
+        }
+        let sent = self.try_direct(&q, &[frame]);
+        if sent < frame.len() {
+            if sent == 0 {
+                q.append_one(frame.clone(), now);
+            } else {
+                q.append(&[frame], sent, now);
+            }
+            self.wake.notify();
+        }
+        verdict
+    }
+
+    /// Acts on a verdict other than queued: [`Offer::Closed`] finishes the queue.
+    fn refused(&self, verdict: Offer) -> Offer {
+        if verdict == Offer::Closed {
+            self.finish();
+        }
+        verdict
+    }
+
+    /// Sends a frame the peer must get (acks, errors, history, protocol replies, stream
+    /// headers). Under [`Policy::Drop`], past twice the bound it is refused with
+    /// [`Offer::Closed`] and the queue finishes: the peer has stopped reading.
+    pub fn send(&self, frame: Bytes) -> Offer {
+        self.offer_one(&frame, Kind::MustSend, Instant::now())
+    }
+
+    /// Sends a droppable frame that is not a keyframe (a fan-out batch, an online count);
+    /// returns false if it was dropped for this consumer (the slow-consumer clock runs
+    /// then). `now` is read once per fan-out by the caller.
+    pub fn send_droppable(&self, frame: &Bytes, now: Instant) -> bool {
+        self.offer_one(frame, Kind::Droppable { keyframe: false }, now) == Offer::Queued
+    }
+
+    /// Answers a ping. At most one pong waits: a newer ping replaces the older one's
+    /// answer (RFC 6455 §5.5.3), so a flood of pings holds one control frame, not a queue.
+    pub fn set_pong(&self, frame: Bytes) {
+        if !self.is_open() {
+            return;
+        }
+        let mut q = self.q.borrow_mut();
+        let sent = self.try_direct(&q, &[&frame]);
+        if sent == frame.len() {
+            return;
+        }
+        let now = Instant::now();
+        if sent > 0 {
+            // Its head is on the wire: the rest is part of the stream now, not a pong that
+            // a later one may replace.
+            q.append(&[&frame], sent, now);
+        } else {
+            q.set_pong(frame, now);
+        }
+        self.wake.notify();
+    }
+
+    /// Sends what is queued in one system call if no write is in flight; whatever does not
+    /// fit goes to the writer task. Returns the bytes sent here.
+    pub fn flush(&self) -> u64 {
+        let Some(fd) = self.fd.get() else {
+            if !self.q.borrow().is_empty() {
+                self.wake.notify();
+            }
+            return 0;
+        };
+        if self.in_flight.get() || !self.is_open() {
+            return 0;
+        }
+        let mut q = self.q.borrow_mut();
+        if q.is_empty() {
+            return 0;
+        }
+        let sent = match send_now_iter(fd, q.pending()) {
+            SendNow::All => q.pending().take(SEND_NOW_MAX_PARTS).map(<[u8]>::len).sum(),
+            SendNow::Partial(n) => n,
+            SendNow::Nothing => 0,
+        };
+        q.sent_directly(sent);
+        if !q.is_empty() {
+            self.wake.notify();
+        }
+        sent as u64
+    }
+
+    /// Writes what is queued, then stops. Nothing more is taken.
+    pub fn finish(&self) {
+        if self.state.get() == State::Open {
+            self.state.set(State::Finishing);
+        }
+        self.wake.notify();
+        self.reader.notify();
+    }
+
+    /// Stops now, abandoning what is queued and a write in flight.
+    pub fn abort(&self) {
+        self.state.set(State::Aborted);
+        self.wake.notify();
+        self.abort.notify();
+        self.reader.notify();
+    }
+
+    /// Completes when the connection's reader should look again: the queue finished or
+    /// aborted, the writer stopped, or (after [`OutQueue::wait_drained`]) it drained.
+    pub fn reader_notified(&self) -> Notified<'_> {
+        self.reader.notified()
+    }
+
+    /// Waits, as the connection's reader, for the writer to drain the queue under half
+    /// its bound (or for the queue to close). Call while [`OutQueue::backed_up`].
+    pub async fn wait_drained(&self) {
+        self.reader_paused.set(true);
+        self.reader.notified().await;
+        self.reader_paused.set(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (client, peer)
+    }
+
+    fn frame(byte: u8, len: usize) -> Bytes {
+        Bytes::from(vec![byte; len])
+    }
+
+    const DELTA: Kind = Kind::Droppable { keyframe: false };
+    const KEY: Kind = Kind::Droppable { keyframe: true };
+
+    #[test]
+    fn corked_frames_leave_together_on_flush() {
+        let (client, mut peer) = socket_pair();
+        let o = OutQueue::new(1 << 20, Policy::SkipToKeyframe);
+        o.set_fd(client.as_raw_fd());
+        let (a, b) = (frame(1, 100), frame(2, 50));
+        let now = Instant::now();
+        assert_eq!(o.offer_corked(&[&a], KEY, now), Offer::Queued);
+        assert_eq!(o.offer_corked(&[&b], DELTA, now), Offer::Queued);
+        let want = a.len() + b.len();
+        assert_eq!(o.queued_bytes(), want, "nothing sent before the flush");
+        assert_eq!(o.flush(), want as u64);
+        assert_eq!(o.queued_bytes(), 0);
+        let mut got = vec![0u8; want];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..a.len()], &a[..]);
+        assert_eq!(&got[a.len()..], &b[..]);
+    }
+
+    /// Regression: a direct send of more parts than one `sendmsg` gathers counted them all
+    /// as sent, and the parts past the gather limit never reached the peer.
+    #[test]
+    fn a_frame_of_more_parts_than_one_send_gathers_is_sent_whole() {
+        let (client, mut peer) = socket_pair();
+        let o = OutQueue::new(1 << 20, Policy::SkipToKeyframe);
+        o.set_fd(client.as_raw_fd());
+        let parts: Vec<Bytes> = (0..SEND_NOW_MAX_PARTS as u8 + 6)
+            .map(|i| frame(i, 3))
+            .collect();
+        let refs: Vec<&Bytes> = parts.iter().collect();
+        assert_eq!(o.offer(&refs, KEY, Instant::now()), Offer::Queued);
+        let gathered = 3 * SEND_NOW_MAX_PARTS as u64;
+        assert_eq!(o.take_direct_bytes(), gathered, "only what went counts");
+        assert_eq!(o.queued_bytes(), 3 * 6, "the rest waits for the writer");
+        assert_eq!(o.flush(), 3 * 6);
+        let mut got = vec![0u8; 3 * parts.len()];
+        peer.read_exact(&mut got).unwrap();
+        let want: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_closed_viewer_takes_nothing_more() {
+        let o = OutQueue::new(1000, Policy::SkipToKeyframe);
+        let now = Instant::now();
+        let (big, small) = (frame(0, 600), frame(0, 100));
+        assert_eq!(o.offer(&[&big], KEY, now), Offer::Queued);
+        assert_eq!(o.offer(&[&big], DELTA, now), Offer::Dropped);
+        assert_eq!(o.offer(&[&big], KEY, now), Offer::Closed);
+        assert!(!o.is_open());
+        assert_eq!(o.offer(&[&small], KEY, now), Offer::Dropped);
+        assert_eq!(o.send(small), Offer::Dropped);
+        assert_eq!(o.queued_bytes(), 600);
+    }
+
+    #[test]
+    fn must_send_past_the_ceiling_closes_a_websocket_queue() {
+        let o = OutQueue::new(1000, Policy::Drop);
+        for _ in 0..20 {
+            assert_eq!(o.send(frame(0, 100)), Offer::Queued);
+        }
+        assert!(o.backed_up());
+        assert!(!o.send_droppable(&frame(0, 10), Instant::now()));
+        assert_eq!(o.send(frame(0, 100)), Offer::Closed);
+        assert!(!o.is_open());
+    }
+}

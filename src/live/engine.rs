@@ -47,6 +47,8 @@ pub struct Viewer {
     /// Set when its stream ends (the connection then closes or, for RTMP, tells the player).
     pub ended: Notify,
     pub is_ended: Cell<bool>,
+    /// Its stream's start (the FLV header) has been queued.
+    pub started: Cell<bool>,
     /// When the player asked to play, until its first keyframe is queued: then the time to
     /// first frame is observed (`liveshard_media_ttff_seconds`) and this cleared.
     pub requested: Cell<Option<Instant>>,
@@ -59,6 +61,7 @@ impl Viewer {
             proto,
             ended: Notify::new(),
             is_ended: Cell::new(false),
+            started: Cell::new(false),
             requested: Cell::new(Some(Instant::now())),
         })
     }

@@ -113,8 +113,17 @@ impl Live {
                 }
             }
             Proto::Flv => {
-                // Header and cached tags as one HTTP chunk.
-                let parts = ls.gop.flv_start();
+                // Header and cached tags as one HTTP chunk. A viewer already playing (its
+                // stream moved to a new owner shard) gets the new owner's tags without a
+                // second FLV header, which a player would read as a broken tag.
+                let parts = if viewer.started.replace(true) {
+                    ls.gop.iter().map(|p| p.flv.clone()).collect()
+                } else {
+                    ls.gop.flv_start()
+                };
+                if parts.is_empty() {
+                    return;
+                }
                 let len: usize = parts.iter().map(Bytes::len).sum();
                 viewer.outbox.send(Bytes::from(format!("{len:x}\r\n")));
                 for b in parts {

@@ -162,6 +162,10 @@ impl TestStore {
         }
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn handle(&self) -> liveshard::store::StoreHandle {
         self.store.as_ref().expect("running").handle()
     }

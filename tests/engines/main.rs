@@ -6,3 +6,4 @@
 
 mod danmaku;
 mod harness;
+mod live;

@@ -65,8 +65,8 @@ fn setup() -> (HomeRoom, LocalRoom) {
             id,
             "bench".into(),
             None,
-            256 * 1024,
-            5.0,
+            (256 * 1024, 5.0),
+            (std::time::Instant::now(), 0),
         )));
     }
     (home, local)

@@ -14,6 +14,8 @@ use crate::ws::codec::Message;
 
 /// One decoded message from a viewer.
 pub fn on_message(dm: &Danmaku, conn: &Rc<Conn>, msg: Message) {
+    // Any message is a sign of life (the heartbeat check).
+    conn.touch(dm.now());
     match msg {
         Message::Text(text) => match protocol::parse_client(&text) {
             Ok(m) => on_client(dm, conn, m),

@@ -16,7 +16,7 @@
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
@@ -175,7 +175,6 @@ async fn read_loop(
         }
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
-                conn.touch(Instant::now());
                 super::client::on_message(dm, conn, msg);
                 if conn.is_closing() {
                     return;

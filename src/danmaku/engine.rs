@@ -166,7 +166,13 @@ impl Danmaku {
             key: entry.key() as u32,
             gen,
         };
-        let conn = Rc::new(Conn::new(id, room, user, s.queue_bytes, s.rate_burst));
+        let conn = Rc::new(Conn::new(
+            id,
+            room,
+            user,
+            (s.queue_bytes, s.rate_burst),
+            (self.now(), self.now_ms()),
+        ));
         entry.insert(conn.clone());
         self.ctx.metrics.ws_connections.fetch_add(1, Relaxed);
         conn

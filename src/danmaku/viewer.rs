@@ -87,12 +87,14 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A new connection: its queue's bound and its rate burst, and the engine's clocks now
+    /// (monotonic, wall ms) for its heartbeat and rate limit.
     pub fn new(
         id: ConnRef,
         room: RoomId,
         user: Option<Rc<User>>,
-        queue_limit: usize,
-        burst: f32,
+        (queue_limit, burst): (usize, f32),
+        (now, now_ms): (Instant, u64),
     ) -> Self {
         Self {
             id,
@@ -102,8 +104,8 @@ impl Conn {
             joined: Cell::new(false),
             out: OutQueue::new(queue_limit, Policy::Drop),
             slow: Cell::new(false),
-            last_seen: Cell::new(Instant::now()),
-            bucket: Cell::new(TokenBucket::full(burst, crate::danmaku::engine::now_ms())),
+            last_seen: Cell::new(now),
+            bucket: Cell::new(TokenBucket::full(burst, now_ms)),
             closing: Cell::new(None),
         }
     }

@@ -287,8 +287,6 @@ impl Live {
         let frame = Arc::new(Frame {
             stream: stream.clone(),
             flv_chunk_head: Bytes::from(format!("{:x}\r\n", packaged.flv.len())),
-            keyframe: packaged.class.is_keyframe(),
-            essential: packaged.class.is_essential(),
             packaged,
         });
         let (subscribers, clock) = {

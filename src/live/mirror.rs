@@ -151,11 +151,11 @@ impl Live {
         let (mut skipped, mut closed, mut direct) = (0u64, 0u64, 0u64);
         // Metadata and sequence headers are never skipped: they are rare and a decoder
         // needs them.
-        let kind = if frame.essential {
+        let kind = if frame.essential() {
             Kind::MustSend
         } else {
             Kind::Droppable {
-                keyframe: frame.keyframe,
+                keyframe: frame.keyframe(),
             }
         };
         let now = Instant::now();
@@ -172,7 +172,7 @@ impl Live {
             match offer {
                 Offer::Queued => {
                     direct += v.outbox.take_direct_bytes();
-                    if frame.keyframe {
+                    if frame.keyframe() {
                         v.first_keyframe(&self.ctx.metrics);
                     }
                 }

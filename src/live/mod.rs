@@ -60,17 +60,26 @@ pub trait RoomEvents {
     fn clock(&self, room: &StreamId, media_ms: Option<u64>);
 }
 
-/// One media message of a stream, packaged once, shared by every shard and viewer.
+/// One media message of a stream, packaged (and classified) once, shared by every shard
+/// and viewer.
 #[derive(Debug)]
 pub struct Frame {
     pub stream: StreamId,
     pub packaged: Packaged,
     /// `"{len:x}\r\n"` for the FLV tag as one HTTP chunk, computed once.
     pub flv_chunk_head: Bytes,
-    /// A video keyframe (where a skipping viewer may resume): `packaged.class`, read once.
-    pub keyframe: bool,
-    /// Metadata or a sequence header: never dropped for a slow viewer (`packaged.class`).
-    pub essential: bool,
+}
+
+impl Frame {
+    /// A video keyframe (where a skipping viewer may resume).
+    pub fn keyframe(&self) -> bool {
+        self.packaged.class.is_keyframe()
+    }
+
+    /// Metadata or a sequence header: never dropped for a slow viewer.
+    pub fn essential(&self) -> bool {
+        self.packaged.class.is_essential()
+    }
 }
 
 /// Live-stream messages between shards, through the engine's [`crate::port::Port`].

@@ -3,8 +3,11 @@
 //! The binary (`src/main.rs`) is glue over this library. Where things live:
 //! - [`config`]  — TOML + environment + flags → one validated [`config::Config`].
 //! - [`server`]  — `serve`: bind listener groups, start the shards, signals, drain.
-//! - [`shard`]   — one shard's state ([`shard::Shard`]), its accept loop and main future,
-//!   and [`shard::ShardMsg`], everything that crosses shards.
+//! - [`app`]     — one shard's services wired ([`app::App`]: the danmaku and live engines
+//!   and the API, each with its narrow context) and [`app::ShardMsg`], what crosses shards.
+//! - [`shard`]   — one shard's life: accept loops, mesh dispatch, drain.
+//! - [`port`], [`clock`], [`ids`], [`codes`], [`text`] — the leaves the engines share: typed
+//!   mesh ports, the engines' clock, ids, the error-code table, text hygiene.
 //! - [`admit`]   — admission at accept: per-address caps and rates, the storm guard.
 //! - [`routes`]  — the HTTP route table and the operational routes (health, metrics).
 //! - [`http`]    — HTTP/1.1: sans-IO codec, router, connection driver.

@@ -47,12 +47,9 @@ const SOCKET_FILES: &[&str] = &[
     "src/http/mod.rs: the upgrade hook takes over the connection's TcpStream",
     "src/http/conn.rs: the HTTP/1.1 connection driver",
     "src/danmaku/conn.rs: the WebSocket danmaku connection driver",
-    "src/danmaku/sendq.rs: the danmaku send queue (going into the shared queue)",
-    "src/live/outbox.rs: the live send queue, send_now while nothing is queued",
     "src/live/rtmp_conn.rs: the RTMP connection driver",
     "src/live/flv.rs: the HTTP-FLV player connection",
     "src/api/sse.rs: the SSE event stream holds its connection",
-    "src/outq.rs: the shared outbound queue",
     "src/outq/: the shared outbound queue",
 ];
 

@@ -3,7 +3,7 @@
 //!
 //! A revocation is committed by the store thread first (fsynced: it survives `kill -9`,
 //! and it is what a node sharing the store reads at start), then applied on every shard of
-//! this node through `Shard::run_on`, and only then answered: once the answer is out, every
+//! this node through the danmaku engine's port (`port().call`), and only then answered: once the answer is out, every
 //! shard refuses the token and has closed the WebSocket connections that used it (4011).
 //! Token checks read each shard's own copy ([`crate::auth::Revoked`]), never the store.
 //!

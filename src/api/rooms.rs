@@ -2,7 +2,7 @@
 //! close.
 //!
 //! A room's record (owner, title, admins, closed) is in the store; its live state (online
-//! count, whether its stream is live) is on its home shard, asked with `Shard::run_on`.
+//! count, whether its stream is live) is on its home shard, asked through the danmaku engine's port (`port().call`).
 //! The room id is also the stream name and the danmaku room id.
 
 use std::collections::HashMap;
@@ -91,10 +91,14 @@ pub fn check_open(room: &Room) -> ApiResult<()> {
 /// committed before the API answers.
 pub async fn moderate(api: &Rc<Api>, room: &str, op: ModOp) -> ApiResult<()> {
     let home = api.danmaku.port().home_of(room);
-    let id: crate::danmaku::RoomId = room.into();
+    if !api.danmaku.moderate_as_server(room.into(), op) {
+        return Err(ApiError::busy());
+    }
+    // The lane to the home shard is first in, first out: once this call has run there, so
+    // has the action (or it is queued behind the room's loading, ahead of what follows).
     api.danmaku
         .port()
-        .call(home, move |d: &Rc<Danmaku>| d.moderate_system(id, op))
+        .call(home, |_: &Rc<Danmaku>| ())
         .await
         .ok_or_else(ApiError::busy)?;
     let id = room.to_string();

@@ -4,7 +4,7 @@
 //! The handler takes the connection over ([`Reply::Takeover`]) and writes a
 //! `text/event-stream` body until the client leaves or the server shuts down. Every
 //! `api.sse_poll_ms` (default 1 s) it asks the room's home shard for the room's state
-//! (`Shard::run_on` → `home_status`) and sends an event only when something changed:
+//! (`port().call` → `home_status`) and sends an event only when something changed:
 //!
 //! ```text
 //! event: live

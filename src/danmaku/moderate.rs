@@ -33,16 +33,16 @@ impl Danmaku {
         }
     }
 
-    /// A moderation action by the server itself (the REST API, having checked who may),
-    /// run on the room's home shard through `port().call`: applied now, or queued behind
-    /// the room's stored state like any message for the room.
-    pub fn moderate_system(self: &Rc<Self>, room: RoomId, op: ModOp) {
+    /// Sends a moderation action by the server itself (the REST API, having checked who
+    /// may) to the room's home shard. False if the mesh refused it.
+    pub fn moderate_as_server(&self, room: RoomId, op: ModOp) -> bool {
+        let home = self.home_of(&room);
         let msg = Msg::Moderate {
             room,
             op,
             actor: Box::new(Actor::System),
         };
-        self.handle(self.ctx.port.me(), msg);
+        self.submit(home, msg).is_ok()
     }
 
     pub(super) fn on_moderate(&self, room: RoomId, op: ModOp, actor: Actor) {

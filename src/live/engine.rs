@@ -1,7 +1,7 @@
 //! One shard's live-stream state: the registry half (streams homed here), the owner half
 //! (streams published here) and the viewer half (streams watched here).
 //!
-//! Publish: the publisher's shard asks the stream's home (`run_on`) to [`Live::claim`] it;
+//! Publish: the publisher's shard asks the stream's home (`port().call`) to [`Live::claim`] it;
 //! the home announces the owner to every shard and flips the danmaku room live. A lost
 //! publisher keeps its claim for the grace period; a reconnect within it (from any shard)
 //! takes the claim over and the stream resumes for its viewers. An explicit unpublish, or

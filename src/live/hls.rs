@@ -6,10 +6,10 @@
 //! `Live::ingest`): one TS encoding per stream, however many viewers fetch it. Finished
 //! segments are `Bytes`; the playlist is rendered once per segment.
 //!
-//! **Served from the owner, by `run_on`.** A request may land on any shard. After the
+//! **Served from the owner, by a call.** A request may land on any shard. After the
 //! same checks as HTTP-FLV (app, Referer allow-list, play signature, the stream known;
 //! `super::flv::check_http_play`), the serving shard asks the owner with
-//! `Shard::run_on(owner, …)`, which hands back the playlist or the segment as `Bytes`: a
+//! `live.port().call(owner, …)`, which hands back the playlist or the segment as `Bytes`: a
 //! refcount crosses the ring, never a copy, and the response writes those bytes as they
 //! are. We chose this over mirroring finished segments to the shards that serve HLS
 //! (as the GOP cache is mirrored for FLV) because an HLS viewer holds no connection: a

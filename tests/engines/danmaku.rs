@@ -266,13 +266,12 @@ fn a_ban_closes_the_users_connections_on_every_shard_and_refuses_their_return() 
         let other = c.connect(2, "mod", Some("carol"));
         c.settle().await;
         // The first user to claim a room through the API owns it; here the server does.
-        let home = c.shards[0].port().home_of("mod");
-        c.shards[home].moderate_system(
+        assert!(c.shards[2].moderate_as_server(
             "mod".into(),
             liveshard::danmaku::ModOp::SetOwner {
                 uid: "owner".into(),
             },
-        );
+        ));
         c.settle().await;
         received(&owner);
         c.send(&owner, r#"{"type":"ban","uid":"bob","cid":"b1"}"#);
@@ -316,11 +315,10 @@ fn the_per_user_rate_and_slow_mode_follow_the_clock() {
         let r = received(&u);
         assert_eq!(of_type(&r, "ack").len(), 1, "refilled with time: {r:?}");
 
-        let home = c.shards[0].port().home_of("slow");
-        c.shards[home].moderate_system(
+        assert!(c.shards[1].moderate_as_server(
             "slow".into(),
-            liveshard::danmaku::ModOp::SlowMode { secs: 30 },
-        );
+            liveshard::danmaku::ModOp::SlowMode { secs: 30 }
+        ));
         c.settle().await;
         received(&u);
         c.clock.advance(Duration::from_secs(5));

@@ -127,7 +127,6 @@ pub enum ClaimAnswer {
 pub(super) struct Counters {
     bytes_in: Cell<u64>,
     pub(super) bytes_out: Cell<u64>,
-    pub(super) gop_hits: Cell<u64>,
     pub(super) skipped: Cell<u64>,
     pub(super) slow_closed: Cell<u64>,
     frames_lost: Cell<u64>,
@@ -405,7 +404,6 @@ impl Live {
         let take = |cell: &Cell<u64>| cell.replace(0);
         m.media_bytes_in.fetch_add(take(&c.bytes_in), Relaxed);
         m.media_bytes_out.fetch_add(take(&c.bytes_out), Relaxed);
-        m.media_gop_hits.fetch_add(take(&c.gop_hits), Relaxed);
         m.media_frames_skipped.fetch_add(take(&c.skipped), Relaxed);
         m.media_slow_closed.fetch_add(take(&c.slow_closed), Relaxed);
         m.media_frames_lost.fetch_add(take(&c.frames_lost), Relaxed);

@@ -102,7 +102,8 @@ impl Live {
     /// Writes the start of the stream (from this shard's GOP mirror) to a new viewer.
     fn start_viewer(&self, ls: &LocalStream, viewer: &Viewer) {
         if ls.gop.has_gop() {
-            bump(&self.counters.gop_hits, 1);
+            // Once per viewer start, so counted at once (a scrape right after sees it).
+            self.ctx.metrics.media_gop_hits.fetch_add(1, Relaxed);
             // A cached GOP starts on a keyframe: the player's first picture goes out now.
             viewer.first_keyframe(&self.ctx.metrics);
         }

@@ -21,7 +21,7 @@ use crate::auth::now_unix;
 use crate::codes;
 use crate::http::{self, code, Reply, Request, Response};
 use crate::media::sign;
-use crate::outq::{write_loop, OutQueue, Policy, Timeout};
+use crate::outq::{spawn_writer, OutQueue, Policy, Timeout};
 use crate::sockio::{read_append, readable};
 
 const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n";
@@ -146,20 +146,16 @@ async fn serve(
     let viewer = Viewer::new(outbox.clone(), Proto::Flv);
     viewer.requested.set(Some(requested));
     let watching = live.watch(&stream, viewer.clone());
-    let (mut reader, mut writer) = sock.into_split();
+    let (mut reader, writer) = sock.into_split();
     let write_timeout = live.settings().write_timeout;
     let writer_task = {
-        let (outbox, live) = (outbox.clone(), live.clone());
-        monoio::spawn(async move {
-            write_loop(
-                &outbox,
-                &mut writer,
-                Timeout::EachWrite(write_timeout),
-                |n| live.wrote(n),
-            )
-            .await;
-            let _ = monoio::io::AsyncWriteRent::shutdown(&mut writer).await;
-        })
+        let live = live.clone();
+        spawn_writer(
+            outbox.clone(),
+            writer,
+            Timeout::EachWrite(write_timeout),
+            move |n| live.wrote(n),
+        )
     };
     if watching {
         // Until the player hangs up (EOF), the stream ends, or the outbox gives up.

@@ -42,7 +42,7 @@ use crate::media::rtmp::{
     SessionConfig, SessionError,
 };
 use crate::media::sign;
-use crate::outq::{write_loop, OutQueue, Policy, Timeout};
+use crate::outq::{spawn_writer, OutQueue, Policy, Timeout};
 use crate::sockio::read_append;
 use crate::store::Request as StoreRequest;
 
@@ -94,20 +94,16 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
         Policy::SkipToKeyframe,
     ));
     outbox.set_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, writer) = stream.into_split();
     let write_timeout = live.settings().write_timeout;
     let writer_task = {
-        let (outbox, live) = (outbox.clone(), live.clone());
-        monoio::spawn(async move {
-            write_loop(
-                &outbox,
-                &mut writer,
-                Timeout::EachWrite(write_timeout),
-                |n| live.wrote(n),
-            )
-            .await;
-            let _ = monoio::io::AsyncWriteRent::shutdown(&mut writer).await;
-        })
+        let live = live.clone();
+        spawn_writer(
+            outbox.clone(),
+            writer,
+            Timeout::EachWrite(write_timeout),
+            move |n| live.wrote(n),
+        )
     };
 
     let started = Instant::now();

@@ -33,7 +33,7 @@ use shards::local::{Notified, Notify};
 
 use crate::sockio::{send_now_iter, SendNow, SEND_NOW_MAX_PARTS};
 pub use queue::{Kind, Offer, Policy, Queue, HARD_CEILING};
-pub use writer::{write_loop, End, Timeout};
+pub use writer::{spawn_writer, write_loop, End, Timeout};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {

@@ -45,6 +45,20 @@ pub enum End {
     TimedOut,
 }
 
+/// Runs [`write_loop`] as its own task for a stream with nothing to send after its data
+/// (media players), then shuts the socket down.
+pub fn spawn_writer<W: AsyncWriteRent + 'static>(
+    out: std::rc::Rc<OutQueue>,
+    mut writer: W,
+    timeout: Timeout,
+    written: impl FnMut(usize) + 'static,
+) -> monoio::task::JoinHandle<()> {
+    monoio::spawn(async move {
+        write_loop(&out, &mut writer, timeout, written).await;
+        let _ = writer.shutdown().await;
+    })
+}
+
 /// Writes `out` to `writer` until it is finished or aborted, or the peer fails or times
 /// out (`timeout`). `written(n)` is told each write's size, and at the end the direct bytes not yet
 /// collected (metrics). Wakes a reader paused in [`OutQueue::wait_drained`] when the queue

@@ -303,8 +303,12 @@ fn three_hundred_clients_three_rooms(shards: usize) {
     }
     // Every client thread has ended and dropped its connection.
     let total = (ROOMS * ITEMS_PER_ROOM) as f64;
+    // Each shard publishes its counters on its own sweep: wait for the viewers' shards too.
     let m = settle(&server, shards, |m| {
-        m.sum(MSGS_IN) == total && m.sum(ITEMS) == total && m.sum(CONNS) == 0.0
+        m.sum(MSGS_IN) == total
+            && m.sum(ITEMS) == total
+            && m.sum(CONNS) == 0.0
+            && m.sum(MSGS_OUT) >= batch_frames_read as f64
     });
     assert_eq!(
         m.sum(MSGS_IN),

@@ -160,6 +160,7 @@ impl App {
             metrics: metrics.clone(),
             events: Rc::new(Rooms(danmaku.clone())),
             shutdown: shutdown.clone(),
+            clock: Rc::new(crate::clock::SystemClock),
         });
         let api = Rc::new(Api {
             config: cfg.clone(),

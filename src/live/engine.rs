@@ -87,8 +87,8 @@ impl Viewer {
 pub(super) struct Claim {
     pub(super) owner: usize,
     pub(super) connected: bool,
-    /// Bumped on every (re)claim, so a grace timer can tell it is stale.
-    pub(super) epoch: u64,
+    /// When its publisher went (`connected` false): the grace runs from here.
+    pub(super) released: Option<Instant>,
 }
 
 /// A stream published on this shard.
@@ -148,12 +148,14 @@ pub struct Ctx {
     pub metrics: Slot,
     pub events: Rc<dyn RoomEvents>,
     pub shutdown: Rc<shards::local::Signal>,
+    /// What "now" is for the engine's decisions (the publisher's grace, HLS keep times,
+    /// the stream clock's pace, bitrates).
+    pub clock: Rc<dyn crate::clock::Clock>,
 }
 
 pub struct Live {
     pub(super) ctx: Ctx,
     pub(super) registry: RefCell<HashMap<StreamId, Claim>>,
-    pub(super) next_epoch: Cell<u64>,
     pub(super) owned: RefCell<HashMap<StreamId, Owned>>,
     pub(super) owners: RefCell<HashMap<StreamId, usize>>,
     /// Shards that subscribed to a stream announced as this shard's before its publisher
@@ -180,7 +182,6 @@ impl Live {
         Rc::new(Self {
             ctx,
             registry: Default::default(),
-            next_epoch: Default::default(),
             owned: Default::default(),
             owners: Default::default(),
             early: Default::default(),
@@ -196,6 +197,11 @@ impl Live {
     /// The engine's mesh port (the API and HLS call other shards' engines through it).
     pub fn port(&self) -> &Port<Msg> {
         &self.ctx.port
+    }
+
+    /// The engine's clock.
+    pub(super) fn now(&self) -> Instant {
+        self.ctx.clock.now()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -227,7 +233,7 @@ impl Live {
             subscribers: vec![false; self.ctx.port.shards()],
             stop: Rc::new(Notify::new()),
             bytes_in: 0,
-            started: Instant::now(),
+            started: self.now(),
             clock_sent: None,
         });
         // A resumed stream keeps its subscribers; the new publisher's headers replace the
@@ -288,6 +294,7 @@ impl Live {
             flv_chunk_head: Bytes::from(format!("{:x}\r\n", packaged.flv.len())),
             packaged,
         });
+        let now = self.now();
         let (subscribers, clock) = {
             let mut owned = self.owned.borrow_mut();
             let Some(o) = owned.get_mut(stream) else {
@@ -300,9 +307,10 @@ impl Live {
                 o.gop.push(frame.packaged.clone());
             }
             let clock = (msg.kind == MediaKind::Video
-                && o.clock_sent.is_none_or(|t| t.elapsed() >= CLOCK_EVERY))
+                && o.clock_sent
+                    .is_none_or(|t| now.saturating_duration_since(t) >= CLOCK_EVERY))
             .then(|| {
-                o.clock_sent = Some(Instant::now());
+                o.clock_sent = Some(now);
                 msg.timestamp as u64
             });
             (o.subscribers.clone(), clock)
@@ -385,12 +393,17 @@ impl Live {
 
     /// Streams published on this shard, for `/metrics`.
     pub fn stream_stats(&self) -> Vec<StreamStats> {
+        let now = self.now();
         self.owned
             .borrow()
             .iter()
             .map(|(name, o)| StreamStats {
                 stream: name.to_string(),
-                bitrate_bps: o.bytes_in as f64 * 8.0 / o.started.elapsed().as_secs_f64().max(1.0),
+                bitrate_bps: o.bytes_in as f64 * 8.0
+                    / now
+                        .saturating_duration_since(o.started)
+                        .as_secs_f64()
+                        .max(1.0),
                 subscribers: o.subscribers.iter().filter(|s| **s).count(),
             })
             .collect()
@@ -410,7 +423,7 @@ impl Live {
         m.media_streams
             .store(self.owned.borrow().len() as u64, Relaxed);
         // Playlists of ended streams are let go once their time is up.
-        self.hls.sweep(Instant::now());
+        self.hls.sweep(self.now());
         let (streams, bytes) = self.hls.held();
         m.media_hls_streams.store(streams as u64, Relaxed);
         m.media_hls_held_bytes.store(bytes as u64, Relaxed);

@@ -170,7 +170,7 @@ impl HlsState {
             if !e.seg.is_ended() {
                 let finished = e.seg.end();
                 count_pushed(ctx, finished_one(finished));
-                e.expires = Some(Instant::now() + keep);
+                e.expires = Some(ctx.clock.now() + keep);
             }
         }
     }
@@ -223,14 +223,14 @@ impl HlsState {
         let e = streams.entry(stream.clone()).or_insert_with(|| Entry {
             seg: Segmenter::new(&stream, settings.hls, first_sequence()),
             // Not started here yet: forgotten unless its publisher starts.
-            expires: Some(Instant::now() + ended_keep(settings)),
+            expires: Some(ctx.clock.now() + ended_keep(settings)),
         });
         e.seg.adopt(history);
     }
 
     /// On every shard, when `stream` went offline; `owner` is the shard that owned it.
     pub fn on_offline(&self, ctx: &Ctx, stream: &StreamId, owner: Option<usize>) {
-        let until = Instant::now() + ended_keep(&ctx.settings);
+        let until = ctx.clock.now() + ended_keep(&ctx.settings);
         if let Some(e) = self.streams.borrow_mut().get_mut(stream) {
             let finished = e.seg.end();
             count_pushed(ctx, finished_one(finished));
@@ -244,11 +244,11 @@ impl HlsState {
     }
 
     /// Where an ended stream's playlist is, while it is kept.
-    pub fn ended_owner(&self, stream: &str) -> Option<usize> {
+    pub fn ended_owner(&self, stream: &str, now: Instant) -> Option<usize> {
         self.ended_on
             .borrow()
             .get(stream)
-            .filter(|(_, until)| *until > Instant::now())
+            .filter(|(_, until)| *until > now)
             .map(|(owner, _)| *owner)
     }
 
@@ -286,15 +286,11 @@ impl HlsState {
 
     // --- serving side ------------------------------------------------------------------
 
-    fn hook_allowed(&self, key: &(IpAddr, StreamId, String)) -> bool {
-        self.allowed
-            .borrow()
-            .get(key)
-            .is_some_and(|t| *t > Instant::now())
+    fn hook_allowed(&self, key: &(IpAddr, StreamId, String), now: Instant) -> bool {
+        self.allowed.borrow().get(key).is_some_and(|t| *t > now)
     }
 
-    fn remember_allowed(&self, key: (IpAddr, StreamId, String)) {
-        let now = Instant::now();
+    fn remember_allowed(&self, key: (IpAddr, StreamId, String), now: Instant) {
         let mut allowed = self.allowed.borrow_mut();
         if allowed.len() >= HOOK_ALLOW_MAX {
             allowed.retain(|_, t| *t > now);
@@ -344,7 +340,8 @@ fn with_suffix(text: &[u8], suffix: &str) -> Bytes {
 
 /// The shard holding `name`'s segments: its live owner, or where it ended lately.
 fn owner_of(live: &Live, name: &str) -> Option<usize> {
-    live.owner(name).or_else(|| live.hls.ended_owner(name))
+    live.owner(name)
+        .or_else(|| live.hls.ended_owner(name, live.now()))
 }
 
 async fn playlist(live: Rc<Live>, req: Request) -> Reply {
@@ -363,11 +360,11 @@ async fn playlist(live: Rc<Live>, req: Request) -> Reply {
     let hls = &live.hls;
     if live.ctx.settings.hooks.on_play.is_some() {
         let key = (req.peer.ip(), stream.clone(), query.clone());
-        if !hls.hook_allowed(&key) {
+        if !hls.hook_allowed(&key, live.now()) {
             if let Err(r) = ask_on_play(&live, name, &query, req.peer, "hls").await {
                 return refused(r);
             }
-            hls.remember_allowed(key);
+            hls.remember_allowed(key, live.now());
         }
     }
     let deadline = Instant::now() + first_segment_wait(&live.ctx.settings);
@@ -502,7 +499,7 @@ mod tests {
                 expires: None,
             },
         );
-        assert_eq!(hls.ended_owner("a"), Some(1));
+        assert_eq!(hls.ended_owner("a", now), Some(1));
         hls.sweep(now + Duration::from_secs(1));
         assert_eq!(hls.held().0, 2);
         hls.sweep(now + Duration::from_secs(6));
@@ -513,12 +510,13 @@ mod tests {
     #[test]
     fn remembered_hook_answers_are_bounded() {
         let hls = HlsState::default();
+        let now = Instant::now();
         let ip: IpAddr = [127, 0, 0, 1].into();
         for i in 0..HOOK_ALLOW_MAX + 10 {
-            hls.remember_allowed((ip, "s".into(), i.to_string()));
+            hls.remember_allowed((ip, "s".into(), i.to_string()), now);
         }
         assert_eq!(hls.allowed.borrow().len(), HOOK_ALLOW_MAX);
-        assert!(hls.hook_allowed(&(ip, "s".into(), "1".into())));
-        assert!(!hls.hook_allowed(&(ip, "s".into(), "x".into())));
+        assert!(hls.hook_allowed(&(ip, "s".into(), "1".into()), now));
+        assert!(!hls.hook_allowed(&(ip, "s".into(), "x".into()), now));
     }
 }

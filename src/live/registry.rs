@@ -11,8 +11,6 @@ impl Live {
 
     /// On the stream's home shard: may `from` publish `stream`?
     pub fn claim(self: &Rc<Self>, stream: StreamId, from: usize) -> ClaimAnswer {
-        let epoch = self.next_epoch.get() + 1;
-        self.next_epoch.set(epoch);
         let resumed = {
             let mut reg = self.registry.borrow_mut();
             match reg.get_mut(&stream) {
@@ -20,7 +18,7 @@ impl Live {
                 Some(c) => {
                     c.owner = from;
                     c.connected = true;
-                    c.epoch = epoch;
+                    c.released = None;
                     true
                 }
                 None => {
@@ -29,7 +27,7 @@ impl Live {
                         Claim {
                             owner: from,
                             connected: true,
-                            epoch,
+                            released: None,
                         },
                     );
                     false
@@ -46,7 +44,8 @@ impl Live {
     /// On the home shard: the publisher of `stream` on `from` stopped. `for_good` (an
     /// explicit unpublish) ends the stream now; otherwise it waits for the grace period.
     pub fn release(self: &Rc<Self>, stream: StreamId, from: usize, for_good: bool) {
-        let epoch = {
+        let now = self.now();
+        {
             let mut reg = self.registry.borrow_mut();
             let Some(c) = reg.get_mut(&stream) else {
                 return;
@@ -55,24 +54,38 @@ impl Live {
                 return;
             }
             c.connected = false;
-            c.epoch
-        };
+            c.released = Some(now);
+        }
         if for_good {
             return self.end(&stream);
         }
+        // Woken when the grace is up; what it decides is on the engine's clock.
         let grace = self.settings().publisher_grace;
         let me = self.clone();
         monoio::spawn(async move {
             monoio::time::sleep(grace).await;
-            let expired = me
-                .registry
-                .borrow()
-                .get(&stream)
-                .is_some_and(|c| !c.connected && c.epoch == epoch);
-            if expired {
-                me.end(&stream);
-            }
+            me.end_lapsed();
         });
+    }
+
+    /// Ends every stream whose publisher has been gone for the grace period (a reconnect
+    /// within it took the claim back).
+    pub fn end_lapsed(self: &Rc<Self>) {
+        let (now, grace) = (self.now(), self.settings().publisher_grace);
+        let lapsed: Vec<StreamId> = self
+            .registry
+            .borrow()
+            .iter()
+            .filter(|(_, c)| {
+                !c.connected
+                    && c.released
+                        .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            })
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in lapsed {
+            self.end(&s);
+        }
     }
 
     fn end(self: &Rc<Self>, stream: &StreamId) {

@@ -16,7 +16,7 @@ use liveshard::metrics::{Metrics, Slot};
 use liveshard::outbound::{Outbound, OutboundSettings};
 use liveshard::outq::{OutQueue, Policy};
 
-use crate::harness::{breathe, config, run, Net, TestStore};
+use crate::harness::{breathe, config, run, Net, TestStore, VirtualClock};
 
 /// What the engine told the rooms (the danmaku side in the server).
 #[derive(Default)]
@@ -37,6 +37,7 @@ impl RoomEvents for Events {
 struct Cluster {
     net: Rc<Net<Msg>>,
     shards: Vec<Rc<Live>>,
+    clock: Rc<VirtualClock>,
     events: Rc<Events>,
     _store: TestStore,
     outbound: Option<Outbound>,
@@ -67,6 +68,7 @@ impl Cluster {
         let outbound =
             Outbound::start(&OutboundSettings::from_config(&cfg.outbound)).expect("outbound");
         let net = Net::new(n);
+        let clock = VirtualClock::new();
         let events = Rc::new(Events::default());
         let shards = (0..n)
             .map(|i| {
@@ -78,12 +80,14 @@ impl Cluster {
                     metrics: Slot::new(metrics.clone(), i),
                     events: events.clone(),
                     shutdown: shards::local::Signal::new(),
+                    clock: clock.clone(),
                 })
             })
             .collect();
         Self {
             net,
             shards,
+            clock,
             events,
             _store: store,
             outbound: Some(outbound),
@@ -325,6 +329,11 @@ fn a_publisher_back_within_the_grace_resumes_on_another_shard_for_the_same_viewe
         // The connection drops without an unpublish.
         c.shards[0].publisher_gone(&"flaky".into(), false);
         c.settle().await;
+        // Most of the grace goes by on the clock.
+        let home = c.shards[0].port().home_of("flaky");
+        c.clock.advance(Duration::from_millis(4900));
+        c.shards[home].end_lapsed();
+        c.settle().await;
         assert_eq!(
             c.publish(1, "flaky").await,
             ClaimAnswer::Granted { resumed: true }
@@ -342,6 +351,11 @@ fn a_publisher_back_within_the_grace_resumes_on_another_shard_for_the_same_viewe
             [Tag::AvcConfig, Tag::Key(3000), Tag::Inter(3040)],
             "the same viewer follows the new owner"
         );
+        // The old release's grace runs out; the new publisher holds the claim.
+        c.clock.advance(Duration::from_secs(10));
+        c.shards[home].end_lapsed();
+        c.settle().await;
+        assert_eq!(c.shards[2].owner("flaky"), Some(1));
         assert!(!v.is_ended.get());
         assert!(c.events().is_empty(), "the room never went offline");
         assert!(c.shards[0].stream_stats().is_empty());
@@ -352,7 +366,7 @@ fn a_publisher_back_within_the_grace_resumes_on_another_shard_for_the_same_viewe
 #[test]
 fn a_publisher_gone_past_the_grace_ends_the_stream_everywhere() {
     run(async {
-        let c = Cluster::new(3, &[("media.publisher_grace_ms", "30")]);
+        let c = Cluster::new(3, &[("media.publisher_grace_ms", "8000")]);
         c.publish(2, "gone").await;
         c.ingest(2, "gone", keyframe(0));
         c.settle().await;
@@ -361,11 +375,17 @@ fn a_publisher_gone_past_the_grace_ends_the_stream_everywhere() {
         c.events();
         c.shards[2].publisher_gone(&"gone".into(), false);
         c.settle().await;
+        let home = c.shards[0].port().home_of("gone");
+        c.clock.advance(Duration::from_millis(7999));
+        c.shards[home].end_lapsed();
+        c.settle().await;
         assert!(
             c.shards.iter().all(|s| s.owner("gone") == Some(2)),
             "in grace"
         );
-        monoio::time::sleep(Duration::from_millis(80)).await;
+        assert!(c.events().is_empty());
+        c.clock.advance(Duration::from_millis(1));
+        c.shards[home].end_lapsed();
         c.settle().await;
         for s in &c.shards {
             assert_eq!(s.owner("gone"), None);

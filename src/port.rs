@@ -55,16 +55,6 @@ impl<M> Port<M> {
         crate::ids::home_shard(room, self.shards())
     }
 
-    /// Sends a clone of `msg` to every shard, this one included. Returns how many refused.
-    pub fn broadcast(&self, msg: M) -> usize
-    where
-        M: Clone,
-    {
-        (0..self.shards())
-            .filter(|&to| self.submit_to(to, msg.clone()).is_err())
-            .count()
-    }
-
     /// Runs `f` on shard `to`'s instance of the engine and returns its result. `None` if
     /// the lane was full or the shard is gone. One allocation and one round trip per call.
     pub async fn call<E, T, F>(&self, to: usize, f: F) -> Option<T>

@@ -309,6 +309,38 @@ fn viewers_on_every_shard_start_on_the_cached_gop_then_follow_the_live_frames() 
 }
 
 #[test]
+fn a_viewer_that_subscribes_before_the_publisher_started_gets_the_stream() {
+    run(async {
+        let c = Cluster::new(3, &[]);
+        // The claim is granted and announced, but the publisher's connection has not yet
+        // started the stream on its shard when a viewer elsewhere subscribes.
+        let port = c.shards[1].port().clone();
+        let home = port.home_of("early");
+        let claim = monoio::spawn(async move {
+            port.call(home, |h: &Rc<Live>| h.claim("early".into(), 1))
+                .await
+        });
+        c.settle().await;
+        assert_eq!(claim.await, Some(ClaimAnswer::Granted { resumed: false }));
+        let v = c.watch(2, "early");
+        c.settle().await;
+        c.shards[1].start_owned(&"early".into());
+        c.settle().await;
+        for m in [avc_config(), keyframe(0), inter(40)] {
+            c.ingest(1, "early", m);
+        }
+        c.settle().await;
+        let mut seen = false;
+        assert_eq!(
+            tags(&v, &mut seen),
+            [Tag::AvcConfig, Tag::Key(0), Tag::Inter(40)],
+            "the early subscription was kept"
+        );
+        assert_eq!(c.shards[1].stream_stats()[0].subscribers, 1);
+    });
+}
+
+#[test]
 fn a_publisher_back_within_the_grace_resumes_on_another_shard_for_the_same_viewers() {
     run(async {
         let c = Cluster::new(3, &[("media.publisher_grace_ms", "5000")]);

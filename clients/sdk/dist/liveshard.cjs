@@ -282,9 +282,9 @@ class LiveshardClient {
     }
   }
 
-  /** The last room item id seen in `room` (default: the client's room). */
+  /** The last room item id seen in `room` (default: the client's room, from `room` or the URL). */
   lastId(room) {
-    const r = room || this.opts.room;
+    const r = room || this.opts.room || this._room;
     return this._lastIds.get(r) || 0;
   }
 

@@ -199,13 +199,14 @@ test('a since given up front is used on the first connect', async () => {
 
 test('a url provider is asked on every attempt', async () => {
   let n = 0;
-  const { wx, timers } = await setup({ url: async () => `ws://h${++n}/ws?room=r1` , room: undefined });
+  const { c, wx, timers } = await setup({ url: async () => `ws://h${++n}/ws?room=r1`, room: undefined });
   assert.equal(wx.last.url, 'ws://h1/ws?room=r1&token=tok');
   wx.last.receive({ type: 'batch', room: 'r1', msgs: [item(9)] });
   wx.last.serverClose(1006);
   timers.advance(1000);
   await flush();
   assert.equal(wx.last.url, 'ws://h2/ws?room=r1&token=tok&since=9');
+  assert.equal(c.lastId(), 9, 'the room comes from the URL');
 });
 
 test('a gap message is surfaced as an event', async () => {

@@ -4,7 +4,8 @@
 #
 # Tests start real components themselves on free loopback ports: the liveshard binary,
 # redis-server, ffmpeg/ffprobe, Chromium, and run openapi-spec-validator (Python, from
-# PyPI). Nothing here starts a service.
+# PyPI). The JavaScript SDK's tests (clients/sdk) run on Node with the npm packages of
+# clients/package-lock.json. Nothing here starts a service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ needs=(
   "ffmpeg:ffmpeg"
   "ffprobe:ffmpeg"
   "redis-server:redis-server"
+  "node:nodejs"
+  "npm:npm"
 )
 missing=()
 for pair in "${needs[@]}"; do
@@ -46,3 +49,12 @@ if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
 fi
 
 cargo test --workspace --all-targets "$@"
+
+# The JavaScript SDK: unit tests, and its wx path against the server binary cargo just built.
+if [ ! -d clients/node_modules ]; then
+  echo "test.sh: installing clients/ npm packages (npm ci)" >&2
+  npm ci --prefix clients --no-audit --no-fund --loglevel=error
+fi
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir="$PWD/$target_dir"
+LIVESHARD_BIN="$target_dir/debug/liveshard" node --test clients/sdk/test/*.test.mjs

@@ -1,10 +1,11 @@
 // Builds dist/liveshard.cjs — the file a mini-program copies and `require`s — from the ES
 // module source, with no tools: the source imports nothing and exports only with
 // `export function|class|const NAME`, so dropping the `export` keyword and appending a
-// `module.exports` list is the whole conversion.
+// `module.exports` list is the whole conversion. The example mini-program gets the same
+// file as libs/liveshard.js (a mini-program's `require` takes .js files).
 //
-//   node build.mjs          writes dist/liveshard.cjs
-//   node build.mjs --check  exits 1 if dist/liveshard.cjs is not what the source builds to
+//   node build.mjs          writes both
+//   node build.mjs --check  exits 1 if either is not what the source builds to
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 export const SOURCE = join(here, 'src', 'index.mjs');
 export const OUTPUT = join(here, 'dist', 'liveshard.cjs');
+export const OUTPUTS = [OUTPUT, join(here, '..', 'miniprogram', 'libs', 'liveshard.js')];
 
 /** The CommonJS text for an ES module source of the shape described above. */
 export function toCommonJs(source) {
@@ -26,7 +28,8 @@ export function toCommonJs(source) {
     return line.replace(/^export\s+/, '');
   });
   return [
-    '// Generated from src/index.mjs by build.mjs: edit the source, then run `node build.mjs`.',
+    '// Generated from clients/sdk/src/index.mjs by clients/sdk/build.mjs: edit the source, then',
+    '// run `node clients/sdk/build.mjs`.',
     "'use strict';",
     ...body,
     `module.exports = { ${names.join(', ')} };`,
@@ -36,22 +39,27 @@ export function toCommonJs(source) {
 
 function main() {
   const out = toCommonJs(readFileSync(SOURCE, 'utf8'));
-  if (process.argv.includes('--check')) {
-    let current = '';
-    try {
-      current = readFileSync(OUTPUT, 'utf8');
-    } catch {
-      // missing: reported below as out of date
+  const check = process.argv.includes('--check');
+  let stale = false;
+  for (const file of OUTPUTS) {
+    if (check) {
+      let current = '';
+      try {
+        current = readFileSync(file, 'utf8');
+      } catch {
+        // missing: out of date
+      }
+      if (current !== out) {
+        console.error(`${file} is out of date: run \`node clients/sdk/build.mjs\``);
+        stale = true;
+      }
+    } else {
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, out);
+      console.log('wrote', file);
     }
-    if (current !== out) {
-      console.error('dist/liveshard.cjs is out of date: run `node clients/sdk/build.mjs`');
-      process.exit(1);
-    }
-    return;
   }
-  mkdirSync(dirname(OUTPUT), { recursive: true });
-  writeFileSync(OUTPUT, out);
-  console.log('wrote', OUTPUT);
+  if (stale) process.exit(1);
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) main();

@@ -1,4 +1,5 @@
-// Generated from src/index.mjs by build.mjs: edit the source, then run `node build.mjs`.
+// Generated from clients/sdk/src/index.mjs by clients/sdk/build.mjs: edit the source, then
+// run `node clients/sdk/build.mjs`.
 'use strict';
 // liveshard danmaku SDK: one client per room over the danmaku WebSocket (docs/protocol.md),
 // on WeChat's wx.connectSocket or a browser WebSocket. No dependencies.

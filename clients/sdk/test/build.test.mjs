@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { toCommonJs, SOURCE, OUTPUT, OUTPUTS } from '../build.mjs';
 import * as esm from '../src/index.mjs';
 
-test('dist/liveshard.cjs and the mini-program's copy are up to date with src/index.mjs (run `node clients/sdk/build.mjs`)', () => {
+test("dist/liveshard.cjs and the mini-program's copy are up to date with src/index.mjs (run `node clients/sdk/build.mjs`)", () => {
   const built = toCommonJs(readFileSync(SOURCE, 'utf8'));
   assert.equal(OUTPUTS.length, 2);
   for (const file of OUTPUTS) assert.equal(readFileSync(file, 'utf8'), built, file);

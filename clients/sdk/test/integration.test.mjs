@@ -1,5 +1,6 @@
 // The SDK's wx path against the real server: two clients in a room through a SocketTask
-// shim over real WebSockets; a danmaku acknowledged to one arrives at the other with the
+// shim over real WebSockets; the heartbeat's pongs come back and an anonymous viewer's send
+// is refused with 4010; a danmaku acknowledged to one client arrives at the other with the
 // same id; the server is killed (-9) and restarted on the same data dir, the clients come
 // back by themselves (resuming with since=LAST_ID), and what is posted after the restart
 // arrives exactly once, with nothing from before it repeated.
@@ -17,7 +18,7 @@ const WAIT_MS = 20_000;
 function record(client) {
   const seen = [];
   const waiters = [];
-  const types = ['open', 'close', 'reconnecting', 'history', 'danmaku', 'like', 'error'];
+  const types = ['open', 'close', 'reconnecting', 'history', 'danmaku', 'like', 'error', 'pong'];
   for (const type of types) {
     client.on(type, (e) => {
       seen.push({ type, e });
@@ -74,16 +75,23 @@ test('wx clients reconnect by themselves across a server kill and restart, witho
   const url = () => `ws://${server.http}/ws?room=${room.id}`;
   const open = (token) => {
     const wx = createWx();
-    const c = new LiveshardClient({ url, token, wx, reconnect: { base: 50, max: 500 } });
+    // A short heartbeat, so the server's pongs are part of the run.
+    const c = new LiveshardClient({ url, token, wx, reconnect: { base: 50, max: 500 }, heartbeat: { interval: 200, timeout: 5000 } });
     wxs.push(wx);
     clients.push(c);
     return { c, wx, ev: record(c) };
   };
   const a = open(alice.token);
   const b = open(bob.token);
-  a.c.connect();
-  b.c.connect();
-  await Promise.all([a.ev.count('history', 1), b.ev.count('history', 1)]);
+  const anon = open(null);
+  for (const x of [a, b, anon]) x.c.connect();
+  await Promise.all([a, b, anon].map((x) => x.ev.count('history', 1)));
+
+  // The app-level heartbeat is answered; an anonymous viewer's send is refused with 4010.
+  const pong = await a.ev.waitFor('pong');
+  assert.equal(typeof pong.serverTs, 'number');
+  await assert.rejects(anon.c.sendDanmaku('hi'), (e) => e.code === 4010 && e.reason === 'login_required' && e.message.length > 0);
+  anon.c.close();
 
   // A danmaku acknowledged to alice reaches bob with the id of the ack.
   const ack1 = await a.c.sendDanmaku('before the restart', { color: '#FFCC00' });

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use liveshard::danmaku::cork::Cork;
 use liveshard::danmaku::protocol::{encode_item, Item, ItemBody, Mode};
 use liveshard::danmaku::room::{HomeRoom, LocalRoom, Priority, RoomSettings};
 use liveshard::danmaku::viewer::Conn;
@@ -91,6 +92,7 @@ fn item(id: u64) -> Bytes {
 
 fn fanout(c: &mut Criterion) {
     let (mut home, local) = setup();
+    let cork = Cork::new();
 
     // One encode per batch, shared by every viewer.
     for id in 0..10 {
@@ -98,7 +100,7 @@ fn fanout(c: &mut Criterion) {
     }
     let frame = home.flush().expect("a batch");
     assert!(home.flush().is_none(), "one frame per batch");
-    local.fanout(&frame);
+    local.fanout(&frame, &cork);
     let same = local
         .viewers
         .iter()
@@ -108,13 +110,18 @@ fn fanout(c: &mut Criterion) {
         v.drain_queue();
     }
 
-    // Allocations per delivery: warm the queues once, then count over one fan-out.
-    local.fanout(&frame);
-    for v in &local.viewers {
-        v.drain_queue();
+    // Allocations per delivery: warm the queues and the dirty lists (two, swapped per
+    // flush), then count over one fan-out.
+    cork.flush();
+    for _ in 0..2 {
+        local.fanout(&frame, &cork);
+        cork.flush();
+        for v in &local.viewers {
+            v.drain_queue();
+        }
     }
     let before = ALLOCS.load(Ordering::Relaxed);
-    let (delivered, dropped) = local.fanout(&frame);
+    let (delivered, dropped) = local.fanout(&frame, &cork);
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!((delivered, dropped), (VIEWERS as u64, 0));
     println!(
@@ -122,6 +129,7 @@ fn fanout(c: &mut Criterion) {
         frame.len(),
         allocs as f64 / VIEWERS as f64
     );
+    cork.flush();
     for v in &local.viewers {
         v.drain_queue();
     }
@@ -130,7 +138,9 @@ fn fanout(c: &mut Criterion) {
     g.throughput(Throughput::Elements(VIEWERS as u64));
     g.bench_function("10k_viewers", |b| {
         b.iter(|| {
-            local.fanout(&frame);
+            local.fanout(&frame, &cork);
+            // The end of the turn: the flush (no socket here, so it only clears the list).
+            cork.flush();
             // The writer's side: take the frames off the queues (not counted separately).
             for v in &local.viewers {
                 v.drain_queue();

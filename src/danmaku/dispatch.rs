@@ -284,7 +284,7 @@ impl Danmaku {
     /// here, for the whole shard (no per-viewer cost).
     fn fanout_local(&self, room: &str, frame: &Bytes, since: Option<Instant>) {
         if let Some(r) = self.local.borrow().get(room) {
-            let (delivered, dropped) = r.fanout(frame);
+            let (delivered, dropped) = r.fanout(frame, &self.cork);
             bump(&self.counters.deliveries, delivered);
             bump(&self.counters.dropped, dropped);
             if let Some(t) = since.filter(|_| delivered + dropped > 0) {

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
+use super::cork::Cork;
 use super::protocol::{self, close, code};
 use super::room::{HomeRoom, LocalRoom, RoomSettings};
 use super::viewer::{Conn, User};
@@ -44,6 +45,9 @@ pub(super) struct Counters {
     pub(super) dropped: Cell<u64>,
     pub(super) sampled_out: Cell<u64>,
     pub(super) bytes_written: Cell<u64>,
+    /// End-of-turn flushes, and the writes they made (one per dirty viewer).
+    pub(super) flushes: Cell<u64>,
+    pub(super) flush_writes: Cell<u64>,
     pub(super) slow_closed: Cell<u64>,
     pub(super) heartbeat_closed: Cell<u64>,
 }
@@ -75,6 +79,8 @@ pub struct Danmaku {
     pub(super) home: RefCell<HashMap<RoomId, HomeRoom>>,
     pub(super) dirty: RefCell<Vec<RoomId>>,
     pub(super) flush_kick: shards::local::Notify,
+    /// Viewers with fan-out frames waiting for the end-of-turn flush.
+    pub(super) cork: Cork,
     pub(super) counters: Counters,
 }
 
@@ -89,6 +95,7 @@ impl Danmaku {
             home: RefCell::new(HashMap::new()),
             dirty: RefCell::new(Vec::new()),
             flush_kick: shards::local::Notify::new(),
+            cork: Cork::new(),
             counters: Counters::default(),
         })
     }

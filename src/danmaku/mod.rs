@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod cork;
 mod dispatch;
 pub mod engine;
 pub mod hygiene;

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::cork::Cork;
 use super::hygiene::TokenBucket;
 use super::protocol::{code, list_frame};
 use super::viewer::Conn;
@@ -474,15 +475,18 @@ impl LocalRoom {
         }
     }
 
-    /// Writes `frame` to every viewer: one refcount increment and one queue push each.
-    /// Returns (delivered, dropped for slow consumers).
-    pub fn fanout(&self, frame: &Bytes) -> (u64, u64) {
+    /// Queues `frame` for every viewer and puts them on the shard's dirty list (`cork`),
+    /// whose flush writes them at the end of the loop's turn: one refcount increment and
+    /// one queue push each. Returns (delivered, dropped for slow consumers).
+    pub fn fanout(&self, frame: &Bytes, cork: &Cork) -> (u64, u64) {
         let mut dropped = 0;
         // One clock read per fan-out, not per viewer: it stamps the frame where a viewer's
         // queue holds it (the write timeout runs from there).
         let now = std::time::Instant::now();
         for conn in &self.viewers {
-            if !conn.send_droppable(frame, now) {
+            if conn.cork(frame, now) {
+                cork.add(conn);
+            } else {
                 dropped += 1;
             }
         }

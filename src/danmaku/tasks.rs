@@ -26,6 +26,7 @@ impl Danmaku {
     /// Starts the shard's danmaku tasks.
     pub fn spawn_tasks(self: &Rc<Self>) {
         monoio::spawn(flush_loop(self.clone()));
+        monoio::spawn(cork_loop(self.clone()));
         monoio::spawn(online_loop(self.clone()));
         monoio::spawn(sweep_loop(self.clone()));
     }
@@ -47,6 +48,15 @@ impl Danmaku {
                 self.deliver(&room, frame, targets, since);
             }
         }
+    }
+
+    /// Writes every viewer that has corked fan-out frames (the end of the loop's turn;
+    /// see [`super::cork`]).
+    pub fn flush_viewers(&self) {
+        let done = self.cork.flush();
+        bump(&self.counters.flushes, 1);
+        bump(&self.counters.flush_writes, done.writes);
+        self.wrote(done.bytes as usize);
     }
 
     /// Sends the online count of every room whose count changed, at most once per
@@ -160,6 +170,15 @@ async fn flush_loop(dm: Rc<Danmaku>) {
         dm.flush_kick.notified().await;
         monoio::time::sleep(window).await;
         dm.flush_dirty();
+    }
+}
+
+async fn cork_loop(dm: Rc<Danmaku>) {
+    loop {
+        dm.cork.due().await;
+        let started = std::time::Instant::now();
+        dm.flush_viewers();
+        dm.cork.flushed(started);
     }
 }
 

@@ -84,6 +84,9 @@ pub struct Conn {
     /// This connection's own post rate limit (the room's home keeps the per-user one).
     pub(super) bucket: Cell<TokenBucket>,
     closing: Cell<Option<(u16, &'static str)>>,
+    /// On its shard's dirty list: corked frames wait for the end-of-turn flush
+    /// (`super::cork`).
+    dirty: Cell<bool>,
 }
 
 impl Conn {
@@ -107,6 +110,7 @@ impl Conn {
             last_seen: Cell::new(now),
             bucket: Cell::new(TokenBucket::full(burst, now_ms)),
             closing: Cell::new(None),
+            dirty: Cell::new(false),
         }
     }
 
@@ -171,6 +175,27 @@ impl Conn {
             return true;
         }
         self.out.send_droppable(frame, now)
+    }
+
+    /// Queues a fan-out frame for the shard's end-of-turn flush (`super::cork`) unless the
+    /// queue is over its bound; returns false if it was dropped for this viewer.
+    pub fn cork(&self, frame: &Bytes, now: Instant) -> bool {
+        if self.closing.get().is_some() {
+            return true;
+        }
+        self.out.cork_droppable(frame, now)
+    }
+
+    /// Marks the connection as having corked frames; true if it was not marked yet.
+    pub(super) fn mark_dirty(&self) -> bool {
+        !self.dirty.replace(true)
+    }
+
+    /// Writes what is queued (one system call; the rest goes to the writer task) and
+    /// clears the mark. Returns the bytes sent here.
+    pub(super) fn flush(&self) -> u64 {
+        self.dirty.set(false);
+        self.out.flush()
     }
 
     /// Answers a ping. At most one pong waits: a newer ping replaces the older one's answer

@@ -225,6 +225,28 @@ impl OutQueue {
         verdict
     }
 
+    /// Queues a droppable frame for the next [`OutQueue::flush`] instead of sending it now
+    /// (the danmaku fan-out: every frame a viewer gets within one turn of the shard's loop
+    /// leaves in one write). Returns false if it was dropped for this consumer.
+    pub fn cork_droppable(&self, frame: &Bytes, now: Instant) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        let mut q = self.q.borrow_mut();
+        let verdict = q.admit(frame.len(), Kind::Droppable { keyframe: false }, now);
+        if verdict != Offer::Queued {
+            drop(q);
+            self.refused(verdict);
+            return false;
+        }
+        q.append_one(frame.clone(), now);
+        if self.in_flight.get() {
+            // The writer is busy with this connection anyway: it takes this too.
+            self.wake.notify();
+        }
+        true
+    }
+
     /// Acts on a verdict other than queued: [`Offer::Closed`] finishes the queue.
     fn refused(&self, verdict: Offer) -> Offer {
         if verdict == Offer::Closed {

@@ -116,9 +116,11 @@ pub struct Post {
     pub body: PostBody,
 }
 
-/// What the home shard answers a join with.
+/// What the home shard answers a join with: for a resume that cannot be complete a `gap`
+/// frame, then the `history` frame, then the online count.
 #[derive(Debug)]
 pub struct JoinAnswer {
+    pub gap: Option<Bytes>,
     pub history: Bytes,
     pub online: Bytes,
 }
@@ -127,11 +129,13 @@ pub struct JoinAnswer {
 #[derive(Debug)]
 pub enum Msg {
     /// Viewer shard → home: a connection joins; `count` is that shard's new total.
+    /// `since`: the last item id a returning viewer saw (it gets the items after it).
     Join {
         room: RoomId,
         conn: ConnRef,
         uid: Option<Uid>,
         count: u32,
+        since: Option<u64>,
     },
     /// Home → viewer shard: the join's answer (or a refusal: close code and reason).
     Joined {

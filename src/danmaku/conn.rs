@@ -117,7 +117,14 @@ pub async fn ws_handler(dm: Rc<Danmaku>, req: Request) -> Reply {
             .or(upgrade.protocols.first().map(String::as_str)),
     );
     Reply::Takeover(Box::new(move |stream, leftover| {
-        Box::pin(run(dm, stream, leftover, (room.into(), since), user, response))
+        Box::pin(run(
+            dm,
+            stream,
+            leftover,
+            (room.into(), since),
+            user,
+            response,
+        ))
     }))
 }
 

@@ -306,14 +306,7 @@ pub fn action_ack_frame(cid: Option<&str>) -> Bytes {
 
 /// A private message, as its recipient's connections get it. It has no `id`: it is not a
 /// room item (not stored, never replayed), so it takes nothing from the room's ids.
-pub fn pm_frame(
-    room: &str,
-    from: &str,
-    nick: &str,
-    to: &str,
-    text: &str,
-    ts: u64,
-) -> Bytes {
+pub fn pm_frame(room: &str, from: &str, nick: &str, to: &str, text: &str, ts: u64) -> Bytes {
     frame_json(&serde_json::json!({
         "type": "pm", "room": room, "from": from,
         "nick": nick, "to": to, "text": text, "ts": ts,

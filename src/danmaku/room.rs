@@ -439,8 +439,8 @@ impl HomeRoom {
         }
         let first = self.first_kept();
         let ahead = since > self.last_id();
-        let gap = (ahead || since.saturating_add(1) < first)
-            .then(|| gap_frame(&self.id, since, first));
+        let gap =
+            (ahead || since.saturating_add(1) < first).then(|| gap_frame(&self.id, since, first));
         let from = if ahead { 0 } else { since };
         let start = self.history.partition_point(|(id, _)| *id <= from);
         let history = list_frame_with(
@@ -618,7 +618,12 @@ mod tests {
     fn history_excludes_pending_and_is_capped() {
         let mut r = room(0);
         for i in 0..5 {
-            r.push(i, Bytes::from(format!("{{\"id\":{i}}}")), Priority::Plain, 0);
+            r.push(
+                i,
+                Bytes::from(format!("{{\"id\":{i}}}")),
+                Priority::Plain,
+                0,
+            );
         }
         assert_eq!(
             &r.history_frame(50)[2..],
@@ -695,7 +700,10 @@ mod tests {
         let f = r.resume_frames(99);
         assert_eq!((gap(&f), ids(&f.history)), (Some((99, 3)), vec![3, 4, 5]));
         let h = String::from_utf8_lossy(&f.history).to_string();
-        assert!(h.contains(r#""heartbeat_ms":30000,"history_max":3,"#), "{h}");
+        assert!(
+            h.contains(r#""heartbeat_ms":30000,"history_max":3,"#),
+            "{h}"
+        );
     }
 
     #[test]
@@ -708,7 +716,11 @@ mod tests {
         r.push(4, item(4), Priority::Gift, 0);
         assert_eq!(ids(&r.history_frame(10)), Vec::<u64>::new());
         assert_eq!(ids(&r.flush().unwrap()), vec![1, 4]);
-        assert_eq!(ids(&r.history_frame(10)), vec![2, 3, 4], "capacity 3, id order");
+        assert_eq!(
+            ids(&r.history_frame(10)),
+            vec![2, 3, 4],
+            "capacity 3, id order"
+        );
         assert_eq!(r.first_kept(), 2);
         // Sampled items alone move too (no batch).
         assert!(!r.push(5, item(5), Priority::Plain, 10));
@@ -747,8 +759,18 @@ mod tests {
         }
         assert!((15..=21).contains(&plain), "{plain}");
         for i in 0..50 {
-            assert!(r.push(100 + 2 * i, Bytes::from_static(b"{}"), Priority::Gift, 1000 + i));
-            assert!(r.push(101 + 2 * i, Bytes::from_static(b"{}"), Priority::System, 1000 + i));
+            assert!(r.push(
+                100 + 2 * i,
+                Bytes::from_static(b"{}"),
+                Priority::Gift,
+                1000 + i
+            ));
+            assert!(r.push(
+                101 + 2 * i,
+                Bytes::from_static(b"{}"),
+                Priority::System,
+                1000 + i
+            ));
         }
         assert!(
             !r.push(200, Bytes::from_static(b"{}"), Priority::Plain, 1050),

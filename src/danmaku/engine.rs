@@ -249,7 +249,7 @@ impl Danmaku {
         self.forget(conn);
     }
 
-    fn forget(&self, conn: &Rc<Conn>) {
+    pub(super) fn forget(&self, conn: &Rc<Conn>) {
         // What was written straight to it since the last sweep still counts.
         bump(&self.counters.bytes_written, conn.take_direct_bytes());
         // Counted here, once, whether the sweeper's grace or the hard ceiling closed it.

@@ -18,7 +18,7 @@
 //! `post.rs` (a post on the home shard), `moderate.rs` (moderation) and `tasks.rs` (the
 //! tickers), [`viewer`] (a viewer's user and connection state, with its outbound queue and
 //! the slow-consumer rules), [`conn`] (the WebSocket connection driver), [`client`] (what
-//! a viewer's messages do).
+//! a viewer's messages do), [`plain`] (readers and posts without a WebSocket: SSE and HTTP).
 
 pub mod client;
 pub mod conn;
@@ -26,6 +26,7 @@ mod dispatch;
 pub mod engine;
 pub mod hygiene;
 mod moderate;
+pub mod plain;
 mod post;
 pub mod protocol;
 pub mod room;

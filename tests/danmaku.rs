@@ -1713,10 +1713,14 @@ fn danmaku_over_sse_and_post_match_the_websocket() {
 
     let mut got = Vec::new();
     let mut last_event_id = None;
-    while got.len() < sent.len() {
+    let mut online = None;
+    while got.len() < sent.len() || online.is_none() {
         let ev = sse
             .next(T)
             .unwrap_or_else(|| panic!("stream ended with {got:?}"));
+        if ev.event == "online" {
+            online = ev.data["count"].as_u64();
+        }
         if ev.event == "batch" {
             let ids: Vec<u64> = items_of(&ev.data)
                 .iter()

@@ -181,8 +181,17 @@ pub const SSE_END: Bytes = Bytes::from_static(b"\n\n");
 /// `since`). A `gap` resets it: the history after it says where the reader is.
 pub fn sse_event(frame: &Bytes, last_id: &mut u64) -> Option<SseEvent> {
     const START: &[u8] = br#"{"type":""#;
+    const KEY: &[u8] = br#""type":""#;
     let data = payload(frame)?;
-    let rest = data.strip_prefix(START)?;
+    // Items, batches and history frames start with their type; other frames are objects
+    // with sorted keys, where the top-level `"type":"` is the last one (no string holds
+    // one unescaped, and these frames nest no objects).
+    let at = if data.starts_with(START) {
+        START.len()
+    } else {
+        data.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len()
+    };
+    let rest = &data[at..];
     let name_len = rest.iter().position(|&b| b == b'"')?;
     let name = std::str::from_utf8(&rest[..name_len]).ok()?.to_owned();
     let name = name.as_str();
@@ -234,11 +243,10 @@ mod tests {
     use super::*;
     use crate::danmaku::protocol::{ack_frame, error_frame, list_frame, online_frame};
 
+    /// An item as the engine encodes it (`type` first, then `id`).
     fn item(id: u64, text: &str) -> Bytes {
-        Bytes::from(
-            serde_json::to_vec(&serde_json::json!({"type": "danmaku", "id": id, "text": text}))
-                .unwrap(),
-        )
+        let text = serde_json::to_string(text).unwrap();
+        Bytes::from(format!(r#"{{"type":"danmaku","id":{id},"text":{text}}}"#))
     }
 
     #[test]
@@ -271,6 +279,10 @@ mod tests {
         let ev = sse_event(&online_frame("r", 3), &mut last).unwrap();
         assert_eq!(&ev.head[..], b"event: online\ndata: ");
         assert!(ev.droppable);
+        let pm = protocol::pm_frame("r", "a", "n", "b", r#"{"type":"x"}"#, 1);
+        let ev = sse_event(&pm, &mut last).unwrap();
+        assert_eq!(&ev.head[..], b"event: pm\ndata: ");
+        assert!(!ev.droppable);
         let ev = sse_event(&protocol::gap_frame("r", 5, 9), &mut last).unwrap();
         assert_eq!(&ev.head[..], b"event: gap\ndata: ");
         assert!(!ev.droppable);

@@ -52,6 +52,7 @@ fn setup() -> (HomeRoom, LocalRoom) {
             history_capacity: 200,
             cap_per_sec: 0,
             user_rate: (2.0, 5.0),
+            heartbeat_ms: 30_000,
         },
         0,
     );
@@ -96,7 +97,7 @@ fn fanout(c: &mut Criterion) {
 
     // One encode per batch, shared by every viewer.
     for id in 0..10 {
-        home.push(item(id), Priority::Plain, 0);
+        home.push(id, item(id), Priority::Plain, 0);
     }
     let frame = home.flush().expect("a batch");
     assert!(home.flush().is_none(), "one frame per batch");
@@ -153,7 +154,7 @@ fn fanout(c: &mut Criterion) {
         b.iter(|| {
             for _ in 0..10 {
                 id += 1;
-                home.push(item(id), Priority::Plain, 0);
+                home.push(id, item(id), Priority::Plain, 0);
             }
             std::hint::black_box(home.flush())
         })

@@ -120,51 +120,55 @@ fn every_documented_operation_answers() {
             .replace("{uid}", "someone")
             .replace("{name}", &cover);
         let upper = method.to_ascii_uppercase();
-        let (status, code) = if path.ends_with("/events") && method == "get" {
-            let sse = Sse::open(&server, &concrete).expect("event stream opens");
-            (sse.status, 0)
-        } else {
-            let body = match (method.as_str(), path.as_str()) {
-                ("post", "/api/v1/auth/wechat") => Some(json!({"code": "x"})),
-                ("post", "/api/v1/auth/dev") => Some(json!({"uid": "bob"})),
-                ("post", "/api/v1/rooms") | ("patch", _) => Some(json!({"title": "t"})),
-                (_, p) if p.ends_with("/mutes/{uid}") && method == "post" => {
-                    Some(json!({"seconds": 60}))
-                }
-                (_, p) if p.ends_with("/slow-mode") => Some(json!({"seconds": 1})),
-                _ => None,
-            };
-            let r = if path == "/api/v1/uploads/cover" {
-                server.request(
-                    "POST",
-                    &concrete,
-                    &[("Authorization", &format!("Bearer {alice}"))],
-                    &png(1, 1),
-                )
-            } else if method == "options" {
-                server.request("OPTIONS", &concrete, &[], b"")
+        let (status, code) =
+            if (path.ends_with("/events") || path.ends_with("/stream")) && method == "get" {
+                let sse = Sse::open(&server, &concrete).expect("event stream opens");
+                (sse.status, 0)
             } else {
-                // Logging out revokes the token, so it gets one of its own; revoking a
-                // user's tokens needs a global admin.
-                let token = match path.as_str() {
-                    "/api/v1/auth/logout" => dev_login(&server, "leaving"),
-                    p if p.starts_with("/api/v1/admin/") => {
-                        support::token(&server, "root", &["--role", "admin"])
+                let body = match (method.as_str(), path.as_str()) {
+                    ("post", "/api/v1/auth/wechat") => Some(json!({"code": "x"})),
+                    ("post", "/api/v1/auth/dev") => Some(json!({"uid": "bob"})),
+                    ("post", "/api/v1/rooms") | ("patch", _) => Some(json!({"title": "t"})),
+                    ("post", "/api/v1/rooms/{id}/danmaku") => {
+                        Some(json!({"type": "danmaku", "text": "doc"}))
                     }
-                    _ => alice.clone(),
+                    (_, p) if p.ends_with("/mutes/{uid}") && method == "post" => {
+                        Some(json!({"seconds": 60}))
+                    }
+                    (_, p) if p.ends_with("/slow-mode") => Some(json!({"seconds": 1})),
+                    _ => None,
                 };
-                call(&server, &upper, &concrete, Some(&token), body.as_ref())
+                let r = if path == "/api/v1/uploads/cover" {
+                    server.request(
+                        "POST",
+                        &concrete,
+                        &[("Authorization", &format!("Bearer {alice}"))],
+                        &png(1, 1),
+                    )
+                } else if method == "options" {
+                    server.request("OPTIONS", &concrete, &[], b"")
+                } else {
+                    // Logging out revokes the token, so it gets one of its own; revoking a
+                    // user's tokens needs a global admin.
+                    let token = match path.as_str() {
+                        "/api/v1/auth/logout" => dev_login(&server, "leaving"),
+                        p if p.starts_with("/api/v1/admin/") => {
+                            support::token(&server, "root", &["--role", "admin"])
+                        }
+                        _ => alice.clone(),
+                    };
+                    call(&server, &upper, &concrete, Some(&token), body.as_ref())
+                };
+                let code = if r.body.is_empty() {
+                    0
+                } else {
+                    serde_json::from_slice::<Value>(&r.body)
+                        .ok()
+                        .and_then(|v| v["code"].as_u64())
+                        .unwrap_or(0)
+                };
+                (r.status, code)
             };
-            let code = if r.body.is_empty() {
-                0
-            } else {
-                serde_json::from_slice::<Value>(&r.body)
-                    .ok()
-                    .and_then(|v| v["code"].as_u64())
-                    .unwrap_or(0)
-            };
-            (r.status, code)
-        };
         assert!(
             code != 40400 && code != 40500 && status != 405,
             "{upper} {concrete} ({path}) is documented but not routed: {status} {code}"

@@ -10,8 +10,10 @@
 //! - [`rooms`]      — rooms CRUD, listing with live status, push-URL signing.
 //! - [`moderation`] — mutes, bans, kicks, admins, slow mode.
 //! - [`history`]    — paging a room's stored danmaku.
+//! - [`danmaku`]    — `POST /rooms/{id}/danmaku`: sending without a WebSocket.
 //! - [`covers`]     — cover uploads (type sniffed from bytes) and serving them back.
-//! - [`sse`]        — `GET /rooms/{id}/events`, Server-Sent Events.
+//! - [`sse`]        — `GET /rooms/{id}/events` and `GET /rooms/{id}/danmaku/stream`,
+//!   Server-Sent Events.
 //! - [`cors`]       — the origin allow-list and preflight answers.
 //! - [`urls`]       — public push/play/ws/cover URLs.
 //! - [`openapi`]    — the OpenAPI 3 document.
@@ -24,6 +26,7 @@
 
 pub mod cors;
 pub mod covers;
+pub mod danmaku;
 pub mod error;
 pub mod history;
 pub mod input;
@@ -212,6 +215,18 @@ pub fn register(r: &mut Router<Api>, cfg: &Config) {
             Method::Get,
             "/api/v1/rooms/{id}/danmaku",
             route(history::page),
+            None,
+        ),
+        (
+            Method::Post,
+            "/api/v1/rooms/{id}/danmaku",
+            route(danmaku::post),
+            json,
+        ),
+        (
+            Method::Get,
+            "/api/v1/rooms/{id}/danmaku/stream",
+            sse::danmaku_handler(),
             None,
         ),
         (

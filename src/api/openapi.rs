@@ -115,7 +115,10 @@ impl Op {
         }
         let mut by_status: std::collections::BTreeMap<u16, Vec<u32>> = Default::default();
         for c in codes {
-            by_status.entry((c / 100) as u16).or_default().push(c);
+            // API codes are 5 digits (status × 100 + n); the danmaku protocol's, which
+            // `POST /rooms/{id}/danmaku` answers with, are 4 (status × 10 + n).
+            let status = if c >= 10_000 { c / 100 } else { c / 10 };
+            by_status.entry(status as u16).or_default().push(c);
         }
         for (status, codes) in by_status {
             let list: Vec<String> = codes.iter().map(u32::to_string).collect();
@@ -322,7 +325,8 @@ pub fn document(cfg: &Config) -> Value {
     ));
     paths.push((
         "/api/v1/rooms/{id}/danmaku",
-        vec![(
+        vec![
+            (
             "get",
             Op::new("A room's stored history, newest first")
                 .params(vec![
@@ -344,6 +348,61 @@ pub fn document(cfg: &Config) -> Value {
                     "next_before": {"type": "integer", "nullable": true}
                 }}))
                 .errors(&[40401, 42201, 50001, 50301]),
+            ),
+            (
+                "post",
+                Op::new(
+                    "Send a danmaku, gift or like without a WebSocket: the WebSocket message as \
+                     the body, the same checks, ids and ack (refusals carry the danmaku \
+                     protocol's 4-digit codes, docs/protocol.md)",
+                )
+                .auth()
+                .params(vec![room_id()])
+                .body(json!({"type": "object", "required": ["type"], "properties": {
+                    "type": {"type": "string", "enum": ["danmaku", "gift", "like"]},
+                    "cid": {"type": "string", "maxLength": 64},
+                    "text": {"type": "string", "description": "danmaku: 1 to danmaku.max_text_chars characters"},
+                    "color": {"type": "string", "pattern": "^#[0-9A-Fa-f]{6}$"},
+                    "mode": {"type": "string", "enum": ["scroll", "top", "bottom"]},
+                    "gift_id": {"type": "string", "maxLength": 64},
+                    "count": {"type": "integer", "minimum": 1}
+                }}))
+                .ok(json!({"type": "object", "required": ["id"], "properties": {
+                    "id": {"type": "integer", "description": "the room item id (as in the ack)"}
+                }}))
+                .errors(&[
+                    4001, 4010, 4031, 4032, 4033, 4130, 4220, 4290, 5030, 40401, 50301,
+                ]),
+            ),
+        ],
+    ));
+    paths.push((
+        "/api/v1/rooms/{id}/danmaku/stream",
+        vec![(
+            "get",
+            Op::new(
+                "The room's danmaku as Server-Sent Events (gap, history, batch, online, pm, \
+                 close); id = the last item id, so Last-Event-ID resumes",
+            )
+            .params(vec![
+                room_id(),
+                query_param(
+                    "since",
+                    json!({"type": "integer", "minimum": 0}),
+                    "resume after this item id (Last-Event-ID wins)",
+                ),
+                query_param(
+                    "token",
+                    json!({"type": "string"}),
+                    "a login token, for clients that cannot send Authorization",
+                ),
+                json!({"name": "Last-Event-ID", "in": "header", "required": false,
+                       "schema": {"type": "string"},
+                       "description": "resume after this item id (EventSource sends it)"}),
+            ])
+            .ok_raw(json!({"description": "an event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}))
+            .errors(&[40102, 40103, 40105, 40401, 42201, 50301, 50304]),
         )],
     ));
     for (path, what) in [

@@ -206,3 +206,179 @@ async fn stream_events(
     out.abort();
     writer_task.await;
 }
+
+/// `GET /api/v1/rooms/{id}/danmaku/stream[?since=ID][&token=JWT]`: the room's danmaku as
+/// Server-Sent Events, for clients that cannot hold a WebSocket.
+///
+/// The stream is a danmaku viewer like a WebSocket one (`danmaku::plain`): joined on the
+/// room's home shard (with `since`, or `Last-Event-ID`, which wins: a resume), sent the same
+/// frames, each as one event named by its `type` whose `data` is the frame's JSON — `gap`,
+/// `history`, `batch`, `online`, `pm` — and, when the engine closes it (kick, ban, token
+/// revoked, slow consumer, shutdown), a last `close` event with the WebSocket close code.
+/// `history` and `batch` events carry `id:` = the highest item id sent so far. Like `/ws`,
+/// any valid room id may be read, anonymously or as the user of a token (`Authorization:
+/// Bearer`, or `?token=` since EventSource cannot set headers).
+pub fn danmaku_handler() -> http::Handler<Api> {
+    http::handler(danmaku_events)
+}
+
+async fn danmaku_events(api: Rc<Api>, req: Request) -> Reply {
+    let allow = cors::allow_origin(&api.config().cors, &req);
+    match prepare_danmaku(&api, &req) {
+        Ok(ready) => Reply::Takeover(Box::new(move |stream, _leftover| {
+            Box::pin(stream_danmaku(api, stream, ready, allow))
+        })),
+        Err(e) => Reply::Response(cors::decorate(e.response(), allow.as_deref())),
+    }
+}
+
+/// A danmaku stream's room, user, resume point and its place under the per-shard cap.
+struct DanmakuStream {
+    room: String,
+    claims: Option<crate::auth::Claims>,
+    since: Option<u64>,
+    open: Open,
+}
+
+fn prepare_danmaku(api: &Rc<Api>, req: &Request) -> ApiResult<DanmakuStream> {
+    let room = input::room_id(req)?;
+    let claims = if req.header("authorization").is_some() {
+        Some(input::bearer(api, req)?)
+    } else {
+        match req.query("token").filter(|t| !t.is_empty()) {
+            Some(t) => Some(input::bearer_header(api, Some(&format!("Bearer {t}")))?),
+            None => None,
+        }
+    };
+    let since = match req
+        .header("last-event-id")
+        .map(str::to_string)
+        .or_else(|| req.query("since"))
+    {
+        None => None,
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(crate::danmaku::protocol::parse_since(&s).ok_or_else(|| {
+            ApiError::field("since", "since (or Last-Event-ID) must be an item id")
+        })?),
+    };
+    if api.shutdown.is_raised() {
+        return Err(ApiError::busy());
+    }
+    let open = Open::try_new(api.config().api.sse_max_per_shard).ok_or_else(|| {
+        ApiError::new(
+            super::error::SERVER_BUSY,
+            "too many event streams on this server, retry later",
+        )
+    })?;
+    Ok(DanmakuStream {
+        room,
+        claims,
+        since,
+        open,
+    })
+}
+
+async fn stream_danmaku(api: Rc<Api>, stream: TcpStream, s: DanmakuStream, allow: Option<String>) {
+    use crate::danmaku::plain::{frames_queued, sse_event, SSE_END};
+    use crate::outq::Kind;
+
+    let _open = s.open;
+    let dm = api.danmaku.clone();
+    let (queue_bytes, heartbeat) = dm.reader_limits();
+    let keepalive = Duration::from_secs(api.config().api.sse_keepalive_secs).min(heartbeat);
+    let write_timeout = Duration::from_millis(api.config().http.write_timeout_ms);
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         Connection: close\r\nX-Accel-Buffering: no\r\n",
+    );
+    if let Some(origin) = &allow {
+        head.push_str(&format!(
+            "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
+        ));
+    }
+    head.push_str("\r\nretry: 3000\n\n");
+    api.metrics.observe_status(200);
+
+    let out = Rc::new(OutQueue::new(queue_bytes, Policy::Drop));
+    out.set_fd(stream.as_raw_fd());
+    let (reader, mut writer) = stream.into_split();
+    let writer_task = {
+        let out = out.clone();
+        monoio::spawn(async move {
+            write_loop(
+                &out,
+                &mut writer,
+                Timeout::OldestByte(write_timeout),
+                |_| {},
+            )
+            .await;
+        })
+    };
+    let mut peer_gone = std::pin::pin!(closed_by_peer(reader));
+    let _ = out.send(bytes::Bytes::from(head));
+    let conn = dm.open_reader(s.room.into(), s.claims, s.since);
+    let mut last_id = s.since.unwrap_or(0);
+    let mut last_write = Instant::now();
+    loop {
+        dm.reader_alive(&conn);
+        // While the client is behind, frames wait in the viewer's queue, where the
+        // engine's slow-consumer rules judge them as for a WebSocket.
+        if !out.backed_up() {
+            for frame in dm.take_for_reader(&conn) {
+                let Some(ev) = sse_event(&frame, &mut last_id) else {
+                    continue;
+                };
+                let kind = if ev.droppable {
+                    Kind::Droppable { keyframe: false }
+                } else {
+                    Kind::MustSend
+                };
+                if out.offer(&[&ev.head, &ev.data, &SSE_END], kind, Instant::now()) == Offer::Closed
+                {
+                    conn.close_now(crate::danmaku::protocol::close::POLICY, "slow consumer");
+                }
+                last_write = Instant::now();
+            }
+        }
+        if let Some((code, reason)) = conn.closing() {
+            if out.is_open() {
+                let data = serde_json::json!({"code": code, "reason": reason});
+                let _ = out.send(bytes::Bytes::from(format!(
+                    "event: close\ndata: {data}\n\n"
+                )));
+            }
+            break;
+        }
+        if last_write.elapsed() >= keepalive {
+            let _ = out.send(bytes::Bytes::from_static(b": keep-alive\n\n"));
+            last_write = Instant::now();
+        }
+        let backed_up = out.backed_up();
+        let writer_news = async {
+            if backed_up {
+                out.wait_drained().await
+            } else {
+                out.reader_notified().await
+            }
+        };
+        let wait = keepalive.saturating_sub(last_write.elapsed());
+        monoio::select! {
+            _ = frames_queued(&conn) => {}
+            _ = writer_news => {
+                if !out.is_open() {
+                    // The writer stopped: the client failed or took too long.
+                    break;
+                }
+            }
+            _ = &mut peer_gone => break,
+            _ = monoio::time::sleep(wait) => {}
+        }
+    }
+    if !conn.is_closing() {
+        conn.close_now(crate::danmaku::protocol::close::ABNORMAL, "stream ended");
+    }
+    dm.unregister(&conn);
+    // What is queued (the close event) goes out within the write timeout.
+    out.finish();
+    writer_task.await;
+}

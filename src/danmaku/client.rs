@@ -38,8 +38,6 @@ pub fn on_message(dm: &Danmaku, conn: &Rc<Conn>, msg: Message) {
 }
 
 fn on_client(dm: &Danmaku, conn: &Rc<Conn>, msg: ClientMsg) {
-    let shared = &dm.ctx.shared;
-    let settings = &shared.settings;
     match msg {
         ClientMsg::Ping { ts } => {
             let now = dm.now_ms();
@@ -64,6 +62,17 @@ fn on_client(dm: &Danmaku, conn: &Rc<Conn>, msg: ClientMsg) {
                 Err(e) => conn.send(protocol::error_frame(code::BAD_TOKEN, e.message(), None)),
             }
         }
+        other => submit(dm, conn, other),
+    }
+}
+
+/// A post or moderation command from `conn`, over the WebSocket or HTTP (`POST
+/// /api/v1/rooms/{id}/danmaku`): login, moderation, the connection's rate, the text checks,
+/// then the room's home shard. Every answer (ack or error) reaches `conn`'s queue.
+pub fn submit(dm: &Danmaku, conn: &Rc<Conn>, msg: ClientMsg) {
+    let settings = &dm.ctx.shared.settings;
+    match msg {
+        ClientMsg::Ping { .. } | ClientMsg::Auth { .. } => {}
         other => {
             let cid = other.cid().map(str::to_owned);
             let Some(user) = conn.user.borrow().clone() else {

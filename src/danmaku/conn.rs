@@ -1,7 +1,7 @@
 //! The danmaku WebSocket connection driver: upgrade, then a reader and a writer per
 //! connection.
 //!
-//! - `GET /ws?room=ID[&token=JWT]` is checked (room id, upgrade headers, Origin allow-list,
+//! - `GET /ws?room=ID[&token=JWT][&since=ID]` is checked (room id, upgrade headers, Origin allow-list,
 //!   token from the query or `Sec-WebSocket-Protocol`) before the 101 is sent.
 //! - The *reader* (the connection's own task) waits for readability without holding a
 //!   buffer, so an idle connection owns no read memory; it decodes frames and hands each
@@ -42,6 +42,19 @@ pub async fn ws_handler(dm: Rc<Danmaku>, req: Request) -> Reply {
             http_code::BAD_REQUEST,
             "room must be 1-64 of A-Z a-z 0-9 _ - .",
         );
+    };
+    let since = match req.query("since") {
+        None => None,
+        Some(s) => match super::protocol::parse_since(&s) {
+            Some(n) => Some(n),
+            None => {
+                return fail(
+                    400,
+                    http_code::BAD_REQUEST,
+                    "since must be an item id (a non-negative integer)",
+                )
+            }
+        },
     };
     let upgrade = match check_upgrade(&req.head) {
         Ok(u) => u,
@@ -104,7 +117,14 @@ pub async fn ws_handler(dm: Rc<Danmaku>, req: Request) -> Reply {
             .or(upgrade.protocols.first().map(String::as_str)),
     );
     Reply::Takeover(Box::new(move |stream, leftover| {
-        Box::pin(run(dm, stream, leftover, room.into(), user, response))
+        Box::pin(run(
+            dm,
+            stream,
+            leftover,
+            (room.into(), since),
+            user,
+            response,
+        ))
     }))
 }
 
@@ -116,7 +136,7 @@ async fn run(
     dm: Rc<Danmaku>,
     stream: TcpStream,
     leftover: BytesMut,
-    room: RoomId,
+    room: (RoomId, Option<u64>),
     user: Option<Rc<User>>,
     response: Vec<u8>,
 ) {
@@ -138,7 +158,7 @@ async fn run(
 async fn open(
     dm: &Rc<Danmaku>,
     mut stream: TcpStream,
-    room: RoomId,
+    (room, since): (RoomId, Option<u64>),
     user: Option<Rc<User>>,
     response: Vec<u8>,
 ) -> Option<(Rc<Conn>, TcpStream)> {
@@ -152,7 +172,7 @@ async fn open(
     }
     let conn = dm.register(room, user);
     conn.set_fd(stream.as_raw_fd());
-    dm.join(&conn);
+    dm.join_since(&conn, since);
     Some((conn, stream))
 }
 

@@ -65,7 +65,8 @@ impl Danmaku {
                 conn,
                 uid,
                 count,
-            } => self.on_join(from, room, conn, uid, count),
+                since,
+            } => self.on_join(from, (room, conn, uid), count, since),
             Msg::Joined { conn, answer } => self.on_joined(conn, answer),
             Msg::Leave { room, uid, count } => {
                 if let Some(r) = self.home.borrow_mut().get_mut(&room) {
@@ -214,7 +215,17 @@ impl Danmaku {
         let _ = self.submit(to.shard as usize, Msg::Reply { conn: to, frame });
     }
 
-    fn on_join(&self, from: usize, room: RoomId, conn: ConnRef, uid: Option<Uid>, count: u32) {
+    /// A join, answered on this (the home) shard's lane to the viewer's shard: the items
+    /// flushed before it are in its history frame, and the batches flushed after it follow
+    /// it on the same lane, so the viewer (added to its room when the answer arrives) gets
+    /// each item once. With `since`, the history frame holds the items after that id.
+    fn on_join(
+        &self,
+        from: usize,
+        (room, conn, uid): (RoomId, ConnRef, Option<Uid>),
+        count: u32,
+        since: Option<u64>,
+    ) {
         let answer = {
             let mut home = self.home.borrow_mut();
             let r = self.home_room(&mut home, &room, self.now_ms());
@@ -225,8 +236,16 @@ impl Danmaku {
                 if let Some(uid) = &uid {
                     r.user_joined(uid);
                 }
+                let (gap, history) = match since {
+                    None => (None, r.history_frame(self.settings().history_on_join)),
+                    Some(since) => {
+                        let f = r.resume_frames(since);
+                        (f.gap, f.history)
+                    }
+                };
                 Ok(Box::new(JoinAnswer {
-                    history: r.history_frame(self.settings().history_on_join),
+                    gap,
+                    history,
                     online: protocol::online_frame(&room, r.online()),
                 }))
             }
@@ -242,6 +261,9 @@ impl Danmaku {
             Ok(answer) => {
                 if conn.is_closing() {
                     return;
+                }
+                if let Some(gap) = answer.gap {
+                    conn.send(gap);
                 }
                 conn.send(answer.history);
                 conn.send(answer.online);

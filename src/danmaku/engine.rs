@@ -156,6 +156,7 @@ impl Danmaku {
             history_capacity: s.history_capacity,
             cap_per_sec: s.cap_per_sec,
             user_rate: (s.rate_per_sec, s.rate_burst),
+            heartbeat_ms: s.heartbeat.as_millis() as u64,
         }
     }
 
@@ -195,6 +196,12 @@ impl Danmaku {
 
     /// Asks the room's home shard to admit the connection.
     pub fn join(&self, conn: &Rc<Conn>) {
+        self.join_since(conn, None)
+    }
+
+    /// Asks the room's home shard to admit the connection; with `since`, a viewer coming
+    /// back that has seen every item up to that id (it gets the ones after it).
+    pub fn join_since(&self, conn: &Rc<Conn>, since: Option<u64>) {
         let count = {
             let mut local = self.local.borrow_mut();
             let room = local.entry(conn.room.clone()).or_default();
@@ -209,6 +216,7 @@ impl Danmaku {
             conn: conn.id,
             uid: conn.uid(),
             count,
+            since,
         };
         if self.submit(self.home_of(&conn.room), msg).is_err() {
             conn.close_now(close::TRY_AGAIN_LATER, "server busy, try again later");
@@ -248,7 +256,7 @@ impl Danmaku {
         self.forget(conn);
     }
 
-    fn forget(&self, conn: &Rc<Conn>) {
+    pub(super) fn forget(&self, conn: &Rc<Conn>) {
         // What was written straight to it since the last sweep still counts.
         bump(&self.counters.bytes_written, conn.take_direct_bytes());
         // Counted here, once, whether the sweeper's grace or the hard ceiling closed it.

@@ -18,7 +18,7 @@
 //! `post.rs` (a post on the home shard), `moderate.rs` (moderation) and `tasks.rs` (the
 //! tickers), [`viewer`] (a viewer's user and connection state, with its outbound queue and
 //! the slow-consumer rules), [`conn`] (the WebSocket connection driver), [`client`] (what
-//! a viewer's messages do).
+//! a viewer's messages do), [`plain`] (readers and posts without a WebSocket: SSE and HTTP).
 
 pub mod client;
 pub mod conn;
@@ -27,6 +27,7 @@ mod dispatch;
 pub mod engine;
 pub mod hygiene;
 mod moderate;
+pub mod plain;
 mod post;
 pub mod protocol;
 pub mod room;
@@ -117,9 +118,11 @@ pub struct Post {
     pub body: PostBody,
 }
 
-/// What the home shard answers a join with.
+/// What the home shard answers a join with: for a resume that cannot be complete a `gap`
+/// frame, then the `history` frame, then the online count.
 #[derive(Debug)]
 pub struct JoinAnswer {
+    pub gap: Option<Bytes>,
     pub history: Bytes,
     pub online: Bytes,
 }
@@ -128,11 +131,13 @@ pub struct JoinAnswer {
 #[derive(Debug)]
 pub enum Msg {
     /// Viewer shard → home: a connection joins; `count` is that shard's new total.
+    /// `since`: the last item id a returning viewer saw (it gets the items after it).
     Join {
         room: RoomId,
         conn: ConnRef,
         uid: Option<Uid>,
         count: u32,
+        since: Option<u64>,
     },
     /// Home → viewer shard: the join's answer (or a refusal: close code and reason).
     Joined {

@@ -29,11 +29,12 @@ impl Danmaku {
                     post.cid.as_deref(),
                 ));
             }
-            let id = r.next_id();
-            let frame = protocol::pm_frame(id, &post.room, &post.uid, &post.nick, to, text, now);
+            // Not a room item: no id from the room's sequence (it is neither stored nor
+            // replayed, so an id here would be a hole in the room's ids for everyone).
+            let frame = protocol::pm_frame(&post.room, &post.uid, &post.nick, to, text, now);
             let targets: Vec<usize> = r.targets().collect();
             drop(home);
-            reply(protocol::ack_frame(post.cid.as_deref(), id));
+            reply(protocol::action_ack_frame(post.cid.as_deref()));
             for s in targets {
                 let msg = Msg::DeliverTo {
                     room: post.room.clone(),
@@ -90,7 +91,7 @@ impl Danmaku {
             body,
         });
         bump(&self.counters.items, 1);
-        if r.push(item.clone(), priority, now) {
+        if r.push(id, item.clone(), priority, now) {
             r.pending_since.get_or_insert(post.at);
         } else {
             bump(&self.counters.sampled_out, 1);

@@ -304,18 +304,11 @@ pub fn action_ack_frame(cid: Option<&str>) -> Bytes {
     frame_json(&serde_json::json!({"type": "ack", "cid": cid}))
 }
 
-/// A private message, as its recipient's connections get it.
-pub fn pm_frame(
-    id: u64,
-    room: &str,
-    from: &str,
-    nick: &str,
-    to: &str,
-    text: &str,
-    ts: u64,
-) -> Bytes {
+/// A private message, as its recipient's connections get it. It has no `id`: it is not a
+/// room item (not stored, never replayed), so it takes nothing from the room's ids.
+pub fn pm_frame(room: &str, from: &str, nick: &str, to: &str, text: &str, ts: u64) -> Bytes {
     frame_json(&serde_json::json!({
-        "type": "pm", "id": id, "room": room, "from": from,
+        "type": "pm", "room": room, "from": from,
         "nick": nick, "to": to, "text": text, "ts": ts,
     }))
 }
@@ -334,6 +327,31 @@ pub fn online_frame(room: &str, count: u64) -> Bytes {
     frame_json(&serde_json::json!({"type": "online", "room": room, "count": count}))
 }
 
+/// A resume could not be complete: the items with ids above `from` (the client's `since`)
+/// and below `first` are gone; what follows starts at `first`. When `first` ≤ `from`, the
+/// room's ids went back (its stored data was lost) and the client should forget its last id.
+pub fn gap_frame(room: &str, from: u64, first: u64) -> Bytes {
+    frame_json(&serde_json::json!({"type": "gap", "room": room, "from": from, "first": first}))
+}
+
+/// A `since` (query parameter, `Last-Event-ID`): an item id, 1 to 20 decimal digits that
+/// fit in a u64. `None` for anything else.
+pub fn parse_since(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The `id` of an encoded room item (`None` if it has none).
+pub fn item_id(item: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: u64,
+    }
+    serde_json::from_slice::<Id>(item).ok().map(|i| i.id)
+}
+
 /// `{"type":KIND,"room":ROOM,"msgs":[item,item,…]}` as one text frame: the items are
 /// already-encoded JSON objects, copied once into the frame.
 pub fn list_frame<'a>(
@@ -341,8 +359,20 @@ pub fn list_frame<'a>(
     room: &str,
     items: impl Iterator<Item = &'a Bytes> + Clone,
 ) -> Bytes {
+    list_frame_with(kind, room, "", items)
+}
+
+/// [`list_frame`] with `meta` (JSON members, `"a":1,"b":2`, or empty) after the room.
+pub fn list_frame_with<'a>(
+    kind: &str,
+    room: &str,
+    meta: &str,
+    items: impl Iterator<Item = &'a Bytes> + Clone,
+) -> Bytes {
     let room_json = serde_json::to_string(room).unwrap_or_default();
-    let prefix_len = r#"{"type":"","room":,"msgs":["#.len() + kind.len() + room_json.len();
+    let meta_len = if meta.is_empty() { 0 } else { meta.len() + 1 };
+    let prefix_len =
+        r#"{"type":"","room":,"msgs":["#.len() + kind.len() + room_json.len() + meta_len;
     let (count, items_len) = items
         .clone()
         .fold((0usize, 0usize), |(n, l), i| (n + 1, l + i.len()));
@@ -353,6 +383,10 @@ pub fn list_frame<'a>(
     out.put_slice(kind.as_bytes());
     out.put_slice(br#"","room":"#);
     out.put_slice(room_json.as_bytes());
+    if !meta.is_empty() {
+        out.put_u8(b',');
+        out.put_slice(meta.as_bytes());
+    }
     out.put_slice(br#","msgs":["#);
     for (i, item) in items.enumerate() {
         if i > 0 {

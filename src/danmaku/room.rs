@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::cork::Cork;
 use super::hygiene::TokenBucket;
-use super::protocol::{code, list_frame};
+use super::protocol::{code, gap_frame, item_id, list_frame, list_frame_with};
 use super::viewer::Conn;
 use super::{RoomId, Uid};
 
@@ -72,6 +72,8 @@ pub struct RoomSettings {
     /// Each user's posts per second in the room, and the burst (all their connections
     /// together).
     pub user_rate: (f32, f32),
+    /// The heartbeat interval clients are told in the `history` frame (ms).
+    pub heartbeat_ms: u64,
 }
 
 /// Rate-limit buckets a room keeps before it forgets the refilled ones.
@@ -83,11 +85,20 @@ pub type Refusal = (u32, &'static str);
 pub struct HomeRoom {
     pub id: RoomId,
     next_id: u64,
-    /// Items already delivered (or sampled out), oldest first, encoded once.
-    history: VecDeque<Bytes>,
+    /// Items already delivered (or sampled out), in id order, each with its id, encoded
+    /// once.
+    history: VecDeque<(u64, Bytes)>,
     history_capacity: usize,
-    /// Items waiting for the merge window.
-    pending: Vec<Bytes>,
+    /// Items waiting for the merge window, in id order.
+    pending: Vec<(u64, Bytes)>,
+    /// Items the delivery cap sampled out since the last flush, in id order: they join
+    /// history with the pending items at the flush, so history only ever grows by ids
+    /// above every id already in it, and every id in it is below every pending one.
+    sampled: Vec<(u64, Bytes)>,
+    /// The highest id that fell out of history (0: none): a resume from below it has a gap.
+    dropped_upto: u64,
+    /// `"heartbeat_ms":…,"history_max":…` for the `history` frame (built once).
+    meta: Box<str>,
     /// Whether the room is on its shard's list of rooms to flush.
     pub dirty: bool,
     /// When the oldest pending item's post was decoded (for the delivery histogram); the
@@ -116,6 +127,9 @@ pub struct HomeRoom {
     media_clock: Option<(u64, u64)>,
     /// The last history frame built, for `n` items (dropped when history changes).
     history_frame_cache: Option<(usize, Bytes)>,
+    /// The last resume answer built, for a `since` (dropped when history changes): the
+    /// viewers of a server that restarted all come back with about the same one.
+    resume_cache: Option<(u64, JoinFrames)>,
     /// True until the stored state (last id, history tail, moderation) has been loaded;
     /// messages for the room wait in `waiting` meanwhile.
     pub loading: bool,
@@ -130,6 +144,13 @@ impl HomeRoom {
             history: VecDeque::new(),
             history_capacity: settings.history_capacity,
             pending: Vec::new(),
+            sampled: Vec::new(),
+            dropped_upto: 0,
+            meta: format!(
+                r#""heartbeat_ms":{},"history_max":{}"#,
+                settings.heartbeat_ms, settings.history_capacity
+            )
+            .into(),
             dirty: false,
             pending_since: None,
             cap: (settings.cap_per_sec > 0).then_some(Cap {
@@ -154,6 +175,7 @@ impl HomeRoom {
             loading: false,
             waiting: Vec::new(),
             history_frame_cache: None,
+            resume_cache: None,
         }
     }
 
@@ -161,9 +183,23 @@ impl HomeRoom {
     /// the moderation state are as they were.
     pub fn restore(&mut self, state: crate::store::model::RoomState, now_ms: u64) {
         self.next_id = self.next_id.max(state.last_id + 1);
-        let skip = state.tail.len().saturating_sub(self.history_capacity);
-        for item in state.tail.into_iter().skip(skip) {
-            self.remember(item);
+        let mut tail: Vec<(u64, Bytes)> = state
+            .tail
+            .into_iter()
+            .filter_map(|item| Some((item_id(&item)?, item)))
+            .collect();
+        tail.sort_by_key(|(id, _)| *id);
+        // What the store no longer holds is as gone as what fell out of history.
+        self.dropped_upto = match tail.first() {
+            Some((first, _)) => first - 1,
+            None => state.last_id,
+        };
+        let skip = tail.len().saturating_sub(self.history_capacity);
+        if skip > 0 {
+            self.dropped_upto = tail[skip - 1].0;
+        }
+        for (id, item) in tail.into_iter().skip(skip) {
+            self.remember(id, item);
         }
         let m = state.mods;
         if m.owner.is_some() {
@@ -241,7 +277,7 @@ impl HomeRoom {
     }
 
     fn update_idle(&mut self, now_ms: u64) {
-        let idle = self.online() == 0 && self.pending.is_empty();
+        let idle = self.online() == 0 && self.pending.is_empty() && self.sampled.is_empty();
         match (idle, self.idle_since_ms) {
             (true, None) => self.idle_since_ms = Some(now_ms),
             (false, Some(_)) => self.idle_since_ms = None,
@@ -304,41 +340,56 @@ impl HomeRoom {
         id
     }
 
-    /// Queues an encoded item for the next batch, or — if the delivery cap samples it out —
-    /// straight into history. Returns whether it will be delivered.
-    pub fn push(&mut self, item: Bytes, priority: Priority, now_ms: u64) -> bool {
+    /// Queues item `id` (encoded) for the next batch, or — if the delivery cap samples it
+    /// out — for history only, at the next flush. Returns whether it will be delivered.
+    /// Ids come in increasing order.
+    pub fn push(&mut self, id: u64, item: Bytes, priority: Priority, now_ms: u64) -> bool {
         let deliver = self.cap.as_mut().is_none_or(|c| c.admit(priority, now_ms));
         if deliver {
-            self.pending.push(item);
-            self.idle_since_ms = None;
+            self.pending.push((id, item));
         } else {
-            self.remember(item);
+            self.sampled.push((id, item));
         }
+        self.idle_since_ms = None;
         deliver
     }
 
-    fn remember(&mut self, item: Bytes) {
+    /// Appends to history (ids above every id in it).
+    fn remember(&mut self, id: u64, item: Bytes) {
         self.history_frame_cache.take();
+        self.resume_cache.take();
+        if self.history_capacity == 0 {
+            self.dropped_upto = id;
+            return;
+        }
         if self.history.len() == self.history_capacity {
-            self.history.pop_front();
+            if let Some((old, _)) = self.history.pop_front() {
+                self.dropped_upto = old;
+            }
         }
-        if self.history_capacity > 0 {
-            self.history.push_back(item);
-        }
+        self.history.push_back((id, item));
     }
 
     /// Encodes the pending items as one batch frame (once, for every viewer on every
-    /// shard) and moves them into history. `None` if nothing is pending.
+    /// shard) and moves them, with the items sampled out meanwhile, into history in id
+    /// order. `None` if nothing was pending (sampled items still move).
     pub fn flush(&mut self) -> Option<Bytes> {
-        if self.pending.is_empty() {
-            return None;
+        let frame = (!self.pending.is_empty())
+            .then(|| list_frame("batch", &self.id, self.pending.iter().map(|(_, b)| b)));
+        let mut pending = std::mem::take(&mut self.pending).into_iter().peekable();
+        let mut sampled = std::mem::take(&mut self.sampled).into_iter().peekable();
+        loop {
+            let next = match (pending.peek(), sampled.peek()) {
+                (Some(p), Some(s)) if p.0 < s.0 => pending.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => sampled.next(),
+                (Some(_), None) => pending.next(),
+                (None, None) => break,
+            };
+            if let Some((id, item)) = next {
+                self.remember(id, item);
+            }
         }
-        let frame = list_frame("batch", &self.id, self.pending.iter());
-        let items = std::mem::take(&mut self.pending);
-        for item in items {
-            self.remember(item);
-        }
-        Some(frame)
+        frame
     }
 
     /// The last `n` delivered items as a `history` frame. Items still pending are not in it:
@@ -353,9 +404,55 @@ impl HomeRoom {
             }
         }
         let skip = self.history.len().saturating_sub(n);
-        let frame = list_frame("history", &self.id, self.history.iter().skip(skip));
+        let frame = list_frame_with(
+            "history",
+            &self.id,
+            &self.meta,
+            self.history.iter().skip(skip).map(|(_, b)| b),
+        );
         self.history_frame_cache = Some((n, frame.clone()));
         frame
+    }
+
+    /// The last id given to an item (0: none yet).
+    pub fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// The oldest id a resume can still get: every item from it on is in history or
+    /// waits for the next flush.
+    pub fn first_kept(&self) -> u64 {
+        self.dropped_upto + 1
+    }
+
+    /// The answer to a viewer that comes back having seen every item up to `since`: the
+    /// items of history above it as a `history` frame, preceded by a `gap` frame when
+    /// some it has not seen are gone (`since` below [`HomeRoom::first_kept`] − 1) or when
+    /// `since` is an id this room never gave (its ids went back: it then gets all of
+    /// history). Items still pending are not in it (the next batch brings them, as for
+    /// any join), so with the join answered on the home shard's lane ahead of that batch,
+    /// nothing arrives twice and nothing is missed. At most the history cap of items.
+    pub fn resume_frames(&mut self, since: u64) -> JoinFrames {
+        if let Some((cached, frames)) = &self.resume_cache {
+            if *cached == since {
+                return frames.clone();
+            }
+        }
+        let first = self.first_kept();
+        let ahead = since > self.last_id();
+        let gap =
+            (ahead || since.saturating_add(1) < first).then(|| gap_frame(&self.id, since, first));
+        let from = if ahead { 0 } else { since };
+        let start = self.history.partition_point(|(id, _)| *id <= from);
+        let history = list_frame_with(
+            "history",
+            &self.id,
+            &self.meta,
+            self.history.range(start..).map(|(_, b)| b),
+        );
+        let frames = JoinFrames { gap, history };
+        self.resume_cache = Some((since, frames.clone()));
+        frames
     }
 
     // --- moderation -----------------------------------------------------------------
@@ -408,6 +505,7 @@ impl HomeRoom {
         self.next_id == 1
             && self.history.is_empty()
             && self.pending.is_empty()
+            && self.sampled.is_empty()
             && self.owner.is_none()
             && self.admins.is_empty()
             && self.mutes.is_empty()
@@ -429,6 +527,14 @@ impl HomeRoom {
         self.media_clock
             .map(|(media, at)| media + now_ms.saturating_sub(at))
     }
+}
+
+/// What a join is answered with before the online count: an optional `gap` frame, then
+/// the `history` frame.
+#[derive(Clone, Debug)]
+pub struct JoinFrames {
+    pub gap: Option<Bytes>,
+    pub history: Bytes,
 }
 
 /// A room's viewers on one shard.
@@ -506,6 +612,7 @@ mod tests {
                 history_capacity: 3,
                 cap_per_sec: cap,
                 user_rate: (1000.0, 1000.0),
+                heartbeat_ms: 30_000,
             },
             0,
         )
@@ -515,11 +622,16 @@ mod tests {
     fn history_excludes_pending_and_is_capped() {
         let mut r = room(0);
         for i in 0..5 {
-            r.push(Bytes::from(format!("{{\"id\":{i}}}")), Priority::Plain, 0);
+            r.push(
+                i,
+                Bytes::from(format!("{{\"id\":{i}}}")),
+                Priority::Plain,
+                0,
+            );
         }
         assert_eq!(
             &r.history_frame(50)[2..],
-            br#"{"type":"history","room":"r","msgs":[]}"#
+            br#"{"type":"history","room":"r","heartbeat_ms":30000,"history_max":3,"msgs":[]}"#
         );
         let batch = r.flush().unwrap();
         assert!(String::from_utf8_lossy(&batch).contains(r#""msgs":[{"id":0},{"id":1}"#));
@@ -527,16 +639,116 @@ mod tests {
         let h = r.history_frame(2);
         assert_eq!(
             &h[2..],
-            br#"{"type":"history","room":"r","msgs":[{"id":3},{"id":4}]}"#
+            br#"{"type":"history","room":"r","heartbeat_ms":30000,"history_max":3,"msgs":[{"id":3},{"id":4}]}"#
         );
         // The cached frame follows history.
-        r.push(Bytes::from_static(b"{\"id\":5}"), Priority::Plain, 0);
+        r.push(5, Bytes::from_static(b"{\"id\":5}"), Priority::Plain, 0);
         assert_eq!(r.history_frame(2), h, "pending items are not history yet");
         r.flush();
         assert_eq!(
             &r.history_frame(2)[2..],
-            br#"{"type":"history","room":"r","msgs":[{"id":4},{"id":5}]}"#
+            br#"{"type":"history","room":"r","heartbeat_ms":30000,"history_max":3,"msgs":[{"id":4},{"id":5}]}"#
         );
+    }
+
+    fn item(id: u64) -> Bytes {
+        Bytes::from(format!("{{\"type\":\"like\",\"id\":{id}}}"))
+    }
+
+    fn json(frame: &Bytes) -> serde_json::Value {
+        let start = frame.iter().position(|&b| b == b'{').unwrap();
+        serde_json::from_slice(&frame[start..]).unwrap()
+    }
+
+    fn ids(frame: &Bytes) -> Vec<u64> {
+        let v = json(frame);
+        v["msgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect()
+    }
+
+    fn gap(f: &JoinFrames) -> Option<(u64, u64)> {
+        f.gap.as_ref().map(|g| {
+            let v = json(g);
+            assert_eq!(v["type"], "gap");
+            (v["from"].as_u64().unwrap(), v["first"].as_u64().unwrap())
+        })
+    }
+
+    #[test]
+    fn a_resume_gets_the_items_after_since_and_a_gap_for_what_history_lost() {
+        let mut r = room(0);
+        for _ in 0..5 {
+            let id = r.next_id();
+            r.push(id, item(id), Priority::Plain, 0);
+        }
+        let f = r.resume_frames(1);
+        assert_eq!((gap(&f), ids(&f.history)), (None, vec![]), "all pending");
+        r.flush();
+        // History holds 3..=5 (capacity 3): 1 and 2 fell out.
+        assert_eq!(r.first_kept(), 3);
+        let f = r.resume_frames(2);
+        assert_eq!((gap(&f), ids(&f.history)), (None, vec![3, 4, 5]));
+        let f = r.resume_frames(4);
+        assert_eq!((gap(&f), ids(&f.history)), (None, vec![5]));
+        let f = r.resume_frames(5);
+        assert_eq!((gap(&f), ids(&f.history)), (None, vec![]));
+        let f = r.resume_frames(0);
+        assert_eq!((gap(&f), ids(&f.history)), (Some((0, 3)), vec![3, 4, 5]));
+        let f = r.resume_frames(1);
+        assert_eq!((gap(&f), ids(&f.history)), (Some((1, 3)), vec![3, 4, 5]));
+        // An id the room never gave: its ids went back; all of history follows.
+        let f = r.resume_frames(99);
+        assert_eq!((gap(&f), ids(&f.history)), (Some((99, 3)), vec![3, 4, 5]));
+        let h = String::from_utf8_lossy(&f.history).to_string();
+        assert!(
+            h.contains(r#""heartbeat_ms":30000,"history_max":3,"#),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn sampled_items_join_history_in_id_order_at_the_flush() {
+        let mut r = room(1);
+        // The cap lets one plain item through per second: 1 is delivered, 2 and 3 not.
+        for id in 1..=3 {
+            assert_eq!(r.push(id, item(id), Priority::Plain, 0), id == 1);
+        }
+        r.push(4, item(4), Priority::Gift, 0);
+        assert_eq!(ids(&r.history_frame(10)), Vec::<u64>::new());
+        assert_eq!(ids(&r.flush().unwrap()), vec![1, 4]);
+        assert_eq!(
+            ids(&r.history_frame(10)),
+            vec![2, 3, 4],
+            "capacity 3, id order"
+        );
+        assert_eq!(r.first_kept(), 2);
+        // Sampled items alone move too (no batch).
+        assert!(!r.push(5, item(5), Priority::Plain, 10));
+        assert!(r.flush().is_none());
+        assert_eq!(ids(&r.history_frame(10)), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn restored_history_keeps_ids_and_knows_what_it_lacks() {
+        let mut r = room(0);
+        r.restore(
+            crate::store::model::RoomState {
+                last_id: 9,
+                tail: (5..=9).map(item).collect(),
+                mods: Default::default(),
+            },
+            0,
+        );
+        assert_eq!(r.last_id(), 9);
+        assert_eq!(r.first_kept(), 7, "capacity 3 of the 5 stored");
+        let f = r.resume_frames(7);
+        assert_eq!((gap(&f), ids(&f.history)), (None, vec![8, 9]));
+        let f = r.resume_frames(3);
+        assert_eq!((gap(&f), ids(&f.history)), (Some((3, 7)), vec![7, 8, 9]));
     }
 
     #[test]
@@ -545,17 +757,27 @@ mod tests {
         let mut plain = 0;
         for i in 0..100 {
             // 100 plain items over one second: about 10 + 10 (burst) get through.
-            if r.push(Bytes::from_static(b"{}"), Priority::Plain, i * 10) {
+            if r.push(i, Bytes::from_static(b"{}"), Priority::Plain, i * 10) {
                 plain += 1;
             }
         }
         assert!((15..=21).contains(&plain), "{plain}");
         for i in 0..50 {
-            assert!(r.push(Bytes::from_static(b"{}"), Priority::Gift, 1000 + i));
-            assert!(r.push(Bytes::from_static(b"{}"), Priority::System, 1000 + i));
+            assert!(r.push(
+                100 + 2 * i,
+                Bytes::from_static(b"{}"),
+                Priority::Gift,
+                1000 + i
+            ));
+            assert!(r.push(
+                101 + 2 * i,
+                Bytes::from_static(b"{}"),
+                Priority::System,
+                1000 + i
+            ));
         }
         assert!(
-            !r.push(Bytes::from_static(b"{}"), Priority::Plain, 1050),
+            !r.push(200, Bytes::from_static(b"{}"), Priority::Plain, 1050),
             "gifts used the room's cap"
         );
     }
@@ -569,6 +791,7 @@ mod tests {
                 history_capacity: 3,
                 cap_per_sec: 0,
                 user_rate: (2.0, 5.0),
+                heartbeat_ms: 30_000,
             },
             0,
         );

@@ -336,6 +336,13 @@ impl OutQueue {
         self.reader.notify();
     }
 
+    /// Completes when a frame was queued or the queue finished or aborted: for a consumer
+    /// that takes the frames itself ([`OutQueue::take_all`]) instead of a writer task (a
+    /// queue has one or the other: one task waits here).
+    pub fn changed(&self) -> Notified<'_> {
+        self.wake.notified()
+    }
+
     /// Completes when the connection's reader should look again: the queue finished or
     /// aborted, the writer stopped, or (after [`OutQueue::wait_drained`]) it drained.
     pub fn reader_notified(&self) -> Notified<'_> {

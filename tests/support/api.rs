@@ -84,6 +84,8 @@ pub struct Sse {
 pub struct SseEvent {
     pub event: String,
     pub data: Value,
+    /// Its `id:` line, if it had one.
+    pub id: Option<String>,
 }
 
 impl Sse {
@@ -152,6 +154,7 @@ impl Sse {
         let deadline = Instant::now() + timeout;
         let mut event = String::new();
         let mut data = String::new();
+        let mut id = None;
         let mut line = String::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -171,6 +174,7 @@ impl Sse {
                     return Some(SseEvent {
                         event: std::mem::take(&mut event),
                         data,
+                        id: id.take(),
                     });
                 }
                 continue;
@@ -179,6 +183,8 @@ impl Sse {
                 event = v.trim().to_string();
             } else if let Some(v) = l.strip_prefix("data:") {
                 data.push_str(v.trim_start());
+            } else if let Some(v) = l.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
             }
         }
     }

@@ -60,8 +60,8 @@ const ERROR_NAMES = {
 };
 
 // Room items: they carry a per-room, strictly increasing `id` and arrive in `history` and
-// `batch` frames. Private messages also take an id from the room's sequence but are never
-// replayed, so they are not part of resume (see `_item`).
+// `batch` frames. Private messages are not room items (no id, never replayed), so they are
+// not part of resume (see `_item`).
 const ITEM_TYPES = ['danmaku', 'gift', 'like', 'system', 'live'];
 
 /**
@@ -483,9 +483,18 @@ class LiveshardClient {
       case 'pong':
         this._pong(m);
         break;
+      case 'gap': {
+        // {room, from, first}: items above `from` and below `first` are gone. first <= from
+        // means the room's ids went back (its data was reset): what follows starts over.
+        const room = m.room || this._room;
+        if (typeof m.first === 'number' && typeof m.from === 'number' && m.first <= m.from) {
+          this._lastIds.set(room, Math.max(0, m.first - 1));
+        }
+        this._emit('gap', m);
+        break;
+      }
       case 'online':
       case 'pm':
-      case 'gap':
       case 'authed':
         this._emit(m.type, m);
         break;

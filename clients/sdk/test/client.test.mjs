@@ -210,9 +210,20 @@ test('a url provider is asked on every attempt', async () => {
 });
 
 test('a gap message is surfaced as an event', async () => {
-  const { wx, of } = await setup();
-  wx.last.receive({ type: 'gap', room: 'r1', first: 120 });
-  assert.deepEqual(of('gap'), [{ type: 'gap', room: 'r1', first: 120 }]);
+  const { c, wx, of } = await setup();
+  wx.last.receive({ type: 'batch', room: 'r1', msgs: [item(7)] });
+  wx.last.receive({ type: 'gap', room: 'r1', from: 7, first: 120 });
+  assert.deepEqual(of('gap'), [{ type: 'gap', room: 'r1', from: 7, first: 120 }]);
+  assert.equal(c.lastId(), 7, 'an ordinary gap keeps the last id');
+});
+
+test('a gap whose first id is not above from (ids reset) starts the room over', async () => {
+  const { c, wx, of } = await setup();
+  wx.last.receive({ type: 'batch', room: 'r1', msgs: [item(50)] });
+  wx.last.receive({ type: 'gap', room: 'r1', from: 50, first: 1 });
+  wx.last.receive({ type: 'history', room: 'r1', msgs: [item(1), item(2)] });
+  assert.equal(c.lastId(), 2);
+  assert.deepEqual(of('danmaku').map((d) => d.id), [50, 1, 2]);
 });
 
 test('send resolves with the ack matched by cid', async () => {

@@ -18,16 +18,25 @@
 # Usage: bench/fanout.sh [options]
 #   --viewers N      viewers in all (default 4000)      --rooms R       (default 4)
 #   --publishers P   (default 4)                        --rate X        msgs/s in all (default 100)
+#   --loads LIST     several loads in one run, each VIEWERSxRATE (e.g. "1000x200 4000x50");
+#                    overrides --viewers/--rate
 #   --duration S     seconds per run (default 10)       --payload B     text bytes (default 64)
 #   --procs K        loadgen processes (default 2)      --threads T     executors each (default 1)
 #   --src RANGE      source addresses (default 127.0.0.2-127.0.0.60)
+#   --shards N       liveshard shards and tokio-broadcast threads (default: cores)
+#   --pin            servers on CPUs 0..N-1 (N = --shards), loadgen on the other CPUs (taskset),
+#                    so the server's CPU time is its own and the load cannot steal it
+#   --windows LIST   liveshard merge windows in ms (default "0 50")
+#   --sweep LIST     extra liveshard window-0 runs of the first load at these rates (msgs/s),
+#                    the saturation sweep: delivered/s, p99 and drops per step
 #   --idle-conns N   ws-idle connections (default 10000; 0 = skip)
 #   --peers LIST     subset of "liveshard node tokio" (default all)
-#   --profile        perf record liveshard during an extra window-0 run
+#   --profile        perf record liveshard during an extra window-0 run (first load)
 #   --out DIR        result directory (default bench/runs/<date>-<hostname>)
 #   --no-build       use the binaries already built (LIVESHARD=path overrides the server's)
-# Everything runs on this machine: loadgen and the servers share its cores, so keep the load
-# modest on small machines and read CPU per delivery rather than raw throughput.
+# Everything runs on this machine: without --pin, loadgen and the servers share its cores,
+# so keep the load modest on small machines and read CPU per delivery rather than raw
+# throughput.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -35,6 +44,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"
 VIEWERS=4000 ROOMS=4 PUBLISHERS=4 RATE=100 DURATION=10 PAYLOAD=64 PROCS=2 THREADS=1
 SRC=127.0.0.2-127.0.0.60 IDLE_CONNS=10000 PEERS="liveshard node tokio" PROFILE=0 OUT="" BUILD=1
+LOADS="" SHARDS="" PIN=0 WINDOWS="0 50" SWEEP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --viewers) VIEWERS=$2; shift 2 ;;
@@ -48,6 +58,11 @@ while [ $# -gt 0 ]; do
     --src) SRC=$2; shift 2 ;;
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --peers) PEERS=$2; shift 2 ;;
+    --loads) LOADS=$2; shift 2 ;;
+    --shards) SHARDS=$2; shift 2 ;;
+    --pin) PIN=1; shift ;;
+    --windows) WINDOWS=$2; shift 2 ;;
+    --sweep) SWEEP=$2; shift 2 ;;
     --profile) PROFILE=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
@@ -58,6 +73,17 @@ done
 
 CORES=$(nproc)
 HOST=$(hostname)
+SHARDS=${SHARDS:-$CORES}
+LOADS=${LOADS:-"${VIEWERS}x${RATE}"}
+# With --pin: SERVER_RUN and LOAD_RUN prefix the commands with their CPU sets.
+SERVER_RUN=() LOAD_RUN=()
+if [ "$PIN" = 1 ]; then
+  if [ "$SHARDS" -ge "$CORES" ]; then
+    echo "fanout.sh: --pin needs --shards below the $CORES cores (the load needs one)" >&2; exit 2
+  fi
+  SERVER_RUN=(taskset -c "0-$((SHARDS - 1))")
+  LOAD_RUN=(taskset -c "$SHARDS-$((CORES - 1))")
+fi
 OUT=${OUT:-"$ROOT/bench/runs/$(date +%F)-$HOST"}
 mkdir -p "$OUT"
 TARGET=${CARGO_TARGET_DIR:-"$ROOT/target"}
@@ -86,7 +112,7 @@ TOKIO="$TARGET/release/tokio-broadcast"
 # start NAME CMD... : starts a server, waits for its "ready http=ADDR" line; sets ADDR and PID.
 start() {
   local name=$1; shift
-  "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  "${SERVER_RUN[@]}" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
   PID=$!
   PIDS+=("$PID")
   for _ in $(seq 1 300); do
@@ -101,23 +127,23 @@ stop() { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true;
 
 start_liveshard() { # window_ms
   start "liveshard-w$1" "$LIVESHARD" serve --http 127.0.0.1:0 --rtmp 127.0.0.1:0 \
-    --shards "$CORES" --data-dir "$WORK/data-$1-$RANDOM" --log-level warn \
+    --shards "$SHARDS" --data-dir "$WORK/data-$1-$RANDOM" --log-level warn \
     --set "auth.jwt_secret=$SECRET" --set "danmaku.merge_window_ms=$1" \
     --set danmaku.rate_per_sec=1000000 --set danmaku.rate_burst=1000000
 }
 
 COMMANDS="$OUT/commands.txt"
 : >"$COMMANDS"
-fanout() { # label metrics_url
-  local label=$1 metrics=$2
-  local cmd=("$LOADGEN" ws-fanout --url "ws://$ADDR/ws" --rooms "$ROOMS" --viewers "$VIEWERS"
-    --publishers "$PUBLISHERS" --rate "$RATE" --duration "$DURATION" --payload "$PAYLOAD"
+fanout() { # label metrics_url viewers rate
+  local label=$1 metrics=$2 viewers=$3 rate=$4
+  local cmd=("$LOADGEN" ws-fanout --url "ws://$ADDR/ws" --rooms "$ROOMS" --viewers "$viewers"
+    --publishers "$PUBLISHERS" --rate "$rate" --duration "$DURATION" --payload "$PAYLOAD"
     --procs "$PROCS" --threads "$THREADS" --src "$SRC" --token-secret "$SECRET"
     --metrics-url "$metrics" --server-pid "$PID" --json "$OUT/fanout-$label.json"
     --html "$OUT/fanout-$label.html" --quiet)
-  echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||g; s|$SECRET|\$SECRET|" >>"$COMMANDS"
+  echo "${LOAD_RUN[*]} ${cmd[*]}" | sed "s|^ ||; s|$TARGET/release/||; s|$OUT/||g; s|$SECRET|\$SECRET|" >>"$COMMANDS"
   echo "== fanout: $label"
-  "${cmd[@]}" | sed 's/^/   /'
+  "${LOAD_RUN[@]}" "${cmd[@]}" | sed 's/^/   /'
 }
 idle() { # label
   [ "$IDLE_CONNS" -gt 0 ] || return 0
@@ -125,37 +151,46 @@ idle() { # label
   local cmd=("$LOADGEN" ws-idle --url "ws://$ADDR/ws" --conns "$IDLE_CONNS" --rooms "$ROOMS"
     --procs "$procs" --src "$SRC" --server-pid "$PID" --hold 2 --settle 3
     --json "$OUT/idle-$1.json" --html "$OUT/idle-$1.html" --quiet)
-  echo "${cmd[*]}" | sed "s|$TARGET/release/||; s|$OUT/||g" >>"$COMMANDS"
+  echo "${LOAD_RUN[*]} ${cmd[*]}" | sed "s|^ ||; s|$TARGET/release/||; s|$OUT/||g" >>"$COMMANDS"
   echo "== idle: $1"
-  "${cmd[@]}" | sed 's/^/   /'
+  "${LOAD_RUN[@]}" "${cmd[@]}" | sed 's/^/   /'
 }
 
 # Idle memory is measured on a fresh server process of its own, so memory freed by the
 # fan-out run cannot be reused by the idle connections and hide their cost.
+FIRST=${LOADS%% *}
 for peer in $PEERS; do
   case $peer in
     liveshard)
-      for w in 0 50; do
-        start_liveshard "$w"
-        echo "liveshard serve --shards $CORES --set danmaku.merge_window_ms=$w --set danmaku.rate_per_sec=1000000 --set danmaku.rate_burst=1000000" >>"$COMMANDS"
-        fanout "liveshard-w$w" "http://$ADDR/metrics"
+      for load in $LOADS; do
+        for w in $WINDOWS; do
+          start_liveshard "$w"
+          echo "${SERVER_RUN[*]} liveshard serve --shards $SHARDS --set danmaku.merge_window_ms=$w --set danmaku.rate_per_sec=1000000 --set danmaku.rate_burst=1000000" | sed 's/^ //' >>"$COMMANDS"
+          fanout "liveshard-w$w-$load" "http://$ADDR/metrics" "${load%x*}" "${load#*x}"
+          stop
+        done
+      done
+      for rate in $SWEEP; do
+        start_liveshard 0
+        echo "${SERVER_RUN[*]} liveshard serve --shards $SHARDS --set danmaku.merge_window_ms=0 (sweep)" | sed 's/^ //' >>"$COMMANDS"
+        fanout "sweep-liveshard-w0-${FIRST%x*}x$rate" "http://$ADDR/metrics" "${FIRST%x*}" "$rate"
         stop
       done
       if [ "$IDLE_CONNS" -gt 0 ]; then start_liveshard 50; idle liveshard; stop; fi ;;
     node)
-      for phase in fanout idle; do
-        [ "$phase" = idle ] && [ "$IDLE_CONNS" -eq 0 ] && continue
+      for load in $LOADS idle; do
+        [ "$load" = idle ] && [ "$IDLE_CONNS" -eq 0 ] && continue
         start node-ws node "$ROOT/bench/node-ws/server.js" --addr 127.0.0.1:0
-        echo "node bench/node-ws/server.js" >>"$COMMANDS"
-        if [ "$phase" = fanout ]; then fanout node-ws none; else idle node-ws; fi
+        echo "${SERVER_RUN[*]} node bench/node-ws/server.js" | sed 's/^ //' >>"$COMMANDS"
+        if [ "$load" = idle ]; then idle node-ws; else fanout "node-ws-$load" none "${load%x*}" "${load#*x}"; fi
         stop
       done ;;
     tokio)
-      for phase in fanout idle; do
-        [ "$phase" = idle ] && [ "$IDLE_CONNS" -eq 0 ] && continue
-        start tokio-broadcast "$TOKIO" --addr 127.0.0.1:0 --threads "$CORES"
-        echo "tokio-broadcast --threads $CORES" >>"$COMMANDS"
-        if [ "$phase" = fanout ]; then fanout tokio-broadcast none; else idle tokio-broadcast; fi
+      for load in $LOADS idle; do
+        [ "$load" = idle ] && [ "$IDLE_CONNS" -eq 0 ] && continue
+        start tokio-broadcast "$TOKIO" --addr 127.0.0.1:0 --threads "$SHARDS"
+        echo "${SERVER_RUN[*]} tokio-broadcast --threads $SHARDS" | sed 's/^ //' >>"$COMMANDS"
+        if [ "$load" = idle ]; then idle tokio-broadcast; else fanout "tokio-broadcast-$load" none "${load%x*}" "${load#*x}"; fi
         stop
         grep -h lagged "$WORK/tokio-broadcast.err" || true
       done ;;
@@ -169,7 +204,7 @@ if [ "$PROFILE" = 1 ]; then
   perf record -g -F 999 -p "$PID" -o "$WORK/perf.data" -- sleep $((DURATION + 6)) 2>"$WORK/perf.err" &
   PERF=$!
   sleep 0.5
-  fanout liveshard-w0-profiled "http://$ADDR/metrics" >/dev/null
+  fanout "liveshard-w0-$FIRST-profiled" "http://$ADDR/metrics" "${FIRST%x*}" "${FIRST#*x}" >/dev/null
   wait "$PERF" || true
   stop
   # Reports go through files (not `| head`): pipefail would turn perf's SIGPIPE into an exit.
@@ -183,41 +218,65 @@ if [ "$PROFILE" = 1 ]; then
 fi
 
 # Summary table and ratios.
-python3 - "$OUT" "$CORES" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$OUT" "$CORES" "$SHARDS" "$PIN" "$LOADS" "$WINDOWS" "$SWEEP" <<'PY' | tee "$OUT/summary.txt"
 import json, os, sys
-out, cores = sys.argv[1], int(sys.argv[2])
+out, cores, shards, pin = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+loads, windows, sweep = sys.argv[5].split(), sys.argv[6].split(), sys.argv[7].split()
 def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
-rows = []
-for label in ["liveshard-w0", "liveshard-w50", "node-ws", "tokio-broadcast"]:
-    r = load(f"fanout-{label}.json")
-    if not r: continue
-    x = r["results"]
-    rows.append((label, x))
-print(f"fan-out: {cores} cores shared by loadgen and the server")
-print(f"{'server':18} {'deliv/s':>10} {'got/exp':>7} {'p50 ms':>8} {'p99 ms':>8} {'cpu cores':>9} {'deliv/cpu-s':>12} {'dropped':>8}")
-for label, x in rows:
+head = (f"{'server':30} {'deliv/s':>10} {'got/exp':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu cores':>9} {'deliv/cpu-s':>12} {'dropped':>8}")
+def row(label, x):
     cpu = x.get("server_cpu_cores")
     per = x.get("deliveries_per_server_cpu_s")
-    print(f"{label:18} {x['deliveries_per_sec']:>10.0f} {x['delivery_ratio']:>7.3f} "
+    print(f"{label:30} {x['deliveries_per_sec']:>10.0f} {x['delivery_ratio']:>7.3f} "
           f"{x['latency_us']['p50']/1000:>8.2f} {x['latency_us']['p99']/1000:>8.2f} "
           f"{(cpu if cpu is not None else float('nan')):>9.2f} {(per if per else float('nan')):>12.0f} "
           f"{str(x.get('server_dropped')):>8}")
-base = dict(rows)
-for ls in ["liveshard-w0", "liveshard-w50"]:
-    if ls not in base: continue
-    for peer in ["node-ws", "tokio-broadcast"]:
-        if peer not in base: continue
-        a, b = base[ls], base[peer]
-        d = a["deliveries_per_sec"] / max(b["deliveries_per_sec"], 1e-9)
-        pa, pb = a.get("deliveries_per_server_cpu_s"), b.get("deliveries_per_server_cpu_s")
-        c = f"{pa/pb:.2f}x" if pa and pb else "n/a"
-        print(f"{ls}/{peer}: deliveries/s {d:.2f}x, deliveries per server CPU-second {c}")
+if pin:
+    print(f"fan-out: servers pinned to CPUs 0-{shards-1} ({shards} shards/threads), loadgen on the other {cores-shards} of {cores}")
+else:
+    print(f"fan-out: {cores} cores shared by loadgen and the server ({shards} shards/threads)")
+for ld in loads:
+    v, r = ld.split("x")
+    print(f"\nload {ld}: {v} viewers, {r} msgs/s in all")
+    print(head)
+    rows = {}
+    labels = [f"liveshard-w{w}-{ld}" for w in windows] + [f"node-ws-{ld}", f"tokio-broadcast-{ld}"]
+    for label in labels:
+        r = load(f"fanout-{label}.json")
+        if r:
+            rows[label] = r["results"]
+            row(label, r["results"])
+    for w in windows:
+        ls = f"liveshard-w{w}-{ld}"
+        if ls not in rows: continue
+        for peer in [f"node-ws-{ld}", f"tokio-broadcast-{ld}"]:
+            if peer not in rows: continue
+            a, b = rows[ls], rows[peer]
+            d = a["deliveries_per_sec"] / max(b["deliveries_per_sec"], 1e-9)
+            pa, pb = a.get("deliveries_per_server_cpu_s"), b.get("deliveries_per_server_cpu_s")
+            c = f"{pa/pb:.2f}x" if pa and pb else "n/a"
+            print(f"  {ls}/{peer.rsplit('-', 1)[0]}: deliveries/s {d:.2f}x, per server CPU-second {c}")
+if sweep:
+    v = loads[0].split("x")[0]
+    print(f"\nsaturation sweep, liveshard window 0, {v} viewers in one run each:")
+    print(f"{'offered msgs/s':>14} {'offered deliv/s':>15} " + head[31:])
+    for rate in sweep:
+        r = load(f"fanout-sweep-liveshard-w0-{v}x{rate}.json")
+        if not r: continue
+        x = r["results"]
+        cpu = x.get("server_cpu_cores")
+        per = x.get("deliveries_per_server_cpu_s")
+        print(f"{rate:>14} {float(rate)*int(v):>15.0f} {x['deliveries_per_sec']:>10.0f} {x['delivery_ratio']:>7.3f} "
+              f"{x['latency_us']['p50']/1000:>8.2f} {x['latency_us']['p99']/1000:>8.2f} "
+              f"{(cpu if cpu is not None else float('nan')):>9.2f} {(per if per else float('nan')):>12.0f} "
+              f"{str(x.get('server_dropped')):>8}")
 idle = [(l, load(f"idle-{l}.json")) for l in ["liveshard", "node-ws", "tokio-broadcast"]]
 idle = [(l, r) for l, r in idle if r]
 if idle:
-    print("idle connections (server RSS growth / connections up):")
+    print("\nidle connections (server RSS growth / connections up):")
     for l, r in idle:
         x = r["results"]
         b = x.get("bytes_per_conn")
@@ -232,8 +291,14 @@ PY
   echo "Produced by \`bench/fanout.sh\`; every number below comes from the JSON reports beside this file."
   echo
   md_machine "$CORES"
-  echo "- loadgen and the server under test share these $CORES cores; other processes on the"
-  echo "  machine were not stopped. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  if [ "$PIN" = 1 ]; then
+    echo "- servers pinned to CPUs 0-$((SHARDS - 1)) ($SHARDS shards/threads), loadgen to CPUs"
+    echo "  $SHARDS-$((CORES - 1)) (taskset); other processes on the machine were not stopped."
+  else
+    echo "- loadgen and the server under test share these $CORES cores; other processes on the"
+    echo "  machine were not stopped."
+  fi
+  echo "- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "## Versions"
   echo
@@ -244,8 +309,11 @@ PY
   echo
   echo "## Load"
   echo
-  echo "$VIEWERS viewers over $ROOMS rooms, $PUBLISHERS publishers posting $RATE msgs/s in all for ${DURATION}s,"
-  echo "$PAYLOAD-byte texts; loadgen in $PROCS processes × $THREADS executors, sources $SRC."
+  echo "Loads (viewers x msgs/s in all): $LOADS; over $ROOMS rooms, $PUBLISHERS publishers, ${DURATION}s"
+  echo "each, $PAYLOAD-byte texts; loadgen in $PROCS processes × $THREADS executors, sources $SRC."
+  if [ -n "$SWEEP" ]; then
+    echo "Saturation sweep (liveshard, window 0, the first load's viewers): $SWEEP msgs/s."
+  fi
   echo "Idle: $IDLE_CONNS connections over $ROOMS rooms."
   echo
   md_commands_and_results "$COMMANDS" "$OUT/summary.txt"

@@ -153,6 +153,8 @@ impl Danmaku {
         m.ws_dropped.fetch_add(take(&c.dropped), Relaxed);
         m.ws_sampled_out.fetch_add(take(&c.sampled_out), Relaxed);
         m.ws_bytes_out.fetch_add(take(&c.bytes_written), Relaxed);
+        m.ws_flushes.fetch_add(take(&c.flushes), Relaxed);
+        m.ws_flush_writes.fetch_add(take(&c.flush_writes), Relaxed);
         m.ws_slow_closed.fetch_add(take(&c.slow_closed), Relaxed);
         m.ws_heartbeat_closed
             .fetch_add(take(&c.heartbeat_closed), Relaxed);

@@ -55,6 +55,8 @@ pub struct ShardMetrics {
     pub ws_dropped: AtomicU64,
     pub ws_sampled_out: AtomicU64,
     pub ws_bytes_out: AtomicU64,
+    pub ws_flushes: AtomicU64,
+    pub ws_flush_writes: AtomicU64,
     pub ws_slow_closed: AtomicU64,
     pub ws_heartbeat_closed: AtomicU64,
     pub ws_queue_bytes: AtomicU64,

@@ -176,6 +176,18 @@ impl Metrics {
                 |s| s.ws_deliveries.load(Relaxed),
             ),
             (
+                "liveshard_ws_flushes_total",
+                "counter",
+                "End-of-turn flushes of corked fan-out frames.",
+                |s| s.ws_flushes.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_flush_writes_total",
+                "counter",
+                "Viewer writes made by those flushes (one system call each, however many frames).",
+                |s| s.ws_flush_writes.load(Relaxed),
+            ),
+            (
                 "liveshard_ws_messages_dropped_total",
                 "counter",
                 "Frames dropped for slow viewers or full rings.",

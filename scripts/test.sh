@@ -4,8 +4,10 @@
 #
 # Tests start real components themselves on free loopback ports: the liveshard binary,
 # redis-server, ffmpeg/ffprobe, Chromium, and run openapi-spec-validator (Python, from
-# PyPI). The JavaScript SDK's tests (clients/sdk) run on Node with the npm packages of
-# clients/package-lock.json. Nothing here starts a service.
+# PyPI). The JavaScript tests (the SDK, clients/sdk, and the demo page in headless
+# Chromium, clients/web) run on Node with the npm packages of clients/package-lock.json;
+# Chromium is Debian's (playwright-core drives it; no browser is downloaded). Nothing here
+# starts a service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,7 @@ needs=(
   "redis-server:redis-server"
   "node:nodejs"
   "npm:npm"
+  "chromium:chromium"
 )
 missing=()
 for pair in "${needs[@]}"; do
@@ -50,11 +53,13 @@ fi
 
 cargo test --workspace --all-targets "$@"
 
-# The JavaScript SDK: unit tests, and its wx path against the server binary cargo just built.
-if [ ! -d clients/node_modules ]; then
+# The JavaScript clients: the SDK's unit tests and its wx path, and the demo page in headless
+# Chromium, against the server binary cargo just built. npm ci runs when a package of the
+# lock file is missing (a fresh checkout, or one from before a package was added).
+if ! node scripts/npm-check.mjs clients; then
   echo "test.sh: installing clients/ npm packages (npm ci)" >&2
   npm ci --prefix clients --no-audit --no-fund --loglevel=error
 fi
 target_dir=${CARGO_TARGET_DIR:-target}
 [[ $target_dir == /* ]] || target_dir="$PWD/$target_dir"
-LIVESHARD_BIN="$target_dir/debug/liveshard" node --test clients/sdk/test/*.test.mjs
+LIVESHARD_BIN="$target_dir/debug/liveshard" node --test clients/sdk/test/*.test.mjs clients/web/test/*.test.mjs

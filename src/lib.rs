@@ -10,6 +10,7 @@
 //!   mesh ports, the engines' clock, ids, the error-code table, text hygiene.
 //! - [`admit`]   — admission at accept: per-address caps and rates, the storm guard.
 //! - [`routes`]  — the HTTP route table and the operational routes (health, metrics).
+//! - [`web`]     — the demo page (`/demo/`) and its player libraries, served from memory.
 //! - [`http`]    — HTTP/1.1: sans-IO codec, router, connection driver.
 //! - [`ws`]      — WebSocket handshake and frame codec (sans-IO).
 //! - [`danmaku`] — rooms, one-encode cross-shard fan-out, the danmaku protocol.
@@ -51,4 +52,5 @@ pub mod shard;
 pub mod sockio;
 pub mod store;
 pub mod text;
+pub mod web;
 pub mod ws;

@@ -48,6 +48,8 @@ pub fn router(cfg: &Config) -> Router<App> {
     let mut api = Router::new();
     crate::api::register(&mut api, cfg);
     r.mount(api, |app| app.api.clone());
+    // The demo page and its libraries (`clients/`), read once at start.
+    crate::web::register(&mut r, &cfg.server.clients_dir);
     if cfg.server.debug_endpoints {
         r.add(Method::Get, "/debug/sleep", handler(debug_sleep));
         // No limit of its own: bodies up to `http.max_body_bytes`, the default for

@@ -29,6 +29,8 @@ struct Playlist {
     target: u64,
     /// (duration seconds, URI)
     segments: Vec<(f64, String)>,
+    /// Per segment: its `#EXT-X-PROGRAM-DATE-TIME` and the stream time of its `t=` title.
+    times: Vec<(String, u64)>,
     discontinuities: usize,
     ended: bool,
 }
@@ -40,17 +42,29 @@ fn parse_playlist(text: &str) -> Playlist {
         media_sequence: 0,
         target: 0,
         segments: Vec::new(),
+        times: Vec::new(),
         discontinuities: 0,
         ended: false,
     };
     let mut duration = None;
+    let mut pdt = None;
     for l in lines {
         if let Some(v) = l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             p.media_sequence = v.parse().unwrap();
         } else if let Some(v) = l.strip_prefix("#EXT-X-TARGETDURATION:") {
             p.target = v.parse().unwrap();
+        } else if let Some(v) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = Some(v.to_string());
         } else if let Some(v) = l.strip_prefix("#EXTINF:") {
-            duration = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
+            let (d, title) = v.split_once(',').expect("EXTINF has a comma");
+            duration = Some(d.parse::<f64>().unwrap());
+            let t = title
+                .strip_prefix("t=")
+                .expect("the stream time is the title");
+            p.times.push((
+                pdt.take().expect("each segment has its program date-time"),
+                t.parse().unwrap(),
+            ));
         } else if l == "#EXT-X-DISCONTINUITY" {
             p.discontinuities += 1;
         } else if l == "#EXT-X-ENDLIST" {
@@ -323,6 +337,13 @@ fn a_reconnecting_publisher_continues_the_playlist_after_a_discontinuity() {
         after.media_sequence <= last_before + 1,
         "the old segments are still listed: {before:?} then {after:?}"
     );
+    // The new ffmpeg starts its timestamps at 0 again; the stream clock carries on, so
+    // stream times and program date-times (RFC 3339 in UTC sort as text) keep growing
+    // across the break.
+    for w in after.times.windows(2) {
+        assert!(w[0].1 < w[1].1, "stream time goes on: {:?}", after.times);
+        assert!(w[0].0 < w[1].0, "date-times go on: {:?}", after.times);
+    }
 }
 
 #[test]

@@ -257,3 +257,25 @@ export declare class HoldQueue<T extends { media_ts?: number } = RoomItem> {
   flush(): void;
   clear(): void;
 }
+
+/** A HoldQueue clock over a player; `detach()` stops listening to it. */
+export interface MediaClock {
+  (): number | null;
+  detach(): void;
+}
+
+/** The stream time (ms) an HLS segment's EXTINF title `t=<ms>` names, or null. */
+export declare function segmentStreamTime(title: string | null | undefined): number | null;
+
+/** HLS through hls.js: `playingDate − epoch`, the epoch read from the playing fragment. */
+export declare function hlsMediaClock(hls: {
+  on(event: string, fn: (event: string, data: any) => void): void;
+  off(event: string, fn: (event: string, data: any) => void): void;
+  readonly playingDate: Date | null;
+}): MediaClock;
+
+/** HTTP-FLV through mpegts.js or flv.js: `onStreamTime.start + video.currentTime × 1000`. */
+export declare function flvMediaClock(
+  player: { on(event: string, fn: (data: any) => void): void; off(event: string, fn: (data: any) => void): void },
+  video: { readonly currentTime: number },
+): MediaClock;

@@ -295,6 +295,11 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
     /// Serve `/debug/*` routes (for drills and tests; never on a public port).
     pub debug_endpoints: bool,
+    /// The JavaScript clients' directory, whose `web/` page (with the SDK and the player
+    /// libraries npm installs into its `node_modules/`) is served at `/demo/`. Empty: the
+    /// first of `./clients` and the `clients/` of the repository the binary was built in
+    /// that has the page.
+    pub clients_dir: PathBuf,
     /// Open connections one client address may hold (HTTP and RTMP together; 0 = no cap).
     /// Enforced per shard as ceil(cap / shards): SO_REUSEPORT spreads one address's
     /// connections evenly, so no shard has to ask another. Sized for carrier-grade and
@@ -470,6 +475,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             shutdown_timeout_ms: 10_000,
             debug_endpoints: false,
+            clients_dir: PathBuf::new(),
             max_conns_per_ip: 1000,
             accept_rate_per_ip: 200,
             accept_burst_per_ip: 1000,

@@ -522,10 +522,13 @@ impl HomeRoom {
         self.media_clock.is_some()
     }
 
-    /// The stream timestamp now: the last one seen plus the time since.
+    /// The stream timestamp now: the last one seen plus the time since, at most
+    /// [`MEDIA_CLOCK_RUN_MS`] past it. The live engine ticks while video arrives, so the
+    /// clock stops (within that bound) when the publisher stops sending, and stays
+    /// stopped through the publisher's grace period.
     pub fn media_now(&self, now_ms: u64) -> Option<u64> {
         self.media_clock
-            .map(|(media, at)| media + now_ms.saturating_sub(at))
+            .map(|(media, at)| media + now_ms.saturating_sub(at).min(MEDIA_CLOCK_RUN_MS))
     }
 }
 
@@ -536,6 +539,11 @@ pub struct JoinFrames {
     pub gap: Option<Bytes>,
     pub history: Bytes,
 }
+
+/// How far a room's media clock runs on past the live engine's last tick: twice the
+/// tick interval (`live::engine::CLOCK_EVERY`, 500 ms), so a running stream never
+/// reaches it and a stopped one stops within a second.
+pub const MEDIA_CLOCK_RUN_MS: u64 = 1_000;
 
 /// A room's viewers on one shard.
 #[derive(Default)]
@@ -845,5 +853,22 @@ mod tests {
         assert!(r.idle_since_ms.is_none());
         r.set_count(1, 0, 10);
         assert_eq!(r.idle_since_ms, Some(10));
+    }
+
+    #[test]
+    fn the_media_clock_runs_between_ticks_and_stops_without_them() {
+        let mut r = room(0);
+        assert_eq!(r.media_now(0), None);
+        r.set_media_clock(57_000, 1_000);
+        assert_eq!(r.media_now(1_300), Some(57_300));
+        r.set_media_clock(57_520, 1_520);
+        assert_eq!(r.media_now(1_900), Some(57_900));
+        // No tick since: the publisher stopped sending. The clock stops, however long
+        // the grace lasts.
+        assert_eq!(r.media_now(2_520), Some(58_520));
+        assert_eq!(r.media_now(11_520), Some(58_520));
+        assert!(r.is_live());
+        r.clear_media_clock();
+        assert_eq!(r.media_now(12_000), None);
     }
 }

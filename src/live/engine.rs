@@ -27,6 +27,7 @@ use shards::local::Notify;
 
 use super::{Frame, Msg, RoomEvents, Settings, StreamId};
 use crate::media::gop::GopCache;
+use crate::media::timeline::{Resume, Timeline};
 use crate::media::{MediaKind, MediaMessage, Packaged};
 use crate::metrics::{Slot, StreamStats};
 use crate::outbound::OutboundHandle;
@@ -49,6 +50,8 @@ pub struct Viewer {
     pub is_ended: Cell<bool>,
     /// Its stream's start (the FLV header) has been queued.
     pub started: Cell<bool>,
+    /// HTTP-FLV: the `onStreamTime` tag (its first frame's stream time) has been queued.
+    pub time_told: Cell<bool>,
     /// When the player asked to play, until its first keyframe is queued: then the time to
     /// first frame is observed (`liveshard_media_ttff_seconds`) and this cleared.
     pub requested: Cell<Option<Instant>>,
@@ -62,6 +65,7 @@ impl Viewer {
             ended: Notify::new(),
             is_ended: Cell::new(false),
             started: Cell::new(false),
+            time_told: Cell::new(false),
             requested: Cell::new(Some(Instant::now())),
         })
     }
@@ -89,6 +93,8 @@ pub(super) struct Claim {
     pub(super) connected: bool,
     /// When its publisher went (`connected` false): the grace runs from here.
     pub(super) released: Option<Instant>,
+    /// Where the stream's clock stopped when its publisher went, for the next one.
+    pub(super) resume: Option<Resume>,
 }
 
 /// A stream published on this shard.
@@ -100,6 +106,8 @@ pub(super) struct Owned {
     bytes_in: u64,
     started: Instant,
     clock_sent: Option<Instant>,
+    /// The stream clock every message is stamped with.
+    timeline: Timeline,
 }
 
 /// A stream watched on this shard.
@@ -174,8 +182,11 @@ pub struct Live {
     partial: std::cell::OnceCell<crate::media::rtmp::PartialBudget>,
 }
 
-/// Interval of the media clock sent to the danmaku room (C4).
-const CLOCK_EVERY: Duration = Duration::from_millis(500);
+/// Interval of the media clock sent to the danmaku room (C4): a tick carries the stream
+/// time of the first video frame at least this long after the previous tick. The room
+/// runs its clock on from a tick for at most twice this (`danmaku::room`), so the clock
+/// stops within that once frames stop coming.
+pub const CLOCK_EVERY: Duration = Duration::from_millis(500);
 
 impl Live {
     pub fn new(ctx: Ctx) -> Rc<Self> {
@@ -227,6 +238,16 @@ impl Live {
     /// The publisher of `stream` connected on this shard (after its claim was granted).
     /// Returns the notify that asks it to stop.
     pub fn start_owned(self: &Rc<Self>, stream: &StreamId) -> Rc<Notify> {
+        self.start_owned_at(stream, None)
+    }
+
+    /// [`Live::start_owned`], carrying the stream clock on from where a previous
+    /// publisher left it (`resume`, from the claim: [`Live::resume_point`]).
+    pub fn start_owned_at(
+        self: &Rc<Self>,
+        stream: &StreamId,
+        resume: Option<Resume>,
+    ) -> Rc<Notify> {
         let mut owned = self.owned.borrow_mut();
         let o = owned.entry(stream.clone()).or_insert_with(|| Owned {
             gop: GopCache::new(self.settings().gop),
@@ -235,7 +256,13 @@ impl Live {
             bytes_in: 0,
             started: self.now(),
             clock_sent: None,
+            timeline: Timeline::new(),
         });
+        match resume {
+            Some(r) => o.timeline = Timeline::resumed(r),
+            None => o.timeline.restart(),
+        }
+        o.clock_sent = None;
         // A resumed stream keeps its subscribers; the new publisher's headers replace the
         // old ones as they arrive.
         o.gop.clear();
@@ -265,57 +292,75 @@ impl Live {
     pub fn publisher_gone(self: &Rc<Self>, stream: &StreamId, for_good: bool) {
         self.ctx.metrics.media_publishers.fetch_sub(1, Relaxed);
         self.hls.publisher_gone(&self.ctx, stream);
+        // The clock stops here (no more ticks to the room); the next publisher carries
+        // it on from this point.
+        let resume = self
+            .owned
+            .borrow()
+            .get(stream)
+            .and_then(|o| o.timeline.resume_point());
         let home = self.ctx.port.home_of(stream);
         let from = self.ctx.port.me();
         let stream = stream.clone();
         let port = self.ctx.port.clone();
         monoio::spawn(async move {
             let _ = port
-                .call(home, move |h: &Rc<Live>| h.release(stream, from, for_good))
+                .call(home, move |h: &Rc<Live>| {
+                    h.release(stream, from, for_good, resume)
+                })
                 .await;
         });
     }
 
-    /// One message from the publisher of `stream`: package it once, cache it, send it on.
+    /// One message from the publisher of `stream`: stamp it with stream time, package it
+    /// once, cache it, send it on.
     pub fn ingest(&self, stream: &StreamId, msg: MediaMessage, metadata: bool) {
         let len = msg.payload.len() as u64;
         bump(&self.counters.bytes_in, len);
-        // Packaging classifies the message once; everyone downstream reads `class`.
-        let packaged = if metadata {
-            Packaged::new_metadata(&msg)
-        } else {
-            Packaged::new(&msg)
-        };
-        let Ok(packaged) = packaged else {
-            return;
-        };
-        let frame = Arc::new(Frame {
-            stream: stream.clone(),
-            flv_chunk_head: Bytes::from(format!("{:x}\r\n", packaged.flv.len())),
-            packaged,
-        });
         let now = self.now();
-        let (subscribers, clock) = {
+        let unix_ms = self.ctx.clock.unix_ms();
+        let (frame, subscribers, clock, epoch) = {
             let mut owned = self.owned.borrow_mut();
             let Some(o) = owned.get_mut(stream) else {
                 return;
             };
+            // Classified once; frames move the stream clock, the rest (metadata, sequence
+            // headers) take its current offset.
+            let timeline = &mut o.timeline;
+            let packaged = Packaged::stamped(&msg, metadata, |class, raw| {
+                if class.is_frame() {
+                    timeline.stamp_frame(raw, unix_ms)
+                } else {
+                    timeline.stamp_other(raw)
+                }
+            });
+            let Ok(packaged) = packaged else {
+                return;
+            };
+            let frame = Arc::new(Frame {
+                stream: stream.clone(),
+                flv_chunk_head: Bytes::from(format!("{:x}\r\n", packaged.flv.len())),
+                packaged,
+            });
             o.bytes_in += len;
             if metadata {
                 o.gop.set_metadata(frame.packaged.clone());
             } else {
                 o.gop.push(frame.packaged.clone());
             }
-            let clock = (msg.kind == MediaKind::Video
+            let p = &frame.packaged;
+            let clock = (p.kind == MediaKind::Video
+                && p.class.is_frame()
                 && o.clock_sent
                     .is_none_or(|t| now.saturating_duration_since(t) >= CLOCK_EVERY))
             .then(|| {
                 o.clock_sent = Some(now);
-                msg.timestamp as u64
+                u64::from(p.timestamp)
             });
-            (o.subscribers.clone(), clock)
+            let epoch = o.timeline.epoch_ms();
+            (frame, o.subscribers.clone(), clock, epoch)
         };
-        self.hls.ingest(&self.ctx, stream, &frame.packaged);
+        self.hls.ingest(&self.ctx, stream, &frame.packaged, epoch);
         for (s, subscribed) in subscribers.into_iter().enumerate() {
             if !subscribed {
                 continue;
@@ -325,7 +370,9 @@ impl Live {
             }
         }
         if let Some(media_ms) = clock {
-            // The stream clock for danmaku timestamps (C4).
+            // The stream clock for danmaku timestamps (C4): stream time, ticked at most
+            // every `CLOCK_EVERY` while video frames arrive and never otherwise, so the
+            // room's clock stops with the publisher.
             self.ctx.events.clock(stream, Some(media_ms));
         }
     }

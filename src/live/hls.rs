@@ -175,10 +175,14 @@ impl HlsState {
         }
     }
 
-    /// One ingested message of a stream published here.
-    pub fn ingest(&self, ctx: &Ctx, stream: &StreamId, msg: &Packaged) {
+    /// One ingested message of a stream published here (in stream time), and the
+    /// stream's epoch (for `#EXT-X-PROGRAM-DATE-TIME`).
+    pub fn ingest(&self, ctx: &Ctx, stream: &StreamId, msg: &Packaged, epoch_ms: Option<u64>) {
         let pushed = match self.streams.borrow_mut().get_mut(stream) {
-            Some(e) => e.seg.push_packaged(msg),
+            Some(e) => {
+                e.seg.set_epoch(epoch_ms);
+                e.seg.push_packaged(msg)
+            }
             None => return,
         };
         count_pushed(ctx, pushed);

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::engine::{bump, Live, LocalStream, Proto, Viewer};
 use super::{Frame, Msg, StreamId};
 use crate::media::gop::GopCache;
-use crate::media::Packaged;
+use crate::media::{flv, MediaKind, Packaged};
 use crate::outq::{Kind, Offer};
 
 static CRLF: Bytes = Bytes::from_static(b"\r\n");
@@ -120,7 +120,14 @@ impl Live {
                 let parts = if viewer.started.replace(true) {
                     ls.gop.iter().map(|p| p.flv.clone()).collect()
                 } else {
-                    ls.gop.flv_start()
+                    let mut parts = ls.gop.flv_start();
+                    // The player's media time starts at its first frame: say which
+                    // stream time that is (after the FLV header, before any tag).
+                    if let Some(start) = first_frame_time(&ls.gop) {
+                        parts.insert(1.min(parts.len()), flv::stream_time_tag(start));
+                        viewer.time_told.set(true);
+                    }
+                    parts
                 };
                 if parts.is_empty() {
                     return;
@@ -160,7 +167,14 @@ impl Live {
             }
         };
         let now = Instant::now();
+        let is_frame = frame.packaged.class.is_frame();
         for v in &ls.viewers {
+            if v.proto == Proto::Flv && is_frame && !v.time_told.replace(true) {
+                // A viewer started before any frame was cached: this one is its first.
+                let tag = flv::stream_time_tag(frame.packaged.timestamp);
+                let head = Bytes::from(format!("{:x}\r\n", tag.len()));
+                let _ = v.outbox.offer(&[&head, &tag, &CRLF], Kind::MustSend, now);
+            }
             let parts: &[&Bytes] = match v.proto {
                 Proto::Rtmp => &[&frame.packaged.rtmp],
                 Proto::Flv => &[&frame.flv_chunk_head, &frame.packaged.flv, &CRLF],
@@ -295,4 +309,14 @@ impl Live {
             }
         }
     }
+}
+
+/// The stream time a player counts its media time from when it starts on `gop`: the
+/// earliest of the first video and the first audio frame (mpegts.js and flv.js take the
+/// smaller of the two tracks' first timestamps as their zero).
+fn first_frame_time(gop: &GopCache) -> Option<u32> {
+    let frames = || gop.frames().filter(|p| p.class.is_frame());
+    let video = frames().find(|p| p.kind == MediaKind::Video);
+    let audio = frames().find(|p| p.kind == MediaKind::Audio);
+    video.into_iter().chain(audio).map(|p| p.timestamp).min()
 }

@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use super::engine::{Claim, ClaimAnswer, Live};
 use super::{Msg, StreamId};
+use crate::media::timeline::Resume;
 
 impl Live {
     // --- registry (home shard) ---------------------------------------------------------
@@ -28,6 +29,7 @@ impl Live {
                             owner: from,
                             connected: true,
                             released: None,
+                            resume: None,
                         },
                     );
                     false
@@ -41,9 +43,22 @@ impl Live {
         ClaimAnswer::Granted { resumed }
     }
 
-    /// On the home shard: the publisher of `stream` on `from` stopped. `for_good` (an
-    /// explicit unpublish) ends the stream now; otherwise it waits for the grace period.
-    pub fn release(self: &Rc<Self>, stream: StreamId, from: usize, for_good: bool) {
+    /// On the home shard: where `stream`'s clock stopped, for its next publisher (the
+    /// stream clock carries on across a reconnect, [`crate::media::timeline`]).
+    pub fn resume_point(&self, stream: &str) -> Option<Resume> {
+        self.registry.borrow().get(stream).and_then(|c| c.resume)
+    }
+
+    /// On the home shard: the publisher of `stream` on `from` stopped, its clock at
+    /// `resume`. `for_good` (an explicit unpublish) ends the stream now; otherwise it
+    /// waits for the grace period.
+    pub fn release(
+        self: &Rc<Self>,
+        stream: StreamId,
+        from: usize,
+        for_good: bool,
+        resume: Option<Resume>,
+    ) {
         let now = self.now();
         {
             let mut reg = self.registry.borrow_mut();
@@ -55,6 +70,7 @@ impl Live {
             }
             c.connected = false;
             c.released = Some(now);
+            c.resume = resume.or(c.resume);
         }
         if for_good {
             return self.end(&stream);

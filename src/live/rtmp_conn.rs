@@ -42,6 +42,7 @@ use crate::media::rtmp::{
     SessionConfig, SessionError,
 };
 use crate::media::sign;
+use crate::media::timeline::Resume;
 use crate::outq::{spawn_writer, OutQueue, Policy, Timeout};
 use crate::sockio::read_append;
 use crate::store::Request as StoreRequest;
@@ -309,11 +310,11 @@ async fn on_event(
 ) -> bool {
     match event {
         Event::Publish(req) => match check_publish(live, &req, peer).await {
-            Ok(stream) => {
+            Ok((stream, resume)) => {
                 if session.accept_publish().is_err() {
                     return false;
                 }
-                let stop = live.start_owned(&stream);
+                let stop = live.start_owned_at(&stream, resume);
                 tracing::info!(stream = %stream, %peer, "publishing");
                 *role = Role::Publisher {
                     stream,
@@ -391,7 +392,7 @@ async fn check_publish(
     live: &Rc<Live>,
     req: &PublishRequest,
     peer: SocketAddr,
-) -> Result<StreamId, Refusal> {
+) -> Result<(StreamId, Option<Resume>), Refusal> {
     let settings = &live.ctx.settings;
     let what = format!("publish of {}/{}", req.app, req.stream);
     if req.app != settings.app {
@@ -445,11 +446,15 @@ async fn check_publish(
     let s = stream.clone();
     match live
         .port()
-        .call(home, move |h: &Rc<Live>| h.claim(s, from))
+        .call(home, move |h: &Rc<Live>| {
+            let answer = h.claim(s.clone(), from);
+            // Where the stream's clock stopped, if a previous publisher left it.
+            (answer, h.resume_point(&s))
+        })
         .await
     {
-        Some(ClaimAnswer::Granted { .. }) => Ok(stream),
-        Some(ClaimAnswer::Busy) => Err((
+        Some((ClaimAnswer::Granted { .. }, resume)) => Ok((stream, resume)),
+        Some((ClaimAnswer::Busy, _)) => Err((
             status::PUBLISH_BAD_NAME,
             format!("{what} refused: the stream is already being published"),
         )),

@@ -56,6 +56,12 @@ impl Class {
         }
     }
 
+    /// An audio or video message that is not decoder configuration: a frame on the
+    /// stream's timeline.
+    pub fn is_frame(&self) -> bool {
+        matches!(self, Class::Video(_) | Class::Audio(_)) && !self.is_sequence_header()
+    }
+
     pub fn is_metadata(&self) -> bool {
         *self == Class::Metadata
     }

@@ -46,6 +46,25 @@ pub fn encode_tag(kind: MediaKind, timestamp: u32, payload: &[u8]) -> Result<Byt
     Ok(out.freeze())
 }
 
+/// The name of the script tag that tells an HTTP-FLV player the stream time of its first
+/// frame: `onStreamTime {start: ms}` (`docs/media.md`, "Media time").
+pub const STREAM_TIME: &str = "onStreamTime";
+
+/// The `onStreamTime` script tag, at timestamp `start_ms`: the stream time of the first
+/// audio or video tag that follows it. A player that counts its time from its first frame
+/// (mpegts.js, flv.js) shows stream time `start + currentTime`.
+pub fn stream_time_tag(start_ms: u32) -> Bytes {
+    let body = super::amf0::encode_all(&[
+        super::amf0::Amf0Value::string(STREAM_TIME),
+        super::amf0::Amf0Value::object([(
+            "start",
+            super::amf0::Amf0Value::Number(f64::from(start_ms)),
+        )]),
+    ]);
+    // A few dozen bytes: far under the payload bound.
+    encode_tag(MediaKind::Data, start_ms, &body).unwrap_or_default()
+}
+
 fn put_u24(out: &mut BytesMut, v: u32) {
     out.put_slice(&v.to_be_bytes()[1..]);
 }

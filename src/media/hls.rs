@@ -13,6 +13,13 @@
 //!   open segment, and the next one is marked `#EXT-X-DISCONTINUITY` and starts on a
 //!   keyframe again; so does a publisher coming back ([`Segmenter::resume`]).
 //!
+//! **Program date-time.** The segmenter is fed stream time (the ingest's
+//! [`super::timeline::Timeline`]) and told the stream's epoch ([`Segmenter::set_epoch`]):
+//! each segment is listed with `#EXT-X-PROGRAM-DATE-TIME` = epoch + the stream time of its
+//! first frame, and that stream time as its `#EXTINF` title (`t=<ms>`). A player's
+//! `playingDate − epoch` is then the stream time on screen, the clock of danmaku
+//! `media_ts` (C4); `docs/media.md` gives the mapping.
+//!
 //! Durations come from the stream's own timestamps, never a clock: a segment lasts from
 //! its first frame to the first frame of the next, or, when it is closed without a
 //! successor ([`Segmenter::finish`]), to its last frame plus one frame interval.
@@ -87,6 +94,11 @@ pub struct Segment {
     pub duration_ms: u32,
     /// Follows a break (timestamps reset, a new publisher): `#EXT-X-DISCONTINUITY`.
     pub discontinuity: bool,
+    /// Stream time of its first frame.
+    pub start_ms: u32,
+    /// Its program date-time (Unix ms): the stream's epoch + `start_ms`, once the epoch
+    /// is known.
+    pub pdt_ms: Option<u64>,
     /// Whole TS packets, starting with a PAT and a PMT.
     pub data: Bytes,
 }
@@ -157,6 +169,8 @@ pub struct Segmenter {
     last_audio_ts: Option<u32>,
     /// The latest interval between two frames of the timing track.
     frame_gap: u32,
+    /// Unix ms at stream time 0 ([`Segmenter::set_epoch`]).
+    epoch_ms: Option<u64>,
     ended: bool,
     playlist: Bytes,
     size_hint: usize,
@@ -199,6 +213,7 @@ impl Segmenter {
             last_video_ts: None,
             last_audio_ts: None,
             frame_gap: 0,
+            epoch_ms: None,
             ended: false,
             playlist: Bytes::new(),
             size_hint: FIRST_CAPACITY,
@@ -214,6 +229,14 @@ impl Segmenter {
 
     pub fn stats(&self) -> SegmenterStats {
         self.stats
+    }
+
+    /// The stream's epoch: Unix ms at stream time 0. Segments finished from now on carry
+    /// `#EXT-X-PROGRAM-DATE-TIME` (the epoch plus their first frame's stream time).
+    pub fn set_epoch(&mut self, epoch_ms: Option<u64>) {
+        if epoch_ms.is_some() {
+            self.epoch_ms = epoch_ms;
+        }
     }
 
     /// The stream ended: no more input is taken, the playlist has `#EXT-X-ENDLIST`.
@@ -433,6 +456,8 @@ impl Segmenter {
             sequence: self.next_sequence,
             duration_ms,
             discontinuity: open.discontinuity,
+            start_ms: open.start,
+            pdt_ms: self.epoch_ms.map(|e| e + u64::from(open.start)),
             data,
         });
         self.next_sequence = self.next_sequence.wrapping_add(1);
@@ -553,20 +578,54 @@ impl Segmenter {
             if s.discontinuity {
                 text.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            let _ = writeln!(
+            if let Some(pdt) = s.pdt_ms {
+                text.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+                write_date_time(&mut text, pdt);
+                text.push('\n');
+            }
+            let _ = write!(
                 text,
-                "#EXTINF:{}.{:03},\n{}-{}.ts",
+                "#EXTINF:{}.{:03},",
                 s.duration_ms / 1000,
-                s.duration_ms % 1000,
-                self.name,
-                s.sequence
+                s.duration_ms % 1000
             );
+            if s.pdt_ms.is_some() {
+                // The segment's stream time, as its title: `t=<ms>`.
+                let _ = write!(text, "t={}", s.start_ms);
+            }
+            let _ = writeln!(text, "\n{}-{}.ts", self.name, s.sequence);
         }
         if self.ended {
             text.push_str("#EXT-X-ENDLIST\n");
         }
         self.playlist = Bytes::from(text);
     }
+}
+
+/// Writes Unix ms `ms` as an RFC 3339 date-time in UTC with milliseconds
+/// (`2024-11-23T04:41:18.901Z`), the form RFC 8216 §4.3.2.6 asks for.
+pub fn write_date_time(out: &mut String, ms: u64) {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian; Howard Hinnant's method).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    );
 }
 
 #[cfg(test)]
@@ -654,6 +713,38 @@ mod tests {
         lines(s)
             .into_iter()
             .find_map(|l| l.strip_prefix(&format!("{tag}:")).map(str::to_string))
+    }
+
+    #[test]
+    fn each_segment_has_its_program_date_time_on_the_stream_clock() {
+        let mut s = Segmenter::new("cam", cfg(2000, 6), 0);
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        // 2024-11-23T04:41:18.901Z is 1_732_336_878_901 ms since the epoch.
+        s.set_epoch(Some(1_732_336_878_901));
+        src.run(&mut s, 6000);
+        let l = lines(&s);
+        let pdts: Vec<&String> = l
+            .iter()
+            .filter(|l| l.starts_with("#EXT-X-PROGRAM-DATE-TIME:"))
+            .collect();
+        assert_eq!(pdts.len(), 2, "{l:?}");
+        assert_eq!(pdts[0], "#EXT-X-PROGRAM-DATE-TIME:2024-11-23T04:41:18.901Z");
+        assert_eq!(pdts[1], "#EXT-X-PROGRAM-DATE-TIME:2024-11-23T04:41:20.901Z");
+        // Each PDT line is followed by the segment's EXTINF with its stream time.
+        let i = l.iter().position(|x| x == pdts[1]).unwrap();
+        assert_eq!(l[i + 1], "#EXTINF:2.000,t=2000");
+        let segs: Vec<_> = s.segments().map(|x| (x.start_ms, x.pdt_ms)).collect();
+        assert_eq!(
+            segs,
+            [
+                (0, Some(1_732_336_878_901)),
+                (2000, Some(1_732_336_880_901))
+            ]
+        );
+        let mut out = String::new();
+        write_date_time(&mut out, 951_782_400_000 + 86_400_000 - 1);
+        assert_eq!(out, "2000-02-29T23:59:59.999Z", "a leap day");
     }
 
     #[test]

@@ -14,10 +14,12 @@
 //! - [`sign`]   — signed push/play URLs (Tencent Cloud CSS `txSecret`/`txTime`).
 //! - [`ts`]     — MPEG-TS muxing of H.264 + AAC (PAT/PMT, PES, Annex B, ADTS).
 //! - [`hls`]    — the HLS segmenter: TS segments cut on keyframes, the sliding m3u8.
+//! - [`timeline`] — the stream clock: one timeline (stream time and its epoch) for every
+//!   output of a stream, carried across publisher reconnects.
 //!
 //! The flow, once the connection drivers are wired: the publisher's shard feeds socket
-//! bytes to a [`rtmp::ServerSession`], packages and classifies each [`MediaMessage`]
-//! once ([`Packaged::new`]), keeps it in the stream's [`gop::GopCache`] and hands the same
+//! bytes to a [`rtmp::ServerSession`], classifies each [`MediaMessage`] once, stamps it
+//! with stream time ([`timeline::Timeline`]) and packages it once ([`Packaged::stamped`]), keeps it in the stream's [`gop::GopCache`] and hands the same
 //! `Bytes` to every shard with viewers; RTMP viewers are written `Packaged::rtmp`, HTTP-FLV
 //! viewers `Packaged::flv`. The same shard feeds each message to the stream's
 //! [`hls::Segmenter`], so a TS segment is also muxed once, whoever fetches it.
@@ -31,6 +33,7 @@ pub mod kind;
 pub mod packet;
 pub mod rtmp;
 pub mod sign;
+pub mod timeline;
 pub mod ts;
 
 pub use class::Class;

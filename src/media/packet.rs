@@ -63,13 +63,33 @@ impl Packaged {
         Self::with_class(msg, class)
     }
 
+    /// Classifies `msg` once (as [`Packaged::new_metadata`] when `metadata`, else as
+    /// [`Packaged::new`]), then packages it at the timestamp `stamp` gives for that class
+    /// and the message's own timestamp (the stream clock, [`super::timeline`]).
+    pub fn stamped(
+        msg: &MediaMessage,
+        metadata: bool,
+        stamp: impl FnOnce(&Class, u32) -> u32,
+    ) -> Result<Packaged, PackageError> {
+        let class = match msg.kind {
+            MediaKind::Data if metadata => Class::Metadata,
+            kind => Class::of(kind, &msg.payload),
+        };
+        let timestamp = stamp(&class, msg.timestamp);
+        Self::at(msg, class, timestamp)
+    }
+
     fn with_class(msg: &MediaMessage, class: Class) -> Result<Packaged, PackageError> {
+        Self::at(msg, class, msg.timestamp)
+    }
+
+    fn at(msg: &MediaMessage, class: Class, timestamp: u32) -> Result<Packaged, PackageError> {
         Ok(Packaged {
             kind: msg.kind,
-            timestamp: msg.timestamp,
+            timestamp,
             class,
-            flv: flv::encode_tag(msg.kind, msg.timestamp, &msg.payload)?,
-            rtmp: play::package(msg.kind, msg.timestamp, &msg.payload)?,
+            flv: flv::encode_tag(msg.kind, timestamp, &msg.payload)?,
+            rtmp: play::package(msg.kind, timestamp, &msg.payload)?,
         })
     }
 

@@ -18,9 +18,10 @@ use liveshard::outq::{OutQueue, Policy};
 
 use crate::harness::{breathe, config, run, Net, TestStore, VirtualClock};
 
-/// What the engine told the rooms (the danmaku side in the server).
+/// What the engine told the rooms (the danmaku side in the server); the clock's ticks
+/// apart.
 #[derive(Default)]
-struct Events(RefCell<Vec<String>>);
+struct Events(RefCell<Vec<String>>, RefCell<Vec<u64>>);
 
 impl RoomEvents for Events {
     fn live(&self, room: &StreamId, live: bool) {
@@ -28,8 +29,9 @@ impl RoomEvents for Events {
     }
 
     fn clock(&self, room: &StreamId, media_ms: Option<u64>) {
-        if media_ms.is_none() {
-            self.0.borrow_mut().push(format!("{room} clock=none"));
+        match media_ms {
+            None => self.0.borrow_mut().push(format!("{room} clock=none")),
+            Some(ms) => self.1.borrow_mut().push(ms),
         }
     }
 }
@@ -120,22 +122,32 @@ impl Cluster {
         panic!("the cluster never settled");
     }
 
-    /// What an RTMP publisher connection does on shard `from`: claim on the home, then
-    /// start the stream here.
+    /// What an RTMP publisher connection does on shard `from`: claim on the home (and
+    /// learn where the stream's clock stopped), then start the stream here.
     async fn publish(&self, from: usize, stream: &str) -> ClaimAnswer {
         let s: StreamId = stream.into();
         let port = self.shards[from].port().clone();
         let home = port.home_of(stream);
         let claim = monoio::spawn({
             let s = s.clone();
-            async move { port.call(home, move |h: &Rc<Live>| h.claim(s, from)).await }
+            async move {
+                port.call(home, move |h: &Rc<Live>| {
+                    let answer = h.claim(s.clone(), from);
+                    (answer, h.resume_point(&s))
+                })
+                .await
+            }
         });
         self.settle().await;
-        let answer = claim.await.expect("the home answers");
+        let (answer, resume) = claim.await.expect("the home answers");
         if matches!(answer, ClaimAnswer::Granted { .. }) {
-            self.shards[from].start_owned(&s);
+            self.shards[from].start_owned_at(&s, resume);
         }
         answer
+    }
+
+    fn ticks(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.events.1.borrow_mut())
     }
 
     fn ingest(&self, owner: usize, stream: &str, m: (MediaKind, u32, &[u8], bool)) {
@@ -198,6 +210,8 @@ fn audio(ts: u32) -> (MediaKind, u32, &'static [u8], bool) {
 #[derive(Debug, PartialEq, Eq)]
 enum Tag {
     Meta,
+    /// `onStreamTime {start}`: the stream time of the viewer's first frame.
+    StreamTime(u32),
     AvcConfig,
     AacConfig,
     Key(u32),
@@ -234,6 +248,13 @@ fn tags(v: &Viewer, header_seen: &mut bool) -> Vec<Tag> {
         let ts = u32::from_be_bytes([t[7], t[4], t[5], t[6]]);
         let data = &t[11..11 + size];
         out.push(match (t[0], data[0], data.get(1)) {
+            (18, _, _) if data[3..].starts_with(b"onStreamTime") => {
+                // The object's one property, `start`: a number (8-byte double).
+                let at = data.windows(5).position(|w| w == b"start").expect("start") + 6;
+                let start = f64::from_be_bytes(data[at..at + 8].try_into().unwrap());
+                assert_eq!(start as u32, ts, "the tag is stamped at its own start");
+                Tag::StreamTime(start as u32)
+            }
             (18, _, _) => Tag::Meta,
             (9, 0x17, Some(0)) => Tag::AvcConfig,
             (9, 0x17, _) => Tag::Key(ts),
@@ -288,6 +309,7 @@ fn viewers_on_every_shard_start_on_the_cached_gop_then_follow_the_live_frames() 
                     assert_eq!(
                         start,
                         [
+                            Tag::StreamTime(40),
                             Tag::Meta,
                             Tag::AvcConfig,
                             Tag::AacConfig,
@@ -295,8 +317,9 @@ fn viewers_on_every_shard_start_on_the_cached_gop_then_follow_the_live_frames() 
                             Tag::Audio(45),
                             Tag::Inter(80)
                         ],
-                        "{name}: owner {owner}, viewer {viewer}: metadata and headers first, \
-                         then the GOP from its keyframe (the inter frame before it is gone)"
+                        "{name}: owner {owner}, viewer {viewer}: the first frame's stream \
+                         time, metadata and headers, then the GOP from its keyframe (the \
+                         inter frame before it is gone)"
                     );
                     c.ingest(owner, name, inter(120));
                     c.ingest(owner, name, keyframe(160));
@@ -333,7 +356,12 @@ fn a_viewer_that_subscribes_before_the_publisher_started_gets_the_stream() {
         let mut seen = false;
         assert_eq!(
             tags(&v, &mut seen),
-            [Tag::AvcConfig, Tag::Key(0), Tag::Inter(40)],
+            [
+                Tag::AvcConfig,
+                Tag::StreamTime(0),
+                Tag::Key(0),
+                Tag::Inter(40)
+            ],
             "the early subscription was kept"
         );
         assert_eq!(c.shards[1].stream_stats()[0].subscribers, 1);
@@ -355,7 +383,7 @@ fn a_publisher_back_within_the_grace_resumes_on_another_shard_for_the_same_viewe
         let mut seen = false;
         assert_eq!(
             tags(&v, &mut seen),
-            [Tag::Meta, Tag::AvcConfig, Tag::Key(0)]
+            [Tag::StreamTime(0), Tag::Meta, Tag::AvcConfig, Tag::Key(0)]
         );
         c.events();
         // The connection drops without an unpublish.
@@ -444,5 +472,74 @@ fn an_unpublish_ends_the_stream_at_once() {
         assert!(c.shards.iter().all(|s| s.owner("bye").is_none()));
         assert_eq!(c.events(), ["bye live=false", "bye clock=none"]);
         assert_eq!(c.net.in_flight(), 0);
+    });
+}
+
+#[test]
+fn the_stream_clock_ticks_with_the_video_stops_with_the_publisher_and_carries_on_after_it() {
+    run(async {
+        let c = Cluster::new(3, &[("media.publisher_grace_ms", "5000")]);
+        c.publish(0, "tick").await;
+        c.settle().await;
+        c.ingest(0, "tick", avc_config());
+        // Two seconds of 25 fps video, arriving in real time.
+        for f in 0..50u32 {
+            let m = if f % 25 == 0 {
+                keyframe(f * 40)
+            } else {
+                inter(f * 40)
+            };
+            c.ingest(0, "tick", m);
+            c.clock.advance(Duration::from_millis(40));
+        }
+        c.settle().await;
+        let v = c.watch(2, "tick");
+        c.settle().await;
+        let mut seen = false;
+        let start = tags(&v, &mut seen);
+        assert_eq!(start[..2], [Tag::StreamTime(1000), Tag::AvcConfig]);
+        // A tick on the first frame, then on the first frame 500 ms after each tick: the
+        // room's clock never runs on more than that between two.
+        assert_eq!(c.ticks(), [0, 520, 1040, 1560]);
+        assert_eq!(c.events(), ["tick live=true"]);
+        // The publisher stops sending, then its connection drops: no tick while frames
+        // are missing, nor through the grace.
+        c.clock.advance(Duration::from_secs(3));
+        c.shards[0].publisher_gone(&"tick".into(), false);
+        c.settle().await;
+        c.clock.advance(Duration::from_secs(4));
+        let home = c.shards[0].port().home_of("tick");
+        c.shards[home].end_lapsed();
+        c.settle().await;
+        assert!(c.ticks().is_empty(), "the clock stopped with the frames");
+        assert!(c.events().is_empty(), "still live, in grace");
+        // The publisher is back on another shard, its own timestamps from 0 again: the
+        // stream clock carries on one frame after where it stopped, for the danmaku room
+        // and for the viewer that stayed.
+        assert_eq!(
+            c.publish(1, "tick").await,
+            ClaimAnswer::Granted { resumed: true }
+        );
+        c.settle().await;
+        for m in [avc_config(), keyframe(0), inter(40), audio(45)] {
+            c.ingest(1, "tick", m);
+            c.clock.advance(Duration::from_millis(40));
+        }
+        c.settle().await;
+        assert_eq!(c.ticks(), [2000]);
+        assert_eq!(
+            tags(&v, &mut seen),
+            [
+                Tag::AvcConfig,
+                Tag::Key(2000),
+                Tag::Inter(2040),
+                Tag::Audio(2045)
+            ]
+        );
+        // A viewer joining now is told the stream time of its first frame.
+        let w = c.watch(0, "tick");
+        c.settle().await;
+        let mut seen_w = false;
+        assert_eq!(tags(&w, &mut seen_w)[0], Tag::StreamTime(2000));
     });
 }

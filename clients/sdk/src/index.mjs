@@ -10,7 +10,8 @@
 //   or below it are dropped whatever the server sends (history on join repeats them);
 // - sends that return a Promise settled by the server's `ack` or `error` (matched by `cid`)
 //   or by a timeout, buffered (bounded) while the client is reconnecting;
-// - HoldQueue: holds danmaku until the player reaches the item's `media_ts` (C4).
+// - HoldQueue: holds danmaku until the player reaches the item's `media_ts` (C4), with
+//   hlsMediaClock (hls.js) and flvMediaClock (mpegts.js, flv.js) as its clock.
 //
 // This file is the source. build.mjs derives dist/liveshard.cjs (for `require`, what a
 // mini-program copies) from it by rewriting its `export` lines, so keep every export a
@@ -717,4 +718,61 @@ export class HoldQueue {
   clear() {
     this._held = [];
   }
+}
+
+// --- the player's stream time (C4) ----------------------------------------------------------
+//
+// `media_ts` is stream time: the stream's own millisecond clock, the same one its FLV tags and
+// HLS segments are stamped with (docs/media.md, "Media time"). These return a `clock()` for
+// HoldQueue: the stream time of the frame on screen, or null while it is not known yet.
+
+/** The stream time (ms) an HLS segment's EXTINF title `t=<ms>` names, or null. */
+export function segmentStreamTime(title) {
+  const m = /^t=(\d+)$/.exec(typeof title === 'string' ? title.trim() : '');
+  return m ? Number(m[1]) : null;
+}
+
+/**
+ * HLS through hls.js: each segment's `EXT-X-PROGRAM-DATE-TIME` is the stream's epoch plus the
+ * segment's stream time (its EXTINF title, `t=<ms>`), so the stream time on screen is
+ * `hls.playingDate − epoch`. The epoch is read from the first fragment played.
+ * `clock.detach()` stops listening.
+ */
+export function hlsMediaClock(hls) {
+  let epoch = null;
+  const onFrag = (_event, data) => {
+    const frag = data && data.frag;
+    const t = frag ? segmentStreamTime(frag.title) : null;
+    if (t !== null && Number.isFinite(frag.programDateTime)) epoch = frag.programDateTime - t;
+  };
+  hls.on('hlsFragChanged', onFrag);
+  const clock = () => {
+    const date = hls.playingDate;
+    if (epoch === null || !date) return null;
+    const ms = date.getTime();
+    return Number.isFinite(ms) ? ms - epoch : null;
+  };
+  clock.detach = () => hls.off('hlsFragChanged', onFrag);
+  return clock;
+}
+
+/**
+ * HTTP-FLV through mpegts.js (or flv.js): the player counts `video.currentTime` from the
+ * first frame it got, and the server's first tag, `onStreamTime {start}`, names that frame's
+ * stream time, so the stream time on screen is `start + currentTime × 1000`.
+ * `clock.detach()` stops listening.
+ */
+export function flvMediaClock(player, video) {
+  let start = null;
+  const onScript = (data) => {
+    const s = data && data.onStreamTime;
+    if (s && Number.isFinite(s.start)) start = s.start;
+  };
+  player.on('scriptdata_arrived', onScript);
+  const clock = () => {
+    const t = video.currentTime;
+    return start === null || !Number.isFinite(t) ? null : start + t * 1000;
+  };
+  clock.detach = () => player.off('scriptdata_arrived', onScript);
+  return clock;
 }

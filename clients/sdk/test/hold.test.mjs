@@ -95,3 +95,42 @@ test('clear() drops what is held', () => {
   q.tick();
   assert.deepEqual(out, []);
 });
+
+test('hlsMediaClock: playingDate − (the playing fragment date-time − its t=)', async () => {
+  const { hlsMediaClock, segmentStreamTime } = await import('../src/index.mjs');
+  assert.equal(segmentStreamTime('t=57000'), 57000);
+  assert.equal(segmentStreamTime(''), null);
+  assert.equal(segmentStreamTime(null), null);
+  assert.equal(segmentStreamTime('t=-1'), null);
+  const listeners = new Map();
+  const hls = {
+    playingDate: null,
+    on: (e, f) => listeners.set(e, f),
+    off: (e) => listeners.delete(e),
+  };
+  const clock = hlsMediaClock(hls);
+  assert.equal(clock(), null, 'nothing played yet');
+  hls.playingDate = new Date(1_732_336_935_000);
+  assert.equal(clock(), null, 'no fragment seen yet');
+  listeners.get('hlsFragChanged')('hlsFragChanged', { frag: { title: 't=57000', programDateTime: 1_732_336_935_901 } });
+  hls.playingDate = new Date(1_732_336_936_901);
+  assert.equal(clock(), 58000);
+  clock.detach();
+  assert.equal(listeners.size, 0);
+});
+
+test('flvMediaClock: onStreamTime.start + currentTime', async () => {
+  const { flvMediaClock } = await import('../src/index.mjs');
+  const listeners = new Map();
+  const player = { on: (e, f) => listeners.set(e, f), off: (e) => listeners.delete(e) };
+  const video = { currentTime: 0 };
+  const clock = flvMediaClock(player, video);
+  assert.equal(clock(), null, 'no onStreamTime yet');
+  listeners.get('scriptdata_arrived')({ onMetaData: { width: 320 } });
+  assert.equal(clock(), null);
+  listeners.get('scriptdata_arrived')({ onStreamTime: { start: 8160 } });
+  video.currentTime = 1.5;
+  assert.equal(clock(), 9660);
+  clock.detach();
+  assert.equal(listeners.size, 0);
+});

@@ -12,10 +12,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use liveshard::danmaku::cork::Cork;
 use liveshard::danmaku::protocol::{encode_item, Item, ItemBody, Mode};
 use liveshard::danmaku::room::{HomeRoom, LocalRoom, Priority, RoomSettings};
 use liveshard::danmaku::viewer::Conn;
@@ -92,8 +92,14 @@ fn item(id: u64) -> Bytes {
 }
 
 fn fanout(c: &mut Criterion) {
-    let (mut home, local) = setup();
-    let cork = Cork::new();
+    let (mut home, mut local) = setup();
+    // One turn of the shard's loop: the frame is held for the room, then the end-of-turn
+    // flush offers it to every viewer (no socket here: each queues it, the in-memory sink).
+    let turn = |local: &mut LocalRoom, frame: &Bytes| {
+        local.fanout(frame.clone(), None);
+        let (done, _) = local.flush(Instant::now());
+        (done.delivered, done.dropped)
+    };
 
     // One encode per batch, shared by every viewer.
     for id in 0..10 {
@@ -101,7 +107,7 @@ fn fanout(c: &mut Criterion) {
     }
     let frame = home.flush().expect("a batch");
     assert!(home.flush().is_none(), "one frame per batch");
-    local.fanout(&frame, &cork);
+    turn(&mut local, &frame);
     let same = local
         .viewers
         .iter()
@@ -111,18 +117,14 @@ fn fanout(c: &mut Criterion) {
         v.drain_queue();
     }
 
-    // Allocations per delivery: warm the queues and the dirty lists (two, swapped per
-    // flush), then count over one fan-out.
-    cork.flush();
-    for _ in 0..2 {
-        local.fanout(&frame, &cork);
-        cork.flush();
-        for v in &local.viewers {
-            v.drain_queue();
-        }
+    // Allocations per delivery: warm the queues and the room's pending list, then count
+    // over one fan-out.
+    turn(&mut local, &frame);
+    for v in &local.viewers {
+        v.drain_queue();
     }
     let before = ALLOCS.load(Ordering::Relaxed);
-    let (delivered, dropped) = local.fanout(&frame, &cork);
+    let (delivered, dropped) = turn(&mut local, &frame);
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!((delivered, dropped), (VIEWERS as u64, 0));
     println!(
@@ -130,7 +132,6 @@ fn fanout(c: &mut Criterion) {
         frame.len(),
         allocs as f64 / VIEWERS as f64
     );
-    cork.flush();
     for v in &local.viewers {
         v.drain_queue();
     }
@@ -139,9 +140,7 @@ fn fanout(c: &mut Criterion) {
     g.throughput(Throughput::Elements(VIEWERS as u64));
     g.bench_function("10k_viewers", |b| {
         b.iter(|| {
-            local.fanout(&frame, &cork);
-            // The end of the turn: the flush (no socket here, so it only clears the list).
-            cork.flush();
+            turn(&mut local, &frame);
             // The writer's side: take the frames off the queues (not counted separately).
             for v in &local.viewers {
                 v.drain_queue();

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::engine::{bump, Danmaku};
 use super::protocol::{self, close, code};
+use super::room::LocalRoom;
 use super::{ConnRef, JoinAnswer, Msg, RoomId, Uid};
 use crate::store::model::RoomState;
 use crate::store::{Committed, Request};
@@ -270,6 +271,11 @@ impl Danmaku {
                 let mut local = self.local.borrow_mut();
                 let room = local.entry(conn.room.clone()).or_default();
                 room.joining = room.joining.saturating_sub(1);
+                // Frames pending for this turn are in the history just sent: the others
+                // get them now, before the newcomer is one of them.
+                if room.has_pending() {
+                    self.flush_room(room);
+                }
                 room.add(conn.clone());
                 if let Some(uid) = conn.uid() {
                     room.index_user(uid, conn.clone());
@@ -302,16 +308,22 @@ impl Danmaku {
         }
     }
 
-    /// Queues a frame to this shard's viewers of `room`. A batch of posts is timed once
-    /// here, for the whole shard (no per-viewer cost).
-    fn fanout_local(&self, room: &str, frame: &Bytes, since: Option<Instant>) {
-        if let Some(r) = self.local.borrow().get(room) {
-            let (delivered, dropped) = r.fanout(frame, &self.cork);
-            bump(&self.counters.deliveries, delivered);
-            bump(&self.counters.dropped, dropped);
-            if let Some(t) = since.filter(|_| delivered + dropped > 0) {
-                self.ctx.metrics.observe_danmaku_delivery(t.elapsed());
+    /// Holds a frame for this shard's viewers of `room` until the end of the loop's turn
+    /// (`super::cork`): the flush writes the turn's frames to each viewer at once.
+    fn fanout_local(&self, room: &RoomId, frame: &Bytes, since: Option<Instant>) {
+        if let Some(r) = self.local.borrow_mut().get_mut(room) {
+            if r.fanout(frame.clone(), since) {
+                self.cork.add(room.clone());
             }
+        }
+    }
+
+    /// Writes a room's pending frames to its viewers now, and counts it.
+    pub(super) fn flush_room(&self, r: &mut LocalRoom) {
+        let (done, since) = r.flush(Instant::now());
+        self.count_flushed(done);
+        if let Some(t) = since.filter(|_| done.delivered + done.dropped > 0) {
+            self.ctx.metrics.observe_danmaku_delivery(t.elapsed());
         }
     }
 }

@@ -10,10 +10,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::cork::Cork;
+use super::cork::Flushed;
 use super::hygiene::TokenBucket;
 use super::protocol::{code, gap_frame, item_id, list_frame, list_frame_with};
 use super::viewer::Conn;
@@ -553,6 +554,11 @@ pub struct LocalRoom {
     pub joining: u32,
     /// Logged-in viewers by user id (for private messages and kicks).
     pub users: HashMap<Uid, Vec<Rc<Conn>>>,
+    /// Frames fanned out in this turn of the shard's loop, written to every viewer by the
+    /// end-of-turn flush (`cork`).
+    pending: Vec<Bytes>,
+    /// When the oldest pending frame's first post arrived (the delivery latency metric).
+    pending_since: Option<Instant>,
 }
 
 impl LocalRoom {
@@ -589,22 +595,42 @@ impl LocalRoom {
         }
     }
 
-    /// Queues `frame` for every viewer and puts them on the shard's dirty list (`cork`),
-    /// whose flush writes them at the end of the loop's turn: one refcount increment and
-    /// one queue push each. Returns (delivered, dropped for slow consumers).
-    pub fn fanout(&self, frame: &Bytes, cork: &Cork) -> (u64, u64) {
-        let mut dropped = 0;
-        // One clock read per fan-out, not per viewer: it stamps the frame where a viewer's
-        // queue holds it (the write timeout runs from there).
-        let now = std::time::Instant::now();
-        for conn in &self.viewers {
-            if conn.cork(frame, now) {
-                cork.add(conn);
-            } else {
-                dropped += 1;
-            }
+    /// Holds `frame` for this turn's flush (`cork`): nothing per viewer yet. Returns true
+    /// when it is the turn's first, so the caller puts the room on the dirty list.
+    pub fn fanout(&mut self, frame: Bytes, since: Option<Instant>) -> bool {
+        if self.viewers.is_empty() {
+            return false;
         }
-        (self.viewers.len() as u64 - dropped, dropped)
+        self.pending.push(frame);
+        if let Some(t) = since {
+            self.pending_since = Some(self.pending_since.map_or(t, |p| p.min(t)));
+        }
+        self.pending.len() == 1
+    }
+
+    /// Whether frames wait for the flush.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes the pending frames to every viewer: the same buffers, one `sendmsg` each
+    /// (or through its queue when something is ahead of them). Returns what it did and
+    /// when the oldest pending post arrived.
+    pub fn flush(&mut self, now: Instant) -> (Flushed, Option<Instant>) {
+        let mut done = Flushed::default();
+        if self.pending.is_empty() {
+            return (done, None);
+        }
+        for conn in &self.viewers {
+            let b = conn.send_batch(&self.pending, now);
+            done.delivered += b.delivered as u64;
+            done.dropped += b.dropped as u64;
+            done.writes += b.wrote as u64;
+            done.bytes += b.sent as u64;
+        }
+        // The allocation stays for the next turn.
+        self.pending.clear();
+        (done, self.pending_since.take())
     }
 }
 

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use super::cork::Flushed;
 use super::engine::{bump, Danmaku};
 use super::protocol::{self, close};
 
@@ -50,11 +51,26 @@ impl Danmaku {
         }
     }
 
-    /// Writes every viewer that has corked fan-out frames (the end of the loop's turn;
-    /// see [`super::cork`]).
+    /// Writes every dirty room's pending frames to its viewers (the end of the loop's
+    /// turn; see [`super::cork`]).
     pub fn flush_viewers(&self) {
-        let done = self.cork.flush();
+        let rooms = self.cork.take();
+        if rooms.is_empty() {
+            return;
+        }
         bump(&self.counters.flushes, 1);
+        let mut local = self.local.borrow_mut();
+        for room in rooms {
+            if let Some(r) = local.get_mut(&room) {
+                self.flush_room(r);
+            }
+        }
+    }
+
+    /// Counts what a flush did.
+    pub(super) fn count_flushed(&self, done: Flushed) {
+        bump(&self.counters.deliveries, done.delivered);
+        bump(&self.counters.dropped, done.dropped);
         bump(&self.counters.flush_writes, done.writes);
         self.wrote(done.bytes as usize);
     }

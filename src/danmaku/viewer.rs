@@ -24,7 +24,7 @@ use super::hygiene::TokenBucket;
 use super::protocol::close;
 use super::{ConnRef, RoomId, Uid};
 use crate::auth::Claims;
-use crate::outq::{Offer, OutQueue, Policy};
+use crate::outq::{Batch, Offer, OutQueue, Policy};
 
 /// A logged-in user, as the token says.
 #[derive(Debug)]
@@ -84,9 +84,6 @@ pub struct Conn {
     /// This connection's own post rate limit (the room's home keeps the per-user one).
     pub(super) bucket: Cell<TokenBucket>,
     closing: Cell<Option<(u16, &'static str)>>,
-    /// On its shard's dirty list: corked frames wait for the end-of-turn flush
-    /// (`super::cork`).
-    dirty: Cell<bool>,
 }
 
 impl Conn {
@@ -110,7 +107,6 @@ impl Conn {
             last_seen: Cell::new(now),
             bucket: Cell::new(TokenBucket::full(burst, now_ms)),
             closing: Cell::new(None),
-            dirty: Cell::new(false),
         }
     }
 
@@ -177,25 +173,14 @@ impl Conn {
         self.out.send_droppable(frame, now)
     }
 
-    /// Queues a fan-out frame for the shard's end-of-turn flush (`super::cork`) unless the
-    /// queue is over its bound; returns false if it was dropped for this viewer.
-    pub fn cork(&self, frame: &Bytes, now: Instant) -> bool {
+    /// Offers a room's frames of one turn (`super::cork`): one write when nothing is ahead
+    /// of them, else each judged by the queue's bound (dropped ones start the
+    /// slow-consumer clock).
+    pub fn send_batch(&self, frames: &[Bytes], now: Instant) -> Batch {
         if self.closing.get().is_some() {
-            return true;
+            return Batch::default();
         }
-        self.out.cork_droppable(frame, now)
-    }
-
-    /// Marks the connection as having corked frames; true if it was not marked yet.
-    pub(super) fn mark_dirty(&self) -> bool {
-        !self.dirty.replace(true)
-    }
-
-    /// Writes what is queued (one system call; the rest goes to the writer task) and
-    /// clears the mark. Returns the bytes sent here.
-    pub(super) fn flush(&self) -> u64 {
-        self.dirty.set(false);
-        self.out.flush()
+        self.out.offer_batch(frames, now)
     }
 
     /// Answers a ping. At most one pong waits: a newer ping replaces the older one's answer

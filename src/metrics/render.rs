@@ -126,7 +126,7 @@ impl Metrics {
         }
 
         type Get = fn(&ShardMetrics) -> u64;
-        let ws: [(&str, &str, &str, Get); 14] = [
+        let ws: [(&str, &str, &str, Get); 16] = [
             (
                 "liveshard_ws_connections",
                 "gauge",

@@ -44,6 +44,19 @@ enum State {
     Aborted,
 }
 
+/// What [`OutQueue::offer_batch`] did with a run of frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Frames sent or queued.
+    pub delivered: usize,
+    /// Frames dropped: the consumer is over its bound.
+    pub dropped: usize,
+    /// Whether they went to the socket directly (one system call).
+    pub wrote: bool,
+    /// Bytes that went to the socket directly.
+    pub sent: usize,
+}
+
 /// A connection's outbound queue, shared by its producers and its writer task.
 pub struct OutQueue {
     q: RefCell<Queue>,
@@ -225,26 +238,51 @@ impl OutQueue {
         verdict
     }
 
-    /// Queues a droppable frame for the next [`OutQueue::flush`] instead of sending it now
-    /// (the danmaku fan-out: every frame a viewer gets within one turn of the shard's loop
-    /// leaves in one write). Returns false if it was dropped for this consumer.
-    pub fn cork_droppable(&self, frame: &Bytes, now: Instant) -> bool {
-        if !self.is_open() {
-            return false;
+    /// Offers a run of droppable frames shared by many consumers (a room's frames of one
+    /// turn, [`crate::danmaku::cork`]): with nothing queued or in flight they go to the
+    /// socket in one `sendmsg` and whatever does not fit is queued for the writer; else each
+    /// is judged by the queue's bound behind what is there. `Bytes` are cloned only for what
+    /// is queued.
+    pub fn offer_batch(&self, frames: &[Bytes], now: Instant) -> Batch {
+        let mut done = Batch::default();
+        if !self.is_open() || frames.is_empty() {
+            return done;
         }
         let mut q = self.q.borrow_mut();
-        let verdict = q.admit(frame.len(), Kind::Droppable { keyframe: false }, now);
-        if verdict != Offer::Queued {
-            drop(q);
-            self.refused(verdict);
-            return false;
+        if let Some(fd) = self
+            .fd
+            .get()
+            .filter(|_| !self.in_flight.get() && q.is_empty())
+        {
+            let total: usize = frames.iter().map(Bytes::len).sum();
+            let sent = match send_now_iter(fd, frames.iter().map(|f| f.as_ref())) {
+                SendNow::All => frames.iter().take(SEND_NOW_MAX_PARTS).map(Bytes::len).sum(),
+                SendNow::Partial(n) => n,
+                SendNow::Nothing => 0,
+            };
+            done.delivered = frames.len();
+            done.sent = sent;
+            done.wrote = true;
+            if sent < total {
+                // The socket is full (rare for a consumer that keeps up): the rest waits.
+                let refs: Vec<&Bytes> = frames.iter().collect();
+                q.append(&refs, sent, now);
+                self.wake.notify();
+            }
+            return done;
         }
-        q.append_one(frame.clone(), now);
-        if self.in_flight.get() {
-            // The writer is busy with this connection anyway: it takes this too.
+        for f in frames {
+            if q.admit(f.len(), Kind::Droppable { keyframe: false }, now) == Offer::Queued {
+                q.append_one(f.clone(), now);
+                done.delivered += 1;
+            } else {
+                done.dropped += 1;
+            }
+        }
+        if done.delivered > 0 {
             self.wake.notify();
         }
-        true
+        done
     }
 
     /// Acts on a verdict other than queued: [`Offer::Closed`] finishes the queue.

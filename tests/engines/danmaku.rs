@@ -78,11 +78,14 @@ impl Cluster {
             let mut moved = false;
             while let Ok((shard, c)) = self.commits.try_recv() {
                 self.shards[shard].handle(shard, Msg::Committed(c));
+                self.shards[shard].flush_viewers();
                 moved = true;
                 n += 1;
             }
             while let Some((from, to, msg)) = self.net.pop() {
+                // Each message is a turn of its shard's loop, ended by the flush.
                 self.shards[to].handle(from, msg);
+                self.shards[to].flush_viewers();
                 moved = true;
                 n += 1;
             }
@@ -147,6 +150,7 @@ impl Cluster {
         match self.net.pop() {
             Some((from, to, msg)) => {
                 self.shards[to].handle(from, msg);
+                self.shards[to].flush_viewers();
                 true
             }
             None => false,

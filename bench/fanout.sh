@@ -83,6 +83,9 @@ if [ "$PIN" = 1 ]; then
   fi
   SERVER_RUN=(taskset -c "0-$((SHARDS - 1))")
   LOAD_RUN=(taskset -c "$SHARDS-$((CORES - 1))")
+  LOAD_CPUS="$SHARDS-$((CORES - 1))"
+else
+  LOAD_CPUS="0-$((CORES - 1))"
 fi
 OUT=${OUT:-"$ROOT/bench/runs/$(date +%F)-$HOST"}
 mkdir -p "$OUT"
@@ -143,7 +146,25 @@ fanout() { # label metrics_url viewers rate
     --html "$OUT/fanout-$label.html" --quiet)
   echo "${LOAD_RUN[*]} ${cmd[*]}" | sed "s|^ ||; s|$TARGET/release/||; s|$OUT/||g; s|$SECRET|\$SECRET|" >>"$COMMANDS"
   echo "== fanout: $label"
+  local before after
+  before=$(cpu_ticks "$LOAD_CPUS")
   "${LOAD_RUN[@]}" "${cmd[@]}" | sed 's/^/   /'
+  after=$(cpu_ticks "$LOAD_CPUS")
+  # The load's CPUs' busy share over the whole run (connect, publish, drain): near 100 %
+  # means the client, not the server, set the pace.
+  echo "$before $after" | awk '{b = $3 - $1; t = $4 - $2; printf "%.0f\n", (t > 0 ? 100 * b / t : 0)}' \
+    >"$OUT/fanout-$label.client-busy"
+  echo "   load CPUs ($LOAD_CPUS) busy $(cat "$OUT/fanout-$label.client-busy") % over the run"
+}
+# cpu_ticks LIST: "busy total" jiffies of the CPUs in LIST (e.g. "1" or "1-3"), from /proc/stat.
+cpu_ticks() {
+  local first=${1%-*} last=${1#*-}
+  awk -v f="$first" -v l="$last" '$1 ~ /^cpu[0-9]+$/ {
+      n = substr($1, 4) + 0
+      if (n < f || n > l) next
+      t = 0; for (i = 2; i <= NF; i++) t += $i
+      idle = $5 + $6; busy += t - idle; total += t
+    } END { print busy, total }' /proc/stat
 }
 idle() { # label
   [ "$IDLE_CONNS" -gt 0 ] || return 0
@@ -226,7 +247,10 @@ def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
 head = (f"{'server':30} {'deliv/s':>10} {'got/exp':>7} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'cpu cores':>9} {'deliv/cpu-s':>12} {'dropped':>8}")
+        f"{'cpu cores':>9} {'deliv/cpu-s':>12} {'dropped':>8} {'load busy':>9}")
+def busy(label):
+    p = os.path.join(out, f"fanout-{label}.client-busy")
+    return (open(p).read().strip() + " %") if os.path.exists(p) else "n/a"
 def row(label, x):
     cpu = x.get("server_cpu_cores")
     per = x.get("deliveries_per_server_cpu_s")
@@ -272,7 +296,7 @@ if sweep:
         print(f"{rate:>14} {float(rate)*int(v):>15.0f} {x['deliveries_per_sec']:>10.0f} {x['delivery_ratio']:>7.3f} "
               f"{x['latency_us']['p50']/1000:>8.2f} {x['latency_us']['p99']/1000:>8.2f} "
               f"{(cpu if cpu is not None else float('nan')):>9.2f} {(per if per else float('nan')):>12.0f} "
-              f"{str(x.get('server_dropped')):>8}")
+              f"{str(x.get('server_dropped')):>8} {busy(f'sweep-liveshard-w0-{v}x{rate}'):>9}")
 idle = [(l, load(f"idle-{l}.json")) for l in ["liveshard", "node-ws", "tokio-broadcast"]]
 idle = [(l, r) for l, r in idle if r]
 if idle:

@@ -257,7 +257,7 @@ def row(label, x):
     print(f"{label:30} {x['deliveries_per_sec']:>10.0f} {x['delivery_ratio']:>7.3f} "
           f"{x['latency_us']['p50']/1000:>8.2f} {x['latency_us']['p99']/1000:>8.2f} "
           f"{(cpu if cpu is not None else float('nan')):>9.2f} {(per if per else float('nan')):>12.0f} "
-          f"{str(x.get('server_dropped')):>8}")
+          f"{str(x.get('server_dropped')):>8} {busy(label):>9}")
 if pin:
     print(f"fan-out: servers pinned to CPUs 0-{shards-1} ({shards} shards/threads), loadgen on the other {cores-shards} of {cores}")
 else:

@@ -100,7 +100,9 @@ impl Danmaku {
                     c.send(frame);
                 }
             }
-            Msg::Deliver { room, frame, since } => self.fanout_local(&room, &frame, since),
+            Msg::Deliver { room, frame, since } => {
+                self.fanout_local(&room, own_copy(from, self.port().me(), frame), since)
+            }
             Msg::DeliverTo { room, uid, frame } => {
                 if let Some(r) = self.local.borrow().get(&room) {
                     for c in r.users.get(&uid).into_iter().flatten() {
@@ -310,9 +312,9 @@ impl Danmaku {
 
     /// Holds a frame for this shard's viewers of `room` until the end of the loop's turn
     /// (`super::cork`): the flush writes the turn's frames to each viewer at once.
-    fn fanout_local(&self, room: &RoomId, frame: &Bytes, since: Option<Instant>) {
+    fn fanout_local(&self, room: &RoomId, frame: Bytes, since: Option<Instant>) {
         if let Some(r) = self.local.borrow_mut().get_mut(room) {
-            if r.fanout(frame.clone(), since) {
+            if r.fanout(frame, since) {
                 self.cork.add(room.clone());
             }
         }
@@ -325,5 +327,18 @@ impl Danmaku {
         if let Some(t) = since.filter(|_| done.delivered + done.dropped > 0) {
             self.ctx.metrics.observe_danmaku_delivery(t.elapsed());
         }
+    }
+}
+
+/// A frame from another shard becomes this shard's own copy: one copy per shard per frame,
+/// so that the refcount of the buffer the viewers' queues clone and drop is on a cache line
+/// no other core touches. Measured with `cargo bench --bench fanout` (one room, 10,000
+/// viewers on 2 shards, 2 cores): sharing the home's buffer gave 0.72x one shard's
+/// deliveries/s, a copy per shard 1.46x.
+fn own_copy(from: usize, me: usize, frame: Bytes) -> Bytes {
+    if from == me {
+        frame
+    } else {
+        Bytes::copy_from_slice(&frame)
     }
 }

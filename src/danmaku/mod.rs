@@ -9,14 +9,16 @@
 //!    the item for the merge window.
 //! 3. Each window, the home shard encodes the pending items as ONE WebSocket frame and sends
 //!    that `Bytes` to every shard with viewers of the room ([`Msg::Deliver`]).
-//! 4. Each of those shards pushes the same `Bytes` onto its local viewers' queues
-//!    ([`room::LocalRoom::fanout`]); each connection's writer drains its queue with
-//!    vectored writes. No per-viewer encoding, copy or lock anywhere on the way.
+//! 4. Each of those shards takes its own copy of the frame, holds it on the room for the
+//!    turn of its loop ([`room::LocalRoom::fanout`]), and at the end of the turn writes the
+//!    turn's frames to each viewer with one `sendmsg` of the same buffers ([`cork`]); a
+//!    viewer with something ahead of them gets them through its queue, which its writer
+//!    drains with vectored writes. No per-viewer encoding, copy or lock on the way.
 //!
 //! Files: [`protocol`] (JSON messages, frames, codes), [`hygiene`] (text, filter, rate),
 //! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling) with
 //! `post.rs` (a post on the home shard), `moderate.rs` (moderation) and `tasks.rs` (the
-//! tickers), [`viewer`] (a viewer's user and connection state, with its outbound queue and
+//! tickers), [`cork`] (the end-of-turn flush and its pacing), [`viewer`] (a viewer's user and connection state, with its outbound queue and
 //! the slow-consumer rules), [`conn`] (the WebSocket connection driver), [`client`] (what
 //! a viewer's messages do), [`plain`] (readers and posts without a WebSocket: SSE and HTTP).
 

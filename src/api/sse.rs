@@ -133,34 +133,11 @@ async fn stream_events(
     let poll = Duration::from_millis(cfg.sse_poll_ms);
     let keepalive = Duration::from_secs(cfg.sse_keepalive_secs);
     let write_timeout = Duration::from_millis(api.config().http.write_timeout_ms);
-    let mut head = String::from(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         Connection: close\r\nX-Accel-Buffering: no\r\n",
-    );
-    if let Some(origin) = &allow {
-        head.push_str(&format!(
-            "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
-        ));
-    }
-    head.push_str("\r\nretry: 3000\n\n");
+    let head = event_stream_head(allow.as_deref());
     // Counted as an answer; a stream has no duration to put in the histogram.
     api.metrics.observe_status(200);
 
-    let out = Rc::new(OutQueue::new(QUEUE_LIMIT, Policy::Drop));
-    out.set_fd(stream.as_raw_fd());
-    let (reader, mut writer) = stream.into_split();
-    let writer_task = {
-        let out = out.clone();
-        monoio::spawn(async move {
-            write_loop(
-                &out,
-                &mut writer,
-                Timeout::OldestByte(write_timeout),
-                |_| {},
-            )
-            .await;
-        })
-    };
+    let (out, reader, writer_task) = start_writer(stream, QUEUE_LIMIT, write_timeout);
     let mut peer_gone = std::pin::pin!(closed_by_peer(reader));
     let mut pending = BytesMut::from(head.as_bytes());
     let mut last: Option<(u64, bool)> = None;
@@ -287,33 +264,10 @@ async fn stream_danmaku(api: Rc<Api>, stream: TcpStream, s: DanmakuStream, allow
     let (queue_bytes, heartbeat) = dm.reader_limits();
     let keepalive = Duration::from_secs(api.config().api.sse_keepalive_secs).min(heartbeat);
     let write_timeout = Duration::from_millis(api.config().http.write_timeout_ms);
-    let mut head = String::from(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         Connection: close\r\nX-Accel-Buffering: no\r\n",
-    );
-    if let Some(origin) = &allow {
-        head.push_str(&format!(
-            "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
-        ));
-    }
-    head.push_str("\r\nretry: 3000\n\n");
+    let head = event_stream_head(allow.as_deref());
     api.metrics.observe_status(200);
 
-    let out = Rc::new(OutQueue::new(queue_bytes, Policy::Drop));
-    out.set_fd(stream.as_raw_fd());
-    let (reader, mut writer) = stream.into_split();
-    let writer_task = {
-        let out = out.clone();
-        monoio::spawn(async move {
-            write_loop(
-                &out,
-                &mut writer,
-                Timeout::OldestByte(write_timeout),
-                |_| {},
-            )
-            .await;
-        })
-    };
+    let (out, reader, writer_task) = start_writer(stream, queue_bytes, write_timeout);
     let mut peer_gone = std::pin::pin!(closed_by_peer(reader));
     let _ = out.send(bytes::Bytes::from(head));
     let conn = dm.open_reader(s.room.into(), s.claims, s.since);
@@ -381,4 +335,50 @@ async fn stream_danmaku(api: Rc<Api>, stream: TcpStream, s: DanmakuStream, allow
     // What is queued (the close event) goes out within the write timeout.
     out.finish();
     writer_task.await;
+}
+
+/// The head of an event stream (and the client's retry interval), with the CORS answer
+/// when the origin is allowed.
+fn event_stream_head(allow: Option<&str>) -> String {
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         Connection: close\r\nX-Accel-Buffering: no\r\n",
+    );
+    if let Some(origin) = allow {
+        head.push_str(&format!(
+            "Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
+        ));
+    }
+    head.push_str("\r\nretry: 3000\n\n");
+    head
+}
+
+/// An event stream's outbound queue (`limit` bytes) and its writer task, which gives up on
+/// a peer whose oldest unwritten byte waited `write_timeout`; the read half is the caller's
+/// (to notice the peer closing).
+fn start_writer(
+    stream: TcpStream,
+    limit: usize,
+    write_timeout: Duration,
+) -> (
+    Rc<OutQueue>,
+    OwnedReadHalf<TcpStream>,
+    monoio::task::JoinHandle<()>,
+) {
+    let out = Rc::new(OutQueue::new(limit, Policy::Drop));
+    out.set_fd(stream.as_raw_fd());
+    let (reader, mut writer) = stream.into_split();
+    let writer_task = {
+        let out = out.clone();
+        monoio::spawn(async move {
+            write_loop(
+                &out,
+                &mut writer,
+                Timeout::OldestByte(write_timeout),
+                |_| {},
+            )
+            .await;
+        })
+    };
+    (out, reader, writer_task)
 }

@@ -459,6 +459,38 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_goes_in_one_write_when_nothing_is_ahead_and_behind_what_is() {
+        let (client, mut peer) = socket_pair();
+        let o = OutQueue::new(1000, Policy::Drop);
+        o.set_fd(client.as_raw_fd());
+        let (a, b) = (frame(1, 10), frame(2, 20));
+        let now = Instant::now();
+        let done = o.offer_batch(&[a.clone(), b.clone()], now);
+        assert_eq!(
+            (done.delivered, done.dropped, done.wrote, done.sent),
+            (2, 0, true, 30)
+        );
+        assert_eq!(o.queued_bytes(), 0);
+        let mut got = vec![0u8; 30];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..10], &a[..]);
+        assert_eq!(&got[10..], &b[..]);
+
+        // Something ahead (no socket now, so it stays): the batch queues behind it, each
+        // frame judged by the bound.
+        let o = OutQueue::new(1000, Policy::Drop);
+        assert_eq!(o.send(frame(3, 900)), Offer::Queued);
+        let done = o.offer_batch(&[frame(4, 50), frame(5, 100)], now);
+        assert_eq!((done.delivered, done.dropped, done.wrote), (1, 1, false));
+        let lens: Vec<usize> = o.take_all().iter().map(Bytes::len).collect();
+        assert_eq!(
+            lens,
+            [900, 50],
+            "in order, the frame past the bound dropped"
+        );
+    }
+
+    #[test]
     fn a_closed_viewer_takes_nothing_more() {
         let o = OutQueue::new(1000, Policy::SkipToKeyframe);
         let now = Instant::now();

@@ -679,3 +679,61 @@ fn a_resume_past_history_gets_a_gap_first_and_pms_take_no_room_id() {
         );
     });
 }
+
+/// A viewer whose join answer reaches its shard in the same turn of the loop as a batch
+/// the home sent before answering gets that batch's items once (in its history frame), and
+/// the viewers already there get them once: the room's frames pending for the turn are
+/// written to the others before the newcomer is added.
+#[test]
+fn a_join_answered_in_the_same_turn_as_a_batch_gets_its_items_once() {
+    run(async {
+        // A merge window, so that the batch leaves when the test says.
+        let flags = [FAST, &[("danmaku.merge_window_ms", "50")]].concat();
+        let c = Cluster::new(2, &flags);
+        let home = c.shards[0].port().home_of("r");
+        let other = 1 - home;
+        let early = c.connect(other, "r", None);
+        let poster = c.connect(home, "r", Some("alice"));
+        c.settle().await;
+        received(&early);
+        c.send(&poster, &post("one", "c1"));
+        c.settle().await;
+        // The merge window closes: the batch is on its way to the viewers' shards.
+        c.flush("r");
+        let late = c.connect(other, "r", None);
+        let mut in_flight = Vec::new();
+        while let Some(m) = c.net.pop() {
+            in_flight.push(m);
+        }
+        // The home's turn: its own viewers' batch and the join, answered with a history
+        // that holds the item.
+        let mut to_other = Vec::new();
+        for (from, to, msg) in in_flight {
+            if to == home {
+                c.shards[home].handle(from, msg);
+            } else {
+                to_other.push((from, msg));
+            }
+        }
+        c.shards[home].flush_viewers();
+        // The other shard's turn: the batch, then (same lane, later) the join's answer,
+        // and only then the end-of-turn flush.
+        for (from, msg) in to_other {
+            c.shards[other].handle(from, msg);
+        }
+        while let Some((from, to, msg)) = c.net.pop() {
+            assert_eq!(to, other, "only the join's answer is left");
+            c.shards[other].handle(from, msg);
+        }
+        c.shards[other].flush_viewers();
+        c.settle().await;
+        let texts = |conn: &Conn| -> Vec<String> {
+            of_type(&received(conn), "danmaku")
+                .iter()
+                .map(|m| m["text"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(texts(&late), ["one"], "in its history, once");
+        assert_eq!(texts(&early), ["one"], "in the batch, once");
+    });
+}

@@ -36,6 +36,16 @@ pub async fn readable(half: &monoio::io::OwnedReadHalf<monoio::net::TcpStream>) 
     stream.readable(false).await
 }
 
+/// Waits until the write half of a split socket can take bytes again (after a direct send
+/// found its buffer full), without holding a buffer or a write in flight: the connection
+/// goes on reading meanwhile.
+pub async fn writable(half: &monoio::io::OwnedWriteHalf<monoio::net::TcpStream>) -> io::Result<()> {
+    // SAFETY: as in `readable`: `writable` takes `&self` and only submits a poll on the
+    // shared fd, which the split halves may do concurrently.
+    let stream = unsafe { &*half.0.get() };
+    stream.writable(false).await
+}
+
 /// What a [`send_now`] managed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendNow {

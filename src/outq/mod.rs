@@ -338,6 +338,21 @@ impl OutQueue {
             }
             return 0;
         };
+        let sent = self.send_queued_to(fd);
+        if !self.q.borrow().is_empty() {
+            self.wake.notify();
+        }
+        sent
+    }
+
+    /// Sends what is queued in one system call, as far as the socket takes it now, for a
+    /// connection that is its own writer (it waits for the socket to be writable itself):
+    /// no wake-up. Returns the bytes sent.
+    pub fn send_queued(&self) -> u64 {
+        self.fd.get().map_or(0, |fd| self.send_queued_to(fd))
+    }
+
+    fn send_queued_to(&self, fd: RawFd) -> u64 {
         if self.in_flight.get() || !self.is_open() {
             return 0;
         }
@@ -351,9 +366,6 @@ impl OutQueue {
             SendNow::Nothing => 0,
         };
         q.sent_directly(sent);
-        if !q.is_empty() {
-            self.wake.notify();
-        }
         sent as u64
     }
 
@@ -375,8 +387,9 @@ impl OutQueue {
     }
 
     /// Completes when a frame was queued or the queue finished or aborted: for a consumer
-    /// that takes the frames itself ([`OutQueue::take_all`]) instead of a writer task (a
-    /// queue has one or the other: one task waits here).
+    /// that takes the frames itself ([`OutQueue::take_all`]) or a connection that is its own
+    /// writer ([`OutQueue::send_queued`]) instead of a writer task (a queue has one or the
+    /// other: one task waits here).
     pub fn changed(&self) -> Notified<'_> {
         self.wake.notified()
     }

@@ -178,7 +178,7 @@ export interface ClientOptions {
   transport?: Transport;
   /** Backoff: base·2^attempt ms capped at max, minus up to `jitter` of it at random. */
   reconnect?: { base?: number; max?: number; jitter?: number; maxAttempts?: number };
-  /** App-level ping every `interval` ms (the server's danmaku.heartbeat_secs, 30 s); no pong within `timeout` ms → reconnect. */
+  /** App-level ping every `interval` ms (default: the server's `heartbeat_ms` from the history frame, 30 s until then); no pong within `timeout` ms → reconnect. */
   heartbeat?: { interval?: number; timeout?: number };
   /** ms to wait for a socket to open (default 10000). */
   connectTimeout?: number;

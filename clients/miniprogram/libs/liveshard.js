@@ -230,6 +230,9 @@ class LiveshardClient {
       interval: hb.interval !== undefined ? hb.interval : 30000,
       timeout: hb.timeout !== undefined ? hb.timeout : 10000,
     };
+    // Unless the caller chose an interval, the server's (`heartbeat_ms` in the history frame)
+    // replaces the default once the first join is answered.
+    this._intervalFromServer = hb.interval === undefined;
     this.connectTimeout = opts.connectTimeout !== undefined ? opts.connectTimeout : 10000;
     this.ackTimeout = opts.ackTimeout !== undefined ? opts.ackTimeout : 10000;
     this.maxOutbox = opts.maxOutbox !== undefined ? opts.maxOutbox : 50;
@@ -469,6 +472,10 @@ class LiveshardClient {
         if (m.type === 'history') {
           // Admitted to the room: the link works, so the next failure backs off from the start.
           this.attempt = 0;
+          if (this._intervalFromServer && m.heartbeat_ms > 0 && m.heartbeat_ms !== this.heartbeatOpts.interval) {
+            this.heartbeatOpts.interval = m.heartbeat_ms;
+            if (this._pingTimer !== null) this._startHeartbeat();
+          }
           this._emit('history', { room: m.room, items: fresh });
         }
         break;

@@ -132,6 +132,22 @@ test('a connect that never opens times out and is retried', async () => {
   assert.equal(wx.tasks.length, 2);
 });
 
+test("heartbeat: the server's interval from the history frame, unless the caller set one", async () => {
+  const { wx, timers } = await setup({ heartbeat: { timeout: 5000 } });
+  wx.last.receive({ type: 'history', room: 'r1', msgs: [], heartbeat_ms: 10000, history_max: 200 });
+  timers.advance(9_999);
+  assert.equal(wx.last.sentOfType('ping').length, 0);
+  timers.advance(1);
+  assert.equal(wx.last.sentOfType('ping').length, 1, "a ping after the server's 10 s");
+
+  const set = await setup({ heartbeat: { interval: 30000, timeout: 5000 } });
+  set.wx.last.receive({ type: 'history', room: 'r1', msgs: [], heartbeat_ms: 10000 });
+  set.timers.advance(10_000);
+  assert.equal(set.wx.last.sentOfType('ping').length, 0, "the caller's 30 s stands");
+  set.timers.advance(20_000);
+  assert.equal(set.wx.last.sentOfType('ping').length, 1);
+});
+
 test('heartbeat: a ping every interval; a pong keeps the link, a missing pong reconnects', async () => {
   const { wx, timers, of } = await setup();
   const first = wx.last;

@@ -122,6 +122,8 @@ const BATCHES: &str = "liveshard_ws_batches_total";
 const MSGS_OUT: &str = "liveshard_ws_messages_out_total";
 const DROPPED: &str = "liveshard_ws_messages_dropped_total";
 const BYTES_OUT: &str = "liveshard_ws_bytes_out_total";
+const FLUSHES: &str = "liveshard_ws_flushes_total";
+const FLUSH_WRITES: &str = "liveshard_ws_flush_writes_total";
 const SLOW_CLOSED: &str = "liveshard_ws_slow_consumer_closed_total";
 const HEARTBEAT_CLOSED: &str = "liveshard_ws_heartbeat_closed_total";
 const QUEUE_BYTES: &str = "liveshard_ws_queue_bytes";
@@ -1340,6 +1342,8 @@ fn metrics_count_a_known_exchange(shards: usize) {
         MSGS_OUT,
         DROPPED,
         BYTES_OUT,
+        FLUSHES,
+        FLUSH_WRITES,
         QUEUE_BYTES,
     ] {
         assert_eq!(m.sum(name), 0.0, "{name} before any client");
@@ -1438,6 +1442,15 @@ fn metrics_count_a_known_exchange(shards: usize) {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Every fan-out frame left in an end-of-turn flush, one write per viewer per flush
+    // however many frames it carried: writes are at least one and at most the frames.
+    assert!(m.sum(FLUSHES) >= 1.0, "flushes: {:?}", m.per_shard(FLUSHES));
+    let writes = m.sum(FLUSH_WRITES);
+    assert!(
+        writes >= 1.0 && writes <= m.sum(MSGS_OUT),
+        "flush writes {writes} for {} frames out",
+        m.sum(MSGS_OUT)
+    );
     let mut want_in = vec![0.0; shards];
     want_in[sender_shard] = ACCEPTED as f64;
     assert_eq!(

@@ -49,6 +49,8 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 #[derive(Default)]
 pub struct Cork {
     dirty: RefCell<Vec<RoomId>>,
+    /// The list last flushed, kept for its allocation.
+    spare: RefCell<Vec<RoomId>>,
     kick: Notify,
     /// When the last flush ended and how long it took.
     last: Cell<Option<(Instant, Duration)>>,
@@ -91,9 +93,17 @@ impl Cork {
         }
     }
 
-    /// Takes the dirty rooms (the flush's list).
+    /// Takes the dirty rooms (the flush's list); hand it back with [`Cork::give_back`].
     pub fn take(&self) -> Vec<RoomId> {
-        std::mem::take(&mut *self.dirty.borrow_mut())
+        let mut list = std::mem::take(&mut *self.spare.borrow_mut());
+        std::mem::swap(&mut list, &mut *self.dirty.borrow_mut());
+        list
+    }
+
+    /// Returns a flushed list, so the next turn's reuses its allocation.
+    pub fn give_back(&self, mut list: Vec<RoomId>) {
+        list.clear();
+        *self.spare.borrow_mut() = list;
     }
 
     /// Waits until a flush is due: a room is dirty, and the pacing gap after the last

@@ -100,9 +100,7 @@ impl Danmaku {
                     c.send(frame);
                 }
             }
-            Msg::Deliver { room, frame, since } => {
-                self.fanout_local(&room, own_copy(from, self.port().me(), frame), since)
-            }
+            Msg::Deliver { room, frame, since } => self.fanout_local(from, &room, frame, since),
             Msg::DeliverTo { room, uid, frame } => {
                 if let Some(r) = self.local.borrow().get(&room) {
                     for c in r.users.get(&uid).into_iter().flatten() {
@@ -312,9 +310,9 @@ impl Danmaku {
 
     /// Holds a frame for this shard's viewers of `room` until the end of the loop's turn
     /// (`super::cork`): the flush writes the turn's frames to each viewer at once.
-    fn fanout_local(&self, room: &RoomId, frame: Bytes, since: Option<Instant>) {
+    fn fanout_local(&self, from: usize, room: &RoomId, frame: Bytes, since: Option<Instant>) {
         if let Some(r) = self.local.borrow_mut().get_mut(room) {
-            if r.fanout(frame, since) {
+            if r.fanout(own_copy(from, self.port().me(), frame), since) {
                 self.cork.add(room.clone());
             }
         }

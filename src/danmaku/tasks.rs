@@ -56,15 +56,18 @@ impl Danmaku {
     pub fn flush_viewers(&self) {
         let rooms = self.cork.take();
         if rooms.is_empty() {
+            self.cork.give_back(rooms);
             return;
         }
         bump(&self.counters.flushes, 1);
         let mut local = self.local.borrow_mut();
-        for room in rooms {
-            if let Some(r) = local.get_mut(&room) {
+        for room in &rooms {
+            if let Some(r) = local.get_mut(room) {
                 self.flush_room(r);
             }
         }
+        drop(local);
+        self.cork.give_back(rooms);
     }
 
     /// Counts what a flush did.

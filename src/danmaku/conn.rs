@@ -10,8 +10,9 @@
 //!   replies); what it did not take waits in the connection's queue (the rules are in
 //!   [`super::viewer`]), and the task then also waits for writability and sends the queue
 //!   with one `sendmsg` ([`crate::outq::OutQueue::send_queued`]): no write is ever left in
-//!   flight, so the task goes on reading, and there is no writer task (measured at 15,000
-//!   idle connections: 1.8-2.1 KiB each instead of 2.4-2.8 KiB with a writer task each).
+//!   flight, so the task goes on reading, and there is no writer task (15,000 idle
+//!   connections, `bench/fanout.sh --pin --shards 1 --idle-conns 15000`: 1.8-2.25 KiB each
+//!   instead of 2.4-2.8 KiB with a writer task each; `bench/runs/2026-12-06-vm-issue12`).
 //!   While the queue is over its bound the task decodes nothing (back-pressure: a client
 //!   that does not read cannot make the server answer it into memory) and only writes,
 //!   until the queue is under its bound again.

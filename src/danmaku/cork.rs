@@ -35,10 +35,10 @@ use super::RoomId;
 /// The next flush starts no sooner than this many times the last flush's duration after
 /// it ended (see the module docs). Measured with this constant changed, on 2 cores, one
 /// shard, window 0 (`bench/fanout.sh --pin --shards 1 --rooms 1 --peers liveshard
-/// --windows 0 --loads 1000x200`; 2026-12-06): 0 gives ~220k deliveries per CPU-second at 1,000 viewers ×
-/// 200 msgs/s (a write per item, as without corking), 1 gives ~400k with p99 33 ms, 2 gives
-/// ~620k with p99 88 ms, 4 runs away (p99 over 300 ms): each write then carries more and
-/// takes longer, and the gap grows with it.
+/// --windows 0 --loads 1000x200`; 2026-12-06): 0 gives ~220k deliveries per CPU-second
+/// at 1,000 viewers × 200 msgs/s (a write per item, as without corking), 1 gives ~400k
+/// with p99 33 ms, 2 gives ~620k with p99 88 ms, 4 runs away (p99 over 300 ms): each write
+/// then carries more and takes longer, and the gap grows with it.
 pub const PACE: u32 = 1;
 /// A shorter wait is not worth a timer (whose resolution is a millisecond): small rooms
 /// flush at every turn.

@@ -47,6 +47,8 @@ pub struct Common {
     pub jwt: Arc<crate::auth::Jwt>,
     /// The revocations in force when the server started (each shard copies them).
     pub revoked: crate::auth::Revoked,
+    /// The HTTPS listener's certificates and TLS settings (`server.https`), if any.
+    pub tls: Option<Arc<crate::tls::TlsFront>>,
 }
 
 /// The shard's mesh as one engine's port: wraps that engine's messages in [`ShardMsg`].

@@ -89,6 +89,9 @@ struct ConfigArgs {
     /// RTMP listen address (server.rtmp).
     #[arg(long, value_name = "ADDR")]
     rtmp: Option<String>,
+    /// HTTPS listen address (server.https; needs server.tls_cert and server.tls_key).
+    #[arg(long, value_name = "ADDR")]
+    https: Option<String>,
     /// Number of shards, 0 = one per CPU (server.shards).
     #[arg(long, value_name = "N")]
     shards: Option<String>,
@@ -111,6 +114,7 @@ impl ConfigArgs {
         let mut flags: Vec<(String, String)> = [
             ("server.http", &self.http),
             ("server.rtmp", &self.rtmp),
+            ("server.https", &self.https),
             ("server.shards", &self.shards),
             ("server.data_dir", &self.data_dir),
             ("server.driver", &self.driver),

@@ -4,13 +4,14 @@
 //! (so a bad address is an error before any thread starts), starts the engine, prints one
 //! ready line on stdout, then blocks on SIGINT/SIGTERM. On the first signal it asks every
 //! shard to stop and waits up to `server.shutdown_timeout_ms`; a second signal, or the
-//! bound running out, ends the process at once.
+//! bound running out, ends the process at once. SIGHUP reads the HTTPS certificate and key
+//! again (new handshakes get them; open connections keep theirs).
 
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::{Common, ShardMsg};
@@ -27,7 +28,7 @@ pub fn run(config: Config) -> Result<(), String> {
         )
     })?;
     // Registered before any shard runs, so an early signal is a clean stop, not a kill.
-    let mut signals = Signals::new([SIGINT, SIGTERM])
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let wanted = match config.server.driver {
@@ -63,10 +64,29 @@ pub fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("RTMP listener: {e}"))?;
     let rtmp_addr = rtmp[0].local_addr().map_err(|e| e.to_string())?;
+    // HTTPS: the certificate is read before anything listens, so a bad one stops the start.
+    let (tls, https) = match config.server.https_addr() {
+        Some(addr) => {
+            let front =
+                crate::tls::TlsFront::load(&config.server.tls_cert, &config.server.tls_key)?;
+            let group =
+                shards::listener::bind_group(addr, shard_count, shards::listener::DEFAULT_BACKLOG)
+                    .map_err(|e| format!("HTTPS listener: {e}"))?;
+            let group: Vec<Option<std::net::TcpListener>> = group.into_iter().map(Some).collect();
+            (Some(Arc::new(front)), group)
+        }
+        None => (None, (0..shard_count).map(|_| None).collect()),
+    };
+    let https_addr = https
+        .first()
+        .and_then(|l| l.as_ref())
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .transpose()?;
     let seeds: Vec<Seed> = http
         .into_iter()
         .zip(rtmp)
-        .map(|(http, rtmp)| Seed { http, rtmp })
+        .zip(https)
+        .map(|((http, rtmp), https)| Seed { http, rtmp, https })
         .collect();
 
     let danmaku = crate::danmaku::Shared::from_config(&config)?;
@@ -112,6 +132,7 @@ pub fn run(config: Config) -> Result<(), String> {
         danmaku: Arc::new(danmaku),
         live: Arc::new(live),
         revoked,
+        tls: tls.clone(),
         config: Arc::new(config),
     });
     let engine = {
@@ -133,22 +154,30 @@ pub fn run(config: Config) -> Result<(), String> {
     store
         .start(crate::app::commit_sink(engine.remotes()))
         .map_err(|e| format!("cannot start the store thread: {e}"))?;
-    tracing::info!(%http_addr, %rtmp_addr, shards = shard_count, driver = %driver, "liveshard started");
+    let https_field = https_addr
+        .map(|a| format!(" https={a}"))
+        .unwrap_or_default();
+    tracing::info!(%http_addr, %rtmp_addr, https = ?https_addr, shards = shard_count, driver = %driver, "liveshard started");
     // One machine-readable line for scripts and tests that start us on port 0.
     let mut stdout = std::io::stdout();
     let _ = writeln!(
         stdout,
-        "liveshard ready http={http_addr} rtmp={rtmp_addr} shards={shard_count} driver={driver}"
+        "liveshard ready http={http_addr} rtmp={rtmp_addr}{https_field} shards={shard_count} driver={driver}"
     );
     let _ = stdout.flush();
 
-    let first = signals.forever().next();
+    let first = signals.forever().find(|&sig| {
+        if sig == SIGHUP {
+            reload_tls(tls.as_deref());
+        }
+        sig != SIGHUP
+    });
     tracing::info!(signal = ?first, "shutting down");
     engine.stop();
     let bound = Duration::from_millis(common.config.server.shutdown_timeout_ms);
     let deadline = Instant::now() + bound;
     while !engine.is_finished() {
-        if signals.pending().next().is_some() {
+        if signals.pending().any(|sig| sig != SIGHUP) {
             tracing::warn!("second signal: exiting without waiting for connections");
             return Ok(());
         }
@@ -173,4 +202,17 @@ pub fn run(config: Config) -> Result<(), String> {
     outbound.join(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the HTTPS certificate and key again.
+fn reload_tls(tls: Option<&crate::tls::TlsFront>) {
+    match tls {
+        None => tracing::info!("SIGHUP: no HTTPS listener; nothing to reload"),
+        Some(front) => match front.reload() {
+            Ok(()) => tracing::info!("SIGHUP: HTTPS certificate reloaded; new connections use it"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: HTTPS certificate not reloaded; the previous one stays")
+            }
+        },
+    }
 }

@@ -20,11 +20,14 @@ use shards::ShardCtx;
 use crate::admit::{Admission, Ticket};
 use crate::app::{App, Common, ShardMsg};
 use crate::metrics::Slot;
+use crate::sock::Sock;
 
 /// What each shard owns from birth.
 pub struct Seed {
     pub http: StdTcpListener,
     pub rtmp: StdTcpListener,
+    /// The HTTPS listener, when `server.https` is set.
+    pub https: Option<StdTcpListener>,
 }
 
 /// The shard's doors: its open connections, admission, and refusals being answered.
@@ -118,8 +121,24 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
             doors.clone(),
             http,
             Refused::Answer503,
-            move |stream, peer| crate::http::conn::serve(app.clone(), stream, peer),
+            move |stream, peer| crate::http::conn::serve(app.clone(), Sock::Tcp(stream), peer),
         ));
+    }
+    if let (Some(https), Some(front)) = (seed.https, common.tls.clone()) {
+        match TcpListener::from_std(https) {
+            Ok(https) => {
+                let app = app.clone();
+                monoio::spawn(accept_loop(
+                    doors.clone(),
+                    https,
+                    Refused::Close,
+                    move |stream, peer| serve_tls(app.clone(), front.clone(), stream, peer),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(shard = ctx.id, error = %e, "cannot register the HTTPS listener")
+            }
+        }
     }
     match TcpListener::from_std(seed.rtmp) {
         Ok(rtmp) => {
@@ -162,6 +181,31 @@ pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
         }
     }
     tracing::debug!(shard = ctx.id, "shard stopped");
+}
+
+/// An HTTPS connection: the handshake (bounded by the head timeout), then the inside of
+/// the connection served by the HTTP driver like any other (see [`crate::tls`]).
+async fn serve_tls(
+    app: Rc<App>,
+    front: Arc<crate::tls::TlsFront>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<crate::http::LocalBoxFuture<'static, ()>> {
+    let limits = crate::http::conn::Service::limits(&*app);
+    let (handshake, write) = (limits.header_timeout, limits.write_timeout);
+    let done = crate::tls::accept(&front, stream, handshake, write).await;
+    let slot = match &done {
+        Ok(_) => 0,
+        Err(e) => e.index(),
+    };
+    app.metrics.tls_handshakes[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match done {
+        Ok(inside) => crate::http::conn::serve(app, inside, peer).await,
+        Err(e) => {
+            tracing::debug!(%peer, result = e.label(), "TLS handshake failed");
+            None
+        }
+    }
 }
 
 /// What a listener does with a connection it refuses.
@@ -232,7 +276,7 @@ fn refuse(doors: &Rc<Doors>, stream: TcpStream, refused: Refused, why: crate::ad
     doors.refusing.set(doors.refusing.get() + 1);
     let doors = doors.clone();
     monoio::spawn(async move {
-        crate::http::conn::refuse(stream, why.retry_after_secs(), why.message()).await;
+        crate::http::conn::refuse(Sock::Tcp(stream), why.retry_after_secs(), why.message()).await;
         doors.refusing.set(doors.refusing.get() - 1);
     });
 }

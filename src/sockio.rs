@@ -28,22 +28,22 @@ pub async fn read_append<R: AsyncReadRent>(
 
 /// Waits until the read half of a split socket is readable, without holding a buffer: an
 /// idle connection owns no read memory while it waits.
-pub async fn readable(half: &monoio::io::OwnedReadHalf<monoio::net::TcpStream>) -> io::Result<()> {
+pub async fn readable(half: &monoio::io::OwnedReadHalf<crate::sock::Sock>) -> io::Result<()> {
     // SAFETY: `readable` takes `&self` and only submits a poll on the shared fd; monoio's
-    // `Split` contract for TcpStream allows read-side and write-side operations to run
+    // `Split` contract for its streams allows read-side and write-side operations to run
     // concurrently, which is what the write half does meanwhile.
     let stream = unsafe { &*half.0.get() };
-    stream.readable(false).await
+    stream.readable().await
 }
 
 /// Waits until the write half of a split socket can take bytes again (after a direct send
 /// found its buffer full), without holding a buffer or a write in flight: the connection
 /// goes on reading meanwhile.
-pub async fn writable(half: &monoio::io::OwnedWriteHalf<monoio::net::TcpStream>) -> io::Result<()> {
+pub async fn writable(half: &monoio::io::OwnedWriteHalf<crate::sock::Sock>) -> io::Result<()> {
     // SAFETY: as in `readable`: `writable` takes `&self` and only submits a poll on the
     // shared fd, which the split halves may do concurrently.
     let stream = unsafe { &*half.0.get() };
-    stream.writable(false).await
+    stream.writable().await
 }
 
 /// What a [`send_now`] managed.

@@ -43,8 +43,10 @@ const ALLOWED: &[&str] = &[
 /// `send_now*`), each with its reason. A file named here that does not exist is fine.
 const SOCKET_FILES: &[&str] = &[
     "src/sockio.rs: the socket helpers themselves",
+    "src/sock.rs: the stream type the drivers serve (TCP, or the inside of TLS)",
+    "src/tls.rs: the TLS handshake and the pump between the client's socket and the inside",
     "src/shard.rs: the accept loop hands each TcpStream to its front",
-    "src/http/mod.rs: the upgrade hook takes over the connection's TcpStream",
+    "src/http/mod.rs: the upgrade hook takes over the connection's stream",
     "src/http/conn.rs: the HTTP/1.1 connection driver",
     "src/danmaku/conn.rs: the WebSocket danmaku connection driver",
     "src/live/rtmp_conn.rs: the RTMP connection driver",

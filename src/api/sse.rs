@@ -29,9 +29,9 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::sock::Sock;
 use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, OwnedReadHalf, Splitable};
-use monoio::net::TcpStream;
 
 use super::error::{ApiError, ApiResult};
 use super::Api;
@@ -107,7 +107,7 @@ fn event(out: &mut String, name: &str, data: &serde_json::Value) {
 }
 
 /// Resolves when the client closes its side (or the connection fails).
-async fn closed_by_peer(mut reader: OwnedReadHalf<TcpStream>) {
+async fn closed_by_peer(mut reader: OwnedReadHalf<Sock>) {
     let mut buf = Vec::with_capacity(64);
     loop {
         let (r, b) = reader.read(buf).await;
@@ -124,7 +124,7 @@ async fn closed_by_peer(mut reader: OwnedReadHalf<TcpStream>) {
 
 async fn stream_events(
     api: Rc<Api>,
-    stream: TcpStream,
+    stream: Sock,
     room: String,
     allow: Option<String>,
     _open: Open,
@@ -255,7 +255,7 @@ fn prepare_danmaku(api: &Rc<Api>, req: &Request) -> ApiResult<DanmakuStream> {
     })
 }
 
-async fn stream_danmaku(api: Rc<Api>, stream: TcpStream, s: DanmakuStream, allow: Option<String>) {
+async fn stream_danmaku(api: Rc<Api>, stream: Sock, s: DanmakuStream, allow: Option<String>) {
     use crate::danmaku::plain::{frames_queued, sse_event, SSE_END};
     use crate::outq::Kind;
 
@@ -357,12 +357,12 @@ fn event_stream_head(allow: Option<&str>) -> String {
 /// a peer whose oldest unwritten byte waited `write_timeout`; the read half is the caller's
 /// (to notice the peer closing).
 fn start_writer(
-    stream: TcpStream,
+    stream: Sock,
     limit: usize,
     write_timeout: Duration,
 ) -> (
     Rc<OutQueue>,
-    OwnedReadHalf<TcpStream>,
+    OwnedReadHalf<Sock>,
     monoio::task::JoinHandle<()>,
 ) {
     let out = Rc::new(OutQueue::new(limit, Policy::Drop));

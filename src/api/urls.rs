@@ -2,7 +2,8 @@
 //! `media.play_sign`), the danmaku WebSocket and uploaded covers.
 //!
 //! Public base URLs come from `[api]` (`public_http`, `public_ws`, `public_rtmp`). When one
-//! is empty it is derived from the request: `http://` + its `Host` header (so a server
+//! is empty it is derived from the request: `http://` (`https://` for a request that came
+//! over HTTPS) + its `Host` header (so a server
 //! reached as `192.168.1.5:8080` hands out URLs that work from where the client is), the
 //! WebSocket base from the HTTP one, and RTMP from the same host name on the RTMP port.
 //! A `Host` header that is not a plain host[:port] is ignored for the listen address.
@@ -48,7 +49,8 @@ pub fn bases(api: &Api, req: &Request) -> Bases {
         .map(str::to_string)
         .unwrap_or_else(|| api.http_addr.to_string());
     let http = if cfg.api.public_http.is_empty() {
-        format!("http://{host}")
+        let scheme = if req.tls { "https" } else { "http" };
+        format!("{scheme}://{host}")
     } else {
         cfg.api.public_http.trim_end_matches('/').to_string()
     };

@@ -283,6 +283,13 @@ pub struct ServerConfig {
     pub http: SocketAddr,
     /// Address of the RTMP listener.
     pub rtmp: SocketAddr,
+    /// Address of the HTTPS front (the same routes as `http`, WebSocket as `wss://`), or
+    /// empty for none. Needs `tls_cert` and `tls_key`; both are read again on SIGHUP.
+    pub https: String,
+    /// The HTTPS certificate chain (PEM, leaf first).
+    pub tls_cert: PathBuf,
+    /// The HTTPS private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: PathBuf,
     /// Number of shards; 0 means one per CPU this process may use.
     pub shards: usize,
     /// I/O driver: "auto" (io_uring, else epoll), "uring" or "epoll".
@@ -469,6 +476,9 @@ impl Default for ServerConfig {
         Self {
             http: "127.0.0.1:8080".parse().expect("literal address"),
             rtmp: "127.0.0.1:1935".parse().expect("literal address"),
+            https: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             shards: 0,
             driver: DriverChoice::Auto,
             pin: true,
@@ -533,6 +543,13 @@ impl fmt::Display for ConfigError {
         } else {
             write!(f, "{} ({}): {}", self.key, self.source, self.message)
         }
+    }
+}
+
+impl ServerConfig {
+    /// The HTTPS address, when `https` is set and parses.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.parse().ok()
     }
 }
 

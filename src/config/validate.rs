@@ -21,6 +21,23 @@ impl Config {
             "server.shards",
             "at most 1024 shards",
         );
+        if !self.server.https.is_empty() {
+            check(
+                self.server.https_addr().is_some(),
+                "server.https",
+                "expected an address such as 0.0.0.0:8443, or empty for no HTTPS",
+            );
+            check(
+                !self.server.tls_cert.as_os_str().is_empty(),
+                "server.tls_cert",
+                "required when server.https is set",
+            );
+            check(
+                !self.server.tls_key.as_os_str().is_empty(),
+                "server.tls_key",
+                "required when server.https is set",
+            );
+        }
         for entry in &self.server.per_ip_exempt {
             if let Err(why) = crate::admit::Cidr::parse(entry) {
                 check(false, "server.per_ip_exempt", &why);

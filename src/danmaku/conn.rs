@@ -25,9 +25,9 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::sock::Sock;
 use bytes::BytesMut;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
-use monoio::net::TcpStream;
 
 use super::engine::Danmaku;
 use super::protocol::close;
@@ -141,7 +141,7 @@ const READ_CHUNK: usize = 1024;
 
 async fn run(
     dm: Rc<Danmaku>,
-    stream: TcpStream,
+    stream: Sock,
     leftover: BytesMut,
     room: (RoomId, Option<u64>),
     user: Option<Rc<User>>,
@@ -165,11 +165,11 @@ async fn run(
 /// Sends the 101, registers the connection and asks the room's home to admit it.
 async fn open(
     dm: &Rc<Danmaku>,
-    mut stream: TcpStream,
+    mut stream: Sock,
     (room, since): (RoomId, Option<u64>),
     user: Option<Rc<User>>,
     response: Vec<u8>,
-) -> Option<(Rc<Conn>, TcpStream)> {
+) -> Option<(Rc<Conn>, Sock)> {
     let settings = &dm.ctx.shared.settings;
     let write = monoio::time::timeout(Duration::from_secs(10), stream.write_all(response)).await;
     if !matches!(write, Ok((Ok(_), _))) {
@@ -187,8 +187,8 @@ async fn open(
 async fn read_loop(
     dm: &Rc<Danmaku>,
     conn: &Rc<Conn>,
-    mut reader: OwnedReadHalf<TcpStream>,
-    writer: &OwnedWriteHalf<TcpStream>,
+    mut reader: OwnedReadHalf<Sock>,
+    writer: &OwnedWriteHalf<Sock>,
     mut buf: BytesMut,
 ) {
     let mut decoder = Decoder::new(dm.ctx.shared.settings.ws);
@@ -274,7 +274,7 @@ enum Woke {
 }
 
 /// Waits for the socket to be writable when `full`, else never completes.
-async fn writable_if(full: bool, writer: &OwnedWriteHalf<TcpStream>) -> std::io::Result<()> {
+async fn writable_if(full: bool, writer: &OwnedWriteHalf<Sock>) -> std::io::Result<()> {
     if full {
         writable(writer).await
     } else {
@@ -295,7 +295,7 @@ fn send_queued(dm: &Danmaku, conn: &Conn, woke: Woke) -> bool {
 }
 
 /// The connection's last writes: what is queued, then the close frame.
-async fn write_loop(dm: Rc<Danmaku>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<TcpStream>) {
+async fn write_loop(dm: Rc<Danmaku>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<Sock>) {
     // The sweeper enforces the write timeout (it closes with a code), so none here.
     let end = crate::outq::write_loop(conn.out(), &mut writer, Timeout::Off, |n| dm.wrote(n)).await;
     let closing = conn.closing().filter(|(c, _)| *c != close::ABNORMAL);
@@ -316,12 +316,7 @@ async fn write_loop(dm: Rc<Danmaku>, conn: Rc<Conn>, mut writer: OwnedWriteHalf<
 /// Writes a close frame, waiting at most `limit`. The timer is boxed so that the writer's
 /// future, which lives as long as the connection, does not carry its size (measured: the
 /// writer's future shrank from 1.4 KiB to a few hundred bytes).
-async fn write_close(
-    writer: &mut OwnedWriteHalf<TcpStream>,
-    code: u16,
-    reason: &str,
-    limit: Duration,
-) {
+async fn write_close(writer: &mut OwnedWriteHalf<Sock>, code: u16, reason: &str, limit: Duration) {
     let frame = close_frame(code, reason);
     let _ = Box::pin(monoio::time::timeout(limit, writer.write_all(frame))).await;
 }

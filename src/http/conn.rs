@@ -30,9 +30,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::sock::Sock;
 use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use shards::local::Signal;
 
 use crate::sockio::read_append;
@@ -143,7 +143,7 @@ enum ReadOutcome {
 /// media stream starts.
 pub async fn serve<S: Service>(
     state: Rc<S>,
-    stream: TcpStream,
+    stream: Sock,
     peer: SocketAddr,
 ) -> Option<super::LocalBoxFuture<'static, ()>> {
     let mut next = None;
@@ -153,7 +153,7 @@ pub async fn serve<S: Service>(
 
 async fn serve_until_takeover<S: Service>(
     state: Rc<S>,
-    mut stream: TcpStream,
+    mut stream: Sock,
     peer: SocketAddr,
     next: &mut Option<super::LocalBoxFuture<'static, ()>>,
 ) {
@@ -340,6 +340,7 @@ async fn serve_until_takeover<S: Service>(
             body,
             params,
             peer,
+            tls: stream.is_tls(),
         };
         let reply = handler(state.clone(), request).await;
         drop(charge);
@@ -374,7 +375,7 @@ async fn serve_until_takeover<S: Service>(
 /// Returns false if the connection failed.
 async fn respond<S: Service>(
     state: &Rc<S>,
-    stream: &mut TcpStream,
+    stream: &mut Sock,
     out: &mut Vec<u8>,
     r: Response,
     keep_alive: bool,
@@ -411,7 +412,7 @@ async fn respond<S: Service>(
 /// Answers a request that cannot be served and closes.
 async fn fail<S: Service>(
     state: &Rc<S>,
-    mut stream: TcpStream,
+    mut stream: Sock,
     mut out: Vec<u8>,
     e: HttpError,
     head: Option<&RequestHead>,
@@ -440,14 +441,14 @@ async fn fail<S: Service>(
 }
 
 /// Writes what is queued, then closes gracefully.
-async fn finish<S: Service>(state: &Rc<S>, mut stream: TcpStream, mut out: Vec<u8>) {
+async fn finish<S: Service>(state: &Rc<S>, mut stream: Sock, mut out: Vec<u8>) {
     if flush(state, &mut stream, &mut out).await {
         close_gracefully(stream).await;
     }
 }
 
 /// Writes everything in `out`. Returns false if the peer is gone or too slow.
-async fn flush<S: Service>(state: &Rc<S>, stream: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+async fn flush<S: Service>(state: &Rc<S>, stream: &mut Sock, out: &mut Vec<u8>) -> bool {
     let pending = std::mem::take(out);
     let write = stream.write_all(pending);
     match monoio::time::timeout(state.limits().write_timeout, write).await {
@@ -467,7 +468,7 @@ async fn flush<S: Service>(state: &Rc<S>, stream: &mut TcpStream, out: &mut Vec<
 /// A read that loses the race is cancelled; its buffer is dropped with it, which is why
 /// every outcome but `Data` ends the connection.
 async fn read_some(
-    stream: &mut TcpStream,
+    stream: &mut Sock,
     buf: BytesMut,
     deadline: Instant,
     shutdown: Option<&Signal>,
@@ -501,7 +502,7 @@ const REFUSE_READ: usize = 1024;
 /// by [`REFUSE_WAIT`] and [`REFUSE_READ`]; if what arrived looks like an HTTP request, a
 /// `503` with `Retry-After` and the JSON error envelope, then a brief close. Anything else
 /// (silence, a TLS hello, garbage) is closed without a word.
-pub async fn refuse(mut stream: TcpStream, retry_after_secs: u32, message: &str) {
+pub async fn refuse(mut stream: Sock, retry_after_secs: u32, message: &str) {
     let read = stream.read(Vec::with_capacity(REFUSE_READ));
     let head = match monoio::time::timeout(REFUSE_WAIT, read).await {
         Ok((Ok(n), buf)) if n > 0 => buf,
@@ -531,12 +532,12 @@ pub async fn refuse(mut stream: TcpStream, retry_after_secs: u32, message: &str)
 /// Closes so that the peer sees our last response: shut down our side, then read and
 /// discard briefly, so unread request bytes do not turn the close into a reset that would
 /// destroy the response in flight.
-pub async fn close_gracefully(stream: TcpStream) {
+pub async fn close_gracefully(stream: Sock) {
     close_within(stream, Duration::from_millis(500), 256 * 1024).await
 }
 
 /// [`close_gracefully`] within `wait` and at most `max_drain` bytes read and discarded.
-async fn close_within(mut stream: TcpStream, wait: Duration, max_drain: usize) {
+async fn close_within(mut stream: Sock, wait: Duration, max_drain: usize) {
     let _ = stream.shutdown().await;
     let deadline = Instant::now() + wait;
     let mut drained = 0usize;

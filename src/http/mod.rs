@@ -47,8 +47,7 @@ where
 
 /// A handler that takes the connection over: it gets the socket and whatever was read past
 /// the request, writes its own response head, and owns the connection from then on.
-pub type Takeover =
-    Box<dyn FnOnce(monoio::net::TcpStream, BytesMut) -> LocalBoxFuture<'static, ()>>;
+pub type Takeover = Box<dyn FnOnce(crate::sock::Sock, BytesMut) -> LocalBoxFuture<'static, ()>>;
 
 /// Path parameters of the matched route, in pattern order.
 #[derive(Clone, Debug, Default)]
@@ -74,6 +73,8 @@ pub struct Request {
     pub body: Bytes,
     pub params: Params,
     pub peer: SocketAddr,
+    /// The request came over HTTPS (`server.https`).
+    pub tls: bool,
 }
 
 impl Request {

@@ -10,9 +10,9 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use crate::sock::Sock;
 use bytes::{Bytes, BytesMut};
 use monoio::io::Splitable;
-use monoio::net::TcpStream;
 
 use super::engine::{Live, Proto, Viewer};
 use super::hooks;
@@ -124,7 +124,7 @@ fn referer_allowed(referer: Option<&str>, allow: &[String]) -> bool {
 
 async fn serve(
     live: Rc<Live>,
-    sock: TcpStream,
+    sock: Sock,
     stream: StreamId,
     query: String,
     peer: SocketAddr,

@@ -37,6 +37,8 @@ pub struct ShardMetrics {
     pub conns_accepted: AtomicU64,
     /// Connections refused at accept, by [`crate::admit::Refusal`] (its discriminant).
     pub conns_refused: [AtomicU64; 3],
+    /// TLS handshakes by outcome, indexed as [`crate::tls::HANDSHAKE_RESULTS`].
+    pub tls_handshakes: [AtomicU64; 4],
     /// Responses by status class: index 0 = 1xx … 4 = 5xx.
     pub http_responses: [AtomicU64; 5],
     /// Event-loop lag: how late the shard's 100 ms tick woke, last value and maximum (µs).

@@ -87,6 +87,20 @@ impl Metrics {
             }
         }
         w.family(
+            "liveshard_tls_handshakes_total",
+            "counter",
+            "TLS handshakes on the HTTPS listener, by result (ok, timeout, io, tls).",
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            for (r, label) in crate::tls::HANDSHAKE_RESULTS.iter().enumerate() {
+                w.sample(
+                    "liveshard_tls_handshakes_total",
+                    &format!("shard=\"{i}\",result=\"{label}\""),
+                    s.tls_handshakes[r].load(Relaxed),
+                );
+            }
+        }
+        w.family(
             "liveshard_http_responses_total",
             "counter",
             "HTTP responses by status class.",

@@ -24,8 +24,9 @@ export function tempDataDir() {
 
 /**
  * Starts `liveshard serve` on `127.0.0.1:port` (0: any free port) with `dataDir`, plus
- * `args`. Resolves once it is ready, with {http, proc, logs, kill()}; rejects with its log
- * if it exits first or is not ready in `timeoutMs`.
+ * `args`. Resolves once it is ready, with {http, port, https, ready, proc, logs, exited,
+ * kill()} (`https`: the ready line's `https=` address, null without `--https`; `ready`: that
+ * line); rejects with its log if it exits first or is not ready in `timeoutMs`.
  */
 export function startServer({ dataDir, port = 0, args = [], timeoutMs = 30_000 }) {
   const bin = binaryPath();
@@ -60,9 +61,12 @@ export function startServer({ dataDir, port = 0, args = [], timeoutMs = 30_000 }
       if (!line.startsWith('liveshard ready')) return;
       clearTimeout(timer);
       const http = /(?:^|\s)http=(\S+)/.exec(line)[1];
+      const https = /(?:^|\s)https=(\S+)/.exec(line);
       resolveReady({
         http,
         port: Number(http.split(':').pop()),
+        https: https ? https[1] : null,
+        ready: line,
         proc,
         logs,
         exited,

@@ -19,6 +19,8 @@ needs=(
   "node:nodejs"
   "npm:npm"
   "chromium:chromium"
+  "curl:curl"
+  "openssl:openssl"
 )
 missing=()
 for pair in "${needs[@]}"; do

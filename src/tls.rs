@@ -34,6 +34,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::sock::Sock;
+use crate::sock::{ClientSocket, Sock};
 
 /// The largest certificate chain or key file read (a chain is a few KiB).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -225,8 +226,9 @@ pub async fn accept(
     }
     let outer = UnixStream::from_std(outer).map_err(HandshakeError::Io)?;
     let inner = UnixStream::from_std(inner).map_err(HandshakeError::Io)?;
-    monoio::spawn(pump(tcp, conn, outer, write_timeout));
-    Ok(Sock::Tls(inner))
+    let client = Rc::new(ClientSocket::default());
+    monoio::spawn(pump(tcp, conn, outer, client.clone(), write_timeout));
+    Ok(Sock::Tls(inner, client))
 }
 
 async fn handshake(tcp: &mut TcpStream, conn: &mut ServerConnection) -> Result<(), HandshakeError> {
@@ -285,25 +287,39 @@ async fn pump(
     tcp: TcpStream,
     mut conn: ServerConnection,
     inside: UnixStream,
+    client: Rc<ClientSocket>,
     write_timeout: Duration,
 ) {
     let (tcp_fd, inside_fd) = (tcp.as_raw_fd(), inside.as_raw_fd());
     let mut pending: Vec<u8> = Vec::new();
     let (mut client_open, mut inside_open) = (true, true);
-    // When the client stopped taking what we send; the connection ends `write_timeout`
-    // after that unless it takes some.
+    // Since when the client has taken nothing of what we have for it; the connection
+    // ends `write_timeout` after that.
     let mut stalled_since: Option<Instant> = None;
-    // 1. Out to the client, each time round: whatever rustls has encrypted.
-    while let Ok(to_client_blocked) = flush_tls(&mut conn, tcp_fd) {
-        stalled_since = match (to_client_blocked, stalled_since) {
-            (false, _) => None,
-            (true, None) => Some(Instant::now()),
-            (true, since) => since,
+    let mut why = "closed";
+    // 1. Out to the client, each time round: whatever rustls has encrypted (within the
+    //    send buffer the inside asked for, once it has).
+    loop {
+        if let Some(bytes) = client.send_buffer.take() {
+            crate::sockio::set_send_buffer(tcp_fd, bytes);
+        }
+        let Ok(flushed) = flush_tls(&mut conn, tcp_fd) else {
+            why = "writing to the client failed";
+            break;
+        };
+        let to_client_blocked = flushed.blocked;
+        stalled_since = match (flushed.blocked, flushed.progressed, stalled_since) {
+            (false, _, _) => None,
+            (true, true, _) | (true, false, None) => Some(Instant::now()),
+            (true, false, since) => since,
         };
         // 2. In to the inside: the plaintext rustls has decrypted.
         let (to_inside_blocked, client_done) = match deliver(&mut conn, inside_fd, &mut pending) {
             Ok(state) => state,
-            Err(Broken) => break,
+            Err(Broken) => {
+                why = "the inside failed";
+                break;
+            }
         };
         if client_done && client_open {
             // The client sent close_notify (or its EOF came through rustls): the inside
@@ -332,11 +348,19 @@ async fn pump(
         };
         match ready {
             Ok(Woke::Again) => {}
-            Ok(Woke::Stalled) | Err(_) => break,
+            Ok(Woke::Stalled) => {
+                why = "the client took nothing within the write timeout";
+                break;
+            }
+            Err(_) => {
+                why = "a socket poll failed";
+                break;
+            }
             Ok(Woke::Client) => match recv_into(tcp_fd, |data| feed(&mut conn, data)) {
                 Received::Data(Ok(())) | Received::NotYet => {}
                 // Broke TLS: the alert rustls queued goes out best effort, then close.
                 Received::Data(Err(_)) => {
+                    why = "the client broke TLS";
                     let _ = flush_tls(&mut conn, tcp_fd);
                     break;
                 }
@@ -344,11 +368,17 @@ async fn pump(
                     client_open = false;
                     shutdown(inside_fd, libc::SHUT_WR);
                 }
-                Received::Failed => break,
+                Received::Failed => {
+                    why = "reading from the client failed";
+                    break;
+                }
             },
             Ok(Woke::Inside) => match recv_into(inside_fd, |data| conn.writer().write_all(data)) {
                 Received::Data(Ok(())) | Received::NotYet => {}
-                Received::Data(Err(_)) | Received::Failed => break,
+                Received::Data(Err(_)) | Received::Failed => {
+                    why = "reading from the inside failed";
+                    break;
+                }
                 Received::Eof => {
                     // The inside closed: tell the client; close once it is sent.
                     conn.send_close_notify();
@@ -359,6 +389,7 @@ async fn pump(
     }
     let _ = flush_tls(&mut conn, tcp_fd);
     shutdown(tcp_fd, libc::SHUT_WR);
+    tracing::debug!(reason = why, "TLS connection ended");
     drop(inside);
     drop(tcp);
 }
@@ -423,18 +454,34 @@ fn recv_into<T>(fd: RawFd, use_it: impl FnOnce(&[u8]) -> T) -> Received<T> {
     }
 }
 
-/// Sends what rustls has encrypted to the client without blocking; Ok(true) when the
-/// socket is full and some is left in rustls (sent when it is writable again).
-fn flush_tls(conn: &mut ServerConnection, fd: RawFd) -> Result<bool, Broken> {
+/// What a [`flush_tls`] managed.
+struct Flushed {
+    /// The socket is full and some is left in rustls (sent when it is writable again).
+    blocked: bool,
+    /// Some bytes went.
+    progressed: bool,
+}
+
+/// Sends what rustls has encrypted to the client without blocking.
+fn flush_tls(conn: &mut ServerConnection, fd: RawFd) -> Result<Flushed, Broken> {
+    let mut progressed = false;
     while conn.wants_write() {
         match conn.write_tls(&mut FdWriter(fd)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Ok(n) => progressed |= n > 0,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Flushed {
+                    blocked: true,
+                    progressed,
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(Broken),
         }
     }
-    Ok(false)
+    Ok(Flushed {
+        blocked: false,
+        progressed,
+    })
 }
 
 /// Hands the inside what the client sent, without blocking: first what an earlier call

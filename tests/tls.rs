@@ -514,3 +514,136 @@ fn ffprobe_plays_http_flv_and_hls_over_https() {
     .expect("HLS over HTTPS");
     assert!(codecs.iter().any(|c| c == "h264"), "{codecs:?}");
 }
+
+#[test]
+fn a_wss_viewer_that_stops_reading_is_closed_while_another_keeps_receiving() {
+    let dir = TempDir::new("tls-slow");
+    let ca = Ca::new("test CA");
+    let ca_file = write_ca(&dir.0, "ca.pem", &ca);
+    install(&dir.0, &ca.leaf(&["localhost"], false));
+    let (server, https) = start_tls(
+        &dir.0,
+        &[
+            "--shards",
+            "1",
+            "--set",
+            "danmaku.queue_bytes=16384",
+            "--set",
+            "danmaku.send_buffer_bytes=4096",
+            "--set",
+            "danmaku.slow_grace_ms=1000",
+            "--set",
+            "danmaku.max_text_chars=1000",
+            "--set",
+            "danmaku.rate_per_sec=1000",
+            "--set",
+            "danmaku.rate_burst=1000",
+            // The TLS side's own bound on a client that takes nothing: past the danmaku
+            // engine's judgement (as by default: 30 s against 5 s), so that is what closes.
+            "--set",
+            "http.write_timeout_ms=4000",
+        ],
+    );
+    let mut stalled = Wss::connect(https, &ca_file, "room=slow");
+    shrink_receive_buffer(&stalled.ws.get_ref().sock);
+    let mut healthy = Wss::connect(https, &ca_file, "room=slow");
+    let reader = std::thread::spawn(move || {
+        let mut got: Vec<(String, u64)> = Vec::new();
+        loop {
+            let b = healthy.expect("batch");
+            for item in b["msgs"].as_array().unwrap() {
+                let text = item["text"].as_str().unwrap().to_string();
+                if text == "END" {
+                    return got;
+                }
+                got.push((text, item["id"].as_u64().unwrap()));
+            }
+        }
+    });
+    let tok = token(&server, "s", &[]);
+    let mut sender = support::ws::Client::connect(server.http, &format!("room=slow&token={tok}"))
+        .expect("sender joins");
+    sender.expect("history", T);
+
+    let slow_closed = || {
+        server
+            .metric("liveshard_ws_slow_consumer_closed_total{shard=\"0\"}")
+            .unwrap_or(0.0)
+    };
+    let text = "x".repeat(900);
+    let mut sent = Vec::new();
+    let mut closed_at = None;
+    let mut round = 0;
+    while closed_at.is_none_or(|r| round < r + 5) {
+        assert!(round < 150, "the stalled WSS viewer was never let go");
+        for n in 0..5 {
+            let t = format!("{round}-{n}-{text}");
+            sender.send(json!({"type": "danmaku", "text": t}));
+            sent.push(t);
+        }
+        for _ in 0..5 {
+            sender.expect("ack", T);
+        }
+        if closed_at.is_none() && round % 4 == 3 && slow_closed() >= 1.0 {
+            closed_at = Some(round);
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        round += 1;
+    }
+    sender.send(json!({"type": "danmaku", "text": "END"}));
+
+    // The reading viewer got everything, once, in order, through its own TLS connection.
+    let got = reader.join().expect("healthy viewer");
+    assert_eq!(got.len(), sent.len(), "the healthy viewer missed items");
+    assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "ids in order");
+    assert!(
+        got.iter().map(|g| &g.0).eq(sent.iter()),
+        "the texts sent, in order"
+    );
+    assert_eq!(slow_closed(), 1.0, "exactly the stalled viewer was closed");
+
+    // The stalled client, reading at last, gets what was in flight, then the end of its
+    // connection (the server's side gave up on it).
+    stalled.ws.get_ref().sock.set_read_timeout(Some(T)).unwrap();
+    let mut items = 0;
+    let ended = loop {
+        match stalled.ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                items += v["msgs"].as_array().map_or(0, Vec::len);
+            }
+            Ok(tungstenite::Message::Close(_)) => break true,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(ended, "the stalled connection was closed");
+    assert!(
+        items < sent.len(),
+        "it missed items ({items} of {})",
+        sent.len()
+    );
+}
+
+fn shrink_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = 2048;
+    // SAFETY: setsockopt on a live socket with a pointer to a c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}

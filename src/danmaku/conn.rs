@@ -176,7 +176,7 @@ async fn open(
         return None;
     }
     if settings.send_buffer > 0 {
-        crate::sockio::set_send_buffer(stream.as_raw_fd(), settings.send_buffer);
+        stream.set_send_buffer(settings.send_buffer);
     }
     let conn = dm.register(room, user);
     conn.set_fd(stream.as_raw_fd());

@@ -132,10 +132,7 @@ async fn serve(
 ) {
     let settings = &live.ctx.settings;
     if settings.send_buffer > 0 {
-        crate::sockio::set_send_buffer(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            settings.send_buffer,
-        );
+        sock.set_send_buffer(settings.send_buffer);
     }
     let outbox = Rc::new(OutQueue::new(
         settings.viewer_queue_bytes,

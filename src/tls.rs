@@ -12,10 +12,12 @@
 //!
 //! Back-pressure crosses the pair: the pump reads plaintext only once everything it
 //! encrypted has gone to the client, so a client that stops reading fills the pair, and
-//! the inside's queue bounds judge it exactly as they judge a plain socket. Each direction
-//! of the pump ends the other: the client's EOF (or `close_notify`) shuts the pair's write
-//! side, so the inside sees EOF; the inside closing makes the pump send `close_notify`,
-//! close the client's socket for writing and end its read.
+//! the inside's queue bounds judge it exactly as they judge a plain socket (the send
+//! buffer cap a driver sets, [`Sock::set_send_buffer`], is applied to the client's socket
+//! too). The client's EOF (or `close_notify`) shuts the pair's write side, so the inside
+//! sees EOF; the inside closing makes the pump send `close_notify` and close. A client
+//! that takes nothing for `http.write_timeout_ms` is closed by the pump whatever the
+//! inside does (a backstop: the danmaku engine's slow-consumer judgement comes first).
 //!
 //! **Handshakes** run on the shard, as one task per connection, bounded in time
 //! (`http.header_timeout_ms`): a handshake is a few hundred microseconds of CPU (ECDSA

@@ -42,6 +42,9 @@ fn make_ecdsa(dir: &Path) -> String {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // A name of its own: the leaf's default one would make it look like the CA.
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "liveshard bench CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
@@ -53,8 +56,8 @@ fn make_ecdsa(dir: &Path) -> String {
     ca.pem()
 }
 
-/// A self-signed RSA-2048 pair for `localhost` made by `openssl`; returns its PEM (it is
-/// its own CA), or None without the command.
+/// A self-signed RSA-2048 pair for `localhost` made by `openssl` (not a CA: the client
+/// trusts it as it is); returns its PEM, or None without the command.
 fn make_rsa(dir: &Path) -> Option<String> {
     let ok = std::process::Command::new("openssl")
         .args([
@@ -69,6 +72,8 @@ fn make_rsa(dir: &Path) -> Option<String> {
             "/CN=localhost",
             "-addext",
             "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
             "-keyout",
         ])
         .arg(dir.join("rsa-key.pem"))
@@ -224,7 +229,7 @@ fn encrypt_cost(dir: &Path, ca_pem: &str) {
     }
     assert!(!server.is_handshaking());
     println!(
-        "encrypting on the server (AES-128-GCM or ChaCha20 as negotiated: {:?}):",
+        "encrypting on the server ({:?}):",
         server.negotiated_cipher_suite().map(|s| s.suite())
     );
     for (label, frame, count) in [

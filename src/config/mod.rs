@@ -177,6 +177,16 @@ pub struct MediaConfig {
     /// with the push key publishes. Empty: a random one is generated on first start and
     /// kept in `<data_dir>/play.key` (`liveshard sign --play` signs with it).
     pub play_key: String,
+    /// Key an nginx-rtmp edge's relay push carries in its URL
+    /// (`push rtmp://HOST/APP?relay_key=KEY;`): a publish with it needs no signature,
+    /// since nginx-rtmp drops its publisher's query when it pushes. Empty: relay pushes
+    /// are refused. At least 16 bytes, and neither the push nor the play key.
+    pub relay_key: String,
+    /// Key an nginx-rtmp or SRS fleet puts in its hook URLs
+    /// (`/api/v1/hooks/nginx-rtmp?key=KEY`, `/api/v1/hooks/srs?key=KEY`) to have
+    /// liveshard decide its publishes and plays. Empty: those routes do not exist. At
+    /// least 16 bytes.
+    pub hook_receiver_key: String,
     /// Lifetime of push URLs handed out by the API and `liveshard sign`.
     pub push_url_ttl_secs: u64,
     /// The RTMP application name (`rtmp://host/APP/stream`).
@@ -228,6 +238,8 @@ impl Default for MediaConfig {
             push_key: String::new(),
             play_sign: false,
             play_key: String::new(),
+            relay_key: String::new(),
+            hook_receiver_key: String::new(),
             push_url_ttl_secs: 24 * 3600,
             app: "live".into(),
             gop_max_frames: 600,

@@ -48,6 +48,9 @@ const NGINX_FIELDS: &[&str] = &[
     "type", "start", "duration", "reset",
 ];
 
+/// The flashver nginx-rtmp gives the local session of its own relay.
+const NGINX_RELAY_FLASHVER: &str = "ngx-local-relay";
+
 /// What the caller asks about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -113,7 +116,13 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookCall, BodyError> {
         percent_decode(&raw.replace('+', " ")).ok_or(BodyError::Field(name))
     };
     let call = field("call")?;
+    let app = field("app")?;
     let action = match call.as_str() {
+        // nginx-rtmp's own relay: each `push` plays the stream locally and asks `on_play`
+        // for it, with no app (a client's connect must name one) and this flashver.
+        "play" if app.is_empty() && field("flashver")? == NGINX_RELAY_FLASHVER => {
+            Action::Other("relay".to_owned())
+        }
         "publish" => Action::Publish,
         "play" => Action::Play,
         "" => return Err(BodyError::Field("call")),
@@ -124,7 +133,7 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookCall, BodyError> {
         query = query_of_url(&field("tcurl")?);
     }
     let call = HookCall {
-        app: field("app")?,
+        app,
         stream: field("name")?,
         query,
         ip: field("addr")?.parse().ok(),
@@ -300,6 +309,20 @@ mod tests {
         let c = parse_nginx_rtmp(body.as_bytes()).unwrap();
         assert_eq!(c.query, "txSecret=ab&txTime=5C");
         assert_eq!(c.ip, None);
+    }
+
+    #[test]
+    fn nginx_rtmps_own_relay_play_is_not_a_player() {
+        // What nginx-rtmp 1.2 sends for the local side of `push rtmp://…?relay_key=…`.
+        let body = "app=&flashver=ngx-local-relay&swfurl=&tcurl=&pageurl=\
+            &addr=127.0.0.1:1935/live%3Frelay_key=k&clientid=3&call=play&name=room2\
+            &start=0&duration=0&reset=0";
+        let c = parse_nginx_rtmp(body.as_bytes()).unwrap();
+        assert_eq!(c.action, Action::Other("relay".into()));
+        // A client naming that flashver still names an app, and is a player.
+        let body = "app=live&flashver=ngx-local-relay&call=play&name=room2";
+        let c = parse_nginx_rtmp(body.as_bytes()).unwrap();
+        assert_eq!(c.action, Action::Play);
     }
 
     #[test]

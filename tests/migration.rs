@@ -20,6 +20,8 @@ use support::{eventually, Server, TempDir};
 const HOOK_KEY: &str = "hook-key-0123456789abcdef";
 const RELAY_KEY: &str = "relay-key-0123456789abcdef";
 const MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+/// Where Debian puts it (not on every user's PATH).
+const NGINX: &str = "/usr/sbin/nginx";
 const T: Duration = Duration::from_secs(20);
 
 fn liveshard() -> Server {
@@ -53,12 +55,13 @@ impl Nginx {
     /// Starts nginx with `applications` (the `application … { … }` blocks) on a free
     /// loopback port, and waits until it accepts connections.
     fn start(applications: &str) -> Nginx {
-        assert!(
-            Path::new(MODULE).exists(),
-            "{MODULE} is missing: run scripts/test.sh \
-             (it installs nginx and libnginx-mod-rtmp)"
-        );
-        support::require("nginx");
+        for file in [NGINX, MODULE] {
+            assert!(
+                Path::new(file).exists(),
+                "{file} is missing: run scripts/test.sh \
+                 (it installs nginx and libnginx-mod-rtmp)"
+            );
+        }
         let dir = TempDir::new("nginx");
         let port = free_port();
         let p = dir.0.display();
@@ -70,7 +73,7 @@ impl Nginx {
              rtmp {{ server {{ listen 127.0.0.1:{port};\n{applications}\n}} }}\n"
         );
         std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
+        let child = Command::new(NGINX)
             .arg("-p")
             .arg(&dir.0)
             .arg("-e")

@@ -15,6 +15,10 @@
 //! - SRS: a JSON POST (`action`, `client_id`, `ip`, `vhost`, `app`, `stream`, `param`
 //!   with its leading `?`, `tcUrl`). It allows on HTTP 200 with a body whose `code` is 0.
 //!
+//! nginx-rtmp also asks `on_play` for the local side of its own `push` (no app, flashver
+//! `ngx-local-relay`); that is answered like a notification, since the push itself is
+//! decided when it publishes here.
+//!
 //! One answer serves both: allowed is 200 with the API envelope (`{"code":0,…}`);
 //! refused is 403 with code 40309 and the reason. Calls that only report (nginx-rtmp's
 //! `done`, `publish_done`, `update`, …; SRS's `on_unpublish`, `on_stop`, …) and

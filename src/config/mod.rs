@@ -650,6 +650,41 @@ mod tests {
     }
 
     #[test]
+    fn relay_and_hook_receiver_keys_are_checked() {
+        let c = load(
+            "[media]\nrelay_key = \"relay-0123456789abcdef\"\nhook_receiver_key = \"hook-0123456789abcdef\"\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.media.relay_key, "relay-0123456789abcdef");
+        let e = load(
+            "[media]\nrelay_key = \"short\"\nhook_receiver_key = \"short\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["media.relay_key", "media.hook_receiver_key"]);
+        // The relay key travels in a URL as is, and is no signing key.
+        let e = load(
+            "[media]\nrelay_key = \"relay&key=0123456789abcdef\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e[0].key, "media.relay_key");
+        let e = load(
+            "[media]\npush_key = \"same-0123456789abcdef\"\nrelay_key = \"same-0123456789abcdef\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e[0].key, "media.relay_key");
+        assert!(e[0].message.contains("differ"), "{}", e[0].message);
+    }
+
+    #[test]
     fn hls_settings_are_checked() {
         let c = load("", &[], &[("media.hls_segment_secs", "1")]).unwrap();
         assert_eq!(c.media.hls_segment_secs, 1);

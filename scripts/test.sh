@@ -3,11 +3,12 @@
 # (only the Rust toolchain assumed), then runs every test in the workspace.
 #
 # Tests start real components themselves on free loopback ports: the liveshard binary,
-# redis-server, ffmpeg/ffprobe, Chromium, and run openapi-spec-validator (Python, from
-# PyPI). The JavaScript tests (the SDK, clients/sdk, and the demo page in headless
-# Chromium, clients/web) run on Node with the npm packages of clients/package-lock.json;
-# Chromium is Debian's (playwright-core drives it; no browser is downloaded). Nothing here
-# starts a service.
+# redis-server, ffmpeg/ffprobe, nginx with its RTMP module (libnginx-mod-rtmp), Chromium,
+# and run openapi-spec-validator (Python, from PyPI). The JavaScript tests (the SDK,
+# clients/sdk, and the demo page in headless Chromium, clients/web) run on Node with the
+# npm packages of clients/package-lock.json; Chromium is Debian's (playwright-core drives
+# it; no browser is downloaded). Nothing here starts a service (where Debian's nginx
+# package starts its own on installation, the tests do not use it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,11 +22,24 @@ needs=(
   "chromium:chromium"
   "curl:curl"
   "openssl:openssl"
+  "nginx:nginx"
+)
+# Packages that bring no command, as "file:package" (tests/migration.rs loads the module).
+needs_files=(
+  "/usr/lib/nginx/modules/ngx_rtmp_module.so:libnginx-mod-rtmp"
 )
 missing=()
 for pair in "${needs[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
-  if ! command -v "$cmd" >/dev/null 2>&1 && [[ " ${missing[*]} " != *" $pkg "* ]]; then
+  # nginx lives in /usr/sbin, which is not on every user's PATH.
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] \
+    && [[ " ${missing[*]} " != *" $pkg "* ]]; then
+    missing+=("$pkg")
+  fi
+done
+for pair in "${needs_files[@]}"; do
+  file=${pair%%:*} pkg=${pair#*:}
+  if [ ! -e "$file" ] && [[ " ${missing[*]} " != *" $pkg "* ]]; then
     missing+=("$pkg")
   fi
 done

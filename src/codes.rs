@@ -13,6 +13,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         400,
         "the body is not a JSON object (or not valid JSON)",
     ),
+    (
+        HOOK_BODY_INVALID,
+        400,
+        "a hook call's body is not the caller's contract (nginx-rtmp form, SRS JSON) or lacks a field",
+    ),
     (TOKEN_MISSING, 401, "no `Authorization: Bearer` token"),
     (
         TOKEN_INVALID,
@@ -60,6 +65,16 @@ pub const CODES: &[(u32, u16, &str)] = &[
         ADMIN_REQUIRED,
         403,
         "only a global admin (role `admin`) may do that",
+    ),
+    (
+        HOOK_KEY_REFUSED,
+        403,
+        "a hook call without the right `?key=` (`media.hook_receiver_key`)",
+    ),
+    (
+        HOOK_REFUSED,
+        403,
+        "the publish or play a hook call asked about is refused; the message says why",
     ),
     (ROOM_NOT_FOUND, 404, "no such room"),
     (FILE_NOT_FOUND, 404, "no such uploaded file"),
@@ -130,6 +145,7 @@ pub const CODES: &[(u32, u16, &str)] = &[
 ];
 
 pub const BAD_JSON: u32 = 40001;
+pub const HOOK_BODY_INVALID: u32 = 40002;
 pub const TOKEN_MISSING: u32 = 40101;
 pub const TOKEN_INVALID: u32 = 40102;
 pub const TOKEN_EXPIRED: u32 = 40103;
@@ -142,6 +158,8 @@ pub const PLAY_REFERER_REFUSED: u32 = 40304;
 pub const PLAY_SIGNATURE_REFUSED: u32 = 40305;
 pub const PLAY_HOOK_REFUSED: u32 = 40306;
 pub const ADMIN_REQUIRED: u32 = 40307;
+pub const HOOK_KEY_REFUSED: u32 = 40308;
+pub const HOOK_REFUSED: u32 = 40309;
 pub const ROOM_NOT_FOUND: u32 = 40401;
 pub const FILE_NOT_FOUND: u32 = 40402;
 pub const ROOM_CLOSED: u32 = 40901;

@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 use support::api::{call, create_room, dev_login, ok, png, Sse};
 use support::{Server, TempDir};
 
+const HOOK_KEY: &str = "hook-key-0123456789abcdef";
+
 fn config(flags: &[(&str, &str)]) -> Config {
     Config::load(&Sources {
         file: None,
@@ -55,7 +57,11 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
 
 #[test]
 fn every_route_is_documented_and_every_documented_operation_is_routed() {
-    for flags in [vec![], vec![("auth.dev_login", "true")]] {
+    for flags in [
+        vec![],
+        vec![("auth.dev_login", "true")],
+        vec![("media.hook_receiver_key", HOOK_KEY)],
+    ] {
         let cfg = config(&flags);
         let mut args = vec!["--shards".to_string(), "1".to_string()];
         for (k, v) in &flags {
@@ -75,9 +81,14 @@ fn every_route_is_documented_and_every_documented_operation_is_routed() {
         let extra: Vec<_> = ops.difference(&routes).collect();
         assert!(missing.is_empty(), "routed but not documented: {missing:?}");
         assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+        let set = |key: &str| flags.iter().any(|(k, _)| *k == key);
         assert_eq!(
             routes.contains(&("post".into(), "/api/v1/auth/dev".into())),
-            !flags.is_empty()
+            set("auth.dev_login")
+        );
+        assert_eq!(
+            routes.contains(&("post".into(), "/api/v1/hooks/srs".into())),
+            set("media.hook_receiver_key")
         );
         for (method, path) in &ops {
             let op = &doc["paths"][path][method];
@@ -89,7 +100,14 @@ fn every_route_is_documented_and_every_documented_operation_is_routed() {
 
 #[test]
 fn every_documented_operation_answers() {
-    let server = Server::start(&["--shards", "2", "--set", "auth.dev_login=true"]);
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--set",
+        "auth.dev_login=true",
+        "--set",
+        &format!("media.hook_receiver_key={HOOK_KEY}"),
+    ]);
     let doc = server.get("/api/v1/openapi.json").json();
     let alice = dev_login(&server, "alice");
     let room = create_room(&server, &alice, "doc")["id"]
@@ -138,7 +156,15 @@ fn every_documented_operation_answers() {
                     (_, p) if p.ends_with("/slow-mode") => Some(json!({"seconds": 1})),
                     _ => None,
                 };
-                let r = if path == "/api/v1/uploads/cover" {
+                let r = if path.starts_with("/api/v1/hooks/") && method == "post" {
+                    // A notification in each caller's contract, with the key.
+                    let body: &[u8] = if path.ends_with("/srs") {
+                        br#"{"action":"on_unpublish","app":"live","stream":"s"}"#
+                    } else {
+                        b"app=live&call=publish_done&name=s"
+                    };
+                    server.request("POST", &format!("{concrete}?key={HOOK_KEY}"), &[], body)
+                } else if path == "/api/v1/uploads/cover" {
                     server.request(
                         "POST",
                         &concrete,

@@ -10,6 +10,8 @@
 //! - [`rooms`]      — rooms CRUD, listing with live status, push-URL signing.
 //! - [`moderation`] — mutes, bans, kicks, admins, slow mode.
 //! - [`history`]    — paging a room's stored danmaku.
+//! - [`hooks`]      — `POST /hooks/nginx-rtmp`, `POST /hooks/srs`: deciding an nginx-rtmp
+//!   or SRS fleet's publishes and plays.
 //! - [`danmaku`]    — `POST /rooms/{id}/danmaku`: sending without a WebSocket.
 //! - [`covers`]     — cover uploads (type sniffed from bytes) and serving them back.
 //! - [`sse`]        — `GET /rooms/{id}/events` and `GET /rooms/{id}/danmaku/stream`,
@@ -29,6 +31,7 @@ pub mod covers;
 pub mod danmaku;
 pub mod error;
 pub mod history;
+pub mod hooks;
 pub mod input;
 pub mod login;
 pub mod moderation;
@@ -294,6 +297,16 @@ pub fn register(r: &mut Router<Api>, cfg: &Config) {
     if cfg.auth.dev_login {
         routes.push((Method::Post, "/api/v1/auth/dev", route(login::dev), json));
     }
+    if !cfg.media.hook_receiver_key.is_empty() {
+        let hook = Some(hooks::MAX_BODY_BYTES);
+        routes.push((
+            Method::Post,
+            "/api/v1/hooks/nginx-rtmp",
+            route(hooks::nginx_rtmp),
+            hook,
+        ));
+        routes.push((Method::Post, "/api/v1/hooks/srs", route(hooks::srs), hook));
+    }
     let doc = Bytes::from(serde_json::to_vec_pretty(&openapi::document(cfg)).unwrap_or_default());
     routes.push((
         Method::Get,
@@ -307,9 +320,15 @@ pub fn register(r: &mut Router<Api>, cfg: &Config) {
 
     let mut paths: Vec<(&'static str, Vec<Method>)> = Vec::new();
     for (method, pattern, handler, limit) in routes {
-        // Uploads are authenticated from the head, before their (large) body is read.
-        let gate: Option<http::Gate<Api>> =
-            (pattern == "/api/v1/uploads/cover").then(|| Rc::new(covers::gate) as _);
+        // Uploads and hook calls are authenticated from the head, before their body is
+        // read.
+        let gate: Option<http::Gate<Api>> = if pattern == "/api/v1/uploads/cover" {
+            Some(Rc::new(covers::gate))
+        } else if pattern.starts_with("/api/v1/hooks/") {
+            Some(Rc::new(hooks::gate))
+        } else {
+            None
+        };
         r.add_gated(method, pattern, handler, limit, gate);
         match paths.iter_mut().find(|(p, _)| *p == pattern) {
             Some((_, methods)) => methods.push(method),

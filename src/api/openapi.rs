@@ -206,6 +206,63 @@ pub fn document(cfg: &Config) -> Value {
             )],
         ));
     }
+    if !cfg.media.hook_receiver_key.is_empty() {
+        let key = query_param(
+            "key",
+            json!({"type": "string"}),
+            "media.hook_receiver_key (required; checked before the body is read)",
+        );
+        let allowed = json!({"type": "object", "properties": {
+            "allowed": {"type": "boolean"},
+            "call": {"type": "string", "description": "a call answered without a decision"}
+        }});
+        paths.push((
+            "/api/v1/hooks/nginx-rtmp",
+            vec![(
+                "post",
+                Op::new(
+                    "nginx-rtmp on_publish / on_play target (only with                      media.hook_receiver_key): decides with liveshard's own publish and                      play checks; 2xx allows, 403 refuses",
+                )
+                .params(vec![key.clone()])
+                .raw_body(json!({"required": true, "content": {
+                    "application/x-www-form-urlencoded": {"schema": {
+                        "type": "object", "required": ["call"],
+                        "properties": {
+                            "call": {"type": "string", "description": "publish, play, or a notification"},
+                            "app": {"type": "string"},
+                            "name": {"type": "string"},
+                            "addr": {"type": "string"},
+                            "tcurl": {"type": "string"}
+                        },
+                        "additionalProperties": {"type": "string",
+                            "description": "the client's query (txSecret, txTime, relay_key)"}
+                    }}
+                }}))
+                .ok(allowed.clone())
+                .errors(&[40002, 40308, 40309, 41300]),
+            )],
+        ));
+        paths.push((
+            "/api/v1/hooks/srs",
+            vec![(
+                "post",
+                Op::new(
+                    "SRS http_hooks target (only with media.hook_receiver_key): decides                      on_publish / on_play with liveshard's own checks; 200 with code 0                      allows, 403 refuses",
+                )
+                .params(vec![key])
+                .body(json!({"type": "object", "required": ["action"], "properties": {
+                    "action": {"type": "string", "description": "on_publish, on_play, or a notification"},
+                    "app": {"type": "string"},
+                    "stream": {"type": "string"},
+                    "param": {"type": "string", "description": "the client's query, with its leading ?"},
+                    "ip": {"type": "string"},
+                    "tcUrl": {"type": "string"}
+                }}))
+                .ok(allowed)
+                .errors(&[40002, 40308, 40309, 41300]),
+            )],
+        ));
+    }
     paths.push((
         "/api/v1/auth/logout",
         vec![(

@@ -90,6 +90,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "media.push_key",
     "media.play_key",
+    "media.relay_key",
+    "media.hook_receiver_key",
     "wechat.secret",
 ];
 

@@ -177,6 +177,16 @@ pub struct MediaConfig {
     /// with the push key publishes. Empty: a random one is generated on first start and
     /// kept in `<data_dir>/play.key` (`liveshard sign --play` signs with it).
     pub play_key: String,
+    /// Key an nginx-rtmp edge's relay push carries in its URL
+    /// (`push rtmp://HOST/APP?relay_key=KEY;`): a publish with it needs no signature,
+    /// since nginx-rtmp drops its publisher's query when it pushes. Empty: relay pushes
+    /// are refused. At least 16 bytes, and neither the push nor the play key.
+    pub relay_key: String,
+    /// Key an nginx-rtmp or SRS fleet puts in its hook URLs
+    /// (`/api/v1/hooks/nginx-rtmp?key=KEY`, `/api/v1/hooks/srs?key=KEY`) to have
+    /// liveshard decide its publishes and plays. Empty: those routes do not exist. At
+    /// least 16 bytes.
+    pub hook_receiver_key: String,
     /// Lifetime of push URLs handed out by the API and `liveshard sign`.
     pub push_url_ttl_secs: u64,
     /// The RTMP application name (`rtmp://host/APP/stream`).
@@ -228,6 +238,8 @@ impl Default for MediaConfig {
             push_key: String::new(),
             play_sign: false,
             play_key: String::new(),
+            relay_key: String::new(),
+            hook_receiver_key: String::new(),
             push_url_ttl_secs: 24 * 3600,
             app: "live".into(),
             gop_max_frames: 600,
@@ -652,6 +664,41 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].key, "http.max_headers");
         assert_eq!(e[1].key, "log.level");
+    }
+
+    #[test]
+    fn relay_and_hook_receiver_keys_are_checked() {
+        let c = load(
+            "[media]\nrelay_key = \"relay-0123456789abcdef\"\nhook_receiver_key = \"hook-0123456789abcdef\"\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.media.relay_key, "relay-0123456789abcdef");
+        let e = load(
+            "[media]\nrelay_key = \"short\"\nhook_receiver_key = \"short\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["media.relay_key", "media.hook_receiver_key"]);
+        // The relay key travels in a URL as is, and is no signing key.
+        let e = load(
+            "[media]\nrelay_key = \"relay&key=0123456789abcdef\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e[0].key, "media.relay_key");
+        let e = load(
+            "[media]\npush_key = \"same-0123456789abcdef\"\nrelay_key = \"same-0123456789abcdef\"\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e[0].key, "media.relay_key");
+        assert!(e[0].message.contains("differ"), "{}", e[0].message);
     }
 
     #[test]

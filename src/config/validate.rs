@@ -192,6 +192,28 @@ impl Config {
             "must differ from media.push_key (with the same key a play URL would also publish)",
         );
         check(
+            m.relay_key.is_empty() || m.relay_key.len() >= 16,
+            "media.relay_key",
+            "must be at least 16 bytes (or empty: relay pushes refused)",
+        );
+        check(
+            m.relay_key.is_empty() || (m.relay_key != m.push_key && m.relay_key != m.play_key),
+            "media.relay_key",
+            "must differ from media.push_key and media.play_key",
+        );
+        check(
+            m.relay_key
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"&?/#%".contains(&b)),
+            "media.relay_key",
+            "must be printable ASCII without & ? / # % (it travels in a URL as is)",
+        );
+        check(
+            m.hook_receiver_key.is_empty() || m.hook_receiver_key.len() >= 16,
+            "media.hook_receiver_key",
+            "must be at least 16 bytes (or empty: the hook receiver is off)",
+        );
+        check(
             self.auth.token_ttl_secs > 0,
             "auth.token_ttl_secs",
             "must be positive",

@@ -14,13 +14,12 @@ use crate::sock::Sock;
 use bytes::{Bytes, BytesMut};
 use monoio::io::Splitable;
 
+use super::admission::{self, Ask};
 use super::engine::{Live, Proto, Viewer};
 use super::hooks;
 use super::{valid_stream, StreamId};
-use crate::auth::now_unix;
 use crate::codes;
 use crate::http::{self, code, Reply, Request, Response};
-use crate::media::sign;
 use crate::outq::{spawn_writer, OutQueue, Policy, Timeout};
 use crate::sockio::{read_append, readable};
 
@@ -76,14 +75,12 @@ pub(super) fn check_http_play(live: &Live, req: &Request, name: &str) -> Result<
         ));
     }
     let query = req.head.query.clone().unwrap_or_default();
-    if settings.play_sign {
-        if let Err(e) = sign::verify(&settings.play_key, name, &query, now_unix()) {
-            return Err(Response::error(
-                403,
-                codes::PLAY_SIGNATURE_REFUSED,
-                format!("play refused: {e}"),
-            ));
-        }
+    if let Err(e) = admission::play_signature(live, name, &query) {
+        return Err(Response::error(
+            403,
+            codes::PLAY_SIGNATURE_REFUSED,
+            format!("play refused: {e}"),
+        ));
     }
     Ok(query)
 }
@@ -96,11 +93,14 @@ pub(super) async fn ask_on_play(
     peer: SocketAddr,
     protocol: &'static str,
 ) -> Result<(), Response> {
-    let Some(url) = &live.ctx.settings.hooks.on_play else {
-        return Ok(());
+    let ask = Ask {
+        app: &live.settings().app,
+        stream: name,
+        query,
+        peer,
+        protocol,
     };
-    let event = hooks::event("on_play", live, name, query, peer, protocol);
-    hooks::ask(live, url, &event)
+    admission::on_play(live, &ask)
         .await
         .map_err(|why| Response::error(403, codes::PLAY_HOOK_REFUSED, why))
 }

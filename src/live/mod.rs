@@ -17,13 +17,15 @@
 //! - HLS segments are made on the owner shard too, once per stream, and every shard
 //!   answers HLS requests from the owner's segments ([`hls`] says how and why).
 //!
-//! Files: [`engine`] (per-shard state and mesh messages, the owner side), `registry` (the
+//! Files: [`admission`] (who may publish or play: the checks RTMP, HTTP play and the
+//! hook receiver share), [`engine`] (per-shard state and mesh messages, the owner side), `registry` (the
 //! home shard's claims and announcements), `mirror` (the viewer side; each viewer's queue
 //! is a [`crate::outq::OutQueue`] with the skip-to-keyframe policy), [`rtmp_conn`]
 //! (the RTMP connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`),
 //! [`hls`] (`GET /{app}/{stream}.m3u8` and its segments), [`hooks`] (on_publish /
 //! on_unpublish / on_play / on_stop callbacks).
 
+pub mod admission;
 pub mod engine;
 pub mod flv;
 pub mod hls;
@@ -130,6 +132,8 @@ pub struct Settings {
     pub play_sign: bool,
     /// Checks plays only; never the push key.
     pub play_key: String,
+    /// Authorizes relay pushes (`?relay_key=`); empty: none accepted.
+    pub relay_key: String,
     pub gop: GopLimits,
     pub max_message_bytes: usize,
     /// Partial RTMP messages of all publishers of one shard together.
@@ -157,6 +161,7 @@ impl Settings {
             push_key: keys.push,
             play_sign: m.play_sign,
             play_key: keys.play,
+            relay_key: m.relay_key.clone(),
             gop: GopLimits {
                 max_frames: m.gop_max_frames,
                 max_bytes: m.gop_max_bytes,

@@ -3,12 +3,13 @@
 //! task drains the connection's [`OutQueue`] (session replies, and for a player the shared
 //! media `Bytes`).
 //!
-//! A publish is checked in this order — app, stream name, signature (`media.push_key`),
-//! the room not closed, the `on_publish` hook, the stream's home granting the claim — and
-//! refused at the first failure with an `onStatus` error whose description says why, then
-//! the connection closes. A play is checked likewise (signature only with
-//! `media.play_sign`, `on_play`, the stream live). Each check has its own key: a publish
-//! only the push key, a play only the play key, so a play URL never publishes
+//! A publish is checked in this order — the checks of [`super::admission`] (app, stream
+//! name, relay key or signature with `media.push_key`, the room not closed, the
+//! `on_publish` hook), then the stream's home granting the claim — and refused at the
+//! first failure with an `onStatus` error whose description says why, then the
+//! connection closes. A play is checked likewise (signature only with `media.play_sign`,
+//! `on_play`, the stream live). Each check has its own key: a publish only the push key
+//! (or the relay key), a play only the play key, so a play URL never publishes
 //! ([`crate::auth::MediaKeys`]).
 //!
 //! Time limits: the handshake and the publish/play request must come within
@@ -32,20 +33,18 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use shards::local::Notify;
 
+use super::admission::{self, Ask, Refusal};
 use super::engine::{ClaimAnswer, Live, Proto, Viewer};
 use super::hooks;
-use super::{valid_stream, StreamId};
-use crate::auth::now_unix;
+use super::StreamId;
 use crate::media::rtmp::chunk::MAX_MESSAGE_LEN;
 use crate::media::rtmp::{
     status, ChunkError, ChunkLimits, Event, PlayRequest, PublishRequest, ServerSession,
     SessionConfig, SessionError,
 };
-use crate::media::sign;
 use crate::media::timeline::Resume;
 use crate::outq::{spawn_writer, OutQueue, Policy, Timeout};
 use crate::sockio::read_append;
-use crate::store::Request as StoreRequest;
 
 /// Handshake plus the publish or play request.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -386,60 +385,21 @@ async fn on_event(
     }
 }
 
-type Refusal = (&'static str, String);
-
 async fn check_publish(
     live: &Rc<Live>,
     req: &PublishRequest,
     peer: SocketAddr,
 ) -> Result<(StreamId, Option<Resume>), Refusal> {
-    let settings = &live.ctx.settings;
+    let query = req.query.as_deref().unwrap_or_default();
+    let ask = Ask {
+        app: &req.app,
+        stream: &req.stream,
+        query,
+        peer,
+        protocol: "rtmp",
+    };
+    admission::publish(live, &ask).await?;
     let what = format!("publish of {}/{}", req.app, req.stream);
-    if req.app != settings.app {
-        return Err((
-            status::PUBLISH_BAD_NAME,
-            format!("{what} refused: unknown app (use /{}/)", settings.app),
-        ));
-    }
-    if !valid_stream(&req.stream) {
-        return Err((
-            status::PUBLISH_BAD_NAME,
-            format!("{what} refused: stream names are 1-64 of A-Z a-z 0-9 _ - ."),
-        ));
-    }
-    let query = req.query.clone().unwrap_or_default();
-    if let Err(e) = sign::verify(&settings.push_key, &req.stream, &query, now_unix()) {
-        return Err((status::PUBLISH_BAD_NAME, format!("{what} refused: {e}")));
-    }
-    let room = live
-        .ctx
-        .store
-        .call(|reply| StoreRequest::GetRoom {
-            id: req.stream.clone(),
-            reply,
-        })
-        .await;
-    match room {
-        Ok(Some(r)) if r.closed => {
-            return Err((
-                status::PUBLISH_DENIED,
-                format!("{what} refused: the room is closed"),
-            ));
-        }
-        Ok(_) => {}
-        Err(e) => {
-            return Err((
-                status::PUBLISH_DENIED,
-                format!("{what} refused: {e}, retry"),
-            ))
-        }
-    }
-    if let Some(url) = &settings.hooks.on_publish {
-        let event = hooks::event("on_publish", live, &req.stream, &query, peer, "rtmp");
-        if let Err(why) = hooks::ask(live, url, &event).await {
-            return Err((status::PUBLISH_DENIED, format!("{what} refused: {why}")));
-        }
-    }
     let stream: StreamId = req.stream.as_str().into();
     let home = live.port().home_of(&stream);
     let from = live.port().me();
@@ -470,27 +430,18 @@ async fn check_play(
     req: &PlayRequest,
     peer: SocketAddr,
 ) -> Result<StreamId, Refusal> {
-    let settings = &live.ctx.settings;
-    let what = format!("play of {}/{}", req.app, req.stream);
-    if req.app != settings.app || !valid_stream(&req.stream) {
-        return Err((status::PLAY_NOT_FOUND, format!("{what}: no such stream")));
-    }
-    let query = req.query.clone().unwrap_or_default();
-    if settings.play_sign {
-        if let Err(e) = sign::verify(&settings.play_key, &req.stream, &query, now_unix()) {
-            return Err((status::PLAY_FAILED, format!("{what} refused: {e}")));
-        }
-    }
-    if let Some(url) = &settings.hooks.on_play {
-        let event = hooks::event("on_play", live, &req.stream, &query, peer, "rtmp");
-        if let Err(why) = hooks::ask(live, url, &event).await {
-            return Err((status::PLAY_FAILED, format!("{what} refused: {why}")));
-        }
-    }
+    let ask = Ask {
+        app: &req.app,
+        stream: &req.stream,
+        query: req.query.as_deref().unwrap_or_default(),
+        peer,
+        protocol: "rtmp",
+    };
+    admission::play(live, &ask).await?;
     if !live.is_watchable(&req.stream) {
         return Err((
             status::PLAY_NOT_FOUND,
-            format!("{what}: the stream is not live"),
+            format!("play of {}/{}: the stream is not live", req.app, req.stream),
         ));
     }
     Ok(req.stream.as_str().into())

@@ -11,6 +11,10 @@
 //! or `play` (`test?txSecret=…`), or on the app / tcUrl
 //! (`rtmp://host/live?txSecret=…/test`). [`StreamName::parse`] splits a name from its query;
 //! the session picks the query to check ([`crate::media::rtmp::session`]).
+//!
+//! A relay from another server (an nginx-rtmp edge's `push`) cannot carry its publisher's
+//! signature: it authenticates with the server-wide relay key instead ([`verify_relay`],
+//! `?relay_key=…`, compared in constant time).
 
 use std::fmt;
 
@@ -93,14 +97,70 @@ pub fn verify(key: &str, stream: &str, query: &str, now_unix: u64) -> Result<(),
 /// Compares without an early exit, so the time taken does not tell an attacker how many
 /// leading characters of a guessed secret were right. Lengths are public (always 32 here).
 fn constant_time_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
+    constant_time_eq_by(a, b, |x| x.to_ascii_lowercase())
+}
+
+/// [`constant_time_eq_ignore_ascii_case`] with each byte passed through `f` first.
+fn constant_time_eq_by(a: &[u8], b: &[u8], f: fn(u8) -> u8) -> bool {
     if a.len() != b.len() {
         return false;
     }
     let mut diff = 0u8;
     for (x, y) in a.iter().zip(b) {
-        diff |= x.to_ascii_lowercase() ^ y.to_ascii_lowercase();
+        diff |= f(*x) ^ f(*y);
     }
     std::hint::black_box(diff) == 0
+}
+
+/// The query parameter that carries a relay key (`media.relay_key`): an nginx-rtmp edge's
+/// `push rtmp://host/live?relay_key=KEY` sends it on the app name, since nginx-rtmp drops
+/// the publisher's own query when it pushes. Named `…_key` so that log redaction
+/// ([`crate::logging::redact`]) hides its value.
+pub const RELAY_PARAM: &str = "relay_key";
+
+/// Why a relay key was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayError {
+    /// The query names a relay key but none is configured.
+    Off,
+    /// Given twice (see [`verify`]'s rule), or not the configured key.
+    Mismatch,
+}
+
+impl fmt::Display for RelayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RelayError::Off => "relay pushes are not enabled on this server (media.relay_key)",
+            RelayError::Mismatch => "wrong relay key",
+        })
+    }
+}
+
+/// Checks the relay key in `query`: `None` when the query carries none (the publish is
+/// then checked by its signature), else whether it is `configured` (empty: relays off).
+pub fn verify_relay(configured: &str, query: &str) -> Option<Result<(), RelayError>> {
+    let given = match unique_param(query, RELAY_PARAM) {
+        Ok(Some(given)) => given,
+        Ok(None) => return None,
+        Err(_) => return Some(Err(RelayError::Mismatch)),
+    };
+    Some(if configured.is_empty() {
+        Err(RelayError::Off)
+    } else if same_secret(configured, given) {
+        Ok(())
+    } else {
+        Err(RelayError::Mismatch)
+    })
+}
+
+/// Whether two secrets are equal, in time that depends on neither: both are hashed first
+/// (SHA-256), so neither the position of the first difference nor the configured
+/// secret's length shows in the time taken.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::Sha256;
+    let a = Sha256::digest(a.as_bytes());
+    let b = Sha256::digest(b.as_bytes());
+    constant_time_eq_by(&a, &b, |x| x)
 }
 
 /// The value of `name` in a query string; given twice is malformed, since two values would
@@ -169,6 +229,35 @@ mod tests {
         let (secret, time) = sign(KEY, "test", 0x5C27_1099);
         assert_eq!(time, "5C271099");
         assert_eq!(secret, "f85a2ab363fe4deaffef9754d79da6fe");
+    }
+
+    #[test]
+    fn a_relay_key_is_checked_only_when_the_query_names_one() {
+        let key = "relay-0123456789abcdef";
+        assert_eq!(verify_relay(key, "txSecret=a&txTime=b"), None);
+        assert_eq!(
+            verify_relay(key, "relay_key=relay-0123456789abcdef"),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            verify_relay(key, "x=1&relay_key=relay-0123456789ABCDEF"),
+            Some(Err(RelayError::Mismatch))
+        );
+        assert_eq!(
+            verify_relay(key, "relay_key="),
+            Some(Err(RelayError::Mismatch))
+        );
+        assert_eq!(
+            verify_relay(key, "relay_key=relay-0123456789abcdef&relay_key=x"),
+            Some(Err(RelayError::Mismatch))
+        );
+        assert_eq!(
+            verify_relay("", "relay_key=anything"),
+            Some(Err(RelayError::Off))
+        );
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("abc", "ABC"));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use liveshard::media::flv::{read_tag, AudioTag, VideoTag};
-use liveshard::media::gop::{GopCache, GopLimits, MAX_SLOT_BYTES};
+use liveshard::media::gop::{GopCache, GopLimits, MAX_SLOT_BYTES, SLOTS};
 use liveshard::media::ts::TsMuxer;
 use liveshard::media::{MediaKind, MediaMessage, Packaged};
 
@@ -76,5 +76,5 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let start: usize = gop.flv_start().iter().map(Bytes::len).sum();
-    assert!(start <= 13 + 3 * MAX_SLOT_BYTES + LIMITS.max_bytes);
+    assert!(start <= 13 + SLOTS * MAX_SLOT_BYTES + LIMITS.max_bytes);
 });

@@ -393,7 +393,7 @@ impl Live {
                 return;
             };
             o.subscribers[from] = true;
-            let mut gop = Vec::with_capacity(o.gop.gop_len() + 3);
+            let mut gop = Vec::with_capacity(o.gop.gop_len() + crate::media::gop::SLOTS);
             gop.extend(o.gop.metadata().cloned());
             gop.extend(o.gop.frames().cloned());
             Msg::Start {

@@ -1,10 +1,13 @@
 //! The GOP cache: what a new viewer is sent first, so it starts on a keyframe at once.
 //!
-//! It holds the latest metadata, the video and audio sequence headers (AVC/HEVC decoder
-//! configuration, AAC AudioSpecificConfig) and the messages since the last keyframe, all as
-//! [`Packaged`] (shared bytes per protocol). [`GopCache::rtmp_start`] and
-//! [`GopCache::flv_start`] give a joining viewer, in order: metadata, sequence headers,
-//! then the GOP from its keyframe. Nothing is copied or re-encoded per viewer.
+//! It holds the latest metadata, the latest Enhanced RTMP video metadata (`colorInfo`), the
+//! video and audio sequence headers (AVC/HEVC/AV1/VP9 decoder configuration, AAC
+//! AudioSpecificConfig, any Enhanced RTMP SequenceStart) and the messages since the last
+//! keyframe, all as [`Packaged`] (shared bytes per protocol). Keyframes are what
+//! [`Class`] says, per codec (legacy FLV frame type, or the Enhanced RTMP frame type on a
+//! CodedFrames/CodedFramesX packet). [`GopCache::rtmp_start`] and [`GopCache::flv_start`]
+//! give a joining viewer, in order: metadata, video metadata, sequence headers, then the
+//! GOP from its keyframe. Nothing is copied or re-encoded per viewer.
 //!
 //! Caps ([`GopLimits`]) bound the GOP in messages and in bytes held (both packaged forms).
 //! When a video stream's GOP reaches a cap, the cached GOP is dropped and nothing is cached
@@ -12,9 +15,10 @@
 //! and waits for the live keyframe, which is correct, merely slower. (Keeping a truncated
 //! GOP would be worse: frames without their keyframe do not decode.) For a stream with no
 //! video at all, the cache is a rolling window of the latest audio, trimmed from the front.
-//! Metadata and the two sequence headers are single slots outside the caps, each at most
+//! Metadata, video metadata and the two sequence headers are [`SLOTS`] single slots
+//! outside the caps, each at most
 //! [`MAX_SLOT_BYTES`]: real ones are a few hundred bytes, and without a bound a publisher
-//! could park three whole messages (up to `media.max_message_bytes` each, twice over for
+//! could park four whole messages (up to `media.max_message_bytes` each, twice over for
 //! the two packaged forms) per stream beside the GOP. An oversized one empties its slot
 //! (the old one no longer describes the stream) and the viewers that join later wait for
 //! the publisher to send it again.
@@ -29,6 +33,9 @@ use super::packet::Packaged;
 
 /// Largest metadata or sequence header kept (both packaged forms together).
 pub const MAX_SLOT_BYTES: usize = 256 * 1024;
+/// Single-message slots beside the GOP: metadata, video metadata, the video and the
+/// audio sequence header.
+pub const SLOTS: usize = 4;
 
 /// Caps on the cached GOP.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +61,8 @@ impl Default for GopLimits {
 pub struct GopCache {
     limits: GopLimits,
     metadata: Option<Packaged>,
+    /// Enhanced RTMP video metadata (HDR `colorInfo`): the latest one applies.
+    video_metadata: Option<Packaged>,
     video_header: Option<Packaged>,
     audio_header: Option<Packaged>,
     gop: VecDeque<Packaged>,
@@ -87,6 +96,10 @@ impl GopCache {
             Class::Video(tag) => {
                 if tag.is_sequence_header() {
                     self.video_header = slot(p);
+                    return;
+                }
+                if p.class.is_video_metadata() {
+                    self.video_metadata = slot(p);
                     return;
                 }
                 if !self.has_video {
@@ -162,24 +175,22 @@ impl GopCache {
         self.metadata.as_ref()
     }
 
-    /// Everything but the metadata, in start order: sequence headers, then the GOP. With
+    /// Everything but the metadata, in start order: video metadata, sequence headers,
+    /// then the GOP. With
     /// [`Self::metadata`] this rebuilds an identical cache elsewhere (`set_metadata`, then
     /// `push` each).
     pub fn frames(&self) -> impl Iterator<Item = &Packaged> {
-        self.video_header
-            .iter()
-            .chain(self.audio_header.iter())
-            .chain(self.gop.iter())
-    }
-
-    /// What a joining viewer is sent, in order: metadata, video and audio sequence
-    /// headers, the GOP.
-    pub fn iter(&self) -> impl Iterator<Item = &Packaged> {
-        self.metadata
+        self.video_metadata
             .iter()
             .chain(self.video_header.iter())
             .chain(self.audio_header.iter())
             .chain(self.gop.iter())
+    }
+
+    /// What a joining viewer is sent, in order: metadata, video metadata, video and
+    /// audio sequence headers, the GOP.
+    pub fn iter(&self) -> impl Iterator<Item = &Packaged> {
+        self.metadata.iter().chain(self.frames())
     }
 
     /// The start of an RTMP viewer's stream (after the session's play replies).
@@ -398,5 +409,54 @@ mod tests {
         c.push(pkt(MediaKind::Video, 0, &[]));
         c.clear();
         assert_eq!(c.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_viewer_joining_an_enhanced_rtmp_stream_gets_metadata_color_info_headers_then_a_keyframe(
+    ) {
+        for cc in [*b"hvc1", *b"av01", *b"vp09"] {
+            let video = |ts: u32, b0: u8, rest: &[u8]| {
+                let mut v = vec![b0];
+                v.extend(cc);
+                v.extend(rest);
+                pkt(MediaKind::Video, ts, &v)
+            };
+            let mut c = GopCache::new(GopLimits::default());
+            // In ffmpeg's order: onMetaData, SequenceStart, AAC config, colorInfo, frames.
+            c.set_metadata(pkt(MediaKind::Data, 0, b"\x02\x00\x0aonMetaData"));
+            c.push(video(0, 0x90, &[1]));
+            c.push(pkt(MediaKind::Audio, 0, AAC_SEQ));
+            c.push(video(0, 0xD4, b"\x02\x00\x09colorInfo\x03"));
+            c.push(video(0, 0xA1, &[0, 0, 0, 7])); // before any keyframe: not cached
+            c.push(video(40, 0x91, &[0, 0, 0, 8]));
+            c.push(pkt(MediaKind::Audio, 46, AAC));
+            c.push(video(80, 0xA1, &[0, 0, 0, 9]));
+            let order: Vec<(MediaKind, u8)> = c.iter().map(|p| (p.kind, p.payload()[0])).collect();
+            assert_eq!(
+                order,
+                vec![
+                    (MediaKind::Data, 0x02),
+                    (MediaKind::Video, 0xD4),
+                    (MediaKind::Video, 0x90),
+                    (MediaKind::Audio, 0xAF),
+                    (MediaKind::Video, 0x91),
+                    (MediaKind::Audio, 0xAF),
+                    (MediaKind::Video, 0xA1),
+                ],
+                "{cc:?}"
+            );
+            // A later colorInfo replaces the held one and leaves the GOP alone.
+            c.push(video(120, 0xD4, b"\x02\x00\x09colorInfo\x06"));
+            assert_eq!(c.gop_len(), 3);
+            assert_eq!(c.frames().next().unwrap().timestamp, 120);
+            // A shard's mirror, rebuilt from the owner's cache, starts viewers the same.
+            let mut mirror = GopCache::new(GopLimits::default());
+            mirror.set_metadata(c.metadata().unwrap().clone());
+            for p in c.frames() {
+                mirror.push(p.clone());
+            }
+            assert_eq!(mirror.rtmp_start(), c.rtmp_start());
+            assert_eq!(mirror.flv_start(), c.flv_start());
+        }
     }
 }

@@ -215,6 +215,12 @@ impl Live {
         self.ctx.clock.now()
     }
 
+    /// Which of `streams`, published here, HLS refuses for a codec it does not carry
+    /// (the API leaves their `play.hls` out).
+    pub fn hls_refused_among(&self, streams: &[String]) -> Vec<String> {
+        self.hls.refused_among(streams)
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.ctx.settings
     }

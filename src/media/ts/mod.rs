@@ -11,7 +11,9 @@
 //!   keyframe, the random access indicator;
 //! - an AAC raw frame becomes one PES on [`AUDIO_PID`] with an ADTS header built from the
 //!   AudioSpecificConfig;
-//! - anything else (metadata, HEVC, MP3, command frames, end of sequence) is ignored, and
+//! - anything else (metadata, command frames, end of sequence; HEVC, AV1, VP9, MP3,
+//!   Opus, which [`uncarried`] names so that HLS refuses such a stream whole) is ignored,
+//!   and
 //!   input that cannot be used (a frame before its sequence header, a NALU length past
 //!   the end, an AudioSpecificConfig ADTS cannot express) is skipped and reported in the
 //!   returned [`Muxed`], never a panic.
@@ -124,6 +126,40 @@ pub fn carried(class: &Class) -> Carried {
             Carried::AudioFrame
         }
         _ => Carried::Other,
+    }
+}
+
+/// A track whose codec this muxer does not put in TS. HLS refuses a stream that has one
+/// as a whole ([`super::hls::Segmenter::refused`]) rather than serve the other track
+/// alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uncarried {
+    Video(VideoTag),
+    Audio(AudioTag),
+}
+
+impl std::fmt::Display for Uncarried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uncarried::Video(t) if t.codec == VideoCodec::Avc => {
+                f.write_str("H.264 video in Enhanced RTMP form")
+            }
+            Uncarried::Video(t) => write!(f, "{} video", t.codec.name()),
+            Uncarried::Audio(t) => write!(f, "{} audio", t.codec.name()),
+        }
+    }
+}
+
+/// The track of a message of class `class` that TS cannot carry, if it is one: video
+/// other than legacy-FLV H.264, audio other than AAC. Enhanced RTMP command frames name no
+/// codec and say nothing about the track.
+pub fn uncarried(class: &Class) -> Option<Uncarried> {
+    match class {
+        Class::Video(t) if t.codec != VideoCodec::Unstated && !is_legacy_avc(t) => {
+            Some(Uncarried::Video(*t))
+        }
+        Class::Audio(t) if t.codec != AudioCodec::Aac => Some(Uncarried::Audio(*t)),
+        _ => None,
     }
 }
 

@@ -299,7 +299,10 @@ fn a_joining_viewer_starts_with_headers_then_a_keyframe(server: &Server, id: &st
         want.push(Seen::VideoMetadata);
     }
     want.extend([Seen::VideoHeader, Seen::AudioHeader, Seen::Keyframe]);
-    assert_eq!(start, want, "{codec:?}: what a viewer joining mid-stream gets");
+    assert_eq!(
+        start, want,
+        "{codec:?}: what a viewer joining mid-stream gets"
+    );
 }
 
 /// The current ffmpeg reading `url` for two seconds and decoding it: the codecs it
@@ -385,7 +388,10 @@ fn publishes_and_plays_back(codec: Codec) {
 
     // FLV and RTMP read back at once, each decoded for two seconds.
     let flv = read_back(&format!("http://{}/live/{id}.flv", server.http));
-    let rtmp = read_back(&format!("rtmp://{}/live/{id}", server.ready_field("rtmp").unwrap()));
+    let rtmp = read_back(&format!(
+        "rtmp://{}/live/{id}",
+        server.ready_field("rtmp").unwrap()
+    ));
     assert_decodes("HTTP-FLV", flv.wait_with_output().unwrap(), codec);
     assert_decodes("RTMP", rtmp.wait_with_output().unwrap(), codec);
 
@@ -428,7 +434,9 @@ fn publishes_and_plays_back(codec: Codec) {
     };
     for play in [&one, &listed] {
         assert!(play["flv"].as_str().is_some_and(|u| u.ends_with(".flv")));
-        assert!(play["rtmp"].as_str().is_some_and(|u| u.starts_with("rtmp://")));
+        assert!(play["rtmp"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("rtmp://")));
     }
 }
 

@@ -364,7 +364,7 @@ fn codec_refused(track: &str) -> Reply {
     refused(Response::error(
         415,
         codes::PLAY_CODEC_UNSUPPORTED,
-        &format!(
+        format!(
             "this stream's {track} is not carried over HLS here (MPEG-TS segments carry \
              H.264 and AAC): play it over HTTP-FLV or RTMP"
         ),

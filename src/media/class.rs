@@ -157,7 +157,10 @@ mod tests {
             assert!(!seq.is_keyframe());
             let meta = with(0xD4, b"\x02\x00\x09colorInfo");
             assert!(meta.is_video_metadata() && meta.is_essential(), "{cc:?}");
-            assert!(!meta.is_frame(), "video metadata does not move the stream clock");
+            assert!(
+                !meta.is_frame(),
+                "video metadata does not move the stream clock"
+            );
             assert!(!meta.is_keyframe() && !meta.is_sequence_header());
             let key = with(0x91, &[0, 0, 0, 0x12]);
             assert!(key.is_keyframe() && key.is_frame() && !key.is_essential());

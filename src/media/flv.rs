@@ -559,20 +559,40 @@ mod tests {
     /// writes: SequenceStart, the `colorInfo` metadata packet, a keyframe (CodedFrames)
     /// and an inter frame, per codec.
     const FFMPEG_HEVC: [&[u8]; 4] = [
-        &[0x90, b'h', b'v', b'c', b'1', 0x01, 0x01, 0x60, 0x00, 0x00, 0x00, 0x90],
-        &[0xD4, b'h', b'v', b'c', b'1', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o'],
-        &[0x91, b'h', b'v', b'c', b'1', 0x00, 0x00, 0xC8, 0x00, 0x00, 0x0A, 0xC6],
-        &[0xA1, b'h', b'v', b'c', b'1', 0x00, 0x01, 0xF4, 0x00, 0x00, 0x07, 0x33],
+        &[
+            0x90, b'h', b'v', b'c', b'1', 0x01, 0x01, 0x60, 0x00, 0x00, 0x00, 0x90,
+        ],
+        &[
+            0xD4, b'h', b'v', b'c', b'1', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o',
+        ],
+        &[
+            0x91, b'h', b'v', b'c', b'1', 0x00, 0x00, 0xC8, 0x00, 0x00, 0x0A, 0xC6,
+        ],
+        &[
+            0xA1, b'h', b'v', b'c', b'1', 0x00, 0x01, 0xF4, 0x00, 0x00, 0x07, 0x33,
+        ],
     ];
     const FFMPEG_AV1: [&[u8]; 3] = [
-        &[0x90, b'a', b'v', b'0', b'1', 0x81, 0x00, 0x0C, 0x00, 0x0A, 0x0B, 0x02],
-        &[0xD4, b'a', b'v', b'0', b'1', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o'],
-        &[0x91, b'a', b'v', b'0', b'1', 0x12, 0x00, 0x0A, 0x0B, 0x02, 0x00, 0x00],
+        &[
+            0x90, b'a', b'v', b'0', b'1', 0x81, 0x00, 0x0C, 0x00, 0x0A, 0x0B, 0x02,
+        ],
+        &[
+            0xD4, b'a', b'v', b'0', b'1', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o',
+        ],
+        &[
+            0x91, b'a', b'v', b'0', b'1', 0x12, 0x00, 0x0A, 0x0B, 0x02, 0x00, 0x00,
+        ],
     ];
     const FFMPEG_VP9: [&[u8]; 3] = [
-        &[0x90, b'v', b'p', b'0', b'9', 0x01, 0x00, 0x00, 0x00, 0x00, 0x0A, 0x82],
-        &[0xD4, b'v', b'p', b'0', b'9', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o'],
-        &[0x91, b'v', b'p', b'0', b'9', 0x82, 0x49, 0x83, 0x42, 0x00, 0x09, 0xF0],
+        &[
+            0x90, b'v', b'p', b'0', b'9', 0x01, 0x00, 0x00, 0x00, 0x00, 0x0A, 0x82,
+        ],
+        &[
+            0xD4, b'v', b'p', b'0', b'9', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o',
+        ],
+        &[
+            0x91, b'v', b'p', b'0', b'9', 0x82, 0x49, 0x83, 0x42, 0x00, 0x09, 0xF0,
+        ],
     ];
 
     #[test]
@@ -640,7 +660,11 @@ mod tests {
         assert_eq!(seq.codec, VideoCodec::Av1);
         // Cut anywhere inside: truncated, never a panic.
         for cut in 0..two.len() - 1 {
-            assert_eq!(VideoTag::parse(&two[..cut]), Err(FlvError::Truncated), "{cut}");
+            assert_eq!(
+                VideoTag::parse(&two[..cut]),
+                Err(FlvError::Truncated),
+                "{cut}"
+            );
         }
         let aac = AudioTag::parse(b"\x97\x02\x00\x00\x01\x01mp4a").unwrap();
         assert_eq!(aac.codec, AudioCodec::FourCc(*b"mp4a"));

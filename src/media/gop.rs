@@ -412,8 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn a_viewer_joining_an_enhanced_rtmp_stream_gets_metadata_color_info_headers_then_a_keyframe(
-    ) {
+    fn a_viewer_joining_an_enhanced_rtmp_stream_gets_metadata_color_info_headers_then_a_keyframe() {
         for cc in [*b"hvc1", *b"av01", *b"vp09"] {
             let video = |ts: u32, b0: u8, rest: &[u8]| {
                 let mut v = vec![b0];

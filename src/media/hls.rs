@@ -1015,10 +1015,7 @@ mod tests {
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
         s.push(MediaKind::Video, 0, &avc_header());
         s.push(MediaKind::Audio, 0, b"\x90Opus\x00");
-        assert_eq!(
-            s.refused().unwrap().to_string(),
-            "Enhanced RTMP Opus audio"
-        );
+        assert_eq!(s.refused().unwrap().to_string(), "Enhanced RTMP Opus audio");
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
         s.push(MediaKind::Video, 0, b"\x90av01\x81");
         assert_eq!(s.refused().unwrap().to_string(), "AV1 video");

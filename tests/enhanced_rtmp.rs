@@ -11,6 +11,9 @@
 //!   41502 naming the codec (MPEG-TS segments carry H.264 and AAC here), never served as
 //!   their audio alone, and the room's `play` URLs leave `hls` out while it is so.
 //!
+//! And H.264 with a second AAC track, which ffmpeg sends as Enhanced RTMP multitrack
+//! `mp4a`: a joining viewer gets both tracks' headers, and HLS carries the default tracks.
+//!
 //! Encodes are 160x90 at 10 fps with a 1 s GOP, so the tests stay quick on two cores.
 
 mod support;
@@ -127,10 +130,21 @@ impl Drop for Proc {
 /// The current ffmpeg publishing generated video in `codec` and AAC to `url` in real
 /// time for `secs`.
 fn publish(url: &str, codec: Codec, secs: u32) -> Proc {
+    publish_tracks(url, codec, secs, 1)
+}
+
+/// [`publish`] with `audio_tracks` AAC tracks: ffmpeg sends the first in the plain form
+/// and the others as Enhanced RTMP multitrack `mp4a`.
+fn publish_tracks(url: &str, codec: Codec, secs: u32, audio_tracks: usize) -> Proc {
+    let mut maps = vec!["-map", "0:v"];
+    for _ in 0..audio_tracks {
+        maps.extend(["-map", "1:a"]);
+    }
     let child = Command::new(ffmpeg())
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(maps)
         .args(codec.encoder())
         .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "32k"])
         .args(["-t", &secs.to_string(), "-f", "flv", url])
@@ -231,6 +245,9 @@ enum Seen {
     VideoMetadata,
     VideoHeader,
     AudioHeader,
+    /// An extra audio track's (multitrack) SequenceStart, or its MultichannelConfig.
+    TrackHeader,
+    TrackConfig,
     Keyframe,
     Inter,
     Audio,
@@ -247,6 +264,8 @@ fn seen(codec: Codec, (kind, _, p): &Tag) -> Seen {
             Seen::Data(String::from_utf8_lossy(p.get(3..3 + len).unwrap_or_default()).into())
         }
         8 if p.get(..2) == Some(&[0xAF, 0][..]) => Seen::AudioHeader,
+        8 if p.get(..2) == Some(&[0x95, 0x00][..]) => Seen::TrackHeader,
+        8 if p.get(..2) == Some(&[0x95, 0x04][..]) => Seen::TrackConfig,
         8 => Seen::Audio,
         9 => {
             match codec.fourcc() {
@@ -268,6 +287,21 @@ fn seen(codec: Codec, (kind, _, p): &Tag) -> Seen {
 /// Waits until the stream is past its first GOP (a viewer has seen two keyframes), then
 /// checks what a viewer joining now is sent first.
 fn a_joining_viewer_starts_with_headers_then_a_keyframe(server: &Server, id: &str, codec: Codec) {
+    let mut want = vec![
+        Seen::Data("onStreamTime".into()),
+        Seen::Data("onMetaData".into()),
+    ];
+    if codec != Codec::H264 {
+        // ffmpeg sends `colorInfo` video metadata for HEVC and AV1.
+        want.push(Seen::VideoMetadata);
+    }
+    want.extend([Seen::VideoHeader, Seen::AudioHeader, Seen::Keyframe]);
+    assert_eq!(joining_viewer_start(server, id, codec), want, "{codec:?}");
+}
+
+/// What a viewer joining once the stream is past its first GOP (another viewer has seen
+/// two keyframes) gets, up to its first keyframe.
+fn joining_viewer_start(server: &Server, id: &str, codec: Codec) -> Vec<Seen> {
     let path = format!("/live/{id}.flv");
     let mut first = FlvReader::open(server, &path);
     let mut keyframes = 0;
@@ -286,23 +320,11 @@ fn a_joining_viewer_starts_with_headers_then_a_keyframe(server: &Server, id: &st
         let s = seen(codec, &late.next());
         let done = s == Seen::Keyframe;
         start.push(s);
-        if done || start.len() > 8 {
+        if done || start.len() > 10 {
             break;
         }
     }
-    let mut want = vec![
-        Seen::Data("onStreamTime".into()),
-        Seen::Data("onMetaData".into()),
-    ];
-    if codec != Codec::H264 {
-        // ffmpeg sends `colorInfo` video metadata for HEVC and AV1.
-        want.push(Seen::VideoMetadata);
-    }
-    want.extend([Seen::VideoHeader, Seen::AudioHeader, Seen::Keyframe]);
-    assert_eq!(
-        start, want,
-        "{codec:?}: what a viewer joining mid-stream gets"
-    );
+    start
 }
 
 /// The current ffmpeg reading `url` for two seconds and decoding it: the codecs it
@@ -453,4 +475,44 @@ fn hevc_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() 
 #[test]
 fn av1_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() {
     publishes_and_plays_back(Codec::Av1);
+}
+
+#[test]
+fn a_second_audio_track_in_multitrack_form_keeps_its_header_for_joiners_and_hls_plays_on() {
+    support::require("ffprobe");
+    let server = Server::start(&[
+        "--set",
+        "auth.dev_login=true",
+        "--set",
+        "media.hls_segment_secs=1",
+    ]);
+    let (id, push, _) = room(&server);
+    let _ff = publish_tracks(&push, Codec::H264, 40, 2);
+    wait_live(&server, &id);
+    // Track 1's header beside track 0's, not in place of it.
+    assert_eq!(
+        joining_viewer_start(&server, &id, Codec::H264),
+        vec![
+            Seen::Data("onStreamTime".into()),
+            Seen::Data("onMetaData".into()),
+            Seen::VideoHeader,
+            Seen::AudioHeader,
+            Seen::TrackHeader,
+            Seen::TrackConfig,
+            Seen::Keyframe,
+        ]
+    );
+    // HLS carries the default tracks; the extra one is left out, not a refusal.
+    let m3u8 = format!("/live/{id}.m3u8");
+    let r = server.get(&m3u8);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let streams = probe(&format!("http://{}{m3u8}", server.http));
+    assert!(
+        streams.iter().any(|s| s.0 == "video" && s.1 == "h264"),
+        "{streams:?}"
+    );
+    assert!(
+        streams.iter().any(|s| s.0 == "audio" && s.1 == "aac"),
+        "{streams:?}"
+    );
 }

@@ -10,7 +10,7 @@
 //! skip policy and the HLS segmenter then read the result instead of parsing the payload
 //! again. It is a few bytes, `Copy`, and travels inside the shared `Packaged`.
 
-use super::flv::{AudioTag, VideoPacket, VideoTag};
+use super::flv::{AudioPacket, AudioTag, VideoPacket, VideoTag};
 use super::kind::MediaKind;
 
 /// A message's kind and what its first bytes say. See the module documentation.
@@ -63,29 +63,35 @@ impl Class {
         matches!(self, Class::Video(t) if t.packet == VideoPacket::Metadata)
     }
 
-    /// An audio or video message that is not decoder configuration or video metadata: a
+    /// Configuration beside the pictures and samples: a sequence header, Enhanced RTMP
+    /// video metadata, an Enhanced RTMP audio MultichannelConfig.
+    pub fn is_config(&self) -> bool {
+        self.is_sequence_header()
+            || self.is_video_metadata()
+            || matches!(self, Class::Audio(t) if t.packet == AudioPacket::MultichannelConfig)
+    }
+
+    /// An audio or video message that is not configuration ([`Self::is_config`]): a
     /// frame on the stream's timeline.
     pub fn is_frame(&self) -> bool {
-        matches!(self, Class::Video(_) | Class::Audio(_))
-            && !self.is_sequence_header()
-            && !self.is_video_metadata()
+        matches!(self, Class::Video(_) | Class::Audio(_)) && !self.is_config()
     }
 
     pub fn is_metadata(&self) -> bool {
         *self == Class::Metadata
     }
 
-    /// Metadata, video metadata or a sequence header: what a viewer cannot decode (or
-    /// show right) without, so it is never skipped for a slow viewer.
+    /// Metadata or configuration: what a viewer cannot decode (or show right) without,
+    /// so it is never skipped for a slow viewer.
     pub fn is_essential(&self) -> bool {
-        self.is_metadata() || self.is_sequence_header() || self.is_video_metadata()
+        self.is_metadata() || self.is_config()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::flv::{AudioCodec, AudioPacket, FrameType, VideoCodec};
+    use crate::media::flv::{AudioCodec, FrameType, VideoCodec};
 
     #[test]
     fn a_keyframe_is_a_keyframe_and_nothing_else() {
@@ -170,6 +176,14 @@ mod tests {
             let inter = with(0xA1, &[0, 0, 0, 0x12]);
             assert!(inter.is_frame() && !inter.is_keyframe() && !inter.is_essential());
         }
+    }
+
+    #[test]
+    fn a_multichannel_config_is_configuration_not_a_frame() {
+        let c = Class::of(MediaKind::Audio, b"\x95\x04mp4a\x01\x01\x01\x00");
+        assert!(c.is_config() && c.is_essential() && !c.is_frame());
+        let c = Class::of(MediaKind::Audio, b"\x94Opus\x00\x02");
+        assert!(c.is_config() && !c.is_frame());
     }
 
     #[test]

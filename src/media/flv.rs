@@ -233,9 +233,10 @@ pub struct VideoTag {
     pub packet: VideoPacket,
     /// Enhanced RTMP (`IsExHeader`) form.
     pub enhanced: bool,
-    /// Enhanced RTMP multitrack: the message carries one or more tracks, each with its
-    /// track id (the frame type and packet type apply to all of them).
-    pub multitrack: bool,
+    /// Enhanced RTMP multitrack: the id of the (first) track the message carries; the
+    /// frame type and packet type apply to all of its tracks. `None`: the plain form,
+    /// which publishers use for the default track (ffmpeg: track 0).
+    pub track: Option<u8>,
 }
 
 /// Enhanced RTMP packet types (video; audio shares ModEx = 7).
@@ -248,6 +249,7 @@ mod ex {
     pub const MPEG2TS_SEQUENCE_START: u8 = 5;
     pub const VIDEO_MULTITRACK: u8 = 6;
     pub const MOD_EX: u8 = 7;
+    pub const AUDIO_MULTICHANNEL_CONFIG: u8 = 4;
     pub const AUDIO_MULTITRACK: u8 = 5;
 }
 
@@ -279,24 +281,26 @@ fn fourcc_at(payload: &[u8], at: usize) -> Result<[u8; 4], FlvError> {
 }
 
 /// After the packet type (and any ModEx blocks): a multitrack packet's type byte (its
-/// multitrack type and the tracks' packet type) comes before the FourCC. Returns the
-/// packet type, the FourCC and whether it is multitrack. In the "many codecs" form each
-/// track names its codec; the first track's FourCC is where the others have theirs.
+/// multitrack type and the tracks' packet type) comes before the FourCC, and the first
+/// track's id after it. Returns the packet type, the FourCC and the track id (`None` for
+/// the plain form). In the "many codecs" form each track names its codec; the first
+/// track's FourCC is where the others have theirs.
 fn ex_fourcc(
     payload: &[u8],
     packet: u8,
     at: usize,
     multitrack_type: u8,
-) -> Result<(u8, [u8; 4], bool), FlvError> {
+) -> Result<(u8, [u8; 4], Option<u8>), FlvError> {
     if packet != multitrack_type {
-        return Ok((packet, fourcc_at(payload, at)?, false));
+        return Ok((packet, fourcc_at(payload, at)?, None));
     }
     let b = *payload.get(at).ok_or(FlvError::Truncated)?;
     let inner = b & 0x0F;
     if inner == multitrack_type {
         return Err(FlvError::Malformed("multitrack inside multitrack"));
     }
-    Ok((inner, fourcc_at(payload, at + 1)?, true))
+    let track = *payload.get(at + 5).ok_or(FlvError::Truncated)?;
+    Ok((inner, fourcc_at(payload, at + 1)?, Some(track)))
 }
 
 impl VideoTag {
@@ -328,7 +332,7 @@ impl VideoTag {
             codec,
             packet,
             enhanced: false,
-            multitrack: false,
+            track: None,
         })
     }
 
@@ -346,10 +350,10 @@ impl VideoTag {
                 codec: VideoCodec::Unstated,
                 packet: VideoPacket::Other(packet),
                 enhanced: true,
-                multitrack: false,
+                track: None,
             });
         }
-        let (packet, fourcc, multitrack) = ex_fourcc(payload, packet, at, ex::VIDEO_MULTITRACK)?;
+        let (packet, fourcc, track) = ex_fourcc(payload, packet, at, ex::VIDEO_MULTITRACK)?;
         let packet = match packet {
             ex::SEQUENCE_START | ex::MPEG2TS_SEQUENCE_START => VideoPacket::SequenceHeader,
             ex::CODED_FRAMES | ex::CODED_FRAMES_X => VideoPacket::Frame,
@@ -362,13 +366,17 @@ impl VideoTag {
             codec: VideoCodec::from_fourcc(fourcc),
             packet,
             enhanced: true,
-            multitrack,
+            track,
         })
     }
 
-    /// A picture a decoder can start from (not a sequence header, not a command frame).
+    /// A picture a decoder can start from (not a sequence header, not a command frame), on
+    /// the default track: the plain form, or track 0 of a multitrack message. A keyframe
+    /// of an extra track is not a place where a viewer of the default one can start.
     pub fn is_keyframe(&self) -> bool {
-        self.frame_type == FrameType::Key && self.packet == VideoPacket::Frame
+        self.frame_type == FrameType::Key
+            && self.packet == VideoPacket::Frame
+            && self.track.unwrap_or(0) == 0
     }
 
     pub fn is_sequence_header(&self) -> bool {
@@ -411,6 +419,9 @@ pub enum AudioPacket {
     /// AudioSpecificConfig (AAC) or an Enhanced RTMP SequenceStart.
     SequenceHeader,
     Raw,
+    /// Enhanced RTMP channel order and count (decoder configuration beside the
+    /// SequenceStart).
+    MultichannelConfig,
     Other(u8),
 }
 
@@ -419,6 +430,8 @@ pub enum AudioPacket {
 pub struct AudioTag {
     pub codec: AudioCodec,
     pub packet: AudioPacket,
+    /// Enhanced RTMP multitrack: the (first) track's id, as for [`VideoTag::track`].
+    pub track: Option<u8>,
 }
 
 impl AudioTag {
@@ -435,27 +448,31 @@ impl AudioTag {
                 Ok(AudioTag {
                     codec: AudioCodec::Aac,
                     packet,
+                    track: None,
                 })
             }
             9 => {
                 // Enhanced RTMP audio: the low nibble is the packet type; ModEx blocks,
                 // an optional multitrack byte, then the FourCC.
                 let (packet, at) = skip_mod_ex(payload, b0 & 0x0F, 1)?;
-                let (packet, fourcc, _) = ex_fourcc(payload, packet, at, ex::AUDIO_MULTITRACK)?;
+                let (packet, fourcc, track) = ex_fourcc(payload, packet, at, ex::AUDIO_MULTITRACK)?;
                 let packet = match packet {
                     ex::SEQUENCE_START => AudioPacket::SequenceHeader,
                     ex::CODED_FRAMES => AudioPacket::Raw,
-                    // SequenceEnd, MultichannelConfig: passed through.
+                    ex::AUDIO_MULTICHANNEL_CONFIG => AudioPacket::MultichannelConfig,
+                    // SequenceEnd: passed through.
                     other => AudioPacket::Other(other),
                 };
                 Ok(AudioTag {
                     codec: AudioCodec::FourCc(fourcc),
                     packet,
+                    track,
                 })
             }
             other => Ok(AudioTag {
                 codec: AudioCodec::Legacy(other),
                 packet: AudioPacket::Raw,
+                track: None,
             }),
         }
     }
@@ -606,7 +623,7 @@ mod tests {
             let [seq, meta, key] = [0, 1, 2].map(|i| VideoTag::parse(tags[i]).unwrap());
             for t in [seq, meta, key] {
                 assert_eq!(t.codec, codec);
-                assert!(t.enhanced && !t.multitrack);
+                assert!(t.enhanced && t.track.is_none());
             }
             assert!(seq.is_sequence_header() && !seq.is_keyframe(), "{codec:?}");
             assert!(!seq.is_avc_sequence_header());
@@ -675,12 +692,17 @@ mod tests {
     fn multitrack_reads_the_tracks_packet_type_and_codec() {
         // Multitrack (6); OneTrack (0) | CodedFrames (1); FourCC; track id 0.
         let key = VideoTag::parse(b"\x96\x01hvc1\x00").unwrap();
-        assert!(key.multitrack && key.is_keyframe());
+        assert!(key.track == Some(0) && key.is_keyframe());
         assert_eq!(key.codec, VideoCodec::Hevc);
-        // ManyTracksManyCodecs (2) | SequenceStart: the first track's FourCC.
-        let seq = VideoTag::parse(b"\x96\x20av01\x00").unwrap();
-        assert!(seq.multitrack && seq.is_sequence_header());
+        // ManyTracksManyCodecs (2) | SequenceStart: the first track's FourCC and id.
+        let seq = VideoTag::parse(b"\x96\x20av01\x03").unwrap();
+        assert!(seq.track == Some(3) && seq.is_sequence_header());
         assert_eq!(seq.codec, VideoCodec::Av1);
+        // A keyframe of an extra track is no start for the default track's viewers.
+        let extra = VideoTag::parse(b"\x96\x11avc1\x01").unwrap();
+        assert_eq!((extra.frame_type, extra.track), (FrameType::Key, Some(1)));
+        assert!(!extra.is_keyframe());
+        assert_eq!(VideoTag::parse(b"\x96\x01hvc1"), Err(FlvError::Truncated));
         assert!(matches!(
             VideoTag::parse(b"\x96\x06hvc1"),
             Err(FlvError::Malformed(_))
@@ -689,6 +711,14 @@ mod tests {
         let opus = AudioTag::parse(b"\x95\x10Opus\x00").unwrap();
         assert_eq!(opus.codec, AudioCodec::FourCc(*b"Opus"));
         assert!(opus.is_sequence_header());
+        // What ffmpeg 9 sends for a second AAC track: multitrack `mp4a`, track 1 —
+        // SequenceStart, MultichannelConfig, then CodedFrames.
+        let seq = AudioTag::parse(b"\x95\x00mp4a\x01\x12\x08").unwrap();
+        assert!(seq.is_sequence_header() && seq.track == Some(1));
+        let channels = AudioTag::parse(b"\x95\x04mp4a\x01\x01\x01\x00").unwrap();
+        assert_eq!(channels.packet, AudioPacket::MultichannelConfig);
+        let frame = AudioTag::parse(b"\x95\x01mp4a\x01\x01\x34").unwrap();
+        assert_eq!((frame.packet, frame.track), (AudioPacket::Raw, Some(1)));
     }
 
     #[test]

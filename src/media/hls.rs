@@ -1026,6 +1026,29 @@ mod tests {
     }
 
     #[test]
+    fn an_extra_track_in_multitrack_form_is_left_out_not_a_refusal() {
+        // ffmpeg sends a second AAC track as multitrack `mp4a` (track 1).
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, &avc_header());
+        s.push(MediaKind::Audio, 0, &aac_header());
+        s.push(MediaKind::Audio, 0, b"\x95\x00mp4a\x01\x12\x08");
+        for i in 0..30u32 {
+            let ts = i * 100;
+            s.push(
+                MediaKind::Video,
+                ts,
+                &avc_frame(i % 10 == 0, 0, &[&[0x65, 1]]),
+            );
+            s.push(MediaKind::Audio, ts, &[0xAF, 1, 1, 2, 3]);
+            let p = s.push(MediaKind::Audio, ts, b"\x95\x01mp4a\x01\x21\x22");
+            assert_eq!(p.skipped, None);
+        }
+        assert_eq!(s.refused(), None);
+        assert_eq!(s.segments().count(), 2);
+        assert_eq!(s.stats().skipped, 0);
+    }
+
+    #[test]
     fn a_new_owner_adopts_the_history_and_numbering() {
         let mut old = Segmenter::new("cam", cfg(1000, 6), 500);
         let mut src = Source::new(25);

@@ -12,8 +12,8 @@
 //! - an AAC raw frame becomes one PES on [`AUDIO_PID`] with an ADTS header built from the
 //!   AudioSpecificConfig;
 //! - anything else (metadata, command frames, end of sequence; HEVC, AV1, VP9, MP3,
-//!   Opus, which [`uncarried`] names so that HLS refuses such a stream whole) is ignored,
-//!   and
+//!   Opus, which [`uncarried`] names so that HLS refuses such a stream whole; the extra
+//!   tracks of Enhanced RTMP multitrack messages) is ignored, and
 //!   input that cannot be used (a frame before its sequence header, a NALU length past
 //!   the end, an AudioSpecificConfig ADTS cannot express) is skipped and reported in the
 //!   returned [`Muxed`], never a panic.
@@ -152,13 +152,18 @@ impl std::fmt::Display for Uncarried {
 
 /// The track of a message of class `class` that TS cannot carry, if it is one: video
 /// other than legacy-FLV H.264, audio other than AAC. Enhanced RTMP command frames name no
-/// codec and say nothing about the track.
+/// codec and say nothing about the track; multitrack messages carry extra tracks, which
+/// TS leaves out (it carries the default tracks, sent in the plain form).
 pub fn uncarried(class: &Class) -> Option<Uncarried> {
     match class {
-        Class::Video(t) if t.codec != VideoCodec::Unstated && !is_legacy_avc(t) => {
+        Class::Video(t)
+            if t.track.is_none() && t.codec != VideoCodec::Unstated && !is_legacy_avc(t) =>
+        {
             Some(Uncarried::Video(*t))
         }
-        Class::Audio(t) if t.codec != AudioCodec::Aac => Some(Uncarried::Audio(*t)),
+        Class::Audio(t) if t.track.is_none() && t.codec != AudioCodec::Aac => {
+            Some(Uncarried::Audio(*t))
+        }
         _ => None,
     }
 }
@@ -269,6 +274,9 @@ impl TsMuxer {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Muxed {
+        if tag.track.is_some() {
+            return Muxed::Ignored; // an extra track (see `uncarried`)
+        }
         if !is_legacy_avc(tag) {
             return Muxed::Skipped(Skip::Unsupported);
         }
@@ -371,6 +379,9 @@ impl TsMuxer {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Muxed {
+        if tag.track.is_some() {
+            return Muxed::Ignored; // an extra track (see `uncarried`)
+        }
         if tag.codec != AudioCodec::Aac {
             return Muxed::Skipped(Skip::Unsupported);
         }
@@ -384,7 +395,7 @@ impl TsMuxer {
                 Err(skip) => Muxed::Skipped(skip),
             },
             AudioPacket::Raw => self.audio_frame(timestamp, body, out),
-            AudioPacket::Other(_) => Muxed::Ignored,
+            AudioPacket::MultichannelConfig | AudioPacket::Other(_) => Muxed::Ignored,
         }
     }
 

@@ -1,13 +1,13 @@
 //! Enhanced RTMP end to end, with a current ffmpeg (the static build `imageio-ffmpeg`
-//! ships; `scripts/test.sh` installs it): it publishes H.264, HEVC and AV1 (with AAC) to a
-//! room's push URL — HEVC and AV1 as Enhanced RTMP (`hvc1`, `av01`), as ffmpeg ≥ 6.1
-//! does by itself. For each codec:
+//! ships; `scripts/test.sh` installs it): it publishes H.264, HEVC, AV1 and VP9 (with AAC)
+//! to a room's push URL — HEVC, AV1 and VP9 as Enhanced RTMP (`hvc1`, `av01`, `vp09`), as
+//! ffmpeg ≥ 6.1 does by itself. For each codec:
 //! - a viewer joining mid-stream over HTTP-FLV gets `onStreamTime`, `onMetaData`, the
 //!   video metadata (`colorInfo`) where ffmpeg sends one, the video and the audio
 //!   sequence headers, then a keyframe, all in the published codec;
 //! - ffmpeg reads the stream back over HTTP-FLV and RTMP, reports the codec and decodes
 //!   it without an error;
-//! - HLS: H.264 plays (ffprobe sees both tracks); HEVC and AV1 are refused with 415 /
+//! - HLS: H.264 plays (ffprobe sees both tracks); HEVC, AV1 and VP9 are refused with 415 /
 //!   41502 naming the codec (MPEG-TS segments carry H.264 and AAC here), never served as
 //!   their audio alone, and the room's `play` URLs leave `hls` out while it is so.
 //!
@@ -59,6 +59,7 @@ enum Codec {
     H264,
     Hevc,
     Av1,
+    Vp9,
 }
 
 impl Codec {
@@ -95,6 +96,16 @@ impl Codec {
                 "-svtav1-params",
                 "lp=1",
             ],
+            Codec::Vp9 => &[
+                "-c:v",
+                "libvpx-vp9",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-g",
+                "10",
+            ],
         }
     }
 
@@ -104,6 +115,7 @@ impl Codec {
             Codec::H264 => "h264",
             Codec::Hevc => "hevc",
             Codec::Av1 => "av1",
+            Codec::Vp9 => "vp9",
         }
     }
 
@@ -113,6 +125,7 @@ impl Codec {
             Codec::H264 => None,
             Codec::Hevc => Some(b"hvc1"),
             Codec::Av1 => Some(b"av01"),
+            Codec::Vp9 => Some(b"vp09"),
         }
     }
 }
@@ -292,7 +305,7 @@ fn a_joining_viewer_starts_with_headers_then_a_keyframe(server: &Server, id: &st
         Seen::Data("onMetaData".into()),
     ];
     if codec != Codec::H264 {
-        // ffmpeg sends `colorInfo` video metadata for HEVC and AV1.
+        // ffmpeg sends `colorInfo` video metadata for HEVC, AV1 and VP9.
         want.push(Seen::VideoMetadata);
     }
     want.extend([Seen::VideoHeader, Seen::AudioHeader, Seen::Keyframe]);
@@ -437,8 +450,12 @@ fn publishes_and_plays_back(codec: Codec) {
             }
             (one, listed)
         }
-        Codec::Hevc | Codec::Av1 => {
-            let name = if codec == Codec::Hevc { "HEVC" } else { "AV1" };
+        Codec::Hevc | Codec::Av1 | Codec::Vp9 => {
+            let name = match codec {
+                Codec::Hevc => "HEVC",
+                Codec::Av1 => "AV1",
+                _ => "VP9",
+            };
             let v = err(&server.get(&m3u8), 415, 41502);
             let message = v["message"].as_str().unwrap();
             assert!(
@@ -475,6 +492,11 @@ fn hevc_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() 
 #[test]
 fn av1_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() {
     publishes_and_plays_back(Codec::Av1);
+}
+
+#[test]
+fn vp9_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() {
+    publishes_and_plays_back(Codec::Vp9);
 }
 
 #[test]

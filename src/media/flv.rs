@@ -239,7 +239,8 @@ pub struct VideoTag {
     pub track: Option<u8>,
 }
 
-/// Enhanced RTMP packet types (video; audio shares ModEx = 7).
+/// Enhanced RTMP packet types: video's, then audio's where they differ (SequenceStart,
+/// CodedFrames, SequenceEnd and ModEx are the same numbers for both).
 mod ex {
     pub const SEQUENCE_START: u8 = 0;
     pub const CODED_FRAMES: u8 = 1;

@@ -304,6 +304,39 @@ fn ex_fourcc(
     Ok((inner, fourcc_at(payload, at + 1)?, Some(track)))
 }
 
+/// Where the codec data of a plain-form (not multitrack) Enhanced RTMP video payload
+/// starts, and its composition time: after the header byte, any ModEx blocks and the
+/// FourCC, and for CodedFrames of `avc1`/`hvc1` after their SI24 composition time
+/// (CodedFramesX and the other packet types: 0). For the TS muxer, which reads the
+/// codec data itself.
+pub fn ex_video_data(payload: &[u8]) -> Result<(usize, i32), FlvError> {
+    let &b0 = payload.first().ok_or(FlvError::Truncated)?;
+    let (packet, at) = skip_mod_ex(payload, b0 & 0x0F, 1)?;
+    if packet == ex::VIDEO_MULTITRACK {
+        return Err(FlvError::Malformed("multitrack, not the plain form"));
+    }
+    let fourcc = fourcc_at(payload, at)?;
+    let at = at + 4;
+    if packet == ex::CODED_FRAMES && matches!(&fourcc, b"avc1" | b"hvc1") {
+        let c = payload.get(at..at + 3).ok_or(FlvError::Truncated)?;
+        let cts = i32::from_be_bytes([0, c[0], c[1], c[2]]) << 8 >> 8;
+        return Ok((at + 3, cts));
+    }
+    Ok((at, 0))
+}
+
+/// Where the codec data of a plain-form Enhanced RTMP audio payload starts: after the
+/// header byte, any ModEx blocks and the FourCC.
+pub fn ex_audio_data(payload: &[u8]) -> Result<usize, FlvError> {
+    let &b0 = payload.first().ok_or(FlvError::Truncated)?;
+    let (packet, at) = skip_mod_ex(payload, b0 & 0x0F, 1)?;
+    if packet == ex::AUDIO_MULTITRACK {
+        return Err(FlvError::Malformed("multitrack, not the plain form"));
+    }
+    fourcc_at(payload, at)?;
+    Ok(at + 4)
+}
+
 impl VideoTag {
     pub fn parse(payload: &[u8]) -> Result<VideoTag, FlvError> {
         let &b0 = payload.first().ok_or(FlvError::Truncated)?;
@@ -687,6 +720,31 @@ mod tests {
         let aac = AudioTag::parse(b"\x97\x02\x00\x00\x01\x01mp4a").unwrap();
         assert_eq!(aac.codec, AudioCodec::FourCc(*b"mp4a"));
         assert_eq!(aac.packet, AudioPacket::Raw);
+    }
+
+    #[test]
+    fn where_enhanced_codec_data_starts() {
+        // CodedFrames of avc1: FourCC, then the SI24 composition time (here -40).
+        assert_eq!(
+            ex_video_data(b"\x91avc1\xff\xff\xd8\x00\x00\x00\x02"),
+            Ok((8, -40))
+        );
+        // CodedFramesX: no composition time; SequenceStart: the record follows.
+        assert_eq!(ex_video_data(b"\x93avc1\x00\x00"), Ok((5, 0)));
+        assert_eq!(ex_video_data(b"\x90avc1\x01"), Ok((5, 0)));
+        // AV1 CodedFrames carry no composition time.
+        assert_eq!(ex_video_data(b"\x91av01\x12\x00"), Ok((5, 0)));
+        // After a ModEx block.
+        assert_eq!(
+            ex_video_data(b"\x97\x02\x00\x01\x00\x01avc1\x00\x00\x28\x00"),
+            Ok((13, 40))
+        );
+        assert_eq!(ex_video_data(b"\x91avc1\x00"), Err(FlvError::Truncated));
+        assert!(ex_video_data(b"\x96\x01avc1\x00").is_err());
+        assert_eq!(ex_audio_data(b"\x91mp4a\x21"), Ok(5));
+        assert_eq!(ex_audio_data(b"\x97\x00\xAA\x01mp4a\x21"), Ok(8));
+        assert!(ex_audio_data(b"\x95\x01mp4a\x01").is_err());
+        assert_eq!(ex_audio_data(b"\x91mp4"), Err(FlvError::Truncated));
     }
 
     #[test]

@@ -3,12 +3,13 @@
 # (only the Rust toolchain assumed), then runs every test in the workspace.
 #
 # Tests start real components themselves on free loopback ports: the liveshard binary,
-# redis-server, ffmpeg/ffprobe, nginx with its RTMP module (libnginx-mod-rtmp), Chromium,
-# and run openapi-spec-validator (Python, from PyPI). The JavaScript tests (the SDK,
-# clients/sdk, and the demo page in headless Chromium, clients/web) run on Node with the
-# npm packages of clients/package-lock.json; Chromium is Debian's (playwright-core drives
-# it; no browser is downloaded). Nothing here starts a service (where Debian's nginx
-# package starts its own on installation, the tests do not use it).
+# redis-server, ffmpeg/ffprobe, a current static ffmpeg (imageio-ffmpeg, from PyPI), nginx
+# with its RTMP module (libnginx-mod-rtmp), Chromium, and run openapi-spec-validator (Python,
+# from PyPI). The JavaScript tests (the SDK, clients/sdk, and the demo page in headless
+# Chromium, clients/web) run on Node with the npm packages of clients/package-lock.json;
+# Chromium is Debian's (playwright-core drives it; no browser is downloaded). Nothing here
+# starts a service (where Debian's nginx package starts its own on installation, the tests
+# do not use it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,8 +52,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python tools the tests use (tests/api_openapi.rs validates the OpenAPI document).
-if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
+# Python packages the tests use, as "module:package": tests/api_openapi.rs validates the
+# OpenAPI document; tests/enhanced_rtmp.rs publishes HEVC and AV1 over Enhanced RTMP with
+# the current static ffmpeg that imageio-ffmpeg ships (Debian's ffmpeg 5.1 predates it).
+for pair in "openapi_spec_validator:openapi-spec-validator" "imageio_ffmpeg:imageio-ffmpeg"; do
+  module=${pair%%:*} pkg=${pair#*:}
+  if python3 -c "import $module" >/dev/null 2>&1; then
+    continue
+  fi
   if ! python3 -m pip --version >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -60,12 +67,12 @@ if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip
   fi
-  echo "test.sh: installing openapi-spec-validator (pip)" >&2
+  echo "test.sh: installing $pkg (pip)" >&2
   # Debian marks its own Python as externally managed (PEP 668): there a user install is
   # what the test needs; in a virtualenv or pyenv the plain install works.
-  python3 -m pip install --quiet openapi-spec-validator 2>/dev/null \
-    || python3 -m pip install --quiet --user --break-system-packages openapi-spec-validator
-fi
+  python3 -m pip install --quiet "$pkg" 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages "$pkg"
+done
 
 cargo test --workspace --all-targets "$@"
 

@@ -95,6 +95,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         "not a JPEG, PNG or WebP image (decided from the bytes, not the name)",
     ),
     (
+        PLAY_CODEC_UNSUPPORTED,
+        415,
+        "HLS play of a stream whose codec HLS does not carry here (HEVC, AV1 or VP9 video; audio other than AAC): play it over HTTP-FLV or RTMP",
+    ),
+    (
         INVALID_FIELD,
         422,
         "a field is missing, of the wrong type or out of range; `data.field` names it",
@@ -166,6 +171,7 @@ pub const ROOM_CLOSED: u32 = 40901;
 pub const IMAGE_TOO_LARGE: u32 = 41301;
 pub const IMAGE_DIMENSIONS_TOO_LARGE: u32 = 41302;
 pub const UNSUPPORTED_IMAGE: u32 = 41501;
+pub const PLAY_CODEC_UNSUPPORTED: u32 = 41502;
 pub const INVALID_FIELD: u32 = 42201;
 pub const IMAGE_UNDECODABLE: u32 = 42202;
 pub const WECHAT_RATE_LIMITED: u32 = 42901;

@@ -65,7 +65,8 @@ let retry = null;
 
 function choosePlayer() {
   const flv = !!(window.mpegts && mpegts.isSupported() && mpegts.getFeatureList().mseLivePlayback);
-  const hls = !!(window.Hls && Hls.isSupported());
+  // The API leaves `play.hls` out for a stream HLS does not carry (HEVC, AV1, …).
+  const hls = !!(play.hls && window.Hls && Hls.isSupported());
   if (wanted === 'flv') return flv ? 'flv' : null;
   if (wanted === 'hls') return hls ? 'hls' : null;
   return flv ? 'flv' : hls ? 'hls' : null;
@@ -75,6 +76,10 @@ function startPlayer() {
   if (player || !demo.live) return;
   const kind = choosePlayer();
   if (!kind) {
+    if (wanted === 'hls' && !play.hls) {
+      notice('This stream is not offered over HLS (its codec): play it over HTTP-FLV.');
+      return;
+    }
     notice(`This browser cannot play ${wanted === 'auto' ? 'HLS or HTTP-FLV' : wanted} here (no MSE).`);
     return;
   }

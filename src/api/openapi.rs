@@ -679,7 +679,8 @@ pub fn document(cfg: &Config) -> Value {
                     "stream_key": {"type": "string"}, "expires_at": {"type": "integer"}
                 }},
                 "Play": {"type": "object", "properties": {
-                    "rtmp": {"type": "string"}, "flv": {"type": "string"}, "hls": {"type": "string"}
+                    "rtmp": {"type": "string"}, "flv": {"type": "string"},
+                    "hls": {"type": "string", "description": "left out while the room's stream has a codec HLS does not carry (HEVC, AV1 or VP9 video, audio other than AAC); its playlist then answers 415 / 41502"}
                 }},
                 "CoverThumbs": {"type": "object",
                     "description": "thumbnail URLs by width in pixels (an image narrower than a width is not enlarged)",

@@ -5,7 +5,7 @@
 //! count, whether its stream is live) is on its home shard, asked through the danmaku engine's port (`port().call`).
 //! The room id is also the stream name and the danmaku room id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use serde_json::{json, Value};
@@ -51,6 +51,33 @@ async fn active(api: &Rc<Api>) -> HashMap<String, (u64, bool)> {
         }
     }
     all
+}
+
+/// Which of the live rooms `ids` HLS refuses for a codec it does not carry (HEVC, AV1,
+/// …): one call to each owner shard of their streams.
+async fn hls_refused(api: &Rc<Api>, ids: &[&str]) -> HashSet<String> {
+    let mut by_owner: HashMap<usize, Vec<String>> = HashMap::new();
+    for id in ids {
+        if let Some(owner) = api.live.owner(id) {
+            by_owner.entry(owner).or_default().push((*id).to_string());
+        }
+    }
+    let mut refused = HashSet::new();
+    for (owner, streams) in by_owner {
+        let call = api
+            .live
+            .port()
+            .call(owner, move |l: &Rc<Live>| l.hls_refused_among(&streams));
+        if let Some(r) = call.await {
+            refused.extend(r);
+        }
+    }
+    refused
+}
+
+/// Whether room `id`'s play URLs include HLS: not while its stream is one HLS refuses.
+async fn hls_playable(api: &Rc<Api>, id: &str) -> bool {
+    hls_refused(api, &[id]).await.is_empty()
 }
 
 /// The stored room `id`, or 40401.
@@ -108,8 +135,14 @@ pub async fn moderate(api: &Rc<Api>, room: &str, op: ModOp) -> ApiResult<()> {
     Ok(())
 }
 
-/// A room as clients see it.
-pub fn view(api: &Api, bases: &Bases, room: &Room, (online, live): (u64, bool)) -> Value {
+/// A room as clients see it; `hls`: whether its play URLs include HLS.
+pub fn view(
+    api: &Api,
+    bases: &Bases,
+    room: &Room,
+    (online, live): (u64, bool),
+    hls: bool,
+) -> Value {
     let now = crate::auth::now_unix();
     let live = live && !room.closed;
     let status = if room.closed {
@@ -132,7 +165,7 @@ pub fn view(api: &Api, bases: &Bases, room: &Room, (online, live): (u64, bool)) 
         "live": live,
         "online": online,
         "admins": room.admins,
-        "play": urls::play(api, bases, &room.id, now),
+        "play": urls::play(api, bases, &room.id, now, hls),
         "ws_url": urls::ws(bases, &room.id),
     })
 }
@@ -178,7 +211,7 @@ pub async fn create(api: Rc<Api>, req: Request) -> ApiResult<Response> {
             tracing::warn!(room = %room.id, error = %e.message, "room owner not set in danmaku");
         }
         let bases = urls::bases(&api, &req);
-        let mut data = view(&api, &bases, &room, (0, false));
+        let mut data = view(&api, &bases, &room, (0, false), true);
         data["push"] = json!(urls::push(&api, &bases, &room.id, now));
         return Ok(Response::ok(&data));
     }
@@ -234,11 +267,17 @@ pub async fn list(api: Rc<Api>, req: Request) -> ApiResult<Response> {
         rooms.extend(rest.rooms);
     }
     let bases = urls::bases(&api, &req);
+    let live_here: Vec<&str> = rooms
+        .iter()
+        .filter(|r| active.get(&r.id).is_some_and(|st| st.1))
+        .map(|r| r.id.as_str())
+        .collect();
+    let no_hls = hls_refused(&api, &live_here).await;
     let items: Vec<Value> = rooms
         .iter()
         .map(|r| {
             let st = active.get(&r.id).copied().unwrap_or((0, false));
-            view(&api, &bases, r, st)
+            view(&api, &bases, r, st, !no_hls.contains(&r.id))
         })
         .collect();
     Ok(Response::ok(&json!({
@@ -254,8 +293,9 @@ pub async fn get(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let id = input::room_id(&req)?;
     let room = load(&api, &id).await?;
     let st = status(&api, &id).await;
+    let hls = hls_playable(&api, &id).await;
     let bases = urls::bases(&api, &req);
-    Ok(Response::ok(&view(&api, &bases, &room, st)))
+    Ok(Response::ok(&view(&api, &bases, &room, st, hls)))
 }
 
 /// `PATCH /api/v1/rooms/{id} {"title"?, "category"?, "cover_url"?}` (owner).
@@ -285,8 +325,9 @@ pub async fn update(api: Rc<Api>, req: Request) -> ApiResult<Response> {
         .await?
         .ok_or_else(ApiError::room_not_found)?;
     let st = status(&api, &room.id).await;
+    let hls = hls_playable(&api, &room.id).await;
     let bases = urls::bases(&api, &req);
-    Ok(Response::ok(&view(&api, &bases, &room, st)))
+    Ok(Response::ok(&view(&api, &bases, &room, st, hls)))
 }
 
 /// `POST /api/v1/rooms/{id}/push-url` (owner): a freshly signed push URL.
@@ -313,7 +354,8 @@ pub async fn close(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let bases = urls::bases(&api, &req);
     if room.closed {
         let st = status(&api, &id).await;
-        return Ok(Response::ok(&view(&api, &bases, &room, st)));
+        let hls = hls_playable(&api, &id).await;
+        return Ok(Response::ok(&view(&api, &bases, &room, st, hls)));
     }
     let patch = RoomPatch {
         close: true,
@@ -351,5 +393,5 @@ pub async fn close(api: Rc<Api>, req: Request) -> ApiResult<Response> {
             text: "This room has been closed.".into(),
         },
     );
-    Ok(Response::ok(&view(&api, &bases, &room, st)))
+    Ok(Response::ok(&view(&api, &bases, &room, st, true)))
 }

@@ -104,10 +104,13 @@ pub fn push(api: &Api, bases: &Bases, room: &str, now: u64) -> Push {
 pub struct Play {
     pub rtmp: String,
     pub flv: String,
-    pub hls: String,
+    /// Left out while the room's stream has a codec HLS does not carry (HEVC, AV1, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls: Option<String>,
 }
 
-pub fn play(api: &Api, bases: &Bases, room: &str, now: u64) -> Play {
+/// The play URLs of `room`; `hls` says whether its stream can be played over HLS.
+pub fn play(api: &Api, bases: &Bases, room: &str, now: u64, hls: bool) -> Play {
     let media = &api.config().media;
     let query = if media.play_sign {
         let expires_at = now.saturating_add(media.push_url_ttl_secs);
@@ -120,7 +123,7 @@ pub fn play(api: &Api, bases: &Bases, room: &str, now: u64) -> Play {
     Play {
         rtmp: format!("{}/{room}{query}", bases.rtmp_app),
         flv: format!("{}/{app}/{room}.flv{query}", bases.http),
-        hls: format!("{}/{app}/{room}.m3u8{query}", bases.http),
+        hls: hls.then(|| format!("{}/{app}/{room}.m3u8{query}", bases.http)),
     }
 }
 

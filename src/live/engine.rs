@@ -215,6 +215,12 @@ impl Live {
         self.ctx.clock.now()
     }
 
+    /// Which of `streams`, published here, HLS refuses for a codec it does not carry
+    /// (the API leaves their `play.hls` out).
+    pub fn hls_refused_among(&self, streams: &[String]) -> Vec<String> {
+        self.hls.refused_among(streams)
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.ctx.settings
     }
@@ -393,7 +399,7 @@ impl Live {
                 return;
             };
             o.subscribers[from] = true;
-            let mut gop = Vec::with_capacity(o.gop.gop_len() + 3);
+            let mut gop = Vec::with_capacity(o.gop.gop_len() + crate::media::gop::SLOTS);
             gop.extend(o.gop.metadata().cloned());
             gop.extend(o.gop.frames().cloned());
             Msg::Start {

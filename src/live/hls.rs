@@ -34,6 +34,14 @@
 //! shutdown (SIGTERM) each owner finishes its open segments and ends its playlists, so
 //! the last seconds are in a segment rather than lost in a buffer (SPEC C1).
 //!
+//! **Codecs.** Segments are MPEG-TS with H.264 and AAC. A stream with another codec
+//! (HEVC, AV1 or VP9 over Enhanced RTMP; audio other than AAC) is refused whole from the
+//! moment its owner's segmenter sees that track ([`Segmenter::refused`]): its playlist and
+//! segments answer 415 (`codes::PLAY_CODEC_UNSUPPORTED`) naming the track and pointing
+//! to HTTP-FLV and RTMP, which carry it, and the API leaves its `play.hls` out
+//! ([`HlsState::refused_among`]). Serving the AAC of an HEVC stream as the stream, as
+//! TS alone would, is what this prevents.
+//!
 //! **Waiting for the first segment.** A playlist asked for before the stream's first
 //! segment is finished waits for it (polling the owner every [`FIRST_POLL`], at most
 //! [`first_segment_wait`]), so a player that opens a stream the moment it goes live gets
@@ -56,6 +64,7 @@ use bytes::Bytes;
 use super::engine::{Ctx, Live};
 use super::flv::{ask_on_play, check_http_play, not_found};
 use super::{Msg, StreamId};
+use crate::codes;
 use crate::http::{self, code, query_param, Reply, Request, Response};
 use crate::media::hls::{History, Pushed, Segmenter};
 use crate::media::Packaged;
@@ -104,6 +113,15 @@ struct PlaylistAnswer {
     text: Bytes,
     listed: usize,
     ended: bool,
+    /// The stream has a track HLS does not carry (its description).
+    refused: Option<String>,
+}
+
+/// What the owner answers for a segment request.
+enum SegmentAnswer {
+    Found(Bytes),
+    Missing,
+    Refused(String),
 }
 
 /// One shard's HLS state: the streams it segments (owner side), where ended streams'
@@ -281,11 +299,35 @@ impl HlsState {
             text: seg.playlist(),
             listed: seg.listed(),
             ended: seg.is_ended(),
+            refused: seg.refused().map(|t| t.to_string()),
         })
     }
 
-    fn segment(&self, stream: &str, sequence: u64) -> Option<Bytes> {
-        self.streams.borrow().get(stream)?.seg.segment(sequence)
+    fn segment(&self, stream: &str, sequence: u64) -> SegmentAnswer {
+        let streams = self.streams.borrow();
+        let Some(e) = streams.get(stream) else {
+            return SegmentAnswer::Missing;
+        };
+        if let Some(track) = e.seg.refused() {
+            return SegmentAnswer::Refused(track.to_string());
+        }
+        e.seg
+            .segment(sequence)
+            .map_or(SegmentAnswer::Missing, SegmentAnswer::Found)
+    }
+
+    /// Which of `streams`, segmented here, HLS refuses for a codec it does not carry
+    /// (the API leaves their `play.hls` out).
+    pub fn refused_among(&self, streams: &[String]) -> Vec<String> {
+        let held = self.streams.borrow();
+        streams
+            .iter()
+            .filter(|s| {
+                held.get(s.as_str())
+                    .is_some_and(|e| e.seg.refused().is_some())
+            })
+            .cloned()
+            .collect()
     }
 
     // --- serving side ------------------------------------------------------------------
@@ -315,6 +357,18 @@ fn refused(r: Response) -> Reply {
 
 fn busy() -> Reply {
     refused(Response::error(503, code::UNAVAILABLE, "busy, try again"))
+}
+
+/// 415 for a stream with a track HLS does not carry here, naming it and what plays it.
+fn codec_refused(track: &str) -> Reply {
+    refused(Response::error(
+        415,
+        codes::PLAY_CODEC_UNSUPPORTED,
+        format!(
+            "this stream's {track} is not carried over HLS here (MPEG-TS segments carry \
+             H.264 and AAC): play it over HTTP-FLV or RTMP"
+        ),
+    ))
 }
 
 /// The `?txSecret=…&txTime=…` a signed playlist passes on to its segment URIs. Only
@@ -383,11 +437,18 @@ async fn playlist(live: Rc<Live>, req: Request) -> Reply {
         let Some(answer) = answer else {
             return refused(not_found());
         };
-        if answer.listed > 0 || answer.ended || Instant::now() >= deadline {
+        if answer.listed > 0
+            || answer.ended
+            || answer.refused.is_some()
+            || Instant::now() >= deadline
+        {
             break answer;
         }
         monoio::time::sleep(FIRST_POLL).await;
     };
+    if let Some(track) = &answer.refused {
+        return codec_refused(track);
+    }
     if answer.listed == 0 {
         return refused(Response::error(
             404,
@@ -442,8 +503,12 @@ async fn segment(live: Rc<Live>, req: Request) -> Reply {
     else {
         return busy();
     };
-    let Some(data) = found else {
-        return refused(Response::error(404, code::NOT_FOUND, "no such segment"));
+    let data = match found {
+        SegmentAnswer::Found(data) => data,
+        SegmentAnswer::Missing => {
+            return refused(Response::error(404, code::NOT_FOUND, "no such segment"))
+        }
+        SegmentAnswer::Refused(track) => return codec_refused(&track),
     };
     live.ctx
         .metrics

@@ -125,7 +125,7 @@ pub async fn serve(live: Rc<Live>, stream: TcpStream, peer: SocketAddr) {
             Role::Player { .. } => {
                 settings.viewer_queue_bytes
                     + settings.gop.max_bytes
-                    + 3 * crate::media::gop::MAX_SLOT_BYTES
+                    + crate::media::gop::SLOTS * crate::media::gop::MAX_SLOT_BYTES
                     + REPLY_QUEUE_LIMIT
             }
             _ => REPLY_QUEUE_LIMIT,

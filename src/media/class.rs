@@ -2,14 +2,15 @@
 //!
 //! Every consumer of a message wants to know the same few things: is it a keyframe (where a
 //! joining or skipping viewer may start), a sequence header (decoder configuration a
-//! viewer needs first, and a TS muxer keeps), the stream's metadata, and which codec it is
-//! in (the TS muxer carries only H.264 and AAC). [`Class::of`] reads the FLV audio/video
+//! viewer needs first, and a TS muxer keeps), the stream's metadata or an Enhanced RTMP
+//! video metadata packet (HDR `colorInfo`), and which codec it is in (the TS muxer
+//! carries only H.264 and AAC; FLV and RTMP carry every codec as it came). [`Class::of`] reads the FLV audio/video
 //! tag header once, where the publisher's shard packages the message
 //! ([`super::Packaged::new`]); the GOP cache, its mirrors on other shards, the viewers'
 //! skip policy and the HLS segmenter then read the result instead of parsing the payload
 //! again. It is a few bytes, `Copy`, and travels inside the shared `Packaged`.
 
-use super::flv::{AudioTag, VideoTag};
+use super::flv::{AudioPacket, AudioTag, VideoPacket, VideoTag};
 use super::kind::MediaKind;
 
 /// A message's kind and what its first bytes say. See the module documentation.
@@ -56,27 +57,41 @@ impl Class {
         }
     }
 
-    /// An audio or video message that is not decoder configuration: a frame on the
-    /// stream's timeline.
+    /// Enhanced RTMP video metadata (`colorInfo`): it describes the pictures after it,
+    /// so a joining viewer gets the latest one before the sequence header.
+    pub fn is_video_metadata(&self) -> bool {
+        matches!(self, Class::Video(t) if t.packet == VideoPacket::Metadata)
+    }
+
+    /// Configuration beside the pictures and samples: a sequence header, Enhanced RTMP
+    /// video metadata, an Enhanced RTMP audio MultichannelConfig.
+    pub fn is_config(&self) -> bool {
+        self.is_sequence_header()
+            || self.is_video_metadata()
+            || matches!(self, Class::Audio(t) if t.packet == AudioPacket::MultichannelConfig)
+    }
+
+    /// An audio or video message that is not configuration ([`Self::is_config`]): a
+    /// frame on the stream's timeline.
     pub fn is_frame(&self) -> bool {
-        matches!(self, Class::Video(_) | Class::Audio(_)) && !self.is_sequence_header()
+        matches!(self, Class::Video(_) | Class::Audio(_)) && !self.is_config()
     }
 
     pub fn is_metadata(&self) -> bool {
         *self == Class::Metadata
     }
 
-    /// Metadata or a sequence header: what a viewer cannot decode the stream without, so
-    /// it is never skipped for a slow viewer.
+    /// Metadata or configuration: what a viewer cannot decode (or show right) without,
+    /// so it is never skipped for a slow viewer.
     pub fn is_essential(&self) -> bool {
-        self.is_metadata() || self.is_sequence_header()
+        self.is_metadata() || self.is_config()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::flv::{AudioCodec, AudioPacket, FrameType, VideoCodec, VideoPacket};
+    use crate::media::flv::{AudioCodec, FrameType, VideoCodec};
 
     #[test]
     fn a_keyframe_is_a_keyframe_and_nothing_else() {
@@ -126,6 +141,49 @@ mod tests {
         let cue = Class::of(MediaKind::Data, b"\x02\x00\x0aonMetaData");
         assert_eq!(cue, Class::Data, "only the session knows what is metadata");
         assert!(!cue.is_essential());
+    }
+
+    #[test]
+    fn enhanced_rtmp_keyframes_headers_and_video_metadata_per_codec() {
+        // What ffmpeg 9 sends for each codec (first bytes): SequenceStart, the `colorInfo`
+        // metadata packet (frame type "command"), a CodedFrames keyframe, an inter frame.
+        for (cc, codec) in [
+            (*b"hvc1", VideoCodec::Hevc),
+            (*b"av01", VideoCodec::Av1),
+            (*b"vp09", VideoCodec::Vp9),
+        ] {
+            let with = |b0: u8, rest: &[u8]| {
+                let mut v = vec![b0];
+                v.extend(cc);
+                v.extend(rest);
+                Class::of(MediaKind::Video, &v)
+            };
+            let seq = with(0x90, &[0x01, 0x01]);
+            assert!(seq.is_sequence_header() && seq.is_essential() && !seq.is_frame());
+            assert!(!seq.is_keyframe());
+            let meta = with(0xD4, b"\x02\x00\x09colorInfo");
+            assert!(meta.is_video_metadata() && meta.is_essential(), "{cc:?}");
+            assert!(
+                !meta.is_frame(),
+                "video metadata does not move the stream clock"
+            );
+            assert!(!meta.is_keyframe() && !meta.is_sequence_header());
+            let key = with(0x91, &[0, 0, 0, 0x12]);
+            assert!(key.is_keyframe() && key.is_frame() && !key.is_essential());
+            assert!(matches!(key, Class::Video(t) if t.codec == codec));
+            // CodedFramesX (no composition time) is a picture too.
+            assert!(with(0x93, &[0x12]).is_keyframe());
+            let inter = with(0xA1, &[0, 0, 0, 0x12]);
+            assert!(inter.is_frame() && !inter.is_keyframe() && !inter.is_essential());
+        }
+    }
+
+    #[test]
+    fn a_multichannel_config_is_configuration_not_a_frame() {
+        let c = Class::of(MediaKind::Audio, b"\x95\x04mp4a\x01\x01\x01\x00");
+        assert!(c.is_config() && c.is_essential() && !c.is_frame());
+        let c = Class::of(MediaKind::Audio, b"\x94Opus\x00\x02");
+        assert!(c.is_config() && !c.is_frame());
     }
 
     #[test]

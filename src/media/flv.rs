@@ -8,8 +8,11 @@
 //! RTMP audio/video payloads are FLV tag bodies, so [`VideoTag::parse`] and
 //! [`AudioTag::parse`] serve both the ingest (GOP cache decisions) and playback. They read
 //! legacy FLV (codec id in the low nibble: H.264 = 7, and 12 = H.265 as Chinese CDNs carry
-//! it) and Enhanced RTMP (the `IsExHeader` bit and a FourCC such as `hvc1`), so HEVC can be
-//! recognised and passed through.
+//! it) and Enhanced RTMP (veovera E-RTMP v1 and v2: the `IsExHeader` bit, the packet type,
+//! ModEx blocks, the multitrack byte, then a FourCC such as `hvc1`, `av01`, `vp09`), so
+//! every codec's keyframes, sequence headers and video metadata are recognised and the
+//! messages passed through as they came. Only these first bytes are read: a track's
+//! payload is never interpreted here.
 
 use std::fmt;
 
@@ -161,22 +164,64 @@ pub enum VideoCodec {
     Avc,
     /// H.265 (Enhanced RTMP `hvc1`, or the legacy id 12 some CDNs use).
     Hevc,
+    /// AV1 (Enhanced RTMP `av01`).
+    Av1,
+    /// VP9 (Enhanced RTMP `vp09`).
+    Vp9,
     /// Another legacy codec id (Sorenson, VP6, …).
     Legacy(u8),
-    /// Another Enhanced RTMP FourCC (`av01`, `vp09`, …).
+    /// Another Enhanced RTMP FourCC (`vp08`, …).
     FourCc([u8; 4]),
+    /// An Enhanced RTMP command frame, which names no codec.
+    Unstated,
+}
+
+impl VideoCodec {
+    fn from_fourcc(cc: [u8; 4]) -> VideoCodec {
+        match &cc {
+            b"avc1" => VideoCodec::Avc,
+            b"hvc1" => VideoCodec::Hevc,
+            b"av01" => VideoCodec::Av1,
+            b"vp09" => VideoCodec::Vp9,
+            _ => VideoCodec::FourCc(cc),
+        }
+    }
+
+    /// The codec's name, for messages to players and operators.
+    pub fn name(&self) -> String {
+        match self {
+            VideoCodec::Avc => "H.264".into(),
+            VideoCodec::Hevc => "HEVC".into(),
+            VideoCodec::Av1 => "AV1".into(),
+            VideoCodec::Vp9 => "VP9".into(),
+            VideoCodec::Legacy(id) => format!("FLV video codec {id}"),
+            VideoCodec::FourCc(cc) => fourcc_name(cc),
+            VideoCodec::Unstated => "unstated".into(),
+        }
+    }
+}
+
+/// A FourCC as text when it is printable ASCII, else in hex.
+fn fourcc_name(cc: &[u8; 4]) -> String {
+    if cc.iter().all(|b| b.is_ascii_graphic()) {
+        cc.iter().map(|&b| char::from(b)).collect()
+    } else {
+        format!("0x{:08x}", u32::from_be_bytes(*cc))
+    }
 }
 
 /// What a video payload carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoPacket {
-    /// Decoder configuration (AVCDecoderConfigurationRecord, HEVC's, …).
+    /// Decoder configuration (AVCDecoderConfigurationRecord, HEVC's, AV1's, …).
     SequenceHeader,
-    /// Coded pictures.
+    /// Coded pictures (legacy, or Enhanced RTMP CodedFrames / CodedFramesX).
     Frame,
     EndOfSequence,
-    /// An Enhanced RTMP packet type we pass through without interpreting (metadata,
-    /// multitrack, …).
+    /// Enhanced RTMP video metadata (AMF `colorInfo`: HDR description), which applies to
+    /// the pictures that follow it until the next one.
+    Metadata,
+    /// An Enhanced RTMP packet type we pass through without interpreting.
     Other(u8),
 }
 
@@ -188,33 +233,115 @@ pub struct VideoTag {
     pub packet: VideoPacket,
     /// Enhanced RTMP (`IsExHeader`) form.
     pub enhanced: bool,
+    /// Enhanced RTMP multitrack: the id of the (first) track the message carries; the
+    /// frame type and packet type apply to all of its tracks. `None`: the plain form,
+    /// which publishers use for the default track (ffmpeg: track 0).
+    pub track: Option<u8>,
+}
+
+/// Enhanced RTMP packet types: video's, then audio's where they differ (SequenceStart,
+/// CodedFrames, SequenceEnd and ModEx are the same numbers for both).
+mod ex {
+    pub const SEQUENCE_START: u8 = 0;
+    pub const CODED_FRAMES: u8 = 1;
+    pub const SEQUENCE_END: u8 = 2;
+    pub const CODED_FRAMES_X: u8 = 3;
+    pub const METADATA: u8 = 4;
+    pub const MPEG2TS_SEQUENCE_START: u8 = 5;
+    pub const VIDEO_MULTITRACK: u8 = 6;
+    pub const MOD_EX: u8 = 7;
+    pub const AUDIO_MULTICHANNEL_CONFIG: u8 = 4;
+    pub const AUDIO_MULTITRACK: u8 = 5;
+}
+
+/// Skips Enhanced RTMP ModEx blocks (v2): while the packet type is ModEx, a size (one
+/// byte + 1, or when that is 256 two more bytes + 1), that many bytes of data, then a
+/// byte whose low nibble is the next packet type. Returns the real packet type and the
+/// offset after the blocks. Each block consumes at least two bytes, so the loop ends
+/// within the payload.
+fn skip_mod_ex(payload: &[u8], mut packet: u8, mut at: usize) -> Result<(u8, usize), FlvError> {
+    while packet == ex::MOD_EX {
+        let mut size = usize::from(*payload.get(at).ok_or(FlvError::Truncated)?) + 1;
+        at += 1;
+        if size == 256 {
+            let b = payload.get(at..at + 2).ok_or(FlvError::Truncated)?;
+            size = usize::from(u16::from_be_bytes([b[0], b[1]])) + 1;
+            at += 2;
+        }
+        at += size;
+        packet = payload.get(at).ok_or(FlvError::Truncated)? & 0x0F;
+        at += 1;
+    }
+    Ok((packet, at))
+}
+
+/// The FourCC at `at`.
+fn fourcc_at(payload: &[u8], at: usize) -> Result<[u8; 4], FlvError> {
+    let cc = payload.get(at..at + 4).ok_or(FlvError::Truncated)?;
+    Ok([cc[0], cc[1], cc[2], cc[3]])
+}
+
+/// After the packet type (and any ModEx blocks): a multitrack packet's type byte (its
+/// multitrack type and the tracks' packet type) comes before the FourCC, and the first
+/// track's id after it. Returns the packet type, the FourCC and the track id (`None` for
+/// the plain form). In the "many codecs" form each track names its codec; the first
+/// track's FourCC is where the others have theirs.
+fn ex_fourcc(
+    payload: &[u8],
+    packet: u8,
+    at: usize,
+    multitrack_type: u8,
+) -> Result<(u8, [u8; 4], Option<u8>), FlvError> {
+    if packet != multitrack_type {
+        return Ok((packet, fourcc_at(payload, at)?, None));
+    }
+    let b = *payload.get(at).ok_or(FlvError::Truncated)?;
+    let inner = b & 0x0F;
+    if inner == multitrack_type {
+        return Err(FlvError::Malformed("multitrack inside multitrack"));
+    }
+    let track = *payload.get(at + 5).ok_or(FlvError::Truncated)?;
+    Ok((inner, fourcc_at(payload, at + 1)?, Some(track)))
+}
+
+/// Where the codec data of a plain-form (not multitrack) Enhanced RTMP video payload
+/// starts, and its composition time: after the header byte, any ModEx blocks and the
+/// FourCC, and for CodedFrames of `avc1`/`hvc1` after their SI24 composition time
+/// (CodedFramesX and the other packet types: 0). For the TS muxer, which reads the
+/// codec data itself.
+pub fn ex_video_data(payload: &[u8]) -> Result<(usize, i32), FlvError> {
+    let &b0 = payload.first().ok_or(FlvError::Truncated)?;
+    let (packet, at) = skip_mod_ex(payload, b0 & 0x0F, 1)?;
+    if packet == ex::VIDEO_MULTITRACK {
+        return Err(FlvError::Malformed("multitrack, not the plain form"));
+    }
+    let fourcc = fourcc_at(payload, at)?;
+    let at = at + 4;
+    if packet == ex::CODED_FRAMES && matches!(&fourcc, b"avc1" | b"hvc1") {
+        let c = payload.get(at..at + 3).ok_or(FlvError::Truncated)?;
+        let cts = i32::from_be_bytes([0, c[0], c[1], c[2]]) << 8 >> 8;
+        return Ok((at + 3, cts));
+    }
+    Ok((at, 0))
+}
+
+/// Where the codec data of a plain-form Enhanced RTMP audio payload starts: after the
+/// header byte, any ModEx blocks and the FourCC.
+pub fn ex_audio_data(payload: &[u8]) -> Result<usize, FlvError> {
+    let &b0 = payload.first().ok_or(FlvError::Truncated)?;
+    let (packet, at) = skip_mod_ex(payload, b0 & 0x0F, 1)?;
+    if packet == ex::AUDIO_MULTITRACK {
+        return Err(FlvError::Malformed("multitrack, not the plain form"));
+    }
+    fourcc_at(payload, at)?;
+    Ok(at + 4)
 }
 
 impl VideoTag {
     pub fn parse(payload: &[u8]) -> Result<VideoTag, FlvError> {
         let &b0 = payload.first().ok_or(FlvError::Truncated)?;
         if b0 & 0x80 != 0 {
-            // Enhanced RTMP: 1 bit IsExHeader, 3 bits frame type, 4 bits packet type, FourCC.
-            let frame_type = FrameType::from_bits((b0 >> 4) & 0x07);
-            let packet = match b0 & 0x0F {
-                0 | 5 => VideoPacket::SequenceHeader, // SequenceStart, MPEG2TSSequenceStart
-                1 | 3 => VideoPacket::Frame,          // CodedFrames, CodedFramesX
-                2 => VideoPacket::EndOfSequence,
-                other => VideoPacket::Other(other),
-            };
-            let cc = payload.get(1..5).ok_or(FlvError::Truncated)?;
-            let fourcc = [cc[0], cc[1], cc[2], cc[3]];
-            let codec = match &fourcc {
-                b"hvc1" => VideoCodec::Hevc,
-                b"avc1" => VideoCodec::Avc,
-                _ => VideoCodec::FourCc(fourcc),
-            };
-            return Ok(VideoTag {
-                frame_type,
-                codec,
-                packet,
-                enhanced: true,
-            });
+            return Self::parse_ex(payload, b0);
         }
         let frame_type = FrameType::from_bits(b0 >> 4);
         let codec = match b0 & 0x0F {
@@ -239,12 +366,51 @@ impl VideoTag {
             codec,
             packet,
             enhanced: false,
+            track: None,
         })
     }
 
-    /// A picture a decoder can start from (not a sequence header, not a command frame).
+    /// Enhanced RTMP (veovera E-RTMP v1/v2): 1 bit IsExHeader, 3 bits frame type, 4 bits
+    /// packet type; ModEx blocks; then a command byte (a command frame, no FourCC), or an
+    /// optional multitrack byte and the FourCC.
+    fn parse_ex(payload: &[u8], b0: u8) -> Result<VideoTag, FlvError> {
+        let frame_type = FrameType::from_bits((b0 >> 4) & 0x07);
+        let (packet, at) = skip_mod_ex(payload, b0 & 0x0F, 1)?;
+        if frame_type == FrameType::Command && packet != ex::METADATA {
+            // A video command (seek start/end): one byte, no codec, no picture.
+            payload.get(at).ok_or(FlvError::Truncated)?;
+            return Ok(VideoTag {
+                frame_type,
+                codec: VideoCodec::Unstated,
+                packet: VideoPacket::Other(packet),
+                enhanced: true,
+                track: None,
+            });
+        }
+        let (packet, fourcc, track) = ex_fourcc(payload, packet, at, ex::VIDEO_MULTITRACK)?;
+        let packet = match packet {
+            ex::SEQUENCE_START | ex::MPEG2TS_SEQUENCE_START => VideoPacket::SequenceHeader,
+            ex::CODED_FRAMES | ex::CODED_FRAMES_X => VideoPacket::Frame,
+            ex::SEQUENCE_END => VideoPacket::EndOfSequence,
+            ex::METADATA => VideoPacket::Metadata,
+            other => VideoPacket::Other(other),
+        };
+        Ok(VideoTag {
+            frame_type,
+            codec: VideoCodec::from_fourcc(fourcc),
+            packet,
+            enhanced: true,
+            track,
+        })
+    }
+
+    /// A picture a decoder can start from (not a sequence header, not a command frame), on
+    /// the default track: the plain form, or track 0 of a multitrack message. A keyframe
+    /// of an extra track is not a place where a viewer of the default one can start.
     pub fn is_keyframe(&self) -> bool {
-        self.frame_type == FrameType::Key && self.packet == VideoPacket::Frame
+        self.frame_type == FrameType::Key
+            && self.packet == VideoPacket::Frame
+            && self.track.unwrap_or(0) == 0
     }
 
     pub fn is_sequence_header(&self) -> bool {
@@ -264,8 +430,21 @@ pub enum AudioCodec {
     Aac,
     /// Another legacy SoundFormat (MP3 = 2, …).
     Legacy(u8),
-    /// Enhanced RTMP audio (SoundFormat 9, `IsExHeader`) with its FourCC.
+    /// Enhanced RTMP audio (SoundFormat 9, `IsExHeader`) with its FourCC (`mp4a`, `Opus`,
+    /// `fLaC`, `ac-3`, …).
     FourCc([u8; 4]),
+}
+
+impl AudioCodec {
+    /// The codec's name, for messages to players and operators.
+    pub fn name(&self) -> String {
+        match self {
+            AudioCodec::Aac => "AAC".into(),
+            AudioCodec::Legacy(2) => "MP3".into(),
+            AudioCodec::Legacy(id) => format!("FLV sound format {id}"),
+            AudioCodec::FourCc(cc) => format!("Enhanced RTMP {}", fourcc_name(cc)),
+        }
+    }
 }
 
 /// What an audio payload carries.
@@ -274,6 +453,9 @@ pub enum AudioPacket {
     /// AudioSpecificConfig (AAC) or an Enhanced RTMP SequenceStart.
     SequenceHeader,
     Raw,
+    /// Enhanced RTMP channel order and count (decoder configuration beside the
+    /// SequenceStart).
+    MultichannelConfig,
     Other(u8),
 }
 
@@ -282,6 +464,8 @@ pub enum AudioPacket {
 pub struct AudioTag {
     pub codec: AudioCodec,
     pub packet: AudioPacket,
+    /// Enhanced RTMP multitrack: the (first) track's id, as for [`VideoTag::track`].
+    pub track: Option<u8>,
 }
 
 impl AudioTag {
@@ -298,24 +482,31 @@ impl AudioTag {
                 Ok(AudioTag {
                     codec: AudioCodec::Aac,
                     packet,
+                    track: None,
                 })
             }
             9 => {
-                // Enhanced RTMP audio: low nibble is the packet type, then a FourCC.
-                let cc = payload.get(1..5).ok_or(FlvError::Truncated)?;
-                let packet = match b0 & 0x0F {
-                    0 => AudioPacket::SequenceHeader,
-                    1 => AudioPacket::Raw,
+                // Enhanced RTMP audio: the low nibble is the packet type; ModEx blocks,
+                // an optional multitrack byte, then the FourCC.
+                let (packet, at) = skip_mod_ex(payload, b0 & 0x0F, 1)?;
+                let (packet, fourcc, track) = ex_fourcc(payload, packet, at, ex::AUDIO_MULTITRACK)?;
+                let packet = match packet {
+                    ex::SEQUENCE_START => AudioPacket::SequenceHeader,
+                    ex::CODED_FRAMES => AudioPacket::Raw,
+                    ex::AUDIO_MULTICHANNEL_CONFIG => AudioPacket::MultichannelConfig,
+                    // SequenceEnd: passed through.
                     other => AudioPacket::Other(other),
                 };
                 Ok(AudioTag {
-                    codec: AudioCodec::FourCc([cc[0], cc[1], cc[2], cc[3]]),
+                    codec: AudioCodec::FourCc(fourcc),
                     packet,
+                    track,
                 })
             }
             other => Ok(AudioTag {
                 codec: AudioCodec::Legacy(other),
                 packet: AudioPacket::Raw,
+                track: None,
             }),
         }
     }
@@ -410,9 +601,183 @@ mod tests {
         let keyx = VideoTag::parse(&[0x93, b'h', b'v', b'c', b'1']).unwrap();
         assert!(keyx.is_keyframe());
         let av1 = VideoTag::parse(&[0xA1, b'a', b'v', b'0', b'1']).unwrap();
-        assert_eq!(av1.codec, VideoCodec::FourCc(*b"av01"));
+        assert_eq!(av1.codec, VideoCodec::Av1);
         assert_eq!(av1.frame_type, FrameType::Inter);
         assert_eq!(VideoTag::parse(&[0x90, b'h']), Err(FlvError::Truncated));
+    }
+
+    /// The first bytes of what ffmpeg 9 (`-f flv`, libx265 / libsvtav1 / libvpx-vp9)
+    /// writes: SequenceStart, the `colorInfo` metadata packet, a keyframe (CodedFrames)
+    /// and an inter frame, per codec.
+    const FFMPEG_HEVC: [&[u8]; 4] = [
+        &[
+            0x90, b'h', b'v', b'c', b'1', 0x01, 0x01, 0x60, 0x00, 0x00, 0x00, 0x90,
+        ],
+        &[
+            0xD4, b'h', b'v', b'c', b'1', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o',
+        ],
+        &[
+            0x91, b'h', b'v', b'c', b'1', 0x00, 0x00, 0xC8, 0x00, 0x00, 0x0A, 0xC6,
+        ],
+        &[
+            0xA1, b'h', b'v', b'c', b'1', 0x00, 0x01, 0xF4, 0x00, 0x00, 0x07, 0x33,
+        ],
+    ];
+    const FFMPEG_AV1: [&[u8]; 3] = [
+        &[
+            0x90, b'a', b'v', b'0', b'1', 0x81, 0x00, 0x0C, 0x00, 0x0A, 0x0B, 0x02,
+        ],
+        &[
+            0xD4, b'a', b'v', b'0', b'1', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o',
+        ],
+        &[
+            0x91, b'a', b'v', b'0', b'1', 0x12, 0x00, 0x0A, 0x0B, 0x02, 0x00, 0x00,
+        ],
+    ];
+    const FFMPEG_VP9: [&[u8]; 3] = [
+        &[
+            0x90, b'v', b'p', b'0', b'9', 0x01, 0x00, 0x00, 0x00, 0x00, 0x0A, 0x82,
+        ],
+        &[
+            0xD4, b'v', b'p', b'0', b'9', 0x02, 0x00, 0x09, b'c', b'o', b'l', b'o',
+        ],
+        &[
+            0x91, b'v', b'p', b'0', b'9', 0x82, 0x49, 0x83, 0x42, 0x00, 0x09, 0xF0,
+        ],
+    ];
+
+    #[test]
+    fn what_ffmpeg_publishes_for_hevc_av1_and_vp9_is_classified_per_codec() {
+        let cases: [(&[&[u8]], VideoCodec); 3] = [
+            (&FFMPEG_HEVC, VideoCodec::Hevc),
+            (&FFMPEG_AV1, VideoCodec::Av1),
+            (&FFMPEG_VP9, VideoCodec::Vp9),
+        ];
+        for (tags, codec) in cases {
+            let [seq, meta, key] = [0, 1, 2].map(|i| VideoTag::parse(tags[i]).unwrap());
+            for t in [seq, meta, key] {
+                assert_eq!(t.codec, codec);
+                assert!(t.enhanced && t.track.is_none());
+            }
+            assert!(seq.is_sequence_header() && !seq.is_keyframe(), "{codec:?}");
+            assert!(!seq.is_avc_sequence_header());
+            assert_eq!(meta.packet, VideoPacket::Metadata, "{codec:?}");
+            assert!(!meta.is_keyframe() && !meta.is_sequence_header());
+            assert!(key.is_keyframe(), "{codec:?}");
+            assert_eq!(key.packet, VideoPacket::Frame);
+        }
+        let inter = VideoTag::parse(FFMPEG_HEVC[3]).unwrap();
+        assert_eq!(inter.frame_type, FrameType::Inter);
+        assert!(!inter.is_keyframe());
+    }
+
+    #[test]
+    fn enhanced_end_of_sequence_mpeg2ts_start_and_codecs_we_do_not_name() {
+        let end = VideoTag::parse(b"\x92hvc1").unwrap();
+        assert_eq!(end.packet, VideoPacket::EndOfSequence);
+        assert!(!end.is_keyframe());
+        let ts_start = VideoTag::parse(b"\x95av01\x00").unwrap();
+        assert!(ts_start.is_sequence_header());
+        let vp8 = VideoTag::parse(b"\x91vp08\x00").unwrap();
+        assert_eq!(vp8.codec, VideoCodec::FourCc(*b"vp08"));
+        assert!(vp8.is_keyframe());
+        assert_eq!(vp8.codec.name(), "vp08");
+        assert_eq!(VideoCodec::FourCc([0, 1, 2, 3]).name(), "0x00010203");
+        assert_eq!(VideoCodec::Hevc.name(), "HEVC");
+    }
+
+    #[test]
+    fn an_enhanced_command_frame_names_no_codec_and_is_no_picture() {
+        // Frame type 5 (command), packet type CodedFrames, then the command byte only.
+        let cmd = VideoTag::parse(&[0xD1, 0x00]).unwrap();
+        assert_eq!(cmd.frame_type, FrameType::Command);
+        assert_eq!(cmd.codec, VideoCodec::Unstated);
+        assert!(!cmd.is_keyframe() && !cmd.is_sequence_header());
+        assert_eq!(VideoTag::parse(&[0xD1]), Err(FlvError::Truncated));
+    }
+
+    #[test]
+    fn mod_ex_blocks_are_skipped_to_the_real_packet_type() {
+        // ModEx (7), 3 bytes of data (TimestampOffsetNano), then type 0 | CodedFrames.
+        let key = VideoTag::parse(b"\x97\x02\x00\x01\x00\x01hvc1\x00\x00\x00").unwrap();
+        assert!(key.is_keyframe());
+        assert_eq!(key.codec, VideoCodec::Hevc);
+        // Two blocks, the second one 256 + 1 bytes long (the 16-bit size form).
+        let mut two = vec![0x97, 0x00, 0xAA, 0x07, 0xFF, 0x01, 0x00];
+        two.extend([0u8; 257]);
+        two.extend(b"\x00av01");
+        let seq = VideoTag::parse(&two).unwrap();
+        assert!(seq.is_sequence_header());
+        assert_eq!(seq.codec, VideoCodec::Av1);
+        // Cut anywhere inside: truncated, never a panic.
+        for cut in 0..two.len() - 1 {
+            assert_eq!(
+                VideoTag::parse(&two[..cut]),
+                Err(FlvError::Truncated),
+                "{cut}"
+            );
+        }
+        let aac = AudioTag::parse(b"\x97\x02\x00\x00\x01\x01mp4a").unwrap();
+        assert_eq!(aac.codec, AudioCodec::FourCc(*b"mp4a"));
+        assert_eq!(aac.packet, AudioPacket::Raw);
+    }
+
+    #[test]
+    fn where_enhanced_codec_data_starts() {
+        // CodedFrames of avc1: FourCC, then the SI24 composition time (here -40).
+        assert_eq!(
+            ex_video_data(b"\x91avc1\xff\xff\xd8\x00\x00\x00\x02"),
+            Ok((8, -40))
+        );
+        // CodedFramesX: no composition time; SequenceStart: the record follows.
+        assert_eq!(ex_video_data(b"\x93avc1\x00\x00"), Ok((5, 0)));
+        assert_eq!(ex_video_data(b"\x90avc1\x01"), Ok((5, 0)));
+        // AV1 CodedFrames carry no composition time.
+        assert_eq!(ex_video_data(b"\x91av01\x12\x00"), Ok((5, 0)));
+        // After a ModEx block.
+        assert_eq!(
+            ex_video_data(b"\x97\x02\x00\x01\x00\x01avc1\x00\x00\x28\x00"),
+            Ok((13, 40))
+        );
+        assert_eq!(ex_video_data(b"\x91avc1\x00"), Err(FlvError::Truncated));
+        assert!(ex_video_data(b"\x96\x01avc1\x00").is_err());
+        assert_eq!(ex_audio_data(b"\x91mp4a\x21"), Ok(5));
+        assert_eq!(ex_audio_data(b"\x97\x00\xAA\x01mp4a\x21"), Ok(8));
+        assert!(ex_audio_data(b"\x95\x01mp4a\x01").is_err());
+        assert_eq!(ex_audio_data(b"\x91mp4"), Err(FlvError::Truncated));
+    }
+
+    #[test]
+    fn multitrack_reads_the_tracks_packet_type_and_codec() {
+        // Multitrack (6); OneTrack (0) | CodedFrames (1); FourCC; track id 0.
+        let key = VideoTag::parse(b"\x96\x01hvc1\x00").unwrap();
+        assert!(key.track == Some(0) && key.is_keyframe());
+        assert_eq!(key.codec, VideoCodec::Hevc);
+        // ManyTracksManyCodecs (2) | SequenceStart: the first track's FourCC and id.
+        let seq = VideoTag::parse(b"\x96\x20av01\x03").unwrap();
+        assert!(seq.track == Some(3) && seq.is_sequence_header());
+        assert_eq!(seq.codec, VideoCodec::Av1);
+        // A keyframe of an extra track is no start for the default track's viewers.
+        let extra = VideoTag::parse(b"\x96\x11avc1\x01").unwrap();
+        assert_eq!((extra.frame_type, extra.track), (FrameType::Key, Some(1)));
+        assert!(!extra.is_keyframe());
+        assert_eq!(VideoTag::parse(b"\x96\x01hvc1"), Err(FlvError::Truncated));
+        assert!(matches!(
+            VideoTag::parse(b"\x96\x06hvc1"),
+            Err(FlvError::Malformed(_))
+        ));
+        assert_eq!(VideoTag::parse(b"\x96"), Err(FlvError::Truncated));
+        let opus = AudioTag::parse(b"\x95\x10Opus\x00").unwrap();
+        assert_eq!(opus.codec, AudioCodec::FourCc(*b"Opus"));
+        assert!(opus.is_sequence_header());
+        // What ffmpeg 9 sends for a second AAC track: multitrack `mp4a`, track 1 —
+        // SequenceStart, MultichannelConfig, then CodedFrames.
+        let seq = AudioTag::parse(b"\x95\x00mp4a\x01\x12\x08").unwrap();
+        assert!(seq.is_sequence_header() && seq.track == Some(1));
+        let channels = AudioTag::parse(b"\x95\x04mp4a\x01\x01\x01\x00").unwrap();
+        assert_eq!(channels.packet, AudioPacket::MultichannelConfig);
+        let frame = AudioTag::parse(b"\x95\x01mp4a\x01\x01\x34").unwrap();
+        assert_eq!((frame.packet, frame.track), (AudioPacket::Raw, Some(1)));
     }
 
     #[test]

@@ -1,10 +1,19 @@
 //! The GOP cache: what a new viewer is sent first, so it starts on a keyframe at once.
 //!
-//! It holds the latest metadata, the video and audio sequence headers (AVC/HEVC decoder
-//! configuration, AAC AudioSpecificConfig) and the messages since the last keyframe, all as
-//! [`Packaged`] (shared bytes per protocol). [`GopCache::rtmp_start`] and
-//! [`GopCache::flv_start`] give a joining viewer, in order: metadata, sequence headers,
-//! then the GOP from its keyframe. Nothing is copied or re-encoded per viewer.
+//! It holds the latest metadata, the latest Enhanced RTMP video metadata (`colorInfo`), the
+//! video and audio sequence headers (AVC/HEVC/AV1/VP9 decoder configuration, AAC
+//! AudioSpecificConfig, any Enhanced RTMP SequenceStart) and the messages since the last
+//! keyframe, all as [`Packaged`] (shared bytes per protocol). Keyframes are what
+//! [`Class`] says, per codec (legacy FLV frame type, or the Enhanced RTMP frame type on a
+//! CodedFrames/CodedFramesX packet). [`GopCache::rtmp_start`] and [`GopCache::flv_start`]
+//! give a joining viewer, in order: metadata, video metadata, sequence headers, the
+//! configuration of extra tracks, then the GOP from its keyframe. Nothing is copied or
+//! re-encoded per viewer.
+//!
+//! Extra tracks: an Enhanced RTMP multitrack message (ffmpeg sends every track but the
+//! first so) carries its own sequence header and configuration, kept beside the default
+//! track's rather than in place of it (one slot per kind, track and sort, at most
+//! [`TRACK_SLOTS`]); a GOP starts at a keyframe of the default track.
 //!
 //! Caps ([`GopLimits`]) bound the GOP in messages and in bytes held (both packaged forms).
 //! When a video stream's GOP reaches a cap, the cached GOP is dropped and nothing is cached
@@ -12,9 +21,10 @@
 //! and waits for the live keyframe, which is correct, merely slower. (Keeping a truncated
 //! GOP would be worse: frames without their keyframe do not decode.) For a stream with no
 //! video at all, the cache is a rolling window of the latest audio, trimmed from the front.
-//! Metadata and the two sequence headers are single slots outside the caps, each at most
+//! Metadata, video metadata and the two sequence headers are [`SLOTS`] single slots
+//! outside the caps, each at most
 //! [`MAX_SLOT_BYTES`]: real ones are a few hundred bytes, and without a bound a publisher
-//! could park three whole messages (up to `media.max_message_bytes` each, twice over for
+//! could park four whole messages (up to `media.max_message_bytes` each, twice over for
 //! the two packaged forms) per stream beside the GOP. An oversized one empties its slot
 //! (the old one no longer describes the stream) and the viewers that join later wait for
 //! the publisher to send it again.
@@ -24,11 +34,18 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::class::Class;
-use super::flv;
+use super::flv::{self, AudioPacket, VideoPacket};
+use super::kind::MediaKind;
 use super::packet::Packaged;
 
 /// Largest metadata or sequence header kept (both packaged forms together).
 pub const MAX_SLOT_BYTES: usize = 256 * 1024;
+/// Configuration slots for extra tracks (Enhanced RTMP multitrack) and audio
+/// multichannel configs: a publisher with more is not kept past this many.
+pub const TRACK_SLOTS: usize = 8;
+/// Single-message slots beside the GOP: metadata, video metadata, the video and the
+/// audio sequence header, and the [`TRACK_SLOTS`].
+pub const SLOTS: usize = 4 + TRACK_SLOTS;
 
 /// Caps on the cached GOP.
 #[derive(Clone, Copy, Debug)]
@@ -54,8 +71,14 @@ impl Default for GopLimits {
 pub struct GopCache {
     limits: GopLimits,
     metadata: Option<Packaged>,
+    /// Enhanced RTMP video metadata (HDR `colorInfo`): the latest one applies.
+    video_metadata: Option<Packaged>,
     video_header: Option<Packaged>,
     audio_header: Option<Packaged>,
+    /// Configuration of extra tracks (their sequence headers, video metadata and
+    /// multichannel configs) and any audio MultichannelConfig: one per (kind, track,
+    /// what), at most [`TRACK_SLOTS`].
+    track_configs: Vec<Packaged>,
     gop: VecDeque<Packaged>,
     gop_bytes: usize,
     has_video: bool,
@@ -83,12 +106,12 @@ impl GopCache {
     pub fn push(&mut self, p: Packaged) {
         // The class was read when the message was packaged; nothing is parsed here, on
         // the owner or on any mirror.
+        if p.class.is_config() {
+            self.set_config(p);
+            return;
+        }
         match p.class {
             Class::Video(tag) => {
-                if tag.is_sequence_header() {
-                    self.video_header = slot(p);
-                    return;
-                }
                 if !self.has_video {
                     // The first video: any audio-only window is not a GOP.
                     self.has_video = true;
@@ -102,12 +125,8 @@ impl GopCache {
                     self.append(p);
                 }
             }
-            Class::Audio(tag) => {
+            Class::Audio(_) => {
                 self.has_audio = true;
-                if tag.is_sequence_header() {
-                    self.audio_header = slot(p);
-                    return;
-                }
                 if !self.has_video || self.in_gop {
                     self.append(p);
                 }
@@ -119,6 +138,40 @@ impl GopCache {
             }
             // An empty (or cut) audio or video message carries nothing a viewer could use.
             Class::Unreadable => {}
+        }
+    }
+
+    /// Configuration replaces the held one of its kind, track and sort.
+    fn set_config(&mut self, p: Packaged) {
+        match p.class {
+            Class::Video(t) if t.track.is_none() && t.is_sequence_header() => {
+                self.video_header = slot(p);
+            }
+            Class::Video(t) if t.track.is_none() && t.packet == VideoPacket::Metadata => {
+                self.video_metadata = slot(p);
+            }
+            Class::Audio(t) if t.track.is_none() && t.is_sequence_header() => {
+                self.has_audio = true;
+                self.audio_header = slot(p);
+            }
+            _ => {
+                self.has_audio |= p.kind == MediaKind::Audio;
+                let key = config_key(&p.class);
+                let held = self
+                    .track_configs
+                    .iter()
+                    .position(|q| config_key(&q.class) == key);
+                match (held, slot(p)) {
+                    (Some(i), Some(p)) => self.track_configs[i] = p,
+                    (Some(i), None) => {
+                        self.track_configs.remove(i);
+                    }
+                    (None, Some(p)) if self.track_configs.len() < TRACK_SLOTS => {
+                        self.track_configs.push(p);
+                    }
+                    (None, _) => {}
+                }
+            }
         }
     }
 
@@ -162,24 +215,23 @@ impl GopCache {
         self.metadata.as_ref()
     }
 
-    /// Everything but the metadata, in start order: sequence headers, then the GOP. With
+    /// Everything but the metadata, in start order: video metadata, sequence headers,
+    /// then the GOP. With
     /// [`Self::metadata`] this rebuilds an identical cache elsewhere (`set_metadata`, then
     /// `push` each).
     pub fn frames(&self) -> impl Iterator<Item = &Packaged> {
-        self.video_header
-            .iter()
-            .chain(self.audio_header.iter())
-            .chain(self.gop.iter())
-    }
-
-    /// What a joining viewer is sent, in order: metadata, video and audio sequence
-    /// headers, the GOP.
-    pub fn iter(&self) -> impl Iterator<Item = &Packaged> {
-        self.metadata
+        self.video_metadata
             .iter()
             .chain(self.video_header.iter())
             .chain(self.audio_header.iter())
+            .chain(self.track_configs.iter())
             .chain(self.gop.iter())
+    }
+
+    /// What a joining viewer is sent, in order: metadata, video metadata, video and
+    /// audio sequence headers, the GOP.
+    pub fn iter(&self) -> impl Iterator<Item = &Packaged> {
+        self.metadata.iter().chain(self.frames())
     }
 
     /// The start of an RTMP viewer's stream (after the session's play replies).
@@ -217,6 +269,19 @@ impl GopCache {
     }
 }
 
+/// What a configuration message configures: (video?, track, which sort).
+fn config_key(class: &Class) -> Option<(bool, Option<u8>, u8)> {
+    match class {
+        Class::Video(t) => Some((true, t.track, u8::from(t.packet == VideoPacket::Metadata))),
+        Class::Audio(t) => Some((
+            false,
+            t.track,
+            u8::from(t.packet == AudioPacket::MultichannelConfig),
+        )),
+        _ => None,
+    }
+}
+
 /// A single-slot message, if it is small enough to keep.
 fn slot(p: Packaged) -> Option<Packaged> {
     (p.held_bytes() <= MAX_SLOT_BYTES).then_some(p)
@@ -225,7 +290,6 @@ fn slot(p: Packaged) -> Option<Packaged> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::kind::MediaKind;
     use crate::media::packet::MediaMessage;
 
     fn pkt(kind: MediaKind, ts: u32, payload: &[u8]) -> Packaged {
@@ -398,5 +462,97 @@ mod tests {
         c.push(pkt(MediaKind::Video, 0, &[]));
         c.clear();
         assert_eq!(c.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_viewer_joining_an_enhanced_rtmp_stream_gets_metadata_color_info_headers_then_a_keyframe() {
+        for cc in [*b"hvc1", *b"av01", *b"vp09"] {
+            let video = |ts: u32, b0: u8, rest: &[u8]| {
+                let mut v = vec![b0];
+                v.extend(cc);
+                v.extend(rest);
+                pkt(MediaKind::Video, ts, &v)
+            };
+            let mut c = GopCache::new(GopLimits::default());
+            // In ffmpeg's order: onMetaData, SequenceStart, AAC config, colorInfo, frames.
+            c.set_metadata(pkt(MediaKind::Data, 0, b"\x02\x00\x0aonMetaData"));
+            c.push(video(0, 0x90, &[1]));
+            c.push(pkt(MediaKind::Audio, 0, AAC_SEQ));
+            c.push(video(0, 0xD4, b"\x02\x00\x09colorInfo\x03"));
+            c.push(video(0, 0xA1, &[0, 0, 0, 7])); // before any keyframe: not cached
+            c.push(video(40, 0x91, &[0, 0, 0, 8]));
+            c.push(pkt(MediaKind::Audio, 46, AAC));
+            c.push(video(80, 0xA1, &[0, 0, 0, 9]));
+            let order: Vec<(MediaKind, u8)> = c.iter().map(|p| (p.kind, p.payload()[0])).collect();
+            assert_eq!(
+                order,
+                vec![
+                    (MediaKind::Data, 0x02),
+                    (MediaKind::Video, 0xD4),
+                    (MediaKind::Video, 0x90),
+                    (MediaKind::Audio, 0xAF),
+                    (MediaKind::Video, 0x91),
+                    (MediaKind::Audio, 0xAF),
+                    (MediaKind::Video, 0xA1),
+                ],
+                "{cc:?}"
+            );
+            // A later colorInfo replaces the held one and leaves the GOP alone.
+            c.push(video(120, 0xD4, b"\x02\x00\x09colorInfo\x06"));
+            assert_eq!(c.gop_len(), 3);
+            assert_eq!(c.frames().next().unwrap().timestamp, 120);
+            // A shard's mirror, rebuilt from the owner's cache, starts viewers the same.
+            let mut mirror = GopCache::new(GopLimits::default());
+            mirror.set_metadata(c.metadata().unwrap().clone());
+            for p in c.frames() {
+                mirror.push(p.clone());
+            }
+            assert_eq!(mirror.rtmp_start(), c.rtmp_start());
+            assert_eq!(mirror.flv_start(), c.flv_start());
+        }
+    }
+
+    #[test]
+    fn an_extra_audio_track_keeps_its_own_header_beside_the_default_ones() {
+        // What ffmpeg 9 sends for H.264 with two AAC tracks: track 1 as multitrack `mp4a`.
+        let mut c = GopCache::new(GopLimits::default());
+        c.push(pkt(MediaKind::Video, 0, AVC_SEQ));
+        c.push(pkt(MediaKind::Audio, 0, AAC_SEQ));
+        c.push(pkt(MediaKind::Audio, 0, b"\x95\x00mp4a\x01\x12\x08"));
+        c.push(pkt(MediaKind::Audio, 0, b"\x95\x04mp4a\x01\x01\x01\x00"));
+        c.push(pkt(MediaKind::Video, 0, KEY));
+        c.push(pkt(MediaKind::Audio, 0, AAC));
+        c.push(pkt(MediaKind::Audio, 0, b"\x95\x01mp4a\x01\x21"));
+        let firsts: Vec<(u8, u8)> = c.iter().map(|p| (p.payload()[0], p.payload()[1])).collect();
+        assert_eq!(
+            firsts,
+            vec![
+                (0x17, 0),    // the default video's header
+                (0xAF, 0),    // the default audio's, not replaced by track 1's
+                (0x95, 0x00), // track 1's SequenceStart
+                (0x95, 0x04), // track 1's MultichannelConfig
+                (0x17, 1),
+                (0xAF, 1),
+                (0x95, 0x01),
+            ]
+        );
+        // A new header for track 1 replaces its own.
+        c.push(pkt(MediaKind::Audio, 9, b"\x95\x00mp4a\x01\x12\x10"));
+        assert_eq!(c.frames().filter(|p| p.class.is_config()).count(), 4);
+        // A keyframe of an extra video track does not restart the GOP.
+        c.push(pkt(MediaKind::Video, 40, b"\x96\x11avc1\x01\x00\x00\x00"));
+        assert_eq!(c.gop_len(), 4);
+        // At most TRACK_SLOTS extra configurations are kept.
+        for track in 2..40u8 {
+            c.push(pkt(
+                MediaKind::Audio,
+                50,
+                &[0x95, 0x00, b'm', b'p', b'4', b'a', track],
+            ));
+        }
+        assert_eq!(
+            c.frames().filter(|p| p.class.is_config()).count(),
+            2 + TRACK_SLOTS
+        );
     }
 }

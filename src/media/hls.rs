@@ -9,6 +9,11 @@
 //! - an audio-only stream is cut at the first frame at or after the target duration;
 //! - a segment that reaches `max_segment_bytes` is cut at once (a stream whose keyframes
 //!   stay away cannot grow one without bound); the next starts on the following frame;
+//! - a stream with a track TS does not carry here (HEVC, AV1 or VP9 video; audio other
+//!   than AAC: [`ts::uncarried`]) is refused whole ([`Segmenter::refused`]): its open
+//!   segment is dropped and its input ignored until a publisher restarts it, so HLS
+//!   never serves the AAC of an HEVC stream as if it were the stream. (HEVC and AV1 over
+//!   HLS need fMP4 segments; MPEG-TS HEVC, stream type 0x24, plays in few players.)
 //! - a timestamp jump (backwards, or forwards by more than [`MAX_JUMP_MS`]) closes the
 //!   open segment, and the next one is marked `#EXT-X-DISCONTINUITY` and starts on a
 //!   keyframe again; so does a publisher coming back ([`Segmenter::resume`]).
@@ -52,7 +57,7 @@ use bytes::{Bytes, BytesMut};
 use super::class::Class;
 use super::kind::MediaKind;
 use super::packet::Packaged;
-use super::ts::{self, Carried, Muxed, Skip, TsMuxer};
+use super::ts::{self, Carried, Muxed, Skip, TsMuxer, Uncarried};
 
 /// Segmenting settings (from `[media]`: `hls_segment_secs`, `hls_window`,
 /// `hls_max_segment_bytes`).
@@ -172,6 +177,8 @@ pub struct Segmenter {
     /// Unix ms at stream time 0 ([`Segmenter::set_epoch`]).
     epoch_ms: Option<u64>,
     ended: bool,
+    /// The track that made this publisher's stream one HLS does not carry.
+    refused: Option<Uncarried>,
     playlist: Bytes,
     size_hint: usize,
     stats: SegmenterStats,
@@ -215,6 +222,7 @@ impl Segmenter {
             frame_gap: 0,
             epoch_ms: None,
             ended: false,
+            refused: None,
             playlist: Bytes::new(),
             size_hint: FIRST_CAPACITY,
             stats: SegmenterStats::default(),
@@ -242,6 +250,12 @@ impl Segmenter {
     /// The stream ended: no more input is taken, the playlist has `#EXT-X-ENDLIST`.
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// The track that TS does not carry, when the current publisher sent one: the stream
+    /// is not served over HLS (see the module documentation).
+    pub fn refused(&self) -> Option<Uncarried> {
+        self.refused
     }
 
     /// The current m3u8 text (shared; rendered once per change).
@@ -287,8 +301,15 @@ impl Segmenter {
     /// alike).
     fn push_classified(&mut self, class: &Class, timestamp: u32, payload: &[u8]) -> Pushed {
         let mut pushed = Pushed::default();
-        if self.ended {
+        if self.ended || self.refused.is_some() {
             return pushed;
+        }
+        if let Some(track) = ts::uncarried(class) {
+            // Refused whole, never served half: see the module documentation.
+            self.refused = Some(track);
+            self.open = None;
+            self.video_started = false;
+            return self.skip(Skip::Unsupported);
         }
         match ts::carried(class) {
             Carried::Other => {
@@ -497,6 +518,7 @@ impl Segmenter {
     pub fn resume(&mut self) {
         self.finish();
         self.mux.reset();
+        self.refused = None;
         self.pending_discontinuity |= !self.done.is_empty();
         self.last_ts = None;
         self.last_video_ts = None;
@@ -946,16 +968,84 @@ mod tests {
             Some(Skip::Malformed)
         );
         assert_eq!(
-            s.push(MediaKind::Video, 0, &[0x1C, 1, 0, 0, 0]).skipped,
-            Some(Skip::Unsupported)
-        );
-        assert_eq!(
             s.push(MediaKind::Video, 0, &[]).skipped,
             Some(Skip::Malformed)
         );
-        assert_eq!(s.stats().skipped, 4);
+        assert_eq!(s.stats().skipped, 3);
         assert!(!s.finish(), "a segment with no frames is not a segment");
         assert_eq!(s.segments().count(), 0);
+    }
+
+    #[test]
+    fn an_hevc_av1_or_vp9_stream_is_refused_whole_not_served_as_its_audio() {
+        for cc in [*b"hvc1", *b"av01", *b"vp09"] {
+            let video = |b0: u8| {
+                let mut v = vec![b0];
+                v.extend(cc);
+                v.extend([0, 0, 0, 1]);
+                v
+            };
+            let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+            // ffmpeg's order: SequenceStart, the AAC config, then frames of both tracks.
+            let p = s.push(MediaKind::Video, 0, &video(0x90));
+            assert_eq!(p.skipped, Some(Skip::Unsupported));
+            let refused = s.refused().expect("refused at the sequence header");
+            assert!(matches!(refused, Uncarried::Video(_)));
+            s.push(MediaKind::Audio, 0, &aac_header());
+            for i in 0..200u32 {
+                s.push(MediaKind::Audio, i * 23, &[0xAF, 1, 1, 2, 3]);
+                if i % 10 == 0 {
+                    s.push(MediaKind::Video, i * 23, &video(0x91));
+                }
+            }
+            assert!(!s.finish());
+            assert_eq!(s.segments().count(), 0, "no audio-only segments");
+            assert_eq!(s.stats().skipped, 1, "counted once");
+            // A new publisher with H.264 is served again.
+            s.resume();
+            assert_eq!(s.refused(), None);
+            s.push(MediaKind::Video, 0, &avc_header());
+            s.push(MediaKind::Video, 0, &avc_frame(true, 0, &[&[0x65, 1]]));
+            s.push(MediaKind::Video, 1000, &avc_frame(true, 0, &[&[0x65, 1]]));
+            assert_eq!(s.segments().count(), 1);
+        }
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, &[0x1C, 0, 0, 0, 0]);
+        assert_eq!(s.refused().unwrap().to_string(), "HEVC video");
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, &avc_header());
+        s.push(MediaKind::Audio, 0, b"\x90Opus\x00");
+        assert_eq!(s.refused().unwrap().to_string(), "Enhanced RTMP Opus audio");
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, b"\x90av01\x81");
+        assert_eq!(s.refused().unwrap().to_string(), "AV1 video");
+        // An Enhanced RTMP command frame names no codec: no refusal.
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, &[0xD1, 0]);
+        assert_eq!(s.refused(), None);
+    }
+
+    #[test]
+    fn an_extra_track_in_multitrack_form_is_left_out_not_a_refusal() {
+        // ffmpeg sends a second AAC track as multitrack `mp4a` (track 1).
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, &avc_header());
+        s.push(MediaKind::Audio, 0, &aac_header());
+        s.push(MediaKind::Audio, 0, b"\x95\x00mp4a\x01\x12\x08");
+        for i in 0..30u32 {
+            let ts = i * 100;
+            s.push(
+                MediaKind::Video,
+                ts,
+                &avc_frame(i % 10 == 0, 0, &[&[0x65, 1]]),
+            );
+            s.push(MediaKind::Audio, ts, &[0xAF, 1, 1, 2, 3]);
+            let p = s.push(MediaKind::Audio, ts, b"\x95\x01mp4a\x01\x21\x22");
+            assert_eq!(p.skipped, None);
+        }
+        assert_eq!(s.refused(), None);
+        assert_eq!(s.segments().count(), 2);
+        assert_eq!(s.stats().skipped, 0);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! MPEG-TS muxing for HLS: H.264 and AAC from FLV/RTMP payloads to 188-byte transport
 //! stream packets. Sans-IO: payloads in, bytes appended to the caller's `BytesMut` out.
 //!
-//! What [`TsMuxer::mux`] does with one message:
+//! H.264 and AAC come in legacy FLV form or in the plain Enhanced RTMP form (`avc1`,
+//! `mp4a`: the codec data after the FourCC and, for `avc1` CodedFrames, the composition
+//! time; [`flv::ex_video_data`]); both mux to the same bytes. What [`TsMuxer::mux`] does
+//! with one message:
 //! - an AVC sequence header (AVCDecoderConfigurationRecord) or an AAC AudioSpecificConfig
 //!   is read and kept; nothing is written;
 //! - an H.264 frame (AVCC: length-prefixed NALUs) becomes one PES on [`VIDEO_PID`]: an
@@ -11,7 +14,9 @@
 //!   keyframe, the random access indicator;
 //! - an AAC raw frame becomes one PES on [`AUDIO_PID`] with an ADTS header built from the
 //!   AudioSpecificConfig;
-//! - anything else (metadata, HEVC, MP3, command frames, end of sequence) is ignored, and
+//! - anything else (metadata, command frames, end of sequence; HEVC, AV1, VP9, MP3,
+//!   Opus, which [`uncarried`] names so that HLS refuses such a stream whole; the extra
+//!   tracks of Enhanced RTMP multitrack messages) is ignored, and
 //!   input that cannot be used (a frame before its sequence header, a NALU length past
 //!   the end, an AudioSpecificConfig ADTS cannot express) is skipped and reported in the
 //!   returned [`Muxed`], never a panic.
@@ -34,7 +39,9 @@
 use bytes::BytesMut;
 
 use super::class::Class;
-use super::flv::{AudioCodec, AudioPacket, AudioTag, FrameType, VideoCodec, VideoPacket, VideoTag};
+use super::flv::{
+    self, AudioCodec, AudioPacket, AudioTag, FrameType, VideoCodec, VideoPacket, VideoTag,
+};
 use super::kind::MediaKind;
 
 mod adts;
@@ -111,7 +118,7 @@ pub enum Carried {
 /// What TS makes of a message of class `class` (read when it was packaged).
 pub fn carried(class: &Class) -> Carried {
     match class {
-        Class::Video(t) if is_legacy_avc(t) && t.packet == VideoPacket::Frame => {
+        Class::Video(t) if is_ts_avc(t) && t.packet == VideoPacket::Frame => {
             if t.frame_type == FrameType::Command {
                 Carried::Other
             } else {
@@ -120,15 +127,54 @@ pub fn carried(class: &Class) -> Carried {
                 }
             }
         }
-        Class::Audio(t) if t.codec == AudioCodec::Aac && t.packet == AudioPacket::Raw => {
-            Carried::AudioFrame
-        }
+        Class::Audio(t) if is_ts_aac(t) && t.packet == AudioPacket::Raw => Carried::AudioFrame,
         _ => Carried::Other,
     }
 }
 
-fn is_legacy_avc(t: &VideoTag) -> bool {
-    t.codec == VideoCodec::Avc && !t.enhanced
+/// A track whose codec this muxer does not put in TS. HLS refuses a stream that has one
+/// as a whole ([`super::hls::Segmenter::refused`]) rather than serve the other track
+/// alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uncarried {
+    Video(VideoTag),
+    Audio(AudioTag),
+}
+
+impl std::fmt::Display for Uncarried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uncarried::Video(t) => write!(f, "{} video", t.codec.name()),
+            Uncarried::Audio(t) => write!(f, "{} audio", t.codec.name()),
+        }
+    }
+}
+
+/// The track of a message of class `class` that TS cannot carry, if it is one: video
+/// other than H.264, audio other than AAC (either in legacy FLV or in the plain Enhanced
+/// RTMP form, `avc1` / `mp4a`). Enhanced RTMP command frames name no
+/// codec and say nothing about the track; multitrack messages carry extra tracks, which
+/// TS leaves out (it carries the default tracks, sent in the plain form).
+pub fn uncarried(class: &Class) -> Option<Uncarried> {
+    match class {
+        Class::Video(t)
+            if t.track.is_none() && t.codec != VideoCodec::Unstated && !is_ts_avc(t) =>
+        {
+            Some(Uncarried::Video(*t))
+        }
+        Class::Audio(t) if t.track.is_none() && !is_ts_aac(t) => Some(Uncarried::Audio(*t)),
+        _ => None,
+    }
+}
+
+/// H.264 of the default track: legacy FLV, or Enhanced RTMP `avc1` in the plain form.
+fn is_ts_avc(t: &VideoTag) -> bool {
+    t.codec == VideoCodec::Avc && t.track.is_none()
+}
+
+/// AAC of the default track: legacy FLV, or Enhanced RTMP `mp4a` in the plain form.
+fn is_ts_aac(t: &AudioTag) -> bool {
+    (t.codec == AudioCodec::Aac || t.codec == AudioCodec::FourCc(*b"mp4a")) && t.track.is_none()
 }
 
 /// The tracks a PMT announced.
@@ -233,10 +279,21 @@ impl TsMuxer {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Muxed {
-        if !is_legacy_avc(tag) {
+        if tag.track.is_some() {
+            return Muxed::Ignored; // an extra track (see `uncarried`)
+        }
+        if !is_ts_avc(tag) {
             return Muxed::Skipped(Skip::Unsupported);
         }
-        let Some(body) = payload.get(5..) else {
+        // Legacy: frame/codec byte, AVCPacketType, SI24 composition time, then the data.
+        let data = if tag.enhanced {
+            flv::ex_video_data(payload).ok()
+        } else {
+            payload
+                .get(2..5)
+                .map(|c| (5, i32::from_be_bytes([0, c[0], c[1], c[2]]) << 8 >> 8))
+        };
+        let Some((body, cts)) = data.and_then(|(at, cts)| Some((payload.get(at..)?, cts))) else {
             return Muxed::Skipped(Skip::Malformed);
         };
         match tag.packet {
@@ -248,7 +305,7 @@ impl TsMuxer {
                 None => Muxed::Skipped(Skip::Malformed),
             },
             VideoPacket::Frame if tag.frame_type != FrameType::Command => {
-                self.video_frame(timestamp, tag, payload, body, out)
+                self.video_frame(timestamp, tag, cts, body, out)
             }
             _ => Muxed::Ignored,
         }
@@ -258,7 +315,7 @@ impl TsMuxer {
         &mut self,
         timestamp: u32,
         tag: &VideoTag,
-        payload: &[u8],
+        cts: i32,
         body: &[u8],
         out: &mut BytesMut,
     ) -> Muxed {
@@ -304,8 +361,7 @@ impl TsMuxer {
             es.extend_from_slice(nalu);
         }
 
-        // Composition time: a signed 24-bit field; a negative one is clamped so PTS >= DTS.
-        let cts = i32::from_be_bytes([0, payload[2], payload[3], payload[4]]) << 8 >> 8;
+        // Composition time (a signed 24-bit field): a negative one is clamped so PTS >= DTS.
         let dts90 = u64::from(timestamp) * 90;
         let dts = (dts90 + PTS_DELAY) & TS_MASK;
         let pts = (dts + u64::from(cts.max(0) as u32) * 90) & TS_MASK;
@@ -335,10 +391,20 @@ impl TsMuxer {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Muxed {
-        if tag.codec != AudioCodec::Aac {
+        if tag.track.is_some() {
+            return Muxed::Ignored; // an extra track (see `uncarried`)
+        }
+        if !is_ts_aac(tag) {
             return Muxed::Skipped(Skip::Unsupported);
         }
-        let body = payload.get(2..).unwrap_or_default();
+        // Legacy: format byte and AACPacketType; Enhanced: header, ModEx, FourCC.
+        let at = match tag.codec {
+            AudioCodec::Aac => Some(2),
+            _ => flv::ex_audio_data(payload).ok(),
+        };
+        let Some(body) = at.and_then(|at| payload.get(at..)) else {
+            return Muxed::Skipped(Skip::Malformed);
+        };
         match tag.packet {
             AudioPacket::SequenceHeader => match parse_audio_specific_config(body) {
                 Ok(cfg) => {
@@ -348,7 +414,7 @@ impl TsMuxer {
                 Err(skip) => Muxed::Skipped(skip),
             },
             AudioPacket::Raw => self.audio_frame(timestamp, body, out),
-            AudioPacket::Other(_) => Muxed::Ignored,
+            AudioPacket::MultichannelConfig | AudioPacket::Other(_) => Muxed::Ignored,
         }
     }
 
@@ -784,6 +850,77 @@ pub(crate) mod tests {
         assert!(out.is_empty(), "nothing written for any of it");
         // The good configuration survived the broken one.
         assert!(m.video_configured());
+    }
+
+    #[test]
+    fn enhanced_rtmp_avc1_and_mp4a_mux_exactly_like_their_legacy_forms() {
+        let with = |head: &[u8], rest: &[u8]| [head, rest].concat();
+        let key = avc_frame(true, 40, &[&[0x65, 1, 2, 3]]);
+        let inter = avc_frame(false, 0, &[&[0x41, 4, 5]]);
+        let legacy: Vec<(MediaKind, u32, Vec<u8>)> = vec![
+            (MediaKind::Video, 0, avc_header()),
+            (MediaKind::Audio, 0, aac_header()),
+            (MediaKind::Video, 0, key.clone()),
+            (MediaKind::Audio, 10, vec![0xAF, 1, 0x21, 0x22]),
+            (MediaKind::Video, 40, inter.clone()),
+        ];
+        let enhanced: Vec<(MediaKind, u32, Vec<u8>)> = vec![
+            // SequenceStart, then the same AVCDecoderConfigurationRecord.
+            (MediaKind::Video, 0, with(b"\x90avc1", &avc_header()[5..])),
+            (MediaKind::Audio, 0, with(b"\x90mp4a", &aac_header()[2..])),
+            // CodedFrames: SI24 composition time (40 ms), then the NALUs.
+            (
+                MediaKind::Video,
+                0,
+                with(b"\x91avc1\x00\x00\x28", &key[5..]),
+            ),
+            (MediaKind::Audio, 10, b"\x91mp4a\x21\x22".to_vec()),
+            // CodedFramesX (composition time 0), behind a ModEx block.
+            (
+                MediaKind::Video,
+                40,
+                with(b"\xA7\x02\x00\x01\x00\x03avc1", &inter[5..]),
+            ),
+        ];
+        let run = |msgs: &[(MediaKind, u32, Vec<u8>)]| {
+            let mut m = TsMuxer::new();
+            let mut out = BytesMut::new();
+            let muxed: Vec<Muxed> = msgs
+                .iter()
+                .map(|(k, ts, p)| m.mux(*k, *ts, p, &mut out))
+                .collect();
+            (muxed, out)
+        };
+        let (a, a_out) = run(&legacy);
+        let (b, b_out) = run(&enhanced);
+        assert_eq!(a, b);
+        assert_eq!(
+            b[..3],
+            [
+                Muxed::Config,
+                Muxed::Config,
+                Muxed::Video { keyframe: true }
+            ]
+        );
+        assert_eq!(a_out, b_out, "the same TS bytes");
+        for (_, _, p) in &enhanced {
+            let class = Class::of(
+                if p[1..5] == *b"mp4a" {
+                    MediaKind::Audio
+                } else {
+                    MediaKind::Video
+                },
+                p,
+            );
+            assert_eq!(uncarried(&class), None, "{p:02x?}");
+        }
+        // Cut inside the Enhanced header: skipped as malformed, never a panic.
+        let mut m = configured();
+        let mut out = BytesMut::new();
+        assert_eq!(
+            m.mux(MediaKind::Video, 0, b"\x91avc1\x00", &mut out),
+            Muxed::Skipped(Skip::Malformed)
+        );
     }
 
     #[test]

@@ -230,6 +230,22 @@ pub struct MediaConfig {
     pub hls_window: usize,
     /// An HLS segment this large is cut without waiting for a keyframe.
     pub hls_max_segment_bytes: usize,
+    /// Recording (DVR): "off" (only rooms started through the API) or "all" (every
+    /// stream from its publish). Files are FLV, written off the shards (`docs/media.md`).
+    pub record: String,
+    /// Where recordings go; empty: `<data_dir>/recordings`.
+    pub record_dir: PathBuf,
+    /// A recording file is closed at the first keyframe after this many seconds.
+    pub record_segment_secs: u64,
+    /// ... or at the first keyframe once it holds this many bytes.
+    pub record_segment_bytes: u64,
+    /// Files kept per stream; the oldest is deleted when a new one would pass it.
+    pub record_max_files: usize,
+    /// Bytes kept per stream (0 = no byte limit); the oldest files go first.
+    pub record_max_bytes: u64,
+    /// Messages waiting for the recorder thread at most (all recordings together); past it
+    /// a recording drops frames until its next keyframe.
+    pub record_queue: usize,
 }
 
 impl Default for MediaConfig {
@@ -259,6 +275,13 @@ impl Default for MediaConfig {
             hls_segment_secs: 2,
             hls_window: 6,
             hls_max_segment_bytes: 16 * 1024 * 1024,
+            record: "off".into(),
+            record_dir: PathBuf::new(),
+            record_segment_secs: 600,
+            record_segment_bytes: 1024 * 1024 * 1024,
+            record_max_files: 48,
+            record_max_bytes: 0,
+            record_queue: 4096,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::store::recordings::Entry;
 /// leaves (or `DELETE`). 409 if the stream is not live.
 pub async fn start(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let (id, owner) = authorized(&api, &req).await?;
+    let owner = owner.ok_or_else(not_live)?;
     let stream = id.clone();
     let started = api
         .live
@@ -40,28 +41,33 @@ pub async fn start(api: Rc<Api>, req: Request) -> ApiResult<Response> {
 }
 
 /// `DELETE /api/v1/rooms/{id}/recording`: stops recording the room's stream (its file is
-/// closed and listed); `stopped` is false if it was not being recorded.
+/// closed and listed); `stopped` is false if it was not being recorded (or is not live).
 pub async fn stop(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     let (id, owner) = authorized(&api, &req).await?;
-    let stream = id.clone();
-    let stopped = api
-        .live
-        .port()
-        .call(owner, move |l: &Rc<Live>| l.record_stop(&stream))
-        .await
-        .ok_or_else(ApiError::busy)?;
+    let stopped = match owner {
+        Some(owner) => {
+            let stream = id.clone();
+            api.live
+                .port()
+                .call(owner, move |l: &Rc<Live>| l.record_stop(&stream))
+                .await
+                .ok_or_else(ApiError::busy)?
+        }
+        None => false,
+    };
     Ok(Response::ok(
         &json!({"room": id, "recording": false, "stopped": stopped}),
     ))
 }
 
-/// The room id after the owner check, and the shard its stream is published on.
-async fn authorized(api: &Rc<Api>, req: &Request) -> ApiResult<(String, usize)> {
+/// The room id after the owner check, and the shard its stream is published on (`None`:
+/// not live).
+async fn authorized(api: &Rc<Api>, req: &Request) -> ApiResult<(String, Option<usize>)> {
     let claims = input::bearer(api, req)?;
     let id = input::room_id(req)?;
     let room = rooms::load(api, &id).await?;
     rooms::check_owner(&claims, &room)?;
-    let owner = api.live.owner_of(&id).ok_or_else(not_live)?;
+    let owner = api.live.owner_of(&id);
     Ok((id, owner))
 }
 

@@ -765,4 +765,28 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn recording_keys_are_checked() {
+        let c = load("", &[], &[("media.record", "all")]).unwrap();
+        assert_eq!(c.media.record, "all");
+        assert_eq!(c.media.record_segment_secs, 600);
+        let e = load(
+            "[media]\nrecord = \"some\"\nrecord_segment_secs = 0\nrecord_segment_bytes = 10\nrecord_max_files = 0\nrecord_queue = 1\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "media.record",
+                "media.record_segment_secs",
+                "media.record_segment_bytes",
+                "media.record_max_files",
+                "media.record_queue"
+            ]
+        );
+    }
 }

@@ -654,13 +654,18 @@ impl Writer {
             .create_new(true)
             .open(&path)?;
         self.stats.files.fetch_add(1, Relaxed);
-        let mut seg = Segment {
+        // Listed from the moment it exists, so a failure below leaves no file unlisted.
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+        let seg = rec.seg.insert(Segment {
             id,
             file: BufWriter::with_capacity(64 * 1024, file),
             base,
             last: base,
             bytes: 0,
-        };
+        });
         let head = flv::header(true, rec.video_header.is_some());
         seg.file.write_all(&head)?;
         seg.bytes += head.len() as u64;
@@ -669,14 +674,9 @@ impl Writer {
             .into_iter()
             .flatten()
         {
-            n += write(&mut seg, h)?;
+            n += write(seg, h)?;
         }
         self.stats.bytes.fetch_add(n, Relaxed);
-        self.index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(entry);
-        rec.seg = Some(seg);
         Ok(())
     }
 
@@ -786,6 +786,127 @@ fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::MediaMessage;
+
+    fn msg(kind: MediaKind, timestamp: u32, payload: &[u8]) -> Packaged {
+        let m = MediaMessage {
+            kind,
+            timestamp,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        if kind == MediaKind::Data {
+            Packaged::new_metadata(&m).unwrap()
+        } else {
+            Packaged::new(&m).unwrap()
+        }
+    }
+
+    /// (tag type, timestamp) of every tag of an FLV file.
+    fn tags(file: &[u8]) -> Vec<(u8, u32)> {
+        assert_eq!(&file[..3], b"FLV");
+        let mut at = 13;
+        let mut out = Vec::new();
+        while at < file.len() {
+            let h = &file[at..at + 11];
+            let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+            out.push((h[0], u32::from_be_bytes([h[7], h[4], h[5], h[6]])));
+            at += 11 + size + 4;
+        }
+        assert_eq!(at, file.len());
+        out
+    }
+
+    #[test]
+    fn files_start_at_a_keyframe_with_the_headers_rebased_to_zero_and_rotate_with_retention() {
+        let dir = std::env::temp_dir().join(format!(
+            "liveshard-rec-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = Writer {
+            settings: RecordSettings {
+                dir: dir.clone(),
+                segment: Duration::from_secs(1),
+                segment_bytes: 1 << 30,
+                max_files: 2,
+                max_bytes: 0,
+                queue: 16,
+            },
+            index: Arc::default(),
+            stats: Arc::default(),
+            recs: HashMap::new(),
+            counter: 0,
+        };
+        let flags = Arc::new(Flags::default());
+        w.recs.insert(
+            1,
+            Rec {
+                stream: "cam".into(),
+                flags: flags.clone(),
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                seg: None,
+            },
+        );
+        let (v, a) = (MediaKind::Video, MediaKind::Audio);
+        let feed = [
+            msg(MediaKind::Data, 0, b"\x02\x00\x0aonMetaData\x05"),
+            msg(v, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]),
+            msg(a, 0, &[0xaf, 0, 0x12, 0x10]),
+            // Before the first keyframe: nothing to start a file with.
+            msg(v, 500, &[0x27, 1, 0, 0, 0, 9]),
+            msg(v, 1000, &[0x17, 1, 0, 0, 0, 9]),
+            msg(a, 1020, &[0xaf, 1, 9]),
+            msg(v, 1040, &[0x27, 1, 0, 0, 0, 9]),
+            // 1 s after the file's start: the next keyframe opens a new file.
+            msg(v, 2000, &[0x17, 1, 0, 0, 0, 9]),
+            msg(v, 3000, &[0x17, 1, 0, 0, 0, 9]),
+            msg(a, 3020, &[0xaf, 1, 9]),
+        ];
+        for p in &feed {
+            w.tag(1, p);
+        }
+        w.end(1);
+        assert!(!flags.failed.load(Relaxed));
+        assert_eq!(w.stats.files.load(Relaxed), 3);
+        assert_eq!(w.stats.deleted.load(Relaxed), 1, "two files kept");
+        let index = w.index.lock().unwrap().clone();
+        assert_eq!(index.len(), 2);
+        assert!(index.iter().all(|e| !e.open && &*e.stream == "cam"));
+        let second = std::fs::read(dir.join(index[0].file_name())).unwrap();
+        assert_eq!(tags(&second), [(18, 0), (9, 0), (8, 0), (9, 0)]);
+        assert_eq!(index[0].duration_ms, 0);
+        let third = std::fs::read(dir.join(index[1].file_name())).unwrap();
+        assert_eq!(tags(&third), [(18, 0), (9, 0), (8, 0), (9, 0), (8, 20)]);
+        assert_eq!(index[1].bytes, third.len() as u64);
+        assert_eq!(index[1].duration_ms, 20);
+        // What a restart finds: the same files, durations from their last tags.
+        let scanned = scan(&dir);
+        assert_eq!(scanned.len(), 2);
+        assert_eq!(scanned[1].duration_ms, 20);
+        assert_eq!(scanned[1].bytes, third.len() as u64);
+        // A directory that went away stops the recording at its next file.
+        let flags = Arc::new(Flags::default());
+        w.recs.insert(
+            2,
+            Rec {
+                stream: "cam".into(),
+                flags: flags.clone(),
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                seg: None,
+            },
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        w.tag(2, &feed[4]);
+        assert!(flags.failed.load(Relaxed));
+        assert_eq!(w.stats.errors.load(Relaxed), 1);
+        assert!(w.recs.is_empty());
+    }
 
     #[test]
     fn only_generated_names_are_recordings() {

@@ -134,7 +134,9 @@ impl Writer {
         }
     }
 
-    /// Ends recordings whose shard set their flag; flushes the others.
+    /// Ends recordings whose shard set their flag; flushes the others and brings their
+    /// index entries up to date (once a second, not per message: the list is at most that
+    /// much behind an open file).
     fn tick(&mut self) {
         let closed: Vec<u64> = self
             .recs
@@ -146,13 +148,19 @@ impl Writer {
             self.end(key);
         }
         let mut failed = Vec::new();
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         for (key, rec) in &mut self.recs {
             if let Some(seg) = &mut rec.seg {
                 if let Err(e) = seg.file.flush() {
                     failed.push((*key, e));
                 }
+                if let Some(e) = index.iter_mut().rev().find(|e| e.id == seg.id) {
+                    e.bytes = seg.bytes;
+                    e.duration_ms = u64::from(seg.last.saturating_sub(seg.base));
+                }
             }
         }
+        drop(index);
         for (key, e) in failed {
             self.fail(key, &e);
         }
@@ -262,12 +270,6 @@ impl Writer {
             let n = write(seg, tag)?;
             seg.last = seg.last.max(tag.timestamp);
             self.stats.bytes.fetch_add(n, Relaxed);
-            let (id, bytes, dur) = (seg.id.clone(), seg.bytes, seg.last - seg.base);
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = index.iter_mut().rev().find(|e| e.id == id) {
-                e.bytes = bytes;
-                e.duration_ms = u64::from(dur);
-            }
         }
         Ok(())
     }

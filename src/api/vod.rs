@@ -28,6 +28,11 @@ use crate::http::range::{self, Ranged};
 use crate::http::{self, Reply, Request, Response};
 use crate::sock::Sock;
 use crate::store::recordings::{valid_id, READ_CHUNK};
+use crate::store::StoreError;
+
+/// A body already started waits this long for a busy vod thread, this many times in a row.
+const BUSY_WAIT: Duration = Duration::from_millis(10);
+const BUSY_RETRIES: u32 = 200;
 
 pub fn handler() -> http::Handler<Api> {
     http::handler(vod)
@@ -105,10 +110,18 @@ async fn send(
     if !write(&mut sock, head, timeout).await {
         return;
     }
+    let mut busy = 0;
     while at < end {
         let want = (end - at).min(READ_CHUNK as u64) as usize;
         let chunk = match api.shared.recordings.read(id.clone(), at, want).await {
             Ok(Some(c)) if !c.is_empty() => c,
+            // The vod thread's queue is full: wait a little (at most `BUSY_RETRIES` times
+            // in a row) rather than cut a body that has started.
+            Err(StoreError::Busy) if busy < BUSY_RETRIES => {
+                busy += 1;
+                monoio::time::sleep(BUSY_WAIT).await;
+                continue;
+            }
             // Deleted (retention) or unreadable meanwhile, or the thread is busy: the body
             // stops short and the connection closes, which the client sees as an error.
             other => {
@@ -116,6 +129,7 @@ async fn send(
                 return;
             }
         };
+        busy = 0;
         at += chunk.len() as u64;
         if !write(&mut sock, chunk, timeout).await {
             return;

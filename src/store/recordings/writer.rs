@@ -264,7 +264,7 @@ impl Writer {
             if !start_here {
                 return Ok(());
             }
-            self.open_segment(rec, tag.timestamp)?;
+            self.open_segment(rec, tag)?;
         }
         if let Some(seg) = &mut rec.seg {
             let n = write(seg, tag)?;
@@ -274,7 +274,10 @@ impl Writer {
         Ok(())
     }
 
-    fn open_segment(&mut self, rec: &mut Rec, base: u32) -> std::io::Result<()> {
+    /// Opens a new file for `rec`, starting at `first` (a keyframe, or audio when there is no
+    /// video), and writes the FLV header and the stream's headers into it.
+    fn open_segment(&mut self, rec: &mut Rec, first: &Packaged) -> std::io::Result<()> {
+        let base = first.timestamp;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -307,7 +310,9 @@ impl Writer {
             last: base,
             bytes: 0,
         });
-        let head = flv::header(true, rec.video_header.is_some());
+        let has_audio = rec.audio_header.is_some() || first.kind == MediaKind::Audio;
+        let has_video = rec.video_header.is_some() || first.kind == MediaKind::Video;
+        let head = flv::header(has_audio, has_video);
         seg.file.write_all(&head)?;
         seg.bytes += head.len() as u64;
         let mut n = head.len() as u64;
@@ -463,6 +468,7 @@ mod tests {
         assert!(index.iter().all(|e| !e.open && &*e.stream == "cam"));
         let second = std::fs::read(dir.join(index[0].file_name())).unwrap();
         assert_eq!(tags(&second), [(18, 0), (9, 0), (8, 0), (9, 0)]);
+        assert_eq!(second[4], 0b101, "the FLV header says audio and video");
         assert_eq!(index[0].duration_ms, 0);
         let third = std::fs::read(dir.join(index[1].file_name())).unwrap();
         assert_eq!(tags(&third), [(18, 0), (9, 0), (8, 0), (9, 0), (8, 20)]);

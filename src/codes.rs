@@ -78,7 +78,13 @@ pub const CODES: &[(u32, u16, &str)] = &[
     ),
     (ROOM_NOT_FOUND, 404, "no such room"),
     (FILE_NOT_FOUND, 404, "no such uploaded file"),
+    (RECORDING_NOT_FOUND, 404, "no such recording"),
     (ROOM_CLOSED, 409, "the room is closed"),
+    (
+        STREAM_NOT_LIVE,
+        409,
+        "the room's stream is not live: there is nothing to record",
+    ),
     (
         IMAGE_TOO_LARGE,
         413,
@@ -146,6 +152,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         503,
         "too many revoked tokens are kept: the token was not revoked (it still expires on time)",
     ),
+    (
+        RECORDER_UNAVAILABLE,
+        503,
+        "the recorder is busy or stopped: the recording did not start; retry",
+    ),
     (WECHAT_TIMEOUT, 504, "WeChat did not answer in time"),
 ];
 
@@ -167,7 +178,9 @@ pub const HOOK_KEY_REFUSED: u32 = 40308;
 pub const HOOK_REFUSED: u32 = 40309;
 pub const ROOM_NOT_FOUND: u32 = 40401;
 pub const FILE_NOT_FOUND: u32 = 40402;
+pub const RECORDING_NOT_FOUND: u32 = 40403;
 pub const ROOM_CLOSED: u32 = 40901;
+pub const STREAM_NOT_LIVE: u32 = 40902;
 pub const IMAGE_TOO_LARGE: u32 = 41301;
 pub const IMAGE_DIMENSIONS_TOO_LARGE: u32 = 41302;
 pub const UNSUPPORTED_IMAGE: u32 = 41501;
@@ -183,4 +196,5 @@ pub const WECHAT_BUSY: u32 = 50302;
 pub const WECHAT_NOT_CONFIGURED: u32 = 50303;
 pub const SERVER_BUSY: u32 = 50304;
 pub const REVOCATIONS_FULL: u32 = 50305;
+pub const RECORDER_UNAVAILABLE: u32 = 50306;
 pub const WECHAT_TIMEOUT: u32 = 50401;

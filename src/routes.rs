@@ -98,6 +98,7 @@ async fn metrics(app: Rc<App>, _req: Request) -> Reply {
         }
     }
     crate::metrics::render_rooms(&mut text, &mut rooms);
+    app.api.shared.recordings.stats().render(&mut text);
     Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text).into()
 }
 

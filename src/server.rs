@@ -118,7 +118,8 @@ pub fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the outbound threads: {e}"))?;
     let (api, api_services) = crate::api::Services::start(&config, http_addr, rtmp_addr)?;
-    let live = crate::live::Settings::from_config(&config)?;
+    let mut live = crate::live::Settings::from_config(&config)?;
+    live.recorder = Some(api.recordings.clone());
     let common = Arc::new(Common {
         store: store.handle(),
         outbound: outbound.handle(),

@@ -52,6 +52,7 @@ const SOCKET_FILES: &[&str] = &[
     "src/live/rtmp_conn.rs: the RTMP connection driver",
     "src/live/flv.rs: the HTTP-FLV player connection",
     "src/api/sse.rs: the SSE event stream holds its connection",
+    "src/api/vod.rs: a VOD body is streamed in chunks on its connection",
     "src/outq/: the shared outbound queue",
 ];
 

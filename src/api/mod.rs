@@ -14,6 +14,8 @@
 //!   or SRS fleet's publishes and plays.
 //! - [`danmaku`]    — `POST /rooms/{id}/danmaku`: sending without a WebSocket.
 //! - [`covers`]     — cover uploads (type sniffed from bytes) and serving them back.
+//! - [`recordings`] — `POST`/`DELETE /rooms/{id}/recording`, `GET /recordings`.
+//! - [`vod`]        — `GET /vod/{id}.flv`: recordings played back with `Range`.
 //! - [`sse`]        — `GET /rooms/{id}/events` and `GET /rooms/{id}/danmaku/stream`,
 //!   Server-Sent Events.
 //! - [`cors`]       — the origin allow-list and preflight answers.
@@ -36,10 +38,12 @@ pub mod input;
 pub mod login;
 pub mod moderation;
 pub mod openapi;
+pub mod recordings;
 pub mod revoke;
 pub mod rooms;
 pub mod sse;
 pub mod urls;
+pub mod vod;
 pub mod wechat;
 
 use std::future::Future;
@@ -53,6 +57,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::http::{self, Method, Reply, Request, Response, Router};
 use crate::store::files::{Files, FilesHandle};
+use crate::store::recordings::{RecordSettings, Recorder, RecorderHandle};
 use error::ApiResult;
 use moderation::Action;
 
@@ -93,11 +98,14 @@ pub struct Shared {
     /// `None` when `wechat.appid` is empty.
     pub wechat: Option<wechat::WeChat>,
     pub files: FilesHandle,
+    /// The recorder and VOD threads (recordings under `media.record_dir`).
+    pub recordings: RecorderHandle,
 }
 
 /// The API's helper threads: files, and the WeChat token keeper when configured.
 pub struct Services {
     files: Files,
+    recorder: Recorder,
     keeper: Option<wechat::Keeper>,
 }
 
@@ -117,6 +125,10 @@ impl Services {
             cfg.api.cover_max_bytes,
         )
         .map_err(|e| format!("cannot start the files thread: {e}"))?;
+        let record = RecordSettings::from_config(cfg);
+        let record_dir = record.dir.display().to_string();
+        let recorder = Recorder::start(record)
+            .map_err(|e| format!("cannot start the recorder in {record_dir}: {e}"))?;
         let wechat = wechat::WeChat::from_config(&cfg.wechat);
         let keeper = match &wechat {
             Some(wx) if cfg.wechat.token_refresh => Some(
@@ -132,8 +144,16 @@ impl Services {
             rtmp_addr,
             wechat,
             files: files.handle(),
+            recordings: recorder.handle(),
         };
-        Ok((shared, Services { files, keeper }))
+        Ok((
+            shared,
+            Services {
+                files,
+                recorder,
+                keeper,
+            },
+        ))
     }
 
     /// Stops the threads (after the shards have stopped).
@@ -142,6 +162,7 @@ impl Services {
             k.join(timeout);
         }
         self.files.join(timeout);
+        self.recorder.join(timeout);
     }
 }
 
@@ -293,6 +314,25 @@ pub fn register(r: &mut Router<Api>, cfg: &Config) {
             cover,
         ),
         (Method::Get, "/covers/{name}", route(covers::serve), None),
+        (
+            Method::Post,
+            "/api/v1/rooms/{id}/recording",
+            route(recordings::start),
+            json,
+        ),
+        (
+            Method::Delete,
+            "/api/v1/rooms/{id}/recording",
+            route(recordings::stop),
+            json,
+        ),
+        (
+            Method::Get,
+            "/api/v1/recordings",
+            route(recordings::list),
+            None,
+        ),
+        (Method::Get, "/vod/{id}.flv", vod::handler(), None),
     ];
     if cfg.auth.dev_login {
         routes.push((Method::Post, "/api/v1/auth/dev", route(login::dev), json));

@@ -559,6 +559,56 @@ pub fn document(cfg: &Config) -> Value {
         )],
     ));
     paths.push((
+        "/api/v1/rooms/{id}/recording",
+        vec![
+            (
+                "post",
+                Op::new("Record the room's live stream until its publisher leaves (owner or admin)")
+                    .auth()
+                    .params(vec![room_id()])
+                    .ok(json!({"type": "object", "properties": {
+                        "room": {"type": "string"}, "recording": {"type": "boolean"},
+                        "started": {"type": "boolean", "description": "false: it already was"}
+                    }}))
+                    .errors(&[40301, 40401, 40902, 50001, 50301, 50304, 50306]),
+            ),
+            (
+                "delete",
+                Op::new("Stop recording the room's stream (owner or admin)")
+                    .auth()
+                    .params(vec![room_id()])
+                    .ok(json!({"type": "object", "properties": {
+                        "room": {"type": "string"}, "recording": {"type": "boolean"},
+                        "stopped": {"type": "boolean", "description": "false: it was not recorded (or is not live)"}
+                    }}))
+                    .errors(&[40301, 40401, 50001, 50301, 50304]),
+            ),
+        ],
+    ));
+    paths.push((
+        "/api/v1/recordings",
+        vec![(
+            "get",
+            Op::new("Recordings, newest first (at most 1000), each with its VOD URL")
+                .params(vec![query_param(
+                    "room",
+                    json!({"type": "string"}),
+                    "only this room's recordings",
+                )])
+                .ok(
+                    json!({"type": "object", "properties": {"items": {"type": "array", "items": {
+                    "type": "object", "properties": {
+                        "id": {"type": "string"}, "room": {"type": "string"},
+                        "stream": {"type": "string"}, "started_ms": {"type": "integer"},
+                        "duration_ms": {"type": "integer"}, "bytes": {"type": "integer"},
+                        "recording": {"type": "boolean", "description": "still being written"},
+                        "url": {"type": "string"}
+                    }}}}}),
+                )
+                .errors(&[42201, 50001, 50301]),
+        )],
+    ));
+    paths.push((
         "/api/v1/uploads/cover",
         vec![(
             "post",
@@ -599,6 +649,17 @@ pub fn document(cfg: &Config) -> Value {
         )],
     ));
 
+    paths.push((
+        "/vod/{id}.flv",
+        vec![(
+            "get",
+            Op::new("A recording played back (FLV), with `Range`: one range gets 206, several the whole file, past the end 416; `If-Range` against the `ETag`")
+                .params(vec![path_param("id", "a recording's id (from the list)")])
+                .ok_raw(json!({"description": "the recording, or the part asked for (206)",
+                    "content": {"video/x-flv": {"schema": {"type": "string", "format": "binary"}}}}))
+                .errors(&[40305, 40403, 41600, 50001, 50301]),
+        )],
+    ));
     let mut out = Map::new();
     for (path, ops) in paths {
         let mut item = Map::new();

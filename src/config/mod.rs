@@ -230,6 +230,22 @@ pub struct MediaConfig {
     pub hls_window: usize,
     /// An HLS segment this large is cut without waiting for a keyframe.
     pub hls_max_segment_bytes: usize,
+    /// Recording (DVR): "off" (only rooms started through the API) or "all" (every
+    /// stream from its publish). Files are FLV, written off the shards (`docs/media.md`).
+    pub record: String,
+    /// Where recordings go; empty: `<data_dir>/recordings`.
+    pub record_dir: PathBuf,
+    /// A recording file is closed at the first keyframe after this many seconds.
+    pub record_segment_secs: u64,
+    /// ... or at the first keyframe once it holds this many bytes.
+    pub record_segment_bytes: u64,
+    /// Files kept per stream; the oldest is deleted when a new one would pass it.
+    pub record_max_files: usize,
+    /// Bytes kept per stream (0 = no byte limit); the oldest files go first.
+    pub record_max_bytes: u64,
+    /// Messages waiting for the recorder thread at most (all recordings together); past it
+    /// a recording drops frames until its next keyframe.
+    pub record_queue: usize,
 }
 
 impl Default for MediaConfig {
@@ -259,6 +275,13 @@ impl Default for MediaConfig {
             hls_segment_secs: 2,
             hls_window: 6,
             hls_max_segment_bytes: 16 * 1024 * 1024,
+            record: "off".into(),
+            record_dir: PathBuf::new(),
+            record_segment_secs: 600,
+            record_segment_bytes: 1024 * 1024 * 1024,
+            record_max_files: 48,
+            record_max_bytes: 0,
+            record_queue: 4096,
         }
     }
 }
@@ -739,6 +762,30 @@ mod tests {
             [
                 "media.max_message_bytes",
                 "media.max_partial_bytes_per_shard"
+            ]
+        );
+    }
+
+    #[test]
+    fn recording_keys_are_checked() {
+        let c = load("", &[], &[("media.record", "all")]).unwrap();
+        assert_eq!(c.media.record, "all");
+        assert_eq!(c.media.record_segment_secs, 600);
+        let e = load(
+            "[media]\nrecord = \"some\"\nrecord_segment_secs = 0\nrecord_segment_bytes = 10\nrecord_max_files = 0\nrecord_queue = 1\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "media.record",
+                "media.record_segment_secs",
+                "media.record_segment_bytes",
+                "media.record_max_files",
+                "media.record_queue"
             ]
         );
     }

@@ -177,6 +177,31 @@ impl Config {
             "must be between 1 and 100",
         );
         check(
+            matches!(m.record.as_str(), "off" | "all"),
+            "media.record",
+            "expected \"off\" or \"all\"",
+        );
+        check(
+            (1..=86_400).contains(&m.record_segment_secs),
+            "media.record_segment_secs",
+            "must be between 1 and 86400",
+        );
+        check(
+            m.record_segment_bytes >= 64 * 1024,
+            "media.record_segment_bytes",
+            "must be at least 65536",
+        );
+        check(
+            (1..=100_000).contains(&m.record_max_files),
+            "media.record_max_files",
+            "must be between 1 and 100000",
+        );
+        check(
+            (16..=1_000_000).contains(&m.record_queue),
+            "media.record_queue",
+            "must be between 16 and 1000000",
+        );
+        check(
             (64 * 1024..=256 * 1024 * 1024).contains(&m.hls_max_segment_bytes),
             "media.hls_max_segment_bytes",
             "must be between 65536 and 268435456",

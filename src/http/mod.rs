@@ -4,6 +4,7 @@
 //! - [`body`]   — sans-IO body decoder (length / strict chunked), growing with arrival.
 //! - [`router`] — method + path pattern → handler, `{param}` segments, 404/405, each
 //!   route's body limit and optional pre-body gate.
+//! - [`range`]  — sans-IO `Range` / `If-Range` for stored files (VOD).
 //! - [`conn`]   — the per-connection driver: reads, limits and timeouts, keep-alive,
 //!   pipelined requests answered in order, graceful close, hand-over to upgrades.
 //!
@@ -14,6 +15,7 @@
 pub mod body;
 pub mod codec;
 pub mod conn;
+pub mod range;
 pub mod router;
 
 use std::future::Future;
@@ -171,6 +173,7 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: u32 = 40500;
     pub const TIMEOUT: u32 = 40800;
     pub const BODY_TOO_LARGE: u32 = 41300;
+    pub const RANGE_NOT_SATISFIABLE: u32 = 41600;
     pub const HEADERS_TOO_LARGE: u32 = 43100;
     pub const INTERNAL: u32 = 50000;
     pub const NOT_IMPLEMENTED: u32 = 50100;

@@ -99,7 +99,7 @@ pub(super) struct Claim {
 
 /// A stream published on this shard.
 pub(super) struct Owned {
-    gop: GopCache,
+    pub(super) gop: GopCache,
     subscribers: Vec<bool>,
     /// Wakes the publisher's connection to close it (the room was closed).
     stop: Rc<Notify>,
@@ -180,6 +180,8 @@ pub struct Live {
     /// Bytes of partially reassembled RTMP messages of this shard's publishers, under one
     /// bound (`media.max_partial_bytes_per_shard`); created on first use.
     partial: std::cell::OnceCell<crate::media::rtmp::PartialBudget>,
+    /// Recordings of streams published here (`super::record`).
+    pub(super) recordings: super::record::Recordings,
 }
 
 /// Interval of the media clock sent to the danmaku room (C4): a tick carries the stream
@@ -202,6 +204,7 @@ impl Live {
             corked: Default::default(),
             cork_kick: Notify::new(),
             partial: Default::default(),
+            recordings: Default::default(),
         })
     }
 
@@ -291,6 +294,7 @@ impl Live {
             let _ = self.submit(s, start);
         }
         self.hls.start(&self.ctx, stream);
+        self.record_on_publish(stream);
         stop
     }
 
@@ -298,6 +302,7 @@ impl Live {
     pub fn publisher_gone(self: &Rc<Self>, stream: &StreamId, for_good: bool) {
         self.ctx.metrics.media_publishers.fetch_sub(1, Relaxed);
         self.hls.publisher_gone(&self.ctx, stream);
+        self.record_stop(stream);
         // The clock stops here (no more ticks to the room); the next publisher carries
         // it on from this point.
         let resume = self
@@ -367,6 +372,7 @@ impl Live {
             (frame, o.subscribers.clone(), clock, epoch)
         };
         self.hls.ingest(&self.ctx, stream, &frame.packaged, epoch);
+        self.record_frame(stream, &frame.packaged);
         for (s, subscribed) in subscribers.into_iter().enumerate() {
             if !subscribed {
                 continue;

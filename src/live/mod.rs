@@ -23,7 +23,8 @@
 //! is a [`crate::outq::OutQueue`] with the skip-to-keyframe policy), [`rtmp_conn`]
 //! (the RTMP connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`),
 //! [`hls`] (`GET /{app}/{stream}.m3u8` and its segments), [`hooks`] (on_publish /
-//! on_unpublish / on_play / on_stop callbacks).
+//! on_unpublish / on_play / on_stop callbacks), `record` (the owner's side of a
+//! recording: frames to the recorder thread, [`crate::store::recordings`]).
 
 pub mod admission;
 pub mod engine;
@@ -31,6 +32,7 @@ pub mod flv;
 pub mod hls;
 pub mod hooks;
 mod mirror;
+mod record;
 mod registry;
 pub mod rtmp_conn;
 
@@ -40,6 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use engine::Live;
+pub use record::RecordError;
 
 use crate::media::gop::GopLimits;
 use crate::media::hls::{History, HlsConfig};
@@ -150,6 +153,10 @@ pub struct Settings {
     /// A write to a player that makes no progress for this long closes it
     /// (`http.write_timeout_ms`).
     pub write_timeout: Duration,
+    /// `media.record = "all"`: every stream is recorded from its publish.
+    pub record_all: bool,
+    /// The recorder thread (set by the server once started; `None`: no recording).
+    pub recorder: Option<crate::store::recordings::RecorderHandle>,
 }
 
 impl Settings {
@@ -181,6 +188,8 @@ impl Settings {
                 max_segment_bytes: m.hls_max_segment_bytes,
             },
             write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
+            record_all: m.record == "all",
+            recorder: None,
         })
     }
 }

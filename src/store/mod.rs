@@ -17,7 +17,8 @@
 //! single-key or simple-index operation (rooms are created if absent, changed by an
 //! atomic [`model::RoomPatch`], paged from an index of open rooms), so a Redis backend can
 //! map them onto hashes, sorted sets and `HSETNX`/`WATCH` without a query language.
-//! [`files`] keeps uploaded files (covers) on a thread of their own.
+//! [`files`] keeps uploaded files (covers) on a thread of their own; [`recordings`] writes
+//! recorded streams (DVR) and reads them back for VOD, on two more.
 //!
 //! Token revocations (logout, an admin's revoke-all) go through the backend too, so they
 //! hold for every node sharing it: the thread applies the bounds of [`RevokeOutcome`]
@@ -28,6 +29,7 @@
 pub mod embedded;
 pub mod files;
 pub mod model;
+pub mod recordings;
 pub mod thumbs;
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};

@@ -486,7 +486,7 @@ fn a_client_that_stops_reading_is_closed_while_others_keep_receiving(shards: usi
     );
     let stalled_shard = 0;
     let mut stalled = joined_on(&server, "room=slow", stalled_shard);
-    shrink_receive_buffer(stalled.ws.get_ref());
+    support::shrink_receive_buffer(stalled.ws.get_ref());
     // Healthy viewers: two on the stalled one's shard, one on each other shard.
     let mut placements = vec![stalled_shard, stalled_shard];
     placements.extend(1..shards);
@@ -639,21 +639,6 @@ fn a_client_that_stops_reading_is_closed_while_others_keep_receiving(shards: usi
         sent_at.len()
     );
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "what it got, in order");
-}
-
-fn shrink_receive_buffer(s: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let v: libc::c_int = 2048;
-    // SAFETY: setsockopt on a live socket with a pointer to a c_int of the given size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 // --- heartbeats ---------------------------------------------------------------------------

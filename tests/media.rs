@@ -1229,20 +1229,7 @@ fn a_stalled_flv_viewer_skips_to_keyframes_then_is_closed_while_others_play_on()
     };
     // A stalled one: a tiny receive window, and it never reads.
     let stalled = TcpStream::connect(server.http).unwrap();
-    {
-        use std::os::fd::AsRawFd;
-        let v: libc::c_int = 2048;
-        // SAFETY: setsockopt on a live socket with a pointer to a c_int of its size.
-        unsafe {
-            libc::setsockopt(
-                stalled.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &v as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+    support::shrink_receive_buffer(&stalled);
     (&stalled).write_all(request).unwrap();
     let skipped = support::eventually(T, || {
         (metric_sum(&server, "liveshard_media_frames_skipped_total", 1) > 0.0).then_some(())

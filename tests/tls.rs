@@ -545,7 +545,7 @@ fn a_wss_viewer_that_stops_reading_is_closed_while_another_keeps_receiving() {
         ],
     );
     let mut stalled = Wss::connect(https, &ca_file, "room=slow");
-    shrink_receive_buffer(&stalled.ws.get_ref().sock);
+    support::shrink_receive_buffer(&stalled.ws.get_ref().sock);
     let mut healthy = Wss::connect(https, &ca_file, "room=slow");
     let reader = std::thread::spawn(move || {
         let mut got: Vec<(String, u64)> = Vec::new();
@@ -631,19 +631,4 @@ fn a_wss_viewer_that_stops_reading_is_closed_while_another_keeps_receiving() {
         "it missed items ({items} of {})",
         sent.len()
     );
-}
-
-fn shrink_receive_buffer(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let v: libc::c_int = 2048;
-    // SAFETY: setsockopt on a live socket with a pointer to a c_int of the given size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }

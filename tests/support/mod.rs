@@ -331,6 +331,23 @@ pub fn read_response<R: Read>(r: &mut BufReader<R>) -> Option<HttpResponse> {
 }
 
 /// True if the peer closed the connection (EOF) within `timeout`.
+/// Shrinks a client socket's receive buffer to 2 KiB (the kernel doubles it), so a client
+/// that stops reading backs the server up after a few KiB.
+pub fn shrink_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = 2048;
+    // SAFETY: setsockopt on a live socket with a pointer to a c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 pub fn closed_within(s: &mut TcpStream, timeout: Duration) -> bool {
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut buf = [0u8; 1024];

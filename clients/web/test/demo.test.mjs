@@ -19,63 +19,17 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
 import WebSocket from 'ws';
 import { chromium } from 'playwright-core';
 
 import { LiveshardClient } from '../../sdk/src/index.mjs';
 import { startServer, tempDataDir, removeDir } from '../../sdk/test/support/server.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, api, artifacts, clientsDir, until } from './support.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const clientsDir = resolve(here, '../..');
-const repoRoot = resolve(clientsDir, '..');
-const artifacts = join(process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(repoRoot, 'target'), 'test-artifacts');
-const CHROMIUM = process.env.LIVESHARD_CHROMIUM || '/usr/bin/chromium';
-// SPEC §5's flags, plus no QUIC. Playwright adds --headless and the fresh profile directory.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--autoplay-policy=no-user-gesture-required',
-];
 const FRAME_MS = 40; // 25 fps
 const TOLERANCE_MS = 250;
-
-/** Resolves when `check()` returns a truthy value (polled), or rejects after `timeoutMs`. */
-async function until(what, check, timeoutMs = 30_000, everyMs = 100) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
-async function api(base, path, { method = 'GET', token, body } = {}) {
-  const res = await fetch(`${base}/api/v1${path}`, {
-    method,
-    headers: {
-      ...(token ? { Authorization: `Bearer ${token}` } : {}),
-      ...(body ? { 'Content-Type': 'application/json' } : {}),
-    },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await res.json();
-  assert.equal(json.code, 0, `${method} ${path}: ${JSON.stringify(json)}`);
-  return json.data;
-}
 
 /** ffmpeg's drawbox chain that writes frame n's number as 16 blocks of 16 px, bit 0 left. */
 function frameNumberBoxes() {

@@ -19,63 +19,17 @@ import { execFileSync, spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
 import WebSocket from 'ws';
 import { chromium } from 'playwright-core';
 
 import { startServer, tempDataDir, removeDir } from '../../sdk/test/support/server.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, api, artifacts, clientsDir, until } from './support.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const clientsDir = resolve(here, '../..');
-const repoRoot = resolve(clientsDir, '..');
-const artifacts = join(process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(repoRoot, 'target'), 'test-artifacts');
-const CHROMIUM = process.env.LIVESHARD_CHROMIUM || '/usr/bin/chromium';
-// SPEC §5's flags, plus no QUIC (as demo.test.mjs). Playwright adds --headless and the profile.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-  '--autoplay-policy=no-user-gesture-required',
-];
 // What Node's TLS says when a chain does not lead to a CA it trusts: the leaf alone
 // (UNABLE_TO_VERIFY_LEAF_SIGNATURE), or leaf and CA when the server sends the CA too.
 const UNTRUSTED_CHAIN = ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY'];
-
-/** Resolves when `check()` returns a truthy value (polled), or rejects after `timeoutMs`. */
-async function until(what, check, timeoutMs = 10_000, everyMs = 50) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
-async function api(base, path, { method = 'GET', token, body } = {}) {
-  const res = await fetch(`${base}/api/v1${path}`, {
-    method,
-    headers: {
-      ...(token ? { Authorization: `Bearer ${token}` } : {}),
-      ...(body ? { 'Content-Type': 'application/json' } : {}),
-    },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await res.json();
-  assert.equal(json.code, 0, `${method} ${path}: ${JSON.stringify(json)}`);
-  return json.data;
-}
 
 function openssl(cwd, ...args) {
   try {

@@ -53,6 +53,7 @@ pub mod sock;
 pub mod sockio;
 pub mod store;
 pub mod text;
+pub mod threads;
 pub mod tls;
 pub mod web;
 pub mod ws;

@@ -325,17 +325,7 @@ impl Outbound {
             // Blocking is fine here: this is the main thread, not a shard.
             let _ = self.handle.tx.send(Job::Stop);
         }
-        let deadline = Instant::now() + timeout;
-        for t in self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                tracing::warn!("outbound call still running at exit");
-            }
-        }
+        crate::threads::join_within(self.threads, timeout, "outbound call");
     }
 }
 

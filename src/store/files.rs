@@ -25,7 +25,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -183,17 +183,7 @@ impl Files {
         // Blocking is fine here: this is the main thread, not a shard.
         let _ = self.handle.tx.send(FileRequest::Stop);
         let _ = self.handle.thumbs.send(FileRequest::Stop);
-        let deadline = Instant::now() + timeout;
-        for t in self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                tracing::warn!("files thread still busy at exit");
-            }
-        }
+        crate::threads::join_within(self.threads, timeout, "files thread");
     }
 }
 

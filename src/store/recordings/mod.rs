@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -368,17 +368,7 @@ impl Recorder {
         // Blocking is fine here: this is the main thread, not a shard.
         let _ = self.handle.tx.send(RecMsg::Stop);
         let _ = self.handle.vod.send(VodReq::Stop);
-        let deadline = Instant::now() + timeout;
-        for t in self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                tracing::warn!("recorder thread still busy at exit");
-            }
-        }
+        crate::threads::join_within(self.threads, timeout, "recorder thread");
     }
 }
 

@@ -16,7 +16,6 @@
 // target/test-artifacts/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +25,7 @@ import { chromium } from 'playwright-core';
 
 import { LiveshardClient } from '../../sdk/src/index.mjs';
 import { startServer, tempDataDir, removeDir } from '../../sdk/test/support/server.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, api, artifacts, clientsDir, until } from './support.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, api, artifacts, clientsDir, startFfmpeg, until } from './support.mjs';
 
 const FRAME_MS = 40; // 25 fps
 const TOLERANCE_MS = 250;
@@ -38,23 +37,6 @@ function frameNumberBoxes() {
     boxes.push(`drawbox=x=${i * 16}:y=0:w=16:h=16:color=white:t=fill:enable='eq(mod(floor(n/${2 ** i}),2),1)'`);
   }
   return boxes.join(',');
-}
-
-function startFfmpeg(url) {
-  const args = [
-    '-hide_banner', '-loglevel', 'error', '-nostdin',
-    '-re', '-f', 'lavfi', '-i', `testsrc2=size=320x240:rate=25`,
-    '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-    '-vf', frameNumberBoxes(),
-    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p',
-    '-c:a', 'aac', '-b:a', '64k', '-ar', '44100',
-    '-f', 'flv', url,
-  ];
-  const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const log = [];
-  proc.stderr.on('data', (d) => log.push(String(d)));
-  const exited = new Promise((r) => proc.once('exit', r));
-  return { proc, log, exited };
 }
 
 // Runs in the page: when the demo shows a comment, read the frame number off the picture.
@@ -103,7 +85,7 @@ before(async () => {
   const base = `http://${server.http}`;
   ({ token } = await api(base, '/auth/dev', { method: 'POST', body: { uid: 'host', nick: 'Host' } }));
   room = await api(base, '/rooms', { method: 'POST', token, body: { title: 'demo test' } });
-  ffmpeg = startFfmpeg(room.push.url);
+  ffmpeg = startFfmpeg(room.push.url, { vf: frameNumberBoxes() });
   await until(
     'the room to go live',
     async () => {

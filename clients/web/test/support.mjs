@@ -1,6 +1,7 @@
 // What the Chromium tests of the demo page share: where artifacts go, how Chromium is
-// launched, polling for a condition, and a REST call that must succeed.
+// launched, polling for a condition, a REST call that must succeed, and an ffmpeg publisher.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,4 +56,25 @@ export async function api(base, path, { method = 'GET', token, body } = {}) {
   const json = await res.json();
   assert.equal(json.code, 0, `${method} ${path}: ${JSON.stringify(json)}`);
   return json.data;
+}
+
+/**
+ * Publishes a test pattern (320x240 video at 25 fps, a sine tone) to `url` over RTMP until
+ * killed, through the video filter `vf` if given. {proc, log (stderr), exited}.
+ */
+export function startFfmpeg(url, { vf } = {}) {
+  const args = [
+    '-hide_banner', '-loglevel', 'error', '-nostdin',
+    '-re', '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=25',
+    '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    ...(vf ? ['-vf', vf] : []),
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-b:a', '64k', '-ar', '44100',
+    '-f', 'flv', url,
+  ];
+  const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const log = [];
+  proc.stderr.on('data', (d) => log.push(String(d)));
+  const exited = new Promise((r) => proc.once('exit', r));
+  return { proc, log, exited };
 }

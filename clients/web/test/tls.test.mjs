@@ -15,7 +15,7 @@
 // piece fails the test. A screenshot is saved under target/test-artifacts/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,7 @@ import WebSocket from 'ws';
 import { chromium } from 'playwright-core';
 
 import { startServer, tempDataDir, removeDir } from '../../sdk/test/support/server.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, api, artifacts, clientsDir, until } from './support.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, api, artifacts, clientsDir, startFfmpeg, until } from './support.mjs';
 
 // What Node's TLS says when a chain does not lead to a CA it trusts: the leaf alone
 // (UNABLE_TO_VERIFY_LEAF_SIGNATURE), or leaf and CA when the server sends the CA too.
@@ -68,23 +68,6 @@ function makeCertificates(dir) {
 function spkiHash(x509) {
   const der = x509.publicKey.export({ type: 'spki', format: 'der' });
   return createHash('sha256').update(der).digest('base64');
-}
-
-/** Publishes a test pattern (video and audio) to `url` over RTMP until killed. */
-function startFfmpeg(url) {
-  const args = [
-    '-hide_banner', '-loglevel', 'error', '-nostdin',
-    '-re', '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=25',
-    '-re', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '25', '-pix_fmt', 'yuv420p',
-    '-c:a', 'aac', '-b:a', '64k', '-ar', '44100',
-    '-f', 'flv', url,
-  ];
-  const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const log = [];
-  proc.stderr.on('data', (d) => log.push(String(d)));
-  const exited = new Promise((r) => proc.once('exit', r));
-  return { proc, log, exited };
 }
 
 /**

@@ -299,7 +299,7 @@ fn publish(url: &str) -> Publisher {
     Publisher(child)
 }
 
-/// Waits until `GET /live/STREAM.flv` answers 200 (the publisher is live).
+/// Waits until `GET /live/STREAM.flv` answers 200 and a viewer starts from a cached GOP.
 fn wait_live(http: &str, stream: &str) {
     use std::io::{Read, Write};
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -312,12 +312,14 @@ fn wait_live(http: &str, stream: &str) {
                 s.read_exact(&mut head)
             })
             .is_ok_and(|()| head.ends_with(b" 200"));
-        if live {
+        // Live, and its first keyframe cached: a viewer joining now starts from the GOP
+        // cache (the probe itself counts one hit), so the runs below time real starts.
+        if live && scrape(http, "liveshard_media_gop_cache_hits_total") > 0 {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "stream {stream} did not go live"
+            "stream {stream} did not go live with a keyframe cached"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

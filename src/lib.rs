@@ -34,6 +34,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod codes;
 pub mod config;
 pub mod danmaku;

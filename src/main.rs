@@ -92,6 +92,10 @@ struct ConfigArgs {
     /// HTTPS listen address (server.https; needs server.tls_cert and server.tls_key).
     #[arg(long, value_name = "ADDR")]
     https: Option<String>,
+    /// Redis for a cluster of nodes (cluster.redis): redis://, rediss:// or
+    /// redis+cluster://h1:p1,h2:p2.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Number of shards, 0 = one per CPU (server.shards).
     #[arg(long, value_name = "N")]
     shards: Option<String>,
@@ -115,6 +119,7 @@ impl ConfigArgs {
             ("server.http", &self.http),
             ("server.rtmp", &self.rtmp),
             ("server.https", &self.https),
+            ("cluster.redis", &self.redis),
             ("server.shards", &self.shards),
             ("server.data_dir", &self.data_dir),
             ("server.driver", &self.driver),

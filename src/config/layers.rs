@@ -92,6 +92,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "media.play_key",
     "media.relay_key",
     "media.hook_receiver_key",
+    "cluster.redis",
     "wechat.secret",
 ];
 

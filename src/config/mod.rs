@@ -44,6 +44,7 @@ pub struct Config {
     pub wechat: WechatConfig,
     pub cors: CorsConfig,
     pub outbound: OutboundConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -283,6 +284,49 @@ impl Default for MediaConfig {
             record_max_bytes: 0,
             record_queue: 4096,
         }
+    }
+}
+
+/// Several nodes as one service over Redis (C10). Without `redis`, the node is alone and
+/// nothing here is used.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:pass@]host:port[/db]`, `rediss://…` (TLS), or a Redis Cluster seed
+    /// list `redis+cluster://h1:p1,h2:p2,…`; empty: no cluster.
+    pub redis: String,
+    /// This node's name in the cluster; empty: hostname and HTTP port.
+    pub node_id: String,
+    /// The address other nodes reach this node's HTTP front at (internal); empty: the HTTP
+    /// listen address.
+    pub advertise: String,
+    /// A node's heartbeat (online counts) is forgotten this long after its last one.
+    pub node_ttl_ms: u64,
+    /// How often a node publishes its online counts.
+    pub heartbeat_ms: u64,
+    /// Requests waiting for the cluster threads at most; past it, callers are told "busy".
+    pub queue: usize,
+    /// Each Redis command's time limit.
+    pub command_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis: String::new(),
+            node_id: String::new(),
+            advertise: String::new(),
+            node_ttl_ms: 15_000,
+            heartbeat_ms: 2_000,
+            queue: 8192,
+            command_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.redis.is_empty()
     }
 }
 

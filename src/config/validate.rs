@@ -38,6 +38,32 @@ impl Config {
                 "required when server.https is set",
             );
         }
+        if self.cluster.enabled() {
+            check(
+                [
+                    "redis://",
+                    "rediss://",
+                    "redis+cluster://",
+                    "rediss+cluster://",
+                ]
+                .iter()
+                .any(|p| self.cluster.redis.starts_with(p)),
+                "cluster.redis",
+                "expected redis://host:port, rediss://host:port or redis+cluster://h1:p1,h2:p2",
+            );
+            check(
+                self.cluster.node_ttl_ms > self.cluster.heartbeat_ms
+                    && self.cluster.heartbeat_ms > 0,
+                "cluster.node_ttl_ms",
+                "must be longer than cluster.heartbeat_ms (which must be positive)",
+            );
+            check(self.cluster.queue > 0, "cluster.queue", "must be positive");
+            check(
+                self.cluster.command_timeout_ms > 0,
+                "cluster.command_timeout_ms",
+                "must be positive",
+            );
+        }
         for entry in &self.server.per_ip_exempt {
             if let Err(why) = crate::admit::Cidr::parse(entry) {
                 check(false, "server.per_ip_exempt", &why);

@@ -1,0 +1,57 @@
+//! Redis key and channel names, shared by the store's Redis backend and the cluster
+//! threads, so the two agree on where a room lives.
+//!
+//! Everything of one room carries the room id as its hash tag (`{room}`): on a Redis
+//! Cluster the room's counter, history stream, record, moderation and channel share one
+//! slot, so one script can touch all of them and `SPUBLISH` on the channel from inside it.
+//! Room ids are `[A-Za-z0-9_.-]` (`ids::valid_room_id`), so no id can break the tag.
+
+/// The prefix of every key liveshard writes.
+pub const PREFIX: &str = "ls:";
+
+/// The room's last id (a counter: `INCRBY` gives the next ids).
+pub fn seq(room: &str) -> String {
+    format!("ls:{{{room}}}:seq")
+}
+
+/// The room's items, a Stream whose entry ids are `<item id>-0`, trimmed to the history
+/// size (`XADD … MAXLEN ~`).
+pub fn history(room: &str) -> String {
+    format!("ls:{{{room}}}:hist")
+}
+
+/// The room's shard channel: one message per batch of items (and per moderation change).
+pub fn channel(room: &str) -> String {
+    format!("ls:{{{room}}}:ch")
+}
+
+/// The room's record (JSON string).
+pub fn room(room: &str) -> String {
+    format!("ls:{{{room}}}:room")
+}
+
+/// The room's moderation state (JSON string).
+pub fn mods(room: &str) -> String {
+    format!("ls:{{{room}}}:mods")
+}
+
+/// Every room's id, scored by creation time (a sorted set).
+pub const ROOMS: &str = "ls:rooms";
+
+/// A user record (JSON string).
+pub fn user(uid: &str) -> String {
+    format!("ls:user:{{{uid}}}")
+}
+
+/// The uid of a WeChat openid.
+pub fn openid(openid: &str) -> String {
+    format!("ls:openid:{{{openid}}}")
+}
+
+/// A node's online counts: a hash room → viewers, expiring unless the node renews it.
+pub fn node_online(node: &str) -> String {
+    format!("ls:online:{{{node}}}")
+}
+
+/// Live nodes: a sorted set node → the time of its last heartbeat (ms).
+pub const NODES: &str = "ls:nodes";

@@ -37,7 +37,7 @@ impl std::fmt::Debug for Target {
 /// One open connection.
 pub enum Conn {
     Single(redis::Connection),
-    Cluster(ClusterConnection),
+    Cluster(Box<ClusterConnection>),
 }
 
 fn why(e: redis::RedisError) -> String {
@@ -107,7 +107,7 @@ impl Target {
                 let con = c.get_connection()?;
                 con.set_read_timeout(Some(timeout))?;
                 con.set_write_timeout(Some(timeout))?;
-                Ok(Conn::Cluster(con))
+                Ok(Conn::Cluster(Box::new(con)))
             }
         }
     }
@@ -149,7 +149,7 @@ impl Conn {
     pub fn like(&mut self) -> &mut dyn ConnectionLike {
         match self {
             Conn::Single(c) => c,
-            Conn::Cluster(c) => c,
+            Conn::Cluster(c) => &mut **c,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Common {
     pub revoked: crate::auth::Revoked,
     /// The HTTPS listener's certificates and TLS settings (`server.https`), if any.
     pub tls: Option<Arc<crate::tls::TlsFront>>,
+    /// The cluster threads (`cluster.redis`), if the node is one of several.
+    pub cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 /// The shard's mesh as one engine's port: wraps that engine's messages in [`ShardMsg`].
@@ -110,6 +112,16 @@ pub fn commit_sink(remotes: Vec<shards::Remote<ShardMsg>>) -> crate::store::Comm
     })
 }
 
+/// Where the cluster threads send what they hear: the room's home shard's danmaku engine,
+/// through that shard's `Remote`.
+pub fn cluster_sink(remotes: Vec<shards::Remote<ShardMsg>>) -> crate::cluster::Sink {
+    Arc::new(move |shard, event| {
+        if let Some(r) = remotes.get(shard) {
+            let _ = r.send(ShardMsg::Danmaku(crate::danmaku::Msg::Cluster(event)));
+        }
+    })
+}
+
 /// One shard's services and what its HTTP front needs.
 pub struct App {
     pub id: usize,
@@ -150,6 +162,7 @@ impl App {
             tokens: tokens.clone(),
             shutdown: shutdown.clone(),
             clock: Rc::new(crate::clock::SystemClock),
+            cluster: common.cluster.clone(),
         });
         let live = Live::new(crate::live::engine::Ctx {
             port: port(&mesh, ShardMsg::Live, |m| match m {

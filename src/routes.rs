@@ -68,6 +68,10 @@ async fn healthz(app: Rc<App>, _req: Request) -> Reply {
 async fn readyz(app: Rc<App>, _req: Request) -> Reply {
     if app.shutting_down() {
         Response::error(503, code::UNAVAILABLE, "shutting down").into()
+    } else if app.danmaku.cluster().is_some_and(|c| !c.is_up()) {
+        // Serving this node's viewers, but not one with the others: a load balancer may
+        // prefer other nodes, and an operator sees why.
+        Response::ok(&json!({"status": "degraded", "redis": "unreachable"})).into()
     } else {
         Response::ok(&json!({"status": "ready"})).into()
     }
@@ -99,6 +103,9 @@ async fn metrics(app: Rc<App>, _req: Request) -> Reply {
     }
     crate::metrics::render_rooms(&mut text, &mut rooms);
     app.api.shared.recordings.stats().render(&mut text);
+    if let Some(c) = app.danmaku.cluster() {
+        c.stats.render(&mut text);
+    }
     Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text).into()
 }
 

@@ -120,7 +120,14 @@ pub fn run(config: Config) -> Result<(), String> {
     let (api, api_services) = crate::api::Services::start(&config, http_addr, rtmp_addr)?;
     let mut live = crate::live::Settings::from_config(&config)?;
     live.recorder = Some(api.recordings.clone());
+    let mut cluster = crate::cluster::Cluster::new(
+        &config.cluster,
+        shard_count,
+        config.store.history_per_room,
+        http_addr,
+    )?;
     let common = Arc::new(Common {
+        cluster: cluster.as_ref().map(|c| c.handle()),
         store: store.handle(),
         outbound: outbound.handle(),
         api: Arc::new(api),
@@ -155,6 +162,10 @@ pub fn run(config: Config) -> Result<(), String> {
     store
         .start(crate::app::commit_sink(engine.remotes()))
         .map_err(|e| format!("cannot start the store thread: {e}"))?;
+    if let Some(c) = cluster.as_mut() {
+        c.start(crate::app::cluster_sink(engine.remotes()))
+            .map_err(|e| format!("cannot start the cluster threads: {e}"))?;
+    }
     let https_field = https_addr
         .map(|a| format!(" https={a}"))
         .unwrap_or_default();
@@ -201,6 +212,9 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     api_services.join(Duration::from_secs(1));
     outbound.join(Duration::from_secs(1));
+    if let Some(c) = cluster.as_mut() {
+        c.join(Duration::from_secs(1));
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -115,12 +115,22 @@ impl Target {
     /// A plain connection to one node, `(host, port)`, with this target's TLS and
     /// credentials: on a Redis Cluster, the subscriber's connection to the master that
     /// owns a channel's slot. `None`: the server itself (one server).
+    /// With `resp3`, the connection speaks RESP3, where what a subscription receives
+    /// arrives as push messages, apart from replies.
     pub fn connect_node(
         &self,
         node: Option<(&str, u16)>,
+        resp3: bool,
         timeout: Duration,
     ) -> redis::RedisResult<redis::Connection> {
         let mut info = self.node.clone();
+        if resp3 {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            info = info.set_redis_settings(settings);
+        }
         if let Some((host, port)) = node {
             let addr = match info.addr() {
                 redis::ConnectionAddr::TcpTls {

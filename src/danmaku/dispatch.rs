@@ -13,6 +13,7 @@ use super::engine::{bump, Danmaku};
 use super::protocol::{self, close, code};
 use super::room::LocalRoom;
 use super::{ConnRef, JoinAnswer, Msg, RoomId, Uid};
+use crate::cluster::Event;
 use crate::store::model::RoomState;
 use crate::store::{Committed, Request};
 
@@ -28,6 +29,7 @@ fn home_room_of(msg: &Msg) -> Option<&RoomId> {
         | Msg::Moderate { room, .. }
         | Msg::MediaClock { room, .. } => Some(room),
         Msg::Post(p) => Some(&p.room),
+        Msg::Cluster(Event::Items { room, .. } | Event::Control { room, .. }) => Some(room),
         _ => None,
     }
 }
@@ -136,6 +138,7 @@ impl Danmaku {
                 }
             }
             Msg::Committed(c) => self.on_committed(c),
+            Msg::Cluster(ev) => self.on_cluster(ev),
             Msg::Call(call) => call.run(self),
         }
     }
@@ -152,6 +155,11 @@ impl Danmaku {
         let me = self.clone();
         let room = room.clone();
         monoio::spawn(async move {
+            // In a cluster, the room's channel first: every batch published after the
+            // state is read then arrives (the ones before it are trimmed by id).
+            if let Some(cluster) = &me.ctx.cluster {
+                cluster.subscribe(room.clone()).await;
+            }
             let tail = me.settings().history_capacity;
             let mut delay = Duration::from_millis(50);
             loop {

@@ -68,6 +68,8 @@ pub struct Ctx {
     pub shutdown: Rc<shards::local::Signal>,
     /// What "now" is for the engine's decisions (rates, mutes, timeouts, idle rooms).
     pub clock: Rc<dyn crate::clock::Clock>,
+    /// The cluster threads, when the node is one of several over Redis.
+    pub cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 pub struct Danmaku {
@@ -103,6 +105,11 @@ impl Danmaku {
     /// The engine's mesh port (the API calls other shards' engines through it).
     pub fn port(&self) -> &Port<Msg> {
         &self.ctx.port
+    }
+
+    /// The cluster threads, when the node is one of several.
+    pub fn cluster(&self) -> Option<&crate::cluster::ClusterHandle> {
+        self.ctx.cluster.as_ref()
     }
 
     pub fn tokens(&self) -> &Tokens {

@@ -23,6 +23,7 @@
 //! a viewer's messages do), [`plain`] (readers and posts without a WebSocket: SSE and HTTP).
 
 pub mod client;
+mod cluster;
 pub mod conn;
 pub mod cork;
 mod dispatch;
@@ -190,6 +191,9 @@ pub enum Msg {
     MediaClock { room: RoomId, media_ms: Option<u64> },
     /// Store → this shard (through the wiring's commit sink): a group commit finished.
     Committed(crate::store::Committed),
+    /// From the cluster threads (a cluster over Redis): a room's items from Redis, a
+    /// control message, this node's acks, the other nodes' viewer counts.
+    Cluster(crate::cluster::Event),
     /// Any shard → any shard: run a function on this shard's engine (control paths).
     Call(crate::port::Call<Danmaku>),
 }

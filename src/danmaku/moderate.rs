@@ -102,6 +102,11 @@ impl Danmaku {
             ModOp::SetOwner { uid } => r.owner = Some(uid),
         }
         let mods = r.mod_snapshot(now);
+        self.send_control(
+            &room,
+            mods.clone(),
+            kick.as_ref().map(|(u, c, _)| (u.clone(), *c)),
+        );
         if let Err(e) = self.ctx.store.send(Request::SaveMods {
             room: room.to_string(),
             mods,

@@ -45,7 +45,6 @@ impl Danmaku {
             }
             return;
         }
-        let id = r.next_id();
         let media_ts = r.media_now(now);
         let (kind, body, priority) = match &post.body {
             PostBody::Danmaku { text, color, mode } => (
@@ -80,6 +79,40 @@ impl Danmaku {
             ),
             PostBody::Pm { .. } => unreachable!("handled above"),
         };
+        if self.ctx.cluster.is_some() {
+            // Redis gives the id (crate::cluster): the item goes out with the merge window.
+            let (prefix, suffix) = protocol::encode_item_parts(&Item {
+                kind,
+                id: 0,
+                room: &post.room,
+                uid: &post.uid,
+                nick: &post.nick,
+                ts: now,
+                media_ts,
+                body,
+            });
+            bump(&self.counters.items, 1);
+            r.outbox.push(crate::cluster::Outgoing {
+                prio: priority.letter(),
+                prefix,
+                suffix,
+                ack: post.from.map(|conn| crate::cluster::Ack {
+                    conn,
+                    cid: post.cid.clone(),
+                }),
+            });
+            if self.settings().merge_window.is_zero() {
+                let items = std::mem::take(&mut r.outbox);
+                drop(home);
+                self.send_outbox(&post.room, items);
+            } else if !r.dirty {
+                r.dirty = true;
+                self.dirty.borrow_mut().push(post.room.clone());
+                self.flush_kick.notify();
+            }
+            return;
+        }
+        let id = r.next_id();
         let item = encode_item(&Item {
             kind,
             id,

@@ -40,6 +40,9 @@ pub mod code {
     pub const RATE_LIMITED: u32 = 4290;
     /// The server could not take the message now; retry later.
     pub const BUSY: u32 = 5030;
+    /// In a cluster: Redis could not be reached; the item went to this server's viewers
+    /// only and was not stored.
+    pub const CLUSTER_UNAVAILABLE: u32 = 5031;
 }
 
 /// Close codes the server sends (besides RFC 6455's 1002/1007/1009 for bad frames).
@@ -216,7 +219,7 @@ pub fn parse_color(color: Option<&str>) -> Option<String> {
 }
 
 /// A room item as clients see it inside `batch` and `history`.
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 pub struct Item<'a> {
     #[serde(rename = "type")]
     pub kind: &'a str,
@@ -235,7 +238,7 @@ pub struct Item<'a> {
     pub body: ItemBody<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 #[serde(untagged)]
 pub enum ItemBody<'a> {
     Danmaku {
@@ -260,6 +263,17 @@ pub enum ItemBody<'a> {
 
 pub fn encode_item(item: &Item<'_>) -> Bytes {
     Bytes::from(serde_json::to_vec(item).unwrap_or_default())
+}
+
+/// An item encoded but for its id: the JSON before it and after it (in a cluster, Redis
+/// puts the id in between). The id is the second member, after the type.
+pub fn encode_item_parts(item: &Item<'_>) -> (Bytes, Bytes) {
+    let whole = encode_item(&Item { id: 0, ..*item });
+    let head = format!(r#"{{"type":"{}","id":"#, item.kind);
+    debug_assert!(whole.starts_with(head.as_bytes()));
+    let at = head.len().min(whole.len());
+    // Past the "0" that stands for the id.
+    (whole.slice(..at), whole.slice((at + 1).min(whole.len())..))
 }
 
 /// Any server message that is a plain JSON object (ack, error, pong, online, pm, …), as a

@@ -33,6 +33,27 @@ pub enum Priority {
     System,
 }
 
+impl Priority {
+    /// The letter an item's priority travels as between nodes.
+    pub fn letter(self) -> u8 {
+        match self {
+            Priority::Plain => b'p',
+            Priority::Vip => b'v',
+            Priority::Gift => b'g',
+            Priority::System => b's',
+        }
+    }
+
+    pub fn from_letter(l: u8) -> Priority {
+        match l {
+            b'v' => Priority::Vip,
+            b'g' => Priority::Gift,
+            b's' => Priority::System,
+            _ => Priority::Plain,
+        }
+    }
+}
+
 /// The delivery cap: a token bucket of `per_sec` items with a one-second burst. Every
 /// delivered item takes a token; plain items are delivered only when one is available, so
 /// what gets through is spread evenly over time (a sample, not the first N of a second).
@@ -135,6 +156,11 @@ pub struct HomeRoom {
     /// messages for the room wait in `waiting` meanwhile.
     pub loading: bool,
     pub waiting: Vec<(usize, super::Msg)>,
+    /// In a cluster: posts checked here that wait for the merge window to go to Redis,
+    /// which gives them their ids (`crate::cluster`).
+    pub outbox: Vec<crate::cluster::Outgoing>,
+    /// In a cluster: viewers of the room on the other nodes, from the last heartbeat.
+    elsewhere: u64,
 }
 
 impl HomeRoom {
@@ -175,6 +201,8 @@ impl HomeRoom {
             media_clock: None,
             loading: false,
             waiting: Vec::new(),
+            outbox: Vec::new(),
+            elsewhere: 0,
             history_frame_cache: None,
             resume_cache: None,
         }
@@ -239,8 +267,42 @@ impl HomeRoom {
     }
 
     /// Total viewers across shards.
+    /// Viewers in all: this node's shards, plus the other nodes' in a cluster.
     pub fn online(&self) -> u64 {
+        self.local_online() + self.elsewhere
+    }
+
+    /// Viewers on this node.
+    pub fn local_online(&self) -> u64 {
         self.shard_counts.iter().map(|&c| c as u64).sum()
+    }
+
+    /// In a cluster: the viewers the other nodes report.
+    pub fn set_elsewhere(&mut self, n: u64) {
+        if self.elsewhere != n {
+            self.elsewhere = n;
+            self.online_changed = true;
+        }
+    }
+
+    /// In a cluster: ids up to `id` are taken (items from Redis, or ids a failed batch
+    /// took); the next item here has a higher one.
+    pub fn advance_to(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id + 1);
+    }
+
+    /// In a cluster: another node changed the room's moderation; this is the whole of it.
+    pub fn set_mods(&mut self, m: crate::store::model::ModState, now_ms: u64) {
+        self.owner = m.owner.map(Into::into);
+        self.admins = m.admins.into_iter().map(Into::into).collect();
+        self.bans = m.bans.into_iter().map(Into::into).collect();
+        self.mutes = m
+            .mutes
+            .into_iter()
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(u, until)| (u.into(), until))
+            .collect();
+        self.slow_mode_ms = m.slow_mode_secs * 1000;
     }
 
     /// Shards that currently have viewers: where batches go.
@@ -507,6 +569,7 @@ impl HomeRoom {
             && self.history.is_empty()
             && self.pending.is_empty()
             && self.sampled.is_empty()
+            && self.outbox.is_empty()
             && self.owner.is_none()
             && self.admins.is_empty()
             && self.mutes.is_empty()

@@ -36,6 +36,17 @@ impl Danmaku {
     pub fn flush_dirty(&self) {
         let rooms = std::mem::take(&mut *self.dirty.borrow_mut());
         for room in rooms {
+            if self.ctx.cluster.is_some() {
+                let items = match self.home.borrow_mut().get_mut(&room) {
+                    Some(r) => {
+                        r.dirty = false;
+                        std::mem::take(&mut r.outbox)
+                    }
+                    None => continue,
+                };
+                self.send_outbox(&room, items);
+                continue;
+            }
             let flushed = {
                 let mut home = self.home.borrow_mut();
                 home.get_mut(&room).and_then(|r| {
@@ -83,6 +94,18 @@ impl Danmaku {
     pub fn push_online(&self, interval: Duration) {
         let now = self.now_ms();
         let mut out = Vec::new();
+        if let Some(cluster) = &self.ctx.cluster {
+            let counts = self
+                .home
+                .borrow()
+                .values()
+                .map(|r| (r.id.clone(), r.local_online()))
+                .collect();
+            let _ = cluster.send(crate::cluster::Request::Counts {
+                shard: self.port().me(),
+                counts,
+            });
+        }
         for r in self.home.borrow_mut().values_mut() {
             if r.online_changed
                 && now.saturating_sub(r.online_sent_ms) >= interval.as_millis() as u64
@@ -146,16 +169,27 @@ impl Danmaku {
         let idle_ms = s.room_idle.as_millis() as u64;
         let pristine_idle_ms = idle_ms.min(PRISTINE_IDLE.as_millis() as u64);
         let wall = self.now_ms();
-        self.home.borrow_mut().retain(|_, r| {
+        let mut gone = Vec::new();
+        self.home.borrow_mut().retain(|id, r| {
             let keep_ms = if r.is_pristine() && !r.loading {
                 pristine_idle_ms
             } else {
                 idle_ms
             };
-            r.dirty
+            let keep = r.dirty
                 || r.idle_since_ms
-                    .is_none_or(|t| wall.saturating_sub(t) < keep_ms)
+                    .is_none_or(|t| wall.saturating_sub(t) < keep_ms);
+            if !keep {
+                gone.push(id.clone());
+            }
+            keep
         });
+        // In a cluster, a room let go is no longer listened to.
+        if let Some(cluster) = &self.ctx.cluster {
+            for room in gone {
+                cluster.unsubscribe(room);
+            }
+        }
         bump(&self.counters.bytes_written, direct);
         self.publish(queued);
     }

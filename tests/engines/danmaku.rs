@@ -57,6 +57,7 @@ impl Cluster {
                     tokens: Rc::new(Tokens::new(jwt.clone(), Revoked::default())),
                     shutdown: shards::local::Signal::new(),
                     clock: clock.clone(),
+                    cluster: None,
                 })
             })
             .collect();

@@ -1,0 +1,279 @@
+//! The `cluster` thread: room batches to Redis (one script each), control messages, and
+//! the heartbeat that shares online counts.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::client::Conn;
+use super::{keys, Event, Outgoing, Request, Settings, Sink, Stats};
+use crate::ids::{home_shard, RoomId};
+
+/// Items per script call at most (a bigger batch goes in several, in order).
+const MAX_ITEMS: usize = 256;
+/// Requests taken from the queue per round at most.
+const MAX_ROUND: usize = 1024;
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+const BATCH: &str = include_str!("batch.lua");
+const CONTROL: &str = "return redis.call('SPUBLISH', KEYS[1], ARGV[1])";
+const COUNTS: &str = "redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1";
+
+/// A connection that comes back after failures, with backoff between attempts.
+pub(super) struct Link {
+    conn: Option<Conn>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+impl Link {
+    pub(super) fn new() -> Self {
+        Link {
+            conn: None,
+            next_try: Instant::now(),
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// Runs `f` on the connection (connecting first if needed); on failure the connection
+    /// is dropped and the next attempt waits for the backoff.
+    pub(super) fn run<T>(
+        &mut self,
+        s: &Settings,
+        stats: &Stats,
+        f: impl FnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        if self.conn.is_none() {
+            if Instant::now() < self.next_try {
+                return None;
+            }
+            match s.target.connect(s.timeout) {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return self.failed(stats, &e),
+            }
+        }
+        let started = Instant::now();
+        let conn = self.conn.as_mut()?;
+        match f(conn) {
+            Ok(v) => {
+                stats.observe(started.elapsed());
+                stats.set_up(true);
+                self.backoff = Duration::from_millis(100);
+                Some(v)
+            }
+            Err(e) => self.failed(stats, &e),
+        }
+    }
+
+    fn failed<T>(&mut self, stats: &Stats, e: &redis::RedisError) -> Option<T> {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        stats.set_up(false);
+        // The error's kind only: its text may carry the URL.
+        if e.code().is_some() && self.conn.is_some() {
+            // Redis answered with an error (a script's, CLUSTERDOWN…): the connection is
+            // good.
+            tracing::warn!(kind = ?e.kind(), "redis refused a command");
+        } else {
+            tracing::debug!(kind = ?e.kind(), "redis connection failed");
+            self.conn = None;
+            self.next_try = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        None
+    }
+}
+
+pub(super) fn run(s: Settings, rx: Receiver<Request>, sink: Sink, stats: Arc<Stats>) {
+    let batch = redis::Script::new(BATCH);
+    let control = redis::Script::new(CONTROL);
+    let counts_script = redis::Script::new(COUNTS);
+    let mut link = Link::new();
+    let mut counts: Vec<Vec<(RoomId, u64)>> = vec![Vec::new(); s.shards];
+    let mut next_beat = Instant::now();
+    loop {
+        let wait = next_beat.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(wait) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut round: Vec<Request> = first.into_iter().collect();
+        while round.len() < MAX_ROUND {
+            match rx.try_recv() {
+                Ok(r) => round.push(r),
+                Err(_) => break,
+            }
+        }
+        // A room's batches in this round go as one (in arrival order: one home shard
+        // sends them, in order).
+        let mut rooms: Vec<(RoomId, usize, Vec<Outgoing>)> = Vec::new();
+        for req in round {
+            match req {
+                Request::Publish { room, shard, items } => {
+                    match rooms.iter_mut().find(|(r, _, _)| *r == room) {
+                        Some((_, _, all)) => all.extend(items),
+                        None => rooms.push((room, shard, items)),
+                    }
+                }
+                Request::Control { room, body } => {
+                    let mut payload = Vec::with_capacity(body.len() + 1);
+                    payload.push(b'c');
+                    payload.extend_from_slice(&body);
+                    let sent = link.run(&s, &stats, |c| {
+                        control
+                            .key(keys::channel(&room))
+                            .arg(payload)
+                            .invoke::<i64>(c.like())
+                    });
+                    if sent.is_some() {
+                        stats.controls.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Request::Counts { shard, counts: c } => {
+                    if let Some(slot) = counts.get_mut(shard) {
+                        *slot = c;
+                    }
+                }
+            }
+        }
+        for (room, shard, items) in rooms {
+            publish(&s, &mut link, &stats, &batch, &sink, room, shard, items);
+        }
+        if Instant::now() >= next_beat {
+            heartbeat(&s, &mut link, &stats, &counts_script, &counts, &sink);
+            next_beat = Instant::now() + s.heartbeat;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish(
+    s: &Settings,
+    link: &mut Link,
+    stats: &Stats,
+    script: &redis::Script,
+    sink: &Sink,
+    room: RoomId,
+    shard: usize,
+    items: Vec<Outgoing>,
+) {
+    let mut acks = Vec::new();
+    let mut failed = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let chunk: Vec<Outgoing> = items.by_ref().take(MAX_ITEMS).collect();
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::seq(&room))
+            .key(keys::history(&room))
+            .key(keys::channel(&room))
+            .arg(s.history.max(1));
+        for it in &chunk {
+            inv.arg(&[it.prio][..])
+                .arg(&it.prefix[..])
+                .arg(&it.suffix[..]);
+        }
+        let first = link.run(s, stats, |c| inv.invoke::<u64>(c.like()));
+        let n = chunk.len() as u64;
+        match first {
+            Some(first) => {
+                stats.publishes.fetch_add(1, Ordering::Relaxed);
+                stats.items.fetch_add(n, Ordering::Relaxed);
+                for (i, it) in chunk.into_iter().enumerate() {
+                    if let Some(a) = it.ack {
+                        acks.push((first + i as u64, a));
+                    }
+                }
+            }
+            None => {
+                stats.refused.fetch_add(n, Ordering::Relaxed);
+                failed.extend(chunk);
+            }
+        }
+    }
+    if !acks.is_empty() || !failed.is_empty() {
+        sink(shard, Event::Published { room, acks, failed });
+    }
+}
+
+/// Writes this node's counts (replacing the last ones, expiring unless renewed), marks
+/// the node alive, and tells each home shard how many viewers its rooms have elsewhere.
+fn heartbeat(
+    s: &Settings,
+    link: &mut Link,
+    stats: &Stats,
+    script: &redis::Script,
+    counts: &[Vec<(RoomId, u64)>],
+    sink: &Sink,
+) {
+    let now = crate::clock::unix_ms();
+    let ttl = s.node_ttl.as_millis() as u64;
+    let mine: Vec<&(RoomId, u64)> = counts.iter().flatten().collect();
+    let others = link.run(s, stats, |c| {
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::node_online(&s.node)).arg(ttl);
+        for (room, n) in mine.iter().filter(|(_, n)| *n > 0) {
+            inv.arg(&room[..]).arg(*n);
+        }
+        inv.invoke::<i64>(c.like())?;
+        redis::cmd("ZADD")
+            .arg(keys::NODES)
+            .arg(now)
+            .arg(&s.node[..])
+            .query::<i64>(c.like())?;
+        let horizon = now.saturating_sub(ttl);
+        redis::cmd("ZREMRANGEBYSCORE")
+            .arg(keys::NODES)
+            .arg("-inf")
+            .arg(format!("({horizon}"))
+            .query::<i64>(c.like())?;
+        let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys::NODES)
+            .arg(horizon)
+            .arg("+inf")
+            .query(c.like())?;
+        let mut sums: HashMap<&str, u64> = HashMap::new();
+        if !mine.is_empty() {
+            for node in nodes.iter().filter(|n| **n != *s.node) {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(keys::node_online(node));
+                for (room, _) in &mine {
+                    cmd.arg(&room[..]);
+                }
+                let got: Vec<Option<u64>> = cmd.query(c.like())?;
+                for ((room, _), n) in mine.iter().zip(got) {
+                    *sums.entry(&room[..]).or_default() += n.unwrap_or(0);
+                }
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|(r, n)| (RoomId::from(r), n))
+            .collect::<Vec<_>>())
+    });
+    let Some(others) = others else { return };
+    stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+    let mut per_shard: Vec<Vec<(RoomId, u64)>> = vec![Vec::new(); s.shards];
+    // Every room this node counts gets a figure (0 when no other node has viewers), so a
+    // node that left stops counting at once.
+    for (room, _) in &mine {
+        let n = others
+            .iter()
+            .find(|(r, _)| r == room)
+            .map_or(0, |(_, n)| *n);
+        per_shard[home_shard(room, s.shards)].push((room.clone(), n));
+    }
+    for (shard, counts) in per_shard.into_iter().enumerate() {
+        if !counts.is_empty() {
+            sink(shard, Event::Elsewhere { counts });
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Several nodes as one service over Redis (C10): three `liveshard` processes on loopback
+//! against one real `redis-server`, and against a three-master Redis Cluster. What a
+//! viewer sees: the same danmaku on every node, once each, in one order, with the same
+//! ids; online counts over every node, dropping a node killed with `kill -9`; moderation
+//! that holds on every node; Redis going away and coming back without a restart.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::redis::{require_redis, RedisCluster, RedisServer};
+use support::ws::{Client, Event};
+use support::{eventually, Server};
+
+const T: Duration = Duration::from_secs(10);
+const SECRET: &str = "auth.jwt_secret=cluster-test-secret-0123456789abcdef";
+
+fn node(redis: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--redis",
+        redis,
+        "--shards",
+        "2",
+        "--set",
+        SECRET,
+        "--set",
+        "danmaku.rate_per_sec=1000",
+        "--set",
+        "danmaku.rate_burst=1000",
+        "--set",
+        "cluster.heartbeat_ms=300",
+        "--set",
+        "cluster.node_ttl_ms=2000",
+        "--set",
+        "danmaku.online_interval_ms=200",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn token(server: &Server, uid: &str) -> String {
+    support::token(server, uid, &["--set", SECRET])
+}
+
+/// A viewer of `room` on `server` that has joined (its `history` arrived).
+fn viewer(server: &Server, room: &str, uid: Option<&str>) -> Client {
+    let q = match uid {
+        Some(u) => format!("room={room}&token={}", token(server, u)),
+        None => format!("room={room}"),
+    };
+    let mut c = Client::connect(server.http, &q).expect("upgrade accepted");
+    c.expect("history", T);
+    c
+}
+
+/// The items of `batch` frames a viewer gets until it has `n` (other frames skipped).
+fn collect(c: &mut Client, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut items = Vec::new();
+    while items.len() < n && Instant::now() < deadline {
+        if let Event::Json(v) = c.next(Duration::from_millis(500)) {
+            if v["type"] == "batch" {
+                items.extend(v["msgs"].as_array().unwrap().iter().cloned());
+            }
+        }
+    }
+    items
+}
+
+/// Acks (by cid) a sender got, until it has `n`.
+fn acks(c: &mut Client, n: usize) -> HashMap<String, Value> {
+    let deadline = Instant::now() + T;
+    let mut out = HashMap::new();
+    while out.len() < n && Instant::now() < deadline {
+        if let Event::Json(v) = c.next(Duration::from_millis(500)) {
+            if v["type"] == "ack" || v["type"] == "error" {
+                out.insert(v["cid"].as_str().unwrap_or_default().to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+fn ids(items: &[Value]) -> Vec<u64> {
+    items.iter().map(|i| i["id"].as_u64().unwrap()).collect()
+}
+
+/// Publishers on two nodes, viewers on all three: every viewer gets every item once, in
+/// the same order, with the same ids, and each sender's acks carry those ids.
+fn danmaku_crosses_nodes(redis: &str) {
+    let nodes: Vec<Server> = (0..3).map(|_| node(redis, &[])).collect();
+    let room = "cross";
+    let mut viewers: Vec<Client> = nodes.iter().map(|n| viewer(n, room, None)).collect();
+    let mut alice = viewer(&nodes[0], room, Some("alice"));
+    let mut carol = viewer(&nodes[2], room, Some("carol"));
+    const N: usize = 40;
+    for i in 0..N {
+        alice.send(json!({"type": "danmaku", "text": format!("a{i}"), "cid": format!("a{i}")}));
+        carol.send(json!({"type": "danmaku", "text": format!("c{i}"), "cid": format!("c{i}")}));
+    }
+    let seen: Vec<Vec<Value>> = viewers.iter_mut().map(|v| collect(v, 2 * N)).collect();
+    for (i, items) in seen.iter().enumerate() {
+        assert_eq!(
+            items.len(),
+            2 * N,
+            "viewer on node {i} got {} items",
+            items.len()
+        );
+        let ids = ids(items);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+        assert_eq!(ids, super_ids(&seen[0]), "node {i} saw other ids or order");
+        let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
+        assert_eq!(
+            texts,
+            seen[0]
+                .iter()
+                .map(|i| i["text"].as_str().unwrap())
+                .collect::<Vec<_>>()
+        );
+        for who in ["a", "c"] {
+            let mine: Vec<&str> = texts
+                .iter()
+                .copied()
+                .filter(|t| t.starts_with(who))
+                .collect();
+            let sent: Vec<String> = (0..N).map(|k| format!("{who}{k}")).collect();
+            assert_eq!(mine, sent, "{who}'s items in the order sent");
+        }
+    }
+    // Each ack holds the id every node delivered the item under.
+    let by_text: HashMap<&str, u64> = seen[0]
+        .iter()
+        .map(|i| (i["text"].as_str().unwrap(), i["id"].as_u64().unwrap()))
+        .collect();
+    for (sender, who) in [(&mut alice, "a"), (&mut carol, "c")] {
+        let got = acks(sender, N);
+        for k in 0..N {
+            let cid = format!("{who}{k}");
+            let ack = &got[&cid];
+            assert_eq!(ack["type"], "ack", "{ack}");
+            assert_eq!(ack["id"].as_u64(), Some(by_text[cid.as_str()]), "{ack}");
+        }
+    }
+}
+
+fn super_ids(items: &[Value]) -> Vec<u64> {
+    ids(items)
+}
+
+#[test]
+fn danmaku_crosses_nodes_on_one_redis() {
+    require_redis();
+    let redis = RedisServer::start();
+    danmaku_crosses_nodes(&redis.url());
+}
+
+#[test]
+fn danmaku_crosses_nodes_on_a_redis_cluster() {
+    require_redis();
+    let redis = RedisCluster::start(3);
+    danmaku_crosses_nodes(&redis.url());
+}
+
+/// The latest `online` count a viewer saw, read until it equals `want`.
+fn online_reaches(c: &mut Client, want: u64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Event::Json(v) = c.next(Duration::from_millis(300)) {
+            if v["type"] == "online" && v["count"].as_u64() == Some(want) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn online_counts_are_global_and_a_killed_node_drops_out() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    let room = "counted";
+    let mut watcher = viewer(&a, room, None);
+    let _more_a = viewer(&a, room, None);
+    let _on_b: Vec<Client> = (0..3).map(|_| viewer(&b, room, None)).collect();
+    assert!(
+        online_reaches(&mut watcher, 5, T),
+        "node A counts its 2 viewers and node B's 3"
+    );
+    b.crash();
+    // node_ttl_ms = 2000: gone within it, plus a heartbeat.
+    assert!(
+        online_reaches(&mut watcher, 2, Duration::from_secs(6)),
+        "node B's viewers stop counting once it is gone"
+    );
+}
+
+#[test]
+fn a_ban_on_one_node_holds_on_the_others() {
+    require_redis();
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = (0..3).map(|_| node(&redis.url(), &[])).collect();
+    let room = "moderated";
+    let owner = "owner1";
+    // The room's owner (the first poster with the admin role would be simpler, but any
+    // global admin may moderate).
+    let admin_tok = support::token(&nodes[0], owner, &["--set", SECRET, "--role", "admin"]);
+    let mut admin =
+        Client::connect(nodes[0].http, &format!("room={room}&token={admin_tok}")).unwrap();
+    admin.expect("history", T);
+    let mut mallory_b = viewer(&nodes[1], room, Some("mallory"));
+    let mut watcher_c = viewer(&nodes[2], room, None);
+    admin.send(json!({"type": "ban", "uid": "mallory", "cid": "b1"}));
+    // Mallory's connection on node B is closed as banned.
+    let closed = mallory_b.expect_close(T);
+    assert_eq!(closed, Some(4003), "banned close code on another node");
+    // And a new attempt on node C is refused.
+    let q = format!("room={room}&token={}", token(&nodes[2], "mallory"));
+    let mut again = Client::connect(nodes[2].http, &q).unwrap();
+    assert_eq!(again.expect_close(T), Some(4003));
+    // The room is otherwise fine on C.
+    admin.send(json!({"type": "danmaku", "text": "still here", "cid": "x"}));
+    let items = collect(&mut watcher_c, 1);
+    assert_eq!(items[0]["text"], "still here");
+}
+
+#[test]
+fn redis_away_and_back_without_a_restart() {
+    require_redis();
+    let mut redis = RedisServer::start();
+    let a = node(&redis.url(), &["--set", "cluster.command_timeout_ms=500"]);
+    let b = node(&redis.url(), &["--set", "cluster.command_timeout_ms=500"]);
+    let room = "weather";
+    let mut on_a = viewer(&a, room, None);
+    let mut on_b = viewer(&b, room, None);
+    let mut poster = viewer(&a, room, Some("poster"));
+    poster.send(json!({"type": "danmaku", "text": "before", "cid": "p0"}));
+    assert_eq!(collect(&mut on_b, 1)[0]["text"], "before");
+    assert_eq!(collect(&mut on_a, 1)[0]["text"], "before");
+
+    redis.stop();
+    poster.send(json!({"type": "danmaku", "text": "during", "cid": "p1"}));
+    // Node A's viewers still get it, marked local; the sender is told it was not stored.
+    let during = collect(&mut on_a, 1);
+    assert_eq!(during[0]["text"], "during");
+    assert_eq!(during[0]["local"], true);
+    let got = acks(&mut poster, 2);
+    assert_eq!(got["p1"]["type"], "error", "{:?}", got);
+    assert_eq!(got["p1"]["code"], 5031);
+    // Readiness says why.
+    assert!(eventually(T, || {
+        let r = a.get("/readyz");
+        (r.json()["data"]["status"] == "degraded").then_some(())
+    })
+    .is_some());
+
+    redis.restart();
+    // Cross-node delivery resumes with no restart of either node.
+    let resumed = eventually(Duration::from_secs(15), || {
+        poster.send(json!({"type": "danmaku", "text": "after", "cid": "p2"}));
+        let got = acks(&mut poster, 1);
+        (got.get("p2").map(|v| v["type"] == "ack") == Some(true)).then_some(())
+    });
+    assert!(resumed.is_some(), "posts are acknowledged again");
+    let items = collect(&mut on_b, 1);
+    assert_eq!(items[0]["text"], "after");
+    assert!(
+        items[0]["id"].as_u64().unwrap() > 1,
+        "ids go on from where they were"
+    );
+}
+
+#[test]
+fn a_node_listens_only_to_rooms_it_has_viewers_of() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let c = node(&redis.url(), &[]);
+    let _v = viewer(&a, "busy", None);
+    let subs = |s: &Server| s.metric("liveshard_cluster_subscriptions").unwrap_or(-1.0);
+    assert!(eventually(T, || (subs(&a) == 1.0).then_some(())).is_some());
+    assert_eq!(subs(&c), 0.0, "node C has no viewer of any room");
+    assert_eq!(
+        redis.cli(&["PUBSUB", "SHARDNUMSUB", "ls:{busy}:ch"]),
+        "ls:{busy}:ch\n1"
+    );
+}

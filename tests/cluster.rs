@@ -288,3 +288,63 @@ fn a_node_listens_only_to_rooms_it_has_viewers_of() {
         "ls:{busy}:ch\n1"
     );
 }
+
+#[test]
+fn a_room_is_let_go_after_its_last_viewer_here_leaves() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &["--set", "cluster.room_linger_ms=300"]);
+    let b = node(&redis.url(), &[]);
+    let mut on_b = viewer(&b, "brief", None);
+    let v = viewer(&a, "brief", None);
+    let subs = |s: &Server| s.metric("liveshard_cluster_subscriptions").unwrap_or(-1.0);
+    assert!(eventually(T, || (subs(&a) == 1.0).then_some(())).is_some());
+    v.close();
+    // Posts elsewhere do not keep it: node B's viewer posts on.
+    let mut poster = viewer(&b, "brief", Some("talker"));
+    let gone = eventually(T, || {
+        poster.send(json!({"type": "danmaku", "text": "still talking"}));
+        (subs(&a) == 0.0).then_some(())
+    });
+    assert!(gone.is_some(), "node A unsubscribed once its viewer left");
+    assert!(!collect(&mut on_b, 1).is_empty());
+}
+
+/// A node whose subscription connection is cut while others post fills what it missed
+/// from the room's stream: its viewers get every item once, in order.
+#[test]
+fn a_node_that_missed_messages_fills_them_from_the_stream() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    let room = "holes";
+    let mut on_b = viewer(&b, room, None);
+    let mut poster = viewer(&a, room, Some("poster"));
+    const N: usize = 60;
+    for i in 0..N {
+        poster.send(json!({"type": "danmaku", "text": format!("m{i}"), "cid": format!("m{i}")}));
+        if i % 10 == 5 {
+            // Every subscriber connection (node B's, node A's) is dropped mid-stream.
+            redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        }
+    }
+    let items = collect(&mut on_b, N);
+    let texts: Vec<String> = items
+        .iter()
+        .map(|i| i["text"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, want, "every item once, in order");
+    let ids = ids(&items);
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "no hole in {ids:?}"
+    );
+    assert!(
+        b.metric("liveshard_cluster_commands_total{kind=\"fill\"}")
+            .unwrap_or(0.0)
+            > 0.0,
+        "the holes were filled from the stream"
+    );
+}

@@ -65,10 +65,12 @@ pub struct Outgoing {
 /// What a shard asks of the cluster threads.
 #[derive(Debug)]
 pub enum Request {
-    /// A room's batch from its home shard here (`shard`).
+    /// A room's batch from its home shard here (`shard`), which has seen ids up to
+    /// `floor`.
     Publish {
         room: RoomId,
         shard: usize,
+        floor: u64,
         items: Vec<Outgoing>,
     },
     /// A control message (moderation) for every node holding the room.
@@ -251,6 +253,8 @@ pub struct ClusterHandle {
     sub: SyncSender<SubRequest>,
     pub stats: Arc<Stats>,
     pub node: Arc<str>,
+    /// How long a room with no viewer here is kept (`cluster.room_linger_ms`).
+    pub linger: Duration,
 }
 
 impl ClusterHandle {
@@ -342,6 +346,7 @@ impl Cluster {
                 sub,
                 stats,
                 node,
+                linger: Duration::from_millis(config.room_linger_ms),
             },
             rx: Some((rx, sub_rx)),
             threads: Vec::new(),

@@ -115,15 +115,21 @@ pub(super) fn run(s: Settings, rx: Receiver<Request>, sink: Sink, stats: Arc<Sta
         }
         // A room's batches in this round go as one (in arrival order: one home shard
         // sends them, in order).
-        let mut rooms: Vec<(RoomId, usize, Vec<Outgoing>)> = Vec::new();
+        let mut rooms: Vec<(RoomId, usize, u64, Vec<Outgoing>)> = Vec::new();
         for req in round {
             match req {
-                Request::Publish { room, shard, items } => {
-                    match rooms.iter_mut().find(|(r, _, _)| *r == room) {
-                        Some((_, _, all)) => all.extend(items),
-                        None => rooms.push((room, shard, items)),
+                Request::Publish {
+                    room,
+                    shard,
+                    floor,
+                    items,
+                } => match rooms.iter_mut().find(|(r, ..)| *r == room) {
+                    Some((_, _, f, all)) => {
+                        *f = (*f).max(floor);
+                        all.extend(items);
                     }
-                }
+                    None => rooms.push((room, shard, floor, items)),
+                },
                 Request::Control { room, body } => {
                     let mut payload = Vec::with_capacity(body.len() + 1);
                     payload.push(b'c');
@@ -145,8 +151,16 @@ pub(super) fn run(s: Settings, rx: Receiver<Request>, sink: Sink, stats: Arc<Sta
                 }
             }
         }
-        for (room, shard, items) in rooms {
-            publish(&s, &mut link, &stats, &batch, &sink, room, shard, items);
+        for (room, shard, floor, items) in rooms {
+            publish(
+                &s,
+                &mut link,
+                &stats,
+                &batch,
+                &sink,
+                (room, shard, floor),
+                items,
+            );
         }
         if Instant::now() >= next_beat {
             heartbeat(&s, &mut link, &stats, &counts_script, &counts, &sink);
@@ -162,8 +176,7 @@ fn publish(
     stats: &Stats,
     script: &redis::Script,
     sink: &Sink,
-    room: RoomId,
-    shard: usize,
+    (room, shard, floor): (RoomId, usize, u64),
     items: Vec<Outgoing>,
 ) {
     let mut acks = Vec::new();
@@ -175,7 +188,8 @@ fn publish(
         inv.key(keys::seq(&room))
             .key(keys::history(&room))
             .key(keys::channel(&room))
-            .arg(s.history.max(1));
+            .arg(s.history.max(1))
+            .arg(floor);
         for it in &chunk {
             inv.arg(&[it.prio][..])
                 .arg(&it.prefix[..])

@@ -38,8 +38,11 @@ return v";
 
 struct Room {
     node: NodeKey,
-    /// The last id passed on to the home shard (0: none yet).
+    /// The last id passed on to the home shard, or the room's counter when the
+    /// subscription was first made.
     last: u64,
+    /// Whether `last` is known (the first subscription was confirmed).
+    known: bool,
     confirmed: bool,
     waiters: Vec<oneshot::Sender<bool>>,
 }
@@ -122,6 +125,7 @@ impl Sub {
             Room {
                 node: node.clone(),
                 last: 0,
+                known: false,
                 confirmed: false,
                 waiters: vec![done],
             },
@@ -327,8 +331,10 @@ impl Sub {
         }
     }
 
-    /// Redis confirmed a subscription: from here on every batch of the room arrives. What
-    /// was published while this node was not listening is filled now.
+    /// Redis confirmed a subscription: from here on every batch of the room arrives. The
+    /// room's counter is read now: the first time, it is where this node starts (what is
+    /// below it, the home shard reads with the room's state after this); after a
+    /// reconnection, what was published meanwhile is filled at once.
     fn confirmed(&mut self, room: &RoomId) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
@@ -337,19 +343,25 @@ impl Sub {
             r.confirmed = true;
             self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
-        for w in r.waiters.drain(..) {
-            let _ = w.send(true);
-        }
-        let last = r.last;
-        if last == 0 {
-            return;
-        }
+        let (last, known) = (r.last, r.known);
         let floor = &self.floor;
         let seq = self.cmd.run(&self.s, &self.stats, |c| {
             floor.key(keys::seq(room)).arg(last).invoke::<u64>(c.like())
         });
-        if let Some(seq) = seq.filter(|&seq| seq > last) {
-            self.fill(room, last + 1, seq);
+        match seq {
+            Some(seq) if !known => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.last = seq;
+                    r.known = true;
+                }
+            }
+            Some(seq) if seq > last => self.fill(room, last + 1, seq),
+            _ => {}
+        }
+        if let Some(r) = self.rooms.get_mut(room) {
+            for w in r.waiters.drain(..) {
+                let _ = w.send(true);
+            }
         }
     }
 
@@ -357,11 +369,11 @@ impl Sub {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let seen = r.last;
-        if seen != 0 && last <= seen {
+        let (seen, known) = (r.last, r.known);
+        if known && last <= seen {
             return;
         }
-        if seen != 0 && first > seen + 1 {
+        if known && first > seen + 1 {
             self.fill(room, seen + 1, first - 1);
         }
         let skip = if seen >= first {

@@ -308,6 +308,9 @@ pub struct ClusterConfig {
     pub queue: usize,
     /// Each Redis command's time limit.
     pub command_timeout_ms: u64,
+    /// A room with no viewer on this node is let go (and its channel unsubscribed) this
+    /// long after the last one left; everything it holds is in Redis.
+    pub room_linger_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -320,6 +323,7 @@ impl Default for ClusterConfig {
             heartbeat_ms: 2_000,
             queue: 8192,
             command_timeout_ms: 2_000,
+            room_linger_ms: 10_000,
         }
     }
 }

@@ -29,7 +29,7 @@ struct Control {
 
 impl Danmaku {
     /// Sends a home room's batch to Redis; if the queue is full, its senders are told.
-    pub(super) fn send_outbox(&self, room: &RoomId, items: Vec<Outgoing>) {
+    pub(super) fn send_outbox(&self, room: &RoomId, floor: u64, items: Vec<Outgoing>) {
         let Some(cluster) = &self.ctx.cluster else {
             return;
         };
@@ -39,6 +39,7 @@ impl Danmaku {
         let req = Request::Publish {
             room: room.clone(),
             shard: self.port().me(),
+            floor,
             items,
         };
         if let Err(Request::Publish { items, .. }) = cluster.send(req) {
@@ -97,6 +98,7 @@ impl Danmaku {
         let consecutive = items.len() as u64 == last + 1 - first;
         let mut home = self.home.borrow_mut();
         let r = self.home_room(&mut home, room, now);
+        let idle_since = r.idle_since_ms;
         let mut any = false;
         for (i, (prio, item)) in items.into_iter().enumerate() {
             let id = if consecutive {
@@ -119,12 +121,16 @@ impl Danmaku {
             }
         }
         r.advance_to(last);
+        let frame = r.flush();
+        // Items from elsewhere do not keep a room with no viewer here.
+        if r.local_online() == 0 {
+            r.idle_since_ms = idle_since.or(Some(now));
+        }
         if !any {
-            r.flush();
             return;
         }
         // Batched on the posting node already: delivered at once.
-        if let Some(frame) = r.flush() {
+        if let Some(frame) = frame {
             let targets: Vec<usize> = r.targets().collect();
             drop(home);
             self.deliver(room, frame, targets, None);

@@ -102,9 +102,9 @@ impl Danmaku {
                 }),
             });
             if self.settings().merge_window.is_zero() {
-                let items = std::mem::take(&mut r.outbox);
+                let (items, floor) = (std::mem::take(&mut r.outbox), r.last_id());
                 drop(home);
-                self.send_outbox(&post.room, items);
+                self.send_outbox(&post.room, floor, items);
             } else if !r.dirty {
                 r.dirty = true;
                 self.dirty.borrow_mut().push(post.room.clone());

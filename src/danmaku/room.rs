@@ -339,8 +339,9 @@ impl HomeRoom {
         self.users.contains_key(uid)
     }
 
-    fn update_idle(&mut self, now_ms: u64) {
-        let idle = self.online() == 0 && self.pending.is_empty() && self.sampled.is_empty();
+    /// Notes when the room became idle: no viewer on this node and nothing pending.
+    pub fn update_idle(&mut self, now_ms: u64) {
+        let idle = self.local_online() == 0 && self.pending.is_empty() && self.sampled.is_empty();
         match (idle, self.idle_since_ms) {
             (true, None) => self.idle_since_ms = Some(now_ms),
             (false, Some(_)) => self.idle_since_ms = None,

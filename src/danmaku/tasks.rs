@@ -37,14 +37,14 @@ impl Danmaku {
         let rooms = std::mem::take(&mut *self.dirty.borrow_mut());
         for room in rooms {
             if self.ctx.cluster.is_some() {
-                let items = match self.home.borrow_mut().get_mut(&room) {
+                let (items, floor) = match self.home.borrow_mut().get_mut(&room) {
                     Some(r) => {
                         r.dirty = false;
-                        std::mem::take(&mut r.outbox)
+                        (std::mem::take(&mut r.outbox), r.last_id())
                     }
                     None => continue,
                 };
-                self.send_outbox(&room, items);
+                self.send_outbox(&room, floor, items);
                 continue;
             }
             let flushed = {
@@ -166,7 +166,11 @@ impl Danmaku {
                 c.close_now(close::TRY_AGAIN_LATER, "join timed out, try again");
             }
         }
-        let idle_ms = s.room_idle.as_millis() as u64;
+        let mut idle_ms = s.room_idle.as_millis() as u64;
+        if let Some(c) = &self.ctx.cluster {
+            // Everything a room holds that matters is in Redis: let it go sooner.
+            idle_ms = idle_ms.min(c.linger.as_millis() as u64);
+        }
         let pristine_idle_ms = idle_ms.min(PRISTINE_IDLE.as_millis() as u64);
         let wall = self.now_ms();
         let mut gone = Vec::new();

@@ -1,0 +1,242 @@
+//! Real Redis for cluster tests: one `redis-server` ([`RedisServer`]) or a three-master
+//! Redis Cluster ([`RedisCluster`]), on free loopback ports, in temporary directories, with
+//! no persistence; killed when dropped. `scripts/test.sh` installs `redis-server` and
+//! `redis-cli`.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use super::{eventually, TempDir};
+
+/// Fails the test with a clear message unless `tool` runs.
+pub fn require_redis() {
+    for tool in ["redis-server", "redis-cli"] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(
+            ok,
+            "{tool} is not installed: run scripts/test.sh (it installs redis-server and redis-tools)"
+        );
+    }
+}
+
+/// A port that was free a moment ago (bound to port 0, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `redis-cli -p PORT args…`, its output.
+pub fn cli(port: u16, args: &[&str]) -> Output {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli runs")
+}
+
+fn cli_text(port: u16, args: &[&str]) -> String {
+    String::from_utf8_lossy(&cli(port, args).stdout)
+        .trim()
+        .to_string()
+}
+
+fn pings(port: u16) -> bool {
+    cli_text(port, &["PING"]) == "PONG"
+}
+
+/// Starts `redis-server` on `port` in `dir` with `extra` options; `None` if it exits at
+/// once (the port was taken meanwhile).
+fn spawn(port: u16, dir: &TempDir, extra: &[&str]) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir.0)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let up = eventually(Duration::from_secs(10), || {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(false);
+        }
+        pings(port).then_some(true)
+    });
+    if up == Some(true) {
+        Some(child)
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+/// Starts a server on a free port (trying a few), `extra` options added.
+fn start_one(dir: &TempDir, extra: impl Fn(u16) -> Vec<String>) -> (u16, Child) {
+    for _ in 0..10 {
+        let port = free_port();
+        let extra = extra(port);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        if let Some(child) = spawn(port, dir, &extra) {
+            return (port, child);
+        }
+    }
+    panic!("redis-server did not start on any of 10 free ports");
+}
+
+/// One `redis-server`.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        require_redis();
+        let dir = TempDir::new("redis");
+        let (port, child) = start_one(&dir, |_| Vec::new());
+        RedisServer {
+            port,
+            child: Some(child),
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (nothing is kept: no persistence) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty).
+    pub fn restart(&mut self) {
+        self.stop();
+        let up = eventually(Duration::from_secs(10), || spawn(self.port, &self.dir, &[]));
+        self.child = Some(up.expect("redis-server restarts on its port"));
+    }
+
+    /// `redis-cli` against this server: its trimmed standard output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli_text(self.port, args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of `n` masters (no replicas).
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> RedisCluster {
+        require_redis();
+        let dir = TempDir::new("redis-cluster");
+        let mut ports = Vec::new();
+        let mut children = Vec::new();
+        for _ in 0..n {
+            let conf_dir = dir.0.clone();
+            let (port, child) = start_one(&dir, move |port| {
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    conf_dir
+                        .join(format!("nodes-{port}.conf"))
+                        .display()
+                        .to_string(),
+                    "--cluster-node-timeout".into(),
+                    "5000".into(),
+                ]
+            });
+            ports.push(port);
+            children.push(child);
+        }
+        let mut cluster = RedisCluster {
+            ports,
+            children,
+            _dir: dir,
+        };
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut args: Vec<&str> = vec!["--cluster", "create"];
+        args.extend(nodes.iter().map(String::as_str));
+        args.push("--cluster-yes");
+        let out = cli(cluster.ports[0], &args);
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ok = eventually(Duration::from_secs(30), || {
+            cluster
+                .ports
+                .iter()
+                .all(|p| cli_text(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                .then_some(())
+        });
+        if ok.is_none() {
+            cluster.stop();
+            panic!("the Redis Cluster did not reach cluster_state:ok");
+        }
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// `redis-cli -c` (following redirections) from the first node: trimmed output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        cli_text(self.ports[0], &all)
+    }
+
+    pub fn stop(&mut self) {
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -751,6 +751,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = child.kill();
+            let _ = child.wait();
             None
         }
 

@@ -154,6 +154,8 @@ pub struct RedisBackend {
     target: Target,
     timeout: Duration,
     conn: RefCell<Option<Conn>>,
+    /// Whether the last attempt found Redis unreachable (logged once per outage).
+    down: std::cell::Cell<bool>,
     /// Items kept per room (`XADD … MAXLEN ~`).
     tail: u64,
     scripts: Scripts,
@@ -248,6 +250,7 @@ impl RedisBackend {
             target,
             timeout,
             conn: RefCell::new(None),
+            down: std::cell::Cell::new(false),
             tail: tail.max(1),
             scripts: Scripts {
                 append: redis::Script::new(APPEND),
@@ -260,10 +263,13 @@ impl RedisBackend {
         };
         match backend.target.connect(timeout) {
             Ok(c) => *backend.conn.borrow_mut() = Some(c),
-            Err(e) => tracing::warn!(
-                error = ?e.kind(),
-                "redis is not reachable yet; the store connects again on each request"
-            ),
+            Err(e) => {
+                backend.down.set(true);
+                tracing::warn!(
+                    error = ?e.kind(),
+                    "redis is not reachable yet; the store connects again on each request"
+                );
+            }
         }
         Ok(backend)
     }
@@ -281,7 +287,7 @@ impl RedisBackend {
                 match self.target.connect(self.timeout) {
                     Ok(c) => *slot = Some(c),
                     Err(e) => {
-                        tracing::debug!(error = ?e.kind(), "redis connect failed");
+                        self.went_down(&e);
                         return Err(StoreError::Unavailable);
                     }
                 }
@@ -289,17 +295,32 @@ impl RedisBackend {
             }
             let conn = slot.as_mut().expect("connected above");
             match f(conn.like()) {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    if self.down.replace(false) {
+                        tracing::warn!("redis is reachable again");
+                    }
+                    return Ok(v);
+                }
                 Err(e) if unreachable(&e) => {
                     *slot = None;
                     if fresh {
-                        tracing::debug!(error = ?e.kind(), "redis command failed");
+                        self.went_down(&e);
                         return Err(StoreError::Unavailable);
                     }
-                    tracing::info!(error = ?e.kind(), "redis connection lost; reconnecting");
+                    tracing::debug!(error = ?e.kind(), "redis connection lost; reconnecting");
                 }
                 Err(e) => return Err(failed(&e)),
             }
+        }
+    }
+
+    /// Notes that Redis cannot be reached: a warning at the start of an outage, debug
+    /// lines after it (every request tries again).
+    fn went_down(&self, e: &RedisError) {
+        if self.down.replace(true) {
+            tracing::debug!(error = ?e.kind(), "redis still unreachable");
+        } else {
+            tracing::warn!(error = ?e.kind(), "redis is unreachable; storage calls fail until it is back");
         }
     }
 
@@ -504,8 +525,16 @@ impl Backend for RedisBackend {
     }
 
     fn get_rooms(&self, ids: &[String]) -> Result<Vec<Option<Room>>, StoreError> {
-        // One GET per room: on a Redis Cluster the records are in different slots.
-        ids.iter().map(|id| self.get_room(id)).collect()
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.target.is_cluster() {
+            // One GET per room: on a Redis Cluster the records are in different slots.
+            return ids.iter().map(|id| self.get_room(id)).collect();
+        }
+        let keys: Vec<String> = ids.iter().map(|id| keys::room(id)).collect();
+        let found: Vec<Option<Vec<u8>>> = self.with(|c| redis::cmd("MGET").arg(&keys).query(c))?;
+        found.into_iter().map(parse_opt).collect()
     }
 
     fn open_rooms_page(
@@ -515,12 +544,17 @@ impl Backend for RedisBackend {
         limit: usize,
     ) -> Result<RoomPage, StoreError> {
         let all: usize = self.with(|c| redis::cmd("ZCARD").arg(keys::OPEN_ROOMS).query(c))?;
-        let mut skipped_open = 0;
-        for id in skip {
-            let score: Option<f64> =
-                self.with(|c| redis::cmd("ZSCORE").arg(keys::OPEN_ROOMS).arg(id).query(c))?;
-            skipped_open += usize::from(score.is_some());
-        }
+        let skipped_open = if skip.is_empty() {
+            0
+        } else {
+            let scores: Vec<Option<f64>> = self.with(|c| {
+                redis::cmd("ZMSCORE")
+                    .arg(keys::OPEN_ROOMS)
+                    .arg(skip)
+                    .query(c)
+            })?;
+            scores.iter().flatten().count()
+        };
         let total = all.saturating_sub(skipped_open);
         if limit == 0 {
             return Ok(RoomPage {

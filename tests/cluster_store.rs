@@ -239,6 +239,25 @@ fn shared_store(url: &str, cli: &dyn Fn(&[&str]) -> String) {
         "a closed room is not listed: {open}"
     );
     assert_eq!(ok(&b.get(&base))["status"], "closed");
+
+    // A logout on A is kept in Redis: a node started after it refuses the token.
+    let out = ok(&call(&a, "POST", "/api/v1/auth/logout", Some(&carol), None));
+    assert_eq!(out["revoked"], "token");
+    let c = node(url);
+    let body = json!({"title": "after logout", "category": "test"});
+    err(
+        &call(&c, "POST", "/api/v1/rooms", Some(&carol), Some(&body)),
+        401,
+        40105,
+    );
+    let carol_again = dev_login(&c, "carol");
+    ok(&call(
+        &c,
+        "POST",
+        "/api/v1/rooms",
+        Some(&carol_again),
+        Some(&body),
+    ));
 }
 
 #[test]
@@ -313,4 +332,22 @@ fn a_node_starts_while_redis_is_down_and_uses_it_once_it_is_up() {
     .expect("login works once Redis is up");
     assert_eq!(data["user"]["nick"], "Alice");
     assert!(redis.cli(&["GET", "ls:user:{alice}"]).contains("Alice"));
+}
+
+#[test]
+fn rest_writes_answer_503_when_the_redis_cluster_is_down() {
+    let mut cluster = RedisCluster::start(3);
+    let a = node(&cluster.url());
+    let alice = dev_login(&a, "alice");
+    create_room(&a, &alice, "before");
+    cluster.stop();
+    let body = json!({"title": "during", "category": "test"});
+    let t = std::time::Instant::now();
+    err(
+        &call(&a, "POST", "/api/v1/rooms", Some(&alice), Some(&body)),
+        503,
+        STORE_UNAVAILABLE,
+    );
+    assert_eq!(a.get("/healthz").status, 200);
+    assert!(t.elapsed() < T, "answered in {:?}", t.elapsed());
 }

@@ -43,6 +43,10 @@ use crate::auth::Revocation;
 use crate::cluster::client::{Conn, Target};
 use crate::cluster::keys;
 
+/// While Redis is unreachable, at most one connection attempt this often; calls between
+/// fail at once (a Redis that times out would otherwise hold every queued call that long).
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
 /// Attempts of an `update_room` compare-and-set before it gives up.
 const CAS_TRIES: usize = 8;
 
@@ -156,6 +160,8 @@ pub struct RedisBackend {
     conn: RefCell<Option<Conn>>,
     /// Whether the last attempt found Redis unreachable (logged once per outage).
     down: std::cell::Cell<bool>,
+    /// No connection attempt before this (set when one failed).
+    quiet_until: std::cell::Cell<Option<std::time::Instant>>,
     /// Items kept per room (`XADD … MAXLEN ~`).
     tail: u64,
     scripts: Scripts,
@@ -251,6 +257,7 @@ impl RedisBackend {
             timeout,
             conn: RefCell::new(None),
             down: std::cell::Cell::new(false),
+            quiet_until: std::cell::Cell::new(None),
             tail: tail.max(1),
             scripts: Scripts {
                 append: redis::Script::new(APPEND),
@@ -274,8 +281,9 @@ impl RedisBackend {
         Ok(backend)
     }
 
-    /// Runs `f` on the connection: connects if there is none; a held connection that
-    /// fails at connection level is dropped and `f` runs once more on a fresh one.
+    /// Runs `f` on the connection: connects if there is none (unless an attempt failed
+    /// less than [`RETRY_AFTER`] ago); a held connection that fails at connection level
+    /// (not by timing out) is dropped and `f` runs once more on a fresh one.
     fn with<T>(
         &self,
         mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
@@ -284,6 +292,13 @@ impl RedisBackend {
         let mut fresh = false;
         loop {
             if slot.is_none() {
+                if self
+                    .quiet_until
+                    .get()
+                    .is_some_and(|t| std::time::Instant::now() < t)
+                {
+                    return Err(StoreError::Unavailable);
+                }
                 match self.target.connect(self.timeout) {
                     Ok(c) => *slot = Some(c),
                     Err(e) => {
@@ -303,7 +318,7 @@ impl RedisBackend {
                 }
                 Err(e) if unreachable(&e) => {
                     *slot = None;
-                    if fresh {
+                    if fresh || e.is_timeout() {
                         self.went_down(&e);
                         return Err(StoreError::Unavailable);
                     }
@@ -317,6 +332,8 @@ impl RedisBackend {
     /// Notes that Redis cannot be reached: a warning at the start of an outage, debug
     /// lines after it (every request tries again).
     fn went_down(&self, e: &RedisError) {
+        self.quiet_until
+            .set(Some(std::time::Instant::now() + RETRY_AFTER));
         if self.down.replace(true) {
             tracing::debug!(error = ?e.kind(), "redis still unreachable");
         } else {
@@ -1035,8 +1052,9 @@ mod tests {
         assert_eq!(s.create_room(&room("b", 1)), Err(StoreError::Unavailable));
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         r.restart();
-        // The first call after the restart reconnects by itself.
-        assert!(s.create_room(&room("b", 1)).unwrap());
+        // A call after the restart reconnects by itself (at most one attempt per
+        // RETRY_AFTER while it was down).
+        assert!(until_up(|| s.create_room(&room("b", 1))));
         assert_eq!(s.get_room("b").unwrap().map(|r| r.id), Some("b".into()));
 
         // Started while Redis is down: no error until a call, which connects.
@@ -1044,8 +1062,53 @@ mod tests {
         let mut late = r.backend(10);
         assert_eq!(late.get_user("x"), Err(StoreError::Unavailable));
         r.restart();
-        assert_eq!(late.get_user("x"), Ok(None));
+        assert_eq!(until_up(|| late.get_user("x")), None);
         assert!(late.create_room(&room("c", 1)).unwrap());
+    }
+
+    /// Calls `f` until it is not `Unavailable` (within 5 s); its value.
+    fn until_up<T: std::fmt::Debug>(mut f: impl FnMut() -> Result<T, StoreError>) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match f() {
+                Err(StoreError::Unavailable) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_redis_that_does_not_answer_times_out_once_then_fails_at_once() {
+        let r = TestRedis::start();
+        let s = RedisBackend::open(&r.url(), Duration::from_millis(300), 10).unwrap();
+        assert_eq!(s.get_user("x"), Ok(None));
+        let signal = |sig: &str| {
+            let ok = std::process::Command::new("kill")
+                .args([sig, &r.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "kill {sig}");
+        };
+        signal("-STOP");
+        let t = std::time::Instant::now();
+        assert_eq!(s.get_user("x"), Err(StoreError::Unavailable));
+        let first = t.elapsed();
+        assert!(
+            first < Duration::from_millis(1500),
+            "no retry after a timeout: {first:?}"
+        );
+        let t = std::time::Instant::now();
+        assert_eq!(s.get_user("x"), Err(StoreError::Unavailable));
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        signal("-CONT");
+        assert_eq!(until_up(|| s.get_user("x")), None);
     }
 
     #[test]

@@ -27,8 +27,10 @@
 //! revocation keys share the `{rev}` tag, so each revocation change is one script.
 //!
 //! Connection: one, held; a connection-level failure drops it and the next command
-//! reconnects. A call retries once on a fresh connection when the held one fails, never
-//! more, so a Redis that is down fails each call fast with [`StoreError::Unavailable`].
+//! reconnects. A call retries once on a fresh connection when the held one broke (not when
+//! it timed out), never more; while Redis is away, one connection attempt per
+//! [`RETRY_AFTER`] and the calls between fail at once. So a Redis that is down fails each
+//! call fast with [`StoreError::Unavailable`] (REST: 503 50307) and nothing waits for it.
 //! Errors and logs never carry the URL (it may hold a password).
 
 use std::cell::RefCell;

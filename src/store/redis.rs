@@ -29,7 +29,7 @@
 //! Connection: one, held; a connection-level failure drops it and the next command
 //! reconnects. A call retries once on a fresh connection when the held one broke (not when
 //! it timed out), never more; while Redis is away, one connection attempt per
-//! [`RETRY_AFTER`] and the calls between fail at once. So a Redis that is down fails each
+//! `RETRY_AFTER` (250 ms) and the calls between fail at once. So a Redis that is down fails each
 //! call fast with [`StoreError::Unavailable`] (REST: 503 50307) and nothing waits for it.
 //! Errors and logs never carry the URL (it may hold a password).
 

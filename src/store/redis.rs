@@ -1068,6 +1068,44 @@ mod tests {
         assert!(late.create_room(&room("c", 1)).unwrap());
     }
 
+    #[test]
+    fn two_nodes_patching_one_room_at_once_lose_nothing() {
+        let r = TestRedis::start();
+        let mut s = r.backend(10);
+        assert!(s.create_room(&room("a", 1)).unwrap());
+        let nodes: Vec<_> = (0..2)
+            .map(|n| {
+                let mut b = r.backend(10);
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let patch = RoomPatch {
+                            add_admin: Some(format!("n{n}-{i}")),
+                            updated_at: i,
+                            ..RoomPatch::default()
+                        };
+                        b.update_room("a", &patch).unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in nodes {
+            t.join().unwrap();
+        }
+        let a = s.get_room("a").unwrap().unwrap();
+        assert_eq!(a.admins.len(), 50, "{:?}", a.admins);
+        // And two first logins with one openid on two nodes make one user.
+        let mut other = r.backend(10);
+        let mk = |uid: &str| User {
+            uid: uid.into(),
+            openid: "oY".into(),
+            nick: uid.into(),
+            avatar_url: String::new(),
+            created_at: 1,
+        };
+        let first = s.user_by_openid_or_create(&mk("u1")).unwrap();
+        assert_eq!(other.user_by_openid_or_create(&mk("u2")).unwrap(), first);
+    }
+
     /// Calls `f` until it is not `Unavailable` (within 5 s); its value.
     fn until_up<T: std::fmt::Debug>(mut f: impl FnMut() -> Result<T, StoreError>) -> T {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -18,6 +18,7 @@ needs=(
   "ffmpeg:ffmpeg"
   "ffprobe:ffmpeg"
   "redis-server:redis-server"
+  "redis-cli:redis-tools"
   "node:nodejs"
   "npm:npm"
   "chromium:chromium"

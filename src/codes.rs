@@ -157,6 +157,11 @@ pub const CODES: &[(u32, u16, &str)] = &[
         503,
         "the recorder is busy or stopped: the recording did not start; retry",
     ),
+    (
+        STORE_UNAVAILABLE,
+        503,
+        "storage (Redis, with `cluster.redis`) cannot be reached: retry once it is back",
+    ),
     (WECHAT_TIMEOUT, 504, "WeChat did not answer in time"),
 ];
 
@@ -197,4 +202,5 @@ pub const WECHAT_NOT_CONFIGURED: u32 = 50303;
 pub const SERVER_BUSY: u32 = 50304;
 pub const REVOCATIONS_FULL: u32 = 50305;
 pub const RECORDER_UNAVAILABLE: u32 = 50306;
+pub const STORE_UNAVAILABLE: u32 = 50307;
 pub const WECHAT_TIMEOUT: u32 = 50401;

@@ -97,21 +97,44 @@ pub fn run(config: Config) -> Result<(), String> {
         secret,
         config.auth.jwt_issuer.clone(),
     ));
-    let backend = crate::store::embedded::Embedded::open(
-        &config.server.data_dir,
-        config.store.history_per_room,
-        true,
-    )
-    .map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e}",
-            config.server.data_dir.display()
+    // Under `cluster.redis` the nodes share their store in Redis; a Redis that is not
+    // there yet does not stop the node (each request connects again; REST answers 503
+    // meanwhile).
+    let backend: Box<dyn crate::store::Backend> = if config.cluster.enabled() {
+        Box::new(
+            crate::store::redis::RedisBackend::open(
+                &config.cluster.redis,
+                std::time::Duration::from_millis(config.cluster.command_timeout_ms.max(1)),
+                config.store.history_per_room,
+            )
+            .map_err(|e| format!("cluster.redis: {e}"))?,
         )
-    })?;
-    let mut store = crate::store::Store::new(Box::new(backend), config.store.queue);
-    let revoked = store
-        .revocations_at_start(crate::auth::now_unix())
-        .map_err(|e| format!("cannot read the token revocations: {e}"))?;
+    } else {
+        Box::new(
+            crate::store::embedded::Embedded::open(
+                &config.server.data_dir,
+                config.store.history_per_room,
+                true,
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot open the store in {}: {e}",
+                    config.server.data_dir.display()
+                )
+            })?,
+        )
+    };
+    let mut store = crate::store::Store::new(backend, config.store.queue);
+    let revoked = match store.revocations_at_start(crate::auth::now_unix()) {
+        Ok(r) => r,
+        // Redis down at start: the node starts without the stored revocations (the ones
+        // made from now on still reach it) rather than not at all.
+        Err(crate::store::StoreError::Unavailable) => {
+            tracing::warn!("storage unreachable: starting without the stored token revocations");
+            Vec::new()
+        }
+        Err(e) => return Err(format!("cannot read the token revocations: {e}")),
+    };
     let revoked = crate::auth::Revoked::from_list(revoked);
     let outbound = crate::outbound::Outbound::start(
         &crate::outbound::OutboundSettings::from_config(&config.outbound),

@@ -66,6 +66,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Busy => ApiError::new(STORE_BUSY, "storage is busy, retry"),
+            StoreError::Unavailable => {
+                ApiError::new(STORE_UNAVAILABLE, "storage is unreachable, retry")
+            }
             other => {
                 tracing::error!(error = %other, "storage failed");
                 ApiError::new(INTERNAL, "storage failed")

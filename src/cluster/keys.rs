@@ -55,3 +55,18 @@ pub fn node_online(node: &str) -> String {
 
 /// Live nodes: a sorted set node → the time of its last heartbeat (ms).
 pub const NODES: &str = "ls:nodes";
+
+/// Open rooms' ids, scored by minus their creation time, so `ZRANGE` pages them newest
+/// first (ties by id); closed rooms leave it (a sorted set).
+pub const OPEN_ROOMS: &str = "ls:rooms:open";
+
+/// Revoked tokens: a sorted set of `uid\njti`, scored by the token's expiry (Unix
+/// seconds). The revocation keys share the `{rev}` hash tag: one slot, so one script can
+/// change them together.
+pub const REVOKED_TOKENS: &str = "ls:{rev}:tokens";
+
+/// How many of [`REVOKED_TOKENS`] each user has (a hash uid → count).
+pub const REVOKED_COUNTS: &str = "ls:{rev}:counts";
+
+/// Users' "not before" marks: a hash uid → `not_before until` (Unix seconds).
+pub const REVOKED_USERS: &str = "ls:{rev}:users";

@@ -30,6 +30,7 @@ pub mod embedded;
 pub mod files;
 pub mod model;
 pub mod recordings;
+pub mod redis;
 pub mod thumbs;
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -52,6 +53,9 @@ pub enum StoreError {
     Backend(String),
     /// Stored data could not be read back.
     Corrupt(String),
+    /// The backend cannot be reached (the Redis backend, with Redis down or cut off); a
+    /// retry may succeed once it is back.
+    Unavailable,
 }
 
 impl std::fmt::Display for StoreError {
@@ -61,6 +65,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Closed => f.write_str("storage is closed"),
             StoreError::Backend(e) => write!(f, "storage failed: {e}"),
             StoreError::Corrupt(e) => write!(f, "stored data is corrupt: {e}"),
+            StoreError::Unavailable => f.write_str("storage is unreachable"),
         }
     }
 }

@@ -625,3 +625,4 @@ pub fn require(tool: &str) {
 /// REST API helpers (JSON calls, envelopes, Server-Sent Events, a valid PNG).
 pub mod api;
 pub mod media;
+pub mod redis;

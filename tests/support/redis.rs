@@ -35,27 +35,42 @@ fn free_port() -> u16 {
 
 /// `redis-cli -p PORT args…`, its output.
 pub fn cli(port: u16, args: &[&str]) -> Output {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
+    cli_auth(port, None, args)
+}
+
+fn cli_auth(port: u16, password: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(pw) = password {
+        cmd.args(["-a", pw, "--no-auth-warning"]);
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .output()
         .expect("redis-cli runs")
 }
 
 fn cli_text(port: u16, args: &[&str]) -> String {
-    String::from_utf8_lossy(&cli(port, args).stdout)
+    auth_text(port, None, args)
+}
+
+fn auth_text(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    String::from_utf8_lossy(&cli_auth(port, password, args).stdout)
         .trim()
         .to_string()
 }
 
-fn pings(port: u16) -> bool {
-    cli_text(port, &["PING"]) == "PONG"
+fn pings(port: u16, password: Option<&str>) -> bool {
+    auth_text(port, password, &["PING"]) == "PONG"
 }
 
 /// Starts `redis-server` on `port` in `dir` with `extra` options; `None` if it exits at
 /// once (the port was taken meanwhile).
 fn spawn(port: u16, dir: &TempDir, extra: &[&str]) -> Option<Child> {
+    let password = extra
+        .iter()
+        .position(|a| *a == "--requirepass")
+        .and_then(|i| extra.get(i + 1).copied());
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
@@ -72,7 +87,7 @@ fn spawn(port: u16, dir: &TempDir, extra: &[&str]) -> Option<Child> {
         if let Ok(Some(_)) = child.try_wait() {
             return Some(false);
         }
-        pings(port).then_some(true)
+        pings(port, password).then_some(true)
     });
     if up == Some(true) {
         Some(child)
@@ -101,22 +116,44 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: TempDir,
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_inner(None)
+    }
+
+    /// A server that requires `password` (`requirepass`); [`RedisServer::url`] carries it.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        Self::start_inner(Some(password.to_string()))
+    }
+
+    fn start_inner(password: Option<String>) -> RedisServer {
         require_redis();
         let dir = TempDir::new("redis");
-        let (port, child) = start_one(&dir, |_| Vec::new());
+        let extra = Self::extra(&password);
+        let (port, child) = start_one(&dir, |_| extra.clone());
         RedisServer {
             port,
             child: Some(child),
             dir,
+            password,
+        }
+    }
+
+    fn extra(password: &Option<String>) -> Vec<String> {
+        match password {
+            Some(pw) => vec!["--requirepass".into(), pw.clone()],
+            None => Vec::new(),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Kills the server (nothing is kept: no persistence) and waits until it is gone.
@@ -130,13 +167,17 @@ impl RedisServer {
     /// Starts it again on the same port (empty).
     pub fn restart(&mut self) {
         self.stop();
-        let up = eventually(Duration::from_secs(10), || spawn(self.port, &self.dir, &[]));
+        let extra = Self::extra(&self.password);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let up = eventually(Duration::from_secs(10), || {
+            spawn(self.port, &self.dir, &extra)
+        });
         self.child = Some(up.expect("redis-server restarts on its port"));
     }
 
     /// `redis-cli` against this server: its trimmed standard output.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli_text(self.port, args)
+        auth_text(self.port, self.password.as_deref(), args)
     }
 }
 

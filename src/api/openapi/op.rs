@@ -108,6 +108,10 @@ impl Op {
         if self.auth {
             codes.extend([40101, 40102, 40103, 40105]);
         }
+        // A route that can find storage busy can find it unreachable (the Redis backend).
+        if codes.contains(&crate::codes::STORE_BUSY) {
+            codes.push(crate::codes::STORE_UNAVAILABLE);
+        }
         let mut by_status: std::collections::BTreeMap<u16, Vec<u32>> = Default::default();
         for c in codes {
             // API codes are 5 digits (status × 100 + n); the danmaku protocol's, which

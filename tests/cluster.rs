@@ -348,3 +348,34 @@ fn a_node_that_missed_messages_fills_them_from_the_stream() {
         "the holes were filled from the stream"
     );
 }
+
+/// A viewer joining on a node that never had the room gets the history posted elsewhere,
+/// and a resume (`since`) there gets exactly what came after.
+#[test]
+fn history_and_resume_on_a_node_that_did_not_see_the_posts() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let c = node(&redis.url(), &[]);
+    let room = "replayed";
+    let mut poster = viewer(&a, room, Some("poster"));
+    for i in 0..5 {
+        poster.send(json!({"type": "danmaku", "text": format!("h{i}"), "cid": format!("h{i}")}));
+    }
+    let got = acks(&mut poster, 5);
+    let id_of = |k: &str| got[k]["id"].as_u64().unwrap();
+    let mut late = Client::connect(c.http, &format!("room={room}")).unwrap();
+    let history = late.expect("history", T);
+    let texts: Vec<&str> = history["msgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["h0", "h1", "h2", "h3", "h4"]);
+    let mut resumed =
+        Client::connect(c.http, &format!("room={room}&since={}", id_of("h2"))).unwrap();
+    let history = resumed.expect("history", T);
+    let ids: Vec<u64> = ids(history["msgs"].as_array().unwrap());
+    assert_eq!(ids, [id_of("h3"), id_of("h4")]);
+}

@@ -379,3 +379,33 @@ fn history_and_resume_on_a_node_that_did_not_see_the_posts() {
     let ids: Vec<u64> = ids(history["msgs"].as_array().unwrap());
     assert_eq!(ids, [id_of("h3"), id_of("h4")]);
 }
+
+/// A logout on one node closes the token's connections on the others and refuses it
+/// there from then on.
+#[test]
+fn a_logout_on_one_node_holds_on_every_node() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    let tok = token(&a, "leaver");
+    let q = format!("room=bye&token={tok}");
+    let mut on_b = Client::connect(b.http, &q).unwrap();
+    on_b.expect("history", T);
+    let auth = format!("Bearer {tok}");
+    let r = a.request(
+        "POST",
+        "/api/v1/auth/logout",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on_b.expect_close(T), Some(4011), "closed on the other node");
+    let r = b.request(
+        "POST",
+        "/api/v1/auth/logout",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "refused on the other node: {}", r.text());
+}

@@ -6,6 +6,8 @@
 //! this node through the danmaku engine's port (`port().call`), and only then answered: once the answer is out, every
 //! shard refuses the token and has closed the WebSocket connections that used it (4011).
 //! Token checks read each shard's own copy ([`crate::auth::Revoked`]), never the store.
+//! In a cluster, the revocation then goes to every other node over Redis
+//! ([`crate::cluster`]), which applies it on its shards the same way.
 //!
 //! An admin's mark, and the mark a logout becomes past the bounds (see
 //! `store::decide`), refuse the user's tokens issued before the next second: a token
@@ -114,6 +116,8 @@ async fn commit(
         }
     };
     broadcast(api, &stored).await;
+    // The other nodes of a cluster (they share the store, and read it at start).
+    api.danmaku.send_revocation(&stored);
     Ok(stored)
 }
 

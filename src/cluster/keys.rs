@@ -70,3 +70,7 @@ pub const REVOKED_COUNTS: &str = "ls:{rev}:counts";
 
 /// Users' "not before" marks: a hash uid → `not_before until` (Unix seconds).
 pub const REVOKED_USERS: &str = "ls:{rev}:users";
+
+/// The channel a revocation goes out on, to every node (a shard channel in the
+/// revocations' slot).
+pub const REVOKED_CHANNEL: &str = "ls:{rev}:revoked";

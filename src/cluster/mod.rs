@@ -19,7 +19,9 @@
 //!   unless renewed ([`keys::node_online`]); a room's count is the sum over the nodes
 //!   alive.
 //! - **Control**: moderation changes go out on the room's channel too, so a ban on one
-//!   node holds at once on every node that has the room.
+//!   node holds at once on every node that has the room; token revocations go out on one
+//!   channel every node listens to ([`keys::REVOKED_CHANNEL`]), so a logout on one node
+//!   closes the token's connections on all.
 //!
 //! Threads, never a shard: `cluster` (publishes, heartbeats) and `cluster-sub`
 //! (subscriptions, hole filling). Shards reach them through bounded channels
@@ -75,6 +77,8 @@ pub enum Request {
     },
     /// A control message (moderation) for every node holding the room.
     Control { room: RoomId, body: Bytes },
+    /// A token revocation committed here (JSON), for every other node to apply.
+    Revoked(Bytes),
     /// Shard `shard`'s viewers per room it is home of (replaces what it sent before).
     Counts {
         shard: usize,
@@ -115,6 +119,8 @@ pub enum Event {
     },
     /// Viewers of each room on the other nodes alive.
     Elsewhere { counts: Vec<(RoomId, u64)> },
+    /// A token revocation committed on another node (JSON); every shard gets it.
+    Revoked(Bytes),
 }
 
 /// Where the cluster threads deliver: `sink(shard, event)`. It may block (waiting for room
@@ -397,7 +403,8 @@ fn hostname() -> String {
 }
 
 /// The shard-channel payload of a batch: `i<first> <last>` then one line per item, its
-/// priority letter and its JSON (JSON has no raw newline). A control message: `c<body>`.
+/// priority letter and its JSON (JSON has no raw newline). A control message: `c<body>`;
+/// a revocation (on its own channel): `r<node>\n<json>`.
 fn parse_payload(payload: &[u8]) -> Option<Parsed> {
     let (&tag, rest) = payload.split_first()?;
     match tag {

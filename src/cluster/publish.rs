@@ -144,6 +144,24 @@ pub(super) fn run(s: Settings, rx: Receiver<Request>, sink: Sink, stats: Arc<Sta
                         stats.controls.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                Request::Revoked(body) => {
+                    let mut payload = Vec::with_capacity(body.len() + s.node.len() + 2);
+                    payload.push(b'r');
+                    payload.extend_from_slice(s.node.as_bytes());
+                    payload.push(b'\n');
+                    payload.extend_from_slice(&body);
+                    let sent = link.run(&s, &stats, |c| {
+                        control
+                            .key(keys::REVOKED_CHANNEL)
+                            .arg(payload)
+                            .invoke::<i64>(c.like())
+                    });
+                    if sent.is_some() {
+                        stats.controls.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        tracing::error!("a revocation could not be sent to the other nodes; they apply it at their next start");
+                    }
+                }
                 Request::Counts { shard, counts: c } => {
                     if let Some(slot) = counts.get_mut(shard) {
                         *slot = c;

@@ -26,6 +26,9 @@ use crate::ids::{home_shard, RoomId};
 /// A Redis node, `None` for the one server of a non-cluster setup.
 type NodeKey = Option<(String, u16)>;
 
+/// The revocation channel's place among the rooms (no room id has a `*`).
+const REVOKED: &str = "*revoked";
+
 /// Messages read from one connection before looking at the others and the requests.
 const READ_BURST: usize = 256;
 /// Items read back per call when filling a hole.
@@ -74,6 +77,9 @@ pub(super) fn run(s: Settings, rx: Receiver<SubRequest>, sink: Sink, stats: Arc<
         cmd: Link::new(),
         floor: redis::Script::new(FLOOR),
     };
+    // Revocations from the other nodes: listened to for the node's life.
+    let (done, _) = oneshot::channel();
+    sub.subscribe(RoomId::from(REVOKED), done);
     loop {
         // Requests: wait for one only while there is nothing to read.
         let idle = sub.nodes.values().all(|n| n.conn.is_none());
@@ -159,7 +165,7 @@ impl Sub {
         if !self.s.target.is_cluster() {
             return Some(None);
         }
-        let channel = keys::channel(room);
+        let channel = channel_of(room);
         self.cmd
             .run(&self.s, &self.stats, |c| {
                 let slot: u16 = redis::cmd("CLUSTER")
@@ -230,7 +236,7 @@ impl Sub {
                     break;
                 };
                 match c.recv_response() {
-                    Ok(v) => self.on_value(&key, v),
+                    Ok(v) => self.on_value(v),
                     Err(e) if e.is_timeout() => break,
                     Err(e) => {
                         self.lost(&key, &e);
@@ -249,11 +255,11 @@ impl Sub {
             n.conn = None;
             n.next_try = Instant::now() + n.backoff;
         }
-        for r in self.rooms.values_mut().filter(|r| r.node == *key) {
-            if r.confirmed {
-                r.confirmed = false;
+        for (id, r) in self.rooms.iter_mut().filter(|(_, r)| r.node == *key) {
+            if r.confirmed && &**id != REVOKED {
                 self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
             }
+            r.confirmed = false;
         }
         if self.s.target.is_cluster() {
             // The slots may have moved (a failover): place each room again.
@@ -278,7 +284,7 @@ impl Sub {
         }
     }
 
-    fn on_value(&mut self, key: &NodeKey, v: Value) {
+    fn on_value(&mut self, v: Value) {
         let Value::Push { kind, data } = v else {
             return;
         };
@@ -292,6 +298,9 @@ impl Sub {
                 let Some(Value::BulkString(payload)) = data.next() else {
                     return;
                 };
+                if &*room == REVOKED {
+                    return self.revoked(&payload);
+                }
                 match parse_payload(&payload) {
                     Some(Parsed::Items { first, last, items }) => {
                         self.items(&room, first, last, items)
@@ -306,26 +315,28 @@ impl Sub {
                 }
             }
             PushKind::SUnsubscribe => {
-                // Asked for, or the slot moved away from this node: place it again.
-                if let Some(r) = self.rooms.get_mut(&room) {
-                    if r.confirmed {
-                        r.confirmed = false;
-                        self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    if let Some(node) = self.node_of(&room) {
-                        let r = self.rooms.get_mut(&room).expect("checked");
+                // Not asked for (an unsubscribed room is forgotten first): the slot moved
+                // to another node. Place the room again.
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                if r.confirmed && &*room != REVOKED {
+                    self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+                r.confirmed = false;
+                if let Some(node) = self.node_of(&room) {
+                    if let Some(r) = self.rooms.get_mut(&room) {
                         r.node = node.clone();
-                        let n = self.nodes.entry(node).or_insert_with(|| NodeConn {
-                            conn: None,
-                            next_try: Instant::now(),
-                            backoff: Duration::from_millis(100),
-                        });
-                        if let Some(c) = n.conn.as_mut() {
-                            let _ = send(c, "SSUBSCRIBE", &room);
-                        }
+                    }
+                    let n = self.nodes.entry(node).or_insert_with(|| NodeConn {
+                        conn: None,
+                        next_try: Instant::now(),
+                        backoff: Duration::from_millis(100),
+                    });
+                    if let Some(c) = n.conn.as_mut() {
+                        let _ = send(c, "SSUBSCRIBE", &room);
                     }
                 }
-                let _ = key;
             }
             _ => {}
         }
@@ -339,6 +350,10 @@ impl Sub {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
+        if &**room == REVOKED {
+            r.confirmed = true;
+            return;
+        }
         if !r.confirmed {
             r.confirmed = true;
             self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -362,6 +377,24 @@ impl Sub {
             for w in r.waiters.drain(..) {
                 let _ = w.send(true);
             }
+        }
+    }
+
+    /// A revocation from some node: every shard here applies it (this node's own were
+    /// applied before they were sent).
+    fn revoked(&mut self, payload: &[u8]) {
+        let Some(rest) = payload.strip_prefix(b"r") else {
+            return;
+        };
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            return;
+        };
+        if &rest[..nl] == self.s.node.as_bytes() {
+            return;
+        }
+        let body = Bytes::copy_from_slice(&rest[nl + 1..]);
+        for shard in 0..self.s.shards {
+            (self.sink)(shard, Event::Revoked(body.clone()));
         }
     }
 
@@ -454,17 +487,24 @@ impl Sub {
 }
 
 fn send(c: &mut redis::Connection, what: &str, room: &str) -> redis::RedisResult<()> {
-    c.send_packed_command(
-        &redis::cmd(what)
-            .arg(keys::channel(room))
-            .get_packed_command(),
-    )
+    c.send_packed_command(&redis::cmd(what).arg(channel_of(room)).get_packed_command())
 }
 
-/// `ls:{room}:ch` → `room`.
+fn channel_of(room: &str) -> String {
+    if room == REVOKED {
+        keys::REVOKED_CHANNEL.to_string()
+    } else {
+        keys::channel(room)
+    }
+}
+
+/// `ls:{room}:ch` → `room` (the revocation channel → [`REVOKED`]).
 fn room_of_channel(v: &Value) -> Option<RoomId> {
     let Value::BulkString(b) = v else { return None };
     let s = std::str::from_utf8(b).ok()?;
+    if s == keys::REVOKED_CHANNEL {
+        return Some(RoomId::from(REVOKED));
+    }
     let room = s.strip_prefix("ls:{")?.strip_suffix("}:ch")?;
     Some(RoomId::from(room))
 }

@@ -47,6 +47,18 @@ impl Danmaku {
         }
     }
 
+    /// Tells every other node about a revocation committed here (this node's shards
+    /// have applied it).
+    pub fn send_revocation(&self, rev: &crate::auth::Revocation) {
+        let Some(cluster) = &self.ctx.cluster else {
+            return;
+        };
+        let body = serde_json::to_vec(rev).unwrap_or_default();
+        if cluster.send(Request::Revoked(body.into())).is_err() {
+            tracing::error!("a revocation could not be queued for the other nodes; they apply it at their next start");
+        }
+    }
+
     /// Tells the other nodes holding `room` about a moderation change made here.
     pub(super) fn send_control(&self, room: &RoomId, mods: ModState, kick: Option<(Uid, u16)>) {
         let Some(cluster) = &self.ctx.cluster else {
@@ -81,6 +93,10 @@ impl Danmaku {
                 }
             }
             Event::Control { room, body } => self.on_control(&room, &body),
+            Event::Revoked(body) => match serde_json::from_slice(&body) {
+                Ok(rev) => self.apply_revocation(&rev),
+                Err(_) => tracing::warn!("unreadable revocation from another node"),
+            },
             Event::Elsewhere { counts } => {
                 let mut home = self.home.borrow_mut();
                 for (room, n) in counts {

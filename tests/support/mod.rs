@@ -404,7 +404,6 @@ pub fn token(server: &Server, uid: &str, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-
 pub mod ws {
     //! A blocking WebSocket client (tungstenite over std) for tests.
     use std::net::TcpStream;

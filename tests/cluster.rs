@@ -409,3 +409,50 @@ fn a_logout_on_one_node_holds_on_every_node() {
     );
     assert_eq!(r.status, 401, "refused on the other node: {}", r.text());
 }
+
+/// A room's viewers as any node reports them: over every node.
+#[test]
+fn room_listing_counts_viewers_on_every_node() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let b = node(&redis.url(), &[]);
+    let owner = token(&a, "host");
+    let small = support::api::create_room(&a, &owner, "small")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let big = support::api::create_room(&a, &owner, "big")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // "small" has 2 viewers, both on A; "big" has 3, all on B.
+    let _small: Vec<Client> = (0..2).map(|_| viewer(&a, &small, None)).collect();
+    let _big: Vec<Client> = (0..3).map(|_| viewer(&b, &big, None)).collect();
+    let online = |s: &Server, id: &str| {
+        s.get(&format!("/api/v1/rooms/{id}")).json()["data"]["online"].as_u64()
+    };
+    let listed = eventually(T, || (online(&a, &big) == Some(3)).then_some(()));
+    assert!(
+        listed.is_some(),
+        "node A reports the viewers of a room held on node B"
+    );
+    assert_eq!(online(&a, &small), Some(2));
+    assert!(eventually(T, || (online(&b, &small) == Some(2)).then_some(())).is_some());
+    // The list, from either node, with the counts over every node (live rooms are
+    // sorted by them; these two are offline, listed newest first).
+    let list = a.get("/api/v1/rooms?status=all").json();
+    let mut rooms: Vec<(String, u64)> = list["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["online"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rooms.sort_by_key(|r| std::cmp::Reverse(r.1));
+    assert_eq!(rooms, [(big, 3), (small, 2)], "{list}");
+}

@@ -26,28 +26,41 @@ use crate::store::Request as StoreRequest;
 pub async fn status(api: &Rc<Api>, id: &str) -> (u64, bool) {
     let home = api.danmaku.port().home_of(id);
     let room = id.to_string();
-    api.danmaku
+    let here = api
+        .danmaku
         .port()
         .call(home, move |d: &Rc<Danmaku>| d.home_status(&room))
         .await
-        .flatten()
-        .unwrap_or((0, false))
+        .flatten();
+    // In a cluster, a room this node does not hold may be busy on another.
+    here.or_else(|| {
+        api.danmaku
+            .directory()
+            .iter()
+            .find(|(r, _, _)| &**r == id)
+            .map(|(_, n, live)| (*n, *live))
+    })
+    .unwrap_or((0, false))
 }
 
-/// Every room that is live or has viewers, on any shard: id → (online, live).
+/// Every room that is live or has viewers, on any shard (in a cluster, on any node, as
+/// of the last heartbeat, with this node's own rooms as they are now): id → (online, live).
 async fn active(api: &Rc<Api>) -> HashMap<String, (u64, bool)> {
-    let mut all = HashMap::new();
+    let mut all: HashMap<String, (u64, bool)> = api
+        .danmaku
+        .directory()
+        .iter()
+        .map(|(r, n, live)| (r.to_string(), (*n, *live)))
+        .collect();
     for s in 0..api.shards() {
         let call = api
             .danmaku
             .port()
             .call(s, |d: &Rc<Danmaku>| d.home_active());
-        if let Some(rooms) = call.await {
-            all.extend(
-                rooms
-                    .into_iter()
-                    .map(|(id, online, live)| (id, (online, live))),
-            );
+        for (id, online, live) in call.await.into_iter().flatten() {
+            // The home shard's count is current; live may be so on another node.
+            let e = all.entry(id).or_default();
+            *e = (online, live || e.1);
         }
     }
     all

@@ -79,10 +79,11 @@ pub enum Request {
     Control { room: RoomId, body: Bytes },
     /// A token revocation committed here (JSON), for every other node to apply.
     Revoked(Bytes),
-    /// Shard `shard`'s viewers per room it is home of (replaces what it sent before).
+    /// Shard `shard`'s viewers per room it is home of, and whether the room's stream is
+    /// live here (replaces what it sent before).
     Counts {
         shard: usize,
-        counts: Vec<(RoomId, u64)>,
+        counts: Vec<RoomCount>,
     },
 }
 
@@ -119,9 +120,15 @@ pub enum Event {
     },
     /// Viewers of each room on the other nodes alive.
     Elsewhere { counts: Vec<(RoomId, u64)> },
+    /// Every room with viewers or a live stream on some node: viewers in all, live
+    /// anywhere; the busiest first (for room listings). Every shard gets the same.
+    Directory(Arc<Vec<RoomCount>>),
     /// A token revocation committed on another node (JSON); every shard gets it.
     Revoked(Bytes),
 }
+
+/// A room, its viewers, whether its stream is live.
+pub type RoomCount = (RoomId, u64, bool);
 
 /// Where the cluster threads deliver: `sink(shard, event)`. It may block (waiting for room
 /// on that shard's channel); a shard never does.

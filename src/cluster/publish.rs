@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::Conn;
-use super::{keys, Event, Outgoing, Request, Settings, Sink, Stats};
+use super::{keys, Event, Outgoing, Request, RoomCount, Settings, Sink, Stats};
 use crate::ids::{home_shard, RoomId};
 
 /// Items per script call at most (a bigger batch goes in several, in order).
@@ -97,7 +97,7 @@ pub(super) fn run(s: Settings, rx: Receiver<Request>, sink: Sink, stats: Arc<Sta
     let control = redis::Script::new(CONTROL);
     let counts_script = redis::Script::new(COUNTS);
     let mut link = Link::new();
-    let mut counts: Vec<Vec<(RoomId, u64)>> = vec![Vec::new(); s.shards];
+    let mut counts: Vec<Vec<RoomCount>> = vec![Vec::new(); s.shards];
     let mut next_beat = Instant::now();
     loop {
         let wait = next_beat.saturating_duration_since(Instant::now());
@@ -236,24 +236,29 @@ fn publish(
     }
 }
 
-/// Writes this node's counts (replacing the last ones, expiring unless renewed), marks
-/// the node alive, and tells each home shard how many viewers its rooms have elsewhere.
+/// Rooms in the directory every shard gets, the busiest first, at most.
+const DIRECTORY_MAX: usize = 10_000;
+
+/// Writes this node's counts (replacing the last ones, expiring unless renewed; each
+/// value `viewers:live`), marks the node alive, reads every other live node's, and tells
+/// each home shard how many viewers its rooms have elsewhere, and every shard the
+/// directory of rooms with viewers or a live stream on any node.
 fn heartbeat(
     s: &Settings,
     link: &mut Link,
     stats: &Stats,
     script: &redis::Script,
-    counts: &[Vec<(RoomId, u64)>],
+    counts: &[Vec<RoomCount>],
     sink: &Sink,
 ) {
     let now = crate::clock::unix_ms();
     let ttl = s.node_ttl.as_millis() as u64;
-    let mine: Vec<&(RoomId, u64)> = counts.iter().flatten().collect();
+    let mine: Vec<&RoomCount> = counts.iter().flatten().collect();
     let others = link.run(s, stats, |c| {
         let mut inv = script.prepare_invoke();
         inv.key(keys::node_online(&s.node)).arg(ttl);
-        for (room, n) in mine.iter().filter(|(_, n)| *n > 0) {
-            inv.arg(&room[..]).arg(*n);
+        for (room, n, live) in mine.iter().filter(|(_, n, live)| *n > 0 || *live) {
+            inv.arg(&room[..]).arg(format!("{n}:{}", u8::from(*live)));
         }
         inv.invoke::<i64>(c.like())?;
         redis::cmd("ZADD")
@@ -272,40 +277,52 @@ fn heartbeat(
             .arg(horizon)
             .arg("+inf")
             .query(c.like())?;
-        let mut sums: HashMap<&str, u64> = HashMap::new();
-        if !mine.is_empty() {
-            for node in nodes.iter().filter(|n| **n != *s.node) {
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(keys::node_online(node));
-                for (room, _) in &mine {
-                    cmd.arg(&room[..]);
-                }
-                let got: Vec<Option<u64>> = cmd.query(c.like())?;
-                for ((room, _), n) in mine.iter().zip(got) {
-                    *sums.entry(&room[..]).or_default() += n.unwrap_or(0);
-                }
+        let mut others: HashMap<String, (u64, bool)> = HashMap::new();
+        for node in nodes.iter().filter(|n| **n != *s.node) {
+            let all: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(keys::node_online(node))
+                .query(c.like())?;
+            for (room, v) in all {
+                let (n, live) = v.split_once(':').unwrap_or((&v, "0"));
+                let e = others.entry(room).or_default();
+                e.0 += n.parse::<u64>().unwrap_or(0);
+                e.1 |= live == "1";
             }
         }
-        Ok(sums
-            .into_iter()
-            .map(|(r, n)| (RoomId::from(r), n))
-            .collect::<Vec<_>>())
+        Ok(others)
     });
     let Some(others) = others else { return };
     stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-    let mut per_shard: Vec<Vec<(RoomId, u64)>> = vec![Vec::new(); s.shards];
     // Every room this node counts gets a figure (0 when no other node has viewers), so a
     // node that left stops counting at once.
-    for (room, _) in &mine {
-        let n = others
-            .iter()
-            .find(|(r, _)| r == room)
-            .map_or(0, |(_, n)| *n);
+    let mut per_shard: Vec<Vec<(RoomId, u64)>> = vec![Vec::new(); s.shards];
+    for (room, _, _) in &mine {
+        let n = others.get(&room[..]).map_or(0, |(n, _)| *n);
         per_shard[home_shard(room, s.shards)].push((room.clone(), n));
     }
     for (shard, counts) in per_shard.into_iter().enumerate() {
         if !counts.is_empty() {
             sink(shard, Event::Elsewhere { counts });
         }
+    }
+    let mut all: HashMap<RoomId, (u64, bool)> = others
+        .into_iter()
+        .map(|(r, v)| (RoomId::from(r), v))
+        .collect();
+    for (room, n, live) in mine {
+        let e = all.entry(room.clone()).or_default();
+        e.0 += n;
+        e.1 |= *live;
+    }
+    let mut dir: Vec<RoomCount> = all
+        .into_iter()
+        .filter(|(_, (n, live))| *n > 0 || *live)
+        .map(|(r, (n, live))| (r, n, live))
+        .collect();
+    dir.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    dir.truncate(DIRECTORY_MAX);
+    let dir = Arc::new(dir);
+    for shard in 0..s.shards {
+        sink(shard, Event::Directory(dir.clone()));
     }
 }

@@ -97,6 +97,7 @@ impl Danmaku {
                 Ok(rev) => self.apply_revocation(&rev),
                 Err(_) => tracing::warn!("unreadable revocation from another node"),
             },
+            Event::Directory(dir) => *self.directory.borrow_mut() = dir,
             Event::Elsewhere { counts } => {
                 let mut home = self.home.borrow_mut();
                 for (room, n) in counts {

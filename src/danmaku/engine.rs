@@ -84,6 +84,9 @@ pub struct Danmaku {
     /// Viewers with fan-out frames waiting for the end-of-turn flush.
     pub(super) cork: Cork,
     pub(super) counters: Counters,
+    /// In a cluster: rooms with viewers or a live stream on any node, from the last
+    /// heartbeat (`crate::cluster::Event::Directory`).
+    pub(super) directory: RefCell<Arc<Vec<crate::cluster::RoomCount>>>,
 }
 
 impl Danmaku {
@@ -99,6 +102,7 @@ impl Danmaku {
             flush_kick: shards::local::Notify::new(),
             cork: Cork::new(),
             counters: Counters::default(),
+            directory: RefCell::new(Arc::new(Vec::new())),
         })
     }
 
@@ -389,6 +393,13 @@ impl Danmaku {
     /// Rooms homed here whose stored state is still loading (their messages wait).
     pub fn rooms_loading(&self) -> usize {
         self.home.borrow().values().filter(|r| r.loading).count()
+    }
+
+    /// In a cluster: every room with viewers or a live stream on some node, with its
+    /// viewers in all and whether it is live anywhere, as of the last heartbeat; empty
+    /// without a cluster.
+    pub fn directory(&self) -> Arc<Vec<crate::cluster::RoomCount>> {
+        self.directory.borrow().clone()
     }
 
     /// Rooms homed on this shard that are live or have viewers: (room, online, live). For

@@ -99,7 +99,7 @@ impl Danmaku {
                 .home
                 .borrow()
                 .values()
-                .map(|r| (r.id.clone(), r.local_online()))
+                .map(|r| (r.id.clone(), r.local_online(), r.is_live()))
                 .collect();
             let _ = cluster.send(crate::cluster::Request::Counts {
                 shard: self.port().me(),

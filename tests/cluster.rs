@@ -456,3 +456,70 @@ fn room_listing_counts_viewers_on_every_node() {
     rooms.sort_by_key(|r| std::cmp::Reverse(r.1));
     assert_eq!(rooms, [(big, 3), (small, 2)], "{list}");
 }
+
+/// WeChat's `cgi-bin/token`, as its documented contract has it: a new token per call
+/// (each one a little slow), and the times of the calls.
+fn token_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = calls.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            while reader.read_line(&mut String::new()).unwrap_or(0) > 2 {}
+            let n = {
+                let mut l = log.lock().unwrap();
+                l.push(Instant::now());
+                l.len()
+            };
+            std::thread::sleep(Duration::from_millis(200));
+            let body = format!(r#"{{"access_token":"tok-{n}","expires_in":7200}}"#);
+            let _ = write!(
+                &conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (base, calls)
+}
+
+/// Three nodes keep one WeChat access token between them: one fetch at a time, on the
+/// schedule one node alone would keep, not three times as often.
+#[test]
+fn the_wechat_access_token_is_fetched_by_one_node_at_a_time() {
+    require_redis();
+    let redis = RedisServer::start();
+    let (base, calls) = token_endpoint();
+    let base = format!("wechat.api_base={base}");
+    // expires_in 7200 s with a margin of 7198 s: due every 2 s.
+    let wx = [
+        "--set",
+        "wechat.appid=wx-cluster",
+        "--set",
+        "wechat.secret=s3cret",
+        "--set",
+        &base,
+        "--set",
+        "wechat.token_refresh_margin_secs=7198",
+    ];
+    let _nodes: Vec<Server> = (0..3).map(|_| node(&redis.url(), &wx)).collect();
+    std::thread::sleep(Duration::from_millis(6500));
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        (2..=4).contains(&calls.len()),
+        "about one fetch every 2 s for the three nodes together, got {}",
+        calls.len()
+    );
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(1500),
+            "two fetches {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+}

@@ -129,7 +129,16 @@ impl Services {
         let record_dir = record.dir.display().to_string();
         let recorder = Recorder::start(record)
             .map_err(|e| format!("cannot start the recorder in {record_dir}: {e}"))?;
-        let wechat = wechat::WeChat::from_config(&cfg.wechat);
+        // The nodes of a cluster share the access token through their Redis.
+        let shared = cfg
+            .cluster
+            .enabled()
+            .then(|| {
+                let timeout = Duration::from_millis(cfg.cluster.command_timeout_ms);
+                crate::cluster::client::Target::parse(&cfg.cluster.redis, timeout).ok()
+            })
+            .flatten();
+        let wechat = wechat::WeChat::from_config(&cfg.wechat, shared);
         let keeper = match &wechat {
             Some(wx) if cfg.wechat.token_refresh => Some(
                 wx.start_keeper(cfg.outbound.max_response_bytes)

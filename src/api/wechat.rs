@@ -13,6 +13,12 @@
 //! refreshes `wechat.token_refresh_margin_secs` before `expires_in` runs out, so callers
 //! almost never wait.
 //!
+//! On several nodes sharing Redis (`cluster.redis`), the token is shared too (as the seeds
+//! cache it in Redis): a node due for one first reads Redis; only if that one is due as
+//! well does it take the fetch lock (`SET NX` with a TTL) and ask WeChat, and the others
+//! wait for what it stores. So one node at a time fetches, cluster-wide. If Redis cannot be
+//! reached, each node fetches its own.
+//!
 //! The URLs carry the AppSecret and the user's login code: errors quoting them are
 //! redacted where they are made (`crate::outbound`), and log lines once more on the way
 //! out (`crate::logging`), so neither ever reaches a log.
@@ -162,7 +168,11 @@ pub struct WeChat {
 }
 
 impl WeChat {
-    pub fn from_config(cfg: &WechatConfig) -> Option<Self> {
+    /// `shared`: the Redis the nodes of a cluster share the token through.
+    pub fn from_config(
+        cfg: &WechatConfig,
+        shared: Option<crate::cluster::client::Target>,
+    ) -> Option<Self> {
         if cfg.appid.is_empty() {
             return None;
         }
@@ -176,6 +186,7 @@ impl WeChat {
             cache: Arc::new(TokenCache::new(
                 endpoint.clone(),
                 Duration::from_secs(cfg.token_refresh_margin_secs),
+                shared,
             )),
             endpoint,
         })
@@ -254,6 +265,27 @@ impl Keeper {
     }
 }
 
+/// When a token that lives `lifetime` is refreshed: `margin` before it expires, or half-way
+/// for a short-lived one.
+fn refresh_in(lifetime: Duration, margin: Duration) -> Duration {
+    if lifetime > margin {
+        lifetime - margin
+    } else {
+        lifetime / 2
+    }
+}
+
+/// The lifetime (s) to report for a shared token with `left` to live and due in `due`, so
+/// [`refresh_in`] here gives `due` again (to the second).
+fn lifetime_for(left: Duration, due: Duration, margin: Duration) -> u64 {
+    let as_if = due + margin;
+    if as_if <= left {
+        as_if.as_secs().max(1)
+    } else {
+        (due * 2).as_secs().max(1).min(left.as_secs().max(1))
+    }
+}
+
 struct Token {
     value: String,
     /// When to refresh: `margin` before expiry (or half-way for short-lived tokens).
@@ -273,15 +305,22 @@ struct TokenState {
 pub struct TokenCache {
     endpoint: Endpoint,
     margin: Duration,
+    /// Where the nodes of a cluster share the token.
+    shared: Option<crate::cluster::client::Target>,
     state: Mutex<TokenState>,
     changed: Condvar,
 }
 
 impl TokenCache {
-    fn new(endpoint: Endpoint, margin: Duration) -> Self {
+    fn new(
+        endpoint: Endpoint,
+        margin: Duration,
+        shared: Option<crate::cluster::client::Target>,
+    ) -> Self {
         Self {
             endpoint,
             margin,
+            shared,
             state: Mutex::new(TokenState::default()),
             changed: Condvar::new(),
         }
@@ -342,14 +381,9 @@ impl TokenCache {
             Ok((value, expires_in)) => {
                 let now = Instant::now();
                 let lifetime = Duration::from_secs(expires_in);
-                let refresh_in = if lifetime > self.margin {
-                    lifetime - self.margin
-                } else {
-                    lifetime / 2
-                };
                 st.token = Some(Token {
                     value: value.clone(),
-                    refresh_at: now + refresh_in,
+                    refresh_at: now + refresh_in(lifetime, self.margin),
                     expires_at: now + lifetime,
                 });
                 st.retry_at = None;
@@ -363,7 +397,96 @@ impl TokenCache {
         result
     }
 
+    /// A token and its lifetime in seconds: from the cluster's Redis when one is there
+    /// and its token is not due, else from WeChat.
     fn fetch(&self, client: &Client) -> Result<(String, u64), WxError> {
+        let Some(target) = &self.shared else {
+            return self.fetch_wechat(client);
+        };
+        match self.fetch_shared(target, client) {
+            Ok(fetched) => fetched,
+            Err(kind) => {
+                tracing::warn!(
+                    ?kind,
+                    "redis unreachable; fetching the WeChat access token alone"
+                );
+                self.fetch_wechat(client)
+            }
+        }
+    }
+
+    /// One node at a time: the shared token if it is not due, else the fetch lock and a
+    /// fetch, else wait for the node that holds the lock (a timeout if it takes longer
+    /// than a fetch may). The shared value: `token\n<refresh at>\n<expires at>` (Unix ms),
+    /// so every node refreshes on the same schedule as one alone.
+    fn fetch_shared(
+        &self,
+        target: &crate::cluster::client::Target,
+        client: &Client,
+    ) -> Result<Result<(String, u64), WxError>, redis::ErrorKind> {
+        use crate::cluster::keys;
+        let e = &self.endpoint;
+        let (key, lock) = (keys::wechat_token(&e.appid), keys::wechat_lock(&e.appid));
+        let mut con = target.connect(e.timeout).map_err(|e| e.kind())?;
+        let deadline = Instant::now() + e.timeout * 2 + Duration::from_secs(1);
+        loop {
+            let now = crate::clock::unix_ms();
+            let stored: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query(con.like())
+                .map_err(|e| e.kind())?;
+            let parsed = stored.as_deref().and_then(|v| {
+                let mut parts = v.split('\n');
+                let token = parts.next()?;
+                let refresh_at = parts.next()?.parse::<u64>().ok()?;
+                let expires = parts.next()?.parse::<u64>().ok()?;
+                Some((token, refresh_at, expires))
+            });
+            if let Some((token, refresh_at, expires)) = parsed {
+                if now < refresh_at {
+                    // This node refreshes when the fetching one would have.
+                    let left = Duration::from_millis(expires.saturating_sub(now));
+                    let due = Duration::from_millis(refresh_at - now);
+                    return Ok(Ok((
+                        token.to_string(),
+                        lifetime_for(left, due, self.margin),
+                    )));
+                }
+            }
+            let hold_ms = (e.timeout * 2 + Duration::from_secs(1)).as_millis() as u64;
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(&lock)
+                .arg(std::process::id())
+                .arg("NX")
+                .arg("PX")
+                .arg(hold_ms)
+                .query(con.like())
+                .map_err(|e| e.kind())?;
+            if taken.is_some() {
+                let fetched = self.fetch_wechat(client);
+                if let Ok((token, lifetime)) = &fetched {
+                    let now = crate::clock::unix_ms();
+                    let life = Duration::from_secs(*lifetime);
+                    let refresh_at = now + refresh_in(life, self.margin).as_millis() as u64;
+                    let expires = now + lifetime * 1000;
+                    let _: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(format!("{token}\n{refresh_at}\n{expires}"))
+                        .arg("PX")
+                        .arg(lifetime * 1000)
+                        .query(con.like());
+                }
+                let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&lock).query(con.like());
+                return Ok(fetched);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Err(WxError::Timeout));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn fetch_wechat(&self, client: &Client) -> Result<(String, u64), WxError> {
         let e = &self.endpoint;
         let url = format!(
             "{}/cgi-bin/token?grant_type=client_credential&appid={}&secret={}",

@@ -74,3 +74,13 @@ pub const REVOKED_USERS: &str = "ls:{rev}:users";
 /// The channel a revocation goes out on, to every node (a shard channel in the
 /// revocations' slot).
 pub const REVOKED_CHANNEL: &str = "ls:{rev}:revoked";
+
+/// The WeChat access token of an app, shared by every node: `token\n<expires at, Unix ms>`.
+pub fn wechat_token(appid: &str) -> String {
+    format!("ls:wechat:{{{appid}}}:token")
+}
+
+/// Who is fetching the app's WeChat access token now (one node at a time).
+pub fn wechat_lock(appid: &str) -> String {
+    format!("ls:wechat:{{{appid}}}:lock")
+}

@@ -120,6 +120,16 @@ pub fn run(config: Config) -> Result<(), String> {
     let (api, api_services) = crate::api::Services::start(&config, http_addr, rtmp_addr)?;
     let mut live = crate::live::Settings::from_config(&config)?;
     live.recorder = Some(api.recordings.clone());
+    // Streams across nodes: the cluster-media thread, only with cluster.redis.
+    let cluster_media = if config.cluster.enabled() {
+        let (node, advertise) = crate::cluster::media::identity(&config.cluster, http_addr);
+        let (handle, thread) = crate::cluster::media::start(&config.cluster, &node, &advertise)?;
+        tracing::info!(node, advertise, "cluster: stream claims in Redis");
+        live.cluster = Some(handle);
+        Some(thread)
+    } else {
+        None
+    };
     let common = Arc::new(Common {
         store: store.handle(),
         outbound: outbound.handle(),
@@ -200,6 +210,10 @@ pub fn run(config: Config) -> Result<(), String> {
             .max(Duration::from_secs(1)),
     );
     api_services.join(Duration::from_secs(1));
+    // Every handle went with `common`: the thread lets this node's claims go, then ends.
+    if let Some(t) = cluster_media {
+        t.join(Duration::from_secs(2));
+    }
     outbound.join(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())

@@ -55,3 +55,10 @@ pub fn node_online(node: &str) -> String {
 
 /// Live nodes: a sorted set node → the time of its last heartbeat (ms).
 pub const NODES: &str = "ls:nodes";
+
+/// Who publishes a stream in the cluster: `<node id>|<advertise address>`, set with
+/// `NX PX` by the node its publisher is on and refreshed while the stream is live. A
+/// stream and its room share the name, so the `{name}` tag puts it in the room's slot.
+pub fn stream_claim(stream: &str) -> String {
+    format!("ls:{{{stream}}}:claim")
+}

@@ -308,6 +308,10 @@ pub struct ClusterConfig {
     pub queue: usize,
     /// Each Redis command's time limit.
     pub command_timeout_ms: u64,
+    /// The secret nodes present to each other when one pulls a stream published on
+    /// another (`X-Liveshard-Cluster-Key`); empty: no node accepts a pull without the
+    /// ordinary play checks.
+    pub key: String,
 }
 
 impl Default for ClusterConfig {
@@ -320,6 +324,7 @@ impl Default for ClusterConfig {
             heartbeat_ms: 2_000,
             queue: 8192,
             command_timeout_ms: 2_000,
+            key: String::new(),
         }
     }
 }

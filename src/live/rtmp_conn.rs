@@ -37,6 +37,7 @@ use super::admission::{self, Ask, Refusal};
 use super::engine::{ClaimAnswer, Live, Proto, Viewer};
 use super::hooks;
 use super::StreamId;
+use crate::cluster::media as cluster;
 use crate::media::rtmp::chunk::MAX_MESSAGE_LEN;
 use crate::media::rtmp::{
     status, ChunkError, ChunkLimits, Event, PlayRequest, PublishRequest, ServerSession,
@@ -401,6 +402,29 @@ async fn check_publish(
     admission::publish(live, &ask).await?;
     let what = format!("publish of {}/{}", req.app, req.stream);
     let stream: StreamId = req.stream.as_str().into();
+    // Across nodes first: a stream published on another node is refused as one published
+    // here is (Redis unreachable: published on this node alone).
+    if let Some(cluster) = &live.settings().cluster {
+        match cluster.claim(&stream).await {
+            Some(cluster::Claim::Granted) => {}
+            Some(cluster::Claim::Unreachable) => {
+                live.ctx
+                    .metrics
+                    .cluster_claims_unreachable
+                    .fetch_add(1, Relaxed);
+            }
+            Some(cluster::Claim::Held(node)) => {
+                tracing::info!(stream = %stream, node, "stream published on another node");
+                return Err(busy_stream(&what));
+            }
+            None => {
+                return Err((
+                    status::PUBLISH_DENIED,
+                    format!("{what} refused: server busy, retry"),
+                ))
+            }
+        }
+    }
     let home = live.port().home_of(&stream);
     let from = live.port().me();
     let s = stream.clone();
@@ -414,15 +438,28 @@ async fn check_publish(
         .await
     {
         Some((ClaimAnswer::Granted { .. }, resume)) => Ok((stream, resume)),
-        Some((ClaimAnswer::Busy, _)) => Err((
-            status::PUBLISH_BAD_NAME,
-            format!("{what} refused: the stream is already being published"),
-        )),
-        None => Err((
-            status::PUBLISH_DENIED,
-            format!("{what} refused: server busy, retry"),
-        )),
+        Some((ClaimAnswer::Busy, _)) => Err(busy_stream(&what)),
+        None => {
+            // The cluster claim taken above is let go unless the stream is live here.
+            if let Some(cluster) = &live.settings().cluster {
+                if !live.is_watchable(&stream) {
+                    cluster.release(&stream);
+                }
+            }
+            Err((
+                status::PUBLISH_DENIED,
+                format!("{what} refused: server busy, retry"),
+            ))
+        }
     }
+}
+
+/// The refusal of a second publisher of a stream (on this node or another).
+fn busy_stream(what: &str) -> Refusal {
+    (
+        status::PUBLISH_BAD_NAME,
+        format!("{what} refused: the stream is already being published"),
+    )
 }
 
 async fn check_play(
@@ -438,7 +475,7 @@ async fn check_play(
         protocol: "rtmp",
     };
     admission::play(live, &ask).await?;
-    if !live.is_watchable(&req.stream) {
+    if !live.is_watchable(&req.stream) && !live.watch_remote(&req.stream).await {
         return Err((
             status::PLAY_NOT_FOUND,
             format!("play of {}/{}: the stream is not live", req.app, req.stream),

@@ -24,12 +24,11 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
         require("redis-server");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -79,6 +78,15 @@ impl Redis {
         self.cmd(&["GET", &format!("ls:{{{stream}}}:claim")])
             .unwrap()
     }
+}
+
+/// A port nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Redis {
@@ -287,4 +295,37 @@ fn only_the_cluster_key_skips_the_play_checks() {
     // Unsigned, and with a wrong key: the play signature applies.
     assert_eq!(status(&a, &path), 403);
     assert!(head("wrong").contains(" 403 "), "a wrong key played");
+}
+
+#[test]
+fn without_redis_a_publish_works_on_its_node_and_is_claimed_once_redis_answers() {
+    let port = free_port();
+    let a = Server::start(&[
+        "--shards",
+        "2",
+        "--redis",
+        &format!("redis://127.0.0.1:{port}"),
+        "--set",
+        &format!("cluster.key={KEY}"),
+    ]);
+    let stream = "alone";
+    let _ff = publish(&signed_url(&a, stream, &[]), 60);
+    wait_live(&a, stream);
+    assert!(metric_sum(&a, "liveshard_cluster_claims_unreachable_total") >= 1.0);
+    let streams = probe(&a.url(&format!("/live/{stream}.flv")));
+    assert!(
+        streams
+            .iter()
+            .any(|(t, c, _, _)| t == "video" && c == "h264"),
+        "{streams:?}"
+    );
+    // Redis comes: the claim is taken by the node's next renewal.
+    let redis = Redis::start_on(port);
+    let claimed = eventually(T, || {
+        redis
+            .claim(stream)
+            .ends_with(&format!("|{}", a.http))
+            .then_some(())
+    });
+    assert!(claimed.is_some(), "claim: {}", redis.claim(stream));
 }

@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::media::{probe, publish, signed_url, wait_live};
+use support::media::{probe, publish, rtmp_addr, signed_url, wait_live};
 use support::{eventually, require, Server};
 
 const T: Duration = Duration::from_secs(20);
@@ -240,9 +240,52 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
         "C plays it too"
     );
 
-    // A's publisher goes: after its grace the claim is let go, and B's pull ends.
+    // RTMP play from B too.
+    let rtmp = format!("rtmp://{}/live/{stream}", rtmp_addr(&b));
+    let streams = probe(&rtmp);
+    assert!(
+        streams
+            .iter()
+            .any(|(t, c, _, _)| t == "video" && c == "h264"),
+        "{streams:?}"
+    );
+
+    // No viewer left on B: its pull ends after the linger, while A still publishes.
+    let idle = eventually(T, || {
+        (metric_sum(&b, "liveshard_cluster_pulls_active") == 0.0).then_some(())
+    });
+    assert!(idle.is_some(), "B's pull went on without viewers");
+    assert!(first.try_wait().unwrap().is_none());
+
+    // A viewer on B starts a new pull; when A's publisher goes, the viewer's stream ends
+    // on B as it would locally, and after the grace the claim is let go.
+    let pulls = metric_sum(&b, "liveshard_cluster_pulls_total");
+    let mut viewer = b.connect();
+    write!(viewer, "GET /live/{stream}.flv HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    viewer.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "B plays it again");
+    assert!(metric_sum(&b, "liveshard_cluster_pulls_total") > pulls);
     let _ = first.kill();
     let _ = first.wait();
+    viewer.set_read_timeout(Some(T)).unwrap();
+    let (mut tail, mut buf, deadline) = (Vec::new(), [0u8; 16 * 1024], Instant::now() + T);
+    loop {
+        match viewer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(16);
+                tail.drain(..keep);
+            }
+            Err(e) => panic!("B's viewer did not see the stream end: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's viewer did not see the stream end"
+        );
+    }
+    assert!(tail.ends_with(b"0\r\n\r\n"), "the body ended cleanly");
     let released = eventually(T, || (redis.claim(stream) == "(nil)").then_some(()));
     assert!(
         released.is_some(),

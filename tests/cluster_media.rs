@@ -211,6 +211,9 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
     assert!(frames >= 10, "{frames} video frames decoded from B");
     assert!(metric_sum(&b, "liveshard_cluster_pulls_total") >= 1.0);
     assert_eq!(metric_sum(&a, "liveshard_cluster_pulls_total"), 0.0);
+    // A pull is no publishing connection.
+    assert_eq!(metric_sum(&b, "liveshard_media_publishers"), 0.0);
+    assert_eq!(metric_sum(&a, "liveshard_media_publishers"), 1.0);
 
     // HLS from B: segmented on B from the pulled stream.
     let m3u8 = format!("/live/{stream}.m3u8");

@@ -206,8 +206,10 @@ async fn run(
     // A pull is not a publishing connection (`liveshard_media_publishers`).
     live.ctx.metrics.media_publishers.fetch_sub(1, Relaxed);
     let ended = relay(live, stream, state, &mut conn, buf, &stop).await;
-    live.ctx.metrics.media_publishers.fetch_add(1, Relaxed);
-    live.publisher_gone(stream, true);
+    // The stream ends here now (not after a grace), before the pull is forgotten, so a
+    // viewer that comes next starts a new pull rather than finding this one ending.
+    live.hls.publisher_gone(&live.ctx, stream);
+    live.release(stream.clone(), me, true, None);
     ended
 }
 

@@ -125,6 +125,12 @@ pub fn run(config: Config) -> Result<(), String> {
         let (node, advertise) = crate::cluster::media::identity(&config.cluster, http_addr);
         let (handle, thread) = crate::cluster::media::start(&config.cluster, &node, &advertise)?;
         tracing::info!(node, advertise, "cluster: stream claims in Redis");
+        if config.cluster.key.is_empty() {
+            tracing::warn!(
+                "cluster.key is empty: a node pulling a stream from this one gets the \
+                 ordinary play checks (signature, Referer list, hooks)"
+            );
+        }
         live.cluster = Some(handle);
         Some(thread)
     } else {

@@ -420,8 +420,7 @@ impl Body {
                 return Err(format!("an FLV tag of {size} bytes is over the limit"));
             }
             if self.flv.len() < whole {
-                // Room for the rest of the tag, once, rather than growth read by read.
-                self.flv.reserve(whole - self.flv.len());
+                // The rest comes with the next reads; the buffer grows with what arrives.
                 return Ok(());
             }
             let bytes = self.flv.split_to(whole).freeze();

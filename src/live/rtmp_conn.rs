@@ -5,12 +5,15 @@
 //!
 //! A publish is checked in this order — the checks of [`super::admission`] (app, stream
 //! name, relay key or signature with `media.push_key`, the room not closed, the
-//! `on_publish` hook), then the stream's home granting the claim — and refused at the
-//! first failure with an `onStatus` error whose description says why, then the
-//! connection closes. A play is checked likewise (signature only with `media.play_sign`,
-//! `on_play`, the stream live). Each check has its own key: a publish only the push key
-//! (or the relay key), a play only the play key, so a play URL never publishes
-//! ([`crate::auth::MediaKeys`]).
+//! `on_publish` hook), with `cluster.redis` the stream's claim across nodes
+//! ([`crate::cluster::media`]: held by another node is refused like a second publisher
+//! here; Redis unreachable lets it through on this node alone), then the stream's home
+//! granting the claim — and refused at the first failure with an `onStatus` error whose
+//! description says why, then the connection closes. A play is checked likewise
+//! (signature only with `media.play_sign`, `on_play`, the stream live, here or on another
+//! node it is then pulled from, `super::pull`). Each check has its own key: a publish
+//! only the push key (or the relay key), a play only the play key, so a play URL never
+//! publishes ([`crate::auth::MediaKeys`]).
 //!
 //! Time limits: the handshake and the publish/play request must come within
 //! [`SETUP_TIMEOUT`]; a publisher silent for [`PUBLISH_IDLE`] is treated as lost (its

@@ -222,10 +222,16 @@ impl Worker {
                 if claim != Claim::Granted {
                     tracing::info!(stream, ?claim, "cluster claim not granted");
                 }
-                if !matches!(claim, Claim::Held(_)) {
+                let ours = !matches!(claim, Claim::Held(_));
+                if answer.send(claim).is_err() {
+                    // The publisher went while it waited: nothing will end its stream
+                    // (unless a publisher here holds it already).
+                    if ours && !self.held.contains(&stream) {
+                        let _ = self.release(&stream);
+                    }
+                } else if ours {
                     self.held.insert(stream);
                 }
-                let _ = answer.send(claim);
             }
             Req::Release { stream } => {
                 if self.held.remove(&stream) {

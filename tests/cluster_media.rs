@@ -74,6 +74,14 @@ impl Redis {
         })
     }
 
+    /// The claim's time to live in ms (negative: none).
+    fn pttl(&self, stream: &str) -> i64 {
+        self.cmd(&["PTTL", &format!("ls:{{{stream}}}:claim")])
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     fn claim(&self, stream: &str) -> String {
         self.cmd(&["GET", &format!("ls:{{{stream}}}:claim")])
             .unwrap()
@@ -191,6 +199,8 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
         claim.ends_with(&format!("|{}", a.http)),
         "the claim names A's address: {claim}"
     );
+    let (ttl0, claimed_at) = (redis.pttl(stream), Instant::now());
+    assert!(ttl0 > 0, "the claim has a TTL: {ttl0}");
 
     // HTTP-FLV from B: pulled from A, decoded.
     let flv = b.url(&format!("/live/{stream}.flv"));
@@ -259,6 +269,13 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
     });
     assert!(idle.is_some(), "B's pull went on without viewers");
     assert!(first.try_wait().unwrap().is_none());
+    // A renews its claim while it publishes.
+    let renewed = eventually(T, || {
+        let decayed = ttl0 - claimed_at.elapsed().as_millis() as i64;
+        let ttl = redis.pttl(stream);
+        (ttl > 0 && ttl > decayed + 500).then_some(())
+    });
+    assert!(renewed.is_some(), "the claim was not renewed");
 
     // A viewer on B starts a new pull; when A's publisher goes, the viewer's stream ends
     // on B as it would locally, and after the grace the claim is let go.

@@ -143,6 +143,22 @@ pub fn run(config: Config) -> Result<(), String> {
     let (api, api_services) = crate::api::Services::start(&config, http_addr, rtmp_addr)?;
     let mut live = crate::live::Settings::from_config(&config)?;
     live.recorder = Some(api.recordings.clone());
+    // Streams across nodes: the cluster-media thread, only with cluster.redis.
+    let cluster_media = if config.cluster.enabled() {
+        let (node, advertise) = crate::cluster::media::identity(&config.cluster, http_addr);
+        let (handle, thread) = crate::cluster::media::start(&config.cluster, &node, &advertise)?;
+        tracing::info!(node, advertise, "cluster: stream claims in Redis");
+        if config.cluster.key.is_empty() {
+            tracing::warn!(
+                "cluster.key is empty: a node pulling a stream from this one gets the \
+                 ordinary play checks (signature, Referer list, hooks)"
+            );
+        }
+        live.cluster = Some(handle);
+        Some(thread)
+    } else {
+        None
+    };
     let mut cluster = crate::cluster::Cluster::new(
         &config.cluster,
         shard_count,
@@ -234,6 +250,10 @@ pub fn run(config: Config) -> Result<(), String> {
             .max(Duration::from_secs(1)),
     );
     api_services.join(Duration::from_secs(1));
+    // Every handle went with `common`: the thread lets this node's claims go, then ends.
+    if let Some(t) = cluster_media {
+        t.join(Duration::from_secs(2));
+    }
     outbound.join(Duration::from_secs(1));
     if let Some(c) = cluster.as_mut() {
         c.join(Duration::from_secs(1));

@@ -54,6 +54,7 @@ const SOCKET_FILES: &[&str] = &[
     "src/danmaku/conn.rs: the WebSocket danmaku connection driver",
     "src/live/rtmp_conn.rs: the RTMP connection driver",
     "src/live/flv.rs: the HTTP-FLV player connection",
+    "src/live/pull.rs: the HTTP-FLV connection that pulls a stream from another node",
     "src/api/sse.rs: the SSE event stream holds its connection",
     "src/api/vod.rs: a VOD body is streamed in chunks on its connection",
     "src/outq/: the shared outbound queue",

@@ -600,6 +600,7 @@ mod tests {
                 timeout: Duration::from_secs(5),
             },
             Duration::from_secs(300),
+            None,
         ));
         let callers: Vec<_> = (0..8)
             .map(|_| {

@@ -75,7 +75,8 @@ pub const REVOKED_USERS: &str = "ls:{rev}:users";
 /// revocations' slot).
 pub const REVOKED_CHANNEL: &str = "ls:{rev}:revoked";
 
-/// The WeChat access token of an app, shared by every node: `token\n<expires at, Unix ms>`.
+/// The WeChat access token of an app, shared by every node:
+/// `token\n<refresh at>\n<expires at>` (Unix ms).
 pub fn wechat_token(appid: &str) -> String {
     format!("ls:wechat:{{{appid}}}:token")
 }
@@ -83,4 +84,11 @@ pub fn wechat_token(appid: &str) -> String {
 /// Who is fetching the app's WeChat access token now (one node at a time).
 pub fn wechat_lock(appid: &str) -> String {
     format!("ls:wechat:{{{appid}}}:lock")
+}
+
+/// Who publishes a stream in the cluster: `<node id>|<advertise address>`, set with
+/// `NX PX` by the node its publisher is on and refreshed while the stream is live. A
+/// stream and its room share the name, so the `{name}` tag puts it in the room's slot.
+pub fn stream_claim(stream: &str) -> String {
+    format!("ls:{{{stream}}}:claim")
 }

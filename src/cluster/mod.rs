@@ -23,13 +23,18 @@
 //!   channel every node listens to ([`keys::REVOKED_CHANNEL`]), so a logout on one node
 //!   closes the token's connections on all.
 //!
-//! Threads, never a shard: `cluster` (publishes, heartbeats) and `cluster-sub`
-//! (subscriptions, hole filling). Shards reach them through bounded channels
+//! - **Streams** ([`media`], the `cluster-media` thread): a publisher's claim on its
+//!   stream is cluster-wide (a key with a TTL, renewed while it publishes), and a node
+//!   with viewers of a stream published elsewhere pulls it once from that node.
+//!
+//! Threads, never a shard: `cluster` (publishes, heartbeats), `cluster-sub`
+//! (subscriptions, hole filling) and `cluster-media` (claims). Shards reach them through bounded channels
 //! ([`ClusterHandle`]; a full one is an immediate "busy") and hear back through the
 //! [`Sink`] the wiring gives, as the store's commits do.
 
 pub mod client;
 pub mod keys;
+pub mod media;
 mod publish;
 mod subscribe;
 
@@ -336,11 +341,7 @@ impl Cluster {
         let timeout = Duration::from_millis(config.command_timeout_ms);
         let target = client::Target::parse(&config.redis, timeout)
             .map_err(|e| format!("cluster.redis: {e}"))?;
-        let node: Arc<str> = if config.node_id.is_empty() {
-            format!("{}:{}", hostname(), http.port()).into()
-        } else {
-            config.node_id.as_str().into()
-        };
+        let node: Arc<str> = media::identity(config, http).0.into();
         let (tx, rx) = sync_channel(config.queue);
         let (sub, sub_rx) = sync_channel(config.queue);
         let stats = Arc::new(Stats::default());
@@ -395,18 +396,6 @@ impl Cluster {
     pub fn join(&mut self, within: Duration) {
         crate::threads::join_within(std::mem::take(&mut self.threads), within, "cluster");
     }
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
-    // or truncates, and we read up to the first NUL.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "node".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The shard-channel payload of a batch: `i<first> <last>` then one line per item, its

@@ -94,6 +94,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "media.hook_receiver_key",
     "cluster.redis",
     "wechat.secret",
+    "cluster.key",
 ];
 
 /// Where the layers come from.

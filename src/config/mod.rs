@@ -311,6 +311,10 @@ pub struct ClusterConfig {
     /// A room with no viewer on this node is let go (and its channel unsubscribed) this
     /// long after the last one left; everything it holds is in Redis.
     pub room_linger_ms: u64,
+    /// The secret nodes present to each other when one pulls a stream published on
+    /// another (`X-Liveshard-Cluster-Key`); empty: no node accepts a pull without the
+    /// ordinary play checks.
+    pub key: String,
 }
 
 impl Default for ClusterConfig {
@@ -324,6 +328,7 @@ impl Default for ClusterConfig {
             queue: 8192,
             command_timeout_ms: 2_000,
             room_linger_ms: 10_000,
+            key: String::new(),
         }
     }
 }

@@ -182,6 +182,8 @@ pub struct Live {
     partial: std::cell::OnceCell<crate::media::rtmp::PartialBudget>,
     /// Recordings of streams published here (`super::record`).
     pub(super) recordings: super::record::Recordings,
+    /// Streams pulled from other nodes by this (their home) shard (`super::pull`).
+    pub(super) pulls: RefCell<HashMap<StreamId, Rc<super::pull::PullState>>>,
 }
 
 /// Interval of the media clock sent to the danmaku room (C4): a tick carries the stream
@@ -205,6 +207,7 @@ impl Live {
             cork_kick: Notify::new(),
             partial: Default::default(),
             recordings: Default::default(),
+            pulls: Default::default(),
         })
     }
 
@@ -321,6 +324,14 @@ impl Live {
                 })
                 .await;
         });
+    }
+
+    /// Whether a shard subscribed to `stream`, published here (it has viewers there).
+    pub(super) fn has_subscribers(&self, stream: &str) -> bool {
+        self.owned
+            .borrow()
+            .get(stream)
+            .is_some_and(|o| o.subscribers.iter().any(|s| *s))
     }
 
     /// One message from the publisher of `stream`: stamp it with stream time, package it

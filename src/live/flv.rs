@@ -5,7 +5,10 @@
 //! `media.referer_allow`), the play signature when `media.play_sign` is on, the stream
 //! live, and the `on_play` hook. Refusals are JSON error envelopes (404, 403). HLS
 //! (`super::hls`) runs the same checks: [`check_http_play`] and [`ask_on_play`].
-//! The response ends (`0\r\n\r\n`) when the stream goes offline.
+//! The response ends (`0\r\n\r\n`) when the stream goes offline. A request with the
+//! cluster key (another node pulling the stream, `super::pull`) skips the Referer list,
+//! the signature and the hooks; a stream not live here may be live on another node of the
+//! cluster, and is then pulled from it ([`Live::watch_remote`]).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -35,21 +38,43 @@ async fn flv_handler(live: Rc<Live>, req: Request) -> Reply {
     let Some(name) = req.param("stream") else {
         return not_found().into();
     };
-    let query = match check_http_play(&live, &req, name) {
-        Ok(query) => query,
-        Err(refused) => return refused.into(),
+    // Another node of the cluster pulling a stream published here: its key stands for
+    // the play signature, the Referer list and the play hooks.
+    let pull = cluster_pull(&live, &req);
+    let query = if pull {
+        if req.param("app") != Some(live.settings().app.as_str()) || !valid_stream(name) {
+            return not_found().into();
+        }
+        String::new()
+    } else {
+        match check_http_play(&live, &req, name) {
+            Ok(query) => query,
+            Err(refused) => return refused.into(),
+        }
     };
-    if !live.is_watchable(name) {
+    if !live.is_watchable(name) && (pull || !live.watch_remote(name).await) {
         return not_found().into();
     }
-    if let Err(refused) = ask_on_play(&live, name, &query, req.peer, "flv").await {
-        return refused.into();
+    if !pull {
+        if let Err(refused) = ask_on_play(&live, name, &query, req.peer, "flv").await {
+            return refused.into();
+        }
     }
     let stream: StreamId = name.into();
     let peer = req.peer;
     Reply::Takeover(Box::new(move |sock, _rest| {
-        Box::pin(serve(live, sock, stream, query, peer, requested))
+        Box::pin(serve(live, sock, stream, query, peer, requested, !pull))
     }))
+}
+
+/// Whether the request carries this node's cluster key (`cluster.key`, compared in
+/// constant time): another node pulling a stream (`super::pull`).
+fn cluster_pull(live: &Live, req: &Request) -> bool {
+    let key = &live.settings().cluster_key;
+    !key.is_empty()
+        && req
+            .header(super::pull::CLUSTER_KEY_HEADER)
+            .is_some_and(|given| crate::media::sign::same_secret(key, given))
 }
 
 pub(super) fn not_found() -> Response {
@@ -129,6 +154,7 @@ async fn serve(
     query: String,
     peer: SocketAddr,
     requested: std::time::Instant,
+    hooks: bool,
 ) {
     let settings = &live.ctx.settings;
     if settings.send_buffer > 0 {
@@ -182,7 +208,7 @@ async fn serve(
             }
         }
         live.unwatch(&stream, &viewer);
-        if let Some(url) = &settings.hooks.on_stop {
+        if let Some(url) = settings.hooks.on_stop.as_ref().filter(|_| hooks) {
             hooks::notify(
                 &live,
                 url,

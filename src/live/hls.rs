@@ -411,7 +411,13 @@ async fn playlist(live: Rc<Live>, req: Request) -> Reply {
         Ok(q) => q,
         Err(r) => return refused(r),
     };
-    let Some(owner) = owner_of(&live, name) else {
+    let owner = match owner_of(&live, name) {
+        Some(owner) => Some(owner),
+        // Live on another node of the cluster: pulled to this one.
+        None if live.watch_remote(name).await => owner_of(&live, name),
+        None => None,
+    };
+    let Some(owner) = owner else {
         return refused(not_found());
     };
     let stream: StreamId = name.into();
@@ -428,9 +434,11 @@ async fn playlist(live: Rc<Live>, req: Request) -> Reply {
     let deadline = Instant::now() + first_segment_wait(&live.ctx.settings);
     let answer = loop {
         let s = stream.clone();
-        let call = live
-            .port()
-            .call(owner, move |o: &Rc<Live>| o.hls.playlist(&s));
+        let call = live.port().call(owner, move |o: &Rc<Live>| {
+            // A stream pulled from another node goes on while players poll.
+            o.touch_pull(&s);
+            o.hls.playlist(&s)
+        });
         let Some(answer) = call.await else {
             return busy();
         };

@@ -24,7 +24,9 @@
 //! (the RTMP connection driver, publish or play), [`flv`] (`GET /{app}/{stream}.flv`),
 //! [`hls`] (`GET /{app}/{stream}.m3u8` and its segments), [`hooks`] (on_publish /
 //! on_unpublish / on_play / on_stop callbacks), `record` (the owner's side of a
-//! recording: frames to the recorder thread, [`crate::store::recordings`]).
+//! recording: frames to the recorder thread, [`crate::store::recordings`]), `pull` (a
+//! stream published on another node of a cluster, pulled over HTTP-FLV by its home shard
+//! here and ingested as a local publisher's).
 
 pub mod admission;
 pub mod engine;
@@ -32,6 +34,7 @@ pub mod flv;
 pub mod hls;
 pub mod hooks;
 mod mirror;
+mod pull;
 mod record;
 mod registry;
 pub mod rtmp_conn;
@@ -157,6 +160,10 @@ pub struct Settings {
     pub record_all: bool,
     /// The recorder thread (set by the server once started; `None`: no recording).
     pub recorder: Option<crate::store::recordings::RecorderHandle>,
+    /// The `cluster-media` thread (set by the server when `cluster.redis` is set).
+    pub cluster: Option<crate::cluster::media::MediaCluster>,
+    /// `cluster.key`: what another node's pull presents (empty: none accepted).
+    pub cluster_key: String,
 }
 
 impl Settings {
@@ -190,6 +197,8 @@ impl Settings {
             write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
             record_all: m.record == "all",
             recorder: None,
+            cluster: None,
+            cluster_key: cfg.cluster.key.clone(),
         })
     }
 }

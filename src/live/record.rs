@@ -98,7 +98,8 @@ impl Live {
 
     /// A publish started on this shard: recorded from the start under `media.record = "all"`.
     pub(super) fn record_on_publish(self: &Rc<Self>, stream: &StreamId) {
-        if self.settings().record_all {
+        // A stream pulled from another node is recorded there, where it is published.
+        if self.settings().record_all && !self.pulls.borrow().contains_key(stream) {
             if let Err(e) = self.record_start(stream) {
                 tracing::warn!(%stream, error = ?e, "recording not started");
             }

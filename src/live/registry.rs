@@ -109,6 +109,10 @@ impl Live {
             return;
         }
         self.announce(stream, None);
+        // The cluster-wide claim goes with the stream (a no-op for one pulled here).
+        if let Some(cluster) = &self.settings().cluster {
+            cluster.release(stream);
+        }
         self.ctx.events.live(stream, false);
         self.ctx.events.clock(stream, None);
     }

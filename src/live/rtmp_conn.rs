@@ -5,12 +5,15 @@
 //!
 //! A publish is checked in this order — the checks of [`super::admission`] (app, stream
 //! name, relay key or signature with `media.push_key`, the room not closed, the
-//! `on_publish` hook), then the stream's home granting the claim — and refused at the
-//! first failure with an `onStatus` error whose description says why, then the
-//! connection closes. A play is checked likewise (signature only with `media.play_sign`,
-//! `on_play`, the stream live). Each check has its own key: a publish only the push key
-//! (or the relay key), a play only the play key, so a play URL never publishes
-//! ([`crate::auth::MediaKeys`]).
+//! `on_publish` hook), with `cluster.redis` the stream's claim across nodes
+//! ([`crate::cluster::media`]: held by another node is refused like a second publisher
+//! here; Redis unreachable lets it through on this node alone), then the stream's home
+//! granting the claim — and refused at the first failure with an `onStatus` error whose
+//! description says why, then the connection closes. A play is checked likewise
+//! (signature only with `media.play_sign`, `on_play`, the stream live, here or on another
+//! node it is then pulled from, `super::pull`). Each check has its own key: a publish
+//! only the push key (or the relay key), a play only the play key, so a play URL never
+//! publishes ([`crate::auth::MediaKeys`]).
 //!
 //! Time limits: the handshake and the publish/play request must come within
 //! [`SETUP_TIMEOUT`]; a publisher silent for [`PUBLISH_IDLE`] is treated as lost (its
@@ -37,6 +40,7 @@ use super::admission::{self, Ask, Refusal};
 use super::engine::{ClaimAnswer, Live, Proto, Viewer};
 use super::hooks;
 use super::StreamId;
+use crate::cluster::media as cluster;
 use crate::media::rtmp::chunk::MAX_MESSAGE_LEN;
 use crate::media::rtmp::{
     status, ChunkError, ChunkLimits, Event, PlayRequest, PublishRequest, ServerSession,
@@ -401,6 +405,29 @@ async fn check_publish(
     admission::publish(live, &ask).await?;
     let what = format!("publish of {}/{}", req.app, req.stream);
     let stream: StreamId = req.stream.as_str().into();
+    // Across nodes first: a stream published on another node is refused as one published
+    // here is (Redis unreachable: published on this node alone).
+    if let Some(cluster) = &live.settings().cluster {
+        match cluster.claim(&stream).await {
+            Some(cluster::Claim::Granted) => {}
+            Some(cluster::Claim::Unreachable) => {
+                live.ctx
+                    .metrics
+                    .cluster_claims_unreachable
+                    .fetch_add(1, Relaxed);
+            }
+            Some(cluster::Claim::Held(node)) => {
+                tracing::info!(stream = %stream, node, "stream published on another node");
+                return Err(busy_stream(&what));
+            }
+            None => {
+                return Err((
+                    status::PUBLISH_DENIED,
+                    format!("{what} refused: server busy, retry"),
+                ))
+            }
+        }
+    }
     let home = live.port().home_of(&stream);
     let from = live.port().me();
     let s = stream.clone();
@@ -414,15 +441,28 @@ async fn check_publish(
         .await
     {
         Some((ClaimAnswer::Granted { .. }, resume)) => Ok((stream, resume)),
-        Some((ClaimAnswer::Busy, _)) => Err((
-            status::PUBLISH_BAD_NAME,
-            format!("{what} refused: the stream is already being published"),
-        )),
-        None => Err((
-            status::PUBLISH_DENIED,
-            format!("{what} refused: server busy, retry"),
-        )),
+        Some((ClaimAnswer::Busy, _)) => Err(busy_stream(&what)),
+        None => {
+            // The cluster claim taken above is let go unless the stream is live here.
+            if let Some(cluster) = &live.settings().cluster {
+                if !live.is_watchable(&stream) {
+                    cluster.release(&stream);
+                }
+            }
+            Err((
+                status::PUBLISH_DENIED,
+                format!("{what} refused: server busy, retry"),
+            ))
+        }
     }
+}
+
+/// The refusal of a second publisher of a stream (on this node or another).
+fn busy_stream(what: &str) -> Refusal {
+    (
+        status::PUBLISH_BAD_NAME,
+        format!("{what} refused: the stream is already being published"),
+    )
 }
 
 async fn check_play(
@@ -438,7 +478,7 @@ async fn check_play(
         protocol: "rtmp",
     };
     admission::play(live, &ask).await?;
-    if !live.is_watchable(&req.stream) {
+    if !live.is_watchable(&req.stream) && !live.watch_remote(&req.stream).await {
         return Err((
             status::PLAY_NOT_FOUND,
             format!("play of {}/{}: the stream is not live", req.app, req.stream),

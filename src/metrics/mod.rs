@@ -87,6 +87,11 @@ pub struct ShardMetrics {
     pub media_hls_streams: AtomicU64,
     pub media_hls_held_bytes: AtomicU64,
 
+    // Streams across nodes (written as they happen).
+    pub cluster_pulls: AtomicU64,
+    pub cluster_pulls_active: AtomicI64,
+    pub cluster_claims_unreachable: AtomicU64,
+
     // Latency histograms, written by the shard alone.
     /// HTTP request durations by route index ([`Metrics::route_index`]).
     pub http_durations: Box<[Histogram]>,

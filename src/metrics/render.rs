@@ -362,6 +362,29 @@ impl Metrics {
         for (name, kind, help, get) in hls {
             self.per_shard(&mut w, name, kind, help, get);
         }
+        let cluster: [(&str, &str, &str, Get); 3] = [
+            (
+                "liveshard_cluster_pulls_total",
+                "counter",
+                "Pulls of a stream published on another node, started on the stream's home shard.",
+                |s| s.cluster_pulls.load(Relaxed),
+            ),
+            (
+                "liveshard_cluster_pulls_active",
+                "gauge",
+                "Pulls from other nodes running on the shard.",
+                |s| s.cluster_pulls_active.load(Relaxed).max(0) as u64,
+            ),
+            (
+                "liveshard_cluster_claims_unreachable_total",
+                "counter",
+                "Publishes let through on this node alone because Redis did not answer the stream claim.",
+                |s| s.cluster_claims_unreachable.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in cluster {
+            self.per_shard(&mut w, name, kind, help, get);
+        }
 
         let mesh_counter =
             |w: &mut Writer, name: &str, kind: &str, help: &str, f: &dyn Fn(&MeshStats) -> u64| {

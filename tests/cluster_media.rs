@@ -1,0 +1,394 @@
+//! Streams across nodes: three real nodes share one real `redis-server` (started here on
+//! a free port). ffmpeg publishes on A; ffprobe plays it from B over HTTP-FLV and HLS (B
+//! pulls it from A); a second publisher of the same stream on C is refused while A
+//! publishes; once A's publisher is gone the claim is let go, and C may publish it.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::media::{probe, publish, rtmp_addr, signed_url, wait_live};
+use support::{eventually, require, Server};
+
+const T: Duration = Duration::from_secs(20);
+const KEY: &str = "cluster-test-key";
+
+/// A `redis-server` of this test's own on a free port, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
+        require("redis-server");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis { child, port };
+        let up = eventually(Duration::from_secs(10), || {
+            (redis.cmd(&["PING"]).ok()? == "PONG").then_some(())
+        });
+        assert!(up.is_some(), "redis-server did not answer PING");
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command; a simple or bulk string reply (`(nil)` for a missing value).
+    fn cmd(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes())?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        Ok(match line.as_bytes().first() {
+            Some(b'$') if line == "$-1" => "(nil)".into(),
+            Some(b'$') => {
+                let n: usize = line[1..].parse().unwrap();
+                let mut v = vec![0; n + 2];
+                r.read_exact(&mut v)?;
+                String::from_utf8_lossy(&v[..n]).into_owned()
+            }
+            _ => line.get(1..).unwrap_or("").to_string(),
+        })
+    }
+
+    /// The claim's time to live in ms (negative: none).
+    fn pttl(&self, stream: &str) -> i64 {
+        self.cmd(&["PTTL", &format!("ls:{{{stream}}}:claim")])
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn claim(&self, stream: &str) -> String {
+        self.cmd(&["GET", &format!("ls:{{{stream}}}:claim")])
+            .unwrap()
+    }
+}
+
+/// A port nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(redis: &Redis) -> Server {
+    Server::start(&[
+        "--shards",
+        "2",
+        "--redis",
+        &redis.url(),
+        "--set",
+        &format!("cluster.key={KEY}"),
+        "--set",
+        "media.hls_segment_secs=1",
+        "--set",
+        "media.publisher_grace_ms=300",
+    ])
+}
+
+fn metric_sum(server: &Server, name: &str) -> f64 {
+    (0..2)
+        .map(|s| {
+            server
+                .metric(&format!("{name}{{shard=\"{s}\"}}"))
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+/// Video frames ffprobe decodes from `url` in about two seconds of it.
+fn decoded_video_frames(url: &str) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-rw_timeout", "10000000"])
+        .args(["-select_streams", "v:0", "-read_intervals", "%+2"])
+        .args(["-count_frames", "-show_entries", "stream=nb_read_frames"])
+        .args(["-of", "csv=p=0", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or(0)
+}
+
+/// An ffmpeg publish that must be refused: it exits non-zero; what it printed.
+fn refused(url: &str) -> String {
+    let mut ff = publish(url, 5);
+    let deadline = Instant::now() + T;
+    let status = loop {
+        if let Some(s) = ff.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ffmpeg was not refused");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    ff.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success(), "ffmpeg should have been refused: {err}");
+    err
+}
+
+fn status(server: &Server, path: &str) -> u16 {
+    let mut s = server.connect();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let stream = "acrossnodes";
+
+    // Nothing is published anywhere: no node finds it.
+    assert_eq!(status(&b, &format!("/live/{stream}.flv")), 404);
+    assert_eq!(redis.claim(stream), "(nil)");
+
+    let mut first = publish(&signed_url(&a, stream, &[]), 60);
+    wait_live(&a, stream);
+    let claim = redis.claim(stream);
+    assert!(
+        claim.ends_with(&format!("|{}", a.http)),
+        "the claim names A's address: {claim}"
+    );
+    let (ttl0, claimed_at) = (redis.pttl(stream), Instant::now());
+    assert!(ttl0 > 0, "the claim has a TTL: {ttl0}");
+
+    // HTTP-FLV from B: pulled from A, decoded.
+    let flv = b.url(&format!("/live/{stream}.flv"));
+    let streams = probe(&flv);
+    assert!(
+        streams
+            .iter()
+            .any(|(t, c, w, h)| t == "video" && c == "h264" && (*w, *h) == (640, 360)),
+        "{streams:?}"
+    );
+    assert!(
+        streams
+            .iter()
+            .any(|(t, c, _, _)| t == "audio" && c == "aac"),
+        "{streams:?}"
+    );
+    let frames = decoded_video_frames(&flv);
+    assert!(frames >= 10, "{frames} video frames decoded from B");
+    assert!(metric_sum(&b, "liveshard_cluster_pulls_total") >= 1.0);
+    assert_eq!(metric_sum(&a, "liveshard_cluster_pulls_total"), 0.0);
+    // A pull is no publishing connection.
+    assert_eq!(metric_sum(&b, "liveshard_media_publishers"), 0.0);
+    assert_eq!(metric_sum(&a, "liveshard_media_publishers"), 1.0);
+
+    // HLS from B: segmented on B from the pulled stream.
+    let m3u8 = format!("/live/{stream}.m3u8");
+    let listed = eventually(T, || {
+        let r = b.get(&m3u8);
+        (r.status == 200 && r.text().contains(".ts")).then_some(())
+    });
+    assert!(listed.is_some(), "B's playlist never listed a segment");
+    let streams = probe(&b.url(&m3u8));
+    assert!(
+        streams
+            .iter()
+            .any(|(t, c, _, _)| t == "video" && c == "h264"),
+        "{streams:?}"
+    );
+
+    // A second publisher on C is refused while A publishes.
+    let err = refused(&signed_url(&c, stream, &[]));
+    assert!(err.contains("already being published"), "{err}");
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "A's publisher is unaffected"
+    );
+    assert_eq!(
+        status(&c, &format!("/live/{stream}.flv")),
+        200,
+        "C plays it too"
+    );
+
+    // RTMP play from B too.
+    let rtmp = format!("rtmp://{}/live/{stream}", rtmp_addr(&b));
+    let streams = probe(&rtmp);
+    assert!(
+        streams
+            .iter()
+            .any(|(t, c, _, _)| t == "video" && c == "h264"),
+        "{streams:?}"
+    );
+
+    // No viewer left on B: its pull ends after the linger, while A still publishes.
+    let idle = eventually(T, || {
+        (metric_sum(&b, "liveshard_cluster_pulls_active") == 0.0).then_some(())
+    });
+    assert!(idle.is_some(), "B's pull went on without viewers");
+    assert!(first.try_wait().unwrap().is_none());
+    // A renews its claim while it publishes.
+    let renewed = eventually(T, || {
+        let decayed = ttl0 - claimed_at.elapsed().as_millis() as i64;
+        let ttl = redis.pttl(stream);
+        (ttl > 0 && ttl > decayed + 500).then_some(())
+    });
+    assert!(renewed.is_some(), "the claim was not renewed");
+
+    // A viewer on B starts a new pull; when A's publisher goes, the viewer's stream ends
+    // on B as it would locally, and after the grace the claim is let go.
+    let pulls = metric_sum(&b, "liveshard_cluster_pulls_total");
+    let mut viewer = b.connect();
+    write!(viewer, "GET /live/{stream}.flv HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    viewer.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "B plays it again");
+    assert!(metric_sum(&b, "liveshard_cluster_pulls_total") > pulls);
+    let _ = first.kill();
+    let _ = first.wait();
+    viewer.set_read_timeout(Some(T)).unwrap();
+    let (mut tail, mut buf, deadline) = (Vec::new(), [0u8; 16 * 1024], Instant::now() + T);
+    loop {
+        match viewer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(16);
+                tail.drain(..keep);
+            }
+            Err(e) => panic!("B's viewer did not see the stream end: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's viewer did not see the stream end"
+        );
+    }
+    assert!(tail.ends_with(b"0\r\n\r\n"), "the body ended cleanly");
+    let released = eventually(T, || (redis.claim(stream) == "(nil)").then_some(()));
+    assert!(
+        released.is_some(),
+        "the claim stayed: {}",
+        redis.claim(stream)
+    );
+    let ended = eventually(T, || {
+        (status(&b, &format!("/live/{stream}.flv")) == 404
+            && metric_sum(&b, "liveshard_cluster_pulls_active") == 0.0)
+            .then_some(())
+    });
+    assert!(ended.is_some(), "B still serves the stream after A's ended");
+
+    // Now C may publish it, and B plays it from C.
+    let _second = publish(&signed_url(&c, stream, &[]), 60);
+    wait_live(&c, stream);
+    let claim = redis.claim(stream);
+    assert!(claim.ends_with(&format!("|{}", c.http)), "{claim}");
+    wait_live(&b, stream);
+    assert!(decoded_video_frames(&flv) >= 10);
+}
+
+#[test]
+fn only_the_cluster_key_skips_the_play_checks() {
+    let redis = Redis::start();
+    let a = Server::start(&[
+        "--redis",
+        &redis.url(),
+        "--set",
+        &format!("cluster.key={KEY}"),
+        "--set",
+        "media.play_sign=true",
+    ]);
+    let stream = "keyed";
+    let _ff = publish(&signed_url(&a, stream, &[]), 60);
+    let path = format!("/live/{stream}.flv");
+    let head = |key: &str| {
+        let mut s = a.connect();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nX-Liveshard-Cluster-Key: {key}\r\n\r\n"
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    };
+    let live = eventually(T, || head(KEY).contains(" 200 ").then_some(()));
+    assert!(live.is_some(), "the cluster key did not play the stream");
+    // Unsigned, and with a wrong key: the play signature applies.
+    assert_eq!(status(&a, &path), 403);
+    assert!(head("wrong").contains(" 403 "), "a wrong key played");
+}
+
+#[test]
+fn without_redis_a_publish_works_on_its_node_and_is_claimed_once_redis_answers() {
+    let port = free_port();
+    let a = Server::start(&[
+        "--shards",
+        "2",
+        "--redis",
+        &format!("redis://127.0.0.1:{port}"),
+        "--set",
+        &format!("cluster.key={KEY}"),
+    ]);
+    let stream = "alone";
+    let _ff = publish(&signed_url(&a, stream, &[]), 60);
+    wait_live(&a, stream);
+    assert!(metric_sum(&a, "liveshard_cluster_claims_unreachable_total") >= 1.0);
+    let streams = probe(&a.url(&format!("/live/{stream}.flv")));
+    assert!(
+        streams
+            .iter()
+            .any(|(t, c, _, _)| t == "video" && c == "h264"),
+        "{streams:?}"
+    );
+    // Redis comes: the claim is taken by the node's next renewal.
+    let redis = Redis::start_on(port);
+    let claimed = eventually(T, || {
+        redis
+            .claim(stream)
+            .ends_with(&format!("|{}", a.http))
+            .then_some(())
+    });
+    assert!(claimed.is_some(), "claim: {}", redis.claim(stream));
+}

@@ -1,110 +1,35 @@
-//! Streams across nodes: three real nodes share one real `redis-server` (started here on
-//! a free port). ffmpeg publishes on A; ffprobe plays it from B over HTTP-FLV and HLS (B
+//! Streams across nodes: three real nodes share one real `redis-server`
+//! (`support::redis`). ffmpeg publishes on A; ffprobe plays it from B over HTTP-FLV and HLS (B
 //! pulls it from A); a second publisher of the same stream on C is refused while A
 //! publishes; once A's publisher is gone the claim is let go, and C may publish it.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::media::{probe, publish, rtmp_addr, signed_url, wait_live};
-use support::{eventually, require, Server};
+use support::redis::RedisServer;
+use support::{eventually, Server};
 
 const T: Duration = Duration::from_secs(20);
 const KEY: &str = "cluster-test-key";
 
-/// A `redis-server` of this test's own on a free port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
+/// The stream's claim in Redis (empty: none).
+fn claim_of(redis: &RedisServer, stream: &str) -> String {
+    redis.cli(&["GET", &format!("ls:{{{stream}}}:claim")])
 }
 
-impl Redis {
-    fn start() -> Redis {
-        Redis::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Redis {
-        require("redis-server");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let redis = Redis { child, port };
-        let up = eventually(Duration::from_secs(10), || {
-            (redis.cmd(&["PING"]).ok()? == "PONG").then_some(())
-        });
-        assert!(up.is_some(), "redis-server did not answer PING");
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// One command; a simple or bulk string reply (`(nil)` for a missing value).
-    fn cmd(&self, args: &[&str]) -> std::io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes())?;
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let line = line.trim_end();
-        Ok(match line.as_bytes().first() {
-            Some(b'$') if line == "$-1" => "(nil)".into(),
-            Some(b'$') => {
-                let n: usize = line[1..].parse().unwrap();
-                let mut v = vec![0; n + 2];
-                r.read_exact(&mut v)?;
-                String::from_utf8_lossy(&v[..n]).into_owned()
-            }
-            _ => line.get(1..).unwrap_or("").to_string(),
-        })
-    }
-
-    /// The claim's time to live in ms (negative: none).
-    fn pttl(&self, stream: &str) -> i64 {
-        self.cmd(&["PTTL", &format!("ls:{{{stream}}}:claim")])
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    fn claim(&self, stream: &str) -> String {
-        self.cmd(&["GET", &format!("ls:{{{stream}}}:claim")])
-            .unwrap()
-    }
-}
-
-/// A port nothing listens on (bound, then let go).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// The claim's time to live in ms (negative: none).
+fn pttl(redis: &RedisServer, stream: &str) -> i64 {
+    redis
+        .cli(&["PTTL", &format!("ls:{{{stream}}}:claim")])
+        .parse()
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node(redis: &Redis) -> Server {
+fn node(redis: &RedisServer) -> Server {
     Server::start(&[
         "--shards",
         "2",
@@ -182,24 +107,42 @@ fn status(server: &Server, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// The `live` items (their status) a danmaku viewer got, read until `quiet` passes with
+/// nothing new.
+fn live_notices(c: &mut support::ws::Client, out: &mut Vec<String>, quiet: Duration) {
+    while let support::ws::Event::Json(v) = c.next(quiet) {
+        for item in v["msgs"].as_array().into_iter().flatten() {
+            if item["type"] == "live" {
+                out.push(item["status"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+}
+
 #[test]
 fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let (a, b, c) = (node(&redis), node(&redis), node(&redis));
     let stream = "acrossnodes";
 
+    // A danmaku viewer of the stream's room on B hears live and offline once each, from
+    // the node that publishes, whatever B's pulls do.
+    let mut room_b = support::ws::Client::connect(b.http, &format!("room={stream}")).unwrap();
+    room_b.expect("history", T);
+    let mut notices: Vec<String> = Vec::new();
+
     // Nothing is published anywhere: no node finds it.
     assert_eq!(status(&b, &format!("/live/{stream}.flv")), 404);
-    assert_eq!(redis.claim(stream), "(nil)");
+    assert_eq!(claim_of(&redis, stream), "");
 
     let mut first = publish(&signed_url(&a, stream, &[]), 60);
     wait_live(&a, stream);
-    let claim = redis.claim(stream);
+    let claim = claim_of(&redis, stream);
     assert!(
         claim.ends_with(&format!("|{}", a.http)),
         "the claim names A's address: {claim}"
     );
-    let (ttl0, claimed_at) = (redis.pttl(stream), Instant::now());
+    let (ttl0, claimed_at) = (pttl(&redis, stream), Instant::now());
     assert!(ttl0 > 0, "the claim has a TTL: {ttl0}");
 
     // HTTP-FLV from B: pulled from A, decoded.
@@ -269,10 +212,16 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
     });
     assert!(idle.is_some(), "B's pull went on without viewers");
     assert!(first.try_wait().unwrap().is_none());
+    live_notices(&mut room_b, &mut notices, Duration::from_millis(500));
+    assert_eq!(
+        notices,
+        ["live"],
+        "one live notice, no offline from B's pull ending"
+    );
     // A renews its claim while it publishes.
     let renewed = eventually(T, || {
         let decayed = ttl0 - claimed_at.elapsed().as_millis() as i64;
-        let ttl = redis.pttl(stream);
+        let ttl = pttl(&redis, stream);
         (ttl > 0 && ttl > decayed + 500).then_some(())
     });
     assert!(renewed.is_some(), "the claim was not renewed");
@@ -306,11 +255,11 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
         );
     }
     assert!(tail.ends_with(b"0\r\n\r\n"), "the body ended cleanly");
-    let released = eventually(T, || (redis.claim(stream) == "(nil)").then_some(()));
+    let released = eventually(T, || claim_of(&redis, stream).is_empty().then_some(()));
     assert!(
         released.is_some(),
         "the claim stayed: {}",
-        redis.claim(stream)
+        claim_of(&redis, stream)
     );
     let ended = eventually(T, || {
         (status(&b, &format!("/live/{stream}.flv")) == 404
@@ -318,11 +267,17 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
             .then_some(())
     });
     assert!(ended.is_some(), "B still serves the stream after A's ended");
+    live_notices(&mut room_b, &mut notices, Duration::from_millis(500));
+    assert_eq!(
+        notices,
+        ["live", "offline"],
+        "offline once, when A's stream ended"
+    );
 
     // Now C may publish it, and B plays it from C.
     let _second = publish(&signed_url(&c, stream, &[]), 60);
     wait_live(&c, stream);
-    let claim = redis.claim(stream);
+    let claim = claim_of(&redis, stream);
     assert!(claim.ends_with(&format!("|{}", c.http)), "{claim}");
     wait_live(&b, stream);
     assert!(decoded_video_frames(&flv) >= 10);
@@ -330,7 +285,7 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
 
 #[test]
 fn only_the_cluster_key_skips_the_play_checks() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let a = Server::start(&[
         "--redis",
         &redis.url(),
@@ -362,12 +317,14 @@ fn only_the_cluster_key_skips_the_play_checks() {
 
 #[test]
 fn without_redis_a_publish_works_on_its_node_and_is_claimed_once_redis_answers() {
-    let port = free_port();
+    // Redis is down when the node starts.
+    let mut redis = RedisServer::start();
+    redis.stop();
     let a = Server::start(&[
         "--shards",
         "2",
         "--redis",
-        &format!("redis://127.0.0.1:{port}"),
+        &redis.url(),
         "--set",
         &format!("cluster.key={KEY}"),
     ]);
@@ -383,12 +340,11 @@ fn without_redis_a_publish_works_on_its_node_and_is_claimed_once_redis_answers()
         "{streams:?}"
     );
     // Redis comes: the claim is taken by the node's next renewal.
-    let redis = Redis::start_on(port);
+    redis.restart();
     let claimed = eventually(T, || {
-        redis
-            .claim(stream)
+        claim_of(&redis, stream)
             .ends_with(&format!("|{}", a.http))
             .then_some(())
     });
-    assert!(claimed.is_some(), "claim: {}", redis.claim(stream));
+    assert!(claimed.is_some(), "claim: {}", claim_of(&redis, stream));
 }

@@ -84,6 +84,15 @@ pub async fn publish(live: &Live, ask: &Ask<'_>) -> Result<(), Refusal> {
             ));
         }
         Ok(_) => {}
+        // A cluster's Redis is away: the signature (or relay key) has authorized the
+        // publisher, and the node keeps serving alone rather than stopping every show;
+        // only the closed-room check is skipped (docs/operations.md).
+        Err(crate::store::StoreError::Unavailable) => {
+            tracing::warn!(
+                stream = ask.stream,
+                "storage unreachable: publishing without the closed-room check"
+            );
+        }
         Err(e) => {
             return Err((
                 status::PUBLISH_DENIED,

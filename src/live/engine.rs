@@ -95,6 +95,9 @@ pub(super) struct Claim {
     pub(super) released: Option<Instant>,
     /// Where the stream's clock stopped when its publisher went, for the next one.
     pub(super) resume: Option<Resume>,
+    /// Pulled from the node it is published on (`super::pull`): that node tells the
+    /// room it went live or offline, not this one.
+    pub(super) pulled: bool,
 }
 
 /// A stream published on this shard.

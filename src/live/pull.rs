@@ -199,7 +199,7 @@ async fn run(
 
     // The stream is this node's now: its home (this shard) claims it and owns it.
     let me = live.port().me();
-    if live.claim(stream.clone(), me) == ClaimAnswer::Busy {
+    if live.claim_as(stream.clone(), me, true) == ClaimAnswer::Busy {
         return Err("the stream is published on this node".into());
     }
     let stop = live.start_owned_at(stream, None);

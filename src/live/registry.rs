@@ -12,6 +12,17 @@ impl Live {
 
     /// On the stream's home shard: may `from` publish `stream`?
     pub fn claim(self: &Rc<Self>, stream: StreamId, from: usize) -> ClaimAnswer {
+        self.claim_as(stream, from, false)
+    }
+
+    /// [`Live::claim`], for a stream pulled from another node (`pulled`): its room hears
+    /// live and offline from that node, so this one says nothing.
+    pub(super) fn claim_as(
+        self: &Rc<Self>,
+        stream: StreamId,
+        from: usize,
+        pulled: bool,
+    ) -> ClaimAnswer {
         let resumed = {
             let mut reg = self.registry.borrow_mut();
             match reg.get_mut(&stream) {
@@ -20,6 +31,7 @@ impl Live {
                     c.owner = from;
                     c.connected = true;
                     c.released = None;
+                    c.pulled = pulled;
                     true
                 }
                 None => {
@@ -30,6 +42,7 @@ impl Live {
                             connected: true,
                             released: None,
                             resume: None,
+                            pulled,
                         },
                     );
                     false
@@ -37,7 +50,7 @@ impl Live {
             }
         };
         self.announce(&stream, Some(from));
-        if !resumed {
+        if !resumed && !pulled {
             self.ctx.events.live(&stream, true);
         }
         ClaimAnswer::Granted { resumed }
@@ -105,15 +118,17 @@ impl Live {
     }
 
     fn end(self: &Rc<Self>, stream: &StreamId) {
-        if self.registry.borrow_mut().remove(stream).is_none() {
+        let Some(claim) = self.registry.borrow_mut().remove(stream) else {
             return;
-        }
+        };
         self.announce(stream, None);
         // The cluster-wide claim goes with the stream (a no-op for one pulled here).
         if let Some(cluster) = &self.settings().cluster {
             cluster.release(stream);
         }
-        self.ctx.events.live(stream, false);
+        if !claim.pulled {
+            self.ctx.events.live(stream, false);
+        }
         self.ctx.events.clock(stream, None);
     }
 

@@ -179,9 +179,18 @@ fn online_reaches(c: &mut Client, want: u64, within: Duration) -> bool {
 #[test]
 fn online_counts_are_global_and_a_killed_node_drops_out() {
     require_redis();
-    let redis = RedisServer::start();
-    let a = node(&redis.url(), &[]);
-    let b = node(&redis.url(), &[]);
+    online_counts(&RedisServer::start().url());
+}
+
+#[test]
+fn online_counts_are_global_on_a_redis_cluster() {
+    require_redis();
+    online_counts(&RedisCluster::start(3).url());
+}
+
+fn online_counts(redis: &str) {
+    let a = node(redis, &[]);
+    let b = node(redis, &[]);
     let room = "counted";
     let mut watcher = viewer(&a, room, None);
     let _more_a = viewer(&a, room, None);
@@ -201,8 +210,17 @@ fn online_counts_are_global_and_a_killed_node_drops_out() {
 #[test]
 fn a_ban_on_one_node_holds_on_the_others() {
     require_redis();
-    let redis = RedisServer::start();
-    let nodes: Vec<Server> = (0..3).map(|_| node(&redis.url(), &[])).collect();
+    ban_everywhere(&RedisServer::start().url());
+}
+
+#[test]
+fn a_ban_on_one_node_holds_on_the_others_on_a_redis_cluster() {
+    require_redis();
+    ban_everywhere(&RedisCluster::start(3).url());
+}
+
+fn ban_everywhere(redis: &str) {
+    let nodes: Vec<Server> = (0..3).map(|_| node(redis, &[])).collect();
     let room = "moderated";
     let owner = "owner1";
     // The room's owner (the first poster with the admin role would be simpler, but any
@@ -316,8 +334,21 @@ fn a_room_is_let_go_after_its_last_viewer_here_leaves() {
 fn a_node_that_missed_messages_fills_them_from_the_stream() {
     require_redis();
     let redis = RedisServer::start();
-    let a = node(&redis.url(), &[]);
-    let b = node(&redis.url(), &[]);
+    let port = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    fill_holes(&redis.url(), &[port]);
+}
+
+#[test]
+fn a_node_that_missed_messages_fills_them_on_a_redis_cluster() {
+    require_redis();
+    let redis = RedisCluster::start(3);
+    fill_holes(&redis.url(), &redis.ports);
+}
+
+/// `ports`: every Redis server, where the subscriber connections are cut.
+fn fill_holes(redis: &str, ports: &[u16]) {
+    let a = node(redis, &[]);
+    let b = node(redis, &[]);
     let room = "holes";
     let mut on_b = viewer(&b, room, None);
     let mut poster = viewer(&a, room, Some("poster"));
@@ -326,7 +357,9 @@ fn a_node_that_missed_messages_fills_them_from_the_stream() {
         poster.send(json!({"type": "danmaku", "text": format!("m{i}"), "cid": format!("m{i}")}));
         if i % 10 == 5 {
             // Every subscriber connection (node B's, node A's) is dropped mid-stream.
-            redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            for port in ports {
+                support::redis::cli(*port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+            }
         }
     }
     let items = collect(&mut on_b, N);
@@ -385,9 +418,18 @@ fn history_and_resume_on_a_node_that_did_not_see_the_posts() {
 #[test]
 fn a_logout_on_one_node_holds_on_every_node() {
     require_redis();
-    let redis = RedisServer::start();
-    let a = node(&redis.url(), &[]);
-    let b = node(&redis.url(), &[]);
+    logout_everywhere(&RedisServer::start().url());
+}
+
+#[test]
+fn a_logout_on_one_node_holds_on_every_node_on_a_redis_cluster() {
+    require_redis();
+    logout_everywhere(&RedisCluster::start(3).url());
+}
+
+fn logout_everywhere(redis: &str) {
+    let a = node(redis, &[]);
+    let b = node(redis, &[]);
     let tok = token(&a, "leaver");
     let q = format!("room=bye&token={tok}");
     let mut on_b = Client::connect(b.http, &q).unwrap();

@@ -10,26 +10,50 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::media::{probe, publish, rtmp_addr, signed_url, wait_live};
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::{eventually, Server};
 
 const T: Duration = Duration::from_secs(20);
 const KEY: &str = "cluster-test-key";
 
+/// One Redis server or a Redis Cluster, as the tests read it.
+trait Cli {
+    fn url(&self) -> String;
+    fn cli(&self, args: &[&str]) -> String;
+}
+
+impl Cli for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+    fn cli(&self, args: &[&str]) -> String {
+        RedisServer::cli(self, args)
+    }
+}
+
+impl Cli for RedisCluster {
+    fn url(&self) -> String {
+        RedisCluster::url(self)
+    }
+    fn cli(&self, args: &[&str]) -> String {
+        RedisCluster::cli(self, args)
+    }
+}
+
 /// The stream's claim in Redis (empty: none).
-fn claim_of(redis: &RedisServer, stream: &str) -> String {
+fn claim_of(redis: &dyn Cli, stream: &str) -> String {
     redis.cli(&["GET", &format!("ls:{{{stream}}}:claim")])
 }
 
 /// The claim's time to live in ms (negative: none).
-fn pttl(redis: &RedisServer, stream: &str) -> i64 {
+fn pttl(redis: &dyn Cli, stream: &str) -> i64 {
     redis
         .cli(&["PTTL", &format!("ls:{{{stream}}}:claim")])
         .parse()
         .unwrap()
 }
 
-fn node(redis: &RedisServer) -> Server {
+fn node(redis: &dyn Cli) -> Server {
     Server::start(&[
         "--shards",
         "2",
@@ -121,8 +145,16 @@ fn live_notices(c: &mut support::ws::Client, out: &mut Vec<String>, quiet: Durat
 
 #[test]
 fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide() {
-    let redis = RedisServer::start();
-    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    across_nodes(&RedisServer::start());
+}
+
+#[test]
+fn a_stream_plays_across_nodes_on_a_redis_cluster() {
+    across_nodes(&RedisCluster::start(3));
+}
+
+fn across_nodes(redis: &dyn Cli) {
+    let (a, b, c) = (node(redis), node(redis), node(redis));
     let stream = "acrossnodes";
 
     // A danmaku viewer of the stream's room on B hears live and offline once each, from
@@ -133,16 +165,16 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
 
     // Nothing is published anywhere: no node finds it.
     assert_eq!(status(&b, &format!("/live/{stream}.flv")), 404);
-    assert_eq!(claim_of(&redis, stream), "");
+    assert_eq!(claim_of(redis, stream), "");
 
     let mut first = publish(&signed_url(&a, stream, &[]), 60);
     wait_live(&a, stream);
-    let claim = claim_of(&redis, stream);
+    let claim = claim_of(redis, stream);
     assert!(
         claim.ends_with(&format!("|{}", a.http)),
         "the claim names A's address: {claim}"
     );
-    let (ttl0, claimed_at) = (pttl(&redis, stream), Instant::now());
+    let (ttl0, claimed_at) = (pttl(redis, stream), Instant::now());
     assert!(ttl0 > 0, "the claim has a TTL: {ttl0}");
 
     // HTTP-FLV from B: pulled from A, decoded.
@@ -221,7 +253,7 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
     // A renews its claim while it publishes.
     let renewed = eventually(T, || {
         let decayed = ttl0 - claimed_at.elapsed().as_millis() as i64;
-        let ttl = pttl(&redis, stream);
+        let ttl = pttl(redis, stream);
         (ttl > 0 && ttl > decayed + 500).then_some(())
     });
     assert!(renewed.is_some(), "the claim was not renewed");
@@ -255,11 +287,11 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
         );
     }
     assert!(tail.ends_with(b"0\r\n\r\n"), "the body ended cleanly");
-    let released = eventually(T, || claim_of(&redis, stream).is_empty().then_some(()));
+    let released = eventually(T, || claim_of(redis, stream).is_empty().then_some(()));
     assert!(
         released.is_some(),
         "the claim stayed: {}",
-        claim_of(&redis, stream)
+        claim_of(redis, stream)
     );
     let ended = eventually(T, || {
         (status(&b, &format!("/live/{stream}.flv")) == 404
@@ -277,7 +309,7 @@ fn a_stream_published_on_one_node_plays_on_another_and_is_claimed_cluster_wide()
     // Now C may publish it, and B plays it from C.
     let _second = publish(&signed_url(&c, stream, &[]), 60);
     wait_live(&c, stream);
-    let claim = claim_of(&redis, stream);
+    let claim = claim_of(redis, stream);
     assert!(claim.ends_with(&format!("|{}", c.http)), "{claim}");
     wait_live(&b, stream);
     assert!(decoded_video_frames(&flv) >= 10);

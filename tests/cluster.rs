@@ -129,6 +129,19 @@ fn danmaku_crosses_nodes(redis: &str) {
             assert_eq!(mine, sent, "{who}'s items in the order sent");
         }
     }
+    // Batches, not messages, went to Redis: one script per room per merge window.
+    let publishes: f64 = nodes
+        .iter()
+        .map(|n| {
+            n.metric("liveshard_cluster_commands_total{kind=\"publish\"}")
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        publishes >= 2.0 && publishes < (2 * N) as f64,
+        "{publishes} scripts for {} items",
+        2 * N
+    );
     // Each ack holds the id every node delivered the item under.
     let by_text: HashMap<&str, u64> = seen[0]
         .iter()

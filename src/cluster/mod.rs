@@ -401,7 +401,7 @@ impl Cluster {
 /// The shard-channel payload of a batch: `i<first> <last>` then one line per item, its
 /// priority letter and its JSON (JSON has no raw newline). A control message: `c<body>`;
 /// a revocation (on its own channel): `r<node>\n<json>`.
-fn parse_payload(payload: &[u8]) -> Option<Parsed> {
+pub fn parse_payload(payload: &[u8]) -> Option<Parsed> {
     let (&tag, rest) = payload.split_first()?;
     match tag {
         b'c' => Some(Parsed::Control(Bytes::copy_from_slice(rest))),
@@ -420,7 +420,9 @@ fn parse_payload(payload: &[u8]) -> Option<Parsed> {
     }
 }
 
-enum Parsed {
+/// A message on a room's channel, read ([`parse_payload`]).
+#[derive(Debug)]
+pub enum Parsed {
     Items {
         first: u64,
         last: u64,

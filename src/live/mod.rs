@@ -34,7 +34,7 @@ pub mod flv;
 pub mod hls;
 pub mod hooks;
 mod mirror;
-mod pull;
+pub mod pull;
 mod record;
 mod registry;
 pub mod rtmp_conn;

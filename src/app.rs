@@ -116,9 +116,16 @@ pub fn commit_sink(remotes: Vec<shards::Remote<ShardMsg>>) -> crate::store::Comm
 /// through that shard's `Remote`.
 pub fn cluster_sink(remotes: Vec<shards::Remote<ShardMsg>>) -> crate::cluster::Sink {
     Arc::new(move |shard, event| {
-        if let Some(r) = remotes.get(shard) {
-            let _ = r.send(ShardMsg::Danmaku(crate::danmaku::Msg::Cluster(event)));
-        }
+        let Some(r) = remotes.get(shard) else { return };
+        let msg = match event {
+            // A room closed on another node: its stream's publisher, if it is here.
+            crate::cluster::Event::StopStream(room) => {
+                let call = crate::port::Call::new(move |l: &Rc<Live>| l.stop(&room));
+                ShardMsg::Live(crate::live::Msg::Call(call))
+            }
+            event => ShardMsg::Danmaku(crate::danmaku::Msg::Cluster(event)),
+        };
+        let _ = r.send(msg);
     })
 }
 

@@ -80,6 +80,11 @@ pub struct Call<E>(CallFn<E>);
 type CallFn<E> = Box<dyn FnOnce(&Rc<E>) + Send>;
 
 impl<E> Call<E> {
+    /// `f`, to run on a shard's instance of the engine.
+    pub fn new(f: impl FnOnce(&Rc<E>) + Send + 'static) -> Self {
+        Call(Box::new(f))
+    }
+
     pub fn run(self, engine: &Rc<E>) {
         (self.0)(engine)
     }

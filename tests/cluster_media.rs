@@ -65,8 +65,12 @@ fn node(redis: &dyn Cli) -> Server {
         "media.hls_segment_secs=1",
         "--set",
         "media.publisher_grace_ms=300",
+        "--set",
+        SECRET,
     ])
 }
+
+const SECRET: &str = "auth.jwt_secret=cluster-media-secret-0123456789abcdef";
 
 fn metric_sum(server: &Server, name: &str) -> f64 {
     (0..2)
@@ -313,6 +317,33 @@ fn across_nodes(redis: &dyn Cli) {
     assert!(claim.ends_with(&format!("|{}", c.http)), "{claim}");
     wait_live(&b, stream);
     assert!(decoded_video_frames(&flv) >= 10);
+}
+
+/// Closing a room on one node stops its publisher on another, and the room refuses a new
+/// publish on every node.
+#[test]
+fn closing_a_room_on_one_node_stops_its_publisher_on_another() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let owner = support::token(&a, "host", &["--set", SECRET]);
+    let room = support::api::create_room(&a, &owner, "closing")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ff = publish(&signed_url(&a, &room, &[]), 60);
+    wait_live(&a, &room);
+    let path = format!("/api/v1/rooms/{room}");
+    support::api::ok(&support::api::call(&b, "DELETE", &path, Some(&owner), None));
+    let stopped = eventually(T, || ff.try_wait().unwrap().map(|_| ()));
+    assert!(stopped.is_some(), "the publisher on A is still publishing");
+    let released = eventually(T, || claim_of(&redis, &room).is_empty().then_some(()));
+    assert!(
+        released.is_some(),
+        "the claim stayed: {}",
+        claim_of(&redis, &room)
+    );
+    let err = refused(&signed_url(&b, &room, &[]));
+    assert!(err.contains("closed"), "{err}");
 }
 
 #[test]

@@ -400,6 +400,8 @@ pub async fn close(api: Rc<Api>, req: Request) -> ApiResult<Response> {
     {
         tracing::warn!(room = %id, "could not ask the stream's home shard to stop it");
     }
+    // In a cluster, the publisher may be on another node.
+    api.danmaku.stop_stream_everywhere(&id.as_str().into());
     api.danmaku.system_post(
         id.as_str().into(),
         PostBody::System {

@@ -71,9 +71,9 @@ pub const REVOKED_COUNTS: &str = "ls:{rev}:counts";
 /// Users' "not before" marks: a hash uid → `not_before until` (Unix seconds).
 pub const REVOKED_USERS: &str = "ls:{rev}:users";
 
-/// The channel a revocation goes out on, to every node (a shard channel in the
-/// revocations' slot).
-pub const REVOKED_CHANNEL: &str = "ls:{rev}:revoked";
+/// The channel every node listens to for the node-wide messages: token revocations, and
+/// "stop this stream" when its room is closed (a shard channel, in one slot).
+pub const NODES_CHANNEL: &str = "ls:{nodes}:ctl";
 
 /// The WeChat access token of an app, shared by every node:
 /// `token\n<refresh at>\n<expires at>` (Unix ms).

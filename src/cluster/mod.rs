@@ -19,9 +19,10 @@
 //!   unless renewed ([`keys::node_online`]); a room's count is the sum over the nodes
 //!   alive.
 //! - **Control**: moderation changes go out on the room's channel too, so a ban on one
-//!   node holds at once on every node that has the room; token revocations go out on one
-//!   channel every node listens to ([`keys::REVOKED_CHANNEL`]), so a logout on one node
-//!   closes the token's connections on all.
+//!   node holds at once on every node that has the room; token revocations and "stop this
+//!   stream" (its room was closed) go out on one channel every node listens to
+//!   ([`keys::NODES_CHANNEL`]), so a logout on one node closes the token's connections on
+//!   all, and closing a room stops its publisher wherever it is.
 //!
 //! - **Streams** ([`media`], the `cluster-media` thread): a publisher's claim on its
 //!   stream is cluster-wide (a key with a TTL, renewed while it publishes), and a node
@@ -84,6 +85,8 @@ pub enum Request {
     Control { room: RoomId, body: Bytes },
     /// A token revocation committed here (JSON), for every other node to apply.
     Revoked(Bytes),
+    /// A room was closed here: whichever node publishes its stream stops the publisher.
+    StopStream(RoomId),
     /// Shard `shard`'s viewers per room it is home of, and whether the room's stream is
     /// live here (replaces what it sent before).
     Counts {
@@ -130,6 +133,9 @@ pub enum Event {
     Directory(Arc<Vec<RoomCount>>),
     /// A token revocation committed on another node (JSON); every shard gets it.
     Revoked(Bytes),
+    /// Stop the publisher of this stream, if it is on this node (its room was closed on
+    /// some node); the stream's home shard gets it.
+    StopStream(RoomId),
 }
 
 /// A room, its viewers, whether its stream is live.
@@ -400,7 +406,7 @@ impl Cluster {
 
 /// The shard-channel payload of a batch: `i<first> <last>` then one line per item, its
 /// priority letter and its JSON (JSON has no raw newline). A control message: `c<body>`;
-/// a revocation (on its own channel): `r<node>\n<json>`.
+/// on the nodes' channel, a revocation `r<node>\n<json>` or a stream to stop `s<room>`.
 pub fn parse_payload(payload: &[u8]) -> Option<Parsed> {
     let (&tag, rest) = payload.split_first()?;
     match tag {

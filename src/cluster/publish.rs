@@ -152,7 +152,7 @@ pub(super) fn run(s: Settings, rx: Receiver<Request>, sink: Sink, stats: Arc<Sta
                     payload.extend_from_slice(&body);
                     let sent = link.run(&s, &stats, |c| {
                         control
-                            .key(keys::REVOKED_CHANNEL)
+                            .key(keys::NODES_CHANNEL)
                             .arg(payload)
                             .invoke::<i64>(c.like())
                     });
@@ -161,6 +161,22 @@ pub(super) fn run(s: Settings, rx: Receiver<Request>, sink: Sink, stats: Arc<Sta
                     } else {
                         tracing::error!("a revocation could not be sent to the other nodes; they apply it at their next start");
                     }
+                }
+                Request::StopStream(room) => {
+                    let payload = [b"s", room.as_bytes()].concat();
+                    let sent = link.run(&s, &stats, |c| {
+                        control
+                            .key(keys::NODES_CHANNEL)
+                            .arg(payload)
+                            .invoke::<i64>(c.like())
+                    });
+                    match sent {
+                        Some(_) => stats.controls.fetch_add(1, Ordering::Relaxed),
+                        None => {
+                            tracing::warn!(%room, "could not ask the other nodes to stop the closed room's stream");
+                            0
+                        }
+                    };
                 }
                 Request::Counts { shard, counts: c } => {
                     if let Some(slot) = counts.get_mut(shard) {

@@ -26,8 +26,8 @@ use crate::ids::{home_shard, RoomId};
 /// A Redis node, `None` for the one server of a non-cluster setup.
 type NodeKey = Option<(String, u16)>;
 
-/// The revocation channel's place among the rooms (no room id has a `*`).
-const REVOKED: &str = "*revoked";
+/// The nodes' channel's place among the rooms (no room id has a `*`).
+const NODES: &str = "*nodes";
 
 /// Messages read from one connection before looking at the others and the requests.
 const READ_BURST: usize = 256;
@@ -77,9 +77,9 @@ pub(super) fn run(s: Settings, rx: Receiver<SubRequest>, sink: Sink, stats: Arc<
         cmd: Link::new(),
         floor: redis::Script::new(FLOOR),
     };
-    // Revocations from the other nodes: listened to for the node's life.
+    // The nodes' channel (revocations, streams to stop): listened to for the node's life.
     let (done, _) = oneshot::channel();
-    sub.subscribe(RoomId::from(REVOKED), done);
+    sub.subscribe(RoomId::from(NODES), done);
     loop {
         // Requests: wait for one only while there is nothing to read.
         let idle = sub.nodes.values().all(|n| n.conn.is_none());
@@ -256,7 +256,7 @@ impl Sub {
             n.next_try = Instant::now() + n.backoff;
         }
         for (id, r) in self.rooms.iter_mut().filter(|(_, r)| r.node == *key) {
-            if r.confirmed && &**id != REVOKED {
+            if r.confirmed && &**id != NODES {
                 self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
             }
             r.confirmed = false;
@@ -298,8 +298,8 @@ impl Sub {
                 let Some(Value::BulkString(payload)) = data.next() else {
                     return;
                 };
-                if &*room == REVOKED {
-                    return self.revoked(&payload);
+                if &*room == NODES {
+                    return self.node_message(&payload);
                 }
                 match parse_payload(&payload) {
                     Some(Parsed::Items { first, last, items }) => {
@@ -320,7 +320,7 @@ impl Sub {
                 let Some(r) = self.rooms.get_mut(&room) else {
                     return;
                 };
-                if r.confirmed && &*room != REVOKED {
+                if r.confirmed && &*room != NODES {
                     self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 r.confirmed = false;
@@ -350,7 +350,7 @@ impl Sub {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        if &**room == REVOKED {
+        if &**room == NODES {
             r.confirmed = true;
             return;
         }
@@ -380,9 +380,20 @@ impl Sub {
         }
     }
 
-    /// A revocation from some node: every shard here applies it (this node's own were
-    /// applied before they were sent).
-    fn revoked(&mut self, payload: &[u8]) {
+    /// A message on the nodes' channel: a revocation from some node, which every shard
+    /// here applies (this node's own were applied before they were sent); a stream to
+    /// stop, to its home shard.
+    fn node_message(&mut self, payload: &[u8]) {
+        if let Some(room) = payload.strip_prefix(b"s") {
+            let Ok(room) = std::str::from_utf8(room) else {
+                return;
+            };
+            if crate::ids::valid_room_id(room) {
+                let shard = home_shard(room, self.s.shards);
+                (self.sink)(shard, Event::StopStream(RoomId::from(room)));
+            }
+            return;
+        }
         let Some(rest) = payload.strip_prefix(b"r") else {
             return;
         };
@@ -491,19 +502,19 @@ fn send(c: &mut redis::Connection, what: &str, room: &str) -> redis::RedisResult
 }
 
 fn channel_of(room: &str) -> String {
-    if room == REVOKED {
-        keys::REVOKED_CHANNEL.to_string()
+    if room == NODES {
+        keys::NODES_CHANNEL.to_string()
     } else {
         keys::channel(room)
     }
 }
 
-/// `ls:{room}:ch` → `room` (the revocation channel → [`REVOKED`]).
+/// `ls:{room}:ch` → `room` (the nodes' channel → [`NODES`]).
 fn room_of_channel(v: &Value) -> Option<RoomId> {
     let Value::BulkString(b) = v else { return None };
     let s = std::str::from_utf8(b).ok()?;
-    if s == keys::REVOKED_CHANNEL {
-        return Some(RoomId::from(REVOKED));
+    if s == keys::NODES_CHANNEL {
+        return Some(RoomId::from(NODES));
     }
     let room = s.strip_prefix("ls:{")?.strip_suffix("}:ch")?;
     Some(RoomId::from(room))

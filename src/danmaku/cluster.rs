@@ -59,6 +59,16 @@ impl Danmaku {
         }
     }
 
+    /// Asks every node to stop `room`'s publisher, wherever it is (the room was closed
+    /// here).
+    pub fn stop_stream_everywhere(&self, room: &RoomId) {
+        if let Some(cluster) = &self.ctx.cluster {
+            if cluster.send(Request::StopStream(room.clone())).is_err() {
+                tracing::warn!(%room, "could not ask the other nodes to stop the closed room's stream");
+            }
+        }
+    }
+
     /// Tells the other nodes holding `room` about a moderation change made here.
     pub(super) fn send_control(&self, room: &RoomId, mods: ModState, kick: Option<(Uid, u16)>) {
         let Some(cluster) = &self.ctx.cluster else {
@@ -98,6 +108,8 @@ impl Danmaku {
                 Err(_) => tracing::warn!("unreadable revocation from another node"),
             },
             Event::Directory(dir) => *self.directory.borrow_mut() = dir,
+            // The wiring hands these to the live engine.
+            Event::StopStream(_) => {}
             Event::Elsewhere { counts } => {
                 let mut home = self.home.borrow_mut();
                 for (room, n) in counts {

@@ -578,3 +578,35 @@ fn the_wechat_access_token_is_fetched_by_one_node_at_a_time() {
         );
     }
 }
+
+/// While Redis is away, reads answer from what the node last read; writes answer 503.
+#[test]
+fn reads_answer_from_what_the_node_has_while_redis_is_away() {
+    require_redis();
+    let mut redis = RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    let owner = token(&a, "keeper");
+    let id = support::api::create_room(&a, &owner, "kept")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/v1/rooms/{id}");
+    assert_eq!(a.get(&path).status, 200);
+    assert_eq!(a.get("/api/v1/rooms").status, 200);
+    redis.stop();
+    let room = support::api::ok(&a.get(&path));
+    assert_eq!(room["title"], "kept");
+    let list = support::api::ok(&a.get("/api/v1/rooms"));
+    assert!(
+        list["items"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str()),
+        "{list}"
+    );
+    // A room this node never read: nothing to answer from.
+    support::api::err(&a.get("/api/v1/rooms/neverseen"), 503, 50307);
+    let body = json!({"title": "new", "category": "test"});
+    support::api::err(
+        &support::api::call(&a, "POST", "/api/v1/rooms", Some(&owner), Some(&body)),
+        503,
+        50307,
+    );
+}

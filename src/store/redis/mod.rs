@@ -26,6 +26,9 @@
 //! key is taken with `SET NX` first, so two first logins at once make one user. The
 //! revocation keys share the `{rev}` tag, so each revocation change is one script.
 //!
+//! Reads while Redis is unreachable answer from what this node last read (`cache.rs`): a
+//! room, a page of the room list, a user; writes fail.
+//!
 //! Connection: one, held; a connection-level failure drops it and the next command
 //! reconnects. A call retries once on a fresh connection when the held one broke (not when
 //! it timed out), never more; while Redis is away, one connection attempt per
@@ -44,8 +47,10 @@ use super::{Backend, RevocationCounts, StoreError};
 use crate::auth::Revocation;
 use crate::cluster::client::{Conn, Target};
 use crate::cluster::keys;
+use cache::ReadCache;
 use scripts::*;
 
+mod cache;
 mod scripts;
 #[cfg(test)]
 mod tests;
@@ -77,6 +82,8 @@ pub struct RedisBackend {
     /// Items kept per room (`XADD … MAXLEN ~`).
     tail: u64,
     scripts: Scripts,
+    /// What the last reads found: answers while Redis is unreachable.
+    seen: ReadCache,
 }
 
 /// Whether `e` says Redis (or the connection to it) is not there, rather than that a
@@ -179,6 +186,7 @@ impl RedisBackend {
                 revoke_user: redis::Script::new(REVOKE_USER),
                 sweep: redis::Script::new(SWEEP),
             },
+            seen: ReadCache::new(),
         };
         match backend.target.connect(timeout) {
             Ok(c) => *backend.conn.borrow_mut() = Some(c),
@@ -376,7 +384,20 @@ impl Backend for RedisBackend {
     }
 
     fn get_user(&self, uid: &str) -> Result<Option<User>, StoreError> {
-        parse_opt(self.get(&keys::user(uid))?)
+        match self.get(&keys::user(uid)).and_then(parse_opt::<User>) {
+            Ok(u) => {
+                if let Some(u) = &u {
+                    self.seen.user(u);
+                }
+                Ok(u)
+            }
+            Err(StoreError::Unavailable) => self
+                .seen
+                .cached_user(uid)
+                .map(Some)
+                .ok_or(StoreError::Unavailable),
+            Err(e) => Err(e),
+        }
     }
 
     fn user_by_openid(&self, openid: &str) -> Result<Option<User>, StoreError> {
@@ -392,7 +413,18 @@ impl Backend for RedisBackend {
     }
 
     fn get_room(&self, id: &str) -> Result<Option<Room>, StoreError> {
-        parse_opt(self.get(&keys::room(id))?)
+        match self.get(&keys::room(id)).and_then(parse_opt::<Room>) {
+            Ok(r) => {
+                self.seen.room(id, r.as_ref());
+                Ok(r)
+            }
+            Err(StoreError::Unavailable) => self
+                .seen
+                .cached_room(id)
+                .map(Some)
+                .ok_or(StoreError::Unavailable),
+            Err(e) => Err(e),
+        }
     }
 
     fn list_rooms(&self) -> Result<Vec<Room>, StoreError> {
@@ -462,8 +494,31 @@ impl Backend for RedisBackend {
             return ids.iter().map(|id| self.get_room(id)).collect();
         }
         let keys: Vec<String> = ids.iter().map(|id| keys::room(id)).collect();
-        let found: Vec<Option<Vec<u8>>> = self.with(|c| redis::cmd("MGET").arg(&keys).query(c))?;
-        found.into_iter().map(parse_opt).collect()
+        let found = self
+            .with(|c| {
+                redis::cmd("MGET")
+                    .arg(&keys)
+                    .query::<Vec<Option<Vec<u8>>>>(c)
+            })
+            .and_then(|found| {
+                found
+                    .into_iter()
+                    .map(parse_opt)
+                    .collect::<Result<Vec<Option<Room>>, _>>()
+            });
+        match found {
+            Ok(rooms) => {
+                for (id, r) in ids.iter().zip(&rooms) {
+                    self.seen.room(id, r.as_ref());
+                }
+                Ok(rooms)
+            }
+            // What this node last read of each (rooms it never read are left out).
+            Err(StoreError::Unavailable) => {
+                Ok(ids.iter().map(|id| self.seen.cached_room(id)).collect())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn open_rooms_page(
@@ -472,48 +527,18 @@ impl Backend for RedisBackend {
         offset: usize,
         limit: usize,
     ) -> Result<RoomPage, StoreError> {
-        let all: usize = self.with(|c| redis::cmd("ZCARD").arg(keys::OPEN_ROOMS).query(c))?;
-        let skipped_open = if skip.is_empty() {
-            0
-        } else {
-            let scores: Vec<Option<f64>> = self.with(|c| {
-                redis::cmd("ZMSCORE")
-                    .arg(keys::OPEN_ROOMS)
-                    .arg(skip)
-                    .query(c)
-            })?;
-            scores.iter().flatten().count()
-        };
-        let total = all.saturating_sub(skipped_open);
-        if limit == 0 {
-            return Ok(RoomPage {
-                rooms: Vec::new(),
-                total,
-            });
+        match self.open_rooms_page_now(skip, offset, limit) {
+            Ok(page) => {
+                self.seen.page(offset, limit, &page);
+                Ok(page)
+            }
+            // The page as this node last read it.
+            Err(StoreError::Unavailable) => self
+                .seen
+                .cached_page(offset, limit)
+                .ok_or(StoreError::Unavailable),
+            Err(e) => Err(e),
         }
-        // Newest first, ties by id (the order the embedded store pages in); the skipped
-        // ids can be anywhere in the range, so take that many more.
-        let last = offset + limit + skip.len() - 1;
-        let ids: Vec<String> = self.with(|c| {
-            redis::cmd("ZRANGE")
-                .arg(keys::OPEN_ROOMS)
-                .arg(0)
-                .arg(last)
-                .query(c)
-        })?;
-        let ids: Vec<String> = ids
-            .into_iter()
-            .filter(|id| !skip.contains(id))
-            .skip(offset)
-            .take(limit)
-            .collect();
-        let rooms = self
-            .get_rooms(&ids)?
-            .into_iter()
-            .flatten()
-            .filter(|r| !r.closed)
-            .collect();
-        Ok(RoomPage { rooms, total })
     }
 
     fn user_by_openid_or_create(&mut self, new: &User) -> Result<User, StoreError> {
@@ -654,5 +679,58 @@ impl Backend for RedisBackend {
             marks,
             has_mark,
         })
+    }
+}
+
+impl RedisBackend {
+    /// [`Backend::open_rooms_page`] from Redis.
+    fn open_rooms_page_now(
+        &self,
+        skip: &[String],
+        offset: usize,
+        limit: usize,
+    ) -> Result<RoomPage, StoreError> {
+        let all: usize = self.with(|c| redis::cmd("ZCARD").arg(keys::OPEN_ROOMS).query(c))?;
+        let skipped_open = if skip.is_empty() {
+            0
+        } else {
+            let scores: Vec<Option<f64>> = self.with(|c| {
+                redis::cmd("ZMSCORE")
+                    .arg(keys::OPEN_ROOMS)
+                    .arg(skip)
+                    .query(c)
+            })?;
+            scores.iter().flatten().count()
+        };
+        let total = all.saturating_sub(skipped_open);
+        if limit == 0 {
+            return Ok(RoomPage {
+                rooms: Vec::new(),
+                total,
+            });
+        }
+        // Newest first, ties by id (the order the embedded store pages in); the skipped
+        // ids can be anywhere in the range, so take that many more.
+        let last = offset + limit + skip.len() - 1;
+        let ids: Vec<String> = self.with(|c| {
+            redis::cmd("ZRANGE")
+                .arg(keys::OPEN_ROOMS)
+                .arg(0)
+                .arg(last)
+                .query(c)
+        })?;
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !skip.contains(id))
+            .skip(offset)
+            .take(limit)
+            .collect();
+        let rooms = self
+            .get_rooms(&ids)?
+            .into_iter()
+            .flatten()
+            .filter(|r| !r.closed)
+            .collect();
+        Ok(RoomPage { rooms, total })
     }
 }

@@ -598,7 +598,11 @@ fn reads_answer_from_what_the_node_has_while_redis_is_away() {
     assert_eq!(room["title"], "kept");
     let list = support::api::ok(&a.get("/api/v1/rooms"));
     assert!(
-        list["items"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str()),
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str()),
         "{list}"
     );
     // A room this node never read: nothing to answer from.
@@ -609,4 +613,52 @@ fn reads_answer_from_what_the_node_has_while_redis_is_away() {
         503,
         50307,
     );
+}
+
+/// `rediss://`: the nodes reach Redis over TLS, verifying its certificate against the CA
+/// they are given (`SSL_CERT_FILE`), and danmaku crosses nodes as over plain TCP.
+#[test]
+fn nodes_reach_redis_over_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    require_redis();
+    let dir = support::TempDir::new("redis-tls");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+    let (ca_pem, cert, key) = (
+        dir.0.join("ca.pem"),
+        dir.0.join("cert.pem"),
+        dir.0.join("key.pem"),
+    );
+    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&cert, leaf_cert.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let redis = RedisServer::start_tls(&cert, &key);
+    let url = redis.tls_url();
+    let ca_file = ca_pem.display().to_string();
+    let start = || {
+        let data = std::env::temp_dir().join(format!("liveshard-data-tls-{}", support::rand_u64()));
+        Server::start_with_env(
+            data,
+            &["--redis", &url, "--shards", "1", "--set", SECRET],
+            &[("SSL_CERT_FILE", &ca_file)],
+        )
+    };
+    let (a, b) = (start(), start());
+    let mut on_b = viewer(&b, "secure", None);
+    let mut poster = viewer(&a, "secure", Some("poster"));
+    poster.send(json!({"type": "danmaku", "text": "over tls", "cid": "t"}));
+    assert_eq!(collect(&mut on_b, 1)[0]["text"], "over tls");
+    // A node that does not trust the CA does not talk to that Redis.
+    let untrusting = node(&url, &[]);
+    let refused = eventually(T, || {
+        (untrusting.metric("liveshard_cluster_errors_total")? > 0.0).then_some(())
+    });
+    assert!(refused.is_some(), "errors counted");
+    assert_eq!(untrusting.metric("liveshard_cluster_redis_up"), Some(0.0));
+    assert_eq!(a.metric("liveshard_cluster_redis_up"), Some(1.0));
 }

@@ -63,7 +63,13 @@ impl Server {
 
     /// Like [`Server::start`] with a given data dir (for restarts on the same data).
     pub fn start_in(data_dir: PathBuf, args: &[&str]) -> Server {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// Like [`Server::start_in`], with these environment variables set for the server.
+    pub fn start_with_env(data_dir: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--http")
             .arg("127.0.0.1:0")

@@ -117,6 +117,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
     password: Option<String>,
+    /// TLS: its port, certificate and key files (the plain port stays, for `cli`).
+    tls: Option<(u16, String, String)>,
 }
 
 impl RedisServer {
@@ -129,24 +131,59 @@ impl RedisServer {
         Self::start_inner(Some(password.to_string()))
     }
 
+    /// A server that also speaks TLS on a port of its own, with this certificate and key
+    /// (PEM files); [`RedisServer::tls_url`] names it.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        let tls = (
+            free_port(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        );
+        Self::start_with(None, Some(tls))
+    }
+
     fn start_inner(password: Option<String>) -> RedisServer {
+        Self::start_with(password, None)
+    }
+
+    fn start_with(password: Option<String>, tls: Option<(u16, String, String)>) -> RedisServer {
         require_redis();
         let dir = TempDir::new("redis");
-        let extra = Self::extra(&password);
+        let extra = Self::extra(&password, &tls);
         let (port, child) = start_one(&dir, |_| extra.clone());
         RedisServer {
             port,
             child: Some(child),
             dir,
             password,
+            tls,
         }
     }
 
-    fn extra(password: &Option<String>) -> Vec<String> {
-        match password {
-            Some(pw) => vec!["--requirepass".into(), pw.clone()],
-            None => Vec::new(),
+    fn extra(password: &Option<String>, tls: &Option<(u16, String, String)>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(pw) = password {
+            out.extend(["--requirepass".into(), pw.clone()]);
         }
+        if let Some((port, cert, key)) = tls {
+            out.extend([
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert.clone(),
+                "--tls-key-file".into(),
+                key.clone(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]);
+        }
+        out
+    }
+
+    /// `rediss://localhost:PORT` of a server started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let (port, ..) = self.tls.as_ref().expect("started with TLS");
+        format!("rediss://localhost:{port}")
     }
 
     pub fn url(&self) -> String {
@@ -167,7 +204,7 @@ impl RedisServer {
     /// Starts it again on the same port (empty).
     pub fn restart(&mut self) {
         self.stop();
-        let extra = Self::extra(&self.password);
+        let extra = Self::extra(&self.password, &self.tls);
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let up = eventually(Duration::from_secs(10), || {
             spawn(self.port, &self.dir, &extra)

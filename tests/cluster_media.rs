@@ -274,22 +274,8 @@ fn across_nodes(redis: &dyn Cli) {
     let _ = first.kill();
     let _ = first.wait();
     viewer.set_read_timeout(Some(T)).unwrap();
-    let (mut tail, mut buf, deadline) = (Vec::new(), [0u8; 16 * 1024], Instant::now() + T);
-    loop {
-        match viewer.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                let keep = tail.len().saturating_sub(16);
-                tail.drain(..keep);
-            }
-            Err(e) => panic!("B's viewer did not see the stream end: {e}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B's viewer did not see the stream end"
-        );
-    }
+    let tail = support::read_tail(&mut viewer)
+        .unwrap_or_else(|e| panic!("B's viewer did not see the stream end: {e}"));
     assert!(tail.ends_with(b"0\r\n\r\n"), "the body ended cleanly");
     let released = eventually(T, || claim_of(redis, stream).is_empty().then_some(()));
     assert!(

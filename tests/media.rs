@@ -396,18 +396,7 @@ fn sigterm_ends_streams_for_publishers_and_viewers_and_exits_promptly() {
     let sent = Instant::now();
     server.signal(15);
     // The viewer's body ends with the last chunk, then the connection closes.
-    let mut tail = Vec::new();
-    loop {
-        match viewer.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                let keep = tail.len().saturating_sub(16);
-                tail.drain(..keep);
-            }
-            Err(e) => panic!("viewer read failed: {e}"),
-        }
-    }
+    let tail = support::read_tail(&mut viewer).expect("the viewer reads to the end");
     assert!(
         tail.ends_with(b"0\r\n\r\n"),
         "a clean end of the chunked body"

@@ -228,20 +228,7 @@ async fn relay(
     let mut last_input = Instant::now();
     let mut next_check = Instant::now() + CHECK_EVERY;
     loop {
-        if body.feed(&mut buf)? {
-            body.tags(|kind, timestamp, payload, metadata| {
-                live.ingest(
-                    stream,
-                    MediaMessage {
-                        kind,
-                        timestamp,
-                        payload,
-                    },
-                    metadata,
-                )
-            })?;
-            return Ok("the stream ended on its node");
-        }
+        let ended = body.feed(&mut buf)?;
         body.tags(|kind, timestamp, payload, metadata| {
             live.ingest(
                 stream,
@@ -253,6 +240,9 @@ async fn relay(
                 metadata,
             )
         })?;
+        if ended {
+            return Ok("the stream ended on its node");
+        }
         let now = Instant::now();
         if now >= next_check {
             if !live.pull_wanted(stream, state) {

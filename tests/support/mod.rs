@@ -614,16 +614,37 @@ impl HookServer {
 
 /// ffmpeg / ffprobe, required: scripts/test.sh installs them.
 pub fn require(tool: &str) {
+    require_tool(tool, "-version", "ffmpeg");
+}
+
+/// Fails the test with a clear message unless `tool version_flag` runs; `package` is what
+/// scripts/test.sh installs for it.
+pub fn require_tool(tool: &str, version_flag: &str, package: &str) {
     let ok = Command::new(tool)
-        .arg("-version")
+        .arg(version_flag)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
     assert!(
         ok,
-        "{tool} is not installed: run scripts/test.sh (it installs ffmpeg)"
+        "{tool} is not installed: run scripts/test.sh (it installs {package})"
     );
+}
+
+/// Reads `s` to its end (the peer closed); the last 16 bytes that came.
+pub fn read_tail(s: &mut impl Read) -> Result<Vec<u8>, std::io::Error> {
+    let (mut tail, mut buf) = (Vec::new(), [0u8; 16 * 1024]);
+    loop {
+        match s.read(&mut buf)? {
+            0 => return Ok(tail),
+            n => {
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(16);
+                tail.drain(..keep);
+            }
+        }
+    }
 }
 
 /// REST API helpers (JSON calls, envelopes, Server-Sent Events, a valid PNG).

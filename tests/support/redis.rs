@@ -9,20 +9,10 @@ use std::time::Duration;
 
 use super::{eventually, TempDir};
 
-/// Fails the test with a clear message unless `tool` runs.
+/// Fails the test with a clear message unless redis-server and redis-cli run.
 pub fn require_redis() {
-    for tool in ["redis-server", "redis-cli"] {
-        let ok = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            ok,
-            "{tool} is not installed: run scripts/test.sh (it installs redis-server and redis-tools)"
-        );
-    }
+    super::require_tool("redis-server", "--version", "redis-server");
+    super::require_tool("redis-cli", "--version", "redis-tools");
 }
 
 /// A port that was free a moment ago (bound to port 0, then released).

@@ -59,6 +59,7 @@ done
 
 CORES=$(nproc)
 HOST=$(hostname)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # CPU lists per process (empty: not pinned).
 CPU_A="" CPU_B="" CPU_C="" CPU_REDIS="" CPU_LOAD=""
 if [ "$PIN" = 1 ]; then
@@ -193,6 +194,8 @@ for w in $WINDOWS; do
     echo "$r0 $r1 $n0 $n1 $d0 $d1 $OWN_CALLS" | awk '{
         printf "redis_calls=%d\nredis_evals=%d\nredis_cpu_s=%.3f\nnodes_cpu_s=%.3f\ndropped=%d\n",
           $4 - $1 - $11, $5 - $2, $6 - $3, $8 - $7, $10 - $9 }' >"$OUT/cluster-$label.redis"
+    # The machine's 1-minute load average as the step ends: other work competing for the CPUs.
+    echo "loadavg=$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/cluster-$label.redis"
     # Calls per command over the step, most first (INFO itself included).
     awk -F'[:,=]' '/^cmdstat_/ { if (FNR == NR) b[$1] = $3; else if ($3 - b[$1] > 0)
         printf "%-24s %d\n", substr($1, 9), $3 - b[$1] }' "$WORK/info-before" "$WORK/info-after" |
@@ -219,7 +222,7 @@ print("viewers spread over A, B, C in every room; publishers on A. local = A's v
 head = (f"{'window':>6} {'load':>9} {'sent/s':>7} {'deliv/s':>8} {'got/exp':>7} "
         f"{'loc p50':>7} {'loc p99':>7} {'x p50':>7} {'x p99':>7} {'p99 +':>6} "
         f"{'redis cmds':>10} {'cmd/deliv':>9} {'evals':>6} {'eval/post':>9} "
-        f"{'redis cpu':>9} {'nodes cpu':>9} {'dropped':>7}  goal")
+        f"{'redis cpu':>9} {'nodes cpu':>9} {'dropped':>7} {'load':>5}  goal")
 print()
 print(head)
 ms = lambda us: us / 1000
@@ -251,7 +254,7 @@ for w in windows:
               f"{x['delivery_ratio']:>7.3f} {ms(lo['p50']):>7.2f} {ms(lo['p99']):>7.2f} "
               f"{ms(xp50):>7.2f} {ms(xp99):>7.2f} {extra:>6.2f} {calls:>10} {cpd:>9.4f} "
               f"{evals:>6} {epp:>9.3f} {float(red['redis_cpu_s']):>8.2f}s "
-              f"{float(red['nodes_cpu_s']):>8.2f}s {int(red['dropped']):>7}  {goal}")
+              f"{float(red['nodes_cpu_s']):>8.2f}s {int(red['dropped']):>7} {red.get('loadavg', '?'):>5}  {goal}")
 print()
 print("""latencies in ms; p99 + = cross-node p99 - local p99 (goal: at most 5 ms);
 redis cmds = every command Redis ran during the step, as INFO commandstats counts them: the
@@ -261,9 +264,10 @@ command in cluster-*.commandstats. cmd/deliv = that per delivered message; evals
 + EVAL calls (the room batches' script, one per room and merge window with posts, and the
 nodes' other scripts: online counts); eval/post = per message posted; redis cpu and nodes
 cpu = CPU seconds over the whole step (the three nodes together); dropped =
-liveshard_ws_messages_dropped_total over the three nodes. goal: p99 met = cross-node p99 at
-most local p99 + 5 ms; cmds met = fewer than 0.1 Redis commands per delivered message (one
-per ten deliveries: an order of magnitude below 1).""")
+liveshard_ws_messages_dropped_total over the three nodes; load = the machine's 1-minute
+load average as the step ended (above the core count: other work competed for them).
+goal: p99 met = cross-node p99 at most local p99 + 5 ms; cmds met = fewer than 0.1 Redis
+commands per delivered message (one per ten deliveries: an order of magnitude below 1).""")
 PY
 
 # SETUP.md: what this was measured on and with.
@@ -281,7 +285,7 @@ PY
     echo "- the nodes, Redis and loadgen share these $CORES cores, unpinned; other processes on"
     echo "  the machine were not stopped."
   fi
-  echo "- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "- Load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "## Versions"
   echo

@@ -177,7 +177,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value = "liveshard")]
     pub token_issuer: String,
     /// Prometheus endpoint to read liveshard_ws_messages_dropped_total from (default: the
-    /// ws URL's host with /metrics; "none" to skip).
+    /// (first) ws URL's host with /metrics; "none" to skip).
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
 }

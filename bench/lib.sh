@@ -1,5 +1,6 @@
 # bench/lib.sh — pieces of SETUP.md that every benchmark script writes the same way.
-# Sourced by bench/fanout.sh and bench/media.sh; expects ROOT (the repository root).
+# Sourced by bench/fanout.sh, bench/media.sh and bench/cluster.sh; expects ROOT (the
+# repository root).
 
 # md_machine CORES: the "## Machine" list without its last, script-specific line.
 md_machine() {

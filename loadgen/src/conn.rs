@@ -102,16 +102,18 @@ pub fn start_connect(addr: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<Sock
     }
 }
 
-/// Connects and upgrades one connection to `room`, with `token` for publishers.
+/// Connects and upgrades one connection to `room` at URL `url` (an index into the plan's
+/// targets), with `token` for publishers.
 async fn open(
     local: &Local,
     global: usize,
     room: usize,
+    url: usize,
     token: Option<&str>,
 ) -> Result<Conn, Failure> {
     let plan = local.plan();
-    let sock =
-        start_connect(plan.addr, plan.src_for(global)).map_err(|e| io_failure("connect", e))?;
+    let (addr, host, path) = plan.target(url);
+    let sock = start_connect(addr, plan.src_for(global)).map_err(|e| io_failure("connect", e))?;
     // SAFETY: the descriptor comes out of a socket we just made; the stream owns it now.
     let mut stream = unsafe { TcpStream::from_raw_fd(sock.into_raw_fd()) };
     let timeout = Duration::from_millis(plan.connect_timeout_ms);
@@ -120,12 +122,12 @@ async fn open(
 
     let mut rng = Rng::new(unix_ns() ^ (global as u64).rotate_left(32));
     let key = wsproto::new_key(&mut rng);
-    let mut target = format!("{}?room={}", plan.path, plan.room_name(room));
+    let mut target = format!("{path}?room={}", plan.room_name(room));
     if let Some(t) = token {
         target.push_str("&token=");
         target.push_str(t);
     }
-    let req = wsproto::upgrade_request(&plan.host, &target, &key);
+    let req = wsproto::upgrade_request(host, &target, &key);
     stream
         .write_all(&req)
         .await
@@ -183,11 +185,12 @@ pub async fn run(local: Rc<Local>, role: Role, start: Option<Instant>) {
         }
     }
     let plan = local.plan().clone();
-    let (global, room, token) = match role {
-        Role::Viewer(v) => (v, plan.room_of(v), None),
+    let (global, room, url, token) = match role {
+        Role::Viewer(v) => (v, plan.room_of(v), plan.target_of_viewer(v), None),
         Role::Publisher(p) => (
             plan.viewers + p,
             plan.room_of(p),
+            0,
             plan.tokens.get(p % plan.tokens.len().max(1)).cloned(),
         ),
     };
@@ -198,7 +201,7 @@ pub async fn run(local: Rc<Local>, role: Role, start: Option<Instant>) {
         ))
     } else {
         let permit = local.connect_permits.acquire_permit(1).await;
-        let r = open(&local, global, room, token.as_deref()).await;
+        let r = open(&local, global, room, url, token.as_deref()).await;
         drop(permit);
         r
     };
@@ -217,7 +220,11 @@ pub async fn run(local: Rc<Local>, role: Role, start: Option<Instant>) {
         Role::Viewer(_) => {
             local.viewers_up.set(local.viewers_up.get() + 1);
             local.viewers_per_room.borrow_mut()[room] += 1;
-            viewer(&local, conn, room).await;
+            if let Some(t) = local.per_target.borrow_mut().get_mut(url) {
+                t.viewers_up += 1;
+                t.viewers_per_room[room] += 1;
+            }
+            viewer(&local, conn, room, url).await;
         }
         Role::Publisher(p) => {
             local.publishers_up.set(local.publishers_up.get() + 1);
@@ -314,8 +321,8 @@ async fn close(local: &Local, mut stream: TcpStream, rng: &mut Rng) {
     let _ = stream.write_all(&out).await;
 }
 
-/// A viewer: reads until the run stops, counting frames and markers.
-async fn viewer(local: &Local, mut c: Conn, room: usize) {
+/// A viewer of URL `url`: reads until the run stops, counting frames and markers.
+async fn viewer(local: &Local, mut c: Conn, room: usize, url: usize) {
     let heartbeat = Duration::from_millis(local.plan().heartbeat_ms);
     let _ = c.stream.set_read_timeout(Some(heartbeat));
     let _ = c.stream.set_write_timeout(Some(Duration::from_secs(10)));
@@ -329,11 +336,17 @@ async fn viewer(local: &Local, mut c: Conn, room: usize) {
         let mut deliveries = 0u64;
         let steps = {
             let mut hist = local.hist.borrow_mut();
+            let mut per_target = local.per_target.borrow_mut();
+            let mut mine = per_target.get_mut(url);
             drain_frames(&mut c, |payload| {
                 frames += 1;
                 local.scanner.scan(payload, |m: marker::Marker| {
-                    let us = now_ns.saturating_sub(m.unix_ns) / 1000;
-                    hist.saturating_record(us.max(1));
+                    let us = (now_ns.saturating_sub(m.unix_ns) / 1000).max(1);
+                    hist.saturating_record(us);
+                    if let Some(t) = mine.as_deref_mut() {
+                        t.hist.saturating_record(us);
+                        t.deliveries += 1;
+                    }
                     deliveries += 1;
                 });
             })
@@ -386,7 +399,7 @@ async fn viewer(local: &Local, mut c: Conn, room: usize) {
             Err(e) => break End::Error(io_kind(&e)),
         }
     };
-    finish(local, c.stream, end, Some(room), &mut rng).await;
+    finish(local, c.stream, end, Some((room, url)), &mut rng).await;
 }
 
 /// Accounts for how a connection ended and closes it.
@@ -394,16 +407,19 @@ async fn finish(
     local: &Local,
     stream: TcpStream,
     end: End,
-    viewer_room: Option<usize>,
+    viewer: Option<(usize, usize)>,
     rng: &mut Rng,
 ) {
     let stopped = local.stopping.get() || matches!(end, End::Stopped);
     if !stopped {
         local.record_disconnect(end.key());
-        if let Some(room) = viewer_room {
+        if let Some((room, url)) = viewer {
             if !local.measuring.get() && local.shared.go_at_ns.load(Relaxed) == 0 {
                 // Gone before the measurement: it is not expected to receive anything.
                 local.viewers_per_room.borrow_mut()[room] -= 1;
+                if let Some(t) = local.per_target.borrow_mut().get_mut(url) {
+                    t.viewers_per_room[room] -= 1;
+                }
             }
         }
         if let End::Protocol(why) = end {

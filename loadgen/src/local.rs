@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use crate::hist;
 use crate::marker::Scanner;
 use crate::plan::WorkerPlan;
-use crate::report::MediaReport;
+use crate::report::{MediaReport, TargetReport};
 
 /// Counters one executor shares with its process's main thread. Aligned so two executors'
 /// counters never share a cache line.
@@ -88,6 +88,37 @@ pub struct Local {
     pub refused_rate_limited: Cell<u64>,
     /// Media scenarios: what this executor's viewers saw.
     pub media: RefCell<MediaAgg>,
+    /// ws-fanout over several URLs: what this executor's viewers of each URL saw (empty
+    /// with one URL).
+    pub per_target: RefCell<Vec<TargetAgg>>,
+}
+
+/// One URL's viewers on one executor: latencies, deliveries, viewers per room.
+pub struct TargetAgg {
+    pub hist: Histogram<u64>,
+    pub deliveries: u64,
+    pub viewers_up: u64,
+    pub viewers_per_room: Vec<u64>,
+}
+
+impl TargetAgg {
+    pub fn new(rooms: usize) -> Self {
+        TargetAgg {
+            hist: hist::new_histogram(),
+            deliveries: 0,
+            viewers_up: 0,
+            viewers_per_room: vec![0; rooms],
+        }
+    }
+
+    pub fn into_report(self) -> TargetReport {
+        TargetReport {
+            viewers_up: self.viewers_up,
+            viewers_per_room: self.viewers_per_room,
+            deliveries: self.deliveries,
+            latency_hist: hist::hist_to_b64(&self.hist),
+        }
+    }
 }
 
 impl Local {

@@ -124,9 +124,12 @@ pub struct CommonArgs {
 #[derive(Args, Clone, Debug)]
 pub struct WsArgs {
     /// WebSocket URL of the server, e.g. ws://127.0.0.1:8080/ws (rooms and tokens are added
-    /// as query parameters).
-    #[arg(long)]
-    pub url: String,
+    /// as query parameters). ws-fanout takes several (repeat --url, or separate them with
+    /// commas), for nodes of one cluster: viewers are spread over them round robin within
+    /// each room, publishers all connect to the first, and the report gives deliveries and
+    /// latency per URL besides the totals.
+    #[arg(long, required = true, value_delimiter = ',', value_name = "URL")]
+    pub url: Vec<String>,
     /// Room ids are PREFIX0 … PREFIX{R-1}.
     #[arg(long, default_value = "lg", value_name = "PREFIX")]
     pub room_prefix: String,
@@ -174,7 +177,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value = "liveshard")]
     pub token_issuer: String,
     /// Prometheus endpoint to read liveshard_ws_messages_dropped_total from (default: the
-    /// ws URL's host with /metrics; "none" to skip).
+    /// (first) ws URL's host with /metrics; "none" to skip).
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
 }

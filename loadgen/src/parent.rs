@@ -15,8 +15,8 @@ use crate::local::unix_ns;
 use crate::plan::{Plan, Scenario};
 use crate::probe;
 use crate::report::{
-    self, Connections, FanoutResults, IdleResults, MediaResults, Report, Results, WorkerCommand,
-    WorkerEvent, WorkerReport,
+    self, Connections, FanoutResults, IdleResults, MediaResults, Report, Results, UrlResults,
+    WorkerCommand, WorkerEvent, WorkerReport,
 };
 use crate::timeline::{Collector, Progress};
 use crate::worker::merge_worker;
@@ -521,6 +521,35 @@ fn fanout_results(
         (Some(a), Some(b)) if secs > 0.0 => Some((b - a) / secs),
         _ => None,
     };
+    let urls: Vec<&str> = plan.url.split(',').collect();
+    let per_url = m
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let expected: u64 = m
+                .sent_per_room
+                .iter()
+                .zip(&t.viewers_per_room)
+                .map(|(s, v)| s * v)
+                .sum();
+            let h = hist::hist_from_b64(&t.latency_hist).unwrap_or_else(|_| hist::new_histogram());
+            UrlResults {
+                url: urls.get(i).unwrap_or(&"?").to_string(),
+                role: if i == 0 { "local" } else { "cross-node" },
+                viewers_up: t.viewers_up,
+                expected_deliveries: expected,
+                deliveries: t.deliveries,
+                delivery_ratio: if expected > 0 {
+                    t.deliveries as f64 / expected as f64
+                } else {
+                    0.0
+                },
+                deliveries_per_sec: t.deliveries as f64 / secs,
+                latency_us: Percentiles::of(&h),
+            }
+        })
+        .collect();
     Results::Fanout(Box::new(FanoutResults {
         connections,
         viewers_up: m.viewers_up,
@@ -553,6 +582,7 @@ fn fanout_results(
         deliveries_per_server_cpu_s: server_cpu_s
             .filter(|&c| c > 0.0)
             .map(|c| m.deliveries as f64 / c),
+        per_url,
     }))
 }
 

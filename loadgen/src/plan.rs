@@ -1,8 +1,10 @@
 //! From flags to a validated plan, in two steps (raw clap args → [`Plan`]), and the rules for
 //! who owns which connection: viewer `v` joins room `v % R`, publisher `p` posts to room
 //! `p % R`; connection `i` of a kind belongs to worker `i % K`, and within it to executor
-//! `(i / K) % T`. Media viewers all watch the one stream of `--url`. Every bound loadgen
-//! keeps (time, counts, targets) is checked here.
+//! `(i / K) % T`. With several `--url`s (ws-fanout), viewer `v` connects to URL
+//! `(v / R) % N` (round robin within its room, so every room has viewers on every URL) and
+//! publishers to the first. Media viewers all watch the one stream of `--url`. Every bound
+//! loadgen keeps (time, counts, targets) is checked here.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ pub const MAX_DURATION_S: f64 = 3600.0;
 pub const MAX_RATE: f64 = 10_000_000.0;
 pub const MAX_PAYLOAD: usize = 60_000;
 pub const MAX_SRC_ADDRS: u32 = 1 << 16;
+pub const MAX_URLS: usize = 64;
 /// Lifetime of tokens loadgen signs: longer than any run it allows.
 const TOKEN_TTL_S: u64 = 4 * 3600;
 
@@ -81,6 +84,18 @@ pub struct WorkerPlan {
     /// Media: the least kbit/s over the window for a viewer to count as held.
     #[serde(default)]
     pub min_kbps: u64,
+    /// ws-fanout with several URLs: all of them, the first being `addr`, `host`, `path`
+    /// (where publishers connect). Empty with one URL.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+/// One WebSocket URL of a run with several.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub path: String,
 }
 
 impl WorkerPlan {
@@ -98,6 +113,24 @@ impl WorkerPlan {
 
     pub fn room_of(&self, i: usize) -> usize {
         i % self.rooms
+    }
+
+    /// URLs viewers are spread over (1 when the run has one).
+    pub fn target_count(&self) -> usize {
+        self.targets.len().max(1)
+    }
+
+    /// The URL viewer `v` connects to: round robin within its room.
+    pub fn target_of_viewer(&self, v: usize) -> usize {
+        (v / self.rooms.max(1)) % self.target_count()
+    }
+
+    /// Address, `Host` header and path of URL `i` (0: the first, the publishers').
+    pub fn target(&self, i: usize) -> (SocketAddr, &str, &str) {
+        match self.targets.get(i) {
+            Some(t) => (t.addr, &t.host, &t.path),
+            None => (self.addr, &self.host, &self.path),
+        }
     }
 
     pub fn room_name(&self, room: usize) -> String {
@@ -180,7 +213,19 @@ pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
             )
         }
     };
-    let mut worker = ws_common(c, &a.ws, Scenario::WsFanout)?;
+    let urls = &a.ws.url;
+    check_range("--url (how many)", urls.len(), 1, MAX_URLS)?;
+    let mut worker = ws_common(c, &a.ws, &urls[0], Scenario::WsFanout)?;
+    if urls.len() > 1 {
+        worker.targets = urls
+            .iter()
+            .map(|u| {
+                let (addr, host, path) = parse_ws_url(u)?;
+                check_target(c, u, addr)?;
+                Ok(Target { addr, host, path })
+            })
+            .collect::<Result<_, String>>()?;
+    }
     worker.rooms = a.rooms;
     worker.viewers = a.viewers;
     worker.publishers = a.publishers;
@@ -195,9 +240,10 @@ pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
         Some(u) => Some(u.to_string()),
         None => Some(format!("http://{}/metrics", worker.host)),
     };
-    let config = serde_json::json!({
+    let url = urls.join(",");
+    let mut config = serde_json::json!({
         "scenario": "ws-fanout",
-        "url": a.ws.url,
+        "url": url,
         "rooms": a.rooms,
         "viewers": a.viewers,
         "publishers": a.publishers,
@@ -216,9 +262,12 @@ pub fn fanout(a: FanoutArgs) -> Result<Plan, String> {
         "server_pid": c.server_pid,
         "marker_len_max": marker::MAX_MARKER_LEN,
     });
+    if urls.len() > 1 {
+        config["urls"] = serde_json::json!(urls);
+    }
     Ok(Plan {
         worker,
-        url: a.ws.url.clone(),
+        url,
         procs: c.procs,
         json: c.json.clone(),
         html: c.html.clone(),
@@ -241,13 +290,16 @@ pub fn idle(a: IdleArgs) -> Result<Plan, String> {
         return Err("--settle must be in [0, 600] seconds".into());
     }
     check_procs(c, a.conns)?;
-    let mut worker = ws_common(c, &a.ws, Scenario::WsIdle)?;
+    let [url] = a.ws.url.as_slice() else {
+        return Err("ws-idle takes one --url (it measures one server's memory)".into());
+    };
+    let mut worker = ws_common(c, &a.ws, url, Scenario::WsIdle)?;
     worker.rooms = a.rooms;
     worker.viewers = a.conns;
     worker.hold_ms = (a.hold * 1000.0).round() as u64;
     let config = serde_json::json!({
         "scenario": "ws-idle",
-        "url": a.ws.url,
+        "url": url,
         "conns": a.conns,
         "rooms": a.rooms,
         "hold_s": a.hold,
@@ -262,7 +314,7 @@ pub fn idle(a: IdleArgs) -> Result<Plan, String> {
     });
     Ok(Plan {
         worker,
-        url: a.ws.url.clone(),
+        url: url.clone(),
         procs: c.procs,
         json: c.json.clone(),
         html: c.html.clone(),
@@ -372,9 +424,14 @@ fn check_procs(c: &CommonArgs, conns: usize) -> Result<(), String> {
 }
 
 /// A WebSocket scenario's plan: the common part plus rooms' prefix and the heartbeat.
-fn ws_common(c: &CommonArgs, ws: &WsArgs, scenario: Scenario) -> Result<WorkerPlan, String> {
-    let (addr, host, path) = parse_ws_url(&ws.url)?;
-    let mut worker = common(c, &ws.url, scenario, addr, host, path)?;
+fn ws_common(
+    c: &CommonArgs,
+    ws: &WsArgs,
+    url: &str,
+    scenario: Scenario,
+) -> Result<WorkerPlan, String> {
+    let (addr, host, path) = parse_ws_url(url)?;
+    let mut worker = common(c, url, scenario, addr, host, path)?;
     if ws.heartbeat == 0 || ws.heartbeat > 3600 {
         return Err("--heartbeat must be in [1, 3600] seconds".into());
     }
@@ -401,14 +458,7 @@ fn common(
     host: String,
     path: String,
 ) -> Result<WorkerPlan, String> {
-    if !addr.ip().is_loopback() && c.allow_remote != Some(addr.ip()) {
-        return Err(format!(
-            "{url} resolves to {}, which is not a loopback address; loadgen only sends load \
-             elsewhere when that address is given explicitly: --allow-remote {}",
-            addr.ip(),
-            addr.ip()
-        ));
-    }
+    check_target(c, url, addr)?;
     let (src_first, src_count) = match &c.src {
         None => (None, 0),
         Some(s) => {
@@ -461,7 +511,21 @@ fn common(
         stall_ms: 0,
         rtmp: None,
         min_kbps: 0,
+        targets: Vec::new(),
     })
+}
+
+/// Only loopback targets, unless the address is also given as `--allow-remote`.
+fn check_target(c: &CommonArgs, url: &str, addr: SocketAddr) -> Result<(), String> {
+    if !addr.ip().is_loopback() && c.allow_remote != Some(addr.ip()) {
+        return Err(format!(
+            "{url} resolves to {}, which is not a loopback address; loadgen only sends load \
+             elsewhere when that address is given explicitly: --allow-remote {}",
+            addr.ip(),
+            addr.ip()
+        ));
+    }
+    Ok(())
 }
 
 /// `ws://HOST[:PORT][/PATH]` → resolved address, Host header, path (query dropped: loadgen
@@ -618,6 +682,7 @@ mod tests {
             stall_ms: 0,
             rtmp: None,
             min_kbps: 0,
+            targets: Vec::new(),
         }
     }
 
@@ -637,6 +702,26 @@ mod tests {
         }
         assert!(owners.iter().all(|&o| o == 1));
         assert_eq!(here, 100);
+    }
+
+    #[test]
+    fn viewers_of_every_room_spread_over_every_url() {
+        let mut p = plan(1, 1, 12);
+        assert_eq!(p.target_count(), 1);
+        assert!((0..12).all(|v| p.target_of_viewer(v) == 0));
+        let t = Target {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            host: "127.0.0.1:1".into(),
+            path: "/ws".into(),
+        };
+        p.targets = vec![t.clone(), t.clone(), t];
+        // 3 rooms, 3 URLs: room r's viewers are r, r+3, r+6, r+9 → URLs 0, 1, 2, 0.
+        let mut seen = [[0; 3]; 3];
+        for v in 0..12 {
+            seen[p.room_of(v)][p.target_of_viewer(v)] += 1;
+        }
+        assert!(seen.iter().all(|room| room.iter().all(|&n| n >= 1)));
+        assert_eq!(seen[0], [2, 1, 1]);
     }
 
     #[test]

@@ -72,6 +72,39 @@ pub struct WorkerReport {
     /// Media scenarios: what the viewers saw (`latency_hist` holds the time to first frame).
     #[serde(default)]
     pub media: Option<MediaReport>,
+    /// ws-fanout over several URLs: what each URL's viewers saw (empty with one URL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetReport>,
+}
+
+/// One URL's viewers (ws-fanout over several URLs), summed over executors and workers.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub viewers_up: u64,
+    /// Viewers of this URL up at the start of the measurement, per room index.
+    pub viewers_per_room: Vec<u64>,
+    pub deliveries: u64,
+    /// Publish→deliver latency (µs) of this URL's viewers, HdrHistogram V2 base64.
+    pub latency_hist: String,
+}
+
+impl TargetReport {
+    /// Adds `r` into `self`; the histogram is decoded, merged and encoded again.
+    pub fn merge(&mut self, r: &TargetReport) {
+        self.viewers_up += r.viewers_up;
+        if self.viewers_per_room.len() < r.viewers_per_room.len() {
+            self.viewers_per_room.resize(r.viewers_per_room.len(), 0);
+        }
+        for (a, b) in self.viewers_per_room.iter_mut().zip(&r.viewers_per_room) {
+            *a += b;
+        }
+        self.deliveries += r.deliveries;
+        let mut h = hist_from_b64(&self.latency_hist).unwrap_or_else(|_| new_histogram());
+        if let Ok(t) = hist_from_b64(&r.latency_hist) {
+            merge(&mut h, &t);
+        }
+        self.latency_hist = hist_to_b64(&h);
+    }
 }
 
 /// What one worker's (or executor's) media viewers saw, summed when they ended.
@@ -178,6 +211,25 @@ pub struct FanoutResults {
     pub server_cpu_s: Option<f64>,
     pub server_cpu_cores: Option<f64>,
     pub deliveries_per_server_cpu_s: Option<f64>,
+    /// Several URLs: the same figures for each URL's viewers (absent with one URL).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_url: Vec<UrlResults>,
+}
+
+/// One URL's viewers in a ws-fanout run over several URLs (nodes of one cluster).
+#[derive(Debug, Clone, Serialize)]
+pub struct UrlResults {
+    pub url: String,
+    /// "local" for the first URL, where the publishers post; "cross-node" for the others
+    /// (their viewers get what was posted on another node).
+    pub role: &'static str,
+    pub viewers_up: u64,
+    /// Σ over rooms of messages sent to the room × this URL's viewers of it.
+    pub expected_deliveries: u64,
+    pub deliveries: u64,
+    pub delivery_ratio: f64,
+    pub deliveries_per_sec: f64,
+    pub latency_us: Percentiles,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -352,6 +404,23 @@ impl Report {
                     thousands(l.max),
                     thousands(l.count)
                 ));
+                for u in &r.per_url {
+                    let l = &u.latency_us;
+                    s.push_str(&format!(
+                        "  {:10} {}  viewers {}  delivered {} of {} ({:.2}%)  {} msgs/s  \
+                         latency µs p50 {}  p99 {}  max {}\n",
+                        u.role,
+                        u.url,
+                        thousands(u.viewers_up),
+                        thousands(u.deliveries),
+                        thousands(u.expected_deliveries),
+                        u.delivery_ratio * 100.0,
+                        thousands(u.deliveries_per_sec.round() as u64),
+                        thousands(l.p50),
+                        thousands(l.p99),
+                        thousands(l.max),
+                    ));
+                }
                 s.push_str(&format!(
                     "send lag µs  p99 {}  max {}  (loadgen's own lateness against its schedule)\n",
                     thousands(r.send_lag_us.p99),

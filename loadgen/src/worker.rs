@@ -22,7 +22,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 use crate::hist;
-use crate::local::{unix_ns, ExecShared, Local, MediaAgg, Shared};
+use crate::local::{unix_ns, ExecShared, Local, MediaAgg, Shared, TargetAgg};
 use crate::marker::Scanner;
 use crate::plan::{Scenario, WorkerPlan};
 use crate::report::{WorkerCommand, WorkerEvent, WorkerReport};
@@ -67,6 +67,12 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         server_error_sample: RefCell::new(None),
         refused_rate_limited: Cell::new(0),
         media: RefCell::new(MediaAgg::default()),
+        per_target: RefCell::new(
+            plan.targets
+                .iter()
+                .map(|_| TargetAgg::new(plan.rooms))
+                .collect(),
+        ),
         shared: shared.clone(),
         t,
     });
@@ -156,6 +162,12 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         ..WorkerReport::default()
     };
     r.send_lag_hist = hist::hist_to_b64(&local.lag.borrow());
+    r.targets = local
+        .per_target
+        .take()
+        .into_iter()
+        .map(TargetAgg::into_report)
+        .collect();
     if plan.scenario.is_media() {
         r.media = Some(local.media.take().into_report());
     }
@@ -404,5 +416,11 @@ pub fn merge_worker(into: &mut WorkerReport, r: WorkerReport, lag: &mut Histogra
     }
     if let Some(m) = r.media {
         into.media.get_or_insert_with(Default::default).merge(&m);
+    }
+    if into.targets.len() < r.targets.len() {
+        into.targets.resize_with(r.targets.len(), Default::default);
+    }
+    for (a, b) in into.targets.iter_mut().zip(&r.targets) {
+        a.merge(b);
     }
 }

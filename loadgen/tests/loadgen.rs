@@ -212,11 +212,91 @@ fn fanout_report_accounts_for_every_delivery() {
     // Merge window 50 ms; generous for a debug build on a shared machine.
     assert!(max < 5_000_000, "{l}");
 
+    assert!(
+        r.get("per_url").is_none(),
+        "one URL, no per-URL figures: {r:#}"
+    );
+
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(!report["machine"]["kernel"].as_str().unwrap().is_empty());
     assert!(report["latency_hist_v2"]
         .as_str()
         .is_some_and(|h| !h.is_empty()));
+}
+
+#[test]
+fn several_urls_spread_the_viewers_and_report_each_url() {
+    // One server behind three URLs (repeated, and comma-separated): what loadgen does with
+    // the nodes of a cluster, without the cluster.
+    let server = Server::start("urls");
+    let url = format!("ws://{}/ws", server.http);
+    let mut args = fanout_args(
+        &server,
+        &[
+            "--rooms",
+            "2",
+            "--viewers",
+            "60",
+            "--publishers",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--drain",
+            "1",
+            "--procs",
+            "2",
+            "--token-secret",
+            SECRET,
+            "--quiet",
+        ],
+    );
+    args.extend(["--url".into(), format!("{url},{url}")]);
+    let dir = temp_dir("urls-report");
+    let json = dir.join("report.json");
+    let out = Command::new(LOADGEN)
+        .args(&args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("loadgen runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = &report["results"];
+    assert_eq!(r["connections"]["up"], 62, "{r:#}");
+    assert_eq!(report["config"]["urls"].as_array().unwrap().len(), 3);
+    let per = r["per_url"].as_array().expect("per-URL figures");
+    assert_eq!(per.len(), 3);
+    let roles: Vec<_> = per.iter().map(|u| u["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["local", "cross-node", "cross-node"]);
+    let sum = |k: &str| per.iter().map(|u| u[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("viewers_up"), 60);
+    assert_eq!(sum("deliveries"), r["deliveries"].as_u64().unwrap());
+    assert_eq!(
+        sum("expected_deliveries"),
+        r["expected_deliveries"].as_u64().unwrap()
+    );
+    for u in per {
+        // 60 viewers, 2 rooms, 3 URLs: 10 viewers of each room at each URL.
+        assert_eq!(u["viewers_up"], 20, "{u:#}");
+        assert_eq!(u["deliveries"], u["expected_deliveries"], "{u:#}");
+        assert!(u["deliveries"].as_u64().unwrap() > 0);
+        assert_eq!(u["latency_us"]["count"], u["deliveries"]);
+    }
+    assert_eq!(stdout.matches("cross-node ws://").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("local      ws://").count(), 1, "{stdout}");
+
+    // ws-idle measures one server: it takes one URL.
+    let out = Command::new(LOADGEN)
+        .args(["ws-idle", "--conns", "1", "--url", &format!("{url},{url}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one --url"));
 }
 
 #[test]

@@ -59,8 +59,11 @@ mod tests;
 /// fail at once (a Redis that times out would otherwise hold every queued call that long).
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
-/// Attempts of an `update_room` compare-and-set before it gives up.
-const CAS_TRIES: usize = 8;
+/// Attempts of an `update_room` compare-and-set before it gives up; between two, a pause
+/// that grows with the attempt, with some jitter, so writers that collided do not collide
+/// again in step (two nodes patching one room at once on a loaded machine took more than 8
+/// back-to-back tries).
+const CAS_TRIES: u32 = 40;
 
 struct Scripts {
     append: redis::Script,
@@ -466,7 +469,14 @@ impl Backend for RedisBackend {
 
     fn update_room(&mut self, id: &str, patch: &RoomPatch) -> Result<Option<Room>, StoreError> {
         let key = keys::room(id);
-        for _ in 0..CAS_TRIES {
+        for attempt in 0..CAS_TRIES {
+            if attempt > 0 {
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos() % 500);
+                let pause = 200 * attempt.min(10) + jitter;
+                std::thread::sleep(Duration::from_micros(pause.into()));
+            }
             let Some(old) = self.get(&key)? else {
                 return Ok(None);
             };

@@ -78,6 +78,8 @@ pub const FIRST_POLL: Duration = Duration::from_millis(100);
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const SEGMENT_TYPE: &str = "video/mp2t";
+const FMP4_SEGMENT_TYPE: &str = "video/iso.segment";
+const INIT_TYPE: &str = "video/mp4";
 const SEGMENT_CACHE: &str = "public, max-age=86400";
 
 /// How long an ended stream's playlist (with `#EXT-X-ENDLIST`) stays: long enough for
@@ -97,7 +99,36 @@ pub fn playlist_handler() -> http::Handler<Live> {
 }
 
 pub fn segment_handler() -> http::Handler<Live> {
-    http::handler(segment)
+    http::handler(|live, req| segment(live, req, Wanted::Ts))
+}
+
+pub fn fmp4_segment_handler() -> http::Handler<Live> {
+    http::handler(|live, req| segment(live, req, Wanted::Fmp4))
+}
+
+pub fn init_handler() -> http::Handler<Live> {
+    http::handler(|live, req| segment(live, req, Wanted::Init))
+}
+
+/// What a segment request names by its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    /// `.ts`: an MPEG-TS segment.
+    Ts,
+    /// `.m4s`: an fMP4 media segment.
+    Fmp4,
+    /// `.mp4`: the init segment named after the first segment that uses it.
+    Init,
+}
+
+impl Wanted {
+    fn content_type(self) -> &'static str {
+        match self {
+            Wanted::Ts => SEGMENT_TYPE,
+            Wanted::Fmp4 => FMP4_SEGMENT_TYPE,
+            Wanted::Init => INIT_TYPE,
+        }
+    }
 }
 
 /// A stream segmented on this shard.
@@ -303,7 +334,7 @@ impl HlsState {
         })
     }
 
-    fn segment(&self, stream: &str, sequence: u64) -> SegmentAnswer {
+    fn segment(&self, stream: &str, sequence: u64, wanted: Wanted) -> SegmentAnswer {
         let streams = self.streams.borrow();
         let Some(e) = streams.get(stream) else {
             return SegmentAnswer::Missing;
@@ -311,9 +342,15 @@ impl HlsState {
         if let Some(track) = e.seg.refused() {
             return SegmentAnswer::Refused(track.to_string());
         }
-        e.seg
-            .segment(sequence)
-            .map_or(SegmentAnswer::Missing, SegmentAnswer::Found)
+        let found = match wanted {
+            Wanted::Init => e.seg.init_segment(sequence),
+            // A segment is served under the extension of its container only.
+            _ => e
+                .seg
+                .segment_of(sequence)
+                .and_then(|(data, fmp4)| (fmp4 == (wanted == Wanted::Fmp4)).then_some(data)),
+        };
+        found.map_or(SegmentAnswer::Missing, SegmentAnswer::Found)
     }
 
     /// Which of `streams`, segmented here, HLS refuses for a codec it does not carry
@@ -387,9 +424,16 @@ fn with_suffix(text: &[u8], suffix: &str) -> Bytes {
         if line.is_empty() {
             continue;
         }
-        out.extend_from_slice(line);
         if line[0] != b'#' {
+            out.extend_from_slice(line);
             out.extend_from_slice(suffix.as_bytes());
+        } else if let (true, Some(b'"')) = (line.starts_with(b"#EXT-X-MAP:URI=\""), line.last()) {
+            // The init segment's URI, inside its quotes.
+            out.extend_from_slice(&line[..line.len() - 1]);
+            out.extend_from_slice(suffix.as_bytes());
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(line);
         }
         out.push(b'\n');
     }
@@ -492,7 +536,7 @@ fn parse_segment_name(file: &str) -> Option<(&str, u64)> {
     Some((name, seq.parse().ok()?))
 }
 
-async fn segment(live: Rc<Live>, req: Request) -> Reply {
+async fn segment(live: Rc<Live>, req: Request, wanted: Wanted) -> Reply {
     live.ctx.metrics.media_hls_requests.fetch_add(1, Relaxed);
     let Some((name, sequence)) = req.param("segment").and_then(parse_segment_name) else {
         return refused(not_found());
@@ -506,7 +550,9 @@ async fn segment(live: Rc<Live>, req: Request) -> Reply {
     let stream: StreamId = name.into();
     let Some(found) = live
         .port()
-        .call(owner, move |o: &Rc<Live>| o.hls.segment(&stream, sequence))
+        .call(owner, move |o: &Rc<Live>| {
+            o.hls.segment(&stream, sequence, wanted)
+        })
         .await
     else {
         return busy();
@@ -522,7 +568,7 @@ async fn segment(live: Rc<Live>, req: Request) -> Reply {
         .metrics
         .media_hls_bytes_out
         .fetch_add(data.len() as u64, Relaxed);
-    cors(Response::with_body(200, SEGMENT_TYPE, data))
+    cors(Response::with_body(200, wanted.content_type(), data))
         .header("Cache-Control", SEGMENT_CACHE)
         .into()
 }
@@ -550,6 +596,12 @@ mod tests {
             &out[..],
             b"#EXTM3U\n#EXTINF:2.000,\ncam-1.ts?txSecret=abc123&txTime=6E0F\n\
               #EXTINF:2.000,\ncam-2.ts?txSecret=abc123&txTime=6E0F\n"
+        );
+        let text = b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-1.mp4\"\n#EXTINF:2.000,\ncam-1.m4s\n";
+        assert_eq!(
+            &with_suffix(text, &suffix)[..],
+            b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-1.mp4?txSecret=abc123&txTime=6E0F\"\n\
+              #EXTINF:2.000,\ncam-1.m4s?txSecret=abc123&txTime=6E0F\n"
         );
         assert_eq!(signature_suffix("txSecret=ab%0A&txTime=1"), None);
         assert_eq!(signature_suffix("txTime=1"), None);

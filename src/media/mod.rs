@@ -27,6 +27,7 @@
 pub mod amf0;
 pub mod class;
 pub mod flv;
+pub mod fmp4;
 pub mod gop;
 pub mod hls;
 pub mod kind;

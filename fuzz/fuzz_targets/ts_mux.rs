@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
         target_ms: 1 + u32::from(flags & 0x0F) * 250,
         window,
         max_segment_bytes: MAX_SEGMENT,
+        fmp4: false,
     };
     let first = if flags & 0x40 != 0 { u64::MAX - 2 } else { 0 };
     let mut seg = Segmenter::new("fuzz", cfg, first);

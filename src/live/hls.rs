@@ -1,5 +1,7 @@
 //! HLS play (C7): `GET /{app}/{stream}.m3u8` and the segments it names,
-//! `GET /{app}/{stream}-{sequence}.ts`, served from memory.
+//! `GET /{app}/{stream}-{sequence}.ts` (MPEG-TS) or `GET /{app}/{stream}-{sequence}.m4s`
+//! and the init segments `GET /{app}/{stream}-{n}.mp4` (fMP4), served from memory. A
+//! segment is served under its own container's extension only.
 //!
 //! **Made once, on the owner.** The stream's owner shard feeds every ingested message to
 //! the stream's [`Segmenter`] as the ingest runs ([`HlsState::ingest`], called from
@@ -34,8 +36,9 @@
 //! shutdown (SIGTERM) each owner finishes its open segments and ends its playlists, so
 //! the last seconds are in a segment rather than lost in a buffer (SPEC C1).
 //!
-//! **Codecs.** Segments are MPEG-TS with H.264 and AAC. A stream with another codec
-//! (HEVC, AV1 or VP9 over Enhanced RTMP; audio other than AAC) is refused whole from the
+//! **Codecs.** Segments are MPEG-TS with H.264 and AAC, or fMP4 with H.264 or HEVC and
+//! AAC (HEVC streams, and every stream with `media.hls_fmp4`). A stream with another codec
+//! (AV1 or VP9 over Enhanced RTMP; audio other than AAC) is refused whole from the
 //! moment its owner's segmenter sees that track ([`Segmenter::refused`]): its playlist and
 //! segments answer 415 (`codes::PLAY_CODEC_UNSUPPORTED`) naming the track and pointing
 //! to HTTP-FLV and RTMP, which carry it, and the API leaves its `play.hls` out
@@ -48,7 +51,8 @@
 //! a playlist rather than a 404.
 //!
 //! Responses: `application/vnd.apple.mpegurl` with `Cache-Control: no-cache` for the
-//! playlist, `video/mp2t` with a day's `max-age` for segments (a segment never changes,
+//! playlist, `video/mp2t` (TS), `video/iso.segment` (`.m4s`) or `video/mp4` (init
+//! segments) with a day's `max-age` for segments (a segment never changes,
 //! and numbering starts from the wall clock so names are not reused after a restart),
 //! and `Access-Control-Allow-Origin: *` on every answer, as for HTTP-FLV.
 

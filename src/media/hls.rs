@@ -1,4 +1,5 @@
-//! HLS segmenting, sans-IO: a stream's messages in, MPEG-TS segments and the m3u8 text out.
+//! HLS segmenting, sans-IO: a stream's messages in, MPEG-TS or fMP4 segments and the m3u8
+//! text out.
 //!
 //! A [`Segmenter`] is fed one stream's messages in order ([`Segmenter::push`], or
 //! [`Segmenter::push_packaged`] with what the ingest packaged anyway) and muxes them with a
@@ -9,11 +10,19 @@
 //! - an audio-only stream is cut at the first frame at or after the target duration;
 //! - a segment that reaches `max_segment_bytes` is cut at once (a stream whose keyframes
 //!   stay away cannot grow one without bound); the next starts on the following frame;
-//! - a stream with a track TS does not carry here (HEVC, AV1 or VP9 video; audio other
-//!   than AAC: [`ts::uncarried`]) is refused whole ([`Segmenter::refused`]): its open
-//!   segment is dropped and its input ignored until a publisher restarts it, so HLS
-//!   never serves the AAC of an HEVC stream as if it were the stream. (HEVC and AV1 over
-//!   HLS need fMP4 segments; MPEG-TS HEVC, stream type 0x24, plays in few players.)
+//! - a publisher whose video is HEVC, or every publisher with [`HlsConfig::fmp4`]
+//!   (`media.hls_fmp4`), is segmented in fMP4 ([`Format::Fmp4`], [`super::fmp4`]) rather
+//!   than TS (MPEG-TS HEVC, stream type 0x24, plays in few players): samples gather in
+//!   the [`Fmp4Muxer`] and the segment (`moof` + `mdat`) is written when it is cut. Each
+//!   segment keeps the init segment it needs; the playlist (version 7) names it with
+//!   `#EXT-X-MAP` (`{name}-{init_seq}.mp4`, after the first segment that used it) and
+//!   again after a discontinuity when it changed: a new decoder configuration ends the
+//!   open segment, and the next starts on a keyframe;
+//! - a stream with a track neither container carries here (AV1 or VP9 video; audio other
+//!   than AAC: [`ts::uncarried`], [`fmp4::uncarried`]) is refused whole
+//!   ([`Segmenter::refused`]): its open segment is dropped and its input ignored until a
+//!   publisher restarts it, so HLS never serves the AAC of an AV1 stream as if it were
+//!   the stream.
 //! - a timestamp jump (backwards, or forwards by more than [`MAX_JUMP_MS`]) closes the
 //!   open segment, and the next one is marked `#EXT-X-DISCONTINUITY` and starts on a
 //!   keyframe again; so does a publisher coming back ([`Segmenter::resume`]).
@@ -61,7 +70,7 @@ use super::packet::Packaged;
 use super::ts::{self, Carried, Muxed, Skip, TsMuxer, Uncarried};
 
 /// Segmenting settings (from `[media]`: `hls_segment_secs`, `hls_window`,
-/// `hls_max_segment_bytes`).
+/// `hls_max_segment_bytes`, `hls_fmp4`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HlsConfig {
     /// Target segment duration in milliseconds; segments are cut at the first keyframe

@@ -7,10 +7,10 @@
 //!   sequence headers, then a keyframe, all in the published codec;
 //! - ffmpeg reads the stream back over HTTP-FLV and RTMP, reports the codec and decodes
 //!   it without an error;
-//! - HLS: H.264 plays in MPEG-TS segments, HEVC in fMP4 ones (an init segment with
-//!   `hvcC`, `.m4s` segments), and H.264 in fMP4 too with `media.hls_fmp4`: ffprobe sees
-//!   both tracks and ffmpeg decodes them without an error; AV1 and VP9 are refused with
-//!   415 / 41502 naming the codec, never served as their audio alone, and the room's
+//! - HLS: H.264 plays in MPEG-TS segments, HEVC and AV1 in fMP4 ones (an init segment
+//!   with `hvcC` / `av1C`, `.m4s` segments), and H.264 in fMP4 too with
+//!   `media.hls_fmp4`: ffprobe sees both tracks and ffmpeg decodes them without an error;
+//!   VP9 is refused with 415 / 41502 naming the codec, never served as their audio alone, and the room's
 //!   `play` URLs leave `hls` out while it is so.
 //!
 //! And H.264 with a second AAC track, which ffmpeg sends as Enhanced RTMP multitrack
@@ -444,12 +444,13 @@ fn publishes_and_plays_back_with(codec: Codec, hls_fmp4: bool) {
 
     let m3u8 = format!("/live/{id}.m3u8");
     let (one, listed) = match codec {
-        Codec::H264 | Codec::Hevc => {
+        Codec::H264 | Codec::Hevc | Codec::Av1 => {
             let r = server.get(&m3u8);
             assert_eq!(r.status, 200, "{}", r.text());
             let text = r.text();
-            // HEVC, or anything with `media.hls_fmp4`, is fMP4; H.264 alone stays TS.
-            let fmp4 = codec == Codec::Hevc || hls_fmp4;
+            // HEVC and AV1, or anything with `media.hls_fmp4`, are fMP4; H.264 alone stays
+            // TS.
+            let fmp4 = codec != Codec::H264 || hls_fmp4;
             assert_eq!(text.contains("#EXT-X-MAP:URI=\""), fmp4, "{text}");
             assert_eq!(text.contains("#EXT-X-VERSION:7"), fmp4, "{text}");
             assert_eq!(text.contains(".m4s"), fmp4, "{text}");
@@ -477,11 +478,8 @@ fn publishes_and_plays_back_with(codec: Codec, hls_fmp4: bool) {
             }
             (one, listed)
         }
-        Codec::Av1 | Codec::Vp9 => {
-            let name = match codec {
-                Codec::Av1 => "AV1",
-                _ => "VP9",
-            };
+        Codec::Vp9 => {
+            let name = "VP9";
             let v = err(&server.get(&m3u8), 415, 41502);
             let message = v["message"].as_str().unwrap();
             assert!(
@@ -533,10 +531,10 @@ fn fmp4_segments_are_served_as_such(server: &Server, playlist: &str, codec: Code
     assert_eq!(init.status, 200, "{map}");
     assert_eq!(init.header("content-type"), Some("video/mp4"));
     assert_eq!(&init.body[4..8], b"ftyp");
-    let entry: &[u8] = if codec == Codec::Hevc {
-        b"hvcC"
-    } else {
-        b"avcC"
+    let entry: &[u8] = match codec {
+        Codec::Hevc => b"hvcC",
+        Codec::Av1 => b"av1C",
+        _ => b"avcC",
     };
     assert!(
         init.body.windows(4).any(|w| w == entry),
@@ -556,7 +554,7 @@ fn fmp4_segments_are_served_as_such(server: &Server, playlist: &str, codec: Code
 }
 
 #[test]
-fn av1_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() {
+fn av1_over_enhanced_rtmp_plays_over_flv_rtmp_and_fmp4_hls() {
     publishes_and_plays_back(Codec::Av1);
 }
 

@@ -36,13 +36,13 @@
 //! shutdown (SIGTERM) each owner finishes its open segments and ends its playlists, so
 //! the last seconds are in a segment rather than lost in a buffer (SPEC C1).
 //!
-//! **Codecs.** Segments are MPEG-TS with H.264 and AAC, or fMP4 with H.264 or HEVC and
-//! AAC (HEVC streams, and every stream with `media.hls_fmp4`). A stream with another codec
-//! (AV1 or VP9 over Enhanced RTMP; audio other than AAC) is refused whole from the
+//! **Codecs.** Segments are MPEG-TS with H.264 and AAC, or fMP4 with H.264, HEVC or AV1
+//! and AAC (HEVC and AV1 streams, and every stream with `media.hls_fmp4`). A stream with
+//! another codec (VP9 over Enhanced RTMP; audio other than AAC) is refused whole from the
 //! moment its owner's segmenter sees that track ([`Segmenter::refused`]): its playlist and
 //! segments answer 415 (`codes::PLAY_CODEC_UNSUPPORTED`) naming the track and pointing
 //! to HTTP-FLV and RTMP, which carry it, and the API leaves its `play.hls` out
-//! ([`HlsState::refused_among`]). Serving the AAC of an HEVC stream as the stream, as
+//! ([`HlsState::refused_among`]). Serving the AAC of a VP9 stream as the stream, as
 //! TS alone would, is what this prevents.
 //!
 //! **Waiting for the first segment.** A playlist asked for before the stream's first

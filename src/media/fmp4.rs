@@ -1,20 +1,22 @@
-//! Fragmented MP4 (CMAF) muxing for HLS: H.264 or HEVC and AAC from FLV/RTMP payloads to
+//! Fragmented MP4 (CMAF) muxing for HLS: H.264, HEVC or AV1 and AAC from FLV/RTMP payloads to
 //! an init segment and media segments. Sans-IO: payloads in, `Bytes` out.
 //!
 //! What [`Fmp4Muxer::mux_classified`] does with one message:
 //! - a video sequence header (an AVCDecoderConfigurationRecord for H.264, legacy or
 //!   Enhanced RTMP `avc1`; the HEVCDecoderConfigurationRecord of an Enhanced RTMP `hvc1`
-//!   SequenceStart or a legacy codec-12 header) or an AAC AudioSpecificConfig is kept as
-//!   it came: it goes into the init segment's `avcC`/`hvcC` or `esds` verbatim;
+//!   SequenceStart or a legacy codec-12 header; the AV1CodecConfigurationRecord of an
+//!   `av01` SequenceStart) or an AAC AudioSpecificConfig is kept as it came: it goes into
+//!   the init segment's `avcC`/`hvcC`/`av1C` or `esds` verbatim;
 //! - an H.264/HEVC frame is already what an MP4 sample is (length-prefixed NALUs, the
-//!   prefix size the record states): its lengths are checked and it is appended to the
+//!   prefix size the record states), and so is an AV1 one (OBUs with their sizes, as
+//!   Enhanced RTMP carries them): NALU lengths are checked and it is appended to the
 //!   open fragment's video data with its decode time (the FLV timestamp), composition
 //!   offset and sync flag (the FLV frame type);
 //! - an AAC raw frame is appended to the fragment's audio data;
 //! - anything else is ignored or skipped as the TS muxer does ([`Muxed`]), never a panic.
 //!
 //! [`Fmp4Muxer::init_segment`] writes `ftyp` + `moov` (`mvhd`, a `trak` per configured
-//! track with an `avc1`/`hvc1`/`mp4a` sample entry, `mvex` with a `trex` per track);
+//! track with an `avc1`/`hvc1`/`av01`/`mp4a` sample entry, `mvex` with a `trex` per track);
 //! [`Fmp4Muxer::fragment`] writes the samples gathered since the last one as `moof`
 //! (`mfhd`, per track a `traf` with `tfhd`, `tfdt` and `trun`: size, duration, flags,
 //! composition offset) and one `mdat` (the video samples, then the audio ones).
@@ -69,6 +71,7 @@ const NON_SYNC: u32 = 0x0101_0000; // sample_depends_on = 1, is_non_sync_sample
 pub enum VideoFormat {
     Avc,
     Hevc,
+    Av1,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +174,7 @@ pub fn carried(class: &Class) -> Carried {
 }
 
 /// The track of a message of class `class` fMP4 does not carry here: video other than
-/// H.264 and HEVC (AV1, VP9, …), audio other than AAC. As [`super::ts::uncarried`],
+/// H.264, HEVC and AV1 (VP9, …), audio other than AAC. As [`super::ts::uncarried`],
 /// command frames and the extra tracks of multitrack messages name no refusal.
 pub fn uncarried(class: &Class) -> Option<Uncarried> {
     match class {
@@ -191,6 +194,7 @@ fn video_format(codec: VideoCodec) -> Option<VideoFormat> {
     match codec {
         VideoCodec::Avc => Some(VideoFormat::Avc),
         VideoCodec::Hevc => Some(VideoFormat::Hevc),
+        VideoCodec::Av1 => Some(VideoFormat::Av1),
         _ => None,
     }
 }
@@ -401,7 +405,7 @@ impl Fmp4Muxer {
         if cfg.format != format {
             return Muxed::Skipped(Skip::NoSequenceHeader);
         }
-        if !nalus_fit(body, cfg.length_size) {
+        if format != VideoFormat::Av1 && !nalus_fit(body, cfg.length_size) {
             return Muxed::Skipped(Skip::Malformed);
         }
         if body.is_empty() {
@@ -520,6 +524,7 @@ impl Fmp4Muxer {
         b.open(match v.format {
             VideoFormat::Avc => b"avc1",
             VideoFormat::Hevc => b"hvc1",
+            VideoFormat::Av1 => b"av01",
         });
         b.zeros(6);
         b.u16(1); // data reference index
@@ -536,6 +541,7 @@ impl Fmp4Muxer {
         b.open(match v.format {
             VideoFormat::Avc => b"avcC",
             VideoFormat::Hevc => b"hvcC",
+            VideoFormat::Av1 => b"av1C",
         });
         b.put(&v.record);
         b.close();
@@ -743,10 +749,18 @@ fn esds(b: &mut Boxes, asc: &[u8]) {
 
 /// Checks a decoder configuration record; returns its NALU length size.
 fn parse_record(format: VideoFormat, rec: &[u8]) -> Option<usize> {
-    if rec.len() > MAX_CONFIG || rec.first() != Some(&1) {
+    if rec.len() > MAX_CONFIG {
+        return None;
+    }
+    if format == VideoFormat::Av1 {
+        // marker 1, version 1; then profile/level, flags, the presentation delay byte.
+        return (rec.len() >= 4 && rec[0] == 0x81).then_some(0);
+    }
+    if rec.first() != Some(&1) {
         return None;
     }
     match format {
+        VideoFormat::Av1 => None,
         // configurationVersion, profile, compatibility, level, lengthSizeMinusOne, …
         VideoFormat::Avc => Some(usize::from(*rec.get(4)? & 0x03) + 1),
         // 22 bytes of general fields, the last one's low bits lengthSizeMinusOne, then
@@ -1071,7 +1085,7 @@ pub(crate) mod tests {
             Muxed::Skipped(Skip::Malformed)
         );
         assert_eq!(
-            mux(&mut m, MediaKind::Video, 0, b"\x90av01\x81"),
+            mux(&mut m, MediaKind::Video, 0, b"\x90vp09\x01"),
             Muxed::Skipped(Skip::Unsupported)
         );
         // Any bytes at all: no panic.

@@ -10,7 +10,7 @@
 //! - an audio-only stream is cut at the first frame at or after the target duration;
 //! - a segment that reaches `max_segment_bytes` is cut at once (a stream whose keyframes
 //!   stay away cannot grow one without bound); the next starts on the following frame;
-//! - a publisher whose video is HEVC, or every publisher with [`HlsConfig::fmp4`]
+//! - a publisher whose video is HEVC or AV1, or every publisher with [`HlsConfig::fmp4`]
 //!   (`media.hls_fmp4`), is segmented in fMP4 ([`Format::Fmp4`], [`super::fmp4`]) rather
 //!   than TS (MPEG-TS HEVC, stream type 0x24, plays in few players): samples gather in
 //!   the [`Fmp4Muxer`] and the segment (`moof` + `mdat`) is written when it is cut. Each
@@ -18,10 +18,10 @@
 //!   `#EXT-X-MAP` (`{name}-{init_seq}.mp4`, after the first segment that used it) and
 //!   again after a discontinuity when it changed: a new decoder configuration ends the
 //!   open segment, and the next starts on a keyframe;
-//! - a stream with a track neither container carries here (AV1 or VP9 video; audio other
+//! - a stream with a track neither container carries here (VP9 video; audio other
 //!   than AAC: [`ts::uncarried`], [`fmp4::uncarried`]) is refused whole
 //!   ([`Segmenter::refused`]): its open segment is dropped and its input ignored until a
-//!   publisher restarts it, so HLS never serves the AAC of an AV1 stream as if it were
+//!   publisher restarts it, so HLS never serves the AAC of a VP9 stream as if it were
 //!   the stream.
 //! - a timestamp jump (backwards, or forwards by more than [`MAX_JUMP_MS`]) closes the
 //!   open segment, and the next one is marked `#EXT-X-DISCONTINUITY` and starts on a
@@ -1165,7 +1165,7 @@ mod tests {
 
     #[test]
     fn an_av1_or_vp9_stream_is_refused_whole_not_served_as_its_audio() {
-        for cc in [*b"av01", *b"vp09"] {
+        for cc in [*b"vp09", *b"vp08"] {
             let video = |b0: u8| {
                 let mut v = vec![b0];
                 v.extend(cc);
@@ -1204,8 +1204,13 @@ mod tests {
         s.push(MediaKind::Audio, 0, b"\x90Opus\x00");
         assert_eq!(s.refused().unwrap().to_string(), "Enhanced RTMP Opus audio");
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
-        s.push(MediaKind::Video, 0, b"\x90av01\x81");
-        assert_eq!(s.refused().unwrap().to_string(), "AV1 video");
+        s.push(MediaKind::Video, 0, b"\x90vp09\x01");
+        assert_eq!(s.refused().unwrap().to_string(), "VP9 video");
+        // AV1 is fMP4.
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, b"\x90av01\x81\x08\x0c\x00");
+        assert_eq!(s.refused(), None);
+        assert_eq!(s.format(), Format::Fmp4);
         // An Enhanced RTMP command frame names no codec: no refusal.
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
         s.push(MediaKind::Video, 0, &[0xD1, 0]);

@@ -336,6 +336,7 @@ impl Segmenter {
     pub fn held_bytes(&self) -> usize {
         self.done.iter().map(|s| s.data.len()).sum::<usize>()
             + self.open.as_ref().map_or(0, |o| o.buf.len())
+            + self.fmp4.pending_bytes()
     }
 
     /// One message, as the ingest packaged (and classified) it.

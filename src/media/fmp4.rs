@@ -25,7 +25,9 @@
 //! whole milliseconds, so a finer clock would add no information, and decode times,
 //! durations and offsets are the stream's own numbers. A sample's duration is the gap
 //! to the next sample of its track; the last one of a fragment gets the gap to the next
-//! fragment's first frame when the caller knows it, else its track's latest gap.
+//! fragment's first frame when the caller knows it, else its track's latest gap. `tfdt`
+//! is 64-bit: the 32-bit millisecond clock is unwrapped, so decode times do not go back
+//! when it wraps (after 49.7 days).
 //!
 //! **Picture size.** The visual sample entry's width and height come from the stream's
 //! `onMetaData` (`width`, `height`) when it has them, else 0: decoders take the size
@@ -91,6 +93,8 @@ struct AudioConfig {
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     dts: u32,
+    /// `dts` on the 64-bit clock of `tfdt` ([`Fmp4Muxer::extend`]).
+    dts64: u64,
     size: u32,
     cts: i32,
     sync: bool,
@@ -216,6 +220,8 @@ pub struct Fmp4Muxer {
     version: u64,
     vtrack: Track,
     atrack: Track,
+    /// The latest timestamp and its value on the 64-bit decode clock.
+    clock: Option<(u32, u64)>,
 }
 
 impl Fmp4Muxer {
@@ -243,6 +249,7 @@ impl Fmp4Muxer {
         self.height = 0;
         self.changed();
         self.discard();
+        self.clock = None;
     }
 
     fn changed(&mut self) {
@@ -414,9 +421,11 @@ impl Fmp4Muxer {
         let Ok(size) = u32::try_from(body.len()) else {
             return Muxed::Skipped(Skip::Malformed);
         };
+        let dts64 = self.extend(timestamp);
         self.vtrack.push(
             Sample {
                 dts: timestamp,
+                dts64,
                 size,
                 cts,
                 sync: key,
@@ -436,9 +445,11 @@ impl Fmp4Muxer {
         let Ok(size) = u32::try_from(raw.len()) else {
             return Muxed::Skipped(Skip::Malformed);
         };
+        let dts64 = self.extend(timestamp);
         self.atrack.push(
             Sample {
                 dts: timestamp,
+                dts64,
                 size,
                 cts: 0,
                 sync: true,
@@ -446,6 +457,17 @@ impl Fmp4Muxer {
             raw,
         );
         Muxed::Audio
+    }
+
+    /// `ts` on the 64-bit decode clock: the 32-bit millisecond clock unwrapped (RTMP's
+    /// wraps after 49.7 days; `tfdt` must not go back with it), steps read as signed.
+    fn extend(&mut self, ts: u32) -> u64 {
+        let ext = match self.clock {
+            None => u64::from(ts),
+            Some((last, ext)) => ext.saturating_add_signed(i64::from(ts.wrapping_sub(last) as i32)),
+        };
+        self.clock = Some((ts, ext));
+        ext
     }
 
     /// The init segment for the configured tracks (`None` before any is configured);
@@ -581,7 +603,7 @@ impl Fmp4Muxer {
             b.u32(id);
             b.close();
             b.full(b"tfdt", 1, 0);
-            b.u64(u64::from(track.samples[0].dts));
+            b.u64(track.samples[0].dts64);
             b.close();
             // data offset, duration, size; video adds flags and composition offsets.
             let flags = if video { 0x0F01 } else { 0x0301 };
@@ -1105,6 +1127,22 @@ pub(crate) mod tests {
         }
         let _ = m.init_segment();
         let _ = m.fragment(0, None);
+    }
+
+    #[test]
+    fn decode_times_go_on_past_the_32_bit_wrap() {
+        let mut m = Fmp4Muxer::new();
+        mux(&mut m, MediaKind::Audio, 0, &[0xAF, 0, 0x12, 0x10]);
+        mux(&mut m, MediaKind::Audio, u32::MAX - 10, &[0xAF, 1, 1]);
+        m.fragment(0, None).unwrap();
+        mux(&mut m, MediaKind::Audio, 13, &[0xAF, 1, 1]);
+        let frag = m.fragment(1, None).unwrap();
+        let moof = &boxes(&frag)[0];
+        let tfdt = child(moof.body, &[b"traf", b"tfdt"]).unwrap();
+        assert_eq!(
+            u64::from_be_bytes(tfdt[4..12].try_into().unwrap()),
+            (1u64 << 32) + 13
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub const CODES: &[(u32, u16, &str)] = &[
     (
         PLAY_CODEC_UNSUPPORTED,
         415,
-        "HLS play of a stream whose codec HLS does not carry here (HEVC, AV1 or VP9 video; audio other than AAC): play it over HTTP-FLV or RTMP",
+        "HLS play of a stream whose codec HLS does not carry here (VP9 or other video; audio other than AAC): play it over HTTP-FLV or RTMP",
     ),
     (
         INVALID_FIELD,

@@ -37,11 +37,22 @@ pub fn router(cfg: &Config) -> Router<App> {
         "/{app}/{stream}.m3u8",
         crate::live::hls::playlist_handler(),
     );
-    // HLS segments: `{stream}-{sequence}.ts`, named by the playlist.
+    // HLS segments: `{stream}-{sequence}.ts`, or in fMP4 `{stream}-{sequence}.m4s` and
+    // their init segments `{stream}-{sequence}.mp4`, named by the playlist.
     live.add(
         Method::Get,
         "/{app}/{segment}.ts",
         crate::live::hls::segment_handler(),
+    );
+    live.add(
+        Method::Get,
+        "/{app}/{segment}.m4s",
+        crate::live::hls::fmp4_segment_handler(),
+    );
+    live.add(
+        Method::Get,
+        "/{app}/{segment}.mp4",
+        crate::live::hls::init_handler(),
     );
     r.mount(live, |app| app.live.clone());
 

@@ -7,9 +7,11 @@
 //!   sequence headers, then a keyframe, all in the published codec;
 //! - ffmpeg reads the stream back over HTTP-FLV and RTMP, reports the codec and decodes
 //!   it without an error;
-//! - HLS: H.264 plays (ffprobe sees both tracks); HEVC, AV1 and VP9 are refused with 415 /
-//!   41502 naming the codec (MPEG-TS segments carry H.264 and AAC here), never served as
-//!   their audio alone, and the room's `play` URLs leave `hls` out while it is so.
+//! - HLS: H.264 plays in MPEG-TS segments, HEVC and AV1 in fMP4 ones (an init segment
+//!   with `hvcC` / `av1C`, `.m4s` segments), and H.264 in fMP4 too with
+//!   `media.hls_fmp4`: ffprobe sees both tracks and ffmpeg decodes them without an error;
+//!   VP9 is refused with 415 / 41502 naming the codec, never served as their audio alone, and the room's
+//!   `play` URLs leave `hls` out while it is so.
 //!
 //! And H.264 with a second AAC track, which ffmpeg sends as Enhanced RTMP multitrack
 //! `mp4a`: a joining viewer gets both tracks' headers, and HLS carries the default tracks.
@@ -406,6 +408,10 @@ fn play_urls(server: &Server, id: &str, token: &str) -> (Value, Value) {
 }
 
 fn publishes_and_plays_back(codec: Codec) {
+    publishes_and_plays_back_with(codec, false);
+}
+
+fn publishes_and_plays_back_with(codec: Codec, hls_fmp4: bool) {
     support::require("ffprobe");
     let server = Server::start(&[
         "--shards",
@@ -414,6 +420,12 @@ fn publishes_and_plays_back(codec: Codec) {
         "auth.dev_login=true",
         "--set",
         "media.hls_segment_secs=1",
+        "--set",
+        if hls_fmp4 {
+            "media.hls_fmp4=true"
+        } else {
+            "media.hls_fmp4=false"
+        },
     ]);
     let (id, push, token) = room(&server);
     let _ff = publish(&push, codec, 40);
@@ -432,30 +444,42 @@ fn publishes_and_plays_back(codec: Codec) {
 
     let m3u8 = format!("/live/{id}.m3u8");
     let (one, listed) = match codec {
-        Codec::H264 => {
+        Codec::H264 | Codec::Hevc | Codec::Av1 => {
             let r = server.get(&m3u8);
             assert_eq!(r.status, 200, "{}", r.text());
-            let streams = probe(&format!("http://{}{m3u8}", server.http));
+            let text = r.text();
+            // HEVC and AV1, or anything with `media.hls_fmp4`, are fMP4; H.264 alone stays
+            // TS.
+            let fmp4 = codec != Codec::H264 || hls_fmp4;
+            assert_eq!(text.contains("#EXT-X-MAP:URI=\""), fmp4, "{text}");
+            assert_eq!(text.contains("#EXT-X-VERSION:7"), fmp4, "{text}");
+            assert_eq!(text.contains(".m4s"), fmp4, "{text}");
+            assert_eq!(text.contains(".ts"), !fmp4, "{text}");
+            if fmp4 {
+                fmp4_segments_are_served_as_such(&server, &text, codec);
+            }
+            let url = format!("http://{}{m3u8}", server.http);
+            let streams = probe(&url);
             assert!(
-                streams.iter().any(|s| s.0 == "video" && s.1 == "h264"),
+                streams
+                    .iter()
+                    .any(|s| s.0 == "video" && s.1 == codec.ffmpeg_name()),
                 "{streams:?}"
             );
             assert!(
                 streams.iter().any(|s| s.0 == "audio" && s.1 == "aac"),
                 "{streams:?}"
             );
+            // ffmpeg reads the playlist and its segments and decodes both tracks.
+            assert_decodes("HLS", read_back(&url).wait_with_output().unwrap(), codec);
             let (one, listed) = play_urls(&server, &id, &token);
             for play in [&one, &listed] {
                 assert!(play["hls"].as_str().is_some_and(|u| u.ends_with(".m3u8")));
             }
             (one, listed)
         }
-        Codec::Hevc | Codec::Av1 | Codec::Vp9 => {
-            let name = match codec {
-                Codec::Hevc => "HEVC",
-                Codec::Av1 => "AV1",
-                _ => "VP9",
-            };
+        Codec::Vp9 => {
+            let name = "VP9";
             let v = err(&server.get(&m3u8), 415, 41502);
             let message = v["message"].as_str().unwrap();
             assert!(
@@ -485,12 +509,52 @@ fn h264_from_a_current_ffmpeg_plays_over_flv_rtmp_and_hls() {
 }
 
 #[test]
-fn hevc_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() {
+fn hevc_over_enhanced_rtmp_plays_over_flv_rtmp_and_fmp4_hls() {
     publishes_and_plays_back(Codec::Hevc);
 }
 
 #[test]
-fn av1_over_enhanced_rtmp_plays_over_flv_and_rtmp_and_hls_refuses_it_clearly() {
+fn h264_plays_over_fmp4_hls_with_hls_fmp4() {
+    publishes_and_plays_back_with(Codec::H264, true);
+}
+
+/// The playlist's init segment (`video/mp4`: `ftyp` then `moov` with the codec's sample
+/// entry) and a media segment (`video/iso.segment`: `moof` then `mdat`); neither under
+/// the other container's extension.
+fn fmp4_segments_are_served_as_such(server: &Server, playlist: &str, codec: Codec) {
+    let map = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a MAP");
+    let init = server.get(&format!("/live/{map}"));
+    assert_eq!(init.status, 200, "{map}");
+    assert_eq!(init.header("content-type"), Some("video/mp4"));
+    assert_eq!(&init.body[4..8], b"ftyp");
+    let entry: &[u8] = match codec {
+        Codec::Hevc => b"hvcC",
+        Codec::Av1 => b"av1C",
+        _ => b"avcC",
+    };
+    assert!(
+        init.body.windows(4).any(|w| w == entry),
+        "{entry:?} in {map}"
+    );
+    assert!(init.body.windows(4).any(|w| w == b"esds"));
+    let seg = playlist
+        .lines()
+        .find(|l| l.ends_with(".m4s"))
+        .expect("a segment");
+    let r = server.get(&format!("/live/{seg}"));
+    assert_eq!(r.status, 200, "{seg}");
+    assert_eq!(r.header("content-type"), Some("video/iso.segment"));
+    assert_eq!(&r.body[4..8], b"moof");
+    let ts = seg.replace(".m4s", ".ts");
+    assert_eq!(server.get(&format!("/live/{ts}")).status, 404, "{ts}");
+}
+
+#[test]
+fn av1_over_enhanced_rtmp_plays_over_flv_rtmp_and_fmp4_hls() {
     publishes_and_plays_back(Codec::Av1);
 }
 

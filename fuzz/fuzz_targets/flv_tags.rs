@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
             target_ms: 1000,
             window: 3,
             max_segment_bytes: 64 * 1024,
+            fmp4: false,
         },
         0,
     );

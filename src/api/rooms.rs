@@ -66,7 +66,7 @@ async fn active(api: &Rc<Api>) -> HashMap<String, (u64, bool)> {
     all
 }
 
-/// Which of the live rooms `ids` HLS refuses for a codec it does not carry (HEVC, AV1,
+/// Which of the live rooms `ids` HLS refuses for a codec it does not carry (VP9,
 /// …): one call to each owner shard of their streams.
 async fn hls_refused(api: &Rc<Api>, ids: &[&str]) -> HashSet<String> {
     let mut by_owner: HashMap<usize, Vec<String>> = HashMap::new();

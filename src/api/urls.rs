@@ -104,7 +104,7 @@ pub fn push(api: &Api, bases: &Bases, room: &str, now: u64) -> Push {
 pub struct Play {
     pub rtmp: String,
     pub flv: String,
-    /// Left out while the room's stream has a codec HLS does not carry (HEVC, AV1, …).
+    /// Left out while the room's stream has a codec HLS does not carry (VP9, …; HEVC and AV1 play in fMP4 segments).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hls: Option<String>,
 }

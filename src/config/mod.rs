@@ -231,6 +231,9 @@ pub struct MediaConfig {
     pub hls_window: usize,
     /// An HLS segment this large is cut without waiting for a keyframe.
     pub hls_max_segment_bytes: usize,
+    /// HLS in fMP4 (CMAF) segments for every stream; without it, only streams whose video
+    /// MPEG-TS does not carry (HEVC) are fMP4, the rest TS.
+    pub hls_fmp4: bool,
     /// Recording (DVR): "off" (only rooms started through the API) or "all" (every
     /// stream from its publish). Files are FLV, written off the shards (`docs/media.md`).
     pub record: String,
@@ -276,6 +279,7 @@ impl Default for MediaConfig {
             hls_segment_secs: 2,
             hls_window: 6,
             hls_max_segment_bytes: 16 * 1024 * 1024,
+            hls_fmp4: false,
             record: "off".into(),
             record_dir: PathBuf::new(),
             record_segment_secs: 600,
@@ -782,6 +786,9 @@ mod tests {
         let c = load("", &[], &[("media.hls_segment_secs", "1")]).unwrap();
         assert_eq!(c.media.hls_segment_secs, 1);
         assert_eq!(c.media.hls_window, 6);
+        assert!(!c.media.hls_fmp4);
+        let c = load("", &[], &[("media.hls_fmp4", "true")]).unwrap();
+        assert!(c.media.hls_fmp4);
         let e = load(
             "[media]\nhls_segment_secs = 0\nhls_window = 0\nhls_max_segment_bytes = 10\n",
             &[],

@@ -1,5 +1,7 @@
 //! HLS play (C7): `GET /{app}/{stream}.m3u8` and the segments it names,
-//! `GET /{app}/{stream}-{sequence}.ts`, served from memory.
+//! `GET /{app}/{stream}-{sequence}.ts` (MPEG-TS) or `GET /{app}/{stream}-{sequence}.m4s`
+//! and the init segments `GET /{app}/{stream}-{n}.mp4` (fMP4), served from memory. A
+//! segment is served under its own container's extension only.
 //!
 //! **Made once, on the owner.** The stream's owner shard feeds every ingested message to
 //! the stream's [`Segmenter`] as the ingest runs ([`HlsState::ingest`], called from
@@ -34,12 +36,13 @@
 //! shutdown (SIGTERM) each owner finishes its open segments and ends its playlists, so
 //! the last seconds are in a segment rather than lost in a buffer (SPEC C1).
 //!
-//! **Codecs.** Segments are MPEG-TS with H.264 and AAC. A stream with another codec
-//! (HEVC, AV1 or VP9 over Enhanced RTMP; audio other than AAC) is refused whole from the
+//! **Codecs.** Segments are MPEG-TS with H.264 and AAC, or fMP4 with H.264, HEVC or AV1
+//! and AAC (HEVC and AV1 streams, and every stream with `media.hls_fmp4`). A stream with
+//! another codec (VP9 over Enhanced RTMP; audio other than AAC) is refused whole from the
 //! moment its owner's segmenter sees that track ([`Segmenter::refused`]): its playlist and
 //! segments answer 415 (`codes::PLAY_CODEC_UNSUPPORTED`) naming the track and pointing
 //! to HTTP-FLV and RTMP, which carry it, and the API leaves its `play.hls` out
-//! ([`HlsState::refused_among`]). Serving the AAC of an HEVC stream as the stream, as
+//! ([`HlsState::refused_among`]). Serving the AAC of a VP9 stream as the stream, as
 //! TS alone would, is what this prevents.
 //!
 //! **Waiting for the first segment.** A playlist asked for before the stream's first
@@ -48,7 +51,8 @@
 //! a playlist rather than a 404.
 //!
 //! Responses: `application/vnd.apple.mpegurl` with `Cache-Control: no-cache` for the
-//! playlist, `video/mp2t` with a day's `max-age` for segments (a segment never changes,
+//! playlist, `video/mp2t` (TS), `video/iso.segment` (`.m4s`) or `video/mp4` (init
+//! segments) with a day's `max-age` for segments (a segment never changes,
 //! and numbering starts from the wall clock so names are not reused after a restart),
 //! and `Access-Control-Allow-Origin: *` on every answer, as for HTTP-FLV.
 
@@ -78,6 +82,8 @@ pub const FIRST_POLL: Duration = Duration::from_millis(100);
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const SEGMENT_TYPE: &str = "video/mp2t";
+const FMP4_SEGMENT_TYPE: &str = "video/iso.segment";
+const INIT_TYPE: &str = "video/mp4";
 const SEGMENT_CACHE: &str = "public, max-age=86400";
 
 /// How long an ended stream's playlist (with `#EXT-X-ENDLIST`) stays: long enough for
@@ -97,7 +103,36 @@ pub fn playlist_handler() -> http::Handler<Live> {
 }
 
 pub fn segment_handler() -> http::Handler<Live> {
-    http::handler(segment)
+    http::handler(|live, req| segment(live, req, Wanted::Ts))
+}
+
+pub fn fmp4_segment_handler() -> http::Handler<Live> {
+    http::handler(|live, req| segment(live, req, Wanted::Fmp4))
+}
+
+pub fn init_handler() -> http::Handler<Live> {
+    http::handler(|live, req| segment(live, req, Wanted::Init))
+}
+
+/// What a segment request names by its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    /// `.ts`: an MPEG-TS segment.
+    Ts,
+    /// `.m4s`: an fMP4 media segment.
+    Fmp4,
+    /// `.mp4`: the init segment named after the first segment that uses it.
+    Init,
+}
+
+impl Wanted {
+    fn content_type(self) -> &'static str {
+        match self {
+            Wanted::Ts => SEGMENT_TYPE,
+            Wanted::Fmp4 => FMP4_SEGMENT_TYPE,
+            Wanted::Init => INIT_TYPE,
+        }
+    }
 }
 
 /// A stream segmented on this shard.
@@ -303,7 +338,7 @@ impl HlsState {
         })
     }
 
-    fn segment(&self, stream: &str, sequence: u64) -> SegmentAnswer {
+    fn segment(&self, stream: &str, sequence: u64, wanted: Wanted) -> SegmentAnswer {
         let streams = self.streams.borrow();
         let Some(e) = streams.get(stream) else {
             return SegmentAnswer::Missing;
@@ -311,9 +346,15 @@ impl HlsState {
         if let Some(track) = e.seg.refused() {
             return SegmentAnswer::Refused(track.to_string());
         }
-        e.seg
-            .segment(sequence)
-            .map_or(SegmentAnswer::Missing, SegmentAnswer::Found)
+        let found = match wanted {
+            Wanted::Init => e.seg.init_segment(sequence),
+            // A segment is served under the extension of its container only.
+            _ => e
+                .seg
+                .segment_of(sequence)
+                .and_then(|(data, fmp4)| (fmp4 == (wanted == Wanted::Fmp4)).then_some(data)),
+        };
+        found.map_or(SegmentAnswer::Missing, SegmentAnswer::Found)
     }
 
     /// Which of `streams`, segmented here, HLS refuses for a codec it does not carry
@@ -387,9 +428,16 @@ fn with_suffix(text: &[u8], suffix: &str) -> Bytes {
         if line.is_empty() {
             continue;
         }
-        out.extend_from_slice(line);
         if line[0] != b'#' {
+            out.extend_from_slice(line);
             out.extend_from_slice(suffix.as_bytes());
+        } else if let (true, Some(b'"')) = (line.starts_with(b"#EXT-X-MAP:URI=\""), line.last()) {
+            // The init segment's URI, inside its quotes.
+            out.extend_from_slice(&line[..line.len() - 1]);
+            out.extend_from_slice(suffix.as_bytes());
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(line);
         }
         out.push(b'\n');
     }
@@ -492,7 +540,7 @@ fn parse_segment_name(file: &str) -> Option<(&str, u64)> {
     Some((name, seq.parse().ok()?))
 }
 
-async fn segment(live: Rc<Live>, req: Request) -> Reply {
+async fn segment(live: Rc<Live>, req: Request, wanted: Wanted) -> Reply {
     live.ctx.metrics.media_hls_requests.fetch_add(1, Relaxed);
     let Some((name, sequence)) = req.param("segment").and_then(parse_segment_name) else {
         return refused(not_found());
@@ -506,7 +554,9 @@ async fn segment(live: Rc<Live>, req: Request) -> Reply {
     let stream: StreamId = name.into();
     let Some(found) = live
         .port()
-        .call(owner, move |o: &Rc<Live>| o.hls.segment(&stream, sequence))
+        .call(owner, move |o: &Rc<Live>| {
+            o.hls.segment(&stream, sequence, wanted)
+        })
         .await
     else {
         return busy();
@@ -522,7 +572,7 @@ async fn segment(live: Rc<Live>, req: Request) -> Reply {
         .metrics
         .media_hls_bytes_out
         .fetch_add(data.len() as u64, Relaxed);
-    cors(Response::with_body(200, SEGMENT_TYPE, data))
+    cors(Response::with_body(200, wanted.content_type(), data))
         .header("Cache-Control", SEGMENT_CACHE)
         .into()
 }
@@ -550,6 +600,12 @@ mod tests {
             &out[..],
             b"#EXTM3U\n#EXTINF:2.000,\ncam-1.ts?txSecret=abc123&txTime=6E0F\n\
               #EXTINF:2.000,\ncam-2.ts?txSecret=abc123&txTime=6E0F\n"
+        );
+        let text = b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-1.mp4\"\n#EXTINF:2.000,\ncam-1.m4s\n";
+        assert_eq!(
+            &with_suffix(text, &suffix)[..],
+            b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-1.mp4?txSecret=abc123&txTime=6E0F\"\n\
+              #EXTINF:2.000,\ncam-1.m4s?txSecret=abc123&txTime=6E0F\n"
         );
         assert_eq!(signature_suffix("txSecret=ab%0A&txTime=1"), None);
         assert_eq!(signature_suffix("txTime=1"), None);

@@ -193,6 +193,7 @@ impl Settings {
                     .unwrap_or(u32::MAX),
                 window: m.hls_window,
                 max_segment_bytes: m.hls_max_segment_bytes,
+                fmp4: m.hls_fmp4,
             },
             write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
             record_all: m.record == "all",

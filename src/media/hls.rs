@@ -1,4 +1,5 @@
-//! HLS segmenting, sans-IO: a stream's messages in, MPEG-TS segments and the m3u8 text out.
+//! HLS segmenting, sans-IO: a stream's messages in, MPEG-TS or fMP4 segments and the m3u8
+//! text out.
 //!
 //! A [`Segmenter`] is fed one stream's messages in order ([`Segmenter::push`], or
 //! [`Segmenter::push_packaged`] with what the ingest packaged anyway) and muxes them with a
@@ -9,11 +10,19 @@
 //! - an audio-only stream is cut at the first frame at or after the target duration;
 //! - a segment that reaches `max_segment_bytes` is cut at once (a stream whose keyframes
 //!   stay away cannot grow one without bound); the next starts on the following frame;
-//! - a stream with a track TS does not carry here (HEVC, AV1 or VP9 video; audio other
-//!   than AAC: [`ts::uncarried`]) is refused whole ([`Segmenter::refused`]): its open
-//!   segment is dropped and its input ignored until a publisher restarts it, so HLS
-//!   never serves the AAC of an HEVC stream as if it were the stream. (HEVC and AV1 over
-//!   HLS need fMP4 segments; MPEG-TS HEVC, stream type 0x24, plays in few players.)
+//! - a publisher whose video is HEVC or AV1, or every publisher with [`HlsConfig::fmp4`]
+//!   (`media.hls_fmp4`), is segmented in fMP4 ([`Format::Fmp4`], [`super::fmp4`]) rather
+//!   than TS (MPEG-TS HEVC, stream type 0x24, plays in few players): samples gather in
+//!   the [`Fmp4Muxer`] and the segment (`moof` + `mdat`) is written when it is cut. Each
+//!   segment keeps the init segment it needs; the playlist (version 7) names it with
+//!   `#EXT-X-MAP` (`{name}-{init_seq}.mp4`, after the first segment that used it) and
+//!   again after a discontinuity when it changed: a new decoder configuration ends the
+//!   open segment, and the next starts on a keyframe;
+//! - a stream with a track neither container carries here (VP9 video; audio other
+//!   than AAC: [`ts::uncarried`], [`fmp4::uncarried`]) is refused whole
+//!   ([`Segmenter::refused`]): its open segment is dropped and its input ignored until a
+//!   publisher restarts it, so HLS never serves the AAC of a VP9 stream as if it were
+//!   the stream.
 //! - a timestamp jump (backwards, or forwards by more than [`MAX_JUMP_MS`]) closes the
 //!   open segment, and the next one is marked `#EXT-X-DISCONTINUITY` and starts on a
 //!   keyframe again; so does a publisher coming back ([`Segmenter::resume`]).
@@ -55,12 +64,13 @@ use std::fmt::Write as _;
 use bytes::{Bytes, BytesMut};
 
 use super::class::Class;
+use super::fmp4::{self, Fmp4Muxer};
 use super::kind::MediaKind;
 use super::packet::Packaged;
 use super::ts::{self, Carried, Muxed, Skip, TsMuxer, Uncarried};
 
 /// Segmenting settings (from `[media]`: `hls_segment_secs`, `hls_window`,
-/// `hls_max_segment_bytes`).
+/// `hls_max_segment_bytes`, `hls_fmp4`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HlsConfig {
     /// Target segment duration in milliseconds; segments are cut at the first keyframe
@@ -70,6 +80,9 @@ pub struct HlsConfig {
     pub window: usize,
     /// A segment this large is cut without waiting for a keyframe.
     pub max_segment_bytes: usize,
+    /// Every stream in fMP4 segments (`media.hls_fmp4`); without it, only streams whose
+    /// video TS does not carry (HEVC).
+    pub fmp4: bool,
 }
 
 impl Default for HlsConfig {
@@ -78,6 +91,7 @@ impl Default for HlsConfig {
             target_ms: 2000,
             window: 6,
             max_segment_bytes: 16 * 1024 * 1024,
+            fmp4: false,
         }
     }
 }
@@ -104,8 +118,20 @@ pub struct Segment {
     /// Its program date-time (Unix ms): the stream's epoch + `start_ms`, once the epoch
     /// is known.
     pub pdt_ms: Option<u64>,
-    /// Whole TS packets, starting with a PAT and a PMT.
+    /// Whole TS packets, starting with a PAT and a PMT; or an fMP4 `moof` + `mdat`.
     pub data: Bytes,
+    /// For an fMP4 segment, the init segment it needs.
+    pub init: Option<Bytes>,
+    /// For an fMP4 segment, the sequence number its init segment is named by (the first
+    /// segment that used it: `{name}-{init_seq}.mp4`).
+    pub init_seq: u64,
+}
+
+/// The container of a publisher's segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Ts,
+    Fmp4,
 }
 
 /// What one [`Segmenter::push`] did.
@@ -152,6 +178,8 @@ struct Open {
     discontinuity: bool,
     has_keyframe: bool,
     frames: u32,
+    /// fMP4: the init segment for the configuration the segment was opened with.
+    init: Option<Bytes>,
 }
 
 /// See the module documentation.
@@ -161,6 +189,9 @@ pub struct Segmenter {
     /// Segment URIs are `{name}-{sequence}.ts`, relative to the playlist.
     name: String,
     mux: TsMuxer,
+    fmp4: Fmp4Muxer,
+    /// The current publisher's container.
+    format: Format,
     open: Option<Open>,
     done: VecDeque<Segment>,
     next_sequence: u64,
@@ -205,11 +236,14 @@ impl Segmenter {
             target_ms: cfg.target_ms.max(1),
             window: cfg.window.max(1),
             max_segment_bytes: cfg.max_segment_bytes.max(ts::PACKET_LEN * 4),
+            fmp4: cfg.fmp4,
         };
         let mut s = Segmenter {
             cfg,
             name: name.to_string(),
             mux: TsMuxer::new(),
+            fmp4: Fmp4Muxer::new(),
+            format: if cfg.fmp4 { Format::Fmp4 } else { Format::Ts },
             open: None,
             done: VecDeque::new(),
             next_sequence: first_sequence,
@@ -281,10 +315,28 @@ impl Segmenter {
         (s.sequence == sequence).then(|| s.data.clone())
     }
 
+    /// Segment `sequence`, if it is still held: its bytes, and whether it is fMP4.
+    pub fn segment_of(&self, sequence: u64) -> Option<(Bytes, bool)> {
+        let first = self.done.front()?.sequence;
+        let i = usize::try_from(sequence.checked_sub(first)?).ok()?;
+        let s = self.done.get(i)?;
+        (s.sequence == sequence).then(|| (s.data.clone(), s.init.is_some()))
+    }
+
+    /// The init segment named after segment `init_seq` (`{name}-{init_seq}.mp4`), while a
+    /// segment that needs it is held.
+    pub fn init_segment(&self, init_seq: u64) -> Option<Bytes> {
+        self.done
+            .iter()
+            .find(|s| s.init_seq == init_seq && s.init.is_some())
+            .and_then(|s| s.init.clone())
+    }
+
     /// Bytes held in finished segments and the open one.
     pub fn held_bytes(&self) -> usize {
         self.done.iter().map(|s| s.data.len()).sum::<usize>()
             + self.open.as_ref().map_or(0, |o| o.buf.len())
+            + self.fmp4.pending_bytes()
     }
 
     /// One message, as the ingest packaged (and classified) it.
@@ -304,27 +356,62 @@ impl Segmenter {
         if self.ended || self.refused.is_some() {
             return pushed;
         }
-        if let Some(track) = ts::uncarried(class) {
+        if self.format == Format::Ts
+            && ts::uncarried(class).is_some()
+            && fmp4::uncarried(class).is_none()
+        {
+            // HEVC: TS does not carry it, fMP4 does.
+            self.switch_to_fmp4();
+        }
+        let uncarried = match self.format {
+            Format::Ts => ts::uncarried(class),
+            Format::Fmp4 => fmp4::uncarried(class),
+        };
+        if let Some(track) = uncarried {
             // Refused whole, never served half: see the module documentation.
             self.refused = Some(track);
             self.open = None;
+            self.fmp4.discard();
             self.video_started = false;
             return self.skip(Skip::Unsupported);
         }
-        match ts::carried(class) {
+        let carried = match self.format {
+            Format::Ts => ts::carried(class),
+            Format::Fmp4 => fmp4::carried(class),
+        };
+        match carried {
             Carried::Other => {
                 // Sequence headers, metadata, and what the muxer skips: nothing is written.
-                let mut none = BytesMut::new();
-                let out = self.open.as_mut().map_or(&mut none, |o| &mut o.buf);
-                if let Muxed::Skipped(why) = self.mux.mux_classified(class, timestamp, payload, out)
-                {
+                let muxed = match self.format {
+                    Format::Ts => {
+                        if class.is_config() || class.is_metadata() {
+                            // Kept for a switch to fMP4 (an HEVC header after AAC's).
+                            self.fmp4.mux_classified(class, timestamp, payload);
+                        }
+                        let mut none = BytesMut::new();
+                        let out = self.open.as_mut().map_or(&mut none, |o| &mut o.buf);
+                        self.mux.mux_classified(class, timestamp, payload, out)
+                    }
+                    Format::Fmp4 => {
+                        let before = self.fmp4.config_version();
+                        let muxed = self.fmp4.mux_classified(class, timestamp, payload);
+                        if self.fmp4.config_version() != before && self.open.is_some() {
+                            // A new configuration needs a new init segment: the open
+                            // segment ends here, the next starts on a keyframe.
+                            pushed.finished += u32::from(self.finish_open(None));
+                            self.video_started = false;
+                        }
+                        muxed
+                    }
+                };
+                if let Muxed::Skipped(why) = muxed {
                     self.stats.skipped += 1;
                     pushed.skipped = Some(why);
                 }
                 return pushed;
             }
             Carried::VideoFrame { key } => {
-                if !self.mux.video_configured() {
+                if !self.video_configured() {
                     return self.skip(Skip::NoSequenceHeader);
                 }
                 pushed.finished += self.check_clock(timestamp);
@@ -344,11 +431,11 @@ impl Segmenter {
                 }
             }
             Carried::AudioFrame => {
-                if !self.mux.audio_configured() {
+                if !self.audio_configured() {
                     return self.skip(Skip::NoSequenceHeader);
                 }
                 pushed.finished += self.check_clock(timestamp);
-                let has_video = self.mux.video_configured();
+                let has_video = self.video_configured();
                 if has_video && !self.video_started {
                     return pushed; // video streams start on a keyframe
                 }
@@ -375,10 +462,13 @@ impl Segmenter {
         let Some(open) = self.open.as_mut() else {
             return pushed;
         };
-        match self
-            .mux
-            .mux_classified(class, timestamp, payload, &mut open.buf)
-        {
+        let muxed = match self.format {
+            Format::Ts => self
+                .mux
+                .mux_classified(class, timestamp, payload, &mut open.buf),
+            Format::Fmp4 => self.fmp4.mux_classified(class, timestamp, payload),
+        };
+        match muxed {
             Muxed::Video { keyframe } => {
                 open.has_keyframe |= keyframe;
                 open.frames += 1;
@@ -393,13 +483,48 @@ impl Segmenter {
         if later(open.end, timestamp) {
             open.end = timestamp;
         }
-        if open.buf.len() >= self.cfg.max_segment_bytes {
+        if self.open_len() >= self.cfg.max_segment_bytes {
             self.stats.forced_cuts += 1;
             pushed.finished += u32::from(self.finish_open(None));
         }
         pushed
     }
 
+    /// The current publisher's container.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    fn video_configured(&self) -> bool {
+        match self.format {
+            Format::Ts => self.mux.video_configured(),
+            Format::Fmp4 => self.fmp4.video_configured(),
+        }
+    }
+
+    fn audio_configured(&self) -> bool {
+        match self.format {
+            Format::Ts => self.mux.audio_configured(),
+            Format::Fmp4 => self.fmp4.audio_configured(),
+        }
+    }
+
+    /// Bytes the open segment holds (TS) or will hold (fMP4's pending samples).
+    fn open_len(&self) -> usize {
+        match self.format {
+            Format::Ts => self.open.as_ref().map_or(0, |o| o.buf.len()),
+            Format::Fmp4 => self.fmp4.pending_bytes(),
+        }
+    }
+
+    /// This publisher's video needs fMP4: what was segmented in TS is finished, and the
+    /// next segment follows a discontinuity.
+    fn switch_to_fmp4(&mut self) {
+        self.finish_open(None);
+        self.format = Format::Fmp4;
+        self.video_started = false;
+        self.pending_discontinuity |= !self.done.is_empty();
+    }
     fn skip(&mut self, why: Skip) -> Pushed {
         self.stats.skipped += 1;
         Pushed {
@@ -445,8 +570,18 @@ impl Segmenter {
     fn open_at(&mut self, ts: u32) {
         let capacity = (self.size_hint + self.size_hint / 8)
             .clamp(4096, self.cfg.max_segment_bytes + ts::PACKET_LEN);
-        let mut buf = BytesMut::with_capacity(capacity);
-        self.mux.write_tables(&mut buf);
+        let (buf, init) = match self.format {
+            Format::Ts => {
+                let mut buf = BytesMut::with_capacity(capacity);
+                self.mux.write_tables(&mut buf);
+                (buf, None)
+            }
+            Format::Fmp4 => {
+                // Samples gather in the muxer; the segment is written when it is finished.
+                self.fmp4.discard();
+                (BytesMut::new(), self.fmp4.init_segment())
+            }
+        };
         self.open = Some(Open {
             buf,
             start: ts,
@@ -454,6 +589,7 @@ impl Segmenter {
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             has_keyframe: false,
             frames: 0,
+            init,
         });
     }
 
@@ -463,7 +599,15 @@ impl Segmenter {
         let Some(open) = self.open.take() else {
             return false;
         };
-        if open.frames == 0 {
+        let data = match &open.init {
+            None => open.buf.freeze(),
+            Some(_) => self
+                .fmp4
+                .fragment(self.next_sequence, next)
+                .unwrap_or_default(),
+        };
+        if open.frames == 0 || data.is_empty() {
+            self.fmp4.discard();
             self.pending_discontinuity |= open.discontinuity;
             return false;
         }
@@ -471,15 +615,29 @@ impl Segmenter {
             Some(t) => elapsed(open.start, t),
             None => elapsed(open.start, open.end).saturating_add(self.frame_gap),
         };
-        let data = open.buf.freeze();
-        self.size_hint = data.len();
+        if open.init.is_none() {
+            self.size_hint = data.len();
+        }
+        let sequence = self.next_sequence;
+        let mut discontinuity = open.discontinuity;
+        let mut init_seq = sequence;
+        if let Some(prev) = self.done.back() {
+            if prev.init == open.init {
+                init_seq = prev.init_seq;
+            } else {
+                // Another init segment (or none after one): players reinitialise.
+                discontinuity = true;
+            }
+        }
         self.done.push_back(Segment {
-            sequence: self.next_sequence,
+            sequence,
             duration_ms,
-            discontinuity: open.discontinuity,
+            discontinuity,
             start_ms: open.start,
             pdt_ms: self.epoch_ms.map(|e| e + u64::from(open.start)),
             data,
+            init: open.init,
+            init_seq,
         });
         self.next_sequence = self.next_sequence.wrapping_add(1);
         self.stats.segments += 1;
@@ -518,6 +676,12 @@ impl Segmenter {
     pub fn resume(&mut self) {
         self.finish();
         self.mux.reset();
+        self.fmp4.reset();
+        self.format = if self.cfg.fmp4 {
+            Format::Fmp4
+        } else {
+            Format::Ts
+        };
         self.refused = None;
         self.pending_discontinuity |= !self.done.is_empty();
         self.last_ts = None;
@@ -552,9 +716,16 @@ impl Segmenter {
         let mut next = history.next_sequence;
         let mut segments = history.segments;
         let had_own = !own.is_empty();
+        let mut prev: Option<(Option<Bytes>, u64)> = None;
         for (i, mut s) in own.into_iter().enumerate() {
             s.sequence = next;
             s.discontinuity |= i == 0;
+            // Init segments are named after the first (renumbered) segment using them.
+            s.init_seq = match &prev {
+                Some((init, seq)) if *init == s.init => *seq,
+                _ => next,
+            };
+            prev = Some((s.init.clone(), s.init_seq));
             next = next.wrapping_add(1);
             segments.push_back(s);
         }
@@ -587,7 +758,14 @@ impl Segmenter {
             .next()
             .map_or(self.next_sequence, |s| s.sequence);
         let mut text = String::with_capacity(128 + 48 * self.cfg.window);
-        text.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+        // EXT-X-MAP for media segments (fMP4) needs version 6; 7 is what fMP4 HLS
+        // players expect. TS-only playlists stay at 3.
+        let fmp4 = listed.clone().any(|s| s.init.is_some());
+        text.push_str(if fmp4 {
+            "#EXTM3U\n#EXT-X-VERSION:7\n"
+        } else {
+            "#EXTM3U\n#EXT-X-VERSION:3\n"
+        });
         let _ = writeln!(text, "#EXT-X-TARGETDURATION:{target}");
         let _ = writeln!(text, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}");
         if discontinuity_sequence > 0 {
@@ -596,9 +774,16 @@ impl Segmenter {
                 "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}"
             );
         }
+        let mut map: Option<u64> = None;
         for s in listed {
             if s.discontinuity {
                 text.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if s.init.is_some() && map != Some(s.init_seq) {
+                let _ = writeln!(text, "#EXT-X-MAP:URI=\"{}-{}.mp4\"", self.name, s.init_seq);
+                map = Some(s.init_seq);
+            } else if s.init.is_none() {
+                map = None;
             }
             if let Some(pdt) = s.pdt_ms {
                 text.push_str("#EXT-X-PROGRAM-DATE-TIME:");
@@ -615,7 +800,8 @@ impl Segmenter {
                 // The segment's stream time, as its title: `t=<ms>`.
                 let _ = write!(text, "t={}", s.start_ms);
             }
-            let _ = writeln!(text, "\n{}-{}.ts", self.name, s.sequence);
+            let ext = if s.init.is_some() { "m4s" } else { "ts" };
+            let _ = writeln!(text, "\n{}-{}.{ext}", self.name, s.sequence);
         }
         if self.ended {
             text.push_str("#EXT-X-ENDLIST\n");
@@ -661,6 +847,7 @@ mod tests {
             target_ms,
             window,
             max_segment_bytes: 1024 * 1024,
+            fmp4: false,
         }
     }
 
@@ -916,6 +1103,7 @@ mod tests {
                 target_ms: 2000,
                 window: 6,
                 max_segment_bytes: 20_000,
+                fmp4: false,
             },
             0,
         );
@@ -977,8 +1165,8 @@ mod tests {
     }
 
     #[test]
-    fn an_hevc_av1_or_vp9_stream_is_refused_whole_not_served_as_its_audio() {
-        for cc in [*b"hvc1", *b"av01", *b"vp09"] {
+    fn an_av1_or_vp9_stream_is_refused_whole_not_served_as_its_audio() {
+        for cc in [*b"vp09", *b"vp08"] {
             let video = |b0: u8| {
                 let mut v = vec![b0];
                 v.extend(cc);
@@ -1010,15 +1198,20 @@ mod tests {
             assert_eq!(s.segments().count(), 1);
         }
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
-        s.push(MediaKind::Video, 0, &[0x1C, 0, 0, 0, 0]);
-        assert_eq!(s.refused().unwrap().to_string(), "HEVC video");
+        s.push(MediaKind::Video, 0, &[0x12, 0, 0, 0, 0]);
+        assert_eq!(s.refused().unwrap().to_string(), "FLV video codec 2 video");
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
         s.push(MediaKind::Video, 0, &avc_header());
         s.push(MediaKind::Audio, 0, b"\x90Opus\x00");
         assert_eq!(s.refused().unwrap().to_string(), "Enhanced RTMP Opus audio");
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
-        s.push(MediaKind::Video, 0, b"\x90av01\x81");
-        assert_eq!(s.refused().unwrap().to_string(), "AV1 video");
+        s.push(MediaKind::Video, 0, b"\x90vp09\x01");
+        assert_eq!(s.refused().unwrap().to_string(), "VP9 video");
+        // AV1 is fMP4.
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, b"\x90av01\x81\x08\x0c\x00");
+        assert_eq!(s.refused(), None);
+        assert_eq!(s.format(), Format::Fmp4);
         // An Enhanced RTMP command frame names no codec: no refusal.
         let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
         s.push(MediaKind::Video, 0, &[0xD1, 0]);
@@ -1080,5 +1273,202 @@ mod tests {
             tag_value(&s, "#EXT-X-MEDIA-SEQUENCE").as_deref(),
             Some(&*(u64::MAX - 1).to_string())
         );
+    }
+
+    // --- fMP4 ---------------------------------------------------------------------------
+
+    use crate::media::fmp4::tests::{boxes, child};
+
+    fn hevc_record() -> Vec<u8> {
+        let mut r = vec![1u8; 22];
+        r[21] = 0x0F; // 4-byte NALU lengths
+        r.push(0);
+        r
+    }
+
+    fn hvc(b0: u8, rest: &[u8]) -> Vec<u8> {
+        let mut v = vec![b0];
+        v.extend(b"hvc1");
+        v.extend(rest);
+        v
+    }
+
+    /// 25 fps HEVC with a keyframe every `gop` frames and AAC, from `from` ms for `ms`.
+    fn hevc_run(s: &mut Segmenter, from: u32, ms: u32, gop: u32) -> u32 {
+        let mut finished = 0;
+        let mut audio = from;
+        for f in 0..ms / 40 {
+            let ts = from + f * 40;
+            while audio <= ts {
+                finished += s
+                    .push(MediaKind::Audio, audio, &[0xAF, 1, 0x21, 0x10])
+                    .finished;
+                audio += 23;
+            }
+            let b0 = if f % gop == 0 { 0x91 } else { 0xA1 };
+            let p = s.push(
+                MediaKind::Video,
+                ts,
+                &hvc(b0, &[0, 0, 0, 0, 0, 0, 2, 0x26, 1]),
+            );
+            assert_eq!(p.skipped, None);
+            finished += p.finished;
+        }
+        finished
+    }
+
+    #[test]
+    fn an_hevc_stream_is_segmented_in_fmp4_with_its_init_segment() {
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 40);
+        s.push(MediaKind::Video, 0, &hvc(0x90, &hevc_record()));
+        s.push(MediaKind::Audio, 0, &aac_header());
+        assert_eq!(s.format(), Format::Fmp4);
+        assert_eq!(hevc_run(&mut s, 0, 3000, 25), 2);
+        assert_eq!(s.refused(), None);
+        let text = String::from_utf8(s.playlist().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:40\n\
+             #EXT-X-MAP:URI=\"cam-40.mp4\"\n\
+             #EXTINF:1.000,\ncam-40.m4s\n#EXTINF:1.000,\ncam-41.m4s\n"
+        );
+        let init = s.init_segment(40).unwrap();
+        assert!(s.init_segment(41).is_none());
+        assert!(child(&init, &[b"moov"]).is_some());
+        assert!(init.windows(4).any(|w| w == b"hvcC"));
+        let (seg, fmp4) = s.segment_of(41).unwrap();
+        assert!(fmp4);
+        let top = boxes(&seg);
+        assert_eq!(&top[0].name, b"moof");
+        assert_eq!(&top[1].name, b"mdat");
+        // 25 pictures of 6 bytes and the audio frames of one second.
+        assert!(
+            top[1].body.len() >= 25 * 6 + 43 * 2,
+            "{}",
+            top[1].body.len()
+        );
+        assert_eq!(&seg[..], &s.segment(41).unwrap()[..]);
+    }
+
+    #[test]
+    fn with_hls_fmp4_h264_is_fmp4_too() {
+        let mut s = Segmenter::new(
+            "cam",
+            HlsConfig {
+                fmp4: true,
+                ..cfg(2000, 6)
+            },
+            0,
+        );
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        assert_eq!(src.run(&mut s, 4500), 2);
+        let l = lines(&s);
+        assert!(
+            l.contains(&"#EXT-X-MAP:URI=\"cam-0.mp4\"".to_string()),
+            "{l:?}"
+        );
+        assert!(l.contains(&"cam-1.m4s".to_string()));
+        assert!(s.init_segment(0).unwrap().windows(4).any(|w| w == b"avcC"));
+        // Resumed, it stays fMP4.
+        s.resume();
+        assert_eq!(s.format(), Format::Fmp4);
+    }
+
+    #[test]
+    fn a_new_configuration_gets_a_new_map_after_a_discontinuity() {
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        s.push(MediaKind::Video, 0, &hvc(0x90, &hevc_record()));
+        s.push(MediaKind::Audio, 0, &aac_header());
+        hevc_run(&mut s, 0, 2000, 25);
+        let mut other = hevc_record();
+        other[1] = 2;
+        // A new sequence header mid-segment: the segment ends there.
+        assert_eq!(
+            s.push(MediaKind::Video, 2000, &hvc(0x90, &other)).finished,
+            1
+        );
+        hevc_run(&mut s, 2000, 2000, 25);
+        let text = String::from_utf8(s.playlist().to_vec()).unwrap();
+        assert!(
+            text.contains(
+                "#EXT-X-MAP:URI=\"cam-0.mp4\"\n#EXTINF:1.000,\ncam-0.m4s\n#EXTINF:1.000,\ncam-1.m4s\n\
+                 #EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"cam-2.mp4\"\n#EXTINF:1.000,\ncam-2.m4s\n"
+            ),
+            "{text}"
+        );
+        assert_ne!(s.init_segment(0), s.init_segment(2));
+        // The same header again changes nothing.
+        let before = s.stats().segments;
+        s.push(MediaKind::Video, 4000, &hvc(0x90, &other));
+        assert_eq!(s.stats().segments, before);
+    }
+
+    #[test]
+    fn an_h264_publisher_followed_by_an_hevc_one_switches_to_fmp4() {
+        let mut s = Segmenter::new("cam", cfg(1000, 6), 0);
+        let mut src = Source::new(25);
+        src.headers(&mut s);
+        src.run(&mut s, 2500);
+        s.finish();
+        s.resume();
+        s.push(MediaKind::Audio, 0, &aac_header());
+        s.push(MediaKind::Video, 0, &hvc(0x90, &hevc_record()));
+        hevc_run(&mut s, 0, 2000, 25);
+        let l = lines(&s);
+        let i = l.iter().position(|x| x.starts_with("#EXT-X-MAP")).unwrap();
+        assert_eq!(l[i - 1], "#EXT-X-DISCONTINUITY");
+        assert_eq!(l[i - 2], "cam-2.ts");
+        assert_eq!(l[i + 2], "cam-3.m4s");
+        assert!(s.segment_of(2).is_some_and(|(_, fmp4)| !fmp4));
+    }
+
+    #[test]
+    fn fmp4_segments_at_the_byte_cap_are_cut() {
+        let mut s = Segmenter::new(
+            "cam",
+            HlsConfig {
+                target_ms: 2000,
+                window: 6,
+                max_segment_bytes: 20_000,
+                fmp4: true,
+            },
+            0,
+        );
+        s.push(MediaKind::Video, 0, &avc_header());
+        s.push(MediaKind::Video, 0, &avc_frame(true, 0, &[&[0x65, 1]]));
+        let big = vec![0x41u8; 3000];
+        let mut finished = 0;
+        for i in 1..100u32 {
+            finished += s
+                .push(MediaKind::Video, i * 40, &avc_frame(false, 0, &[&big]))
+                .finished;
+        }
+        assert!(finished >= 10);
+        assert!(s.segments().all(|seg| seg.data.len() <= 20_000 + 4000));
+        assert!(s.held_bytes() <= 12 * 24_000);
+    }
+
+    #[test]
+    fn adopted_fmp4_segments_keep_init_names_that_resolve() {
+        let mut old = Segmenter::new("cam", cfg(1000, 6), 500);
+        old.push(MediaKind::Video, 0, &hvc(0x90, &hevc_record()));
+        hevc_run(&mut old, 0, 2500, 25);
+        let history = old.take_history();
+        let mut new = Segmenter::new("cam", cfg(1000, 6), 9_000);
+        new.push(MediaKind::Video, 0, &hvc(0x90, &hevc_record()));
+        hevc_run(&mut new, 0, 2500, 25);
+        new.adopt(history);
+        let l = lines(&new);
+        let maps: Vec<_> = l.iter().filter(|x| x.starts_with("#EXT-X-MAP")).collect();
+        assert_eq!(maps.len(), 2, "{l:?}");
+        for m in maps {
+            let n: u64 = m
+                .trim_start_matches("#EXT-X-MAP:URI=\"cam-")
+                .trim_end_matches(".mp4\"")
+                .parse()
+                .unwrap();
+            assert!(new.init_segment(n).is_some(), "{m}");
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! - [`gop`]    — the GOP cache a joining viewer starts from.
 //! - [`sign`]   — signed push/play URLs (Tencent Cloud CSS `txSecret`/`txTime`).
 //! - [`ts`]     — MPEG-TS muxing of H.264 + AAC (PAT/PMT, PES, Annex B, ADTS).
-//! - [`hls`]    — the HLS segmenter: TS segments cut on keyframes, the sliding m3u8.
+//! - [`fmp4`]   — fragmented MP4 (CMAF) of H.264/HEVC/AV1 + AAC: init segment, `moof`+`mdat`.
+//! - [`hls`]    — the HLS segmenter: TS or fMP4 segments cut on keyframes, the sliding m3u8.
 //! - [`timeline`] — the stream clock: one timeline (stream time and its epoch) for every
 //!   output of a stream, carried across publisher reconnects.
 //!
@@ -27,6 +28,7 @@
 pub mod amf0;
 pub mod class;
 pub mod flv;
+pub mod fmp4;
 pub mod gop;
 pub mod hls;
 pub mod kind;

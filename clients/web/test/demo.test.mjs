@@ -80,6 +80,8 @@ before(async () => {
       '--set', 'auth.dev_login=true',
       '--set', `server.clients_dir=${clientsDir}`,
       '--set', 'media.hls_segment_secs=1',
+      // LIVESHARD_HLS_FMP4=1: the HLS case plays fMP4 segments (media.hls_fmp4).
+      ...(process.env.LIVESHARD_HLS_FMP4 ? ['--set', 'media.hls_fmp4=true'] : []),
     ],
   });
   const base = `http://${server.http}`;

@@ -116,7 +116,7 @@ pub fn document(cfg: &Config) -> Value {
                 }},
                 "Play": {"type": "object", "properties": {
                     "rtmp": {"type": "string"}, "flv": {"type": "string"},
-                    "hls": {"type": "string", "description": "left out while the room's stream has a codec HLS does not carry (HEVC, AV1 or VP9 video, audio other than AAC); its playlist then answers 415 / 41502"}
+                    "hls": {"type": "string", "description": "left out while the room's stream has a codec HLS does not carry (VP9 video, audio other than AAC; HEVC and AV1 play in fMP4 segments); its playlist then answers 415 / 41502"}
                 }},
                 "CoverThumbs": {"type": "object",
                     "description": "thumbnail URLs by width in pixels (an image narrower than a width is not enlarged)",

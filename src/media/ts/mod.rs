@@ -15,7 +15,8 @@
 //! - an AAC raw frame becomes one PES on [`AUDIO_PID`] with an ADTS header built from the
 //!   AudioSpecificConfig;
 //! - anything else (metadata, command frames, end of sequence; HEVC, AV1, VP9, MP3,
-//!   Opus, which [`uncarried`] names so that HLS refuses such a stream whole; the extra
+//!   Opus, which [`uncarried`] names so that the segmenter puts HEVC and AV1 in fMP4
+//!   instead and refuses a stream with the others whole; the extra
 //!   tracks of Enhanced RTMP multitrack messages) is ignored, and
 //!   input that cannot be used (a frame before its sequence header, a NALU length past
 //!   the end, an AudioSpecificConfig ADTS cannot express) is skipped and reported in the

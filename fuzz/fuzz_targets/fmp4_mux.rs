@@ -16,6 +16,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "segmenter_ops.rs"]
+mod segmenter_ops;
 use liveshard::media::hls::{HlsConfig, Segmenter};
 use liveshard::media::MediaKind;
 
@@ -70,7 +73,7 @@ fn check(seg: &Segmenter, window: usize) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, mut rest)) = data.split_first() else {
+    let Some((&flags, rest)) = data.split_first() else {
         return;
     };
     let window = 1 + usize::from((flags >> 4) & 0x03);
@@ -91,50 +94,7 @@ fuzz_target!(|data: &[u8]| {
         seg.push(MediaKind::Video, 0, video);
         seg.push(MediaKind::Audio, 0, AAC_HEADER);
     }
-    let mut ts: u32 = 0;
-    while rest.len() >= 5 {
-        let op = rest[0];
-        let step = u32::from(u16::from_be_bytes([rest[1], rest[2]]));
-        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]])).min(rest.len() - 5);
-        let payload = &rest[5..5 + len];
-        rest = &rest[5 + len..];
-        ts = if op & 0x80 != 0 {
-            ts.wrapping_sub(step)
-        } else {
-            ts.wrapping_add(step)
-        };
-        match op & 0x07 {
-            0 => {
-                seg.push(MediaKind::Video, ts, payload);
-            }
-            1 => {
-                seg.push(MediaKind::Audio, ts, payload);
-            }
-            2 => {
-                seg.push(MediaKind::Data, ts, payload);
-            }
-            3 => {
-                seg.finish();
-            }
-            4 => {
-                seg.end();
-            }
-            5 => seg.resume(),
-            6 => {
-                // The stream moves to another shard: a new segmenter adopts the history.
-                let history = seg.take_history();
-                let mut next = Segmenter::new("fuzz", cfg, u64::from(step));
-                next.adopt(history);
-                seg = next;
-            }
-            _ => {
-                let _ = seg.segment(u64::from(step));
-                let _ = seg.segment_of(first.wrapping_add(u64::from(op)));
-                let _ = seg.init_segment(u64::from(step));
-            }
-        }
-        check(&seg, window);
-    }
+    segmenter_ops::drive(&mut seg, cfg, first, rest, |seg| check(seg, window));
     seg.end();
     check(&seg, window);
 });

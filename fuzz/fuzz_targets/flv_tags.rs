@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
             window: 3,
             max_segment_bytes: 64 * 1024,
             fmp4: false,
+            part_ms: 0,
         },
         0,
     );

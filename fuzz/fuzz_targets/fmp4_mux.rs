@@ -11,7 +11,11 @@
 //! at most `2 × window` segments held, at most `window` listed, each no larger than the
 //! byte cap plus one message.
 //!
-//! Input: byte 0 = flags (target duration, window, first sequence, headers), then records
+//! With LL-HLS parts (byte 1), a segment must be its parts end to end, and every part and
+//! init segment the playlist names must be served.
+//!
+//! Input: byte 0 = flags (target duration, window, first sequence, headers), byte 1 = the
+//! part target in tenths of a second (low nibble; 0: no parts), then records
 //! of `op (1) | step (2, BE) | len (2, BE) | payload (len)`.
 #![no_main]
 
@@ -19,7 +23,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "segmenter_ops.rs"]
 mod segmenter_ops;
-use liveshard::media::hls::{HlsConfig, Segmenter};
+use liveshard::media::hls::{HlsConfig, PartState, Position, Segmenter};
 use liveshard::media::MediaKind;
 
 const MAX_SEGMENT: usize = 8 * 1024;
@@ -54,6 +58,17 @@ fn check(seg: &Segmenter, window: usize) {
         held += 1;
         assert!(!s.data.is_empty());
         match &s.init {
+            Some(init) if !s.parts.is_empty() => {
+                // LL-HLS: the segment is its parts end to end, each a `moof` + `mdat`.
+                let mut joined = Vec::new();
+                for p in &s.parts {
+                    assert_eq!(boxes(&p.data), [*b"moof", *b"mdat"]);
+                    joined.extend_from_slice(&p.data);
+                }
+                assert_eq!(joined, &s.data[..]);
+                assert_eq!(boxes(init), [*b"ftyp", *b"moov"]);
+                assert!(seg.init_segment(s.init_seq).is_some());
+            }
             Some(init) => {
                 assert_eq!(boxes(&s.data), [*b"moof", *b"mdat"]);
                 assert_eq!(boxes(init), [*b"ftyp", *b"moov"]);
@@ -70,10 +85,32 @@ fn check(seg: &Segmenter, window: usize) {
     let text = std::str::from_utf8(&text).expect("the playlist is text");
     assert!(text.starts_with("#EXTM3U\n"));
     assert!(text.matches("#EXTINF:").count() <= window);
+    // Every part and init segment named is served.
+    for line in text.lines() {
+        let Some(uri) = line.split("URI=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        let Some(stem) = uri.strip_prefix("fuzz-") else {
+            panic!("{uri}");
+        };
+        if let Some(init) = stem.strip_suffix(".mp4") {
+            assert!(seg.init_segment(init.parse().unwrap()).is_some(), "{uri}");
+        } else if line.starts_with("#EXT-X-PART:") {
+            let (msn, part) = stem.strip_suffix(".m4s").unwrap().split_once('.').unwrap();
+            let at = Position {
+                msn: msn.parse().unwrap(),
+                part: part.parse().unwrap(),
+            };
+            assert!(matches!(seg.part(at), PartState::Ready(_)), "{uri}");
+        }
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&parts, rest)) = rest.split_first() else {
         return;
     };
     let window = 1 + usize::from((flags >> 4) & 0x03);
@@ -82,6 +119,8 @@ fuzz_target!(|data: &[u8]| {
         window,
         max_segment_bytes: MAX_SEGMENT,
         fmp4: true,
+        // LL-HLS parts of 0 (none) to 1.5 s.
+        part_ms: u32::from(parts & 0x0F) * 100,
     };
     let first = 0;
     let mut seg = Segmenter::new("fuzz", cfg, first);

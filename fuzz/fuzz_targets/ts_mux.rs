@@ -62,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
         window,
         max_segment_bytes: MAX_SEGMENT,
         fmp4: false,
+        part_ms: 0,
     };
     let first = if flags & 0x40 != 0 { u64::MAX - 2 } else { 0 };
     let mut seg = Segmenter::new("fuzz", cfg, first);

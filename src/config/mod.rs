@@ -234,6 +234,11 @@ pub struct MediaConfig {
     /// HLS in fMP4 (CMAF) segments for every stream; without it, only streams whose video
     /// MPEG-TS does not carry (HEVC) are fMP4, the rest TS.
     pub hls_fmp4: bool,
+    /// Low-Latency HLS (draft-pantos-hls-rfc8216bis): partial segments of
+    /// `hls_part_ms`, preload hints and blocking playlist reload. Implies fMP4 segments.
+    pub hls_low_latency: bool,
+    /// Target duration of an LL-HLS partial segment, in milliseconds.
+    pub hls_part_ms: u64,
     /// Recording (DVR): "off" (only rooms started through the API) or "all" (every
     /// stream from its publish). Files are FLV, written off the shards (`docs/media.md`).
     pub record: String,
@@ -280,6 +285,8 @@ impl Default for MediaConfig {
             hls_window: 6,
             hls_max_segment_bytes: 16 * 1024 * 1024,
             hls_fmp4: false,
+            hls_low_latency: false,
+            hls_part_ms: 333,
             record: "off".into(),
             record_dir: PathBuf::new(),
             record_segment_secs: 600,
@@ -789,6 +796,30 @@ mod tests {
         assert!(!c.media.hls_fmp4);
         let c = load("", &[], &[("media.hls_fmp4", "true")]).unwrap();
         assert!(c.media.hls_fmp4);
+        assert!(!c.media.hls_low_latency);
+        assert_eq!(c.media.hls_part_ms, 333);
+        let e = load(
+            "",
+            &[],
+            &[
+                ("media.hls_segment_secs", "1"),
+                ("media.hls_part_ms", "600"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e[0].key, "media.hls_part_ms",
+            "more than half of 1 s segments"
+        );
+        let c = load(
+            "",
+            &[],
+            &[
+                ("media.hls_segment_secs", "2"),
+                ("media.hls_part_ms", "600"),
+            ],
+        );
+        assert!(c.is_ok());
         let e = load(
             "[media]\nhls_segment_secs = 0\nhls_window = 0\nhls_max_segment_bytes = 10\n",
             &[],

@@ -203,6 +203,13 @@ impl Config {
             "must be between 1 and 100",
         );
         check(
+            (100..=5_000).contains(&m.hls_part_ms)
+                && (m.hls_segment_secs == 0
+                    || m.hls_part_ms.saturating_mul(2) <= m.hls_segment_secs.saturating_mul(1000)),
+            "media.hls_part_ms",
+            "must be between 100 and 5000, and at most half of media.hls_segment_secs",
+        );
+        check(
             matches!(m.record.as_str(), "off" | "all"),
             "media.record",
             "expected \"off\" or \"all\"",

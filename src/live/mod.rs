@@ -193,7 +193,12 @@ impl Settings {
                     .unwrap_or(u32::MAX),
                 window: m.hls_window,
                 max_segment_bytes: m.hls_max_segment_bytes,
-                fmp4: m.hls_fmp4,
+                fmp4: m.hls_fmp4 || m.hls_low_latency,
+                part_ms: if m.hls_low_latency {
+                    u32::try_from(m.hls_part_ms).unwrap_or(u32::MAX)
+                } else {
+                    0
+                },
             },
             write_timeout: Duration::from_millis(cfg.http.write_timeout_ms),
             record_all: m.record == "all",

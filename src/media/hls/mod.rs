@@ -69,7 +69,7 @@ use super::packet::Packaged;
 use super::ts::{self, Carried, Muxed, Skip, TsMuxer, Uncarried};
 
 /// Segmenting settings (from `[media]`: `hls_segment_secs`, `hls_window`,
-/// `hls_max_segment_bytes`, `hls_fmp4`).
+/// `hls_max_segment_bytes`, `hls_fmp4`, `hls_low_latency` and `hls_part_ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HlsConfig {
     /// Target segment duration in milliseconds; segments are cut at the first keyframe
@@ -82,6 +82,10 @@ pub struct HlsConfig {
     /// Every stream in fMP4 segments (`media.hls_fmp4`); without it, only streams whose
     /// video TS does not carry (HEVC).
     pub fmp4: bool,
+    /// Low-Latency HLS: the partial segments' target duration in milliseconds; 0 for
+    /// none. Parts are fMP4 fragments, so a segmenter with parts makes fMP4 for every
+    /// stream ([`parts`]).
+    pub part_ms: u32,
 }
 
 impl Default for HlsConfig {
@@ -91,6 +95,7 @@ impl Default for HlsConfig {
             window: 6,
             max_segment_bytes: 16 * 1024 * 1024,
             fmp4: false,
+            part_ms: 0,
         }
     }
 }
@@ -124,6 +129,18 @@ pub struct Segment {
     /// For an fMP4 segment, the sequence number its init segment is named by (the first
     /// segment that used it: `{name}-{init_seq}.mp4`).
     pub init_seq: u64,
+    /// Low-Latency HLS: its partial segments, in order; their bytes are slices of `data`
+    /// (a segment is its parts end to end). Empty without parts.
+    pub parts: Vec<Part>,
+}
+
+/// One partial segment (LL-HLS): an fMP4 fragment (`moof` + `mdat`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub duration_ms: u32,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    pub independent: bool,
+    pub data: Bytes,
 }
 
 /// The container of a publisher's segments.
@@ -179,6 +196,12 @@ struct Open {
     frames: u32,
     /// fMP4: the init segment for the configuration the segment was opened with.
     init: Option<Bytes>,
+    /// LL-HLS: the parts finished so far, their bytes, where the pending part started
+    /// and whether it starts with a keyframe.
+    parts: Vec<Part>,
+    parts_bytes: usize,
+    part_start: u32,
+    part_independent: bool,
 }
 
 /// See the module documentation.
@@ -210,6 +233,10 @@ pub struct Segmenter {
     /// The track that made this publisher's stream one HLS does not carry.
     refused: Option<Uncarried>,
     playlist: Bytes,
+    /// Bumped on every change of the playlist (a part, a segment, the end).
+    version: u64,
+    /// The next fMP4 fragment's number (`mfhd`) when segments are made of parts.
+    next_fragment: u64,
     size_hint: usize,
     stats: SegmenterStats,
 }
@@ -235,7 +262,8 @@ impl Segmenter {
             target_ms: cfg.target_ms.max(1),
             window: cfg.window.max(1),
             max_segment_bytes: cfg.max_segment_bytes.max(ts::PACKET_LEN * 4),
-            fmp4: cfg.fmp4,
+            fmp4: cfg.fmp4 || cfg.part_ms > 0,
+            part_ms: cfg.part_ms,
         };
         let mut s = Segmenter {
             cfg,
@@ -257,6 +285,8 @@ impl Segmenter {
             ended: false,
             refused: None,
             playlist: Bytes::new(),
+            version: 0,
+            next_fragment: 0,
             size_hint: FIRST_CAPACITY,
             stats: SegmenterStats::default(),
         };
@@ -325,16 +355,29 @@ impl Segmenter {
     /// The init segment named after segment `init_seq` (`{name}-{init_seq}.mp4`), while a
     /// segment that needs it is held.
     pub fn init_segment(&self, init_seq: u64) -> Option<Bytes> {
-        self.done
+        let found = self
+            .done
             .iter()
             .find(|s| s.init_seq == init_seq && s.init.is_some())
-            .and_then(|s| s.init.clone())
+            .and_then(|s| s.init.clone());
+        // LL-HLS lists the open segment's parts, and with them its init segment.
+        found.or_else(|| {
+            let open = self
+                .open
+                .as_ref()
+                .filter(|_| init_seq == self.next_sequence)?;
+            let own = self.done.back().is_none_or(|p| p.init != open.init);
+            own.then(|| open.init.clone()).flatten()
+        })
     }
 
     /// Bytes held in finished segments and the open one.
     pub fn held_bytes(&self) -> usize {
         self.done.iter().map(|s| s.data.len()).sum::<usize>()
-            + self.open.as_ref().map_or(0, |o| o.buf.len())
+            + self
+                .open
+                .as_ref()
+                .map_or(0, |o| o.buf.len() + o.parts_bytes)
             + self.fmp4.pending_bytes()
     }
 
@@ -378,6 +421,9 @@ impl Segmenter {
             Format::Ts => ts::carried(class),
             Format::Fmp4 => fmp4::carried(class),
         };
+        // A frame of the track that times the stream (video, or audio alone), and whether
+        // it is a keyframe: where a part may end.
+        let mut timing = None;
         match carried {
             Carried::Other => {
                 // Sequence headers, metadata, and what the muxer skips: nothing is written.
@@ -410,6 +456,7 @@ impl Segmenter {
                 return pushed;
             }
             Carried::VideoFrame { key } => {
+                timing = Some(key);
                 if !self.video_configured() {
                     return self.skip(Skip::NoSequenceHeader);
                 }
@@ -439,6 +486,7 @@ impl Segmenter {
                     return pushed; // video streams start on a keyframe
                 }
                 if !has_video {
+                    timing = Some(true);
                     let cut = self
                         .open
                         .as_ref()
@@ -457,6 +505,9 @@ impl Segmenter {
 
         if self.open.is_none() {
             self.open_at(timestamp);
+        }
+        if let Some(key) = timing {
+            self.at_part_boundary(timestamp, key);
         }
         let Some(open) = self.open.as_mut() else {
             return pushed;
@@ -508,11 +559,13 @@ impl Segmenter {
         }
     }
 
-    /// Bytes the open segment holds (TS) or will hold (fMP4's pending samples).
+    /// Bytes the open segment holds (TS) or will hold (fMP4's parts and pending samples).
     fn open_len(&self) -> usize {
         match self.format {
             Format::Ts => self.open.as_ref().map_or(0, |o| o.buf.len()),
-            Format::Fmp4 => self.fmp4.pending_bytes(),
+            Format::Fmp4 => {
+                self.open.as_ref().map_or(0, |o| o.parts_bytes) + self.fmp4.pending_bytes()
+            }
         }
     }
 
@@ -589,17 +642,22 @@ impl Segmenter {
             has_keyframe: false,
             frames: 0,
             init,
+            parts: Vec::new(),
+            parts_bytes: 0,
+            part_start: ts,
+            part_independent: false,
         });
     }
 
     /// Closes the open segment; `next` is the first timestamp of its successor, if known.
     /// A segment with no frames is dropped (its discontinuity passes to the next one).
     fn finish_open(&mut self, next: Option<u32>) -> bool {
-        let Some(open) = self.open.take() else {
+        let Some(mut open) = self.open.take() else {
             return false;
         };
         let data = match &open.init {
             None => open.buf.freeze(),
+            Some(_) if self.cfg.part_ms > 0 => self.join_parts(&mut open, next),
             Some(_) => self
                 .fmp4
                 .fragment(self.next_sequence, next)
@@ -637,6 +695,7 @@ impl Segmenter {
             data,
             init: open.init,
             init_seq,
+            parts: open.parts,
         });
         self.next_sequence = self.next_sequence.wrapping_add(1);
         self.stats.segments += 1;
@@ -655,8 +714,10 @@ impl Segmenter {
 }
 
 mod lifecycle;
+mod parts;
 mod playlist;
 #[cfg(test)]
 mod tests;
 
+pub use parts::{PartState, Position};
 pub use playlist::write_date_time;

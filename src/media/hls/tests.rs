@@ -4,18 +4,19 @@ use super::*;
 use crate::media::ts::tests::{aac_header, avc_frame, avc_header, demux};
 use crate::media::ts::{AUDIO_PID, VIDEO_PID};
 
-fn cfg(target_ms: u32, window: usize) -> HlsConfig {
+pub(super) fn cfg(target_ms: u32, window: usize) -> HlsConfig {
     HlsConfig {
         target_ms,
         window,
         max_segment_bytes: 1024 * 1024,
         fmp4: false,
+        part_ms: 0,
     }
 }
 
 /// A synthetic publisher: 25 fps video with a keyframe every `gop` frames and AAC
 /// every ~23 ms, interleaved by timestamp as RTMP sends them.
-struct Source {
+pub(super) struct Source {
     frame: u32,
     gop: u32,
     audio_ms: u32,
@@ -23,7 +24,7 @@ struct Source {
 }
 
 impl Source {
-    fn new(gop: u32) -> Self {
+    pub(super) fn new(gop: u32) -> Self {
         Source {
             frame: 0,
             gop,
@@ -32,13 +33,13 @@ impl Source {
         }
     }
 
-    fn headers(&self, s: &mut Segmenter) {
+    pub(super) fn headers(&self, s: &mut Segmenter) {
         assert_eq!(s.push(MediaKind::Video, 0, &avc_header()).skipped, None);
         assert_eq!(s.push(MediaKind::Audio, 0, &aac_header()).skipped, None);
     }
 
     /// Feeds `ms` of media; returns the segments finished.
-    fn run(&mut self, s: &mut Segmenter, ms: u32) -> u32 {
+    pub(super) fn run(&mut self, s: &mut Segmenter, ms: u32) -> u32 {
         let end = self.frame * 40 + ms;
         let mut finished = 0;
         while self.frame * 40 < end {
@@ -72,7 +73,7 @@ impl Source {
     }
 }
 
-fn lines(s: &Segmenter) -> Vec<String> {
+pub(super) fn lines(s: &Segmenter) -> Vec<String> {
     String::from_utf8(s.playlist().to_vec())
         .unwrap()
         .lines()
@@ -266,6 +267,7 @@ fn a_segment_at_the_byte_cap_is_cut_without_a_keyframe() {
             window: 6,
             max_segment_bytes: 20_000,
             fmp4: false,
+            part_ms: 0,
         },
         0,
     );
@@ -594,6 +596,7 @@ fn fmp4_segments_at_the_byte_cap_are_cut() {
             window: 6,
             max_segment_bytes: 20_000,
             fmp4: true,
+            part_ms: 0,
         },
         0,
     );

@@ -500,6 +500,7 @@ impl Live {
         let (streams, bytes) = self.hls.held();
         m.media_hls_streams.store(streams as u64, Relaxed);
         m.media_hls_held_bytes.store(bytes as u64, Relaxed);
+        m.media_hls_parked.store(self.hls.parked() as u64, Relaxed);
         let partial = self.partial.get().map_or(0, |b| b.used());
         m.media_partial_bytes.store(partial as u64, Relaxed);
     }

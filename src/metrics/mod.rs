@@ -86,6 +86,8 @@ pub struct ShardMetrics {
     pub media_hls_bytes_out: AtomicU64,
     pub media_hls_streams: AtomicU64,
     pub media_hls_held_bytes: AtomicU64,
+    pub media_hls_blocking: AtomicU64,
+    pub media_hls_parked: AtomicU64,
 
     // Streams across nodes (written as they happen).
     pub cluster_pulls: AtomicU64,

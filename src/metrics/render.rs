@@ -321,7 +321,7 @@ impl Metrics {
             "HTTP-FLV play connections.",
             |s| s.media_viewers_flv.load(Relaxed).max(0) as u64,
         );
-        let hls: [(&str, &str, &str, Get); 6] = [
+        let hls: [(&str, &str, &str, Get); 8] = [
             (
                 "liveshard_media_hls_segments_total",
                 "counter",
@@ -357,6 +357,18 @@ impl Metrics {
                 "gauge",
                 "Bytes of HLS segments held in memory on the shard.",
                 |s| s.media_hls_held_bytes.load(Relaxed),
+            ),
+            (
+                "liveshard_media_hls_blocking_requests_total",
+                "counter",
+                "LL-HLS blocking playlist reloads (_HLS_msn) asked of the shard.",
+                |s| s.media_hls_blocking.load(Relaxed),
+            ),
+            (
+                "liveshard_media_hls_parked",
+                "gauge",
+                "LL-HLS requests (blocking reloads, hinted parts) waiting on the shard's streams.",
+                |s| s.media_hls_parked.load(Relaxed),
             ),
         ];
         for (name, kind, help, get) in hls {

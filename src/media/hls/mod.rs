@@ -647,6 +647,10 @@ impl Segmenter {
             part_start: ts,
             part_independent: false,
         });
+        if self.cfg.part_ms > 0 {
+            // The playlist hints the new segment's first part.
+            self.render();
+        }
     }
 
     /// Closes the open segment; `next` is the first timestamp of its successor, if known.

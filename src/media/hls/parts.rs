@@ -235,8 +235,13 @@ mod tests {
             }
             assert_eq!(joined, &seg.data[..], "a segment is its parts end to end");
         }
-        // The open segment has the parts of its first 100 ms: none finished yet.
+        // The open segment has the parts of its first 100 ms: none finished yet, and the
+        // playlist hints the first.
         assert_eq!(s.next_part(), Position { msn: 102, part: 0 });
+        assert_eq!(
+            lines(&s).last().unwrap(),
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"cam-102.0.m4s\""
+        );
         src.run(&mut s, 400);
         assert_eq!(s.next_part(), Position { msn: 102, part: 1 });
     }

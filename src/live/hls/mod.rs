@@ -56,7 +56,7 @@
 //! and numbering starts from the wall clock so names are not reused after a restart),
 //! and `Access-Control-Allow-Origin: *` on every answer, as for HTTP-FLV.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -70,8 +70,13 @@ use super::flv::{ask_on_play, check_http_play, not_found};
 use super::{Msg, StreamId};
 use crate::codes;
 use crate::http::{self, code, query_param, Reply, Request, Response};
-use crate::media::hls::{History, Pushed, Segmenter};
+use crate::media::hls::{History, Position, Pushed, Segmenter};
 use crate::media::Packaged;
+
+mod blocking;
+
+pub use blocking::MAX_PARKED;
+use blocking::{ask_parked, block_wait, wake, Blocking, PlaylistReply, Waiter};
 
 /// How long a positive `on_play` answer covers the same client's playlist polls.
 pub const HOOK_ALLOW_TTL: Duration = Duration::from_secs(30);
@@ -141,10 +146,25 @@ struct Entry {
     /// When to forget it: set once it ended (or when it was handed segments before its
     /// publisher started here); `None` while it is live here.
     expires: Option<Instant>,
+    /// LL-HLS requests parked until the playlist has what they ask for ([`blocking`]).
+    waiters: Vec<Waiter>,
+    /// The playlist version the waiters were last checked against.
+    seen: u64,
+}
+
+impl Entry {
+    fn new(seg: Segmenter, expires: Option<Instant>) -> Entry {
+        Entry {
+            seg,
+            expires,
+            waiters: Vec::new(),
+            seen: 0,
+        }
+    }
 }
 
 /// What the owner answers for a playlist request.
-struct PlaylistAnswer {
+pub struct PlaylistAnswer {
     text: Bytes,
     listed: usize,
     ended: bool,
@@ -152,11 +172,24 @@ struct PlaylistAnswer {
     refused: Option<String>,
 }
 
-/// What the owner answers for a segment request.
-enum SegmentAnswer {
+impl PlaylistAnswer {
+    fn of(seg: &Segmenter) -> PlaylistAnswer {
+        PlaylistAnswer {
+            text: seg.playlist(),
+            listed: seg.listed(),
+            ended: seg.is_ended(),
+            refused: seg.refused().map(|t| t.to_string()),
+        }
+    }
+}
+
+/// What the owner answers for a segment (or part) request.
+pub enum SegmentAnswer {
     Found(Bytes),
     Missing,
     Refused(String),
+    /// Too many requests wait on the owner already.
+    Busy,
 }
 
 /// One shard's HLS state: the streams it segments (owner side), where ended streams'
@@ -167,6 +200,8 @@ pub struct HlsState {
     /// Streams that ended lately: the shard holding their last playlist, until when.
     ended_on: RefCell<HashMap<StreamId, (usize, Instant)>>,
     allowed: RefCell<HashMap<(IpAddr, StreamId, String), Instant>>,
+    /// Requests parked on this shard's streams, all together (at most [`MAX_PARKED`]).
+    parked: Cell<usize>,
 }
 
 /// The first sequence number of a new stream: tenths of a second since the epoch, so a
@@ -208,10 +243,11 @@ impl HlsState {
             Some(e) => {
                 e.seg.resume();
                 e.expires = None;
+                wake(&self.parked, e);
             }
             None => {
                 let seg = Segmenter::new(stream, settings.hls, first_sequence());
-                streams.insert(stream.clone(), Entry { seg, expires: None });
+                streams.insert(stream.clone(), Entry::new(seg, None));
             }
         }
     }
@@ -224,6 +260,7 @@ impl HlsState {
                 let finished = e.seg.end();
                 count_pushed(ctx, finished_one(finished));
                 e.expires = Some(ctx.clock.now() + keep);
+                wake(&self.parked, e);
             }
         }
     }
@@ -234,7 +271,9 @@ impl HlsState {
         let pushed = match self.streams.borrow_mut().get_mut(stream) {
             Some(e) => {
                 e.seg.set_epoch(epoch_ms);
-                e.seg.push_packaged(msg)
+                let pushed = e.seg.push_packaged(msg);
+                wake(&self.parked, e);
+                pushed
             }
             None => return,
         };
@@ -245,7 +284,11 @@ impl HlsState {
     /// get its seconds at once.
     pub fn publisher_gone(&self, ctx: &Ctx, stream: &StreamId) {
         let finished = match self.streams.borrow_mut().get_mut(stream) {
-            Some(e) => e.seg.finish(),
+            Some(e) => {
+                let finished = e.seg.finish();
+                wake(&self.parked, e);
+                finished
+            }
             None => return,
         };
         count_pushed(ctx, finished_one(finished));
@@ -277,12 +320,13 @@ impl HlsState {
     pub fn adopt(&self, ctx: &Ctx, stream: StreamId, history: History) {
         let settings = &ctx.settings;
         let mut streams = self.streams.borrow_mut();
-        let e = streams.entry(stream.clone()).or_insert_with(|| Entry {
-            seg: Segmenter::new(&stream, settings.hls, first_sequence()),
+        let e = streams.entry(stream.clone()).or_insert_with(|| {
+            let seg = Segmenter::new(&stream, settings.hls, first_sequence());
             // Not started here yet: forgotten unless its publisher starts.
-            expires: Some(ctx.clock.now() + ended_keep(settings)),
+            Entry::new(seg, Some(ctx.clock.now() + ended_keep(settings)))
         });
         e.seg.adopt(history);
+        wake(&self.parked, e);
     }
 
     /// On every shard, when `stream` went offline; `owner` is the shard that owned it.
@@ -292,6 +336,7 @@ impl HlsState {
             let finished = e.seg.end();
             count_pushed(ctx, finished_one(finished));
             e.expires = Some(until);
+            wake(&self.parked, e);
         }
         if let Some(owner) = owner {
             self.ended_on
@@ -316,6 +361,12 @@ impl HlsState {
             .retain(|_, e| e.expires.is_none_or(|t| t > now));
         self.ended_on.borrow_mut().retain(|_, (_, t)| *t > now);
         self.allowed.borrow_mut().retain(|_, t| *t > now);
+        self.sweep_waiters(now);
+    }
+
+    /// Requests parked on this shard's streams.
+    pub fn parked(&self) -> usize {
+        self.parked.get()
     }
 
     /// Streams segmented here and bytes held in their segments.
@@ -329,13 +380,7 @@ impl HlsState {
 
     fn playlist(&self, stream: &str) -> Option<PlaylistAnswer> {
         let streams = self.streams.borrow();
-        let seg = &streams.get(stream)?.seg;
-        Some(PlaylistAnswer {
-            text: seg.playlist(),
-            listed: seg.listed(),
-            ended: seg.is_ended(),
-            refused: seg.refused().map(|t| t.to_string()),
-        })
+        Some(PlaylistAnswer::of(&streams.get(stream)?.seg))
     }
 
     fn segment(&self, stream: &str, sequence: u64, wanted: Wanted) -> SegmentAnswer {
@@ -431,17 +476,36 @@ fn with_suffix(text: &[u8], suffix: &str) -> Bytes {
         if line[0] != b'#' {
             out.extend_from_slice(line);
             out.extend_from_slice(suffix.as_bytes());
-        } else if let (true, Some(b'"')) = (line.starts_with(b"#EXT-X-MAP:URI=\""), line.last()) {
-            // The init segment's URI, inside its quotes.
-            out.extend_from_slice(&line[..line.len() - 1]);
+        } else if let Some(uri) = quoted_uri(line) {
+            // A tag's URI (init segment, part, preload hint), inside its quotes.
+            out.extend_from_slice(&line[..uri.end]);
             out.extend_from_slice(suffix.as_bytes());
-            out.push(b'"');
+            out.extend_from_slice(&line[uri.end..]);
         } else {
             out.extend_from_slice(line);
         }
         out.push(b'\n');
     }
     Bytes::from(out)
+}
+
+/// Where the value of a tag's `URI="…"` attribute is in `line`.
+fn quoted_uri(line: &[u8]) -> Option<std::ops::Range<usize>> {
+    const KEY: &[u8] = b"URI=\"";
+    let start = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = line[start..].iter().position(|&b| b == b'"')?;
+    Some(start..start + len)
+}
+
+/// `query` without the LL-HLS request parameters (`_HLS_msn`, `_HLS_part`, `_HLS_skip`),
+/// which change with every poll: what the `on_play` hook is asked about and its answer
+/// remembered under.
+fn without_hls_params(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.starts_with("_HLS_"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The shard holding `name`'s segments: its live owner, or where it ended lately.
@@ -459,6 +523,12 @@ async fn playlist(live: Rc<Live>, req: Request) -> Reply {
         Ok(q) => q,
         Err(r) => return refused(r),
     };
+    // Blocking reload (LL-HLS): only where the playlist offers it.
+    let blocking = match Blocking::from_query(&query) {
+        Ok(b) => b.filter(|_| live.ctx.settings.hls.part_ms > 0),
+        Err(why) => return refused(Response::error(400, code::BAD_REQUEST, why)),
+    };
+    let query = without_hls_params(&query);
     let owner = match owner_of(&live, name) {
         Some(owner) => Some(owner),
         // Live on another node of the cluster: pulled to this one.
@@ -479,28 +549,15 @@ async fn playlist(live: Rc<Live>, req: Request) -> Reply {
             hls.remember_allowed(key, live.now());
         }
     }
-    let deadline = Instant::now() + first_segment_wait(&live.ctx.settings);
-    let answer = loop {
-        let s = stream.clone();
-        let call = live.port().call(owner, move |o: &Rc<Live>| {
-            // A stream pulled from another node goes on while players poll.
-            o.touch_pull(&s);
-            o.hls.playlist(&s)
-        });
-        let Some(answer) = call.await else {
-            return busy();
-        };
-        let Some(answer) = answer else {
-            return refused(not_found());
-        };
-        if answer.listed > 0
-            || answer.ended
-            || answer.refused.is_some()
-            || Instant::now() >= deadline
-        {
-            break answer;
-        }
-        monoio::time::sleep(FIRST_POLL).await;
+    let answer = match blocking {
+        Some(want) => match blocking_playlist(&live, owner, &stream, want).await {
+            Ok(answer) => answer,
+            Err(reply) => return reply,
+        },
+        None => match first_playlist(&live, owner, &stream).await {
+            Ok(answer) => answer,
+            Err(reply) => return reply,
+        },
     };
     if let Some(track) = &answer.refused {
         return codec_refused(track);
@@ -531,17 +588,107 @@ async fn playlist(live: Rc<Live>, req: Request) -> Reply {
         .into()
 }
 
+/// A playlist as it is now, waiting (by polling the owner) only for a stream's first
+/// segment.
+async fn first_playlist(
+    live: &Live,
+    owner: usize,
+    stream: &StreamId,
+) -> Result<PlaylistAnswer, Reply> {
+    let deadline = Instant::now() + first_segment_wait(&live.ctx.settings);
+    loop {
+        let s = stream.clone();
+        let call = live.port().call(owner, move |o: &Rc<Live>| {
+            // A stream pulled from another node goes on while players poll.
+            o.touch_pull(&s);
+            o.hls.playlist(&s)
+        });
+        let Some(answer) = call.await else {
+            return Err(busy());
+        };
+        let Some(answer) = answer else {
+            return Err(refused(not_found()));
+        };
+        if answer.listed > 0
+            || answer.ended
+            || answer.refused.is_some()
+            || Instant::now() >= deadline
+        {
+            return Ok(answer);
+        }
+        monoio::time::sleep(FIRST_POLL).await;
+    }
+}
+
+/// A blocking playlist reload: parked on the owner until the playlist has `want`.
+async fn blocking_playlist(
+    live: &Live,
+    owner: usize,
+    stream: &StreamId,
+    want: Blocking,
+) -> Result<PlaylistAnswer, Reply> {
+    live.ctx.metrics.media_hls_blocking.fetch_add(1, Relaxed);
+    let wait = block_wait(&live.ctx.settings);
+    let s = stream.clone();
+    let reply = ask_parked(live, owner, wait, move |o: &Rc<Live>, tx| {
+        // A stream pulled from another node goes on while players poll.
+        o.touch_pull(&s);
+        o.hls.park_playlist(&s, want, o.now() + wait, tx);
+    })
+    .await;
+    match reply {
+        Some(PlaylistReply::Ready(answer)) => Ok(answer),
+        Some(PlaylistReply::Missing) => Err(refused(not_found())),
+        Some(PlaylistReply::TooFar) => Err(refused(Response::error(
+            400,
+            code::BAD_REQUEST,
+            "_HLS_msn/_HLS_part is too far past the live edge",
+        ))),
+        Some(PlaylistReply::Busy) => Err(busy()),
+        None => Err(not_in_time()),
+    }
+}
+
+/// 503 for a blocking request whose segment or part did not come within its wait.
+fn not_in_time() -> Reply {
+    cors(Response::error(
+        503,
+        code::UNAVAILABLE,
+        "the requested segment or part did not appear in time",
+    ))
+    .header("Retry-After", "1")
+    .into()
+}
+
 /// `{stream}-{sequence}` → its parts.
 fn parse_segment_name(file: &str) -> Option<(&str, u64)> {
     let (name, seq) = file.rsplit_once('-')?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+    Some((name, number(seq)?))
+}
+
+/// `{stream}-{sequence}.{part}` (an LL-HLS part) → its parts.
+fn parse_part_name(file: &str) -> Option<(&str, Position)> {
+    let (name, at) = file.rsplit_once('-')?;
+    let (msn, part) = at.split_once('.')?;
+    let msn = number(msn)?;
+    let part = u32::try_from(number(part)?).ok()?;
+    Some((name, Position { msn, part }))
+}
+
+fn number(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((name, seq.parse().ok()?))
+    digits.parse().ok()
 }
 
 async fn segment(live: Rc<Live>, req: Request, wanted: Wanted) -> Reply {
     live.ctx.metrics.media_hls_requests.fetch_add(1, Relaxed);
+    if wanted == Wanted::Fmp4 {
+        if let Some((name, at)) = req.param("segment").and_then(parse_part_name) {
+            return part(&live, &req, name, at).await;
+        }
+    }
     let Some((name, sequence)) = req.param("segment").and_then(parse_segment_name) else {
         return refused(not_found());
     };
@@ -561,12 +708,41 @@ async fn segment(live: Rc<Live>, req: Request, wanted: Wanted) -> Reply {
     else {
         return busy();
     };
+    segment_reply(&live, found, wanted)
+}
+
+/// An LL-HLS part: served when made; one that may still come (the preload hint) is
+/// waited for on the owner.
+async fn part(live: &Live, req: &Request, name: &str, at: Position) -> Reply {
+    if live.ctx.settings.hls.part_ms == 0 {
+        return refused(not_found());
+    }
+    if let Err(r) = check_http_play(live, req, name) {
+        return refused(r);
+    }
+    let Some(owner) = owner_of(live, name) else {
+        return refused(not_found());
+    };
+    let wait = block_wait(&live.ctx.settings);
+    let stream: StreamId = name.into();
+    let found = ask_parked(live, owner, wait, move |o: &Rc<Live>, tx| {
+        o.hls.park_part(&stream, at, o.now() + wait, tx);
+    })
+    .await;
+    match found {
+        Some(found) => segment_reply(live, found, Wanted::Fmp4),
+        None => not_in_time(),
+    }
+}
+
+fn segment_reply(live: &Live, found: SegmentAnswer, wanted: Wanted) -> Reply {
     let data = match found {
         SegmentAnswer::Found(data) => data,
         SegmentAnswer::Missing => {
             return refused(Response::error(404, code::NOT_FOUND, "no such segment"))
         }
         SegmentAnswer::Refused(track) => return codec_refused(&track),
+        SegmentAnswer::Busy => return busy(),
     };
     live.ctx
         .metrics
@@ -620,17 +796,14 @@ mod tests {
             .insert("a".into(), (1, now + Duration::from_secs(5)));
         hls.streams.borrow_mut().insert(
             "a".into(),
-            Entry {
-                seg: Segmenter::new("a", Default::default(), 0),
-                expires: Some(now + Duration::from_secs(5)),
-            },
+            Entry::new(
+                Segmenter::new("a", Default::default(), 0),
+                Some(now + Duration::from_secs(5)),
+            ),
         );
         hls.streams.borrow_mut().insert(
             "live".into(),
-            Entry {
-                seg: Segmenter::new("live", Default::default(), 0),
-                expires: None,
-            },
+            Entry::new(Segmenter::new("live", Default::default(), 0), None),
         );
         assert_eq!(hls.ended_owner("a", now), Some(1));
         hls.sweep(now + Duration::from_secs(1));

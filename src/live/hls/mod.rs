@@ -1,6 +1,7 @@
 //! HLS play (C7): `GET /{app}/{stream}.m3u8` and the segments it names,
-//! `GET /{app}/{stream}-{sequence}.ts` (MPEG-TS) or `GET /{app}/{stream}-{sequence}.m4s`
-//! and the init segments `GET /{app}/{stream}-{n}.mp4` (fMP4), served from memory. A
+//! `GET /{app}/{stream}-{sequence}.ts` (MPEG-TS) or `GET /{app}/{stream}-{sequence}.m4s`,
+//! the init segments `GET /{app}/{stream}-{n}.mp4` and the LL-HLS parts
+//! `GET /{app}/{stream}-{sequence}.{part}.m4s` (fMP4), served from memory. A
 //! segment is served under its own container's extension only.
 //!
 //! **Made once, on the owner.** The stream's owner shard feeds every ingested message to
@@ -44,6 +45,11 @@
 //! to HTTP-FLV and RTMP, which carry it, and the API leaves its `play.hls` out
 //! ([`HlsState::refused_among`]). Serving the AAC of a VP9 stream as the stream, as
 //! TS alone would, is what this prevents.
+//!
+//! **Low-Latency HLS.** With `media.hls_low_latency`, the playlist also lists the parts
+//! of the segment being written, and a playlist asked for with `_HLS_msn`/`_HLS_part`,
+//! or a part asked for before it exists (the preload hint), waits for it on the owner
+//! shard: [`blocking`] says how, and how it is bounded. Parts are served like segments.
 //!
 //! **Waiting for the first segment.** A playlist asked for before the stream's first
 //! segment is finished waits for it (polling the owner every [`FIRST_POLL`], at most
@@ -768,6 +774,21 @@ mod tests {
     }
 
     #[test]
+    fn part_names_and_hook_queries() {
+        let at = |msn, part| Position { msn, part };
+        assert_eq!(parse_part_name("my-cam-12.3"), Some(("my-cam", at(12, 3))));
+        assert_eq!(parse_part_name("cam-12"), None);
+        assert_eq!(parse_part_name("cam-12."), None);
+        assert_eq!(parse_part_name("cam-12.3.4"), None);
+        assert_eq!(parse_part_name("cam-12.99999999999"), None);
+        assert_eq!(parse_segment_name("cam-12.3"), None);
+        assert_eq!(
+            without_hls_params("txSecret=ab&_HLS_msn=3&txTime=1F&_HLS_part=0"),
+            "txSecret=ab&txTime=1F"
+        );
+    }
+
+    #[test]
     fn signed_playlists_sign_their_segment_uris() {
         let text = b"#EXTM3U\n#EXTINF:2.000,\ncam-1.ts\n#EXTINF:2.000,\ncam-2.ts\n";
         let suffix = signature_suffix("txSecret=abc123&txTime=6E0F&x=1").unwrap();
@@ -782,6 +803,14 @@ mod tests {
             &with_suffix(text, &suffix)[..],
             b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-1.mp4?txSecret=abc123&txTime=6E0F\"\n\
               #EXTINF:2.000,\ncam-1.m4s?txSecret=abc123&txTime=6E0F\n"
+        );
+        let text = b"#EXT-X-PART:DURATION=0.320,URI=\"cam-2.0.m4s\",INDEPENDENT=YES\n\
+                     #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"cam-2.1.m4s\"\n";
+        assert_eq!(
+            &with_suffix(text, &suffix)[..],
+            b"#EXT-X-PART:DURATION=0.320,URI=\"cam-2.0.m4s?txSecret=abc123&txTime=6E0F\",\
+              INDEPENDENT=YES\n\
+              #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"cam-2.1.m4s?txSecret=abc123&txTime=6E0F\"\n"
         );
         assert_eq!(signature_suffix("txSecret=ab%0A&txTime=1"), None);
         assert_eq!(signature_suffix("txTime=1"), None);

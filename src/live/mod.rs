@@ -32,6 +32,8 @@ pub mod admission;
 pub mod engine;
 pub mod flv;
 pub mod hls;
+mod hls_serve;
+mod hls_wait;
 pub mod hooks;
 mod mirror;
 pub mod pull;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
-use super::{Entry, HlsState, PlaylistAnswer, SegmentAnswer};
+use super::hls::{Entry, HlsState, PlaylistAnswer, SegmentAnswer};
 use crate::http::query_param;
 use crate::live::engine::Live;
 use crate::media::hls::{PartState, Position, Segmenter};

@@ -4,6 +4,10 @@
 //! `GET /{app}/{stream}-{sequence}.{part}.m4s` (fMP4), served from memory. A
 //! segment is served under its own container's extension only.
 //!
+//! This file holds the owner side ([`HlsState`]: a stream's segmenter and what waits on
+//! it); `hls_serve.rs` the requests on the serving shard; `hls_wait.rs` the LL-HLS
+//! requests that wait.
+//!
 //! **Made once, on the owner.** The stream's owner shard feeds every ingested message to
 //! the stream's [`Segmenter`] as the ingest runs ([`HlsState::ingest`], called from
 //! `Live::ingest`): one TS encoding per stream, however many viewers fetch it. Finished
@@ -49,7 +53,7 @@
 //! **Low-Latency HLS.** With `media.hls_low_latency`, the playlist also lists the parts
 //! of the segment being written, and a playlist asked for with `_HLS_msn`/`_HLS_part`,
 //! or a part asked for before it exists (the preload hint), waits for it on the owner
-//! shard: [`blocking`] says how, and how it is bounded. Parts are served like segments.
+//! shard: [`super::hls_wait`] says how, and how it is bounded. Parts are served like segments.
 //!
 //! **Waiting for the first segment.** A playlist asked for before the stream's first
 //! segment is finished waits for it (polling the owner every [`FIRST_POLL`], at most
@@ -65,24 +69,19 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::engine::{Ctx, Live};
-use super::flv::{ask_on_play, check_http_play, not_found};
+use super::engine::Ctx;
 use super::{Msg, StreamId};
-use crate::codes;
-use crate::http::{self, code, query_param, Reply, Request, Response};
-use crate::media::hls::{History, Position, Pushed, Segmenter};
+use crate::media::hls::{History, Pushed, Segmenter};
 use crate::media::Packaged;
 
-mod blocking;
-
-pub use blocking::MAX_PARKED;
-use blocking::{ask_parked, block_wait, wake, Blocking, PlaylistReply, Waiter};
+pub use super::hls_serve::{fmp4_segment_handler, init_handler, playlist_handler, segment_handler};
+pub use super::hls_wait::MAX_PARKED;
+use super::hls_wait::{wake, Waiter};
 
 /// How long a positive `on_play` answer covers the same client's playlist polls.
 pub const HOOK_ALLOW_TTL: Duration = Duration::from_secs(30);
@@ -91,11 +90,11 @@ const HOOK_ALLOW_MAX: usize = 8192;
 /// How often a playlist request that waits for the first segment asks again.
 pub const FIRST_POLL: Duration = Duration::from_millis(100);
 
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+pub(super) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const SEGMENT_TYPE: &str = "video/mp2t";
 const FMP4_SEGMENT_TYPE: &str = "video/iso.segment";
 const INIT_TYPE: &str = "video/mp4";
-const SEGMENT_CACHE: &str = "public, max-age=86400";
+pub(super) const SEGMENT_CACHE: &str = "public, max-age=86400";
 
 /// How long an ended stream's playlist (with `#EXT-X-ENDLIST`) stays: long enough for
 /// every player to poll it a few times.
@@ -109,25 +108,9 @@ pub fn first_segment_wait(settings: &super::Settings) -> Duration {
     (target * 2 + Duration::from_secs(2)).min(Duration::from_secs(10))
 }
 
-pub fn playlist_handler() -> http::Handler<Live> {
-    http::handler(playlist)
-}
-
-pub fn segment_handler() -> http::Handler<Live> {
-    http::handler(|live, req| segment(live, req, Wanted::Ts))
-}
-
-pub fn fmp4_segment_handler() -> http::Handler<Live> {
-    http::handler(|live, req| segment(live, req, Wanted::Fmp4))
-}
-
-pub fn init_handler() -> http::Handler<Live> {
-    http::handler(|live, req| segment(live, req, Wanted::Init))
-}
-
 /// What a segment request names by its extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wanted {
+pub(super) enum Wanted {
     /// `.ts`: an MPEG-TS segment.
     Ts,
     /// `.m4s`: an fMP4 media segment.
@@ -137,7 +120,7 @@ enum Wanted {
 }
 
 impl Wanted {
-    fn content_type(self) -> &'static str {
+    pub(super) fn content_type(self) -> &'static str {
         match self {
             Wanted::Ts => SEGMENT_TYPE,
             Wanted::Fmp4 => FMP4_SEGMENT_TYPE,
@@ -147,15 +130,15 @@ impl Wanted {
 }
 
 /// A stream segmented on this shard.
-struct Entry {
-    seg: Segmenter,
+pub(super) struct Entry {
+    pub(super) seg: Segmenter,
     /// When to forget it: set once it ended (or when it was handed segments before its
     /// publisher started here); `None` while it is live here.
     expires: Option<Instant>,
-    /// LL-HLS requests parked until the playlist has what they ask for ([`blocking`]).
-    waiters: Vec<Waiter>,
+    /// LL-HLS requests parked until the playlist has what they ask for (`hls_wait`).
+    pub(super) waiters: Vec<Waiter>,
     /// The playlist version the waiters were last checked against.
-    seen: u64,
+    pub(super) seen: u64,
 }
 
 impl Entry {
@@ -171,15 +154,15 @@ impl Entry {
 
 /// What the owner answers for a playlist request.
 pub struct PlaylistAnswer {
-    text: Bytes,
-    listed: usize,
-    ended: bool,
+    pub(super) text: Bytes,
+    pub(super) listed: usize,
+    pub(super) ended: bool,
     /// The stream has a track HLS does not carry (its description).
-    refused: Option<String>,
+    pub(super) refused: Option<String>,
 }
 
 impl PlaylistAnswer {
-    fn of(seg: &Segmenter) -> PlaylistAnswer {
+    pub(super) fn of(seg: &Segmenter) -> PlaylistAnswer {
         PlaylistAnswer {
             text: seg.playlist(),
             listed: seg.listed(),
@@ -202,12 +185,12 @@ pub enum SegmentAnswer {
 /// playlists are (every shard), and remembered `on_play` answers.
 #[derive(Default)]
 pub struct HlsState {
-    streams: RefCell<HashMap<StreamId, Entry>>,
+    pub(super) streams: RefCell<HashMap<StreamId, Entry>>,
     /// Streams that ended lately: the shard holding their last playlist, until when.
     ended_on: RefCell<HashMap<StreamId, (usize, Instant)>>,
     allowed: RefCell<HashMap<(IpAddr, StreamId, String), Instant>>,
     /// Requests parked on this shard's streams, all together (at most [`MAX_PARKED`]).
-    parked: Cell<usize>,
+    pub(super) parked: Cell<usize>,
 }
 
 /// The first sequence number of a new stream: tenths of a second since the epoch, so a
@@ -384,12 +367,12 @@ impl HlsState {
         )
     }
 
-    fn playlist(&self, stream: &str) -> Option<PlaylistAnswer> {
+    pub(super) fn playlist(&self, stream: &str) -> Option<PlaylistAnswer> {
         let streams = self.streams.borrow();
         Some(PlaylistAnswer::of(&streams.get(stream)?.seg))
     }
 
-    fn segment(&self, stream: &str, sequence: u64, wanted: Wanted) -> SegmentAnswer {
+    pub(super) fn segment(&self, stream: &str, sequence: u64, wanted: Wanted) -> SegmentAnswer {
         let streams = self.streams.borrow();
         let Some(e) = streams.get(stream) else {
             return SegmentAnswer::Missing;
@@ -424,11 +407,11 @@ impl HlsState {
 
     // --- serving side ------------------------------------------------------------------
 
-    fn hook_allowed(&self, key: &(IpAddr, StreamId, String), now: Instant) -> bool {
+    pub(super) fn hook_allowed(&self, key: &(IpAddr, StreamId, String), now: Instant) -> bool {
         self.allowed.borrow().get(key).is_some_and(|t| *t > now)
     }
 
-    fn remember_allowed(&self, key: (IpAddr, StreamId, String), now: Instant) {
+    pub(super) fn remember_allowed(&self, key: (IpAddr, StreamId, String), now: Instant) {
         let mut allowed = self.allowed.borrow_mut();
         if allowed.len() >= HOOK_ALLOW_MAX {
             allowed.retain(|_, t| *t > now);
@@ -439,382 +422,9 @@ impl HlsState {
     }
 }
 
-fn cors(r: Response) -> Response {
-    r.header("Access-Control-Allow-Origin", "*")
-}
-
-fn refused(r: Response) -> Reply {
-    cors(r).into()
-}
-
-fn busy() -> Reply {
-    refused(Response::error(503, code::UNAVAILABLE, "busy, try again"))
-}
-
-/// 415 for a stream with a track HLS does not carry here, naming it and what plays it.
-fn codec_refused(track: &str) -> Reply {
-    refused(Response::error(
-        415,
-        codes::PLAY_CODEC_UNSUPPORTED,
-        format!(
-            "this stream's {track} is not carried over HLS here (MPEG-TS segments carry \
-             H.264 and AAC): play it over HTTP-FLV or RTMP"
-        ),
-    ))
-}
-
-/// The `?txSecret=…&txTime=…` a signed playlist passes on to its segment URIs. Only
-/// called after the signature verified, so both are hex; anything else is left out.
-fn signature_suffix(query: &str) -> Option<String> {
-    let secret = query_param(query, "txSecret")?;
-    let time = query_param(query, "txTime")?;
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(&secret) && hex(&time)).then(|| format!("?txSecret={secret}&txTime={time}"))
-}
-
-/// Appends `suffix` to every URI line of a playlist.
-fn with_suffix(text: &[u8], suffix: &str) -> Bytes {
-    let mut out = Vec::with_capacity(text.len() + 16 * suffix.len());
-    for line in text.split(|&b| b == b'\n') {
-        if line.is_empty() {
-            continue;
-        }
-        if line[0] != b'#' {
-            out.extend_from_slice(line);
-            out.extend_from_slice(suffix.as_bytes());
-        } else if let Some(uri) = quoted_uri(line) {
-            // A tag's URI (init segment, part, preload hint), inside its quotes.
-            out.extend_from_slice(&line[..uri.end]);
-            out.extend_from_slice(suffix.as_bytes());
-            out.extend_from_slice(&line[uri.end..]);
-        } else {
-            out.extend_from_slice(line);
-        }
-        out.push(b'\n');
-    }
-    Bytes::from(out)
-}
-
-/// Where the value of a tag's `URI="…"` attribute is in `line`.
-fn quoted_uri(line: &[u8]) -> Option<std::ops::Range<usize>> {
-    const KEY: &[u8] = b"URI=\"";
-    let start = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let len = line[start..].iter().position(|&b| b == b'"')?;
-    Some(start..start + len)
-}
-
-/// `query` without the LL-HLS request parameters (`_HLS_msn`, `_HLS_part`, `_HLS_skip`),
-/// which change with every poll: what the `on_play` hook is asked about and its answer
-/// remembered under.
-fn without_hls_params(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|p| !p.starts_with("_HLS_"))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// The shard holding `name`'s segments: its live owner, or where it ended lately.
-fn owner_of(live: &Live, name: &str) -> Option<usize> {
-    live.owner(name)
-        .or_else(|| live.hls.ended_owner(name, live.now()))
-}
-
-async fn playlist(live: Rc<Live>, req: Request) -> Reply {
-    live.ctx.metrics.media_hls_requests.fetch_add(1, Relaxed);
-    let Some(name) = req.param("stream") else {
-        return refused(not_found());
-    };
-    let query = match check_http_play(&live, &req, name) {
-        Ok(q) => q,
-        Err(r) => return refused(r),
-    };
-    // Blocking reload (LL-HLS): only where the playlist offers it.
-    let blocking = match Blocking::from_query(&query) {
-        Ok(b) => b.filter(|_| live.ctx.settings.hls.part_ms > 0),
-        Err(why) => return refused(Response::error(400, code::BAD_REQUEST, why)),
-    };
-    let query = without_hls_params(&query);
-    let owner = match owner_of(&live, name) {
-        Some(owner) => Some(owner),
-        // Live on another node of the cluster: pulled to this one.
-        None if live.watch_remote(name).await => owner_of(&live, name),
-        None => None,
-    };
-    let Some(owner) = owner else {
-        return refused(not_found());
-    };
-    let stream: StreamId = name.into();
-    let hls = &live.hls;
-    if live.ctx.settings.hooks.on_play.is_some() {
-        let key = (req.peer.ip(), stream.clone(), query.clone());
-        if !hls.hook_allowed(&key, live.now()) {
-            if let Err(r) = ask_on_play(&live, name, &query, req.peer, "hls").await {
-                return refused(r);
-            }
-            hls.remember_allowed(key, live.now());
-        }
-    }
-    let answer = match blocking {
-        Some(want) => match blocking_playlist(&live, owner, &stream, want).await {
-            Ok(answer) => answer,
-            Err(reply) => return reply,
-        },
-        None => match first_playlist(&live, owner, &stream).await {
-            Ok(answer) => answer,
-            Err(reply) => return reply,
-        },
-    };
-    if let Some(track) = &answer.refused {
-        return codec_refused(track);
-    }
-    if answer.listed == 0 {
-        return refused(Response::error(
-            404,
-            code::NOT_FOUND,
-            "no segment yet, try again",
-        ));
-    }
-    let body = match live
-        .ctx
-        .settings
-        .play_sign
-        .then(|| signature_suffix(&query))
-        .flatten()
-    {
-        Some(suffix) => with_suffix(&answer.text, &suffix),
-        None => answer.text,
-    };
-    live.ctx
-        .metrics
-        .media_hls_bytes_out
-        .fetch_add(body.len() as u64, Relaxed);
-    cors(Response::with_body(200, PLAYLIST_TYPE, body))
-        .header("Cache-Control", "no-cache")
-        .into()
-}
-
-/// A playlist as it is now, waiting (by polling the owner) only for a stream's first
-/// segment.
-async fn first_playlist(
-    live: &Live,
-    owner: usize,
-    stream: &StreamId,
-) -> Result<PlaylistAnswer, Reply> {
-    let deadline = Instant::now() + first_segment_wait(&live.ctx.settings);
-    loop {
-        let s = stream.clone();
-        let call = live.port().call(owner, move |o: &Rc<Live>| {
-            // A stream pulled from another node goes on while players poll.
-            o.touch_pull(&s);
-            o.hls.playlist(&s)
-        });
-        let Some(answer) = call.await else {
-            return Err(busy());
-        };
-        let Some(answer) = answer else {
-            return Err(refused(not_found()));
-        };
-        if answer.listed > 0
-            || answer.ended
-            || answer.refused.is_some()
-            || Instant::now() >= deadline
-        {
-            return Ok(answer);
-        }
-        monoio::time::sleep(FIRST_POLL).await;
-    }
-}
-
-/// A blocking playlist reload: parked on the owner until the playlist has `want`.
-async fn blocking_playlist(
-    live: &Live,
-    owner: usize,
-    stream: &StreamId,
-    want: Blocking,
-) -> Result<PlaylistAnswer, Reply> {
-    live.ctx.metrics.media_hls_blocking.fetch_add(1, Relaxed);
-    let wait = block_wait(&live.ctx.settings);
-    let s = stream.clone();
-    let reply = ask_parked(live, owner, wait, move |o: &Rc<Live>, tx| {
-        // A stream pulled from another node goes on while players poll.
-        o.touch_pull(&s);
-        o.hls.park_playlist(&s, want, o.now() + wait, tx);
-    })
-    .await;
-    match reply {
-        Some(PlaylistReply::Ready(answer)) => Ok(answer),
-        Some(PlaylistReply::Missing) => Err(refused(not_found())),
-        Some(PlaylistReply::TooFar) => Err(refused(Response::error(
-            400,
-            code::BAD_REQUEST,
-            "_HLS_msn/_HLS_part is too far past the live edge",
-        ))),
-        Some(PlaylistReply::Busy) => Err(busy()),
-        None => Err(not_in_time()),
-    }
-}
-
-/// 503 for a blocking request whose segment or part did not come within its wait.
-fn not_in_time() -> Reply {
-    cors(Response::error(
-        503,
-        code::UNAVAILABLE,
-        "the requested segment or part did not appear in time",
-    ))
-    .header("Retry-After", "1")
-    .into()
-}
-
-/// `{stream}-{sequence}` → its parts.
-fn parse_segment_name(file: &str) -> Option<(&str, u64)> {
-    let (name, seq) = file.rsplit_once('-')?;
-    Some((name, number(seq)?))
-}
-
-/// `{stream}-{sequence}.{part}` (an LL-HLS part) → its parts.
-fn parse_part_name(file: &str) -> Option<(&str, Position)> {
-    let (name, at) = file.rsplit_once('-')?;
-    let (msn, part) = at.split_once('.')?;
-    let msn = number(msn)?;
-    let part = u32::try_from(number(part)?).ok()?;
-    Some((name, Position { msn, part }))
-}
-
-fn number(digits: &str) -> Option<u64> {
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-async fn segment(live: Rc<Live>, req: Request, wanted: Wanted) -> Reply {
-    live.ctx.metrics.media_hls_requests.fetch_add(1, Relaxed);
-    if wanted == Wanted::Fmp4 {
-        if let Some((name, at)) = req.param("segment").and_then(parse_part_name) {
-            return part(&live, &req, name, at).await;
-        }
-    }
-    let Some((name, sequence)) = req.param("segment").and_then(parse_segment_name) else {
-        return refused(not_found());
-    };
-    if let Err(r) = check_http_play(&live, &req, name) {
-        return refused(r);
-    }
-    let Some(owner) = owner_of(&live, name) else {
-        return refused(not_found());
-    };
-    let stream: StreamId = name.into();
-    let Some(found) = live
-        .port()
-        .call(owner, move |o: &Rc<Live>| {
-            o.hls.segment(&stream, sequence, wanted)
-        })
-        .await
-    else {
-        return busy();
-    };
-    segment_reply(&live, found, wanted)
-}
-
-/// An LL-HLS part: served when made; one that may still come (the preload hint) is
-/// waited for on the owner.
-async fn part(live: &Live, req: &Request, name: &str, at: Position) -> Reply {
-    if live.ctx.settings.hls.part_ms == 0 {
-        return refused(not_found());
-    }
-    if let Err(r) = check_http_play(live, req, name) {
-        return refused(r);
-    }
-    let Some(owner) = owner_of(live, name) else {
-        return refused(not_found());
-    };
-    let wait = block_wait(&live.ctx.settings);
-    let stream: StreamId = name.into();
-    let found = ask_parked(live, owner, wait, move |o: &Rc<Live>, tx| {
-        o.hls.park_part(&stream, at, o.now() + wait, tx);
-    })
-    .await;
-    match found {
-        Some(found) => segment_reply(live, found, Wanted::Fmp4),
-        None => not_in_time(),
-    }
-}
-
-fn segment_reply(live: &Live, found: SegmentAnswer, wanted: Wanted) -> Reply {
-    let data = match found {
-        SegmentAnswer::Found(data) => data,
-        SegmentAnswer::Missing => {
-            return refused(Response::error(404, code::NOT_FOUND, "no such segment"))
-        }
-        SegmentAnswer::Refused(track) => return codec_refused(&track),
-        SegmentAnswer::Busy => return busy(),
-    };
-    live.ctx
-        .metrics
-        .media_hls_bytes_out
-        .fetch_add(data.len() as u64, Relaxed);
-    cors(Response::with_body(200, wanted.content_type(), data))
-        .header("Cache-Control", SEGMENT_CACHE)
-        .into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segment_names_split_at_the_last_dash() {
-        assert_eq!(parse_segment_name("cam-12"), Some(("cam", 12)));
-        assert_eq!(parse_segment_name("my-cam-0"), Some(("my-cam", 0)));
-        assert_eq!(parse_segment_name("cam-"), None);
-        assert_eq!(parse_segment_name("cam-+1"), None);
-        assert_eq!(parse_segment_name("cam"), None);
-        assert_eq!(parse_segment_name("cam-99999999999999999999999"), None);
-    }
-
-    #[test]
-    fn part_names_and_hook_queries() {
-        let at = |msn, part| Position { msn, part };
-        assert_eq!(parse_part_name("my-cam-12.3"), Some(("my-cam", at(12, 3))));
-        assert_eq!(parse_part_name("cam-12"), None);
-        assert_eq!(parse_part_name("cam-12."), None);
-        assert_eq!(parse_part_name("cam-12.3.4"), None);
-        assert_eq!(parse_part_name("cam-12.99999999999"), None);
-        assert_eq!(parse_segment_name("cam-12.3"), None);
-        assert_eq!(
-            without_hls_params("txSecret=ab&_HLS_msn=3&txTime=1F&_HLS_part=0"),
-            "txSecret=ab&txTime=1F"
-        );
-    }
-
-    #[test]
-    fn signed_playlists_sign_their_segment_uris() {
-        let text = b"#EXTM3U\n#EXTINF:2.000,\ncam-1.ts\n#EXTINF:2.000,\ncam-2.ts\n";
-        let suffix = signature_suffix("txSecret=abc123&txTime=6E0F&x=1").unwrap();
-        let out = with_suffix(text, &suffix);
-        assert_eq!(
-            &out[..],
-            b"#EXTM3U\n#EXTINF:2.000,\ncam-1.ts?txSecret=abc123&txTime=6E0F\n\
-              #EXTINF:2.000,\ncam-2.ts?txSecret=abc123&txTime=6E0F\n"
-        );
-        let text = b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-1.mp4\"\n#EXTINF:2.000,\ncam-1.m4s\n";
-        assert_eq!(
-            &with_suffix(text, &suffix)[..],
-            b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-1.mp4?txSecret=abc123&txTime=6E0F\"\n\
-              #EXTINF:2.000,\ncam-1.m4s?txSecret=abc123&txTime=6E0F\n"
-        );
-        let text = b"#EXT-X-PART:DURATION=0.320,URI=\"cam-2.0.m4s\",INDEPENDENT=YES\n\
-                     #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"cam-2.1.m4s\"\n";
-        assert_eq!(
-            &with_suffix(text, &suffix)[..],
-            b"#EXT-X-PART:DURATION=0.320,URI=\"cam-2.0.m4s?txSecret=abc123&txTime=6E0F\",\
-              INDEPENDENT=YES\n\
-              #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"cam-2.1.m4s?txSecret=abc123&txTime=6E0F\"\n"
-        );
-        assert_eq!(signature_suffix("txSecret=ab%0A&txTime=1"), None);
-        assert_eq!(signature_suffix("txTime=1"), None);
-    }
 
     #[test]
     fn ended_streams_are_forgotten_after_their_time() {

@@ -94,7 +94,7 @@ fn check(seg: &Segmenter, window: usize) {
             panic!("{uri}");
         };
         if let Some(init) = stem.strip_suffix(".mp4") {
-            assert!(seg.init_segment(init.parse().unwrap()).is_some(), "{uri}");
+            assert!(seg.init_segment(init.parse().unwrap()).is_some(), "{uri}\n{text}");
         } else if line.starts_with("#EXT-X-PART:") {
             let (msn, part) = stem.strip_suffix(".m4s").unwrap().split_once('.').unwrap();
             let at = Position {

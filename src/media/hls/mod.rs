@@ -224,6 +224,10 @@ pub struct Segmenter {
     video_started: bool,
     last_ts: Option<u32>,
     last_video_ts: Option<u32>,
+    /// The latest keyframe, and the interval between the last two (the GOP), which tells
+    /// where the open segment will likely be cut (for even LL-HLS parts).
+    last_key_ts: Option<u32>,
+    key_gap: u32,
     last_audio_ts: Option<u32>,
     /// The latest interval between two frames of the timing track.
     frame_gap: u32,
@@ -279,6 +283,8 @@ impl Segmenter {
             video_started: false,
             last_ts: None,
             last_video_ts: None,
+            last_key_ts: None,
+            key_gap: 0,
             last_audio_ts: None,
             frame_gap: 0,
             epoch_ms: None,
@@ -415,6 +421,8 @@ impl Segmenter {
             self.open = None;
             self.fmp4.discard();
             self.video_started = false;
+            // No open segment, parts or hint are listed any more.
+            self.render();
             return self.skip(Skip::Unsupported);
         }
         let carried = match self.format {
@@ -469,6 +477,12 @@ impl Segmenter {
                         pushed.finished += u32::from(self.finish_open(Some(timestamp)));
                     }
                     self.video_started = true;
+                    if let Some(prev) = self.last_key_ts.replace(timestamp) {
+                        let gap = elapsed(prev, timestamp);
+                        if gap > 0 && gap <= MAX_JUMP_MS {
+                            self.key_gap = gap;
+                        }
+                    }
                 } else if !self.video_started {
                     return pushed; // waiting for a keyframe
                 }
@@ -615,6 +629,7 @@ impl Segmenter {
         self.video_started = false;
         self.last_ts = Some(ts);
         self.last_video_ts = None;
+        self.last_key_ts = None;
         self.last_audio_ts = None;
         u32::from(finished)
     }
@@ -670,6 +685,10 @@ impl Segmenter {
         if open.frames == 0 || data.is_empty() {
             self.fmp4.discard();
             self.pending_discontinuity |= open.discontinuity;
+            if self.cfg.part_ms > 0 {
+                // The playlist hinted a part of it.
+                self.render();
+            }
             return false;
         }
         let duration_ms = match next {

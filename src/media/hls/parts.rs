@@ -3,8 +3,14 @@
 //! (`moof` + `mdat`), each a part a player may fetch before the segment is finished.
 //!
 //! - A part ends before the frame of the timing track (video, or audio when there is no
-//!   video) that would make it last longer than the part target, so every part but a
-//!   forced one lasts at most `part_ms`; a segment cut (at a keyframe) ends its last part.
+//!   video) that would make it last longer than its share of what is left of the segment:
+//!   up to where the segment will likely be cut (the first keyframe past the target, by
+//!   the stream's keyframe interval), the parts are made as even as the frames allow, none
+//!   longer than `part_ms`; past that point each is up to `part_ms`. A segment cut (at a
+//!   keyframe) ends its last part. Even parts matter to players: a greedy split of a 2 s
+//!   segment into 320 ms parts leaves an 80 ms last one, and hls.js (1.7) takes a segment
+//!   missing less than 0.2 s as whole, so it may never fetch that part and stall until the
+//!   playlist moves on (seen in Chromium under load).
 //! - A part that starts with a keyframe is `INDEPENDENT=YES`: a player may start there.
 //! - A finished segment is its parts end to end (one copy, when it is finished); the
 //!   parts then become slices of the segment's bytes, so nothing is held twice.
@@ -115,6 +121,11 @@ impl Segmenter {
         if self.cfg.part_ms == 0 || self.format != Format::Fmp4 {
             return;
         }
+        // Where the segment will likely end: the first keyframe at or past the target.
+        let expected = match (self.video_configured(), self.key_gap) {
+            (true, gap) if gap > 0 => self.cfg.target_ms.div_ceil(gap).saturating_mul(gap),
+            _ => self.cfg.target_ms,
+        };
         let Some(open) = self.open.as_mut() else {
             return;
         };
@@ -124,7 +135,13 @@ impl Segmenter {
             return;
         }
         let would_last = elapsed(open.part_start, ts).saturating_add(self.frame_gap);
-        if would_last <= self.cfg.part_ms {
+        let left = expected.saturating_sub(elapsed(open.start, open.part_start));
+        let share = if left > self.frame_gap {
+            left / left.div_ceil(self.cfg.part_ms)
+        } else {
+            self.cfg.part_ms
+        };
+        if would_last <= share {
             return;
         }
         if let Some(data) = self.fmp4.fragment(self.next_fragment, Some(ts)) {
@@ -215,9 +232,10 @@ mod tests {
         let mut last_mfhd = 0;
         for seg in s.segments() {
             assert_eq!(seg.duration_ms, 2000);
-            // 25 fps: a part holds the 8 frames that fit in 333 ms; the last one the rest.
+            // 25 fps, a keyframe a second: 2 s in 7 parts of at most 333 ms, as even as
+            // whole frames allow (7 or 8 frames), not six of 8 frames and a 2-frame tail.
             let durations: Vec<u32> = seg.parts.iter().map(|p| p.duration_ms).collect();
-            assert_eq!(durations, [320, 320, 320, 320, 320, 320, 80]);
+            assert_eq!(durations, [280, 280, 280, 280, 280, 280, 320]);
             assert!(seg.parts[0].independent, "a segment starts on a keyframe");
             // The keyframe at 1 s falls inside the fourth part.
             assert!(seg.parts[1..].iter().all(|p| !p.independent));
@@ -247,6 +265,23 @@ mod tests {
     }
 
     #[test]
+    fn parts_are_even_up_to_where_the_gop_ends_the_segment() {
+        // A keyframe every 2.4 s against a 2 s target: segments of 2.4 s.
+        let mut s = ll(2000, 333);
+        let mut src = Source::new(60);
+        src.run(&mut s, 12_100);
+        for seg in s.segments().skip(1) {
+            assert_eq!(seg.duration_ms, 2400);
+            let durations: Vec<u32> = seg.parts.iter().map(|p| p.duration_ms).collect();
+            assert_eq!(durations.iter().sum::<u32>(), 2400);
+            assert!(
+                durations.iter().all(|&d| (240..=333).contains(&d)),
+                "{durations:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_playlist_lists_recent_parts_and_hints_the_next() {
         let mut s = ll(2000, 333);
         s.set_epoch(Some(1_732_336_878_901));
@@ -268,14 +303,14 @@ mod tests {
         // Segments 102-107 listed; parts for the three within 6 s of the live edge.
         let with_parts: Vec<&str> = l
             .iter()
-            .filter_map(|x| x.strip_prefix("#EXT-X-PART:DURATION=0.320,URI=\"cam-"))
+            .filter_map(|x| x.strip_prefix("#EXT-X-PART:DURATION=0.280,URI=\"cam-"))
             .filter_map(|x| x.strip_suffix(".0.m4s\",INDEPENDENT=YES"))
             .collect();
         assert_eq!(with_parts, ["105", "106", "107", "108"]);
         // A segment's parts follow its date-time and come before its EXTINF.
         let i = l.iter().position(|x| x.contains("cam-107.0.m4s")).unwrap();
         assert!(l[i - 1].starts_with("#EXT-X-PROGRAM-DATE-TIME:"));
-        assert_eq!(l[i + 6], "#EXT-X-PART:DURATION=0.080,URI=\"cam-107.6.m4s\"");
+        assert_eq!(l[i + 6], "#EXT-X-PART:DURATION=0.320,URI=\"cam-107.6.m4s\"");
         assert_eq!(l[i + 7], "#EXTINF:2.000,t=14000");
         assert_eq!(l[i + 8], "cam-107.m4s");
         // The open segment 108: its date-time, its two parts, the hint of its third.
@@ -285,7 +320,7 @@ mod tests {
         );
         assert_eq!(
             l[i + 11],
-            "#EXT-X-PART:DURATION=0.320,URI=\"cam-108.1.m4s\""
+            "#EXT-X-PART:DURATION=0.280,URI=\"cam-108.1.m4s\""
         );
         assert_eq!(
             l.last().unwrap(),
@@ -350,6 +385,28 @@ mod tests {
         );
         assert!(s.init_segment(100).is_some());
         assert_eq!(s.listed(), 0);
+    }
+
+    #[test]
+    fn a_refused_track_takes_the_open_parts_and_the_hint_off_the_playlist() {
+        let mut s = ll(2000, 333);
+        Source::new(25).run(&mut s, 2700);
+        assert!(lines(&s)
+            .iter()
+            .any(|l| l.starts_with("#EXT-X-PRELOAD-HINT")));
+        // The publisher switches its video to VP9, which HLS does not carry here.
+        s.push(
+            MediaKind::Video,
+            2700,
+            &[0x90, b'v', b'p', b'0', b'9', 0, 0, 0, 1],
+        );
+        assert!(s.refused().is_some());
+        let l = lines(&s);
+        assert!(
+            !l.iter().any(|l| l.starts_with("#EXT-X-PRELOAD-HINT")),
+            "{l:?}"
+        );
+        assert!(!l.iter().any(|l| l.contains("cam-101.")), "{l:?}");
     }
 
     #[test]

@@ -8,6 +8,11 @@
 // carries `media_ts`, the stream time it was sent at, and the SDK's HoldQueue releases it once
 // the player's stream time (hlsMediaClock / flvMediaClock) reaches it. What was shown, and at
 // which stream time, is kept in `window.liveshardDemo.shown` (the end-to-end test reads it).
+//
+// Over HLS the player follows the playlist's own latency: where the server offers Low-Latency
+// HLS (media.hls_low_latency: partial segments, blocking reloads, PART-HOLD-BACK) hls.js plays
+// that far behind the live edge, about a second, and otherwise three target durations.
+// `liveshardDemo.latency()` says how far behind the ingest wall clock the picture is.
 import { LiveshardClient, HoldQueue, hlsMediaClock, flvMediaClock } from './liveshard.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -29,6 +34,17 @@ const demo = {
   live: false,
   clock: () => null, // the player's stream time (ms) on screen
   shown: [], // {id, text, mode, media_ts, mediaTime, at}
+  hls: null, // the hls.js instance while playing over HLS
+  /**
+   * How far (ms) the picture is behind the server's ingest clock: now − the program
+   * date-time on screen (the playlist's EXT-X-PROGRAM-DATE-TIME is when the server got each
+   * segment's first frame). Null when not known (not HLS, not playing yet).
+   */
+  latency() {
+    const date = demo.hls && demo.hls.playingDate;
+    const ms = date ? date.getTime() : NaN;
+    return Number.isFinite(ms) ? Date.now() - ms : null;
+  },
 };
 window.liveshardDemo = demo;
 
@@ -102,7 +118,10 @@ function startPlayer() {
     };
     demo.clock = clock;
   } else {
-    const h = new Hls({ liveSyncDurationCount: 3, manifestLoadingMaxRetry: 6 });
+    // No liveSyncDuration(Count) here: set by the user, either overrides the playlist's
+    // (PART-)HOLD-BACK; left out, hls.js holds back PART-HOLD-BACK in low-latency mode and
+    // three target durations (its default count) from a playlist without one.
+    const h = new Hls({ lowLatencyMode: true, manifestLoadingMaxRetry: 6 });
     const clock = hlsMediaClock(h);
     h.on(Hls.Events.ERROR, (_e, data) => {
       if (data.fatal) restartSoon();
@@ -115,9 +134,11 @@ function startPlayer() {
       destroy() {
         clock.detach();
         h.destroy();
+        demo.hls = null;
       },
     };
     demo.clock = clock;
+    demo.hls = h;
   }
   demo.player = kind;
   $('player-kind').textContent = kind === 'flv' ? 'HTTP-FLV (mpegts.js)' : 'HLS (hls.js)';
@@ -270,6 +291,12 @@ $('login').addEventListener('submit', async (e) => {
 });
 
 // --- start -----------------------------------------------------------------------------------
+
+// The header's lag: how far behind the ingest clock the picture is (known over HLS).
+setInterval(() => {
+  const ms = demo.latency();
+  $('lag').textContent = ms === null ? '' : `${(ms / 1000).toFixed(1)} s behind`;
+}, 1000);
 
 async function main() {
   if (!roomId) {

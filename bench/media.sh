@@ -6,7 +6,15 @@
 #   rtmp  liveshard (--shards = cores) and nginx with Debian's libnginx-mod-rtmp, the same
 #         publisher and the same `loadgen rtmp-viewers` load against each;
 #   flv   liveshard alone (nginx-rtmp has no HTTP-FLV): `loadgen flv-viewers`, time to first
-#         frame from the GOP cache and throughput.
+#         frame from the GOP cache and throughput;
+#   hls   liveshard's HLS with `loadgen hls-viewers`, one poller per viewer on a keep-alive
+#         connection: MPEG-TS segments (media.hls_fmp4=false) vs fMP4 (=true), delivered
+#         Mbit/s, server CPU and cores per delivered Gbit/s side by side; and Low-Latency HLS
+#         (media.hls_low_latency=true, media.hls_part_ms=333) with `--ll` pollers: ingest →
+#         received latency per part, blocking reload hold time, CPU;
+#   recording  the same publish to liveshard without and with recording (media.record=all),
+#         `loadgen flv-viewers` as the load: the server CPU it adds, and the loop lag of the
+#         publisher's shard (liveshard_loop_lag_seconds, sampled twice a second).
 # The stream is encoded once into a file (so encoding never competes with the servers) and
 # published with `ffmpeg -re -stream_loop -1 -c copy`. Every (server, protocol, N) gets a
 # fresh server process and publisher, and the runs of one N follow each other, so machine
@@ -16,7 +24,8 @@
 # delivered Mbit/s, per-viewer kbit/s, server CPU (utime+stime of the server process and
 # its children from /proc over the window), server cores per delivered Gbit/s, viewers held
 # per server core, loadgen's own CPU; then the ratios liveshard/nginx-rtmp and the SPEC §3
-# goal check. Every loadgen JSON report (and its --html page), commands.txt, summary.txt and SETUP.md go to
+# goal check; then the HLS and recording tables. Every loadgen JSON report (and its --html
+# page), the loop-lag samples, commands.txt, summary.txt and SETUP.md go to
 # bench/runs/<date>-<host>-media/.
 #
 # Usage: bench/media.sh [options]
@@ -27,8 +36,13 @@
 #   --src RANGE           source addresses (default 127.0.0.2-127.0.0.60)
 #   --nginx-workers W     nginx worker_processes (default 1: see bench/nginx-rtmp/nginx.conf.in
 #                         for why more than one does not work with Debian's module)
-#   --peers LIST          subset of "liveshard nginx" (default both)
-#   --no-flv              skip the liveshard HTTP-FLV runs
+#   --only PARTS          subset of "rtmp flv hls recording" (default all four), e.g.
+#                         `--only hls --hls ll` for the LL-HLS latency runs alone
+#   --peers LIST          subset of "liveshard nginx" for the RTMP runs (default both)
+#   --no-flv              skip the liveshard HTTP-FLV runs (the same as leaving flv out of --only)
+#   --hls MODES           subset of "ts fmp4 ll" (default all three)
+#   --hls-viewers "N…"    viewer counts of the HLS runs (default: --viewers)
+#   --rec-viewers "N…"    viewer counts of the recording runs (default: --viewers)
 #   --record S            seconds of source to encode (default 60; looped while publishing)
 #   --out DIR             result directory (default bench/runs/<date>-<hostname>-media)
 #   --no-build            use the binaries already built (LIVESHARD=path overrides the server's)
@@ -41,6 +55,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"
 VIEWERS="500 1000 1500 2000" DURATION=20 RAMP=500 PROCS=2 THREADS=1 SRC=127.0.0.2-127.0.0.60
 NGINX_WORKERS=1 PEERS="liveshard nginx" FLV=1 RECORD=60 OUT="" BUILD=1
+ONLY="rtmp flv hls recording" HLS_MODES="ts fmp4 ll" HLS_VIEWERS="" REC_VIEWERS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --viewers) VIEWERS=$2; shift 2 ;;
@@ -52,6 +67,10 @@ while [ $# -gt 0 ]; do
     --nginx-workers) NGINX_WORKERS=$2; shift 2 ;;
     --peers) PEERS=$2; shift 2 ;;
     --no-flv) FLV=0; shift ;;
+    --only) ONLY=$2; shift 2 ;;
+    --hls) HLS_MODES=$2; shift 2 ;;
+    --hls-viewers) HLS_VIEWERS=$2; shift 2 ;;
+    --rec-viewers) REC_VIEWERS=$2; shift 2 ;;
     --record) RECORD=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
@@ -59,6 +78,19 @@ while [ $# -gt 0 ]; do
     *) echo "media.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
+
+HLS_VIEWERS=${HLS_VIEWERS:-$VIEWERS}
+REC_VIEWERS=${REC_VIEWERS:-$VIEWERS}
+for part in $ONLY; do
+  case $part in rtmp|flv|hls|recording) ;; *) echo "media.sh: --only: unknown part $part" >&2; exit 2 ;; esac
+done
+for mode in $HLS_MODES; do
+  case $mode in ts|fmp4|ll) ;; *) echo "media.sh: --hls: unknown mode $mode" >&2; exit 2 ;; esac
+done
+# wants PART: whether this run includes PART.
+wants() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+wants flv || FLV=0
+wants rtmp || PEERS=""
 
 CORES=$(nproc)
 HOST=$(hostname)
@@ -104,11 +136,12 @@ note() {
     >>"$COMMANDS"
 }
 
-# start_liveshard LABEL: sets PID, HTTP, RTMP, PUSH (a signed push URL), PLAY_RTMP, PLAY_FLV.
+# start_liveshard LABEL [--set KEY=VALUE…]: sets PID, HTTP, RTMP, PUSH (a signed push URL),
+# PLAY_RTMP, PLAY_FLV, PLAY_HLS.
 start_liveshard() {
-  local label=$1 data="$WORK/$1"
+  local label=$1 data="$WORK/$1"; shift
   local cmd=("$LIVESHARD" serve --http 127.0.0.1:0 --rtmp 127.0.0.1:0 --shards "$CORES"
-    --data-dir "$data" --log-level warn)
+    --data-dir "$data" --log-level warn "$@")
   "${cmd[@]}" >"$WORK/$label.out" 2>"$WORK/$label.err" &
   PID=$!
   PIDS+=("$PID")
@@ -126,6 +159,7 @@ start_liveshard() {
   note "liveshard sign --stream bench --host $RTMP --data-dir \$DATA"
   PLAY_RTMP="rtmp://$RTMP/live/bench"
   PLAY_FLV="http://$HTTP/live/bench.flv"
+  PLAY_HLS="http://$HTTP/live/bench.m3u8"
 }
 
 # start_nginx LABEL: nginx with bench/nginx-rtmp/nginx.conf.in on a free port; sets PID, PUSH,
@@ -179,7 +213,8 @@ stop_all() {
   kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
 }
 
-# viewers SCENARIO URL FILE N [--metrics-url U]
+# viewers SCENARIO URL FILE N [--metrics-url U] [--ll]. MIN=K sets --min-kbps (default
+# MIN_KBPS; HLS viewers get 0: segments arrive in bursts, so a window's edges cut the rate).
 viewers() {
   local scenario=$1 url=$2 file=$3 n=$4; shift 4
   local procs=$PROCS
@@ -187,7 +222,7 @@ viewers() {
   [ "$need" -gt "$procs" ] && procs=$need
   local cmd=("$LOADGEN" "$scenario" --url "$url" --viewers "$n" --duration "$DURATION"
     --ramp "$RAMP" --procs "$procs" --threads "$THREADS" --src "$SRC" --server-pid "$PID"
-    --min-kbps "$MIN_KBPS"
+    --min-kbps "${MIN:-$MIN_KBPS}"
     "$@" --json "$OUT/$file" --html "$OUT/${file%.json}.html" --quiet)
   note "${cmd[*]}"
   echo "== $file"
@@ -218,35 +253,108 @@ for n in $VIEWERS; do
   done
 done
 
-python3 - "$OUT" "$CORES" "$SRC_KBPS" "$VIEWERS" <<'PY' | tee "$OUT/summary.txt"
+# lag_sampler FILE: liveshard_loop_lag_seconds of every shard, twice a second, as
+# "UNIX_MS SHARD SECONDS" lines, until killed; sets SAMPLER.
+lag_sampler() {
+  local file=$1
+  (
+    while :; do
+      curl -s --max-time 1 "http://$HTTP/metrics" |
+        awk -v t="$(date +%s%3N)" -F'[{}"= ]+' '/^liveshard_loop_lag_seconds\{/ { print t, $3, $4 }'
+      sleep 0.5
+    done
+  ) >"$file" 2>/dev/null &
+  SAMPLER=$!
+  PIDS+=("$SAMPLER")
+  note "curl -s http://$HTTP/metrics   (every 0.5 s while loadgen runs: liveshard_loop_lag_seconds)"
+}
+
+# publisher_shard: the shard the stream's publisher is on (liveshard_media_streams_live).
+publisher_shard() {
+  curl -s --max-time 2 "http://$HTTP/metrics" |
+    awk -F'[{}"= ]+' '/^liveshard_media_streams_live\{/ && $4 > 0 { print $3; exit }'
+}
+
+# metric NAME: one unlabelled sample of liveshard's /metrics.
+metric() {
+  curl -s --max-time 2 "http://$HTTP/metrics" | awk -v n="$1" '$1 == n { print $2; exit }'
+}
+
+if wants hls; then
+  for n in $HLS_VIEWERS; do
+    for mode in $HLS_MODES; do
+      case $mode in
+        ts) start_liveshard "ls-hls-ts-$n" --set media.hls_fmp4=false ;;
+        fmp4) start_liveshard "ls-hls-fmp4-$n" --set media.hls_fmp4=true ;;
+        ll) start_liveshard "ls-hls-ll-$n" --set media.hls_low_latency=true --set media.hls_part_ms=333 ;;
+      esac
+      publish "$PUSH"
+      if [ "$mode" = ll ]; then
+        MIN=0 viewers hls-viewers "$PLAY_HLS" "hls-$mode-$n.json" "$n" --ll
+      else
+        MIN=0 viewers hls-viewers "$PLAY_HLS" "hls-$mode-$n.json" "$n"
+      fi
+      stop_all
+    done
+  done
+fi
+
+if wants recording; then
+  for n in $REC_VIEWERS; do
+    for rec in off on; do
+      if [ "$rec" = on ]; then
+        start_liveshard "ls-rec-$rec-$n" --set media.record=all
+      else
+        start_liveshard "ls-rec-$rec-$n"
+      fi
+      publish "$PUSH"
+      echo "shard=$(publisher_shard)" >"$OUT/rec-$rec-$n.lag.txt"
+      lag_sampler "$WORK/lag.txt"
+      viewers flv-viewers "$PLAY_FLV" "rec-$rec-$n.json" "$n"
+      kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+      {
+        cat "$WORK/lag.txt"
+        echo "record_bytes_total=$(metric liveshard_record_bytes_total)"
+        echo "record_frames_dropped_total=$(metric liveshard_record_frames_dropped_total)"
+      } >>"$OUT/rec-$rec-$n.lag.txt"
+      stop_all
+    done
+  done
+fi
+
+python3 - "$OUT" "$CORES" "$SRC_KBPS" "$VIEWERS" "$HLS_VIEWERS" "$REC_VIEWERS" "$DURATION" <<'PY' | tee "$OUT/summary.txt"
 import json, os, sys
 out, cores, src_kbps, ns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
+hls_ns, rec_ns, duration = sys.argv[5].split(), sys.argv[6].split(), float(sys.argv[7])
 def load(name):
     p = os.path.join(out, name)
     return json.load(open(p))["results"] if os.path.exists(p) else None
 def f(v, fmt):
     return format(v, fmt) if v is not None else "n/a"
 print(f"media: one {src_kbps} kbit/s stream; {cores} cores shared by the server, loadgen and ffmpeg")
-print(f"{'run':22} {'viewers':>7} {'up':>6} {'held':>6} {'TTFF p50':>8} {'p99':>7} {'key p99':>7} "
-      f"{'Mbit/s':>7} {'kbps/v':>6} {'min':>4} {'srv cores':>9} {'cores/Gbps':>10} {'held/core':>9} {'lg cores':>8}")
 rows = {}
 for n in ns:
     for proto, server in [("rtmp", "liveshard"), ("rtmp", "nginx-rtmp"), ("flv", "liveshard")]:
         r = load(f"{proto}-{server}-{n}.json")
-        if not r:
-            continue
-        rows[(proto, server, n)] = r
-        t, k = r["ttff_us"], r["ttff_keyframe_us"]
-        print(f"{proto + ' ' + server:22} {n:>7} {r['connections']['up']:>6} {r['viewers_held']:>6} "
-              f"{t['p50']/1000:>8.1f} {t['p99']/1000:>7.1f} {k['p99']/1000:>7.1f} "
-              f"{r['mbit_per_sec']:>7.1f} {r['per_viewer_kbit_s']['p50']:>6} {r['per_viewer_kbit_s']['min']:>4} "
-              f"{f(r['server_cpu_cores'], '9.2f')} {f(r['server_cores_per_gbit_s'], '10.3f')} "
-              f"{f(r['viewers_per_server_core'], '9.0f')} {f(r['loadgen_cpu_cores'], '8.2f')}")
-print("TTFF in ms (connect start → first complete video frame / keyframe); held = up for the whole")
-print(f"window, connected at its end, no gap over 1 s between tags, ≥ 90 % of the source rate;")
-print("kbps/v = per-viewer kbit/s over the window, p50 and min; cores/Gbps = server CPU cores busy")
-print("per delivered Gbit/s (lower is better); held/core = viewers held / server cores busy.")
-print("ratios, liveshard vs nginx-rtmp (RTMP play, same publisher, same load):")
+        if r:
+            rows[(proto, server, n)] = r
+if rows:
+    print(f"{'run':22} {'viewers':>7} {'up':>6} {'held':>6} {'TTFF p50':>8} {'p99':>7} {'key p99':>7} "
+          f"{'Mbit/s':>7} {'kbps/v':>6} {'min':>4} {'srv cores':>9} {'cores/Gbps':>10} {'held/core':>9} {'lg cores':>8}")
+for (proto, server, n), r in rows.items():
+    t, k = r["ttff_us"], r["ttff_keyframe_us"]
+    print(f"{proto + ' ' + server:22} {n:>7} {r['connections']['up']:>6} {r['viewers_held']:>6} "
+          f"{t['p50']/1000:>8.1f} {t['p99']/1000:>7.1f} {k['p99']/1000:>7.1f} "
+          f"{r['mbit_per_sec']:>7.1f} {r['per_viewer_kbit_s']['p50']:>6} {r['per_viewer_kbit_s']['min']:>4} "
+          f"{f(r['server_cpu_cores'], '9.2f')} {f(r['server_cores_per_gbit_s'], '10.3f')} "
+          f"{f(r['viewers_per_server_core'], '9.0f')} {f(r['loadgen_cpu_cores'], '8.2f')}")
+if rows:
+    print("TTFF in ms (connect start → first complete video frame / keyframe); held = up for the whole")
+    print(f"window, connected at its end, no gap over 1 s between tags, ≥ 90 % of the source rate;")
+    print("kbps/v = per-viewer kbit/s over the window, p50 and min; cores/Gbps = server CPU cores busy")
+    print("per delivered Gbit/s (lower is better); held/core = viewers held / server cores busy.")
+if any(p == "rtmp" and s == "nginx-rtmp" for p, s, _ in rows):
+    print("ratios, liveshard vs nginx-rtmp (RTMP play, same publisher, same load):")
 for n in ns:
     a, b = rows.get(("rtmp", "liveshard", n)), rows.get(("rtmp", "nginx-rtmp", n))
     if not (a and b):
@@ -260,7 +368,8 @@ for n in ns:
 flv = [(int(n), rows[("flv", "liveshard", n)]) for n in ns if ("flv", "liveshard", n) in rows]
 rtmp_pairs = [(rows.get(("rtmp", "liveshard", n)), rows.get(("rtmp", "nginx-rtmp", n))) for n in ns]
 rtmp_pairs = [(a, b) for a, b in rtmp_pairs if a and b and a["server_cores_per_gbit_s"] and b["server_cores_per_gbit_s"]]
-print("goal check (SPEC §3 Media):")
+if flv or rtmp_pairs:
+    print("goal check (SPEC §3 Media):")
 if flv:
     n, r = max(flv, key=lambda x: x[0])
     per_core = r["viewers_per_server_core"]
@@ -277,6 +386,101 @@ if rtmp_pairs:
     print(f"  CPU per delivered Gbit/s below nginx-rtmp's: {'met' if better else 'not met'} "
           f"at {sum(a['server_cores_per_gbit_s'] < b['server_cores_per_gbit_s'] for a, b in rtmp_pairs)}"
           f" of {len(rtmp_pairs)} viewer counts")
+
+def ms(us):
+    return f"{us / 1000:.1f}"
+hls = {(m, n): load(f"hls-{m}-{n}.json") for n in hls_ns for m in ("ts", "fmp4", "ll")}
+hls = {k: r for k, r in hls.items() if r}
+if hls:
+    print()
+    print("HLS (loadgen hls-viewers: one poller per viewer on a keep-alive connection; ts and fmp4")
+    print("poll the playlist and fetch whole segments, ll does blocking reloads and fetches parts):")
+    print(f"{'run':10} {'viewers':>7} {'up':>6} {'held':>6} {'Mbit/s':>7} {'srv cores':>9} {'cores/Gbps':>10} "
+          f"{'lat p50':>8} {'p99':>8} {'max':>8} {'hold p50':>8} {'p99':>7} {'errors':>6} {'lg cores':>8}")
+    for (m, n), r in hls.items():
+        h = r["hls"]
+        l, hold = h["ingest_to_received_us"], h["blocking_reload_hold_us"]
+        held_cols = (f"{ms(hold['p50']):>8} {ms(hold['p99']):>7}" if m == "ll" else f"{'-':>8} {'-':>7}")
+        print(f"{'hls ' + m:10} {n:>7} {r['connections']['up']:>6} {r['viewers_held']:>6} "
+              f"{r['mbit_per_sec']:>7.1f} {f(r['server_cpu_cores'], '9.3f')} "
+              f"{f(r['server_cores_per_gbit_s'], '10.3f')} {ms(l['p50']):>8} {ms(l['p99']):>8} "
+              f"{ms(l['max']):>8} {held_cols} {sum(h['errors'].values()):>6} "
+              f"{f(r['loadgen_cpu_cores'], '8.2f')}")
+    print("lat = ingest → received in ms: from when the last frame of a segment (ts, fmp4) or part (ll)")
+    print("was ingested (its playlist's PROGRAM-DATE-TIME plus durations) to its last byte received by")
+    print("the poller; not glass-to-glass (no player buffer, no decode). hold = blocking reload, request")
+    print("sent → answer received, ms. held = up for the whole window, no 3 × target duration without")
+    print("new media. Mbit/s counts playlists too (socket bytes).")
+    if any(r["hls"]["ingest_to_received_us"]["below_zero"] for r in hls.values()):
+        print("Below 0: received before the time the playlist gives. A segment's PROGRAM-DATE-TIME is")
+        print("the stream's epoch plus its stream time, the epoch fixed by the stream's first frame; a")
+        print("first frame that came late (the publisher's connect) puts every date-time after the real")
+        print("ingest by that much. The offset is one constant per run, so spreads (p99 − p50) hold.")
+    for n in hls_ns:
+        a, b = hls.get(("ts", n)), hls.get(("fmp4", n))
+        if a and b and a["server_cores_per_gbit_s"] and b["server_cores_per_gbit_s"]:
+            print(f"  {n:>6} viewers, TS vs fMP4: {a['server_cores_per_gbit_s']:.3f} vs "
+                  f"{b['server_cores_per_gbit_s']:.3f} server cores per delivered Gbit/s "
+                  f"(fMP4/TS {b['server_cores_per_gbit_s'] / a['server_cores_per_gbit_s']:.2f}); "
+                  f"{a['mbit_per_sec']:.1f} vs {b['mbit_per_sec']:.1f} Mbit/s delivered")
+        ll = hls.get(("ll", n))
+        if ll:
+            h = ll["hls"]
+            print(f"  {n:>6} viewers, LL-HLS: ingest → received p50 {ms(h['ingest_to_received_us']['p50'])} "
+                  f"p99 {ms(h['ingest_to_received_us']['p99'])} ms over {h['ingest_to_received_us']['count']} "
+                  f"parts; {h['blocking_reloads']} blocking reloads held p50 "
+                  f"{ms(h['blocking_reload_hold_us']['p50'])} ms (mean {h['blocking_reload_hold_us']['mean']/1000:.1f}); "
+                  f"{h['hinted_parts']} hinted parts, {h['hint_404']} hint 404s, {h['status_503']} 503s")
+
+def lag(name):
+    p = os.path.join(out, name)
+    if not os.path.exists(p):
+        return None
+    shard, samples, facts = None, [], {}
+    for line in open(p):
+        line = line.strip()
+        if line.startswith("shard="):
+            shard = line[6:]
+        elif "=" in line:
+            k, v = line.split("=", 1)
+            facts[k] = v
+        elif line:
+            t, sh, v = line.split()
+            if sh == shard:
+                samples.append(float(v) * 1000)
+    samples.sort()
+    q = lambda p: samples[min(len(samples) - 1, int(p * len(samples)))] if samples else None
+    return {"shard": shard, "n": len(samples), "p50": q(0.5), "p99": q(0.99),
+            "max": samples[-1] if samples else None, **facts}
+rec = {}
+for n in rec_ns:
+    for mode in ("off", "on"):
+        r = load(f"rec-{mode}-{n}.json")
+        if r:
+            rec[(mode, n)] = (r, lag(f"rec-{mode}-{n}.lag.txt") or {})
+if rec:
+    print()
+    print("recording (media.record=all) vs none, the same publish, loadgen flv-viewers as the load:")
+    print(f"{'run':10} {'viewers':>7} {'held':>6} {'Mbit/s':>7} {'srv cores':>9} {'cores/Gbps':>10} "
+          f"{'shard':>5} {'lag p50':>7} {'p99':>6} {'max':>6} {'samples':>7} {'rec MB':>7} {'dropped':>7}")
+    for (mode, n), (r, g) in rec.items():
+        rb = g.get("record_bytes_total") or ""
+        print(f"{'rec ' + mode:10} {n:>7} {r['viewers_held']:>6} {r['mbit_per_sec']:>7.1f} "
+              f"{f(r['server_cpu_cores'], '9.3f')} {f(r['server_cores_per_gbit_s'], '10.3f')} "
+              f"{g.get('shard') or '?':>5} {f(g.get('p50'), '7.1f')} {f(g.get('p99'), '6.1f')} "
+              f"{f(g.get('max'), '6.1f')} {g.get('n', 0):>7} "
+              f"{(f'{int(rb) / 1e6:.1f}' if rb.isdigit() else 'n/a'):>7} "
+              f"{g.get('record_frames_dropped_total') or 'n/a':>7}")
+    print("lag = liveshard_loop_lag_seconds of the publisher's shard (how late its 100 ms tick ran),")
+    print("ms, sampled twice a second over the run; rec MB = liveshard_record_bytes_total at the end.")
+    for n in rec_ns:
+        a, b = rec.get(("off", n)), rec.get(("on", n))
+        if a and b and a[0]["server_cpu_cores"] is not None and b[0]["server_cpu_cores"] is not None:
+            d = b[0]["server_cpu_cores"] - a[0]["server_cpu_cores"]
+            lag_d = (f"; publisher's shard lag p50 {f(a[1].get('p50'), '.1f')} → {f(b[1].get('p50'), '.1f')} ms, "
+                     f"max {f(a[1].get('max'), '.1f')} → {f(b[1].get('max'), '.1f')} ms")
+            print(f"  {n:>6} viewers: recording adds {d:+.3f} server cores "
+                  f"({a[0]['server_cpu_cores']:.3f} → {b[0]['server_cpu_cores']:.3f}){lag_d}")
 PY
 
 {
@@ -301,8 +505,22 @@ PY
   echo "One stream, encoded once: testsrc2 640x360 25 fps, libx264 ultrafast/zerolatency, 1 s GOP,"
   echo "500 kbit/s video (maxrate 500k) + 64 kbit/s AAC; $SRC_KBPS kbit/s in the FLV file. Published"
   echo "with \`ffmpeg -re -stream_loop -1 -c copy\` to a fresh server for every run."
-  echo "Viewers: $VIEWERS; ramp $RAMP connections/s; ${DURATION}s measured once all are up;"
-  echo "loadgen in $PROCS processes × $THREADS executors, sources $SRC."
+  echo "Parts: $ONLY. Viewers: $VIEWERS (HLS: $HLS_VIEWERS; recording: $REC_VIEWERS); ramp $RAMP"
+  echo "connections/s; ${DURATION}s measured once all are up; loadgen in $PROCS processes ×"
+  echo "$THREADS executors, sources $SRC."
+  if wants hls; then
+    echo
+    echo "HLS modes: $HLS_MODES. ts: \`--set media.hls_fmp4=false\`; fmp4: \`--set media.hls_fmp4=true\`;"
+    echo "ll: \`--set media.hls_low_latency=true --set media.hls_part_ms=333\` and \`loadgen hls-viewers --ll\`"
+    echo "(blocking reloads, every part, the preload-hinted part too). Segments are"
+    echo "media.hls_segment_secs (default 2 s) long, cut at the first keyframe after (1 s GOP)."
+  fi
+  if wants recording; then
+    echo
+    echo "Recording: the same server without and with \`--set media.record=all\` (FLV files in the"
+    echo "run's data directory under /tmp, on $(df -P /tmp | awk 'NR == 2 { print $1 }')), \`loadgen flv-viewers\` as the"
+    echo "load; liveshard_loop_lag_seconds of the publisher's shard sampled twice a second (rec-*.lag.txt)."
+  fi
   echo
   md_commands_and_results "$COMMANDS" "$OUT/summary.txt"
 } >"$OUT/SETUP.md"

@@ -1,6 +1,7 @@
 //! The HTTP-FLV client side, sans-IO: the response head, the chunked transfer coding, and an
 //! FLV tag scanner that finds tag boundaries and types — enough to time the first frame and
-//! the first keyframe and to see gaps between tags, nothing is decoded.
+//! the first keyframe and to see gaps between tags, nothing is decoded. The head parser and
+//! the chunked decoder also serve the HLS poller's responses (`hlsproto.rs`).
 //!
 //! Everything here streams: each read's bytes go through [`Body::feed`] once, payloads are
 //! never copied or buffered (only the first [`TAG_HEAD`] bytes of a tag are kept, to classify
@@ -32,6 +33,11 @@ impl std::fmt::Display for ProtoError {
 pub struct ResponseHead {
     pub status: u16,
     pub chunked: bool,
+    /// `Content-Length`, when given (and not overridden by chunked coding).
+    pub content_length: Option<u64>,
+    /// The server closes the connection after this response (`Connection: close`, or
+    /// HTTP/1.0 without `keep-alive`).
+    pub close: bool,
     /// Bytes of the head, blank line included; the body starts there.
     pub len: usize,
 }
@@ -64,19 +70,40 @@ pub fn parse_head(buf: &[u8]) -> Result<ResponseHead, HeadError> {
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or(HeadError::Bad("bad status code"))?;
     let mut chunked = false;
+    let mut content_length = None;
+    let mut close = version == "HTTP/1.0";
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err(HeadError::Bad("header line without a colon"));
         };
-        if name.trim().eq_ignore_ascii_case("transfer-encoding") {
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value
                 .split(',')
                 .any(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = value
+                .parse::<u64>()
+                .map_err(|_| HeadError::Bad("bad Content-Length"))?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(HeadError::Bad("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    close = false;
+                }
+            }
         }
     }
     Ok(ResponseHead {
         status,
         chunked,
+        content_length: if chunked { None } else { content_length },
+        close,
         len: end + 4,
     })
 }
@@ -590,11 +617,16 @@ mod tests {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\n\r\nFLV";
         let h = parse_head(ok).unwrap();
         assert_eq!((h.status, h.chunked, h.len), (200, true, ok.len() - 3));
-        assert_eq!(
-            parse_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n")
-                .unwrap()
-                .status,
-            404
+        assert!(!h.close);
+        let h = parse_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n").unwrap();
+        assert_eq!((h.status, h.content_length), (404, Some(3)));
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(h.close && h.content_length.is_none());
+        assert!(parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().close);
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+                .is_err()
         );
         assert_eq!(
             parse_head(b"HTTP/1.1 200 OK\r\nX: y\r\n"),

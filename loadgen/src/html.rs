@@ -84,6 +84,7 @@ pub fn page(report: &Report, url: &str, hist: Option<&Histogram<u64>>) -> String
     }
     if let Some(h) = hist.filter(|h| !h.is_empty()) {
         let what = match &report.results {
+            Results::Media(r) if r.hls.is_some() => "Latency, ingest → received",
             Results::Media(_) => "Time to first frame",
             _ => "Latency, publish → deliver",
         };
@@ -149,7 +150,35 @@ fn cards(results: &Results) -> Vec<(String, String)> {
             c.push(("viewers held".into(), thousands(r.viewers_held)));
             c.push(("viewers at start".into(), thousands(r.viewers_at_start)));
             c.push(("Mbit/s".into(), format!("{:.1}", r.mbit_per_sec)));
-            latency_cards(&mut c, "TTFF", &r.ttff_us);
+            match &r.hls {
+                Some(h) => {
+                    let l = &h.ingest_to_received_us;
+                    for (name, v) in [
+                        ("p50", l.p50),
+                        ("p90", l.p90),
+                        ("p99", l.p99),
+                        ("max", l.max),
+                    ] {
+                        c.push((
+                            format!("ingest→received {name}"),
+                            format!("{:.1} ms", v as f64 / 1000.0),
+                        ));
+                    }
+                    c.push(("received early".into(), thousands(l.below_zero)));
+                    if h.mode != "plain" {
+                        let hold = &h.blocking_reload_hold_us;
+                        for (name, v) in [("p50", hold.p50), ("p99", hold.p99)] {
+                            let ms = format!("{:.1} ms", v as f64 / 1000.0);
+                            c.push((format!("reload hold {name}"), ms));
+                        }
+                    }
+                    c.push((
+                        "HLS errors".into(),
+                        thousands(h.counts.errors.values().sum()),
+                    ));
+                }
+                None => latency_cards(&mut c, "TTFF", &r.ttff_us),
+            }
             c.push(("stalls in window".into(), thousands(r.stalls_in_window)));
             c.push(("connect errors".into(), thousands(r.connections.failed)));
             c.push((
@@ -198,9 +227,14 @@ fn charts(s: &mut String, results: &Results, t: &Timeline) {
         line_chart(unit, x_max, &[(unit, COLOURS[0], one)])
     );
     // Media latencies are times to first frame, taken while viewers connect (before the
-    // window): over the window they would be a few stragglers, not a curve.
-    let fanout = matches!(results, Results::Fanout(_));
-    if fanout && pts.iter().any(|p| p.latency_us.count > 0) {
+    // window): over the window they would be a few stragglers, not a curve. HLS latencies
+    // are taken all through the window, as fan-out's are.
+    let curve = match results {
+        Results::Fanout(_) => true,
+        Results::Media(r) => r.hls.is_some(),
+        Results::Idle(_) => false,
+    };
+    if curve && pts.iter().any(|p| p.latency_us.count > 0) {
         let lat = |f: fn(&Percentiles) -> u64| -> Vec<(f64, f64)> {
             pts.iter()
                 .filter(|p| p.latency_us.count > 0)

@@ -2,8 +2,9 @@
 //! open sockets, the run's phase), the [`ExecShared`] counters its process's main thread
 //! reads, and the wall clock ([`unix_ns`]) every process of a run agrees on.
 //!
-//! The worker builds these and the connection drivers ([`crate::conn`], [`crate::media`])
-//! update them, so both import this file and neither imports the other for it.
+//! The worker builds these and the connection drivers ([`crate::conn`], [`crate::media`],
+//! [`crate::hls`]) update them, so both import this file and neither imports the other for
+//! it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
@@ -15,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 
 use crate::hist;
+use crate::hlsreport::{HlsCounts, HlsReport};
 use crate::marker::Scanner;
 use crate::plan::WorkerPlan;
 use crate::report::{MediaReport, TargetReport};
@@ -181,9 +183,15 @@ pub fn unix_ns() -> u64 {
 /// One executor's media counters and histograms (per-viewer values are added when the
 /// viewer ends).
 pub struct MediaAgg {
+    /// Time to the first keyframe (hls-viewers: to the first segment or part).
     pub ttff_key: Histogram<u64>,
     pub rate_kbps: Histogram<u64>,
     pub r: MediaReport,
+    /// hls-viewers: blocking reload hold times (µs), how early media came before the time
+    /// its playlist gives (µs), and the pollers' counts.
+    pub hold: Histogram<u64>,
+    pub early: Histogram<u64>,
+    pub hls: Option<HlsCounts>,
 }
 
 impl Default for MediaAgg {
@@ -192,6 +200,9 @@ impl Default for MediaAgg {
             ttff_key: hist::new_histogram(),
             rate_kbps: hist::new_histogram(),
             r: MediaReport::default(),
+            hold: hist::new_histogram(),
+            early: hist::new_histogram(),
+            hls: None,
         }
     }
 }
@@ -201,6 +212,16 @@ impl MediaAgg {
         let mut r = self.r;
         r.ttff_key_hist = hist::hist_to_b64(&self.ttff_key);
         r.rate_kbps_hist = hist::hist_to_b64(&self.rate_kbps);
+        r.hls = self.hls.map(|counts| HlsReport {
+            counts,
+            hold_hist: hist::hist_to_b64(&self.hold),
+            early_hist: hist::hist_to_b64(&self.early),
+        });
         r
+    }
+
+    /// The HLS counts, made on first use.
+    pub fn hls(&mut self) -> &mut HlsCounts {
+        self.hls.get_or_insert_with(Default::default)
     }
 }

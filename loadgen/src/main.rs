@@ -3,22 +3,27 @@
 //!
 //! Crate map:
 //! - `plan.rs`      — raw flags → validated plan; what each worker and executor owns
-//! - `parent.rs`    — spawns `--procs` workers, the start barrier, progress line, the report
+//! - `parent/`      — spawns `--procs` workers, the start barrier, progress line, the report
+//!   (`results.rs`: the merged counts made into the report's results)
 //! - `worker.rs`    — one worker process: glommio executors, counters, the stdin/stdout protocol
 //! - `conn.rs`      — WebSocket connection drivers on glommio: connect, viewer, publisher
 //! - `media.rs`     — media viewer drivers on glommio: HTTP-FLV and RTMP play, TTFF, stalls
+//! - `hls.rs`       — the HLS poller driver on glommio: one keep-alive connection per viewer
+//! - `hlsplayer.rs` — sans-IO HLS player: what to fetch next, plain or low-latency, stalls
+//! - `hlsproto/`    — sans-IO HTTP/1.1 responses for polling, the m3u8 parser, playlist URIs
+//! - `hlsreport.rs` — what hls-viewers reports: latency ingest → received, reload hold times
 //! - `wsproto.rs`   — sans-IO WebSocket client codec (upgrade, masked frames, frame parser)
 //! - `flvproto.rs`  — sans-IO HTTP-FLV: response head, chunked coding, FLV tag scanner
 //! - `rtmpproto.rs` — sans-IO RTMP play client: handshake, chunk stream, commands, acks
 //! - `amf0.rs`      — the AMF0 values the RTMP client writes and reads
-//! - `marker.rs`   — latency markers written by publishers and scanned by viewers
-//! - `token.rs`    — HS256 tokens for publishers
-//! - `local.rs`    — one executor's shared state (counters, histograms, sockets), the wall clock
-//! - `report.rs`   — report types, summaries, machine facts
-//! - `hist.rs`     — latency histograms: wire form, merging, percentiles
-//! - `timeline.rs` — per-interval figures of the measurement window, from workers' progress
-//! - `html.rs`     — the `--html` page: figures, charts and the histogram as inline SVG
-//! - `probe.rs`    — what loadgen reads from the server side: `/metrics`, `/proc/PID`
+//! - `marker.rs`    — latency markers written by publishers and scanned by viewers
+//! - `token.rs`     — HS256 tokens for publishers
+//! - `local.rs`     — one executor's shared state (counters, histograms, sockets), the wall clock
+//! - `report.rs`    — report types, summaries, machine facts
+//! - `hist.rs`      — latency histograms: wire form, merging, percentiles
+//! - `timeline.rs`  — per-interval figures of the measurement window, from workers' progress
+//! - `html.rs`      — the `--html` page: figures, charts and the histogram as inline SVG
+//! - `probe.rs`     — what loadgen reads from the server side: `/metrics`, `/proc/PID`
 //!
 //! Why glommio and not the server's monoio: a runtime bug must not hide on both sides of a
 //! measurement (SPEC C12).
@@ -27,6 +32,10 @@ mod amf0;
 mod conn;
 mod flvproto;
 mod hist;
+mod hls;
+mod hlsplayer;
+mod hlsproto;
+mod hlsreport;
 mod html;
 mod local;
 mod marker;
@@ -51,7 +60,7 @@ use clap::{Args, Parser, Subcommand};
     name = "loadgen",
     version,
     about = "Load generator for liveshard: WebSocket fan-out latency, idle-connection memory, \
-             HTTP-FLV and RTMP viewers"
+             HTTP-FLV, RTMP and HLS viewers"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,6 +79,10 @@ enum Command {
     FlvViewers(MediaArgs),
     /// N RTMP play viewers of one stream: the same numbers as flv-viewers.
     RtmpViewers(MediaArgs),
+    /// N HLS players of one stream, each polling its media playlist over one keep-alive
+    /// connection (--ll: Low-Latency HLS parts and blocking reloads): ingest → received
+    /// latency per segment or part, reload hold times, throughput, stalls, server CPU.
+    HlsViewers(HlsArgs),
     /// Internal: one worker process (reads its plan on stdin, reports on stdout).
     #[command(hide = true)]
     Worker,
@@ -207,7 +220,9 @@ pub struct MediaArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// The stream: http://HOST:PORT/APP/STREAM.flv for flv-viewers (a query, e.g. a play
-    /// signature, is sent as given), rtmp://HOST[:PORT]/APP/STREAM[?QUERY] for rtmp-viewers.
+    /// signature, is sent as given), rtmp://HOST[:PORT]/APP/STREAM[?QUERY] for rtmp-viewers,
+    /// http://HOST:PORT/APP/STREAM.m3u8 for hls-viewers (a query is sent with every request:
+    /// with the playlist's, and with each URI in it that has none of its own).
     #[arg(long)]
     pub url: String,
     /// Viewer connections.
@@ -217,7 +232,8 @@ pub struct MediaArgs {
     /// CPU are taken over this window; time to first frame over the connect phase).
     #[arg(long, value_name = "SECS")]
     pub duration: f64,
-    /// A gap between consecutive tags longer than this is a stall.
+    /// A gap between consecutive tags longer than this is a stall (hls-viewers: no new
+    /// segment or part for 3 × the playlist's target duration, whatever this says).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub stall_ms: u64,
     /// A viewer counts as held only if it also received at least this many kbit/s over the
@@ -231,6 +247,21 @@ pub struct MediaArgs {
     pub metrics_url: Option<String>,
 }
 
+#[derive(Args, Clone, Debug)]
+pub struct HlsArgs {
+    #[command(flatten)]
+    pub media: MediaArgs,
+    /// Play as a Low-Latency HLS player: start at the latest independent part, then
+    /// blocking reloads (_HLS_msn/_HLS_part) and every new part, in order. Latency is taken
+    /// per part (plain: per segment).
+    #[arg(long)]
+    pub ll: bool,
+    /// With --ll: do not fetch the preload-hinted part (by default each viewer fetches it
+    /// when it is the next part it wants; the server answers once the part is complete).
+    #[arg(long)]
+    pub no_hints: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -242,6 +273,7 @@ fn main() -> ExitCode {
         Command::RtmpViewers(args) => {
             plan::media(args, plan::Scenario::RtmpViewers).and_then(parent::run)
         }
+        Command::HlsViewers(args) => plan::hls(args).and_then(parent::run),
         Command::Worker => return worker::main(),
     };
     match result {

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::rtmpproto::{self, PlayTarget};
-use crate::{marker, token, CommonArgs, FanoutArgs, IdleArgs, MediaArgs, WsArgs};
+use crate::{marker, token, CommonArgs, FanoutArgs, HlsArgs, IdleArgs, MediaArgs, WsArgs};
 
 pub const MAX_CONNS: usize = 1_000_000;
 pub const MAX_PROCS: usize = 256;
@@ -34,12 +34,25 @@ pub enum Scenario {
     WsIdle,
     FlvViewers,
     RtmpViewers,
+    HlsViewers,
 }
 
 impl Scenario {
     pub fn is_media(self) -> bool {
-        matches!(self, Scenario::FlvViewers | Scenario::RtmpViewers)
+        matches!(
+            self,
+            Scenario::FlvViewers | Scenario::RtmpViewers | Scenario::HlsViewers
+        )
     }
+}
+
+/// hls-viewers: how the pollers play.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct HlsPlan {
+    /// Low-Latency HLS: parts and blocking reloads instead of whole segments.
+    pub ll: bool,
+    /// Low-latency: also fetch the preload-hinted part.
+    pub hints: bool,
 }
 
 /// What one worker process is told on its stdin: the whole load plus its own index.
@@ -84,6 +97,9 @@ pub struct WorkerPlan {
     /// Media: the least kbit/s over the window for a viewer to count as held.
     #[serde(default)]
     pub min_kbps: u64,
+    /// hls-viewers: plain or low-latency play.
+    #[serde(default)]
+    pub hls: Option<HlsPlan>,
     /// ws-fanout with several URLs: all of them, the first being `addr`, `host`, `path`
     /// (where publishers connect). Empty with one URL.
     #[serde(default)]
@@ -345,6 +361,14 @@ pub fn media(a: MediaArgs, scenario: Scenario) -> Result<Plan, String> {
         }
         _ => {
             let (addr, host, path) = split_url(&a.url, "http://", 80)?;
+            let file = path.split('?').next().unwrap_or("");
+            if scenario == Scenario::HlsViewers && !file.ends_with(".m3u8") {
+                return Err(format!(
+                    "hls-viewers --url must name a media playlist, \
+                     http://HOST:PORT/APP/STREAM.m3u8[?QUERY]; got {:?}",
+                    a.url
+                ));
+            }
             (addr, host, path, None)
         }
     };
@@ -361,6 +385,7 @@ pub fn media(a: MediaArgs, scenario: Scenario) -> Result<Plan, String> {
     };
     let name = match scenario {
         Scenario::RtmpViewers => "rtmp-viewers",
+        Scenario::HlsViewers => "hls-viewers",
         _ => "flv-viewers",
     };
     let config = serde_json::json!({
@@ -391,6 +416,21 @@ pub fn media(a: MediaArgs, scenario: Scenario) -> Result<Plan, String> {
         quiet: c.quiet,
         config,
     })
+}
+
+pub fn hls(a: HlsArgs) -> Result<Plan, String> {
+    if a.no_hints && !a.ll {
+        return Err("--no-hints only means something with --ll".into());
+    }
+    let hls = HlsPlan {
+        ll: a.ll,
+        hints: a.ll && !a.no_hints,
+    };
+    let mut plan = media(a.media, Scenario::HlsViewers)?;
+    plan.worker.hls = Some(hls);
+    plan.config["ll"] = hls.ll.into();
+    plan.config["hints"] = hls.hints.into();
+    Ok(plan)
 }
 
 /// Descriptors a worker keeps for itself (io_uring rings, pipes, publishers' second half).
@@ -511,6 +551,7 @@ fn common(
         stall_ms: 0,
         rtmp: None,
         min_kbps: 0,
+        hls: None,
         targets: Vec::new(),
     })
 }
@@ -682,6 +723,7 @@ mod tests {
             stall_ms: 0,
             rtmp: None,
             min_kbps: 0,
+            hls: None,
             targets: Vec::new(),
         }
     }

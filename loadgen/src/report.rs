@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hist::{hist_from_b64, hist_to_b64, merge, new_histogram, Percentiles};
+use crate::hlsreport::{HlsReport, HlsResults};
 use crate::probe::Machine;
 
 /// What a worker writes on stdout, one JSON object per line.
@@ -137,6 +138,9 @@ pub struct MediaReport {
     pub ttff_key_hist: String,
     /// Full-window viewers' throughput (kbit/s), HdrHistogram V2 base64.
     pub rate_kbps_hist: String,
+    /// hls-viewers: what the pollers counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<HlsReport>,
 }
 
 impl MediaReport {
@@ -157,6 +161,9 @@ impl MediaReport {
         self.keyframes += r.keyframes;
         self.bytes_total += r.bytes_total;
         self.unpublished += r.unpublished;
+        if let Some(h) = &r.hls {
+            self.hls.get_or_insert_with(Default::default).merge(h);
+        }
         for (mine, theirs) in [
             (&mut self.ttff_key_hist, &r.ttff_key_hist),
             (&mut self.rate_kbps_hist, &r.rate_kbps_hist),
@@ -242,7 +249,9 @@ pub struct IdleResults {
     pub hold_s: f64,
 }
 
-/// flv-viewers and rtmp-viewers.
+/// flv-viewers, rtmp-viewers and hls-viewers (for HLS, a "frame" is a segment or part:
+/// TTFF is the time to the first one, tags count none, a stall is no new one for 3 × the
+/// target duration).
 #[derive(Debug, Clone, Serialize)]
 pub struct MediaResults {
     pub connections: Connections,
@@ -297,6 +306,9 @@ pub struct MediaResults {
     /// Deltas of liveshard_media_* counters over the run (from before connecting).
     pub server_metrics: BTreeMap<String, u64>,
     pub server_metrics_error: Option<String>,
+    /// hls-viewers: latency, blocking reloads and what was fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls: Option<HlsResults>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,7 +329,8 @@ pub struct Report {
     pub machine: Machine,
     pub results: Results,
     /// The merged latency histogram (HdrHistogram V2, base64), for comparing runs: the
-    /// publish→deliver latency (ws-fanout) or the time to first frame (media).
+    /// publish→deliver latency (ws-fanout), the ingest→received latency (hls-viewers) or
+    /// the time to first frame (the other media scenarios).
     pub latency_hist_v2: Option<String>,
     /// Figures per interval of the measurement window (deliveries, bytes, latencies).
     pub timeline: Option<crate::timeline::Timeline>,
@@ -492,37 +505,64 @@ fn media_summary(s: &mut String, c: &serde_json::Value, url: &str, r: &MediaResu
         thousands(r.viewers_without_keyframe),
     ));
     let (f, k) = (&r.ttff_us, &r.ttff_keyframe_us);
-    s.push_str(&format!(
-        "TTFF ms      frame p50 {} p90 {} p99 {} max {} (n={}) | keyframe p50 {} p99 {} max {}\n",
-        ms(f.p50),
-        ms(f.p90),
-        ms(f.p99),
-        ms(f.max),
-        thousands(f.count),
-        ms(k.p50),
-        ms(k.p99),
-        ms(k.max),
-    ));
+    if r.hls.is_some() {
+        s.push_str(&format!(
+            "TTFF ms      first segment or part p50 {} p90 {} p99 {} max {} (n={})\n",
+            ms(f.p50),
+            ms(f.p90),
+            ms(f.p99),
+            ms(f.max),
+            thousands(f.count),
+        ));
+    } else {
+        s.push_str(&format!(
+            "TTFF ms      frame p50 {} p90 {} p99 {} max {} (n={}) | keyframe p50 {} p99 {} max {}\n",
+            ms(f.p50),
+            ms(f.p90),
+            ms(f.p99),
+            ms(f.max),
+            thousands(f.count),
+            ms(k.p50),
+            ms(k.p99),
+            ms(k.max),
+        ));
+    }
     let v = &r.per_viewer_kbit_s;
     s.push_str(&format!(
         "throughput   {:.1} Mbit/s in all over {:.1} s; per viewer kbit/s min {} p1 {} p50 {} max {}\n",
         r.mbit_per_sec, r.measured_s, v.min, r.per_viewer_kbit_s_p1, v.p50, v.max
     ));
-    s.push_str(&format!(
-        "tags         {} ({} video frames, {} keyframes), {} bytes in all\n",
-        thousands(r.tags),
-        thousands(r.video_frames),
-        thousands(r.keyframes),
-        thousands(r.bytes_total)
-    ));
-    s.push_str(&format!(
-        "stalls       {} gaps over {} ms ({} in the window, on {} viewers); longest gap {:.0} ms\n",
-        thousands(r.stalls),
-        r.stall_ms,
-        thousands(r.stalls_in_window),
-        thousands(r.viewers_stalled_in_window),
-        r.longest_gap_ms
-    ));
+    match &r.hls {
+        Some(h) => {
+            h.summary(s);
+            s.push_str(&format!(
+                "stalls       {} times no new media for 3 × the target duration ({} in the \
+                 window, on {} viewers); longest gap {:.0} ms; {} bytes in all\n",
+                thousands(r.stalls),
+                thousands(r.stalls_in_window),
+                thousands(r.viewers_stalled_in_window),
+                r.longest_gap_ms,
+                thousands(r.bytes_total)
+            ));
+        }
+        None => {
+            s.push_str(&format!(
+                "tags         {} ({} video frames, {} keyframes), {} bytes in all\n",
+                thousands(r.tags),
+                thousands(r.video_frames),
+                thousands(r.keyframes),
+                thousands(r.bytes_total)
+            ));
+            s.push_str(&format!(
+                "stalls       {} gaps over {} ms ({} in the window, on {} viewers); longest gap {:.0} ms\n",
+                thousands(r.stalls),
+                r.stall_ms,
+                thousands(r.stalls_in_window),
+                thousands(r.viewers_stalled_in_window),
+                r.longest_gap_ms
+            ));
+        }
+    }
     s.push_str(&format!("disconnects  {}\n", codes(&r.disconnects)));
     if r.unpublished > 0 {
         s.push_str(&format!(

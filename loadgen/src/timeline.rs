@@ -36,7 +36,8 @@ pub struct Point {
     pub mbit_per_sec: f64,
     /// Connections up at its end, over all workers.
     pub up: u64,
-    /// Latencies recorded in it, µs (ws-fanout: publish → deliver; media: time to first frame).
+    /// Latencies recorded in it, µs (ws-fanout: publish → deliver; hls-viewers: ingest →
+    /// received; the other media scenarios: time to first frame).
     pub latency_us: Percentiles,
 }
 

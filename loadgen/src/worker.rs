@@ -26,7 +26,7 @@ use crate::local::{unix_ns, ExecShared, Local, MediaAgg, Shared, TargetAgg};
 use crate::marker::Scanner;
 use crate::plan::{Scenario, WorkerPlan};
 use crate::report::{WorkerCommand, WorkerEvent, WorkerReport};
-use crate::{conn, media, probe};
+use crate::{conn, hls, media, probe};
 
 /// Registered-buffer memory per executor. glommio registers it with io_uring, which pins it
 /// against RLIMIT_MEMLOCK (8 MiB on these machines, per user, counted once per ring: three
@@ -92,6 +92,9 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
     for (k, role) in order.enumerate() {
         let start = spacing.map(|s| t0 + s * k as u32);
         tasks.push(match role {
+            conn::Role::Viewer(v) if plan.scenario == Scenario::HlsViewers => {
+                glommio::spawn_local(hls::run(local.clone(), v, start))
+            }
             conn::Role::Viewer(v) if plan.scenario.is_media() => {
                 glommio::spawn_local(media::run(local.clone(), v, start))
             }
@@ -132,7 +135,7 @@ async fn run_executor(shared: Arc<Shared>, t: usize) -> WorkerReport {
         let run_ms = match plan.scenario {
             Scenario::WsFanout => plan.duration_ms + plan.drain_ms,
             Scenario::WsIdle => plan.hold_ms,
-            Scenario::FlvViewers | Scenario::RtmpViewers => plan.duration_ms,
+            Scenario::FlvViewers | Scenario::RtmpViewers | Scenario::HlsViewers => plan.duration_ms,
         };
         sleep_until_unix(go_at + run_ms * 1_000_000, &shared).await;
     }

@@ -1,7 +1,8 @@
 //! Black-box tests of the `loadgen` binary against a real `liveshard` server: a small
 //! fan-out run whose report must account for every delivery, an idle run that must
-//! measure the server's memory per connection, and HTTP-FLV and RTMP viewer runs of a
-//! stream a real ffmpeg publishes, which must time the first frame and see bytes flow.
+//! measure the server's memory per connection, and HTTP-FLV, RTMP and HLS (plain and
+//! low-latency) viewer runs of a stream a real ffmpeg publishes, which must time the first
+//! frame (the HLS ones every segment or part) and see bytes flow.
 //! Then the options a performance engineer leans on: publishers logging in from a
 //! `--tokens` file (and refused ones counted), disconnects counted by the server's close
 //! code, `--procs` with `--src` merging into one report, `--payload` and `--ramp` showing
@@ -494,6 +495,96 @@ fn flv_and_rtmp_viewers_time_the_first_frame_of_a_real_stream() {
     rtmp.extend(["--server-pid".into(), pid]);
     let report = run_loadgen(&rtmp);
     assert_viewers_watched(&report, 10);
+}
+
+#[test]
+fn hls_viewers_poll_a_real_stream_plain_and_low_latency() {
+    let server = Server::start_with(
+        "hls",
+        &[
+            "media.hls_low_latency=true",
+            "media.hls_part_ms=333",
+            "media.hls_segment_secs=1",
+        ],
+    );
+    let out = Command::new(liveshard_bin())
+        .args([
+            "sign",
+            "--stream",
+            "lghls",
+            "--host",
+            &server.rtmp,
+            "--data-dir",
+        ])
+        .arg(server.dir.join("data"))
+        .output()
+        .expect("liveshard sign runs");
+    assert!(out.status.success());
+    let push = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _ffmpeg = publish(&push);
+    wait_live(&server.http, "lghls");
+    let url = format!("http://{}/live/lghls.m3u8", server.http);
+    let run = |extra: &[&str]| {
+        let mut args = strings(&[
+            "hls-viewers",
+            "--viewers",
+            "8",
+            "--duration",
+            "3",
+            "--quiet",
+        ]);
+        args.extend(["--url".into(), url.clone()]);
+        args.extend(["--server-pid".into(), server.child.id().to_string()]);
+        args.extend(strings(extra));
+        run_loadgen(&args)
+    };
+
+    // Plain: whole segments, each new one timed from its date-time.
+    let report = run(&[]);
+    let r = &report["results"];
+    assert_eq!(r["connections"]["up"], 8, "{r:#}");
+    assert_eq!(r["viewers_without_frame"], 0, "{r:#}");
+    let h = &r["hls"];
+    assert_eq!(h["mode"], "plain", "{h:#}");
+    assert!(h["segments"].as_u64().unwrap() >= 8 * 2, "{h:#}");
+    assert_eq!(h["parts"], 0, "{h:#}");
+    assert!(
+        h["ingest_to_received_us"]["count"].as_u64().unwrap() >= 8,
+        "{h:#}"
+    );
+    assert!(h["errors"].as_object().unwrap().is_empty(), "{h:#}");
+    assert!(h["playlists"].as_u64().unwrap() > h["segments"].as_u64().unwrap() / 2);
+    assert!(r["mbit_per_sec"].as_f64().unwrap() > 0.0, "{r:#}");
+
+    // Low latency: blocking reloads, every part in order (hinted ones too), each timed.
+    let report = run(&["--ll"]);
+    let r = &report["results"];
+    assert_eq!(r["connections"]["up"], 8, "{r:#}");
+    assert_eq!(r["viewers_stalled_in_window"], 0, "{r:#}");
+    let h = &r["hls"];
+    assert_eq!(
+        (h["mode"].as_str(), h["hints"].as_bool()),
+        (Some("low-latency"), Some(true))
+    );
+    let parts = h["parts"].as_u64().unwrap() + h["hinted_parts"].as_u64().unwrap();
+    // 3 s of 333 ms parts (shorter ones at each keyframe): at least 6 per viewer.
+    assert!(parts >= 8 * 6, "{h:#}");
+    assert!(h["blocking_reloads"].as_u64().unwrap() >= 8 * 3, "{h:#}");
+    assert!(
+        h["blocking_reload_hold_us"]["count"].as_u64().unwrap() > 0,
+        "{h:#}"
+    );
+    assert!(
+        h["ingest_to_received_us"]["count"].as_u64().unwrap() >= 8 * 6,
+        "{h:#}"
+    );
+    assert_eq!(h["segments"], 0, "{h:#}");
+    assert!(h["errors"].as_object().unwrap().is_empty(), "{h:#}");
+    assert!(
+        report["results"]["server_metrics"]["hls_blocking_requests_total"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
 }
 
 #[test]

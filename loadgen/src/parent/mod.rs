@@ -30,6 +30,15 @@ const MEDIA_METRICS: [&str; 5] = [
     "liveshard_media_slow_viewers_closed_total",
     "liveshard_media_frames_lost_total",
 ];
+/// liveshard's HLS counters an hls-viewers run reports the change of (a counter the server
+/// does not have is left out).
+const HLS_METRICS: [&str; 5] = [
+    "liveshard_media_hls_requests_total",
+    "liveshard_media_hls_blocking_requests_total",
+    "liveshard_media_hls_bytes_out_total",
+    "liveshard_media_hls_segments_total",
+    "liveshard_media_hls_input_skipped_total",
+];
 /// Lead time between the go command and the start, so every worker has read it.
 const GO_LEAD: Duration = Duration::from_millis(200);
 
@@ -158,7 +167,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
     let run_ms = match wp.scenario {
         Scenario::WsFanout => wp.duration_ms + wp.drain_ms,
         Scenario::WsIdle => wp.hold_ms,
-        Scenario::FlvViewers | Scenario::RtmpViewers => wp.duration_ms,
+        Scenario::FlvViewers | Scenario::RtmpViewers | Scenario::HlsViewers => wp.duration_ms,
     };
     let worker_pids: Vec<u32> = workers.children.iter().map(Child::id).collect();
     let loadgen_cpu = || -> Option<f64> {
@@ -316,7 +325,12 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
                 }
                 _ => 0.0,
             };
-            draw(&st, total_conns, t0, go_at.is_some(), rate, &so_far, media);
+            let what = match (media, wp.scenario) {
+                (false, _) => Drawn::Messages,
+                (true, Scenario::HlsViewers) => Drawn::HlsLatency,
+                (true, _) => Drawn::Ttff,
+            };
+            draw(&st, total_conns, t0, go_at.is_some(), rate, &so_far, what);
         }
     }
     if tty {
@@ -486,6 +500,15 @@ fn rate_limit_warning(sent: u64, refused: u64) -> Option<String> {
     })
 }
 
+/// What the progress line shows: messages and their latency, or received bits and the
+/// time to first frame or (hls-viewers) the ingest → received latency.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drawn {
+    Messages,
+    Ttff,
+    HlsLatency,
+}
+
 /// The live progress line (stderr, terminals only).
 fn draw(
     st: &[WorkerState],
@@ -494,7 +517,7 @@ fn draw(
     running: bool,
     rate: f64,
     so_far: &Histogram<u64>,
-    media: bool,
+    what: Drawn,
 ) {
     let up: u64 = st.iter().map(|s| s.up).sum();
     let failed: u64 = st.iter().map(|s| s.failed).sum();
@@ -505,10 +528,15 @@ fn draw(
     };
     let phase = if running { "running" } else { "connecting" };
     let mut err = std::io::stderr().lock();
-    let _ = if media {
+    let _ = if what != Drawn::Messages {
+        let label = if what == Drawn::Ttff {
+            "TTFF"
+        } else {
+            "ingest→recv"
+        };
         write!(
             err,
-            "\r\x1b[2K[{:6.1}s] {phase}: {up}/{total} up, {failed} failed | {:.1} Mbit/s | TTFF p99 {p99}",
+            "\r\x1b[2K[{:6.1}s] {phase}: {up}/{total} up, {failed} failed | {:.1} Mbit/s | {label} p99 {p99}",
             t0.elapsed().as_secs_f64(),
             rate / 1e6
         )

@@ -3,6 +3,7 @@
 //! memory), from the workers' merged report and what was read of the server.
 
 use super::*;
+use crate::hlsreport::HlsResults;
 
 pub(super) struct FanoutServer {
     pub(super) dropped_before: Option<Result<u64, String>>,
@@ -118,11 +119,14 @@ pub(super) struct MediaServer {
     pub(super) loadgen_cores: Option<f64>,
 }
 
+/// `latency`: the workers' merged latency histogram, the time to first frame (flv-viewers,
+/// rtmp-viewers) or the ingest → received latency (hls-viewers, whose time to the first
+/// segment or part comes in the media report's keyframe histogram).
 pub(super) fn media_results(
     plan: &Plan,
     m: &WorkerReport,
     connections: Connections,
-    ttff: &Histogram<u64>,
+    latency: &Histogram<u64>,
     server: MediaServer,
 ) -> Results {
     let wp = &plan.worker;
@@ -140,21 +144,30 @@ pub(super) fn media_results(
     let (server_metrics, server_metrics_error) = match (server.metrics_before, server.metrics_after)
     {
         (Some(Ok(before)), Some(Ok(after))) => (
-            MEDIA_METRICS
-                .iter()
-                .filter_map(|name| {
-                    let a = probe::sum_samples(&after, name)?;
-                    let b = probe::sum_samples(&before, name).unwrap_or(0);
-                    let short = name.trim_start_matches("liveshard_media_");
-                    Some((short.to_string(), a.saturating_sub(b)))
-                })
-                .collect(),
+            if wp.hls.is_some() {
+                &HLS_METRICS[..]
+            } else {
+                &MEDIA_METRICS[..]
+            }
+            .iter()
+            .filter_map(|name| {
+                let a = probe::sum_samples(&after, name)?;
+                let b = probe::sum_samples(&before, name).unwrap_or(0);
+                let short = name.trim_start_matches("liveshard_media_");
+                Some((short.to_string(), a.saturating_sub(b)))
+            })
+            .collect(),
             None,
         ),
         (Some(Err(e)), _) | (_, Some(Err(e))) => (Default::default(), Some(e)),
         _ => (Default::default(), None),
     };
     let up = connections.up;
+    let hls = wp.hls.map(|h| {
+        let r = r.hls.clone().unwrap_or_default();
+        HlsResults::new(&r, h.ll, h.hints, latency)
+    });
+    let ttff = if hls.is_some() { &key } else { latency };
     Results::Media(Box::new(MediaResults {
         connections,
         viewers_at_start: r.viewers_at_go,
@@ -203,5 +216,6 @@ pub(super) fn media_results(
         loadgen_cpu_cores: server.loadgen_cores,
         server_metrics,
         server_metrics_error,
+        hls,
     }))
 }

@@ -18,6 +18,7 @@
 //! - `amf0.rs`      — the AMF0 values the RTMP client writes and reads
 //! - `marker.rs`    — latency markers written by publishers and scanned by viewers
 //! - `token.rs`     — HS256 tokens for publishers
+//! - `urls.rs`      — target URLs resolved once, the `--src` address range
 //! - `local.rs`     — one executor's shared state (counters, histograms, sockets), the wall clock
 //! - `report.rs`    — report types, summaries, machine facts
 //! - `hist.rs`      — latency histograms: wire form, merging, percentiles
@@ -47,6 +48,7 @@ mod report;
 mod rtmpproto;
 mod timeline;
 mod token;
+mod urls;
 mod worker;
 mod wsproto;
 

@@ -120,8 +120,10 @@ function startPlayer() {
   } else {
     // No liveSyncDuration(Count) here: set by the user, either overrides the playlist's
     // (PART-)HOLD-BACK; left out, hls.js holds back PART-HOLD-BACK in low-latency mode and
-    // three target durations (its default count) from a playlist without one.
-    const h = new Hls({ lowLatencyMode: true, manifestLoadingMaxRetry: 6 });
+    // three target durations (its default count) from a playlist without one. Playing up to
+    // 1.25× (pitch kept) lets it catch up to that target after a start or a stall; at 1× it
+    // stays wherever it began, about a second behind it.
+    const h = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.25, manifestLoadingMaxRetry: 6 });
     const clock = hlsMediaClock(h);
     h.on(Hls.Events.ERROR, (_e, data) => {
       if (data.fatal) restartSoon();

@@ -53,7 +53,7 @@
 //! **Low-Latency HLS.** With `media.hls_low_latency`, the playlist also lists the parts
 //! of the segment being written, and a playlist asked for with `_HLS_msn`/`_HLS_part`,
 //! or a part asked for before it exists (the preload hint), waits for it on the owner
-//! shard: [`super::hls_wait`] says how, and how it is bounded. Parts are served like segments.
+//! shard: `hls_wait.rs` says how, and how it is bounded. Parts are served like segments.
 //!
 //! **Waiting for the first segment.** A playlist asked for before the stream's first
 //! segment is finished waits for it (polling the owner every [`FIRST_POLL`], at most

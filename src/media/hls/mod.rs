@@ -23,6 +23,9 @@
 //!   ([`Segmenter::refused`]): its open segment is dropped and its input ignored until a
 //!   publisher restarts it, so HLS never serves the AAC of a VP9 stream as if it were
 //!   the stream.
+//! - with [`HlsConfig::part_ms`] (Low-Latency HLS) every stream is fMP4 and the open
+//!   segment is published as it grows, in partial segments (`parts.rs`), listed with the
+//!   LL-HLS tags (`playlist.rs`);
 //! - a timestamp jump (backwards, or forwards by more than [`MAX_JUMP_MS`]) closes the
 //!   open segment, and the next one is marked `#EXT-X-DISCONTINUITY` and starts on a
 //!   keyframe again; so does a publisher coming back ([`Segmenter::resume`]).
@@ -84,7 +87,7 @@ pub struct HlsConfig {
     pub fmp4: bool,
     /// Low-Latency HLS: the partial segments' target duration in milliseconds; 0 for
     /// none. Parts are fMP4 fragments, so a segmenter with parts makes fMP4 for every
-    /// stream ([`parts`]).
+    /// stream (`parts.rs`).
     pub part_ms: u32,
 }
 

@@ -28,7 +28,7 @@
 #                    so the server's CPU time is its own and the load cannot steal it
 #   --windows LIST   liveshard merge windows in ms (default "0 50")
 #   --sweep LIST     extra liveshard window-0 runs of the first load at these rates (msgs/s),
-#                    the saturation sweep: delivered/s, p99 and drops per step
+#                    the saturation sweep: delivered/s, p99, drops and the share shed per step
 #   --idle-conns N   ws-idle connections (default 10000; 0 = skip)
 #   --peers LIST     subset of "liveshard node tokio" (default all)
 #   --profile        perf record liveshard during an extra window-0 run (first load)
@@ -251,6 +251,10 @@ head = (f"{'server':30} {'deliv/s':>10} {'got/exp':>7} {'p50 ms':>8} {'p99 ms':>
 def busy(label):
     p = os.path.join(out, f"fanout-{label}.client-busy")
     return (open(p).read().strip() + " %") if os.path.exists(p) else "n/a"
+def shed(x):
+    # The share of posted items the server shed past saturation (liveshard_ws_shed_total).
+    n, sent = x.get("server_shed"), x.get("sent")
+    return f"{100 * n / sent:.0f} %" if n is not None and sent else "n/a"
 def row(label, x):
     cpu = x.get("server_cpu_cores")
     per = x.get("deliveries_per_server_cpu_s")
@@ -286,7 +290,7 @@ for ld in loads:
 if sweep:
     v = loads[0].split("x")[0]
     print(f"\nsaturation sweep, liveshard window 0, {v} viewers in one run each:")
-    print(f"{'offered msgs/s':>14} {'offered deliv/s':>15} " + head[31:])
+    print(f"{'offered msgs/s':>14} {'offered deliv/s':>15} " + head[31:] + f" {'shed':>6}")
     for rate in sweep:
         r = load(f"fanout-sweep-liveshard-w0-{v}x{rate}.json")
         if not r: continue
@@ -296,7 +300,8 @@ if sweep:
         print(f"{rate:>14} {float(rate)*int(v):>15.0f} {x['deliveries_per_sec']:>10.0f} {x['delivery_ratio']:>7.3f} "
               f"{x['latency_us']['p50']/1000:>8.2f} {x['latency_us']['p99']/1000:>8.2f} "
               f"{(cpu if cpu is not None else float('nan')):>9.2f} {(per if per else float('nan')):>12.0f} "
-              f"{str(x.get('server_dropped')):>8} {busy(f'sweep-liveshard-w0-{v}x{rate}'):>9}")
+              f"{str(x.get('server_dropped')):>8} {busy(f'sweep-liveshard-w0-{v}x{rate}'):>9} "
+              f"{shed(x):>6}")
 idle = [(l, load(f"idle-{l}.json")) for l in ["liveshard", "node-ws", "tokio-broadcast"]]
 idle = [(l, r) for l, r in idle if r]
 if idle:

@@ -129,6 +129,10 @@ fn cards(results: &Results) -> Vec<(String, String)> {
                 r.server_dropped.map_or("—".into(), thousands),
             ));
             c.push((
+                "server shed".into(),
+                r.server_shed.map_or("—".into(), thousands),
+            ));
+            c.push((
                 "disconnects".into(),
                 thousands(r.disconnects.values().sum()),
             ));

@@ -141,12 +141,6 @@ pub fn tree_rss_kib(pid: u32) -> Result<u64, String> {
     Ok(own + rest)
 }
 
-/// Sums every sample of the metric `name` (all label sets) at a Prometheus text endpoint.
-pub fn scrape_sum(url: &str, name: &str) -> Result<u64, String> {
-    let text = scrape_text(url)?;
-    sum_samples(&text, name).ok_or_else(|| format!("{url} has no {name}"))
-}
-
 /// The body of a Prometheus text endpoint (a 200 answer), fetched with a plain blocking GET.
 pub fn scrape_text(url: &str) -> Result<String, String> {
     let rest = url

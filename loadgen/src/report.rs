@@ -213,6 +213,10 @@ pub struct FanoutResults {
     pub disconnects: BTreeMap<String, u64>,
     /// Delta of liveshard_ws_messages_dropped_total over the run (None: not scraped).
     pub server_dropped: Option<u64>,
+    /// Delta of liveshard_ws_shed_total: plain items the server shed past saturation
+    /// (None: not scraped, or a server without it).
+    #[serde(default)]
+    pub server_shed: Option<u64>,
     pub server_dropped_error: Option<String>,
     /// Server CPU seconds (utime+stime) from go to the end of the drain.
     pub server_cpu_s: Option<f64>,
@@ -449,7 +453,10 @@ impl Report {
                     (Some(s), Some(c)) => format!("  cpu {s:.2} s ({c:.2} cores)"),
                     _ => String::new(),
                 };
-                s.push_str(&format!("server       dropped {dropped}{cpu}\n"));
+                let shed = r
+                    .server_shed
+                    .map_or(String::new(), |n| format!("  shed {} items", thousands(n)));
+                s.push_str(&format!("server       dropped {dropped}{shed}{cpu}\n"));
             }
             Results::Idle(r) => {
                 s.push_str(&format!(

@@ -19,6 +19,8 @@
 //! long ago); under load, latency grows by at most `d × PACE` (a few ms per thousand
 //! viewers) while each write carries more items.
 //!
+//! Past what corking absorbs, a room sheds plain danmaku ([`super::shed`]).
+//!
 //! A viewer with anything queued or in flight (an ack, a history frame, a partial write)
 //! gets the room's frames through its queue instead, judged frame by frame by its bound, so
 //! its order is kept; what does not fit the socket stays queued for the connection's writer
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use shards::local::Notify;
 
+use super::shed::{Demand, Shard};
 use super::RoomId;
 
 /// The next flush starts no sooner than this many times the last flush's duration after
@@ -44,7 +47,7 @@ pub const PACE: u32 = 1;
 /// flush at every turn.
 const MIN_WAIT: Duration = Duration::from_micros(250);
 /// The pacing never holds frames longer than the default merge window would.
-const MAX_WAIT: Duration = Duration::from_millis(50);
+pub const MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// One shard's dirty rooms and the flusher's wake-up.
 #[derive(Default)]
@@ -55,6 +58,8 @@ pub struct Cork {
     kick: Notify,
     /// When the last flush ended and how long it took.
     last: Cell<Option<(Instant, Duration)>>,
+    /// The shard thread's demand for its core.
+    demand: RefCell<Demand>,
 }
 
 /// What writing pending frames did.
@@ -68,6 +73,8 @@ pub struct Flushed {
     pub writes: u64,
     /// Bytes that went to the kernel directly.
     pub bytes: u64,
+    /// Viewers whose sockets did not take all of it ([`crate::outq::Batch::behind`]).
+    pub behind: u64,
 }
 
 impl Flushed {
@@ -76,6 +83,7 @@ impl Flushed {
         self.dropped += o.dropped;
         self.writes += o.writes;
         self.bytes += o.bytes;
+        self.behind += o.behind;
     }
 }
 
@@ -124,5 +132,11 @@ impl Cork {
     pub fn flushed(&self, started: Instant) {
         let now = Instant::now();
         self.last.set(Some((now, now - started)));
+    }
+
+    /// How loaded the shard is, for the rooms' shedding ([`super::shed`]).
+    pub fn shard_load(&self, now: Instant) -> Shard {
+        let took = self.last.get().map_or(Duration::ZERO, |(_, took)| took);
+        Shard::judge(self.demand.borrow_mut().sample(now), took, MAX_WAIT)
     }
 }

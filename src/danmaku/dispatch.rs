@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::engine::{bump, Danmaku};
 use super::protocol::{self, close, code};
 use super::room::LocalRoom;
+use super::shed::Load;
 use super::{ConnRef, JoinAnswer, Msg, RoomId, Uid};
 use crate::cluster::Event;
 use crate::store::model::RoomState;
@@ -282,7 +283,7 @@ impl Danmaku {
                 // Frames pending for this turn are in the history just sent: the others
                 // get them now, before the newcomer is one of them.
                 if room.has_pending() {
-                    self.flush_room(room);
+                    self.flush_room(&conn.room, room);
                 }
                 room.add(conn.clone());
                 if let Some(uid) = conn.uid() {
@@ -327,11 +328,36 @@ impl Danmaku {
     }
 
     /// Writes a room's pending frames to its viewers now, and counts it.
-    pub(super) fn flush_room(&self, r: &mut LocalRoom) {
-        let (done, since) = r.flush(Instant::now());
+    pub(super) fn flush_room(&self, id: &RoomId, r: &mut LocalRoom) {
+        let now = Instant::now();
+        let (done, since) = r.flush(now);
         self.count_flushed(done);
         if let Some(t) = since.filter(|_| done.delivered + done.dropped > 0) {
             self.ctx.metrics.observe_danmaku_delivery(t.elapsed());
+        }
+        if done.delivered + done.dropped > 0 && self.home_of(id) == self.port().me() {
+            self.judge_shedding(id, r, done.behind as usize, now);
+        }
+    }
+
+    /// Moves the room's shedding share after a flush on its home shard (`super::shed`);
+    /// a room that starts or stops shedding is logged, with why.
+    fn judge_shedding(&self, id: &RoomId, r: &mut LocalRoom, behind: usize, now: Instant) {
+        let shard = self.cork.shard_load(now);
+        let load = Load::judge(behind, r.viewers.len(), shard);
+        let was = r.shed.share();
+        r.shed.observe(load, now);
+        let share = r.shed.share();
+        if was == 1.0 && share < 1.0 {
+            tracing::info!(
+                room = %id,
+                behind,
+                viewers = r.viewers.len(),
+                ?shard,
+                "room sheds plain danmaku: more is offered than its viewers are written"
+            );
+        } else if was < 1.0 && share == 1.0 {
+            tracing::info!(room = %id, "room delivers all its danmaku again");
         }
     }
 }

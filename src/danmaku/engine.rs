@@ -44,6 +44,8 @@ pub(super) struct Counters {
     pub(super) deliveries: Cell<u64>,
     pub(super) dropped: Cell<u64>,
     pub(super) sampled_out: Cell<u64>,
+    /// Plain items shed because the shard could not write what it was offered.
+    pub(super) shed: Cell<u64>,
     pub(super) bytes_written: Cell<u64>,
     /// End-of-turn flushes, and the writes they made (one per dirty viewer).
     pub(super) flushes: Cell<u64>,

@@ -14,11 +14,14 @@
 //!    turn's frames to each viewer with one `sendmsg` of the same buffers ([`cork`]); a
 //!    viewer with something ahead of them gets them through its queue, which its writer
 //!    drains with vectored writes. No per-viewer encoding, copy or lock on the way.
+//! 5. Offered more than it can write, a room sheds a share of its plain danmaku at step 2
+//!    ([`shed`]), judged at its flushes on the home shard.
 //!
 //! Files: [`protocol`] (JSON messages, frames, codes), [`hygiene`] (text, filter, rate),
 //! [`room`] (home and local room state), [`engine`] (per-shard state, mesh handling) with
 //! `post.rs` (a post on the home shard), `moderate.rs` (moderation) and `tasks.rs` (the
-//! tickers), [`cork`] (the end-of-turn flush and its pacing), [`viewer`] (a viewer's user and connection state, with its outbound queue and
+//! tickers), [`cork`] (the end-of-turn flush and its pacing), [`shed`] (plain danmaku shed past
+//! saturation), [`viewer`] (a viewer's user and connection state, with its outbound queue and
 //! the slow-consumer rules), [`conn`] (the WebSocket connection driver), [`client`] (what
 //! a viewer's messages do), [`plain`] (readers and posts without a WebSocket: SSE and HTTP).
 
@@ -34,6 +37,7 @@ pub mod plain;
 mod post;
 pub mod protocol;
 pub mod room;
+pub mod shed;
 mod tasks;
 pub mod viewer;
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::engine::{bump, Danmaku};
 use super::protocol::{self, code, encode_item, Item, ItemBody};
 use super::room::Priority;
-use super::{Msg, Post, PostBody};
+use super::{Msg, Post, PostBody, RoomId};
 use crate::store::{AckTo, Request};
 
 impl Danmaku {
@@ -124,7 +124,11 @@ impl Danmaku {
             body,
         });
         bump(&self.counters.items, 1);
-        if r.push(id, item.clone(), priority, now) {
+        // Past saturation a room sheds a share of its plain items (`super::shed`).
+        if priority == Priority::Plain && !self.admit_plain(&post.room) {
+            r.sample(id, item.clone());
+            bump(&self.counters.shed, 1);
+        } else if r.push(id, item.clone(), priority, now) {
             r.pending_since.get_or_insert(post.at);
         } else {
             bump(&self.counters.sampled_out, 1);
@@ -166,5 +170,16 @@ impl Danmaku {
             self.dirty.borrow_mut().push(post.room.clone());
             self.flush_kick.notify();
         }
+    }
+}
+
+impl Danmaku {
+    /// Whether a plain item of `room` goes to live batches: all of them unless the room
+    /// sheds past saturation, as its viewers on this (its home) shard show (`super::shed`).
+    fn admit_plain(&self, room: &RoomId) -> bool {
+        self.local
+            .borrow_mut()
+            .get_mut(room)
+            .is_none_or(|r| r.shed.admit())
     }
 }

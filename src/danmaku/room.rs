@@ -17,6 +17,7 @@ use bytes::Bytes;
 use super::cork::Flushed;
 use super::hygiene::TokenBucket;
 use super::protocol::{code, gap_frame, item_id, list_frame, list_frame_with};
+use super::shed::Shed;
 use super::viewer::Conn;
 use super::{RoomId, Uid};
 
@@ -418,6 +419,13 @@ impl HomeRoom {
         deliver
     }
 
+    /// Takes item `id` for history only, not live batches (shed under load): it joins
+    /// history with the next flush, as an item the cap samples out does.
+    pub fn sample(&mut self, id: u64, item: Bytes) {
+        self.sampled.push((id, item));
+        self.idle_since_ms = None;
+    }
+
     /// Appends to history (ids above every id in it).
     fn remember(&mut self, id: u64, item: Bytes) {
         self.history_frame_cache.take();
@@ -623,6 +631,8 @@ pub struct LocalRoom {
     pending: Vec<Bytes>,
     /// When the oldest pending frame's first post arrived (the delivery latency metric).
     pending_since: Option<Instant>,
+    /// Whether the room sheds plain danmaku, judged at each flush on its home shard.
+    pub shed: Shed,
 }
 
 impl LocalRoom {
@@ -691,6 +701,7 @@ impl LocalRoom {
             done.dropped += b.dropped as u64;
             done.writes += b.wrote as u64;
             done.bytes += b.sent as u64;
+            done.behind += b.behind as u64;
         }
         // The allocation stays for the next turn.
         self.pending.clear();

@@ -74,7 +74,7 @@ impl Danmaku {
         let mut local = self.local.borrow_mut();
         for room in &rooms {
             if let Some(r) = local.get_mut(room) {
-                self.flush_room(r);
+                self.flush_room(room, r);
             }
         }
         drop(local);
@@ -209,6 +209,12 @@ impl Danmaku {
         m.ws_deliveries.fetch_add(take(&c.deliveries), Relaxed);
         m.ws_dropped.fetch_add(take(&c.dropped), Relaxed);
         m.ws_sampled_out.fetch_add(take(&c.sampled_out), Relaxed);
+        m.ws_shed.fetch_add(take(&c.shed), Relaxed);
+        // (A room's share moves only on its home shard.)
+        let shedding = (self.local.borrow().values())
+            .filter(|r| r.shed.share() < 1.0)
+            .count();
+        m.ws_rooms_shedding.store(shedding as u64, Relaxed);
         m.ws_bytes_out.fetch_add(take(&c.bytes_written), Relaxed);
         m.ws_flushes.fetch_add(take(&c.flushes), Relaxed);
         m.ws_flush_writes.fetch_add(take(&c.flush_writes), Relaxed);

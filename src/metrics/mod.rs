@@ -56,6 +56,9 @@ pub struct ShardMetrics {
     pub ws_deliveries: AtomicU64,
     pub ws_dropped: AtomicU64,
     pub ws_sampled_out: AtomicU64,
+    pub ws_shed: AtomicU64,
+    /// Rooms that shed plain danmaku now (0 unless saturated).
+    pub ws_rooms_shedding: AtomicU64,
     pub ws_bytes_out: AtomicU64,
     pub ws_flushes: AtomicU64,
     pub ws_flush_writes: AtomicU64,

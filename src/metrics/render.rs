@@ -140,7 +140,7 @@ impl Metrics {
         }
 
         type Get = fn(&ShardMetrics) -> u64;
-        let ws: [(&str, &str, &str, Get); 16] = [
+        let ws: [(&str, &str, &str, Get); 18] = [
             (
                 "liveshard_ws_connections",
                 "gauge",
@@ -158,6 +158,13 @@ impl Metrics {
                 "gauge",
                 "Rooms with viewers on the shard.",
                 |s| s.ws_rooms_local.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_rooms_shedding",
+                "gauge",
+                "Rooms homed on the shard that shed plain danmaku now because more is offered \
+                 than gets written (0 unless saturated).",
+                |s| s.ws_rooms_shedding.load(Relaxed),
             ),
             (
                 "liveshard_ws_messages_in_total",
@@ -212,6 +219,13 @@ impl Metrics {
                 "counter",
                 "Plain items not delivered because the room was over its cap.",
                 |s| s.ws_sampled_out.load(Relaxed),
+            ),
+            (
+                "liveshard_ws_shed_total",
+                "counter",
+                "Plain items shed from live batches (still acked, stored, in history) because \
+                 the room was offered more than could be written to its viewers.",
+                |s| s.ws_shed.load(Relaxed),
             ),
             (
                 "liveshard_ws_bytes_out_total",

@@ -55,6 +55,9 @@ pub struct Batch {
     pub wrote: bool,
     /// Bytes that went to the socket directly.
     pub sent: usize,
+    /// Whether the socket's consumer is behind: part of the run waits in the queue because
+    /// the socket did not take it (a socketless consumer never counts).
+    pub behind: bool,
 }
 
 /// A connection's outbound queue, shared by its producers and its writer task.
@@ -265,6 +268,7 @@ impl OutQueue {
             done.wrote = true;
             if sent < total {
                 // The socket is full (rare for a consumer that keeps up): the rest waits.
+                done.behind = true;
                 let refs: Vec<&Bytes> = frames.iter().collect();
                 q.append(&refs, sent, now);
                 self.wake.notify();
@@ -282,6 +286,7 @@ impl OutQueue {
         if done.delivered > 0 {
             self.wake.notify();
         }
+        done.behind = self.fd.get().is_some();
         done
     }
 

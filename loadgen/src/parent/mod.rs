@@ -22,6 +22,15 @@ use crate::timeline::{Collector, Progress};
 use crate::worker::merge_worker;
 
 const DROPPED_METRIC: &str = "liveshard_ws_messages_dropped_total";
+const SHED_METRIC: &str = "liveshard_ws_shed_total";
+
+/// The server's drop counter and, where it has one, its shed counter (one scrape).
+fn scrape_drops(url: &str) -> Result<(u64, Option<u64>), String> {
+    let text = probe::scrape_text(url)?;
+    let dropped = probe::sum_samples(&text, DROPPED_METRIC)
+        .ok_or_else(|| format!("{url} has no {DROPPED_METRIC}"))?;
+    Ok((dropped, probe::sum_samples(&text, SHED_METRIC)))
+}
 /// liveshard's media counters a media run reports the change of.
 const MEDIA_METRICS: [&str; 5] = [
     "liveshard_media_bytes_out_total",
@@ -107,10 +116,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         (Some(u), true) => Some(probe::scrape_text(u)),
         _ => None,
     };
-    let dropped_before = plan
-        .metrics_url
-        .as_deref()
-        .map(|u| probe::scrape_sum(u, DROPPED_METRIC));
+    let dropped_before = plan.metrics_url.as_deref().map(scrape_drops);
 
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let (tx, rx) = mpsc::channel::<(usize, Msg)>();
@@ -301,10 +307,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
                 if media {
                     media_after = plan.metrics_url.as_deref().map(probe::scrape_text);
                 }
-                dropped_after = plan
-                    .metrics_url
-                    .as_deref()
-                    .map(|u| probe::scrape_sum(u, DROPPED_METRIC));
+                dropped_after = plan.metrics_url.as_deref().map(scrape_drops);
             }
         }
 
@@ -343,10 +346,7 @@ pub fn run(plan: Plan) -> Result<ExitCode, String> {
         media_after = plan.metrics_url.as_deref().map(probe::scrape_text);
     }
     if dropped_after.is_none() {
-        dropped_after = plan
-            .metrics_url
-            .as_deref()
-            .map(|u| probe::scrape_sum(u, DROPPED_METRIC));
+        dropped_after = plan.metrics_url.as_deref().map(scrape_drops);
     }
     drop(workers);
 

@@ -6,8 +6,9 @@ use super::*;
 use crate::hlsreport::HlsResults;
 
 pub(super) struct FanoutServer {
-    pub(super) dropped_before: Option<Result<u64, String>>,
-    pub(super) dropped_after: Option<Result<u64, String>>,
+    /// The drop and shed counters before and after.
+    pub(super) dropped_before: Option<Result<(u64, Option<u64>), String>>,
+    pub(super) dropped_after: Option<Result<(u64, Option<u64>), String>>,
     pub(super) cpu_go: Option<f64>,
     pub(super) cpu_publish_end: Option<f64>,
     pub(super) cpu_end: Option<f64>,
@@ -30,12 +31,16 @@ pub(super) fn fanout_results(
         .zip(&m.viewers_per_room)
         .map(|(s, v)| s * v)
         .sum();
-    let (server_dropped, server_dropped_error) = match (server.dropped_before, server.dropped_after)
-    {
-        (Some(Ok(b)), Some(Ok(a))) => (Some(a.saturating_sub(b)), None),
-        (Some(Err(e)), _) | (_, Some(Err(e))) => (None, Some(e)),
-        _ => (None, None),
-    };
+    let (server_dropped, server_shed, server_dropped_error) =
+        match (server.dropped_before, server.dropped_after) {
+            (Some(Ok(b)), Some(Ok(a))) => (
+                Some(a.0.saturating_sub(b.0)),
+                a.1.zip(b.1).map(|(a, b)| a.saturating_sub(b)),
+                None,
+            ),
+            (Some(Err(e)), _) | (_, Some(Err(e))) => (None, None, Some(e)),
+            _ => (None, None, None),
+        };
     let server_cpu_s = match (server.cpu_go, server.cpu_end) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -99,6 +104,7 @@ pub(super) fn fanout_results(
         send_lag_us: Percentiles::of(lag),
         disconnects: m.disconnects.clone(),
         server_dropped,
+        server_shed,
         server_dropped_error,
         server_cpu_s,
         server_cpu_cores,

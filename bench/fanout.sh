@@ -29,7 +29,8 @@
 #   --windows LIST   liveshard merge windows in ms (default "0 50")
 #   --sweep LIST     extra liveshard window-0 runs of the first load at these rates (msgs/s),
 #                    the saturation sweep: delivered/s, p99, drops and the share shed per step
-#   --idle-conns N   ws-idle connections (default 10000; 0 = skip)
+#   --idle-conns N   ws-idle connections (default 10000; 0 = skip), and liveshard's base RSS
+#                    with 1 and 2 shards (what a shard costs before any client)
 #   --peers LIST     subset of "liveshard node tokio" (default all)
 #   --profile        perf record liveshard during an extra window-0 run (first load)
 #   --out DIR        result directory (default bench/runs/<date>-<hostname>)
@@ -177,6 +178,18 @@ idle() { # label
   "${LOAD_RUN[@]}" "${cmd[@]}" | sed 's/^/   /'
 }
 
+# base_rss SHARDS: the RSS (KiB) of a fresh liveshard with that many shards and no client,
+# 2 s after it is ready. Two of them give what one more shard costs.
+base_rss() {
+  local saved=$SHARDS
+  SHARDS=$1
+  start_liveshard 50
+  SHARDS=$saved
+  sleep 2
+  awk '/^VmRSS/ {print $2}' "/proc/$PID/status"
+  stop
+}
+
 # Idle memory is measured on a fresh server process of its own, so memory freed by the
 # fan-out run cannot be reused by the idle connections and hide their cost.
 FIRST=${LOADS%% *}
@@ -197,7 +210,10 @@ for peer in $PEERS; do
         fanout "sweep-liveshard-w0-${FIRST%x*}x$rate" "http://$ADDR/metrics" "${FIRST%x*}" "$rate"
         stop
       done
-      if [ "$IDLE_CONNS" -gt 0 ]; then start_liveshard 50; idle liveshard; stop; fi ;;
+      if [ "$IDLE_CONNS" -gt 0 ]; then
+        start_liveshard 50; idle liveshard; stop
+        echo "$(base_rss 1) $(base_rss 2)" >"$OUT/base-rss.txt"
+      fi ;;
     node)
       for load in $LOADS idle; do
         [ "$load" = idle ] && [ "$IDLE_CONNS" -eq 0 ] && continue
@@ -302,6 +318,11 @@ if sweep:
               f"{(cpu if cpu is not None else float('nan')):>9.2f} {(per if per else float('nan')):>12.0f} "
               f"{str(x.get('server_dropped')):>8} {busy(f'sweep-liveshard-w0-{v}x{rate}'):>9} "
               f"{shed(x):>6}")
+base = os.path.join(out, "base-rss.txt")
+if os.path.exists(base):
+    one, two = (int(x) for x in open(base).read().split())
+    print(f"\nliveshard base RSS (fresh, no clients): 1 shard {one} KiB, 2 shards {two} KiB: "
+          f"{two - one} KiB per added shard")
 idle = [(l, load(f"idle-{l}.json")) for l in ["liveshard", "node-ws", "tokio-broadcast"]]
 idle = [(l, r) for l, r in idle if r]
 if idle:

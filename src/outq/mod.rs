@@ -62,7 +62,12 @@ pub struct Batch {
 
 /// A connection's outbound queue, shared by its producers and its writer task.
 pub struct OutQueue {
-    q: RefCell<Queue>,
+    /// The queue proper, made when first needed and let go when an idle connection parks
+    /// holding nothing ([`OutQueue::release_if_pristine`]): 160 bytes an idle connection
+    /// does not pay for.
+    q: RefCell<Option<Box<Queue>>>,
+    limit: usize,
+    policy: Policy,
     state: Cell<State>,
     /// Wakes the writer: data queued, or a state change.
     wake: Notify,
@@ -86,7 +91,9 @@ pub struct OutQueue {
 impl OutQueue {
     pub fn new(limit: usize, policy: Policy) -> Self {
         Self {
-            q: RefCell::new(Queue::new(limit, policy)),
+            q: RefCell::new(None),
+            limit,
+            policy,
             state: Cell::new(State::Open),
             wake: Notify::new(),
             abort: Notify::new(),
@@ -117,23 +124,48 @@ impl OutQueue {
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.q.borrow().bytes()
+        self.peek(Queue::bytes, 0)
     }
 
     /// Over the bound: the connection's reader must stop producing replies.
     pub fn backed_up(&self) -> bool {
-        self.q.borrow().backed_up()
+        self.peek(Queue::backed_up, false)
     }
 
     /// Since when the consumer has been behind, if it is (the slow-consumer clock).
     pub fn over_since(&self) -> Option<Instant> {
-        self.q.borrow().over_since()
+        self.peek(Queue::over_since, None)
     }
 
     /// When the oldest byte not yet written was queued, if one is: the write timeout runs
     /// from there, so a peer that takes a few bytes at a time does not restart it.
     pub fn oldest_unwritten(&self) -> Option<Instant> {
-        self.q.borrow().oldest_unwritten()
+        self.peek(Queue::oldest_unwritten, None)
+    }
+
+    /// What `f` says of the queue; `none` if there is none yet.
+    fn peek<R>(&self, f: impl FnOnce(&Queue) -> R, none: R) -> R {
+        self.q.borrow().as_deref().map_or(none, f)
+    }
+
+    /// The queue, made if there is none yet.
+    pub(super) fn queue(&self) -> std::cell::RefMut<'_, Queue> {
+        std::cell::RefMut::map(self.q.borrow_mut(), |q| {
+            &mut **q.get_or_insert_with(|| Box::new(Queue::new(self.limit, self.policy)))
+        })
+    }
+
+    /// Nothing waits in the queue.
+    fn is_empty(&self) -> bool {
+        self.peek(Queue::is_empty, true)
+    }
+
+    /// Lets the queue go if it holds and remembers nothing (a connection parking).
+    pub fn release_if_pristine(&self) {
+        let mut q = self.q.borrow_mut();
+        if q.as_deref().is_some_and(Queue::is_pristine) {
+            *q = None;
+        }
     }
 
     /// Bytes written directly since the last call (for metrics).
@@ -145,7 +177,7 @@ impl OutQueue {
     /// Takes everything queued, in the order the writer would write it, as if the peer had
     /// read it all (an in-memory peer: the engine tests).
     pub fn take_all(&self) -> Vec<Bytes> {
-        let mut q = self.q.borrow_mut();
+        let mut q = self.queue();
         let mut out = Vec::new();
         while let Some(b) = q.take_next() {
             out.push(b);
@@ -155,16 +187,16 @@ impl OutQueue {
     }
 
     pub fn drain(&self) -> usize {
-        self.q.borrow_mut().drain()
+        self.queue().drain()
     }
 
     /// Writes `parts` on the socket now if nothing is ahead of them (`q` is this queue,
     /// borrowed by the caller); returns the bytes that went (counted as direct bytes).
-    fn try_direct(&self, q: &Queue, parts: &[&Bytes]) -> usize {
+    fn try_direct(&self, queue_empty: bool, parts: &[&Bytes]) -> usize {
         let Some(fd) = self.fd.get() else {
             return 0;
         };
-        if self.in_flight.get() || !q.is_empty() {
+        if self.in_flight.get() || !queue_empty {
             return 0;
         }
         let sent = match send_now_iter(fd, parts.iter().map(|p| p.as_ref())) {
@@ -196,7 +228,7 @@ impl OutQueue {
             return Offer::Dropped;
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut q = self.q.borrow_mut();
+        let mut q = self.queue();
         let verdict = q.admit(len, kind, now);
         if verdict != Offer::Queued || len == 0 {
             drop(q);
@@ -210,7 +242,7 @@ impl OutQueue {
             }
             return verdict;
         }
-        let sent = self.try_direct(&q, parts);
+        let sent = self.try_direct(q.is_empty(), parts);
         if sent < len {
             q.append(parts, sent, now);
             self.wake.notify();
@@ -223,13 +255,31 @@ impl OutQueue {
         if !self.is_open() {
             return Offer::Dropped;
         }
-        let mut q = self.q.borrow_mut();
+        let mut slot = self.q.borrow_mut();
+        if slot.is_none() && self.policy == Policy::Drop {
+            // No queue: under Policy::Drop an empty queue admits any frame (see
+            // `Queue::admit`), so the socket may take it whole and no queue is made (a
+            // parked connection's online counts).
+            let sent = self.try_direct(true, &[frame]);
+            if sent < frame.len() {
+                let q = slot.insert(Box::new(Queue::new(self.limit, self.policy)));
+                if sent == 0 {
+                    q.append_one(frame.clone(), now);
+                } else {
+                    q.append(&[frame], sent, now);
+                }
+                self.wake.notify();
+            }
+            return Offer::Queued;
+        }
+        drop(slot);
+        let mut q = self.queue();
         let verdict = q.admit(frame.len(), kind, now);
         if verdict != Offer::Queued {
             drop(q);
             return self.refused(verdict);
         }
-        let sent = self.try_direct(&q, &[frame]);
+        let sent = self.try_direct(q.is_empty(), &[frame]);
         if sent < frame.len() {
             if sent == 0 {
                 q.append_one(frame.clone(), now);
@@ -251,11 +301,11 @@ impl OutQueue {
         if !self.is_open() || frames.is_empty() {
             return done;
         }
-        let mut q = self.q.borrow_mut();
+        let mut slot = self.q.borrow_mut();
         if let Some(fd) = self
             .fd
             .get()
-            .filter(|_| !self.in_flight.get() && q.is_empty())
+            .filter(|_| !self.in_flight.get() && slot.as_deref().is_none_or(Queue::is_empty))
         {
             let total: usize = frames.iter().map(Bytes::len).sum();
             let sent = match send_now_iter(fd, frames.iter().map(|f| f.as_ref())) {
@@ -270,11 +320,13 @@ impl OutQueue {
                 // The socket is full (rare for a consumer that keeps up): the rest waits.
                 done.behind = true;
                 let refs: Vec<&Bytes> = frames.iter().collect();
+                let q = slot.get_or_insert_with(|| Box::new(Queue::new(self.limit, self.policy)));
                 q.append(&refs, sent, now);
                 self.wake.notify();
             }
             return done;
         }
+        let q = slot.get_or_insert_with(|| Box::new(Queue::new(self.limit, self.policy)));
         for f in frames {
             if q.admit(f.len(), Kind::Droppable { keyframe: false }, now) == Offer::Queued {
                 q.append_one(f.clone(), now);
@@ -318,8 +370,8 @@ impl OutQueue {
         if !self.is_open() {
             return;
         }
-        let mut q = self.q.borrow_mut();
-        let sent = self.try_direct(&q, &[&frame]);
+        let mut q = self.queue();
+        let sent = self.try_direct(q.is_empty(), &[&frame]);
         if sent == frame.len() {
             return;
         }
@@ -338,13 +390,13 @@ impl OutQueue {
     /// fit goes to the writer task. Returns the bytes sent here.
     pub fn flush(&self) -> u64 {
         let Some(fd) = self.fd.get() else {
-            if !self.q.borrow().is_empty() {
+            if !self.is_empty() {
                 self.wake.notify();
             }
             return 0;
         };
         let sent = self.send_queued_to(fd);
-        if !self.q.borrow().is_empty() {
+        if !self.is_empty() {
             self.wake.notify();
         }
         sent
@@ -361,10 +413,10 @@ impl OutQueue {
         if self.in_flight.get() || !self.is_open() {
             return 0;
         }
-        let mut q = self.q.borrow_mut();
-        if q.is_empty() {
+        let mut slot = self.q.borrow_mut();
+        let Some(q) = slot.as_deref_mut().filter(|q| !q.is_empty()) else {
             return 0;
-        }
+        };
         let sent = match send_now_iter(fd, q.pending()) {
             SendNow::All => q.pending().take(SEND_NOW_MAX_PARTS).map(<[u8]>::len).sum(),
             SendNow::Partial(n) => n,
@@ -389,6 +441,19 @@ impl OutQueue {
         self.wake.notify();
         self.abort.notify();
         self.reader.notify();
+    }
+
+    /// Has `waker` woken when frames are queued or the reader should look again, for a
+    /// connection that waits without a task (`crate::danmaku::park`). True, and nothing
+    /// registered for good, if one of them is already due.
+    pub fn watch(&self, waker: &std::task::Waker) -> bool {
+        self.wake.watch(waker) || self.reader.watch(waker)
+    }
+
+    /// Forgets what [`OutQueue::watch`] registered.
+    pub fn unwatch(&self) {
+        self.wake.unwatch();
+        self.reader.unwatch();
     }
 
     /// Completes when a frame was queued or the queue finished or aborted: for a consumer
@@ -452,6 +517,40 @@ mod tests {
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got[..a.len()], &a[..]);
         assert_eq!(&got[a.len()..], &b[..]);
+    }
+
+    /// The queue proper exists only while it is needed: frames the socket takes whole make
+    /// none, a partial send makes one, and once drained and pristine it can be let go.
+    #[test]
+    fn the_queue_is_made_when_needed_and_let_go_when_pristine() {
+        let (client, mut peer) = socket_pair();
+        let o = OutQueue::new(1 << 20, Policy::Drop);
+        o.set_fd(client.as_raw_fd());
+        let small = frame(1, 100);
+        assert_eq!(o.send(small.clone()), Offer::Queued);
+        assert!(o.send_droppable(&small, Instant::now()));
+        assert!(o.q.borrow().is_none(), "sent whole: no queue");
+        let mut got = vec![0u8; 2 * small.len()];
+        peer.read_exact(&mut got).unwrap();
+        // More than the socket takes: the rest waits in a queue made for it.
+        let big = frame(2, 8 << 20);
+        assert_eq!(o.send(big.clone()), Offer::Queued);
+        assert!(o.queued_bytes() > 0);
+        o.release_if_pristine();
+        assert!(o.q.borrow().is_some(), "a queue that holds bytes stays");
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; big.len()];
+            peer.read_exact(&mut buf).unwrap();
+            buf == big[..]
+        });
+        while o.queued_bytes() > 0 {
+            o.send_queued();
+            std::thread::yield_now();
+        }
+        assert!(reader.join().unwrap(), "the peer got the frame whole");
+        o.release_if_pristine();
+        assert!(o.q.borrow().is_none(), "drained and pristine: let go");
+        assert_eq!(o.queued_bytes(), 0);
     }
 
     /// Regression: a direct send of more parts than one `sendmsg` gathers counted them all

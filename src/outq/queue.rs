@@ -123,6 +123,15 @@ impl Queue {
         self.bytes
     }
 
+    /// Holds nothing and remembers nothing: a new queue would do the same.
+    pub fn is_pristine(&self) -> bool {
+        self.is_empty()
+            && self.taken.is_empty()
+            && self.bytes == 0
+            && self.over_since.is_none()
+            && !self.skipping
+    }
+
     /// Nothing waits for the writer (a direct send may go first).
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty() && self.pong.is_none()

@@ -74,7 +74,7 @@ pub async fn write_loop<W: AsyncWriteRent>(
     let mut iov = IoVecs::new();
     let end = loop {
         {
-            let mut q = out.q.borrow_mut();
+            let mut q = out.queue();
             while iov.len() < MAX_IOVECS {
                 match q.take_next() {
                     Some(b) => iov.push(b),
@@ -118,7 +118,7 @@ pub async fn write_loop<W: AsyncWriteRent>(
         iov.advance(n);
         written(n);
         let resume = {
-            let mut q = out.q.borrow_mut();
+            let mut q = out.queue();
             q.wrote(n);
             q.below_low_water()
         };

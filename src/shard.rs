@@ -190,7 +190,7 @@ async fn serve_tls(
     front: Arc<crate::tls::TlsFront>,
     stream: TcpStream,
     peer: SocketAddr,
-) -> Option<crate::http::LocalBoxFuture<'static, ()>> {
+) -> Option<crate::http::Handover> {
     let limits = crate::http::conn::Service::limits(&*app);
     let (handshake, write) = (limits.header_timeout, limits.write_timeout);
     let done = crate::tls::accept(&front, stream, handshake, write).await;
@@ -224,7 +224,7 @@ enum Refused {
 async fn accept_loop<F, Fut>(doors: Rc<Doors>, listener: TcpListener, refused: Refused, serve: F)
 where
     F: Fn(TcpStream, SocketAddr) -> Fut + 'static,
-    Fut: std::future::Future<Output = Option<crate::http::LocalBoxFuture<'static, ()>>> + 'static,
+    Fut: std::future::Future<Output = Option<crate::http::Handover>> + 'static,
 {
     loop {
         let accepted = monoio::select! {
@@ -251,10 +251,7 @@ where
                 let conn = serve(stream, peer);
                 monoio::spawn(async move {
                     if let Some(next) = conn.await {
-                        monoio::spawn(async move {
-                            next.await;
-                            drop(guard);
-                        });
+                        monoio::spawn(next.start(crate::http::Held::new(guard)));
                     }
                 });
             }

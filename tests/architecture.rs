@@ -52,6 +52,7 @@ const SOCKET_FILES: &[&str] = &[
     "src/http/mod.rs: the upgrade hook takes over the connection's stream",
     "src/http/conn.rs: the HTTP/1.1 connection driver",
     "src/danmaku/conn.rs: the WebSocket danmaku connection driver",
+    "src/danmaku/park.rs: idle danmaku connections' sockets wait in the shard's epoll set",
     "src/live/rtmp_conn.rs: the RTMP connection driver",
     "src/live/flv.rs: the HTTP-FLV player connection",
     "src/live/pull.rs: the HTTP-FLV connection that pulls a stream from another node",

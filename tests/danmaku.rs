@@ -55,6 +55,7 @@ on_one_and_three_shards!(
     online_counts_are_pushed_and_gifts_arrive,
     metrics_count_a_known_exchange,
     bytes_written_to_a_short_lived_connection_are_counted,
+    idle_viewers_park_and_are_woken_by_what_they_send_and_what_they_are_sent,
 );
 
 fn start(shards: usize, extra: &[&str]) -> Server {
@@ -127,6 +128,7 @@ const FLUSH_WRITES: &str = "liveshard_ws_flush_writes_total";
 const SLOW_CLOSED: &str = "liveshard_ws_slow_consumer_closed_total";
 const HEARTBEAT_CLOSED: &str = "liveshard_ws_heartbeat_closed_total";
 const QUEUE_BYTES: &str = "liveshard_ws_queue_bytes";
+const PARKED: &str = "liveshard_ws_parked";
 
 /// One scrape of `/metrics`.
 struct Scrape {
@@ -639,6 +641,76 @@ fn a_client_that_stops_reading_is_closed_while_others_keep_receiving(shards: usi
         sent_at.len()
     );
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "what it got, in order");
+}
+
+// --- parked connections ------------------------------------------------------------------
+
+/// Idle viewers on every shard park (no task: `liveshard_ws_parked` counts them all), and
+/// parked they still get every batch, have their pings answered, are told to go away by a
+/// kick, and are let go when they hang up; each parks again once idle.
+fn idle_viewers_park_and_are_woken_by_what_they_send_and_what_they_are_sent(shards: usize) {
+    let server = start(shards, &["--set", "danmaku.merge_window_ms=0"]);
+    let mut viewers: Vec<Client> = (0..4 * shards)
+        .map(|i| joined_on(&server, "room=park", i % shards))
+        .collect();
+    let mut sender = joined_on(&server, &with_token(&server, "park", "s"), 0);
+    let mut admin = joined_on(
+        &server,
+        &format!(
+            "room=park&token={}",
+            token(&server, "boss", &["--role", "admin"])
+        ),
+        shards - 1,
+    );
+    let all = (viewers.len() + 2) as f64;
+    let m = settle(&server, shards, |m| m.sum(PARKED) == all);
+    assert_eq!(m.sum(PARKED), all, "every idle connection parks");
+    assert_eq!(m.per_shard(PARKED), m.per_shard(CONNS));
+
+    // What they are sent reaches them parked: straight to their sockets.
+    for n in 0..5 {
+        sender.send(json!({"type": "danmaku", "text": format!("p{n}")}));
+        sender.expect("ack", T);
+    }
+    for (i, v) in viewers.iter_mut().enumerate() {
+        let mut texts = Vec::new();
+        while texts.len() < 5 {
+            let b = v.expect("batch", T);
+            texts.extend(
+                items_of(&b)
+                    .iter()
+                    .map(|m| m["text"].as_str().unwrap().to_string()),
+            );
+        }
+        assert_eq!(texts, ["p0", "p1", "p2", "p3", "p4"], "viewer {i}");
+    }
+    // What they send wakes them: a ping is answered, and they park again.
+    for v in viewers.iter_mut() {
+        v.send(json!({"type": "ping", "ts": 7}));
+        assert_eq!(v.expect("pong", T)["ts"], 7);
+    }
+    let m = settle(&server, shards, |m| m.sum(PARKED) == all);
+    assert_eq!(m.sum(PARKED), all, "parked again once idle");
+
+    // A kick reaches a parked viewer (its task is started to send the close), on another
+    // shard than the moderator's when there are several.
+    let mut target = joined_on(&server, &with_token(&server, "park", "victim"), 0);
+    let all = all + 1.0;
+    settle(&server, shards, |m| m.sum(PARKED) == all);
+    admin.send(json!({"type": "kick", "uid": "victim", "cid": "k"}));
+    assert_eq!(admin.expect("ack", T)["cid"], "k");
+    assert_eq!(
+        target.expect_close(T),
+        Some(4001),
+        "the parked viewer was kicked"
+    );
+    // One hangs up while parked: the server lets it go.
+    viewers.pop().unwrap().close();
+    let left = all - 2.0;
+    let m = settle(&server, shards, |m| {
+        m.sum(CONNS) == left && m.sum(PARKED) == left
+    });
+    assert_eq!((m.sum(CONNS), m.sum(PARKED)), (left, left));
 }
 
 // --- heartbeats ---------------------------------------------------------------------------

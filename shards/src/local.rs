@@ -37,6 +37,22 @@ impl Notify {
     pub fn notified(&self) -> Notified<'_> {
         Notified { notify: self }
     }
+
+    /// Has the next `notify()` wake `waker`, as a waiting task's would be, for a waiter
+    /// that is not a task. True, and nothing registered, if a permit is already there
+    /// (it stays for the next `notified()`).
+    pub fn watch(&self, waker: &Waker) -> bool {
+        if self.permit.get() {
+            return true;
+        }
+        *self.waker.borrow_mut() = Some(waker.clone());
+        false
+    }
+
+    /// Forgets a registered waker.
+    pub fn unwatch(&self) {
+        self.waker.borrow_mut().take();
+    }
 }
 
 pub struct Notified<'a> {

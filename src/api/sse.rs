@@ -76,8 +76,8 @@ pub fn handler() -> http::Handler<Api> {
 async fn events(api: Rc<Api>, req: Request) -> Reply {
     let allow = cors::allow_origin(&api.config().cors, &req);
     match prepare(&api, &req).await {
-        Ok((room, open)) => Reply::Takeover(Box::new(move |stream, _leftover| {
-            Box::pin(stream_events(api, stream, room, allow, open))
+        Ok((room, open)) => Reply::Takeover(Box::new(move |stream, _leftover, held| {
+            http::hold(held, stream_events(api, stream, room, allow, open))
         })),
         Err(e) => Reply::Response(cors::decorate(e.response(), allow.as_deref())),
     }
@@ -202,8 +202,8 @@ pub fn danmaku_handler() -> http::Handler<Api> {
 async fn danmaku_events(api: Rc<Api>, req: Request) -> Reply {
     let allow = cors::allow_origin(&api.config().cors, &req);
     match prepare_danmaku(&api, &req) {
-        Ok(ready) => Reply::Takeover(Box::new(move |stream, _leftover| {
-            Box::pin(stream_danmaku(api, stream, ready, allow))
+        Ok(ready) => Reply::Takeover(Box::new(move |stream, _leftover, held| {
+            http::hold(held, stream_danmaku(api, stream, ready, allow))
         })),
         Err(e) => Reply::Response(cors::decorate(e.response(), allow.as_deref())),
     }

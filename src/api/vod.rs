@@ -92,8 +92,11 @@ async fn vod(api: Rc<Api>, req: Request) -> Reply {
     }
     head.push_str("Connection: close\r\n\r\n");
     let timeout = Duration::from_millis(api.config().http.write_timeout_ms);
-    Reply::Takeover(Box::new(move |sock, _rest| {
-        Box::pin(send(api, sock, id, Bytes::from(head), start, end, timeout))
+    Reply::Takeover(Box::new(move |sock, _rest, held| {
+        crate::http::hold(
+            held,
+            send(api, sock, id, Bytes::from(head), start, end, timeout),
+        )
     }))
 }
 

@@ -89,6 +89,9 @@ pub struct Danmaku {
     /// In a cluster: rooms with viewers or a live stream on any node, from the last
     /// heartbeat (`crate::cluster::Event::Directory`).
     pub(super) directory: RefCell<Arc<Vec<crate::cluster::RoomCount>>>,
+    /// Idle connections parked without a task (`super::park`); set when the shard's tasks
+    /// start.
+    pub(super) parking: std::cell::OnceCell<Rc<super::park::Parking>>,
 }
 
 impl Danmaku {
@@ -105,6 +108,7 @@ impl Danmaku {
             cork: Cork::new(),
             counters: Counters::default(),
             directory: RefCell::new(Arc::new(Vec::new())),
+            parking: std::cell::OnceCell::new(),
         })
     }
 

@@ -33,6 +33,7 @@ mod dispatch;
 pub mod engine;
 pub mod hygiene;
 mod moderate;
+mod park;
 pub mod plain;
 mod post;
 pub mod protocol;

@@ -30,6 +30,11 @@ impl Danmaku {
         monoio::spawn(cork_loop(self.clone()));
         monoio::spawn(online_loop(self.clone()));
         monoio::spawn(sweep_loop(self.clone()));
+        if let Some(parking) = super::park::Parking::new() {
+            parking.install();
+            let _ = self.parking.set(parking.clone());
+            monoio::spawn(super::park::run(self.clone(), parking));
+        }
     }
 
     /// Encodes and sends the batch of every room that has items waiting.
@@ -215,6 +220,8 @@ impl Danmaku {
             .filter(|r| r.shed.share() < 1.0)
             .count();
         m.ws_rooms_shedding.store(shedding as u64, Relaxed);
+        let parked = self.parking.get().map_or(0, |p| p.parked());
+        m.ws_parked.store(parked as u64, Relaxed);
         m.ws_bytes_out.fetch_add(take(&c.bytes_written), Relaxed);
         m.ws_flushes.fetch_add(take(&c.flushes), Relaxed);
         m.ws_flush_writes.fetch_add(take(&c.flush_writes), Relaxed);

@@ -84,6 +84,9 @@ pub struct Conn {
     /// This connection's own post rate limit (the room's home keeps the per-user one).
     pub(super) bucket: Cell<TokenBucket>,
     closing: Cell<Option<(u16, &'static str)>>,
+    /// While the connection is parked (no task): its socket and what the listener holds
+    /// (`super::park`).
+    pub(super) parked: RefCell<Option<super::park::Parked>>,
 }
 
 impl Conn {
@@ -107,6 +110,7 @@ impl Conn {
             last_seen: Cell::new(now),
             bucket: Cell::new(TokenBucket::full(burst, now_ms)),
             closing: Cell::new(None),
+            parked: RefCell::new(None),
         }
     }
 

@@ -145,7 +145,7 @@ pub async fn serve<S: Service>(
     state: Rc<S>,
     stream: Sock,
     peer: SocketAddr,
-) -> Option<super::LocalBoxFuture<'static, ()>> {
+) -> Option<super::Handover> {
     let mut next = None;
     serve_until_takeover(state, stream, peer, &mut next).await;
     next
@@ -155,7 +155,7 @@ async fn serve_until_takeover<S: Service>(
     state: Rc<S>,
     mut stream: Sock,
     peer: SocketAddr,
-    next: &mut Option<super::LocalBoxFuture<'static, ()>>,
+    next: &mut Option<super::Handover>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::new();
@@ -364,7 +364,11 @@ async fn serve_until_takeover<S: Service>(
                 if !out.is_empty() && !flush(&state, &mut stream, &mut out).await {
                     return;
                 }
-                *next = Some(takeover(stream, buf));
+                *next = Some(super::Handover {
+                    takeover,
+                    sock: stream,
+                    rest: buf,
+                });
                 return;
             }
         }

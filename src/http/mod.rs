@@ -47,9 +47,49 @@ where
     Rc::new(move |s, r| Box::pin(f(s, r)))
 }
 
-/// A handler that takes the connection over: it gets the socket and whatever was read past
-/// the request, writes its own response head, and owns the connection from then on.
-pub type Takeover = Box<dyn FnOnce(crate::sock::Sock, BytesMut) -> LocalBoxFuture<'static, ()>>;
+/// A handler that takes the connection over: it gets the socket, whatever was read past
+/// the request and the connection's [`Held`], writes its own response head, and owns the
+/// connection from then on.
+pub type Takeover =
+    Box<dyn FnOnce(crate::sock::Sock, BytesMut, Held) -> LocalBoxFuture<'static, ()>>;
+
+/// What the listener holds for as long as a connection lives (its place under the
+/// connection limits). A takeover keeps it until the connection ends, wherever the
+/// connection then lives (a task, or parked on the shard: `crate::danmaku::park`).
+pub struct Held(#[allow(dead_code)] Option<Box<dyn std::any::Any>>);
+
+impl Held {
+    pub fn new(what: impl std::any::Any) -> Self {
+        Held(Some(Box::new(what)))
+    }
+
+    /// Nothing held (a connection no listener counts).
+    pub fn nothing() -> Self {
+        Held(None)
+    }
+}
+
+/// The usual takeover's future: `f`, with `held` kept until it ends.
+pub fn hold(held: Held, f: impl Future<Output = ()> + 'static) -> LocalBoxFuture<'static, ()> {
+    Box::pin(async move {
+        f.await;
+        drop(held);
+    })
+}
+
+/// A connection a handler took over, not started yet: [`Handover::start`] gives it the
+/// listener's [`Held`].
+pub struct Handover {
+    pub(crate) takeover: Takeover,
+    pub(crate) sock: crate::sock::Sock,
+    pub(crate) rest: BytesMut,
+}
+
+impl Handover {
+    pub fn start(self, held: Held) -> LocalBoxFuture<'static, ()> {
+        (self.takeover)(self.sock, self.rest, held)
+    }
+}
 
 /// Path parameters of the matched route, in pattern order.
 #[derive(Clone, Debug, Default)]

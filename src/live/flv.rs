@@ -62,8 +62,11 @@ async fn flv_handler(live: Rc<Live>, req: Request) -> Reply {
     }
     let stream: StreamId = name.into();
     let peer = req.peer;
-    Reply::Takeover(Box::new(move |sock, _rest| {
-        Box::pin(serve(live, sock, stream, query, peer, requested, !pull))
+    Reply::Takeover(Box::new(move |sock, _rest, held| {
+        crate::http::hold(
+            held,
+            serve(live, sock, stream, query, peer, requested, !pull),
+        )
     }))
 }
 

@@ -47,6 +47,8 @@ pub struct ShardMetrics {
 
     // Danmaku (published by the shard's sweeper once a second).
     pub ws_connections: AtomicI64,
+    /// Idle connections parked without a task.
+    pub ws_parked: AtomicU64,
     pub ws_rooms_home: AtomicU64,
     pub ws_rooms_local: AtomicU64,
     pub ws_posts: AtomicU64,

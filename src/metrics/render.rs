@@ -140,12 +140,19 @@ impl Metrics {
         }
 
         type Get = fn(&ShardMetrics) -> u64;
-        let ws: [(&str, &str, &str, Get); 18] = [
+        let ws: [(&str, &str, &str, Get); 19] = [
             (
                 "liveshard_ws_connections",
                 "gauge",
                 "Open danmaku WebSocket connections.",
                 |s| s.ws_connections.load(Relaxed).max(0) as u64,
+            ),
+            (
+                "liveshard_ws_parked",
+                "gauge",
+                "Idle danmaku connections parked without a task (their sockets in the shard's \
+                 epoll set).",
+                |s| s.ws_parked.load(Relaxed),
             ),
             (
                 "liveshard_ws_rooms_home",

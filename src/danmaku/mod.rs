@@ -32,6 +32,7 @@ pub mod cork;
 mod dispatch;
 pub mod engine;
 pub mod hygiene;
+mod local_room;
 mod moderate;
 mod park;
 pub mod plain;

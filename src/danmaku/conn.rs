@@ -20,7 +20,8 @@
 //!   ([`super::park`]): its task ends, and its socket waits in the shard's epoll set until
 //!   it is readable, something is queued for it, or it is closed; then a new task resumes
 //!   it ([`resume`]). 15,000 idle connections (`bench/fanout.sh --pin --shards 1
-//!   --idle-conns 15000`) took 1.45 KiB each with a task each, 0.49 KiB parked.
+//!   --idle-conns 15000`) took 1.45 KiB each with a task each, 0.49 KiB parked, and
+//!   347 B parked without their outbound queue (`bench/runs/2026-12-06-vm-issue12-park`).
 //! - At the end it writes what is queued ([`crate::outq::write_loop`]), then the close
 //!   frame.
 //!

@@ -56,16 +56,11 @@ pub type Takeover =
 /// What the listener holds for as long as a connection lives (its place under the
 /// connection limits). A takeover keeps it until the connection ends, wherever the
 /// connection then lives (a task, or parked on the shard: `crate::danmaku::park`).
-pub struct Held(#[allow(dead_code)] Option<Box<dyn std::any::Any>>);
+pub struct Held(#[allow(dead_code)] Box<dyn std::any::Any>);
 
 impl Held {
     pub fn new(what: impl std::any::Any) -> Self {
-        Held(Some(Box::new(what)))
-    }
-
-    /// Nothing held (a connection no listener counts).
-    pub fn nothing() -> Self {
-        Held(None)
+        Held(Box::new(what))
     }
 }
 

@@ -79,6 +79,8 @@ impl Drop for ConnGuard {
 /// The shard's main future.
 pub async fn run(ctx: ShardCtx<ShardMsg>, seed: Seed, common: Arc<Common>) {
     let cfg = &common.config;
+    // A room's flush writes to all its viewers in one system call where io_uring is in use.
+    crate::outq::sendring::allow(ctx.driver == shards::DriverInUse::Uring);
     let shutdown = Signal::new();
     let app = App::new(
         ctx.id,

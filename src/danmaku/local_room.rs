@@ -13,6 +13,7 @@ use super::cork::Flushed;
 use super::shed::Shed;
 use super::viewer::Conn;
 use super::Uid;
+use crate::outq::OutQueue;
 
 /// A room's viewers on one shard.
 #[derive(Default)]
@@ -83,22 +84,28 @@ impl LocalRoom {
         !self.pending.is_empty()
     }
 
-    /// Writes the pending frames to every viewer: the same buffers, one `sendmsg` each
-    /// (or through its queue when something is ahead of them). Returns what it did and
-    /// when the oldest pending post arrived.
+    /// Writes the pending frames to every viewer: the same buffers, one write each (all
+    /// of them in one system call where the shard batches its sends), or through its queue
+    /// when something is ahead of them. Returns what it did and when the oldest pending
+    /// post arrived.
     pub fn flush(&mut self, now: Instant) -> (Flushed, Option<Instant>) {
         let mut done = Flushed::default();
         if self.pending.is_empty() {
             return (done, None);
         }
-        for conn in &self.viewers {
-            let b = conn.send_batch(&self.pending, now);
-            done.delivered += b.delivered as u64;
-            done.dropped += b.dropped as u64;
-            done.writes += b.wrote as u64;
-            done.bytes += b.sent as u64;
-            done.behind += b.behind as u64;
-        }
+        OutQueue::offer_batch_all(
+            &self.viewers,
+            |c| c.fanout_queue(),
+            &self.pending,
+            now,
+            |b| {
+                done.delivered += b.delivered as u64;
+                done.dropped += b.dropped as u64;
+                done.writes += b.wrote as u64;
+                done.bytes += b.sent as u64;
+                done.behind += b.behind as u64;
+            },
+        );
         // The allocation stays for the next turn.
         self.pending.clear();
         (done, self.pending_since.take())

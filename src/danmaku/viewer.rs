@@ -24,7 +24,7 @@ use super::hygiene::TokenBucket;
 use super::protocol::close;
 use super::{ConnRef, RoomId, Uid};
 use crate::auth::Claims;
-use crate::outq::{Batch, Offer, OutQueue, Policy};
+use crate::outq::{Offer, OutQueue, Policy};
 
 /// A logged-in user, as the token says.
 #[derive(Debug)]
@@ -177,14 +177,10 @@ impl Conn {
         self.out.send_droppable(frame, now)
     }
 
-    /// Offers a room's frames of one turn (`super::cork`): one write when nothing is ahead
-    /// of them, else each judged by the queue's bound (dropped ones start the
-    /// slow-consumer clock).
-    pub fn send_batch(&self, frames: &[Bytes], now: Instant) -> Batch {
-        if self.closing.get().is_some() {
-            return Batch::default();
-        }
-        self.out.offer_batch(frames, now)
+    /// The queue a room's frames of one turn go to (`super::cork`, through
+    /// `OutQueue::offer_batch_all`); `None` once the connection is closing.
+    pub fn fanout_queue(&self) -> Option<&OutQueue> {
+        self.closing.get().is_none().then_some(&self.out)
     }
 
     /// Answers a ping. At most one pong waits: a newer ping replaces the older one's answer

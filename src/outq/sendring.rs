@@ -129,6 +129,7 @@ impl SendRing {
             .step_by(ENTRIES as usize)
             .zip(self.batch.chunks(ENTRIES as usize))
         {
+            let mut pushed = 0;
             {
                 let mut sq = self.ring.submission();
                 for (k, &(_, fd)) in chunk.iter().enumerate() {
@@ -142,15 +143,18 @@ impl SendRing {
                             .build()
                     };
                     // SAFETY: the entry points at `msg`, `iov` and `frames`, which outlive
-                    // this call, and every entry completes before it returns (below). The
-                    // queue has room: it holds ENTRIES and is empty between chunks.
-                    let pushed = unsafe { sq.push(&entry.user_data(k as u64)) };
-                    debug_assert!(pushed.is_ok());
+                    // this call, and every entry pushed completes before it returns (below).
+                    // The queue holds ENTRIES and is empty between chunks; were it full, the
+                    // rest of the chunk would count as not sent.
+                    if unsafe { sq.push(&entry.user_data(k as u64)) }.is_err() {
+                        break;
+                    }
+                    pushed += 1;
                 }
             }
             let mut seen = 0;
-            while seen < chunk.len() {
-                match self.ring.submit_and_wait(chunk.len() - seen) {
+            while seen < pushed {
+                match self.ring.submit_and_wait(pushed - seen) {
                     Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}

@@ -391,6 +391,7 @@ impl OutQueue {
                 items
                     .iter()
                     .filter_map(&out)
+                    .filter(|q| q.is_open())
                     .for_each(|q| each(q.offer_batch(frames, now)));
                 return;
             };
@@ -677,10 +678,11 @@ mod tests {
         );
     }
 
-    /// A room's flush to many consumers, through the shard's send ring where io_uring is
-    /// there: each consumer whose socket has room gets the turn whole and in order; one
-    /// whose socket is full keeps it queued and counts as behind; a closed one gets nothing.
-    /// More consumers than one submit carries, and turns of one frame and of two.
+    /// A room's flush to many consumers, through the send ring (where io_uring is) and one
+    /// `sendmsg` at a time, the same either way: each consumer whose socket has room gets
+    /// the turn whole and in order; one whose socket is full keeps it queued and counts as
+    /// behind; a closed one gets nothing. More consumers than one submit carries, and turns
+    /// of one frame and of two.
     #[test]
     fn a_turn_reaches_every_consumer_and_a_full_socket_keeps_the_rest() {
         sendring::allow(true);
@@ -689,6 +691,13 @@ mod tests {
             monoio::utils::detect_uring(),
             "the ring is used wherever io_uring is"
         );
+        a_turn_to_many(true);
+        sendring::allow(false);
+        assert!(sendring::with(|r| r.is_none()));
+        a_turn_to_many(false);
+    }
+
+    fn a_turn_to_many(ring: bool) {
         let pairs: Vec<_> = (0..300).map(|_| socket_pair()).collect();
         let outs: Vec<OutQueue> = pairs
             .iter()
@@ -709,12 +718,20 @@ mod tests {
         for (t, frames) in turns.iter().enumerate() {
             let mut seen = Vec::new();
             OutQueue::offer_batch_all(&outs, |o| Some(o), frames, now, |b| seen.push(b));
-            assert_eq!(seen.len(), 299, "turn {t}: every open consumer, once");
+            assert_eq!(
+                seen.len(),
+                299,
+                "turn {t}, ring {ring}: every open consumer, once"
+            );
             assert!(seen
                 .iter()
                 .all(|b| b.delivered == frames.len() && b.dropped == 0));
             let behind: Vec<_> = seen.iter().filter(|b| b.behind).collect();
-            assert_eq!(behind.len(), 1, "turn {t}: only the full socket is behind");
+            assert_eq!(
+                behind.len(),
+                1,
+                "turn {t}, ring {ring}: only the full socket is behind"
+            );
         }
         assert_eq!(
             outs[0].queued_bytes(),
@@ -726,7 +743,7 @@ mod tests {
             let mut got = vec![0u8; 37];
             (&mut &*peer).read_exact(&mut got).unwrap();
             let want: Vec<u8> = turns.iter().flatten().flat_map(|f| f.to_vec()).collect();
-            assert_eq!(got, want, "consumer {i}");
+            assert_eq!(got, want, "consumer {i}, ring {ring}");
             assert_eq!(outs[i].queued_bytes(), 0);
         }
     }

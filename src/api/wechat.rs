@@ -429,7 +429,8 @@ impl TokenCache {
         let (key, lock) = (keys::wechat_token(&e.appid), keys::wechat_lock(&e.appid));
         let mut con = target.connect(e.timeout).map_err(|e| e.kind())?;
         let deadline = Instant::now() + e.timeout * 2 + Duration::from_secs(1);
-        loop {
+        // The shared token if it is not due yet.
+        let read = |con: &mut crate::cluster::client::Conn| -> Result<_, redis::ErrorKind> {
             let now = crate::clock::unix_ms();
             let stored: Option<String> = redis::cmd("GET")
                 .arg(&key)
@@ -440,18 +441,20 @@ impl TokenCache {
                 let token = parts.next()?;
                 let refresh_at = parts.next()?.parse::<u64>().ok()?;
                 let expires = parts.next()?.parse::<u64>().ok()?;
-                Some((token, refresh_at, expires))
+                Some((token.to_string(), refresh_at, expires))
             });
-            if let Some((token, refresh_at, expires)) = parsed {
-                if now < refresh_at {
+            Ok(parsed.filter(|&(_, refresh_at, _)| now < refresh_at).map(
+                |(token, refresh_at, expires)| {
                     // This node refreshes when the fetching one would have.
                     let left = Duration::from_millis(expires.saturating_sub(now));
                     let due = Duration::from_millis(refresh_at - now);
-                    return Ok(Ok((
-                        token.to_string(),
-                        lifetime_for(left, due, self.margin),
-                    )));
-                }
+                    (token, lifetime_for(left, due, self.margin))
+                },
+            ))
+        };
+        loop {
+            if let Some(fresh) = read(&mut con)? {
+                return Ok(Ok(fresh));
             }
             let hold_ms = (e.timeout * 2 + Duration::from_secs(1)).as_millis() as u64;
             let taken: Option<String> = redis::cmd("SET")
@@ -463,19 +466,27 @@ impl TokenCache {
                 .query(con.like())
                 .map_err(|e| e.kind())?;
             if taken.is_some() {
-                let fetched = self.fetch_wechat(client);
-                if let Ok((token, lifetime)) = &fetched {
-                    let now = crate::clock::unix_ms();
-                    let life = Duration::from_secs(*lifetime);
-                    let refresh_at = now + refresh_in(life, self.margin).as_millis() as u64;
-                    let expires = now + lifetime * 1000;
-                    let _: redis::RedisResult<()> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(format!("{token}\n{refresh_at}\n{expires}"))
-                        .arg("PX")
-                        .arg(lifetime * 1000)
-                        .query(con.like());
-                }
+                // Another node may have stored a fresh token between the read above and
+                // taking the lock (it fetched and let the lock go meanwhile): use that one.
+                let fetched = match read(&mut con) {
+                    Ok(Some(fresh)) => Ok(fresh),
+                    _ => {
+                        let fetched = self.fetch_wechat(client);
+                        if let Ok((token, lifetime)) = &fetched {
+                            let now = crate::clock::unix_ms();
+                            let life = Duration::from_secs(*lifetime);
+                            let refresh_at = now + refresh_in(life, self.margin).as_millis() as u64;
+                            let expires = now + lifetime * 1000;
+                            let _: redis::RedisResult<()> = redis::cmd("SET")
+                                .arg(&key)
+                                .arg(format!("{token}\n{refresh_at}\n{expires}"))
+                                .arg("PX")
+                                .arg(lifetime * 1000)
+                                .query(con.like());
+                        }
+                        fetched
+                    }
+                };
                 let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&lock).query(con.like());
                 return Ok(fetched);
             }

@@ -43,6 +43,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+# The servers and loadgen may hold as many descriptors as the hard limit allows (a login
+# shell's soft limit is often 1,024, far below an idle run's connections).
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 VIEWERS=4000 ROOMS=4 PUBLISHERS=4 RATE=100 DURATION=10 PAYLOAD=64 PROCS=2 THREADS=1
 SRC=127.0.0.2-127.0.0.60 IDLE_CONNS=10000 PEERS="liveshard node tokio" PROFILE=0 OUT="" BUILD=1
 LOADS="" SHARDS="" PIN=0 WINDOWS="0 50" SWEEP=""

@@ -97,34 +97,75 @@ pub fn send_now_iter<'a>(
     fd: std::os::fd::RawFd,
     parts: impl IntoIterator<Item = &'a [u8]>,
 ) -> SendNow {
-    let mut iov: [libc::iovec; SEND_NOW_MAX_PARTS] = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; SEND_NOW_MAX_PARTS];
-    let mut total = 0;
-    let mut n = 0;
-    for (slot, part) in iov.iter_mut().zip(parts) {
-        slot.iov_base = part.as_ptr() as *mut libc::c_void;
-        slot.iov_len = part.len();
-        total += part.len();
-        n += 1;
-    }
-    if total == 0 {
+    let mut g = Gather::new(parts);
+    if g.total == 0 {
         return SendNow::All;
     }
-    // SAFETY: an all-zero msghdr is valid (no name, no control data); it points at `iov`,
-    // which outlives the call, holding `n` entries that point at live slices.
-    let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = n as _;
-        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    };
-    match sent {
-        s if s < 0 => SendNow::Nothing,
-        s if s as usize >= total => SendNow::All,
-        0 => SendNow::Nothing,
-        s => SendNow::Partial(s as usize),
+    // SAFETY: the msghdr points at `g`'s iovecs, which point at live slices; both outlive
+    // the call.
+    let sent = unsafe { libc::sendmsg(fd, g.msghdr(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    SendNow::of(sent, g.total)
+}
+
+/// Up to [`SEND_NOW_MAX_PARTS`] buffers as one `sendmsg`'s iovecs, on the stack.
+pub struct Gather {
+    iov: [libc::iovec; SEND_NOW_MAX_PARTS],
+    n: usize,
+    msg: libc::msghdr,
+    /// The bytes the iovecs hold.
+    pub total: usize,
+}
+
+impl Gather {
+    /// The first [`SEND_NOW_MAX_PARTS`] of `parts`; the slices must outlive every use of
+    /// [`Gather::msghdr`].
+    pub fn new<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut g = Gather {
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; SEND_NOW_MAX_PARTS],
+            n: 0,
+            // SAFETY: an all-zero msghdr is valid (no name, no control data).
+            msg: unsafe { std::mem::zeroed() },
+            total: 0,
+        };
+        for (slot, part) in g.iov.iter_mut().zip(parts) {
+            slot.iov_base = part.as_ptr() as *mut libc::c_void;
+            slot.iov_len = part.len();
+            g.total += part.len();
+            g.n += 1;
+        }
+        g
+    }
+
+    /// The message header over the iovecs (valid while `self` is neither moved nor
+    /// dropped).
+    pub fn msghdr(&mut self) -> &libc::msghdr {
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.n as _;
+        &self.msg
+    }
+}
+
+impl SendNow {
+    /// What a send of `total` bytes that returned `sent` (bytes, or < 0 for an error) did.
+    pub fn of(sent: isize, total: usize) -> SendNow {
+        match sent {
+            s if s <= 0 => SendNow::Nothing,
+            s if s as usize >= total => SendNow::All,
+            s => SendNow::Partial(s as usize),
+        }
+    }
+
+    /// The bytes that went, for a send of buffers of these lengths (all of what one send
+    /// gathers for [`SendNow::All`]: the first [`SEND_NOW_MAX_PARTS`]).
+    pub fn bytes(self, lens: impl IntoIterator<Item = usize>) -> usize {
+        match self {
+            SendNow::All => lens.into_iter().take(SEND_NOW_MAX_PARTS).sum(),
+            SendNow::Partial(n) => n,
+            SendNow::Nothing => 0,
+        }
     }
 }
 

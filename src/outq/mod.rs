@@ -34,7 +34,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use shards::local::{Notified, Notify};
 
-use crate::sockio::{send_now_iter, SendNow, SEND_NOW_MAX_PARTS};
+use crate::sockio::{send_now_iter, SendNow};
 pub use queue::{Kind, Offer, Policy, Queue, HARD_CEILING};
 pub use writer::{spawn_writer, write_loop, End, Timeout};
 
@@ -202,12 +202,9 @@ impl OutQueue {
         if self.in_flight.get() || !queue_empty {
             return 0;
         }
-        let sent = match send_now_iter(fd, parts.iter().map(|p| p.as_ref())) {
-            // All of what one call gathers; more parts than that wait in the queue.
-            SendNow::All => parts.iter().take(SEND_NOW_MAX_PARTS).map(|p| p.len()).sum(),
-            SendNow::Partial(n) => n,
-            SendNow::Nothing => 0,
-        };
+        // All of what one call gathers; more parts than that wait in the queue.
+        let sent = send_now_iter(fd, parts.iter().map(|p| p.as_ref()))
+            .bytes(parts.iter().map(|p| p.len()));
         self.direct_bytes.set(self.direct_bytes.get() + sent as u64);
         sent
     }
@@ -323,11 +320,7 @@ impl OutQueue {
     /// since) that did `sent`; what the socket did not take is queued for the writer.
     fn sent_directly(&self, frames: &[Bytes], sent: SendNow, now: Instant) -> Batch {
         let total: usize = frames.iter().map(Bytes::len).sum();
-        let sent = match sent {
-            SendNow::All => frames.iter().take(SEND_NOW_MAX_PARTS).map(Bytes::len).sum(),
-            SendNow::Partial(n) => n,
-            SendNow::Nothing => 0,
-        };
+        let sent = sent.bytes(frames.iter().map(Bytes::len));
         let mut done = Batch {
             delivered: frames.len(),
             sent,
@@ -372,10 +365,11 @@ impl OutQueue {
     /// Kept because it is the cheaper on a 2-core VM. `cargo bench --bench sendring` (a
     /// sender and a reader on cores of their own): the batch costs 0.95× the `sendmsg`
     /// calls' CPU per delivery at 200 viewers, 0.82× at 1,000 and 0.93× at 4,000. End to
-    /// end (`bench/fanout.sh --pin --shards 1 --rooms 1`, window 0, five runs each way, the
-    /// median): 1,000 × 200 went from 394k to 408k deliveries per server CPU-second and
-    /// 200 × 1,000 stayed at 378k. Most of a delivery is the kernel's TCP work, which no
-    /// way of submitting saves.
+    /// end (`bench/fanout.sh --pin --shards 1 --rooms 1`, window 0, against the same build
+    /// with `sendring::allow(false)` in `shard.rs`, five runs each way, the median):
+    /// 1,000 × 200 went from 394k to 408k deliveries per server CPU-second and 200 × 1,000
+    /// stayed at 378k, within the ±10 % spread of runs. Most of a delivery is the kernel's
+    /// TCP work, which no way of submitting saves.
     pub fn offer_batch_all<T>(
         items: &[T],
         out: impl Fn(&T) -> Option<&OutQueue>,
@@ -488,11 +482,7 @@ impl OutQueue {
         let Some(q) = slot.as_deref_mut().filter(|q| !q.is_empty()) else {
             return 0;
         };
-        let sent = match send_now_iter(fd, q.pending()) {
-            SendNow::All => q.pending().take(SEND_NOW_MAX_PARTS).map(<[u8]>::len).sum(),
-            SendNow::Partial(n) => n,
-            SendNow::Nothing => 0,
-        };
+        let sent = send_now_iter(fd, q.pending()).bytes(q.pending().map(<[u8]>::len));
         q.sent_directly(sent);
         sent as u64
     }
@@ -556,6 +546,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
+    use crate::sockio::SEND_NOW_MAX_PARTS;
 
     fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

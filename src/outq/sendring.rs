@@ -17,7 +17,7 @@ use std::os::fd::RawFd;
 use bytes::Bytes;
 use io_uring::{opcode, types, IoUring};
 
-use crate::sockio::{SendNow, SEND_NOW_MAX_PARTS};
+use crate::sockio::{Gather, SendNow, SEND_NOW_MAX_PARTS};
 
 /// Entries submitted per system call; a larger batch goes in several.
 const ENTRIES: u32 = 256;
@@ -79,10 +79,13 @@ impl SendRing {
     fn new() -> std::io::Result<Self> {
         let ring = IoUring::builder()
             // Only the shard's thread submits; keep submitting past an entry that fails.
+            // Kernels before 6.0 lack these: the plain ring does the same (an entry left
+            // unsubmitted after a failed one goes with the next submit of the loop below).
             .setup_single_issuer()
             .setup_submit_all()
             .setup_cqsize(2 * ENTRIES)
-            .build(ENTRIES)?;
+            .build(ENTRIES)
+            .or_else(|_| IoUring::builder().setup_cqsize(2 * ENTRIES).build(ENTRIES))?;
         Ok(Self {
             ring,
             batch: Vec::new(),
@@ -105,25 +108,15 @@ impl SendRing {
     /// Sends the first [`SEND_NOW_MAX_PARTS`] of `frames` to every consumer of the batch.
     pub fn send(&mut self, frames: &[Bytes]) {
         let frames = &frames[..frames.len().min(SEND_NOW_MAX_PARTS)];
-        let total: usize = frames.iter().map(Bytes::len).sum();
+        let mut gather = Gather::new(frames.iter().map(|f| f.as_ref()));
+        let total = gather.total;
         self.results.clear();
         self.results.resize(self.batch.len(), SendNow::Nothing);
         if total == 0 {
             self.results.fill(SendNow::All);
             return;
         }
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; SEND_NOW_MAX_PARTS];
-        for (slot, f) in iov.iter_mut().zip(frames) {
-            slot.iov_base = f.as_ptr() as *mut libc::c_void;
-            slot.iov_len = f.len();
-        }
-        // SAFETY: an all-zero msghdr is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = frames.len() as _;
+        let msg: *const libc::msghdr = gather.msghdr();
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
         for (start, chunk) in (0..)
             .step_by(ENTRIES as usize)
@@ -138,11 +131,11 @@ impl SendRing {
                             .flags(flags)
                             .build()
                     } else {
-                        opcode::SendMsg::new(types::Fd(fd), &msg)
+                        opcode::SendMsg::new(types::Fd(fd), msg)
                             .flags(flags as u32)
                             .build()
                     };
-                    // SAFETY: the entry points at `msg`, `iov` and `frames`, which outlive
+                    // SAFETY: the entry points at `gather` and `frames`, which outlive
                     // this call, and every entry pushed completes before it returns (below).
                     // The queue holds ENTRIES and is empty between chunks; were it full, the
                     // rest of the chunk would count as not sent.
@@ -168,11 +161,7 @@ impl SendRing {
                 }
                 for cqe in self.ring.completion() {
                     let k = cqe.user_data() as usize;
-                    self.results[start + k] = match cqe.result() {
-                        r if r <= 0 => SendNow::Nothing,
-                        r if r as usize >= total => SendNow::All,
-                        r => SendNow::Partial(r as usize),
-                    };
+                    self.results[start + k] = SendNow::of(cqe.result() as isize, total);
                     seen += 1;
                 }
             }

@@ -713,6 +713,97 @@ fn idle_viewers_park_and_are_woken_by_what_they_send_and_what_they_are_sent(shar
     assert_eq!((m.sum(CONNS), m.sum(PARKED)), (left, left));
 }
 
+/// A TCP connection to `to` from the loopback address `src` (127.0.0.1 is exempt from the
+/// per-address limits in the test below, so the scrapes pass and the viewers count).
+fn tcp_from(src: std::net::Ipv4Addr, to: std::net::SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("the server listens on IPv4 loopback")
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, bound and connected with live sockaddr_in values; on success
+    // its descriptor is owned by the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let (a, b) = (sin(src, 0), sin(*to.ip(), to.port()));
+        assert_eq!(
+            libc::bind(fd, &a as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        assert_eq!(
+            libc::connect(fd, &b as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        let s = TcpStream::from_raw_fd(fd);
+        s.set_read_timeout(Some(T)).unwrap();
+        s
+    }
+}
+
+/// Asks `/healthz` on `s`; the status, or None for a close without an answer.
+fn healthz_on(s: &TcpStream) -> Option<u16> {
+    (&*s)
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .ok()?;
+    support::read_response(&mut BufReader::new(s)).map(|r| r.status)
+}
+
+/// A parked viewer keeps its place under the per-address connection cap (the listener's
+/// hold moves with it from its task to the shard's parking), so idling is no way past the
+/// cap; one that hangs up while parked gives its place back.
+#[test]
+fn parked_viewers_keep_their_place_under_the_per_address_cap() {
+    let server = start(
+        1,
+        &[
+            "--set",
+            "server.max_conns_per_ip=3",
+            "--set",
+            "server.per_ip_exempt=127.0.0.1/32",
+            "--set",
+            "danmaku.merge_window_ms=0",
+        ],
+    );
+    let src = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let viewer = || {
+        let s = tcp_from(src, server.http);
+        assert_eq!(healthz_on(&s), Some(200));
+        let mut c = Client::upgrade(s, server.http, "room=capped", &[]).expect("upgraded");
+        c.expect("history", T);
+        c
+    };
+    let mut viewers: Vec<Client> = (0..3).map(|_| viewer()).collect();
+    let m = settle(&server, 1, |m| m.sum(PARKED) == 3.0);
+    assert_eq!(m.sum(PARKED), 3.0, "all three parked");
+
+    // Parked, they still hold the address's three places.
+    let fourth = tcp_from(src, server.http);
+    assert_eq!(
+        healthz_on(&fourth),
+        Some(503),
+        "the cap holds while they are parked"
+    );
+
+    // One hangs up while parked: its place is free again.
+    viewers.pop().unwrap().close();
+    let again = support::eventually(Duration::from_secs(5), || {
+        (healthz_on(&tcp_from(src, server.http)) == Some(200)).then_some(())
+    });
+    assert!(
+        again.is_some(),
+        "the place of the one that left is given back"
+    );
+}
+
 // --- heartbeats ---------------------------------------------------------------------------
 
 /// A silent and a pinging connection on every shard: each silent one is closed with 4008

@@ -164,8 +164,9 @@ pub async fn run(dm: Rc<Danmaku>, parking: Rc<Parking>) {
         monoio::select! {
             r = parking.epoll.readable(false) => {
                 if r.is_err() {
-                    // Not expected for an epoll descriptor: wake everyone rather than lose them.
-                    tracing::warn!("the parked connections' epoll set failed");
+                    // Not expected for an epoll descriptor; the set is read below anyway
+                    // (without waiting), so no ready connection is lost.
+                    tracing::warn!("waiting on the parked connections' epoll set failed");
                 }
             },
             _ = parking.kick.notified() => {},

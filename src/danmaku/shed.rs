@@ -20,8 +20,8 @@
 //! stored, in history, not in live batches; counted in `liveshard_ws_shed_total`). The
 //! share falls by a quarter every [`STEP`] while the overload lasts, and grows back by
 //! [`RECOVER_PER_SEC`] once the room's viewers keep up again (fewer than one in sixteen,
-//! or than [`MIN_BEHIND`], behind) and the shard has room. Gifts, VIP and system items are never shed, and a burst
-//! shorter than [`SHED_AFTER`] sheds nothing.
+//! or than [`MIN_BEHIND`], behind) and the shard has room. Gifts, VIP and system items are
+//! never shed, and a burst shorter than [`SHED_AFTER`] sheds nothing.
 //!
 //! The home shard judges from its own viewers of the room: connections are spread over
 //! shards, so they are a sample of the room's audience. A room with no viewers on its home

@@ -212,7 +212,8 @@ impl Metrics {
             (
                 "liveshard_ws_flush_writes_total",
                 "counter",
-                "Viewer writes made by those flushes (one system call each, however many frames).",
+                "Viewer writes made by those flushes (one per viewer however many frames; one \
+                 io_uring submit carries a flush's writes where the shard uses io_uring).",
                 |s| s.ws_flush_writes.load(Relaxed),
             ),
             (

@@ -649,7 +649,21 @@ fn a_client_that_stops_reading_is_closed_while_others_keep_receiving(shards: usi
 /// parked they still get every batch, have their pings answered, are told to go away by a
 /// kick, and are let go when they hang up; each parks again once idle.
 fn idle_viewers_park_and_are_woken_by_what_they_send_and_what_they_are_sent(shards: usize) {
-    let server = start(shards, &["--set", "danmaku.merge_window_ms=0"]);
+    park_and_wake(shards, &[]);
+}
+
+/// The same under the epoll driver: parking has its own epoll set whatever the runtime
+/// uses, and the fan-out sends one `sendmsg` per viewer instead of an io_uring batch.
+#[test]
+fn idle_viewers_park_and_wake_under_the_epoll_driver() {
+    park_and_wake(2, &["--driver", "epoll"]);
+}
+
+fn park_and_wake(shards: usize, extra: &[&str]) {
+    let server = start(
+        shards,
+        &[&["--set", "danmaku.merge_window_ms=0"], extra].concat(),
+    );
     let mut viewers: Vec<Client> = (0..4 * shards)
         .map(|i| joined_on(&server, "room=park", i % shards))
         .collect();
